@@ -1,0 +1,261 @@
+//! Broker and topic configuration, named and defaulted as Kafka names them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::BrokerError;
+
+/// What a topic may override. Every key is Kafka's topic-level config name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicConfig {
+    /// `segment.bytes`: roll the active segment once it would grow past this.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll the active segment once it is this old.
+    pub segment_ms: i64,
+    /// `retention.ms`: delete closed segments whose newest record is older; -1 keeps forever.
+    pub retention_ms: i64,
+    /// `retention.bytes`: delete the oldest closed segments while the log is larger; -1 = no limit.
+    pub retention_bytes: i64,
+    /// `cleanup.policy`: delete, compact, or both.
+    pub cleanup_policy: CleanupPolicy,
+    /// `delete.retention.ms`: how long compaction keeps tombstones.
+    pub delete_retention_ms: i64,
+    /// `flush.messages`: fsync after this many records; 1 means every batch is synced before its
+    /// acknowledgement (grouped with concurrent batches into one fdatasync).
+    pub flush_messages: i64,
+    /// `flush.ms`: fsync at least this often.
+    pub flush_ms: i64,
+    /// `max.message.bytes`: the largest record batch accepted.
+    pub max_message_bytes: i32,
+    /// `compression.type`: `producer` keeps the producer's codec; anything else is what a batch
+    /// written by the broker itself (compaction, the in-process client) uses.
+    pub compression_type: String,
+}
+
+/// `cleanup.policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CleanupPolicy {
+    Delete,
+    Compact,
+    CompactDelete,
+}
+
+impl CleanupPolicy {
+    /// Whether compaction applies.
+    pub fn compacts(self) -> bool {
+        matches!(self, CleanupPolicy::Compact | CleanupPolicy::CompactDelete)
+    }
+
+    /// Whether time and size retention apply.
+    pub fn deletes(self) -> bool {
+        matches!(self, CleanupPolicy::Delete | CleanupPolicy::CompactDelete)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            CleanupPolicy::Delete => "delete",
+            CleanupPolicy::Compact => "compact",
+            CleanupPolicy::CompactDelete => "compact,delete",
+        }
+    }
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        TopicConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3_600_000,
+            retention_ms: 7 * 24 * 3_600_000,
+            retention_bytes: -1,
+            cleanup_policy: CleanupPolicy::Delete,
+            delete_retention_ms: 24 * 3_600_000,
+            // Eddy's default: an interval flush every second. A process crash loses nothing
+            // (written bytes are in the page cache); a power loss can lose the last second.
+            flush_messages: i64::MAX,
+            flush_ms: 1_000,
+            max_message_bytes: 1_048_588,
+            compression_type: "producer".to_string(),
+        }
+    }
+}
+
+/// The topic config names Eddy understands, in the order DescribeConfigs lists them.
+pub const TOPIC_CONFIG_NAMES: &[&str] = &[
+    "cleanup.policy",
+    "compression.type",
+    "delete.retention.ms",
+    "flush.messages",
+    "flush.ms",
+    "max.message.bytes",
+    "retention.bytes",
+    "retention.ms",
+    "segment.bytes",
+    "segment.ms",
+];
+
+impl TopicConfig {
+    /// Applies `name=value` overrides on top of `self`, refusing unknown names and bad values.
+    pub fn with_overrides<'a>(
+        mut self,
+        overrides: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<TopicConfig, BrokerError> {
+        for (name, value) in overrides {
+            self.set(name, value)?;
+        }
+        Ok(self)
+    }
+
+    fn set(&mut self, name: &str, value: &str) -> Result<(), BrokerError> {
+        let bad = || BrokerError::InvalidConfig {
+            name: name.to_string(),
+            value: value.to_string(),
+        };
+        let int = || value.trim().parse::<i64>().map_err(|_| bad());
+        match name {
+            "segment.bytes" => self.segment_bytes = u64::try_from(int()?).map_err(|_| bad())?,
+            "segment.ms" => self.segment_ms = int()?,
+            "retention.ms" => self.retention_ms = int()?,
+            "retention.bytes" => self.retention_bytes = int()?,
+            "delete.retention.ms" => self.delete_retention_ms = int()?,
+            "flush.messages" => self.flush_messages = int()?.max(1),
+            "flush.ms" => self.flush_ms = int()?.max(1),
+            "max.message.bytes" => {
+                self.max_message_bytes = i32::try_from(int()?).map_err(|_| bad())?
+            }
+            "cleanup.policy" => {
+                let mut parts: Vec<&str> = value.split(',').map(str::trim).collect();
+                parts.sort_unstable();
+                self.cleanup_policy = match parts.as_slice() {
+                    ["delete"] => CleanupPolicy::Delete,
+                    ["compact"] => CleanupPolicy::Compact,
+                    ["compact", "delete"] => CleanupPolicy::CompactDelete,
+                    _ => return Err(bad()),
+                }
+            }
+            "compression.type" => match value {
+                "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => {
+                    self.compression_type = value.to_string()
+                }
+                _ => return Err(bad()),
+            },
+            _ => {
+                return Err(BrokerError::UnknownConfig {
+                    name: name.to_string(),
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// The current value of a config by its Kafka name.
+    pub fn get(&self, name: &str) -> Option<String> {
+        Some(match name {
+            "segment.bytes" => self.segment_bytes.to_string(),
+            "segment.ms" => self.segment_ms.to_string(),
+            "retention.ms" => self.retention_ms.to_string(),
+            "retention.bytes" => self.retention_bytes.to_string(),
+            "delete.retention.ms" => self.delete_retention_ms.to_string(),
+            "flush.messages" => self.flush_messages.to_string(),
+            "flush.ms" => self.flush_ms.to_string(),
+            "max.message.bytes" => self.max_message_bytes.to_string(),
+            "cleanup.policy" => self.cleanup_policy.name().to_string(),
+            "compression.type" => self.compression_type.clone(),
+            _ => return None,
+        })
+    }
+
+    /// Every config as `name -> value`, for persisting and describing.
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        TOPIC_CONFIG_NAMES
+            .iter()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    self.get(n).expect("every listed name has a value"),
+                )
+            })
+            .collect()
+    }
+
+    /// Whether every batch must be on disk before it is acknowledged.
+    pub fn fsync_before_ack(&self) -> bool {
+        self.flush_messages <= 1
+    }
+}
+
+/// How one broker node runs.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// This node's id in metadata.
+    pub node_id: i32,
+    /// Where partitions, offsets and metadata live.
+    pub data_dir: PathBuf,
+    /// The host and port clients are told to connect to.
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    /// Defaults for topics that do not override them.
+    pub topic_defaults: TopicConfig,
+    /// `num.partitions` for auto-created topics.
+    pub default_partitions: i32,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics: bool,
+    /// `log.retention.check.interval.ms`: how often retention and compaction run.
+    pub retention_check_interval: Duration,
+    /// `group.initial.rebalance.delay.ms`: how long a new group waits for more members.
+    pub group_initial_rebalance_delay: Duration,
+    /// How often the recovery-point checkpoint is written.
+    pub checkpoint_interval: Duration,
+}
+
+impl BrokerConfig {
+    /// A config with Kafka's defaults for a node storing its data in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> BrokerConfig {
+        BrokerConfig {
+            node_id: 0,
+            data_dir: data_dir.into(),
+            advertised_host: "127.0.0.1".to_string(),
+            advertised_port: 9092,
+            topic_defaults: TopicConfig::default(),
+            default_partitions: 1,
+            auto_create_topics: true,
+            retention_check_interval: Duration::from_secs(300),
+            group_initial_rebalance_delay: Duration::from_millis(3000),
+            checkpoint_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_apply_and_round_trip_through_the_map() {
+        let config = TopicConfig::default()
+            .with_overrides([
+                ("cleanup.policy", "delete,compact"),
+                ("segment.bytes", "1024"),
+            ])
+            .expect("valid overrides");
+        assert_eq!(config.cleanup_policy, CleanupPolicy::CompactDelete);
+        let map = config.to_map();
+        let again = TopicConfig::default()
+            .with_overrides(map.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .expect("own map is valid");
+        assert_eq!(again, config);
+    }
+
+    #[test]
+    fn unknown_names_and_bad_values_are_refused() {
+        assert!(TopicConfig::default()
+            .with_overrides([("segment.bites", "1")])
+            .is_err());
+        assert!(TopicConfig::default()
+            .with_overrides([("retention.ms", "soon")])
+            .is_err());
+        assert!(TopicConfig::default()
+            .with_overrides([("cleanup.policy", "keep")])
+            .is_err());
+    }
+}

@@ -1,0 +1,113 @@
+//! The broker's one error type; every variant maps to the Kafka error code clients expect.
+
+use kafka_protocol::ResponseError;
+
+/// What went wrong in the broker, phrased for the person who sent the request.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("topic '{topic}' or partition {partition} does not exist")]
+    UnknownTopicOrPartition { topic: String, partition: i32 },
+    #[error("topic '{0}' already exists")]
+    TopicAlreadyExists(String),
+    #[error("topic name '{0}' is invalid: use 1 to 249 of [a-zA-Z0-9._-], not '.' or '..'")]
+    InvalidTopic(String),
+    #[error("partition count {0} is invalid: it must be between 1 and 10000")]
+    InvalidPartitions(i32),
+    #[error("replication factor {0} is not possible on this single-node cluster (use 1 or -1)")]
+    InvalidReplicationFactor(i16),
+    #[error("config '{name}' has an invalid value '{value}'")]
+    InvalidConfig { name: String, value: String },
+    #[error("config '{name}' is not a topic config Eddy knows")]
+    UnknownConfig { name: String },
+    #[error(
+        "offset {offset} is out of range for {topic}-{partition}: valid offsets are \
+         {log_start_offset} to {log_end_offset}"
+    )]
+    OffsetOutOfRange {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
+    #[error("record batch is corrupt: {0}")]
+    CorruptMessage(String),
+    #[error("record batch of {size} bytes is larger than max.message.bytes {max}")]
+    MessageTooLarge { size: usize, max: i32 },
+    #[error("producer {producer_id} sent sequence {got} but {expected} was expected")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
+    #[error("producer {producer_id} epoch {epoch} is older than the current epoch {current}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
+    #[error("acks must be -1, 0 or 1, not {0}")]
+    InvalidRequiredAcks(i16),
+    #[error("group '{0}' is not known")]
+    GroupIdNotFound(String),
+    #[error("member '{member_id}' is not a member of group '{group_id}'")]
+    UnknownMemberId { group_id: String, member_id: String },
+    #[error("generation {got} of group '{group_id}' is stale; the current one is {current}")]
+    IllegalGeneration {
+        group_id: String,
+        got: i32,
+        current: i32,
+    },
+    #[error("group '{0}' is rebalancing; rejoin")]
+    RebalanceInProgress(String),
+    #[error("group '{0}' uses another protocol type or has no protocol in common")]
+    InconsistentGroupProtocol(String),
+    #[error("group id must not be empty")]
+    InvalidGroupId,
+    #[error("a member id is required: rejoin with the one given")]
+    MemberIdRequired,
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("storage failed: {0}")]
+    Storage(#[from] std::io::Error),
+    #[error("internal error (this is a bug in Eddy): {0}")]
+    Internal(String),
+}
+
+impl BrokerError {
+    /// The Kafka error code for this error.
+    pub fn code(&self) -> i16 {
+        let error = match self {
+            BrokerError::UnknownTopicOrPartition { .. } => ResponseError::UnknownTopicOrPartition,
+            BrokerError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+            BrokerError::InvalidTopic(_) => ResponseError::InvalidTopicException,
+            BrokerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+            BrokerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+            BrokerError::InvalidConfig { .. } | BrokerError::UnknownConfig { .. } => {
+                ResponseError::InvalidConfig
+            }
+            BrokerError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+            BrokerError::CorruptMessage(_) => ResponseError::CorruptMessage,
+            BrokerError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+            BrokerError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+            BrokerError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+            BrokerError::InvalidRequiredAcks(_) => ResponseError::InvalidRequiredAcks,
+            BrokerError::GroupIdNotFound(_) => ResponseError::GroupIdNotFound,
+            BrokerError::UnknownMemberId { .. } => ResponseError::UnknownMemberId,
+            BrokerError::IllegalGeneration { .. } => ResponseError::IllegalGeneration,
+            BrokerError::RebalanceInProgress(_) => ResponseError::RebalanceInProgress,
+            BrokerError::InconsistentGroupProtocol(_) => ResponseError::InconsistentGroupProtocol,
+            BrokerError::InvalidGroupId => ResponseError::InvalidGroupId,
+            BrokerError::MemberIdRequired => ResponseError::MemberIdRequired,
+            BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+            BrokerError::Storage(_) => ResponseError::KafkaStorageError,
+            BrokerError::Internal(_) => ResponseError::UnknownServerError,
+        };
+        error.code()
+    }
+}
+
+/// Results in the broker.
+pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
+
+const _: () = assert!(std::mem::size_of::<BrokerError>() <= 80);

@@ -1,0 +1,481 @@
+//! [`KafkaClient`]: the [`LogClient`] over the Kafka wire protocol, for Eddy's own broker nodes or
+//! any Kafka-compatible cluster.
+//!
+//! Requests for a partition go to its leader (from Metadata); group requests go to the group's
+//! coordinator (from FindCoordinator). One connection per node carries one request at a time.
+//! Versions are fixed ones every Kafka since 2.4 (and Eddy) serves.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request};
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::client::{encode_batch, partition_records, LogClient, OffsetRange, ProducerRecord};
+use crate::error::{BrokerError, Result};
+use crate::group::PartitionLag;
+use crate::limits::FRAME_BYTES_MAX;
+use crate::log::batch::{decode_records, ConsumedRecord};
+use crate::partitioner::StickyPartitioner;
+use crate::protocol::str_bytes;
+
+const PRODUCE_VERSION: i16 = 8;
+const FETCH_VERSION: i16 = 11;
+const LIST_OFFSETS_VERSION: i16 = 5;
+const METADATA_VERSION: i16 = 9;
+const CREATE_TOPICS_VERSION: i16 = 5;
+const DELETE_TOPICS_VERSION: i16 = 4;
+const FIND_COORDINATOR_VERSION: i16 = 2;
+const OFFSET_COMMIT_VERSION: i16 = 7;
+const OFFSET_FETCH_VERSION: i16 = 6;
+
+/// One TCP connection to one node, one request in flight.
+struct Connection {
+    stream: tokio::sync::Mutex<TcpStream>,
+    correlation_id: AtomicI32,
+}
+
+impl Connection {
+    async fn open(address: &str) -> Result<Connection> {
+        let stream = TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        Ok(Connection {
+            stream: tokio::sync::Mutex::new(stream),
+            correlation_id: AtomicI32::new(1),
+        })
+    }
+
+    async fn send<R: Request>(&self, version: i16, request: &R) -> Result<R::Response> {
+        let correlation_id = self.correlation_id.fetch_add(1, Ordering::Relaxed);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(str_bytes("eddy")));
+        let mut buf = BytesMut::new();
+        buf.put_i32(0);
+        let internal = |e: anyhow::Error| BrokerError::Internal(e.to_string());
+        header
+            .encode(&mut buf, R::header_version(version))
+            .map_err(internal)?;
+        request.encode(&mut buf, version).map_err(internal)?;
+        let size = (buf.len() - 4) as i32;
+        buf[0..4].copy_from_slice(&size.to_be_bytes());
+        let mut stream = self.stream.lock().await;
+        stream.write_all(&buf).await?;
+        let size = stream.read_i32().await?;
+        if size < 4 || size as usize > FRAME_BYTES_MAX {
+            return Err(BrokerError::InvalidRequest(format!(
+                "response frame of {size} bytes"
+            )));
+        }
+        let mut frame = BytesMut::zeroed(size as usize);
+        stream.read_exact(&mut frame).await?;
+        let mut frame = frame.freeze();
+        let header = ResponseHeader::decode(&mut frame, R::Response::header_version(version))
+            .map_err(internal)?;
+        if header.correlation_id != correlation_id {
+            return Err(BrokerError::Internal("response out of order".into()));
+        }
+        R::Response::decode(&mut frame, version).map_err(internal)
+    }
+}
+
+fn code_error(code: i16, context: &str) -> Result<()> {
+    if code == 0 {
+        return Ok(());
+    }
+    let name = kafka_protocol::ResponseError::try_from_code(code)
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    match code {
+        3 => Err(BrokerError::UnknownTopicOrPartition {
+            topic: context.to_string(),
+            partition: -1,
+        }),
+        36 => Err(BrokerError::TopicAlreadyExists(context.to_string())),
+        _ => Err(BrokerError::InvalidRequest(format!(
+            "{context}: kafka error {code} {name}"
+        ))),
+    }
+}
+
+/// A [`LogClient`] speaking the Kafka protocol.
+pub struct KafkaClient {
+    bootstrap: String,
+    connections: tokio::sync::Mutex<HashMap<String, Arc<Connection>>>,
+    /// node id -> "host:port"
+    nodes: Mutex<HashMap<i32, String>>,
+    /// (topic, partition) -> leader node id
+    leaders: Mutex<HashMap<(String, i32), i32>>,
+    sticky: Mutex<StickyPartitioner>,
+}
+
+impl KafkaClient {
+    /// A client that discovers the cluster through `bootstrap` ("host:port").
+    pub async fn connect(bootstrap: &str) -> Result<KafkaClient> {
+        let client = KafkaClient {
+            bootstrap: bootstrap.to_string(),
+            connections: tokio::sync::Mutex::new(HashMap::new()),
+            nodes: Mutex::new(HashMap::new()),
+            leaders: Mutex::new(HashMap::new()),
+            sticky: Mutex::new(StickyPartitioner::new()),
+        };
+        client.connection(bootstrap).await?;
+        Ok(client)
+    }
+
+    async fn connection(&self, address: &str) -> Result<Arc<Connection>> {
+        let mut connections = self.connections.lock().await;
+        if let Some(c) = connections.get(address) {
+            return Ok(Arc::clone(c));
+        }
+        let connection = Arc::new(Connection::open(address).await?);
+        connections.insert(address.to_string(), Arc::clone(&connection));
+        Ok(connection)
+    }
+
+    async fn any_node(&self) -> Result<Arc<Connection>> {
+        let bootstrap = self.bootstrap.clone();
+        self.connection(&bootstrap).await
+    }
+
+    /// Refreshes metadata for `topic` and returns its partition count.
+    async fn refresh(&self, topic: &str) -> Result<i32> {
+        let request = MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(TopicName(str_bytes(topic))))
+            ]))
+            .with_allow_auto_topic_creation(false);
+        let response = self
+            .any_node()
+            .await?
+            .send(METADATA_VERSION, &request)
+            .await?;
+        {
+            let mut nodes = self.nodes.lock();
+            for b in &response.brokers {
+                nodes.insert(b.node_id.0, format!("{}:{}", b.host, b.port));
+            }
+        }
+        let t = response
+            .topics
+            .iter()
+            .find(|t| t.name.as_deref().map(|n| n.as_str()) == Some(topic))
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
+                topic: topic.into(),
+                partition: -1,
+            })?;
+        code_error(t.error_code, topic)?;
+        let mut leaders = self.leaders.lock();
+        for p in &t.partitions {
+            leaders.insert((topic.to_string(), p.partition_index), p.leader_id.0);
+        }
+        Ok(t.partitions.len() as i32)
+    }
+
+    async fn leader(&self, topic: &str, partition: i32) -> Result<Arc<Connection>> {
+        let known = self
+            .leaders
+            .lock()
+            .get(&(topic.to_string(), partition))
+            .copied();
+        let node = match known {
+            Some(node) => node,
+            None => {
+                self.refresh(topic).await?;
+                self.leaders
+                    .lock()
+                    .get(&(topic.to_string(), partition))
+                    .copied()
+                    .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
+                        topic: topic.into(),
+                        partition,
+                    })?
+            }
+        };
+        let address = self.nodes.lock().get(&node).cloned();
+        match address {
+            Some(address) => self.connection(&address).await,
+            None => self.any_node().await,
+        }
+    }
+
+    async fn coordinator(&self, group: &str) -> Result<Arc<Connection>> {
+        let request = FindCoordinatorRequest::default().with_key(str_bytes(group));
+        let response = self
+            .any_node()
+            .await?
+            .send(FIND_COORDINATOR_VERSION, &request)
+            .await?;
+        code_error(response.error_code, group)?;
+        self.connection(&format!("{}:{}", response.host, response.port))
+            .await
+    }
+}
+
+#[async_trait]
+impl LogClient for KafkaClient {
+    async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<()> {
+        let topic = CreatableTopic::default()
+            .with_name(TopicName(str_bytes(name)))
+            .with_num_partitions(partitions)
+            .with_replication_factor(-1)
+            .with_configs(
+                configs
+                    .into_iter()
+                    .map(|(k, v)| {
+                        CreatableTopicConfig::default()
+                            .with_name(str_bytes(k))
+                            .with_value(Some(str_bytes(v)))
+                    })
+                    .collect(),
+            );
+        let request = CreateTopicsRequest::default()
+            .with_topics(vec![topic])
+            .with_timeout_ms(30_000);
+        let response = self
+            .any_node()
+            .await?
+            .send(CREATE_TOPICS_VERSION, &request)
+            .await?;
+        for t in response.topics {
+            code_error(t.error_code, name)?;
+        }
+        Ok(())
+    }
+
+    async fn delete_topic(&self, name: &str) -> Result<()> {
+        let request = DeleteTopicsRequest::default()
+            .with_topic_names(vec![TopicName(str_bytes(name))])
+            .with_timeout_ms(30_000);
+        let response = self
+            .any_node()
+            .await?
+            .send(DELETE_TOPICS_VERSION, &request)
+            .await?;
+        for t in response.responses {
+            code_error(t.error_code, name)?;
+        }
+        self.leaders.lock().retain(|(t, _), _| t != name);
+        Ok(())
+    }
+
+    async fn partition_count(&self, topic: &str) -> Result<i32> {
+        self.refresh(topic).await
+    }
+
+    async fn produce(&self, topic: &str, records: Vec<ProducerRecord>) -> Result<Vec<(i32, i64)>> {
+        let count = self.partition_count(topic).await?;
+        let total = records.len();
+        let mut placed = vec![(0, 0); total];
+        for (index, records) in partition_records(records, count, &self.sticky)? {
+            let data = PartitionProduceData::default()
+                .with_index(index)
+                .with_records(Some(encode_batch(&records).freeze()));
+            let request = ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(30_000)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(TopicName(str_bytes(topic)))
+                    .with_partition_data(vec![data])]);
+            let response = self
+                .leader(topic, index)
+                .await?
+                .send(PRODUCE_VERSION, &request)
+                .await?;
+            let p = response
+                .responses
+                .first()
+                .and_then(|t| t.partition_responses.first())
+                .ok_or_else(|| BrokerError::Internal("empty produce response".into()))?;
+            code_error(p.error_code, topic)?;
+            for (n, (i, _)) in records.iter().enumerate() {
+                placed[*i] = (index, p.base_offset + n as i64);
+            }
+        }
+        Ok(placed)
+    }
+
+    async fn fetch(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+        max_wait: Duration,
+    ) -> Result<Vec<ConsumedRecord>> {
+        let request = FetchRequest::default()
+            .with_replica_id((-1).into())
+            .with_max_wait_ms(max_wait.as_millis() as i32)
+            .with_min_bytes(1)
+            .with_max_bytes(max_bytes as i32)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(str_bytes(topic)))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(partition)
+                    .with_fetch_offset(offset)
+                    .with_current_leader_epoch(-1)
+                    .with_log_start_offset(-1)
+                    .with_partition_max_bytes(max_bytes as i32)])]);
+        let response = self
+            .leader(topic, partition)
+            .await?
+            .send(FETCH_VERSION, &request)
+            .await?;
+        code_error(response.error_code, topic)?;
+        let data = response
+            .responses
+            .first()
+            .and_then(|t| t.partitions.first())
+            .ok_or_else(|| BrokerError::Internal("empty fetch response".into()))?;
+        if data.error_code == kafka_protocol::ResponseError::OffsetOutOfRange.code() {
+            return Err(BrokerError::OffsetOutOfRange {
+                topic: topic.to_string(),
+                partition,
+                offset,
+                log_start_offset: data.log_start_offset,
+                log_end_offset: data.high_watermark,
+            });
+        }
+        code_error(data.error_code, topic)?;
+        let bytes = data.records.clone().unwrap_or_else(Bytes::new);
+        let records = decode_records(&bytes).map_err(BrokerError::CorruptMessage)?;
+        Ok(records.into_iter().filter(|r| r.offset >= offset).collect())
+    }
+
+    async fn offsets(&self, topic: &str, partition: i32) -> Result<OffsetRange> {
+        let mut found = [0i64; 2];
+        for (slot, timestamp) in [(0usize, -2i64), (1, -1)] {
+            let request = ListOffsetsRequest::default()
+                .with_replica_id((-1).into())
+                .with_topics(vec![ListOffsetsTopic::default()
+                    .with_name(TopicName(str_bytes(topic)))
+                    .with_partitions(vec![ListOffsetsPartition::default()
+                        .with_partition_index(partition)
+                        .with_current_leader_epoch(-1)
+                        .with_timestamp(timestamp)])]);
+            let response = self
+                .leader(topic, partition)
+                .await?
+                .send(LIST_OFFSETS_VERSION, &request)
+                .await?;
+            let p = response
+                .topics
+                .first()
+                .and_then(|t| t.partitions.first())
+                .ok_or_else(|| BrokerError::Internal("empty list offsets response".into()))?;
+            code_error(p.error_code, topic)?;
+            found[slot] = p.offset;
+        }
+        Ok(OffsetRange {
+            log_start_offset: found[0],
+            high_watermark: found[1],
+        })
+    }
+
+    async fn commit(&self, group: &str, offsets: &[(String, i32, i64)]) -> Result<()> {
+        let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
+        for (topic, partition, offset) in offsets {
+            topics.entry(topic).or_default().push(
+                OffsetCommitRequestPartition::default()
+                    .with_partition_index(*partition)
+                    .with_committed_offset(*offset)
+                    .with_committed_leader_epoch(-1),
+            );
+        }
+        let request = OffsetCommitRequest::default()
+            .with_group_id(GroupId(str_bytes(group)))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(
+                topics
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        OffsetCommitRequestTopic::default()
+                            .with_name(TopicName(str_bytes(t)))
+                            .with_partitions(ps)
+                    })
+                    .collect(),
+            );
+        let response = self
+            .coordinator(group)
+            .await?
+            .send(OFFSET_COMMIT_VERSION, &request)
+            .await?;
+        for t in response.topics {
+            for p in t.partitions {
+                code_error(p.error_code, &t.name)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn committed(&self, group: &str, topic: &str, partition: i32) -> Result<Option<i64>> {
+        let request = OffsetFetchRequest::default()
+            .with_group_id(GroupId(str_bytes(group)))
+            .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                .with_name(TopicName(str_bytes(topic)))
+                .with_partition_indexes(vec![partition])]));
+        let response = self
+            .coordinator(group)
+            .await?
+            .send(OFFSET_FETCH_VERSION, &request)
+            .await?;
+        code_error(response.error_code, group)?;
+        let offset = response
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .map(|p| p.committed_offset)
+            .unwrap_or(-1);
+        Ok((offset >= 0).then_some(offset))
+    }
+
+    async fn lag(&self, group: &str) -> Result<Vec<PartitionLag>> {
+        let request = OffsetFetchRequest::default()
+            .with_group_id(GroupId(str_bytes(group)))
+            .with_topics(None);
+        let response = self
+            .coordinator(group)
+            .await?
+            .send(OFFSET_FETCH_VERSION, &request)
+            .await?;
+        code_error(response.error_code, group)?;
+        let mut lags = Vec::new();
+        for t in response.topics {
+            for p in t.partitions.iter().filter(|p| p.committed_offset >= 0) {
+                let range = self.offsets(&t.name, p.partition_index).await?;
+                lags.push(PartitionLag {
+                    topic: t.name.to_string(),
+                    partition: p.partition_index,
+                    committed_offset: p.committed_offset,
+                    high_watermark: range.high_watermark,
+                    lag_records: (range.high_watermark - p.committed_offset).max(0),
+                });
+            }
+        }
+        Ok(lags)
+    }
+}

@@ -1,0 +1,629 @@
+//! One partition's log: an ordered set of segments addressed by offset.
+//!
+//! The log is the truth; indexes, the recovery point and producer state are hints rebuilt from
+//! it. Appends happen under the partition's lock, one writer at a time; syncing happens outside it
+//! (see `partition.rs`), so many appends share one fdatasync.
+
+pub mod batch;
+pub mod compaction;
+mod index;
+mod segment;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::config::TopicConfig;
+use crate::error::{BrokerError, Result};
+use crate::limits::PRODUCER_BATCHES_KEPT;
+use batch::BatchHeader;
+pub use segment::{RecoveryReport, Segment};
+
+/// Where one append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// True when the batch was a retry of one already in the log (idempotent producers).
+    pub duplicate: bool,
+}
+
+/// Sequence state of one idempotent producer on this partition.
+#[derive(Debug, Default)]
+struct ProducerState {
+    epoch: i16,
+    /// (first sequence, last sequence, base offset, last offset) of recent batches.
+    batches: VecDeque<(i32, i32, i64, i64)>,
+}
+
+/// A partition's log.
+pub struct Log {
+    dir: PathBuf,
+    config: TopicConfig,
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    recovery_point: i64,
+    records_since_flush: i64,
+    rolled_unsynced: Vec<Arc<File>>,
+    producers: HashMap<i64, ProducerState>,
+}
+
+impl Log {
+    /// Opens the log in `dir`, creating it if needed. Segments at or after the one holding
+    /// `recovery_point` are CRC-checked and cut at the first torn or corrupt batch (and any
+    /// later segment is dropped); earlier ones are trusted.
+    pub fn open(
+        dir: &Path,
+        config: TopicConfig,
+        recovery_point: i64,
+        now_ms: i64,
+    ) -> Result<(Log, RecoveryReport)> {
+        std::fs::create_dir_all(dir)?;
+        let bases = segment_bases(dir)?;
+        let first_verified = bases.iter().rev().find(|b| **b <= recovery_point).copied();
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            config,
+            segments: BTreeMap::new(),
+            log_start_offset: 0,
+            recovery_point: 0,
+            records_since_flush: 0,
+            rolled_unsynced: Vec::new(),
+            producers: HashMap::new(),
+        };
+        let mut total = RecoveryReport::default();
+        let mut cut = false;
+        for (i, base) in bases.iter().enumerate() {
+            if cut {
+                // Everything after a cut segment is unreachable: remove it.
+                remove_segment_files(dir, *base);
+                continue;
+            }
+            let verify = first_verified.is_none_or(|f| *base >= f);
+            let next_base = bases.get(i + 1).copied();
+            let mut producers = std::mem::take(&mut log.producers);
+            let (mut segment, report) = Segment::open(dir, *base, verify, now_ms, &mut |h| {
+                remember_producer(&mut producers, h, h.base_offset);
+            })?;
+            log.producers = producers;
+            if let (Some(next), false) = (next_base, verify) {
+                segment.next_offset = segment.next_offset.max(next);
+            }
+            if report.truncated_bytes > 0 {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    segment = base,
+                    bytes = report.truncated_bytes,
+                    "truncated a torn or corrupt tail"
+                );
+                cut = next_base.is_some_and(|n| segment.next_offset < n);
+            }
+            total.truncated_bytes += report.truncated_bytes;
+            total.rebuilt_index |= report.rebuilt_index;
+            log.segments.insert(*base, segment);
+        }
+        if log.segments.is_empty() {
+            log.segments.insert(0, Segment::create(dir, 0, now_ms)?);
+        }
+        log.log_start_offset = *log.segments.keys().next().expect("at least one segment");
+        log.recovery_point = log.log_end_offset();
+        Ok((log, total))
+    }
+
+    /// The offset the next record will get.
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+
+    /// The first offset still in the log.
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    /// Offsets below this are known to be on disk.
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+
+    /// Total bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(Segment::size).sum()
+    }
+
+    /// Number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// The topic config this log follows.
+    pub fn config(&self) -> &TopicConfig {
+        &self.config
+    }
+
+    /// Replaces the topic config (an alter-configs took effect).
+    pub fn set_config(&mut self, config: TopicConfig) {
+        self.config = config;
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    /// Validates, stamps and appends every batch in `records` (as a produce request carries
+    /// them). Returns where the first and last landed. Nothing is appended if any batch is bad.
+    pub fn append(&mut self, records: &mut BytesMut, now_ms: i64) -> Result<AppendInfo> {
+        let mut batches = Vec::new();
+        let mut position = 0;
+        while position < records.len() {
+            let header = batch::validate(&records[position..])
+                .map_err(|e| BrokerError::CorruptMessage(e.to_string()))?;
+            let size = header.total_bytes();
+            if size > self.config.max_message_bytes as usize {
+                return Err(BrokerError::MessageTooLarge {
+                    size,
+                    max: self.config.max_message_bytes,
+                });
+            }
+            if header.record_count != header.last_offset_delta + 1 {
+                return Err(BrokerError::CorruptMessage(format!(
+                    "record count {} does not match last offset delta {}",
+                    header.record_count, header.last_offset_delta
+                )));
+            }
+            batches.push((position, header));
+            position += size;
+        }
+        if batches.is_empty() {
+            return Err(BrokerError::CorruptMessage(
+                "no record batch in request".into(),
+            ));
+        }
+        let mut info: Option<AppendInfo> = None;
+        for (position, header) in batches {
+            let one = self.append_one(
+                &mut records[position..position + header.total_bytes()],
+                header,
+                now_ms,
+            )?;
+            info = Some(match info {
+                None => one,
+                Some(first) => AppendInfo {
+                    last_offset: one.last_offset,
+                    ..first
+                },
+            });
+        }
+        Ok(info.expect("at least one batch"))
+    }
+
+    fn append_one(
+        &mut self,
+        batch: &mut [u8],
+        header: BatchHeader,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
+        if let Some(duplicate) = self.check_sequence(&header)? {
+            return Ok(duplicate);
+        }
+        let base_offset = self.log_end_offset();
+        let active = self.active();
+        let too_big = active.size() + batch.len() as u64 > self.config.segment_bytes;
+        let too_old = now_ms - active.created_at_ms >= self.config.segment_ms;
+        if active.size() > 0 && (too_big || too_old) {
+            self.roll(now_ms)?;
+        }
+        batch::stamp(batch, base_offset, 0);
+        let stamped = BatchHeader {
+            base_offset,
+            partition_leader_epoch: 0,
+            ..header
+        };
+        self.active_mut().append(batch, &stamped)?;
+        remember_producer(&mut self.producers, &stamped, base_offset);
+        self.records_since_flush += stamped.record_count as i64;
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: stamped.last_offset(),
+            duplicate: false,
+        })
+    }
+
+    /// Checks an idempotent producer's sequence: a retry of a recent batch returns where it
+    /// landed; a gap or an old epoch is refused.
+    fn check_sequence(&self, header: &BatchHeader) -> Result<Option<AppendInfo>> {
+        if !header.is_idempotent() {
+            return Ok(None);
+        }
+        let Some(state) = self.producers.get(&header.producer_id) else {
+            return Ok(None);
+        };
+        if header.producer_epoch < state.epoch {
+            return Err(BrokerError::InvalidProducerEpoch {
+                producer_id: header.producer_id,
+                epoch: header.producer_epoch,
+                current: state.epoch,
+            });
+        }
+        if header.producer_epoch > state.epoch {
+            return Ok(None);
+        }
+        let last_sequence = header.base_sequence.wrapping_add(header.last_offset_delta);
+        for &(first, last, base_offset, last_offset) in &state.batches {
+            if first == header.base_sequence && last == last_sequence {
+                return Ok(Some(AppendInfo {
+                    base_offset,
+                    last_offset,
+                    duplicate: true,
+                }));
+            }
+        }
+        let expected = state.batches.back().map_or(0, |b| b.1.wrapping_add(1));
+        if header.base_sequence != expected {
+            return Err(BrokerError::OutOfOrderSequence {
+                producer_id: header.producer_id,
+                expected,
+                got: header.base_sequence,
+            });
+        }
+        Ok(None)
+    }
+
+    /// Closes the active segment and starts a new one at the log end.
+    pub fn roll(&mut self, now_ms: i64) -> Result<()> {
+        let base = self.log_end_offset();
+        if self.active().base_offset == base {
+            return Ok(());
+        }
+        self.rolled_unsynced.push(self.active().file());
+        let segment = Segment::create(&self.dir, base, now_ms)?;
+        self.segments.insert(base, segment);
+        Ok(())
+    }
+
+    /// Reads whole batches starting with the one that holds `offset`, up to about `max_bytes`
+    /// (at least one batch). Returns empty bytes at the log end.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes> {
+        let end = self.log_end_offset();
+        if offset < self.log_start_offset || offset > end {
+            return Err(BrokerError::OffsetOutOfRange {
+                topic: String::new(),
+                partition: -1,
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: end,
+            });
+        }
+        // Compaction can empty a segment or leave a gap at its end: move on to the next one.
+        for segment in self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .into_iter()
+            .map(|(_, s)| s)
+            .chain(self.segments.range(offset + 1..).map(|(_, s)| s))
+        {
+            if let Some(position) = segment.position_of(offset)? {
+                return Ok(segment.read(position, max_bytes)?);
+            }
+        }
+        Ok(Bytes::new())
+    }
+
+    /// The first batch holding a record with timestamp `>= target`, if any.
+    pub fn batch_at_time(&self, target: i64) -> Result<Option<Bytes>> {
+        for segment in self.segments.values() {
+            if segment.max_timestamp < target {
+                continue;
+            }
+            if let Some(found) = segment.find_by_time(target)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether the flush policy asks for a sync now.
+    pub fn flush_due(&self) -> bool {
+        self.records_since_flush >= self.config.flush_messages
+    }
+
+    /// Everything a sync of the current log end must cover, and that end. The caller syncs
+    /// outside the lock and then calls [`Log::flushed`].
+    pub fn prepare_flush(&mut self) -> (Vec<Arc<File>>, i64) {
+        let mut files = std::mem::take(&mut self.rolled_unsynced);
+        files.push(self.active().file());
+        self.records_since_flush = 0;
+        (files, self.log_end_offset())
+    }
+
+    /// Records that everything below `offset` is on disk.
+    pub fn flushed(&mut self, offset: i64) {
+        self.recovery_point = self.recovery_point.max(offset);
+    }
+
+    /// Deletes closed segments past `retention.ms` or beyond `retention.bytes`. Returns how many
+    /// segments went.
+    pub fn apply_retention(&mut self, now_ms: i64) -> usize {
+        if !self.config.cleanup_policy.deletes() {
+            return 0;
+        }
+        let mut deleted = 0;
+        let mut size = self.size_bytes() as i64;
+        while self.segments.len() > 1 {
+            let oldest = self
+                .segments
+                .values()
+                .next()
+                .expect("more than one segment");
+            let expired = self.config.retention_ms >= 0
+                && oldest.max_timestamp >= 0
+                && now_ms - oldest.max_timestamp > self.config.retention_ms;
+            let oversize = self.config.retention_bytes >= 0
+                && size - oldest.size() as i64 >= self.config.retention_bytes;
+            if !(expired || oversize) {
+                break;
+            }
+            let base = oldest.base_offset;
+            let segment = self.segments.remove(&base).expect("oldest exists");
+            size -= segment.size() as i64;
+            segment.delete_files();
+            deleted += 1;
+        }
+        self.log_start_offset = self.log_start_offset.max(
+            *self
+                .segments
+                .keys()
+                .next()
+                .expect("the active segment stays"),
+        );
+        deleted
+    }
+
+    /// The closed segments (all but the active one), oldest first, for compaction.
+    pub fn closed_segments(&self) -> impl Iterator<Item = &Segment> {
+        let active = self.active().base_offset;
+        self.segments
+            .values()
+            .filter(move |s| s.base_offset != active)
+    }
+
+    /// The directory holding this log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Swaps in a compacted copy of the closed segment at `base_offset` (already written and
+    /// synced at `cleaned_path`), keeping its offsets.
+    pub fn replace_segment(
+        &mut self,
+        base_offset: i64,
+        cleaned_path: &Path,
+        now_ms: i64,
+    ) -> Result<()> {
+        let Some(old) = self.segments.get(&base_offset) else {
+            let _ = std::fs::remove_file(cleaned_path);
+            return Ok(());
+        };
+        let next_offset = old.next_offset;
+        let created = old.created_at_ms;
+        std::fs::rename(cleaned_path, old.log_path())?;
+        sync_dir(&self.dir)?;
+        let (mut segment, _) = Segment::open(&self.dir, base_offset, true, now_ms, &mut |_| {})?;
+        segment.next_offset = next_offset;
+        segment.created_at_ms = created;
+        self.segments.insert(base_offset, segment);
+        Ok(())
+    }
+
+    /// Removes every segment and the directory (the topic was deleted).
+    pub fn delete(self) {
+        for segment in self.segments.values() {
+            segment.delete_files();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn remember_producer(producers: &mut HashMap<i64, ProducerState>, header: &BatchHeader, base: i64) {
+    if !header.is_idempotent() {
+        return;
+    }
+    let state = producers.entry(header.producer_id).or_default();
+    if header.producer_epoch != state.epoch {
+        state.epoch = header.producer_epoch;
+        state.batches.clear();
+    }
+    let last_sequence = header.base_sequence.wrapping_add(header.last_offset_delta);
+    let last_offset = base + header.last_offset_delta as i64;
+    state
+        .batches
+        .push_back((header.base_sequence, last_sequence, base, last_offset));
+    if state.batches.len() > PRODUCER_BATCHES_KEPT {
+        state.batches.pop_front();
+    }
+}
+
+/// Base offsets of the segments in `dir`, ascending.
+fn segment_bases(dir: &Path) -> Result<Vec<i64>> {
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(stem) = name.strip_suffix(".log") {
+            if stem.len() == 20 {
+                if let Ok(base) = stem.parse::<i64>() {
+                    bases.push(base);
+                }
+            }
+        }
+        if name.ends_with(".cleaned") {
+            // A compaction that did not finish: the original segment is still whole.
+            let _ = std::fs::remove_file(dir.join(name.as_ref()));
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+fn remove_segment_files(dir: &Path, base: i64) {
+    for extension in ["log", "index", "timeindex"] {
+        let _ = std::fs::remove_file(dir.join(segment::file_name(base, extension)));
+    }
+}
+
+/// Syncs a directory so renames and creations in it are durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes a small state file durably: temporary file, fsync, rename, fsync of the directory.
+pub fn write_state_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batch::BatchBuilder;
+    use super::*;
+
+    fn batch(n: usize, ts: i64) -> BytesMut {
+        let mut b = BatchBuilder::new(ts, 256);
+        for i in 0..n {
+            let key = format!("k{i}");
+            b.push(ts, Some(key.as_bytes()), Some(&[7u8; 100]), &[]);
+        }
+        b.finish()
+    }
+
+    fn small_segments() -> TopicConfig {
+        TopicConfig {
+            segment_bytes: 2_000,
+            ..TopicConfig::default()
+        }
+    }
+
+    #[test]
+    fn offsets_are_assigned_in_order_and_read_back_across_segments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _) = Log::open(dir.path(), small_segments(), 0, 0).expect("open");
+        for i in 0..50 {
+            let info = log.append(&mut batch(3, i), i).expect("append");
+            assert_eq!(info.base_offset, i * 3);
+        }
+        assert!(
+            log.segment_count() > 5,
+            "small segment.bytes rolls segments"
+        );
+        for offset in [0, 1, 77, 149] {
+            let bytes = log.read(offset, 1).expect("read");
+            let records = batch::decode_records(&bytes).expect("decode");
+            assert!(
+                records.iter().any(|r| r.offset == offset),
+                "offset {offset} is returned"
+            );
+        }
+        assert!(log.read(150, 100).expect("read at end").is_empty());
+        assert!(matches!(
+            log.read(151, 100),
+            Err(BrokerError::OffsetOutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn reopening_recovers_the_same_log_and_cuts_a_torn_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (mut log, _) = Log::open(dir.path(), small_segments(), 0, 0).expect("open");
+            for i in 0..20 {
+                log.append(&mut batch(2, i), i).expect("append");
+            }
+        }
+        let bases = segment_bases(dir.path()).expect("bases");
+        let last = dir
+            .path()
+            .join(segment::file_name(*bases.last().expect("some"), "log"));
+        let len = std::fs::metadata(&last).expect("meta").len();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&last)
+            .expect("open");
+        file.set_len(len - 10).expect("tear the tail");
+        let (log, report) = Log::open(dir.path(), small_segments(), 0, 0).expect("reopen");
+        assert!(report.truncated_bytes > 0);
+        assert_eq!(
+            log.log_end_offset(),
+            38,
+            "the last batch of two records is gone"
+        );
+    }
+
+    #[test]
+    fn idempotent_retries_are_answered_with_the_first_offsets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _) = Log::open(dir.path(), TopicConfig::default(), 0, 0).expect("open");
+        let idempotent = |seq: i32| {
+            let mut b = batch(2, 0);
+            b[43..51].copy_from_slice(&7i64.to_be_bytes());
+            b[51..53].copy_from_slice(&0i16.to_be_bytes());
+            b[53..57].copy_from_slice(&seq.to_be_bytes());
+            let crc = crc32c::crc32c(&b[21..]);
+            b[17..21].copy_from_slice(&crc.to_be_bytes());
+            b
+        };
+        let first = log.append(&mut idempotent(0), 0).expect("first");
+        let retry = log.append(&mut idempotent(0), 0).expect("retry");
+        assert!(retry.duplicate);
+        assert_eq!(retry.base_offset, first.base_offset);
+        assert!(matches!(
+            log.append(&mut idempotent(5), 0),
+            Err(BrokerError::OutOfOrderSequence { expected: 2, .. })
+        ));
+        assert_eq!(
+            log.append(&mut idempotent(2), 0).expect("next").base_offset,
+            2
+        );
+    }
+
+    #[test]
+    fn retention_by_bytes_deletes_oldest_closed_segments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = TopicConfig {
+            retention_bytes: 3_000,
+            ..small_segments()
+        };
+        let (mut log, _) = Log::open(dir.path(), config, 0, 0).expect("open");
+        for i in 0..40 {
+            log.append(&mut batch(3, i), i).expect("append");
+        }
+        let deleted = log.apply_retention(1_000);
+        assert!(deleted > 0);
+        assert!(log.size_bytes() <= 3_000 + 2_000);
+        assert!(log.log_start_offset() > 0);
+        assert!(matches!(
+            log.read(0, 100),
+            Err(BrokerError::OffsetOutOfRange { .. })
+        ));
+    }
+}

@@ -1,0 +1,289 @@
+//! One segment: a `.log` file of record batches back to back, with its sparse indexes.
+//!
+//! Only the newest segment of a log (the active one) is written; older ones are immutable until
+//! retention deletes them or compaction replaces them whole.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
+use super::index::SegmentIndex;
+use crate::limits::SCAN_CHUNK_BYTES;
+
+/// The file name of a segment or index: the base offset in 20 digits, then the extension.
+pub(super) fn file_name(base_offset: i64, extension: &str) -> String {
+    format!("{base_offset:020}.{extension}")
+}
+
+/// One segment of a partition's log.
+pub struct Segment {
+    pub base_offset: i64,
+    log_path: PathBuf,
+    file: Arc<File>,
+    size: u64,
+    index: SegmentIndex,
+    bytes_since_index: u64,
+    pub max_timestamp: i64,
+    /// The offset after the last batch written here (the base offset while empty).
+    pub next_offset: i64,
+    /// Wall-clock time the segment was created, for `segment.ms`.
+    pub created_at_ms: i64,
+}
+
+/// What recovering a segment found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Bytes cut from the tail because they were not a whole, valid batch.
+    pub truncated_bytes: u64,
+    /// Whether the indexes had to be rebuilt.
+    pub rebuilt_index: bool,
+}
+
+impl Segment {
+    /// Creates a new, empty segment.
+    pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> std::io::Result<Segment> {
+        let log_path = dir.join(file_name(base_offset, "log"));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&log_path)?;
+        let index = SegmentIndex::create(
+            &dir.join(file_name(base_offset, "index")),
+            &dir.join(file_name(base_offset, "timeindex")),
+        )?;
+        Ok(Segment {
+            base_offset,
+            log_path,
+            file: Arc::new(file),
+            size: 0,
+            index,
+            bytes_since_index: 0,
+            max_timestamp: -1,
+            next_offset: base_offset,
+            created_at_ms: now_ms,
+        })
+    }
+
+    /// Opens an existing segment. With `verify`, every batch is read and CRC-checked, the file is
+    /// cut at the first one that is not whole and valid, and the indexes are rebuilt; without, the
+    /// indexes are trusted when they look consistent. `visit` sees every batch that is scanned.
+    pub fn open(
+        dir: &Path,
+        base_offset: i64,
+        verify: bool,
+        now_ms: i64,
+        visit: &mut dyn FnMut(&BatchHeader),
+    ) -> std::io::Result<(Segment, RecoveryReport)> {
+        let log_path = dir.join(file_name(base_offset, "log"));
+        let file = OpenOptions::new().read(true).write(true).open(&log_path)?;
+        let size = file.metadata()?.len();
+        let offset_path = dir.join(file_name(base_offset, "index"));
+        let time_path = dir.join(file_name(base_offset, "timeindex"));
+        let loaded = if verify {
+            None
+        } else {
+            SegmentIndex::load(&offset_path, &time_path, size)?
+        };
+        let rebuild = loaded.is_none();
+        let index = match loaded {
+            Some(index) => index,
+            None => SegmentIndex::create(&offset_path, &time_path)?,
+        };
+        let mut segment = Segment {
+            base_offset,
+            log_path,
+            file: Arc::new(file),
+            size,
+            index,
+            bytes_since_index: 0,
+            max_timestamp: -1,
+            next_offset: base_offset,
+            created_at_ms: now_ms,
+        };
+        let mut report = RecoveryReport {
+            rebuilt_index: rebuild,
+            ..Default::default()
+        };
+        let valid_bytes = segment.rescan(verify, rebuild, visit)?;
+        if valid_bytes < size {
+            report.truncated_bytes = size - valid_bytes;
+            segment.file.set_len(valid_bytes)?;
+            segment.file.sync_all()?;
+            segment.size = valid_bytes;
+        }
+        Ok((segment, report))
+    }
+
+    /// Walks every batch from the start, rebuilding indexes if asked, and returns how many bytes
+    /// at the front are whole batches in offset order (and CRC-valid, with `verify`).
+    fn rescan(
+        &mut self,
+        verify: bool,
+        rebuild_index: bool,
+        visit: &mut dyn FnMut(&BatchHeader),
+    ) -> std::io::Result<u64> {
+        let mut position = 0u64;
+        let mut expected_min = self.base_offset;
+        let mut buf = BytesMut::new();
+        loop {
+            let Some(header) = self.header_at(position, &mut buf)? else {
+                break;
+            };
+            if header.base_offset < expected_min {
+                break;
+            }
+            let total = header.total_bytes() as u64;
+            if verify {
+                let mut whole = vec![0u8; total as usize];
+                if self.file.read_exact_at(&mut whole, position).is_err()
+                    || batch::validate(&whole).is_err()
+                {
+                    break;
+                }
+            }
+            if rebuild_index {
+                self.index_batch(&header, position)?;
+            }
+            visit(&header);
+            self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+            self.next_offset = header.next_offset();
+            expected_min = header.next_offset();
+            position += total;
+        }
+        Ok(position)
+    }
+
+    /// Reads the header of the batch at `position`, if a whole batch lies there.
+    fn header_at(&self, position: u64, buf: &mut BytesMut) -> std::io::Result<Option<BatchHeader>> {
+        if position + BATCH_HEADER_BYTES as u64 > self.size {
+            return Ok(None);
+        }
+        buf.resize(BATCH_HEADER_BYTES, 0);
+        self.file.read_exact_at(buf, position)?;
+        match BatchHeader::parse(buf) {
+            Ok(h) if position + h.total_bytes() as u64 <= self.size => Ok(Some(h)),
+            _ => Ok(None),
+        }
+    }
+
+    fn index_batch(&mut self, header: &BatchHeader, position: u64) -> std::io::Result<()> {
+        let relative = (header.base_offset - self.base_offset) as u32;
+        if self.bytes_since_index == 0 || self.bytes_since_index >= self.index_interval() {
+            self.index.append_offset(relative, position as u32)?;
+            if header.max_timestamp > self.max_timestamp {
+                self.index.append_time(header.max_timestamp, relative)?;
+            }
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += header.total_bytes() as u64;
+        Ok(())
+    }
+
+    fn index_interval(&self) -> u64 {
+        crate::limits::INDEX_INTERVAL_BYTES
+    }
+
+    /// Current size of the `.log` file in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// A handle for syncing the file without holding the log.
+    pub fn file(&self) -> Arc<File> {
+        Arc::clone(&self.file)
+    }
+
+    /// Appends a stamped batch at the end of the segment.
+    pub fn append(&mut self, batch: &[u8], header: &BatchHeader) -> std::io::Result<()> {
+        let position = self.size;
+        self.file.write_all_at(batch, position)?;
+        self.size += batch.len() as u64;
+        self.index_batch(header, position)?;
+        self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+        self.next_offset = header.next_offset();
+        Ok(())
+    }
+
+    /// The position of the first batch whose last offset is `>= offset`, if any.
+    pub fn position_of(&self, offset: i64) -> std::io::Result<Option<u64>> {
+        let relative = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
+        let mut position = self.index.position_floor(relative) as u64;
+        let mut buf = BytesMut::new();
+        while let Some(header) = self.header_at(position, &mut buf)? {
+            if header.last_offset() >= offset {
+                return Ok(Some(position));
+            }
+            position += header.total_bytes() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Reads whole batches from `position`: at least one, then more while they fit `max_bytes`.
+    pub fn read(&self, position: u64, max_bytes: usize) -> std::io::Result<Bytes> {
+        let want =
+            (max_bytes as u64).clamp(BATCH_HEADER_BYTES as u64, SCAN_CHUNK_BYTES as u64 * 16);
+        let len = want.min(self.size.saturating_sub(position)) as usize;
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, position)?;
+        let mut whole = 0usize;
+        for (at, header) in batch::headers(&buf) {
+            whole = at + header.total_bytes();
+        }
+        if whole == 0 {
+            // The first batch is larger than max_bytes: return it whole (KIP-74).
+            let header = BatchHeader::parse(&buf)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+            let mut one = vec![0u8; header.total_bytes()];
+            self.file.read_exact_at(&mut one, position)?;
+            return Ok(Bytes::from(one));
+        }
+        buf.truncate(whole);
+        Ok(Bytes::from(buf))
+    }
+
+    /// The first batch, from `relative` on, whose max timestamp is `>= target`.
+    pub fn find_by_time(&self, target: i64) -> std::io::Result<Option<Bytes>> {
+        let relative = self.index.time_floor(target);
+        let mut position = self.index.position_floor(relative) as u64;
+        let mut buf = BytesMut::new();
+        while let Some(header) = self.header_at(position, &mut buf)? {
+            if header.max_timestamp >= target {
+                let mut whole = vec![0u8; header.total_bytes()];
+                self.file.read_exact_at(&mut whole, position)?;
+                return Ok(Some(Bytes::from(whole)));
+            }
+            position += header.total_bytes() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Reads the whole `.log` file (compaction reads closed segments this way).
+    pub fn read_all(&self) -> std::io::Result<Bytes> {
+        let mut buf = vec![0u8; self.size as usize];
+        self.file.read_exact_at(&mut buf, 0)?;
+        Ok(Bytes::from(buf))
+    }
+
+    /// Syncs the `.log` and its indexes.
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.file.sync_data()?;
+        self.index.sync()
+    }
+
+    /// Removes the segment's files.
+    pub fn delete_files(&self) {
+        let _ = std::fs::remove_file(&self.log_path);
+        self.index.delete_files();
+    }
+
+    /// The path of the `.log` file.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+}

@@ -1,0 +1,270 @@
+//! The Kafka wire protocol over TCP, with the `kafka-protocol` crate as codec.
+//!
+//! A connection is read by one task and written by another. Requests are dispatched in arrival
+//! order; each one's answer is a task whose result the writer awaits in that same order, so a
+//! long-polling fetch does not hold up requests read after it, yet responses leave in request
+//! order as Kafka requires. Produce appends happen synchronously at dispatch, so batches to one
+//! partition are appended in the order they arrived. A frame over [`FRAME_BYTES_MAX`] closes the
+//! connection before anything is allocated; an undecodable request closes it too (as Kafka does).
+
+mod fetch;
+mod groups;
+mod metadata;
+mod produce;
+pub mod versions;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::broker::Broker;
+use crate::limits::{FRAME_BYTES_MAX, IN_FLIGHT_REQUESTS_MAX};
+
+/// A response on its way to the writer.
+enum Pending {
+    /// Nothing to send (acks=0 produce).
+    Silent,
+    /// Ready now.
+    Ready(BytesMut),
+    /// Computed by a task.
+    Later(JoinHandle<BytesMut>),
+}
+
+/// What a handler needs to know about the request it answers.
+#[derive(Clone)]
+pub(crate) struct RequestContext {
+    pub broker: Arc<Broker>,
+    pub api_key: ApiKey,
+    pub version: i16,
+    pub correlation_id: i32,
+    pub client_id: String,
+}
+
+impl RequestContext {
+    /// Encodes `body` as this request's response: size, header, body.
+    fn encode<R: Encodable>(&self, body: &R) -> BytesMut {
+        let mut buf = BytesMut::with_capacity(64);
+        buf.put_i32(0);
+        let header = ResponseHeader::default().with_correlation_id(self.correlation_id);
+        let header_version = self.api_key.response_header_version(self.version);
+        let encoded = header
+            .encode(&mut buf, header_version)
+            .and_then(|_| body.encode(&mut buf, self.version));
+        if let Err(e) = encoded {
+            // Every field we set is valid for the versions we advertise; this is a bug.
+            tracing::error!(api = ?self.api_key, version = self.version, error = %e,
+                "could not encode a response (this is a bug in Eddy)");
+        }
+        let size = (buf.len() - 4) as i32;
+        buf[0..4].copy_from_slice(&size.to_be_bytes());
+        buf
+    }
+
+    /// Runs `future` as a task and encodes what it returns.
+    fn later<R, F>(&self, future: F) -> Pending
+    where
+        R: Encodable + Send + 'static,
+        F: Future<Output = R> + Send + 'static,
+    {
+        let context = self.clone();
+        Pending::Later(tokio::spawn(async move {
+            let body = future.await;
+            context.encode(&body)
+        }))
+    }
+}
+
+/// Serves one client connection until it closes.
+pub async fn serve_connection(broker: Arc<Broker>, stream: TcpStream) {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let (sender, mut receiver) = mpsc::channel::<Pending>(IN_FLIGHT_REQUESTS_MAX);
+    let write_task = tokio::spawn(async move {
+        while let Some(pending) = receiver.recv().await {
+            let bytes = match pending {
+                Pending::Silent => continue,
+                Pending::Ready(bytes) => bytes,
+                Pending::Later(task) => match task.await {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        tracing::error!(error = %e, "request handler failed");
+                        return;
+                    }
+                },
+            };
+            if writer.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    });
+    loop {
+        let size = match reader.read_i32().await {
+            Ok(size) => size,
+            Err(_) => break,
+        };
+        if size < 8 || size as usize > FRAME_BYTES_MAX {
+            tracing::warn!(%peer, size, max = FRAME_BYTES_MAX, "refusing frame size; closing");
+            break;
+        }
+        let mut frame = BytesMut::zeroed(size as usize);
+        if reader.read_exact(&mut frame).await.is_err() {
+            break;
+        }
+        match dispatch(&broker, frame.freeze()) {
+            Ok(pending) => {
+                if sender.send(pending).await.is_err() {
+                    break;
+                }
+            }
+            Err(reason) => {
+                tracing::warn!(%peer, %reason, "bad request; closing the connection");
+                break;
+            }
+        }
+    }
+    drop(sender);
+    let _ = write_task.await;
+}
+
+/// Decodes one request frame and starts answering it.
+fn dispatch(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Pending, String> {
+    let api_key_raw = (&frame[0..2]).get_i16();
+    let version = (&frame[2..4]).get_i16();
+    let correlation_id = (&frame[4..8]).get_i32();
+    let api_key =
+        ApiKey::try_from(api_key_raw).map_err(|_| format!("unknown api key {api_key_raw}"))?;
+    if api_key == ApiKey::ApiVersions && !versions::supports(api_key, version) {
+        // Answer in v0 with UNSUPPORTED_VERSION and our list, so the client can retry lower.
+        return Ok(Pending::Ready(versions::unsupported_version_response(
+            correlation_id,
+        )));
+    }
+    if !versions::supports(api_key, version) {
+        return Err(format!("{api_key:?} v{version} is not supported"));
+    }
+    let header_version = api_key.request_header_version(version);
+    let header = RequestHeader::decode(&mut frame, header_version).map_err(|e| e.to_string())?;
+    let context = RequestContext {
+        broker: Arc::clone(broker),
+        api_key,
+        version,
+        correlation_id,
+        client_id: header.client_id.map(|s| s.to_string()).unwrap_or_default(),
+    };
+    route(context, frame).map_err(|e| format!("{api_key:?} v{version}: {e}"))
+}
+
+fn decode<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, String> {
+    T::decode(body, version).map_err(|e| e.to_string())
+}
+
+fn route(context: RequestContext, mut body: Bytes) -> Result<Pending, String> {
+    let v = context.version;
+    Ok(match context.api_key {
+        ApiKey::ApiVersions => Pending::Ready(context.encode(&versions::api_versions_response())),
+        ApiKey::Produce => produce::handle(context, decode(&mut body, v)?),
+        ApiKey::Fetch => {
+            let request = decode(&mut body, v)?;
+            context.later(fetch::handle(context.clone(), request))
+        }
+        ApiKey::ListOffsets => {
+            let response = fetch::list_offsets(&context, decode(&mut body, v)?);
+            Pending::Ready(context.encode(&response))
+        }
+        ApiKey::Metadata => {
+            let response = metadata::metadata(&context, decode(&mut body, v)?);
+            Pending::Ready(context.encode(&response))
+        }
+        ApiKey::CreateTopics => {
+            let response = metadata::create_topics(&context, decode(&mut body, v)?);
+            Pending::Ready(context.encode(&response))
+        }
+        ApiKey::DeleteTopics => {
+            let response = metadata::delete_topics(&context, decode(&mut body, v)?);
+            Pending::Ready(context.encode(&response))
+        }
+        ApiKey::DescribeConfigs => {
+            let response = metadata::describe_configs(&context, decode(&mut body, v)?);
+            Pending::Ready(context.encode(&response))
+        }
+        ApiKey::InitProducerId => {
+            let response = metadata::init_producer_id(&context, decode(&mut body, v)?);
+            Pending::Ready(context.encode(&response))
+        }
+        ApiKey::FindCoordinator => {
+            let response = groups::find_coordinator(&context, decode(&mut body, v)?);
+            Pending::Ready(context.encode(&response))
+        }
+        ApiKey::JoinGroup => {
+            let request = decode(&mut body, v)?;
+            context.later(groups::join_group(context.clone(), request))
+        }
+        ApiKey::SyncGroup => {
+            let request = decode(&mut body, v)?;
+            context.later(groups::sync_group(context.clone(), request))
+        }
+        ApiKey::Heartbeat => {
+            let response = groups::heartbeat(&context, decode(&mut body, v)?);
+            Pending::Ready(context.encode(&response))
+        }
+        ApiKey::LeaveGroup => {
+            let response = groups::leave_group(&context, decode(&mut body, v)?);
+            Pending::Ready(context.encode(&response))
+        }
+        ApiKey::OffsetCommit => {
+            let request = decode(&mut body, v)?;
+            context.later(groups::offset_commit(context.clone(), request))
+        }
+        ApiKey::OffsetFetch => {
+            let response = groups::offset_fetch(&context, decode(&mut body, v)?);
+            Pending::Ready(context.encode(&response))
+        }
+        other => return Err(format!("{other:?} is not implemented")),
+    })
+}
+
+/// A protocol string from a Rust one.
+pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        // Decoding arbitrary request bodies at every advertised version returns an error or a
+        // value, never a panic: the connection task must survive any input.
+        #[test]
+        fn decoding_arbitrary_bodies_never_panics(
+            index in 0usize..versions::SUPPORTED.len(),
+            body in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let (api_key, min, max) = versions::SUPPORTED[index];
+            for version in min..=max {
+                let mut frame = BytesMut::new();
+                frame.put_i16(api_key as i16);
+                frame.put_i16(version);
+                frame.put_i32(7);
+                frame.put_slice(&body);
+                let header_version = api_key.request_header_version(version);
+                let mut bytes = frame.freeze();
+                if RequestHeader::decode(&mut bytes, header_version).is_ok() {
+                    let _ = versions::decode_any(api_key, &mut bytes.clone(), version);
+                }
+            }
+        }
+    }
+}
