@@ -1,1 +1,268 @@
-//! End-to-end tests live in `tests/`; this library holds nothing.
+//! Helpers for Eddy's end-to-end tests: real `eddy` processes on loopback ports with temporary
+//! data folders, driven by real clients (kcat, confluent-kafka).
+//!
+//! The first test to need something sets it up, once per test binary: the `eddy` binary is built
+//! with the profile running the tests, a Python virtual environment with the client packages is
+//! created (under `$EDDY_TEST_VENV`, default `~/.cache/eddy/test-venv`), and kcat is installed
+//! from Debian's packages when it is missing. So `cargo test --workspace --release` is all a
+//! fresh machine needs.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Python packages the client scripts need, pinned so runs are repeatable.
+const PYTHON_PACKAGES: &[&str] = &["confluent-kafka==2.16.1"];
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The `eddy` binary, built with the same profile as the running tests.
+pub fn eddy_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test binary path");
+        // target/<profile>/deps/<test binary>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>/deps");
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev".to_string(),
+            Some(other) => other.to_string(),
+            None => "release".to_string(),
+        };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--profile",
+                &profile,
+                "-p",
+                "eddy-shell",
+                "--bin",
+                "eddy",
+            ])
+            .current_dir(workspace_root())
+            .status()
+            .expect("running cargo build for the eddy binary");
+        assert!(status.success(), "building the eddy binary failed");
+        profile_dir.join("eddy")
+    })
+}
+
+/// The Python interpreter of the test virtual environment, with the client packages installed.
+pub fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let venv = std::env::var_os("EDDY_TEST_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                let home = std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(std::env::temp_dir);
+                home.join(".cache/eddy/test-venv")
+            });
+        let python = venv.join("bin/python");
+        let ready = venv.join(format!("ready-{}", PYTHON_PACKAGES.join("+")));
+        if !ready.exists() {
+            std::fs::create_dir_all(&venv).expect("creating the venv folder");
+            run_checked(
+                Command::new("python3").args(["-m", "venv"]).arg(&venv),
+                "python3 -m venv",
+            );
+            run_checked(
+                Command::new(&python)
+                    .args(["-m", "pip", "install", "-q"])
+                    .args(PYTHON_PACKAGES),
+                "pip install of the test clients",
+            );
+            std::fs::write(&ready, b"").expect("marking the venv ready");
+        }
+        python
+    })
+}
+
+/// kcat, installed from Debian's packages if it is missing.
+pub fn kcat() -> &'static str {
+    static KCAT: OnceLock<()> = OnceLock::new();
+    KCAT.get_or_init(|| {
+        let present = Command::new("kcat")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !present {
+            run_checked(
+                Command::new("apt-get").arg("update").arg("-qq"),
+                "apt-get update",
+            );
+            run_checked(
+                Command::new("apt-get").args(["install", "-y", "-qq", "kcat"]),
+                "apt-get install kcat",
+            );
+        }
+    });
+    "kcat"
+}
+
+fn run_checked(command: &mut Command, what: &str) {
+    let output = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A free loopback port (bound and released; the broker binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A running `eddy broker` process, killed when dropped.
+pub struct BrokerProcess {
+    child: Option<Child>,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    extra_args: Vec<String>,
+}
+
+impl BrokerProcess {
+    /// Starts a broker on a free port with `data_dir`; waits until it listens.
+    pub fn start(data_dir: &Path, extra_args: &[&str]) -> BrokerProcess {
+        let mut broker = BrokerProcess {
+            child: None,
+            port: free_port(),
+            data_dir: data_dir.to_path_buf(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        broker.spawn();
+        broker
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(eddy_binary())
+            .arg("broker")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--group-initial-rebalance-delay-ms", "0"])
+            .args(&self.extra_args)
+            .env("EDDY_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting eddy broker");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("listening on") {
+                    let _ = sender.send(());
+                }
+            }
+        });
+        receiver
+            .recv_timeout(Duration::from_secs(60))
+            .expect("eddy broker did not report listening within 60 s");
+        self.child = Some(child);
+    }
+
+    /// `host:port` for clients.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the process with SIGKILL (no clean shutdown) and waits for it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the broker again on the same port and data folder.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs `tests/clients/kafka_tool.py` against `bootstrap` and parses the JSON it prints.
+pub fn kafka_tool(bootstrap: &str, args: &[&str]) -> serde_json::Value {
+    let output = kafka_tool_command(bootstrap, args)
+        .output()
+        .expect("running kafka_tool.py");
+    parse_tool_output(&output, args)
+}
+
+/// The command running `kafka_tool.py`, for callers that manage the process themselves.
+pub fn kafka_tool_command(bootstrap: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(python());
+    command
+        .arg(workspace_root().join("tests/clients/kafka_tool.py"))
+        .arg("--bootstrap")
+        .arg(bootstrap)
+        .args(args)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped());
+    command
+}
+
+/// Parses the last stdout line of a `kafka_tool.py` run as JSON.
+pub fn parse_tool_output(output: &Output, args: &[&str]) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| {
+        panic!(
+            "kafka_tool {args:?} printed no JSON ({e}); status {:?}\nstdout: {stdout}\nstderr: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// Reads a JSON-lines file.
+pub fn read_json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Polls `check` every 100 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -31,15 +31,18 @@ pub(super) fn find_coordinator(
 ) -> FindCoordinatorResponse {
     let config = &context.broker.config;
     let host = str_bytes(config.advertised_host.clone());
-    FindCoordinatorResponse::default()
-        .with_node_id(config.node_id.into())
-        .with_host(host.clone())
-        .with_port(config.advertised_port)
-        .with_coordinators(vec![Coordinator::default()
+    if context.version >= 4 {
+        // v4+ batches keys; not advertised yet, kept for when it is.
+        return FindCoordinatorResponse::default().with_coordinators(vec![Coordinator::default()
             .with_key(request.key)
             .with_node_id(config.node_id.into())
             .with_host(host)
-            .with_port(config.advertised_port)])
+            .with_port(config.advertised_port)]);
+    }
+    FindCoordinatorResponse::default()
+        .with_node_id(config.node_id.into())
+        .with_host(host)
+        .with_port(config.advertised_port)
 }
 
 pub(super) async fn join_group(

@@ -1,0 +1,200 @@
+"""Drives an Eddy broker with confluent-kafka (librdkafka), as a user's application would.
+
+Each subcommand does one thing and prints one JSON document on stdout (or writes JSON lines to
+--out as it goes), so the Rust end-to-end tests can check the results. Every wait is bounded.
+"""
+
+import argparse
+import json
+import sys
+import time
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def admin(args):
+    return AdminClient({"bootstrap.servers": args.bootstrap})
+
+
+def create_topic(args):
+    configs = dict(c.split("=", 1) for c in args.config)
+    client = admin(args)  # kept alive until the future resolves
+    futures = client.create_topics(
+        [NewTopic(args.topic, num_partitions=args.partitions, replication_factor=1, config=configs)],
+        request_timeout=15,
+    )
+    futures[args.topic].result(timeout=20)
+    print(json.dumps({"created": args.topic}))
+
+
+def produce(args):
+    """Produces --count records (or, with --forever, until killed), appending one JSON line per
+    acknowledged record to --out the moment its delivery report arrives."""
+    producer = Producer(
+        {
+            "bootstrap.servers": args.bootstrap,
+            "acks": args.acks,
+            "partitioner": "murmur2_random",
+            "linger.ms": args.linger_ms,
+            "message.max.bytes": args.message_max_bytes,
+            "compression.type": args.compression,
+            "enable.idempotence": args.idempotence,
+            "message.timeout.ms": 20000,
+        }
+    )
+    out = open(args.out, "a", buffering=1) if args.out else None
+    stats = {"acked": 0, "failed": 0, "errors": []}
+
+    def report(err, msg):
+        if err is not None:
+            stats["failed"] += 1
+            if len(stats["errors"]) < 5:
+                stats["errors"].append(err.name())
+            return
+        stats["acked"] += 1
+        if out:
+            key = msg.key().decode() if msg.key() is not None else None
+            line = {"key": key, "value": msg.value().decode(), "partition": msg.partition(), "offset": msg.offset()}
+            out.write(json.dumps(line) + "\n")
+
+    i = 0
+    start = time.time()
+    while args.forever or i < args.count:
+        key = f"key-{i}" if args.keyed else None
+        value = ("v%d-" % i).ljust(args.value_bytes, "x")
+        while True:
+            try:
+                producer.produce(args.topic, key=key, value=value, on_delivery=report)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+        i += 1
+    remaining = producer.flush(30)
+    elapsed = time.time() - start
+    stats.update({"sent": i, "unflushed": remaining, "seconds": elapsed, "records_per_second": i / elapsed})
+    print(json.dumps(stats))
+
+
+def consume(args):
+    """Consumes with a consumer group until --count records or --idle-seconds without records,
+    then commits synchronously and writes what it read."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": args.bootstrap,
+            "group.id": args.group,
+            "auto.offset.reset": args.reset,
+            "enable.auto.commit": False,
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 500,
+        }
+    )
+    consumer.subscribe([args.topic])
+    records = []
+    last_record = time.time()
+    deadline = time.time() + args.max_seconds
+    error = None
+    while len(records) < args.count and time.time() < deadline:
+        msg = consumer.poll(0.2)
+        if msg is None:
+            if records and time.time() - last_record > args.idle_seconds:
+                break
+            continue
+        if msg.error():
+            error = msg.error().name()
+            if msg.error().fatal():
+                break
+            continue
+        last_record = time.time()
+        key = msg.key().decode() if msg.key() is not None else None
+        records.append({"key": key, "value": msg.value().decode() if msg.value() is not None else None,
+                        "partition": msg.partition(), "offset": msg.offset(), "timestamp": msg.timestamp()[1]})
+    committed = []
+    if args.commit and records:
+        for tp in consumer.commit(asynchronous=False):
+            committed.append({"partition": tp.partition, "offset": tp.offset})
+    assignment = [tp.partition for tp in consumer.assignment()]
+    consumer.close()
+    if args.out:
+        with open(args.out, "w") as f:
+            for r in records:
+                f.write(json.dumps(r) + "\n")
+    print(json.dumps({"consumed": len(records), "committed": committed, "assignment": assignment, "error": error}))
+
+
+def watermarks(args):
+    consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": "eddy-watermarks"})
+    result = []
+    for p in range(args.partitions):
+        low, high = consumer.get_watermark_offsets(TopicPartition(args.topic, p), timeout=10)
+        result.append({"partition": p, "low": low, "high": high})
+    consumer.close()
+    print(json.dumps(result))
+
+
+def committed(args):
+    consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": args.group})
+    tps = [TopicPartition(args.topic, p) for p in range(args.partitions)]
+    result = [{"partition": tp.partition, "offset": tp.offset} for tp in consumer.committed(tps, timeout=10)]
+    consumer.close()
+    print(json.dumps(result))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bootstrap", required=True)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("create-topic")
+    p.add_argument("--topic", required=True)
+    p.add_argument("--partitions", type=int, default=1)
+    p.add_argument("--config", action="append", default=[])
+    p.set_defaults(run=create_topic)
+
+    p = sub.add_parser("produce")
+    p.add_argument("--topic", required=True)
+    p.add_argument("--count", type=int, default=0)
+    p.add_argument("--forever", action="store_true")
+    p.add_argument("--keyed", action="store_true")
+    p.add_argument("--acks", default="all")
+    p.add_argument("--linger-ms", type=int, default=5)
+    p.add_argument("--value-bytes", type=int, default=20)
+    p.add_argument("--message-max-bytes", type=int, default=1000000)
+    p.add_argument("--compression", default="none")
+    p.add_argument("--idempotence", action="store_true")
+    p.add_argument("--out")
+    p.set_defaults(run=produce)
+
+    p = sub.add_parser("consume")
+    p.add_argument("--topic", required=True)
+    p.add_argument("--group", required=True)
+    p.add_argument("--count", type=int, default=10**9)
+    p.add_argument("--reset", default="earliest")
+    p.add_argument("--commit", action="store_true")
+    p.add_argument("--idle-seconds", type=float, default=3.0)
+    p.add_argument("--max-seconds", type=float, default=60.0)
+    p.add_argument("--out")
+    p.set_defaults(run=consume)
+
+    p = sub.add_parser("watermarks")
+    p.add_argument("--topic", required=True)
+    p.add_argument("--partitions", type=int, default=1)
+    p.set_defaults(run=watermarks)
+
+    p = sub.add_parser("committed")
+    p.add_argument("--topic", required=True)
+    p.add_argument("--group", required=True)
+    p.add_argument("--partitions", type=int, default=1)
+    p.set_defaults(run=committed)
+
+    args = parser.parse_args()
+    try:
+        args.run(args)
+    except KafkaException as e:
+        print(json.dumps({"kafka_error": str(e)}))
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()
