@@ -37,6 +37,17 @@ pub struct OffsetRange {
     pub high_watermark: i64,
 }
 
+/// Where a consumer starts when its group has no committed offset (`auto.offset.reset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetReset {
+    /// The log start offset.
+    Earliest,
+    /// The high watermark: only records produced from now on.
+    Latest,
+    /// No default: starting without a committed offset is an error.
+    None,
+}
+
 /// The operations the engine performs on a log.
 #[async_trait]
 pub trait LogClient: Send + Sync {
@@ -70,6 +81,35 @@ pub trait LogClient: Send + Sync {
     async fn committed(&self, group: &str, topic: &str, partition: i32) -> Result<Option<i64>>;
     /// Lag per committed partition of a group.
     async fn lag(&self, group: &str) -> Result<Vec<PartitionLag>>;
+
+    /// Where a member of `group` starts reading a partition: its committed offset, or else where
+    /// `reset` says. A committed offset that fell out of the log (retention) also resets.
+    async fn start_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        reset: OffsetReset,
+    ) -> Result<i64> {
+        let range = self.offsets(topic, partition).await?;
+        let committed = self.committed(group, topic, partition).await?;
+        if let Some(offset) = committed {
+            if (range.log_start_offset..=range.high_watermark).contains(&offset) {
+                return Ok(offset);
+            }
+        }
+        match reset {
+            OffsetReset::Earliest => Ok(range.log_start_offset),
+            OffsetReset::Latest => Ok(range.high_watermark),
+            OffsetReset::None => Err(BrokerError::OffsetOutOfRange {
+                topic: topic.to_string(),
+                partition,
+                offset: committed.unwrap_or(-1),
+                log_start_offset: range.log_start_offset,
+                log_end_offset: range.high_watermark,
+            }),
+        }
+    }
 }
 
 /// Groups records by the partition the default partitioner picks, keeping their order.

@@ -178,6 +178,19 @@ impl TopicConfig {
             .collect()
     }
 
+    /// The codec batches must be stored with, or `None` to keep the producer's.
+    pub fn codec(&self) -> Option<kafka_protocol::records::Compression> {
+        use kafka_protocol::records::Compression;
+        match self.compression_type.as_str() {
+            "uncompressed" => Some(Compression::None),
+            "gzip" => Some(Compression::Gzip),
+            "snappy" => Some(Compression::Snappy),
+            "lz4" => Some(Compression::Lz4),
+            "zstd" => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+
     /// Whether every batch must be on disk before it is acknowledged.
     pub fn fsync_before_ack(&self) -> bool {
         self.flush_messages <= 1

@@ -22,7 +22,7 @@ pub mod protocol;
 pub mod server;
 
 pub use broker::{now_ms, Broker, Topic};
-pub use client::{InProcessClient, LogClient, ProducerRecord};
+pub use client::{InProcessClient, LogClient, OffsetRange, OffsetReset, ProducerRecord};
 pub use config::{BrokerConfig, CleanupPolicy, TopicConfig};
 pub use error::BrokerError;
 pub use group::{GroupCoordinator, PartitionLag};

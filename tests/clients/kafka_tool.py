@@ -37,6 +37,7 @@ def produce(args):
             "acks": args.acks,
             "partitioner": "murmur2_random",
             "linger.ms": args.linger_ms,
+            "batch.size": args.batch_bytes,
             "message.max.bytes": args.message_max_bytes,
             "compression.type": args.compression,
             "enable.idempotence": args.idempotence,
@@ -123,6 +124,33 @@ def consume(args):
     print(json.dumps({"consumed": len(records), "committed": committed, "assignment": assignment, "error": error}))
 
 
+def member(args):
+    """Stays in a consumer group for --seconds (or until killed), appending its assignment to
+    --out as a JSON line every time it changes."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": args.bootstrap,
+            "group.id": args.group,
+            "session.timeout.ms": args.session_timeout_ms,
+            "heartbeat.interval.ms": 300,
+            "partition.assignment.strategy": args.strategy,
+            "enable.auto.commit": False,
+        }
+    )
+    out = open(args.out, "a", buffering=1)
+    consumer.subscribe([args.topic])
+    last = None
+    deadline = time.time() + args.seconds
+    while time.time() < deadline:
+        consumer.poll(0.1)
+        current = sorted(tp.partition for tp in consumer.assignment())
+        if current != last:
+            out.write(json.dumps({"assignment": current}) + "\n")
+            last = current
+    consumer.close()
+    print(json.dumps({"final": last}))
+
+
 def watermarks(args):
     consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": "eddy-watermarks"})
     result = []
@@ -159,6 +187,7 @@ def main():
     p.add_argument("--keyed", action="store_true")
     p.add_argument("--acks", default="all")
     p.add_argument("--linger-ms", type=int, default=5)
+    p.add_argument("--batch-bytes", type=int, default=1000000)
     p.add_argument("--value-bytes", type=int, default=20)
     p.add_argument("--message-max-bytes", type=int, default=1000000)
     p.add_argument("--compression", default="none")
@@ -176,6 +205,15 @@ def main():
     p.add_argument("--max-seconds", type=float, default=60.0)
     p.add_argument("--out")
     p.set_defaults(run=consume)
+
+    p = sub.add_parser("member")
+    p.add_argument("--topic", required=True)
+    p.add_argument("--group", required=True)
+    p.add_argument("--seconds", type=float, default=60)
+    p.add_argument("--session-timeout-ms", type=int, default=6000)
+    p.add_argument("--strategy", default="range")
+    p.add_argument("--out", required=True)
+    p.set_defaults(run=member)
 
     p = sub.add_parser("watermarks")
     p.add_argument("--topic", required=True)

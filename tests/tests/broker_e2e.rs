@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use eddy_broker::log::batch::Compression;
 use eddy_broker::partitioner::partition_for_key;
 use eddy_tests::{kafka_tool, kafka_tool_command, kcat, read_json_lines, wait_for, BrokerProcess};
 use serde_json::Value;
@@ -402,6 +403,8 @@ fn retention_deletes_old_segments() {
             "5000",
             "--value-bytes",
             "100",
+            "--batch-bytes",
+            "4000",
         ],
     );
     let low = wait_for(
@@ -584,5 +587,169 @@ fn bad_input_is_refused_and_the_broker_keeps_serving() {
     assert!(
         !unknown.status.success(),
         "a missing partition is an error for the client"
+    );
+}
+
+fn last_assignment(path: &Path) -> Option<Vec<i64>> {
+    let lines = read_json_lines(path);
+    let last = lines.last()?;
+    Some(
+        last["assignment"]
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_i64)
+            .collect(),
+    )
+}
+
+/// Goal: groups rebalance when a member joins, dies and leaves. Method: member A takes all three
+/// partitions; B joins and they split them; B is killed with SIGKILL and after its session
+/// timeout A owns all three again.
+#[test]
+fn group_rebalances_when_members_join_and_die() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(dir.path(), &[]);
+    let bootstrap = broker.bootstrap();
+    kafka_tool(
+        &bootstrap,
+        &["create-topic", "--topic", "work", "--partitions", "3"],
+    );
+    let a_out = dir.path().join("a.jsonl");
+    let b_out = dir.path().join("b.jsonl");
+    let member = |out: &Path, strategy: &str| {
+        kafka_tool_command(
+            &bootstrap,
+            &[
+                "member",
+                "--topic",
+                "work",
+                "--group",
+                "crew",
+                "--strategy",
+                strategy,
+                "--seconds",
+                "60",
+                "--out",
+                out.to_str().expect("utf-8"),
+            ],
+        )
+        .spawn()
+        .expect("member")
+    };
+    let mut a = member(&a_out, "roundrobin");
+    wait_for(Duration::from_secs(30), "A to own all partitions", || {
+        (last_assignment(&a_out)? == vec![0, 1, 2]).then_some(())
+    });
+    let mut b = member(&b_out, "roundrobin");
+    wait_for(
+        Duration::from_secs(30),
+        "A and B to split the partitions",
+        || {
+            let (mine, theirs) = (last_assignment(&a_out)?, last_assignment(&b_out)?);
+            let mut all: Vec<i64> = mine.iter().chain(&theirs).copied().collect();
+            all.sort();
+            (!mine.is_empty() && !theirs.is_empty() && all == vec![0, 1, 2]).then_some(())
+        },
+    );
+    let _ = b.kill();
+    let _ = b.wait();
+    wait_for(
+        Duration::from_secs(30),
+        "A to take B's partitions after B's session times out",
+        || (last_assignment(&a_out)? == vec![0, 1, 2]).then_some(()),
+    );
+    let _ = a.kill();
+    let _ = a.wait();
+}
+
+/// Goal: compressed batches, acks=0 and idempotent producers work, and topic compression.type
+/// is honoured. Method: produce with each codec (one topic recompressing to zstd), with acks=0
+/// and with enable.idempotence, then read every record back.
+#[test]
+fn compression_acks_zero_and_idempotence() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(dir.path(), &[]);
+    let bootstrap = broker.bootstrap();
+    kafka_tool(
+        &bootstrap,
+        &[
+            "create-topic",
+            "--topic",
+            "packed",
+            "--config",
+            "compression.type=zstd",
+        ],
+    );
+    let mut expected = 0;
+    for codec in ["gzip", "snappy", "lz4", "zstd", "none"] {
+        for topic in ["packed", "plain"] {
+            let produced = kafka_tool(
+                &bootstrap,
+                &[
+                    "produce",
+                    "--topic",
+                    topic,
+                    "--count",
+                    "500",
+                    "--compression",
+                    codec,
+                    "--value-bytes",
+                    "200",
+                ],
+            );
+            assert_eq!(produced["acked"], 500, "{codec}: {produced}");
+        }
+        expected += 500;
+    }
+    let idempotent = kafka_tool(
+        &bootstrap,
+        &[
+            "produce",
+            "--topic",
+            "plain",
+            "--count",
+            "500",
+            "--idempotence",
+        ],
+    );
+    assert_eq!(idempotent["acked"], 500, "{idempotent}");
+    let unacknowledged = kafka_tool(
+        &bootstrap,
+        &[
+            "produce", "--topic", "plain", "--count", "500", "--acks", "0",
+        ],
+    );
+    assert_eq!(unacknowledged["failed"], 0, "{unacknowledged}");
+    for (topic, count) in [("packed", expected), ("plain", expected + 1000)] {
+        wait_for(
+            Duration::from_secs(20),
+            "every record to be readable",
+            || {
+                let marks = kafka_tool(&bootstrap, &["watermarks", "--topic", topic]);
+                (as_i64(&marks[0], "high") == count).then_some(())
+            },
+        );
+        let out = dir.path().join(format!("{topic}.jsonl"));
+        kafka_tool(
+            &bootstrap,
+            &[
+                "consume",
+                "--topic",
+                topic,
+                "--group",
+                "check",
+                "--out",
+                out.to_str().expect("utf-8"),
+            ],
+        );
+        assert_eq!(read_json_lines(&out).len() as i64, count, "{topic}");
+    }
+    let packed =
+        std::fs::read(dir.path().join("packed-0").join(format!("{:020}.log", 0))).expect("segment");
+    let header = eddy_broker::log::batch::validate(&packed).expect("first stored batch is valid");
+    assert_eq!(
+        header.compression(),
+        Compression::Zstd,
+        "stored recompressed with zstd"
     );
 }

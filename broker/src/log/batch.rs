@@ -14,8 +14,9 @@
 //! ```
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+pub use kafka_protocol::records::Compression;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
 /// Size of the fixed v2 batch header, up to the first record.
@@ -269,6 +270,21 @@ pub fn encode_with_offsets(
     Ok(buf.freeze())
 }
 
+/// Re-encodes a whole batch with another codec (for a topic whose `compression.type` is not
+/// `producer`), keeping every record's offset delta, timestamp, key, value, headers and the
+/// producer's id, epoch and sequence.
+pub fn recompress(batch: &[u8], compression: Compression) -> Result<BytesMut, String> {
+    let mut one = Bytes::copy_from_slice(batch);
+    let set = RecordBatchDecoder::decode(&mut one).map_err(|e| e.to_string())?;
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression,
+    };
+    RecordBatchEncoder::encode(&mut buf, &set.records, &options).map_err(|e| e.to_string())?;
+    Ok(buf)
+}
+
 /// Builds one uncompressed v2 batch record by record, without per-record allocation.
 ///
 /// This is the producer side of the in-process client and the benchmarks: the broker assigns the
@@ -431,6 +447,28 @@ mod tests {
         let header = validate(&batch).expect("stamping keeps the crc valid");
         assert_eq!(header.base_offset, 42);
         assert_eq!(header.next_offset(), 44);
+    }
+
+    #[test]
+    fn recompression_keeps_records_and_changes_the_codec() {
+        let batch = sample(&[
+            (Some(b"k".to_vec()), Some(vec![b'a'; 500])),
+            (None, Some(b"b".to_vec())),
+        ]);
+        for codec in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let packed = recompress(&batch, codec).expect("recompress");
+            let header = validate(&packed).expect("valid batch");
+            assert_eq!(header.compression(), codec);
+            assert_eq!(header.record_count, 2);
+            let records = decode_records(&packed.freeze()).expect("decode");
+            assert_eq!(records[0].value.as_deref(), Some(&[b'a'; 500][..]));
+            assert_eq!(records[1].key, None);
+        }
     }
 
     #[test]
