@@ -5,8 +5,11 @@
 //! finished copy takes it. A crash mid-way leaves a `.cleaned` file that start-up deletes.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -24,46 +27,59 @@ pub struct CompactionReport {
 
 struct ClosedSegment {
     base_offset: i64,
-    bytes: Bytes,
+    file: Arc<File>,
     size: u64,
 }
 
-/// Compacts the closed segments of `log` once.
+impl ClosedSegment {
+    fn read(&self) -> Result<Bytes> {
+        let mut buf = vec![0u8; self.size as usize];
+        self.file.read_exact_at(&mut buf, 0)?;
+        Ok(Bytes::from(buf))
+    }
+}
+
+/// Compacts the closed segments of `log` once. Memory holds the key map and one segment at a
+/// time.
 pub fn compact(log: &Mutex<Log>, now_ms: i64) -> Result<CompactionReport> {
-    let (closed, active_bytes, delete_retention_ms, dir) = {
+    let (segments, delete_retention_ms, dir) = {
         let guard = log.lock();
         if !guard.config().cleanup_policy.compacts() {
             return Ok(CompactionReport::default());
         }
-        let mut closed = Vec::new();
-        for s in guard.closed_segments() {
-            closed.push(ClosedSegment {
-                base_offset: s.base_offset,
-                bytes: s.read_all()?,
-                size: s.size(),
-            });
-        }
-        let active = guard
+        let segments: Vec<ClosedSegment> = guard
             .segments
             .values()
-            .next_back()
-            .expect("active segment")
-            .read_all()?;
+            .map(|s| {
+                let (file, size) = s.snapshot();
+                ClosedSegment {
+                    base_offset: s.base_offset,
+                    file,
+                    size,
+                }
+            })
+            .collect();
         (
-            closed,
-            active,
+            segments,
             guard.config().delete_retention_ms,
             guard.dir().to_path_buf(),
         )
     };
+    // Every segment but the last (the active one, which only feeds the key map) is cleaned.
+    let Some((_active, closed)) = segments.split_last() else {
+        return Ok(CompactionReport::default());
+    };
     if closed.is_empty() {
         return Ok(CompactionReport::default());
     }
-    let latest = latest_offsets(closed.iter().map(|c| &c.bytes).chain([&active_bytes]))?;
+    let mut latest = HashMap::new();
+    for segment in &segments {
+        remember_latest(&segment.read()?, &mut latest)?;
+    }
     let mut report = CompactionReport::default();
     for segment in closed {
         let Some((cleaned, removed)) =
-            clean_segment(&segment.bytes, &latest, now_ms - delete_retention_ms)?
+            clean_segment(&segment.read()?, &latest, now_ms - delete_retention_ms)?
         else {
             continue;
         };
@@ -87,17 +103,14 @@ pub fn compact(log: &Mutex<Log>, now_ms: i64) -> Result<CompactionReport> {
     Ok(report)
 }
 
-/// Key -> offset of its newest record, over all the given log bytes.
-fn latest_offsets<'a>(logs: impl Iterator<Item = &'a Bytes>) -> Result<HashMap<Bytes, i64>> {
-    let mut latest = HashMap::new();
-    for bytes in logs {
-        for record in batch::decode_records(bytes).map_err(BrokerError::CorruptMessage)? {
-            if let Some(key) = record.key {
-                latest.insert(key, record.offset);
-            }
+/// Records, for every key in `bytes`, the offset of its newest record so far.
+fn remember_latest(bytes: &Bytes, latest: &mut HashMap<Bytes, i64>) -> Result<()> {
+    for record in batch::decode_records(bytes).map_err(BrokerError::CorruptMessage)? {
+        if let Some(key) = record.key {
+            latest.insert(key, record.offset);
         }
     }
-    Ok(latest)
+    Ok(())
 }
 
 /// The segment rewritten without superseded records and expired tombstones (those older than

@@ -293,6 +293,7 @@ impl Log {
         if self.active().base_offset == base {
             return Ok(());
         }
+        self.active_mut().seal()?;
         self.rolled_unsynced.push(self.active().file());
         let segment = Segment::create(&self.dir, base, now_ms)?;
         self.segments.insert(base, segment);
@@ -398,14 +399,6 @@ impl Log {
         deleted
     }
 
-    /// The closed segments (all but the active one), oldest first, for compaction.
-    pub fn closed_segments(&self) -> impl Iterator<Item = &Segment> {
-        let active = self.active().base_offset;
-        self.segments
-            .values()
-            .filter(move |s| s.base_offset != active)
-    }
-
     /// The directory holding this log.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -430,6 +423,7 @@ impl Log {
         let (mut segment, _) = Segment::open(&self.dir, base_offset, true, now_ms, &mut |_| {})?;
         segment.next_offset = next_offset;
         segment.created_at_ms = created;
+        segment.seal()?;
         self.segments.insert(base_offset, segment);
         Ok(())
     }
@@ -623,6 +617,32 @@ mod tests {
             38,
             "the last batch of two records is gone"
         );
+    }
+
+    #[test]
+    fn segments_before_the_recovery_point_are_trusted_and_still_readable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let recovery_point = {
+            let (mut log, _) = Log::open(dir.path(), small_segments(), 0, 0).expect("open");
+            for i in 0..30 {
+                log.append(&mut batch(2, i), i).expect("append");
+            }
+            log.log_end_offset()
+        };
+        let (log, report) =
+            Log::open(dir.path(), small_segments(), recovery_point, 0).expect("reopen");
+        assert!(
+            !report.rebuilt_index,
+            "sound indexes are loaded, not rebuilt"
+        );
+        assert_eq!(log.log_end_offset(), 60);
+        for offset in [0, 17, 42, 59] {
+            let records =
+                batch::decode_records(&log.read(offset, 1).expect("read")).expect("decode");
+            assert!(records.iter().any(|r| r.offset == offset));
+        }
+        let found = log.batch_at_time(25).expect("by time").expect("a batch");
+        assert_eq!(batch::validate(&found).expect("valid").max_timestamp, 25);
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct Segment {
     pub max_timestamp: i64,
     /// The offset after the last batch written here (the base offset while empty).
     pub next_offset: i64,
+    /// Base offset of the last batch written here.
+    last_batch_offset: i64,
     /// Wall-clock time the segment was created, for `segment.ms`.
     pub created_at_ms: i64,
 }
@@ -66,6 +68,7 @@ impl Segment {
             bytes_since_index: 0,
             max_timestamp: -1,
             next_offset: base_offset,
+            last_batch_offset: base_offset,
             created_at_ms: now_ms,
         })
     }
@@ -104,12 +107,20 @@ impl Segment {
             bytes_since_index: 0,
             max_timestamp: -1,
             next_offset: base_offset,
+            last_batch_offset: base_offset,
             created_at_ms: now_ms,
         };
+        // Verified segments always get fresh indexes; only a trusted one found damaged counts.
         let mut report = RecoveryReport {
-            rebuilt_index: rebuild,
+            rebuilt_index: rebuild && !verify,
             ..Default::default()
         };
+        if !verify && !rebuild {
+            // A trusted closed segment with sound indexes: no scan. Its end offset is the next
+            // segment's base, which the caller sets.
+            segment.max_timestamp = segment.index.times.last().map_or(-1, |e| e.timestamp);
+            return Ok((segment, report));
+        }
         let valid_bytes = segment.rescan(verify, rebuild, visit)?;
         if valid_bytes < size {
             report.truncated_bytes = size - valid_bytes;
@@ -153,6 +164,7 @@ impl Segment {
             visit(&header);
             self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
             self.next_offset = header.next_offset();
+            self.last_batch_offset = header.base_offset;
             expected_min = header.next_offset();
             position += total;
         }
@@ -189,6 +201,16 @@ impl Segment {
         crate::limits::INDEX_INTERVAL_BYTES
     }
 
+    /// Closes the segment for writing: records its largest timestamp in the time index (entries
+    /// are otherwise only made every index interval), so a trusted reopen knows it exactly.
+    pub fn seal(&mut self) -> std::io::Result<()> {
+        if self.next_offset > self.base_offset && self.max_timestamp >= 0 {
+            let relative = (self.last_batch_offset - self.base_offset) as u32;
+            self.index.append_time(self.max_timestamp, relative)?;
+        }
+        Ok(())
+    }
+
     /// Current size of the `.log` file in bytes.
     pub fn size(&self) -> u64 {
         self.size
@@ -207,6 +229,7 @@ impl Segment {
         self.index_batch(header, position)?;
         self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
         self.next_offset = header.next_offset();
+        self.last_batch_offset = header.base_offset;
         Ok(())
     }
 
@@ -263,11 +286,10 @@ impl Segment {
         Ok(None)
     }
 
-    /// Reads the whole `.log` file (compaction reads closed segments this way).
-    pub fn read_all(&self) -> std::io::Result<Bytes> {
-        let mut buf = vec![0u8; self.size as usize];
-        self.file.read_exact_at(&mut buf, 0)?;
-        Ok(Bytes::from(buf))
+    /// A handle on the file and its current size, for reading it whole without the log's lock
+    /// (compaction does this with closed segments, which do not change).
+    pub fn snapshot(&self) -> (Arc<File>, u64) {
+        (Arc::clone(&self.file), self.size)
     }
 
     /// Syncs the `.log` and its indexes.
