@@ -10,7 +10,7 @@ import sys
 import time
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 
 def admin(args):
@@ -66,7 +66,8 @@ def produce(args):
         value = ("v%d-" % i).ljust(args.value_bytes, "x")
         while True:
             try:
-                producer.produce(args.topic, key=key, value=value, on_delivery=report)
+                extra = {"timestamp": args.timestamp_ms + i} if args.timestamp_ms else {}
+                producer.produce(args.topic, key=key, value=value, on_delivery=report, **extra)
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -151,6 +152,27 @@ def member(args):
     print(json.dumps({"final": last}))
 
 
+def describe_configs(args):
+    client = admin(args)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, args.topic)
+    configs = client.describe_configs([resource], request_timeout=15)[resource].result(timeout=20)
+    print(json.dumps({name: entry.value for name, entry in configs.items()}))
+
+
+def delete_topic(args):
+    client = admin(args)
+    client.delete_topics([args.topic], request_timeout=15)[args.topic].result(timeout=20)
+    print(json.dumps({"deleted": args.topic}))
+
+
+def offsets_for_times(args):
+    consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": "eddy-times"})
+    tps = [TopicPartition(args.topic, p, args.timestamp_ms) for p in range(args.partitions)]
+    found = consumer.offsets_for_times(tps, timeout=10)
+    consumer.close()
+    print(json.dumps([{"partition": tp.partition, "offset": tp.offset} for tp in found]))
+
+
 def watermarks(args):
     consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": "eddy-watermarks"})
     result = []
@@ -188,6 +210,7 @@ def main():
     p.add_argument("--acks", default="all")
     p.add_argument("--linger-ms", type=int, default=5)
     p.add_argument("--batch-bytes", type=int, default=1000000)
+    p.add_argument("--timestamp-ms", type=int, default=0)
     p.add_argument("--value-bytes", type=int, default=20)
     p.add_argument("--message-max-bytes", type=int, default=1000000)
     p.add_argument("--compression", default="none")
@@ -214,6 +237,20 @@ def main():
     p.add_argument("--strategy", default="range")
     p.add_argument("--out", required=True)
     p.set_defaults(run=member)
+
+    p = sub.add_parser("describe-configs")
+    p.add_argument("--topic", required=True)
+    p.set_defaults(run=describe_configs)
+
+    p = sub.add_parser("delete-topic")
+    p.add_argument("--topic", required=True)
+    p.set_defaults(run=delete_topic)
+
+    p = sub.add_parser("offsets-for-times")
+    p.add_argument("--topic", required=True)
+    p.add_argument("--timestamp-ms", type=int, required=True)
+    p.add_argument("--partitions", type=int, default=1)
+    p.set_defaults(run=offsets_for_times)
 
     p = sub.add_parser("watermarks")
     p.add_argument("--topic", required=True)

@@ -753,3 +753,67 @@ fn compression_acks_zero_and_idempotence() {
         "stored recompressed with zstd"
     );
 }
+
+/// Goal: the admin and lookup APIs answer as Kafka's do. Method: describe a topic's configs
+/// (override and default), look offsets up by timestamp, delete the topic and see it gone.
+#[test]
+fn describe_configs_offsets_for_times_and_delete_topic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(dir.path(), &["--auto-create-topics", "false"]);
+    let bootstrap = broker.bootstrap();
+    kafka_tool(
+        &bootstrap,
+        &[
+            "create-topic",
+            "--topic",
+            "admin",
+            "--config",
+            "retention.ms=60000",
+        ],
+    );
+    let configs = kafka_tool(&bootstrap, &["describe-configs", "--topic", "admin"]);
+    assert_eq!(configs["retention.ms"], "60000", "{configs}");
+    assert_eq!(configs["cleanup.policy"], "delete", "{configs}");
+
+    let base = 1_700_000_000_000i64;
+    let produced = kafka_tool(
+        &bootstrap,
+        &[
+            "produce",
+            "--topic",
+            "admin",
+            "--count",
+            "1000",
+            "--batch-bytes",
+            "2000",
+            "--timestamp-ms",
+            &base.to_string(),
+        ],
+    );
+    assert_eq!(produced["acked"], 1000);
+    let found = kafka_tool(
+        &bootstrap,
+        &[
+            "offsets-for-times",
+            "--topic",
+            "admin",
+            "--timestamp-ms",
+            &(base + 737).to_string(),
+        ],
+    );
+    assert_eq!(as_i64(&found[0], "offset"), 737, "{found}");
+
+    kafka_tool(&bootstrap, &["delete-topic", "--topic", "admin"]);
+    assert!(
+        !dir.path().join("admin-0").exists(),
+        "the partition's data is removed"
+    );
+    let listing = Command::new(kcat())
+        .args(["-b", &bootstrap, "-L"])
+        .output()
+        .expect("kcat -L");
+    assert!(
+        !String::from_utf8_lossy(&listing.stdout).contains("\"admin\""),
+        "the topic is gone"
+    );
+}

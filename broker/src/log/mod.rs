@@ -646,6 +646,54 @@ mod tests {
     }
 
     #[test]
+    fn damaged_or_missing_indexes_are_rebuilt_from_the_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let end = {
+            let (mut log, _) = Log::open(dir.path(), small_segments(), 0, 0).expect("open");
+            for i in 0..30 {
+                log.append(&mut batch(2, i), i).expect("append");
+            }
+            log.log_end_offset()
+        };
+        let bases = segment_bases(dir.path()).expect("bases");
+        std::fs::remove_file(dir.path().join(segment::file_name(bases[0], "index"))).expect("rm");
+        std::fs::write(
+            dir.path().join(segment::file_name(bases[1], "index")),
+            [0xff; 13],
+        )
+        .expect("garbage index");
+        let (log, report) = Log::open(dir.path(), small_segments(), end, 0).expect("reopen");
+        assert!(report.rebuilt_index);
+        for offset in 0..end {
+            let records =
+                batch::decode_records(&log.read(offset, 1).expect("read")).expect("decode");
+            assert!(
+                records.iter().any(|r| r.offset == offset),
+                "offset {offset}"
+            );
+        }
+    }
+
+    #[test]
+    fn segment_ms_rolls_an_old_active_segment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = TopicConfig {
+            segment_ms: 1_000,
+            ..TopicConfig::default()
+        };
+        let (mut log, _) = Log::open(dir.path(), config, 0, 0).expect("open");
+        log.append(&mut batch(1, 0), 0).expect("append");
+        log.append(&mut batch(1, 0), 500).expect("append");
+        assert_eq!(log.segment_count(), 1);
+        log.append(&mut batch(1, 0), 1_000).expect("append");
+        assert_eq!(
+            log.segment_count(),
+            2,
+            "the segment is 1 s old: a new one starts"
+        );
+    }
+
+    #[test]
     fn idempotent_retries_are_answered_with_the_first_offsets() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut log, _) = Log::open(dir.path(), TopicConfig::default(), 0, 0).expect("open");

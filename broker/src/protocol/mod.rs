@@ -309,6 +309,34 @@ mod tests {
         }
     }
 
+    /// A client asking ApiVersions in a version newer than ours gets a v0 answer with
+    /// UNSUPPORTED_VERSION and our list, so it can retry with one we have.
+    #[tokio::test]
+    async fn api_versions_newer_than_ours_gets_the_v0_fallback() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = Broker::open(crate::BrokerConfig::new(dir.path()))
+            .await
+            .expect("open");
+        let mut frame = BytesMut::new();
+        frame.put_i16(ApiKey::ApiVersions as i16);
+        frame.put_i16(99);
+        frame.put_i32(42);
+        frame.put_i16(-1); // null client id
+        let Ok(Pending::Ready(Some(response))) = dispatch(&broker, frame.freeze()) else {
+            panic!("ApiVersions must be answered at once");
+        };
+        let mut body = response.freeze();
+        body.advance(4);
+        assert_eq!(body.get_i32(), 42, "correlation id, header v0");
+        let decoded =
+            kafka_protocol::messages::ApiVersionsResponse::decode(&mut body, 0).expect("v0");
+        assert_eq!(
+            decoded.error_code,
+            kafka_protocol::ResponseError::UnsupportedVersion.code()
+        );
+        assert_eq!(decoded.api_keys.len(), versions::SUPPORTED.len());
+    }
+
     proptest! {
         // Decoding arbitrary request bodies at every advertised version returns an error or a
         // value, never a panic: the connection task must survive any input.
