@@ -1,4 +1,25 @@
-//! Eddy's streaming SQL engine: ksqlDB's dialect planned with DataFusion and run continuously
-//! over topics. Not built yet; it will read and write topics only through
-//! [`eddy_broker::LogClient`].
-pub use eddy_broker::LogClient;
+//! Eddy's streaming SQL engine: ksqlDB's dialect, planned with DataFusion, run over topics.
+//!
+//! ```text
+//! SQL --parser/--> Statement --engine.rs--> catalog.rs (streams, tables)
+//!     --query.rs--> DataFusion LogicalPlan --> FilterProjectExec (runtime.rs) --formats.rs-->
+//!     topics through eddy_broker::LogClient
+//! ```
+//! [`Engine`] is the facade: it runs statements, keeps the catalog and starts persistent
+//! queries. [`parser`] reads ksqlDB statements on sqlparser; [`types`] maps ksqlDB types to
+//! Arrow. Today persistent queries are stateless (WHERE and SELECT); aggregations, windows,
+//! joins, PARTITION BY, push and pull queries are next.
+
+pub mod catalog;
+pub mod engine;
+pub mod error;
+pub mod formats;
+pub mod parser;
+pub mod query;
+pub mod runtime;
+pub mod types;
+
+pub use engine::{Engine, StatementResult};
+pub use error::{EngineError, Position, SqlError};
+pub use parser::{parse, Statement};
+pub use types::SqlType;

@@ -242,6 +242,11 @@ pub fn parse_tool_output(output: &Output, args: &[&str]) -> serde_json::Value {
     })
 }
 
+/// A path as a command-line argument (test paths are UTF-8 temporary folders).
+pub fn arg(path: &Path) -> &str {
+    path.to_str().expect("temporary paths are UTF-8")
+}
+
 /// Reads a JSON-lines file.
 pub fn read_json_lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use eddy_broker::log::batch::Compression;
 use eddy_broker::partitioner::partition_for_key;
-use eddy_tests::{kafka_tool, kafka_tool_command, kcat, read_json_lines, wait_for, BrokerProcess};
+use eddy_tests::{
+    arg, kafka_tool, kafka_tool_command, kcat, read_json_lines, wait_for, BrokerProcess,
+};
 use serde_json::Value;
 
 fn as_i64(v: &Value, field: &str) -> i64 {
@@ -44,7 +46,7 @@ fn kcat_and_confluent_kafka_produce_consume_and_commit() {
             "10000",
             "--keyed",
             "--out",
-            acked_path.to_str().expect("utf-8"),
+            arg(&acked_path),
         ],
     );
     assert_eq!(produced["acked"], 10_000, "{produced}");
@@ -93,7 +95,7 @@ fn kcat_and_confluent_kafka_produce_consume_and_commit() {
             "10000",
             "--commit",
             "--out",
-            consumed_path.to_str().expect("utf-8"),
+            arg(&consumed_path),
         ],
     );
     assert_eq!(consumed["consumed"], 10_000, "{consumed}");
@@ -181,7 +183,7 @@ fn kill9_under_produce_load_keeps_every_acknowledged_record() {
             "--forever",
             "--keyed",
             "--out",
-            acked_path.to_str().expect("utf-8"),
+            arg(&acked_path),
         ],
     )
     .spawn()
@@ -210,7 +212,7 @@ fn kill9_under_produce_load_keeps_every_acknowledged_record() {
             "--group",
             "verify",
             "--out",
-            all_path.to_str().expect("utf-8"),
+            arg(&all_path),
             "--idle-seconds",
             "4",
         ],
@@ -254,7 +256,7 @@ fn kill9_under_produce_load_keeps_every_acknowledged_record() {
             "--count",
             "100",
             "--out",
-            resumed_path.to_str().expect("utf-8"),
+            arg(&resumed_path),
         ],
     );
     let committed: HashMap<i64, i64> = committed
@@ -347,7 +349,7 @@ fn torn_tail_recovers_to_the_valid_prefix() {
                 "--idle-seconds",
                 "2",
                 "--out",
-                out.to_str().expect("utf-8"),
+                arg(&out),
             ],
         );
         let records = read_json_lines(&out);
@@ -426,7 +428,7 @@ fn retention_deletes_old_segments() {
             "--group",
             "after",
             "--out",
-            out.to_str().expect("utf-8"),
+            arg(&out),
         ],
     );
     let left = read_json_lines(&out);
@@ -472,7 +474,7 @@ fn compaction_keeps_the_latest_record_per_key() {
                 "10",
                 "--keyed",
                 "--out",
-                acked_path.to_str().expect("utf-8"),
+                arg(&acked_path),
             ],
         );
     }
@@ -503,7 +505,7 @@ fn compaction_keeps_the_latest_record_per_key() {
                     "--idle-seconds",
                     "1",
                     "--out",
-                    out.to_str().expect("utf-8"),
+                    arg(&out),
                 ],
             );
             let records = read_json_lines(&out);
@@ -630,7 +632,7 @@ fn group_rebalances_when_members_join_and_die() {
                 "--seconds",
                 "60",
                 "--out",
-                out.to_str().expect("utf-8"),
+                arg(&out),
             ],
         )
         .spawn()
@@ -739,7 +741,7 @@ fn compression_acks_zero_and_idempotence() {
                 "--group",
                 "check",
                 "--out",
-                out.to_str().expect("utf-8"),
+                arg(&out),
             ],
         );
         assert_eq!(read_json_lines(&out).len() as i64, count, "{topic}");

@@ -1,0 +1,217 @@
+//! The catalog: streams and tables over topics, with their columns and formats.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+use crate::error::{EngineError, Result};
+use crate::formats::Format;
+use crate::parser::{ColumnDef, Properties, SourceKind};
+
+/// Pseudo-columns every source has, after its own columns.
+pub const ROWTIME: &str = "ROWTIME";
+pub const ROWPARTITION: &str = "ROWPARTITION";
+pub const ROWOFFSET: &str = "ROWOFFSET";
+
+/// A stream or table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    pub name: String,
+    pub kind: SourceKind,
+    /// Key columns first, then value columns, in declared order.
+    pub columns: Vec<ColumnDef>,
+    pub topic: String,
+    pub key_format: Format,
+    pub value_format: Format,
+    /// `WRAP_SINGLE_VALUE`: whether a single value column is a JSON object or the bare value.
+    pub wrap_single_value: bool,
+    /// `CREATE SOURCE`: read-only.
+    pub read_only: bool,
+    /// The statement that created it.
+    pub statement: String,
+}
+
+impl Source {
+    /// Builds a source from CREATE STREAM / TABLE, checking its properties.
+    pub fn from_definition(
+        kind: SourceKind,
+        name: &str,
+        columns: Vec<ColumnDef>,
+        properties: &Properties,
+        read_only: bool,
+        statement: &str,
+    ) -> Result<Source> {
+        let topic = properties.get("KAFKA_TOPIC").cloned().ok_or_else(|| {
+            EngineError::Plan(format!(
+                "missing required property KAFKA_TOPIC for {} {name}: add WITH (KAFKA_TOPIC='...')",
+                kind.name()
+            ))
+        })?;
+        let (key_format, value_format) = formats_from(properties)?;
+        if kind == SourceKind::Table && !columns.iter().any(|c| c.key) {
+            return Err(EngineError::Plan(format!(
+                "table {name} has no PRIMARY KEY column: tables need one"
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in &columns {
+            if !seen.insert(c.name.as_str()) {
+                return Err(EngineError::Plan(format!(
+                    "column '{}' is declared twice",
+                    c.name
+                )));
+            }
+        }
+        let mut ordered: Vec<ColumnDef> = columns.iter().filter(|c| c.key).cloned().collect();
+        ordered.extend(columns.into_iter().filter(|c| !c.key));
+        let wrap_single_value = properties
+            .get("WRAP_SINGLE_VALUE")
+            .map(|v| !v.eq_ignore_ascii_case("false"))
+            .unwrap_or(true);
+        Ok(Source {
+            name: name.to_string(),
+            kind,
+            columns: ordered,
+            topic,
+            key_format,
+            value_format,
+            wrap_single_value,
+            read_only,
+            statement: statement.to_string(),
+        })
+    }
+
+    /// Key columns.
+    pub fn key_columns(&self) -> impl Iterator<Item = &ColumnDef> {
+        self.columns.iter().filter(|c| c.key)
+    }
+
+    /// Value columns.
+    pub fn value_columns(&self) -> impl Iterator<Item = &ColumnDef> {
+        self.columns.iter().filter(|c| !c.key)
+    }
+
+    /// The Arrow schema queries see: the columns, then ROWTIME, ROWPARTITION, ROWOFFSET.
+    pub fn schema(&self) -> SchemaRef {
+        let mut fields: Vec<Field> = self
+            .columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.data_type.arrow(), true))
+            .collect();
+        fields.push(Field::new(
+            ROWTIME,
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            false,
+        ));
+        fields.push(Field::new(ROWPARTITION, DataType::Int32, false));
+        fields.push(Field::new(ROWOFFSET, DataType::Int64, false));
+        Arc::new(Schema::new(fields))
+    }
+}
+
+fn formats_from(properties: &Properties) -> Result<(Format, Format)> {
+    let format = |name: &str| properties.get(name).map(|v| Format::parse(v)).transpose();
+    let both = format("FORMAT")?;
+    let value = format("VALUE_FORMAT")?.or(both).ok_or_else(|| {
+        EngineError::Plan(
+            "missing required property VALUE_FORMAT (or FORMAT): add WITH (VALUE_FORMAT='JSON')"
+                .into(),
+        )
+    })?;
+    let key = format("KEY_FORMAT")?.or(both).unwrap_or(Format::Kafka);
+    let delimiter = properties.get("VALUE_DELIMITER");
+    let value = match (value, delimiter) {
+        (Format::Delimited(_), Some(d)) => Format::Delimited(crate::formats::parse_delimiter(d)?),
+        (other, _) => other,
+    };
+    Ok((key, value))
+}
+
+/// Every stream and table, by upper-case name.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    sources: BTreeMap<String, Arc<Source>>,
+}
+
+impl Catalog {
+    /// The source named `name`.
+    pub fn get(&self, name: &str) -> Result<Arc<Source>> {
+        self.sources
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "stream or table",
+                name: name.to_string(),
+            })
+    }
+
+    /// Whether a source of that name exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.sources.contains_key(name)
+    }
+
+    /// Adds or replaces a source.
+    pub fn insert(&mut self, source: Source) {
+        self.sources.insert(source.name.clone(), Arc::new(source));
+    }
+
+    /// Removes a source.
+    pub fn remove(&mut self, name: &str) -> Option<Arc<Source>> {
+        self.sources.remove(name)
+    }
+
+    /// All sources, sorted by name.
+    pub fn sources(&self) -> impl Iterator<Item = &Arc<Source>> {
+        self.sources.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parser::{parse_one, Statement};
+
+    fn create(sql: &str) -> Result<Source> {
+        let Statement::CreateSource {
+            kind,
+            name,
+            columns,
+            properties,
+            source,
+            ..
+        } = parse_one(sql).expect("parses").statement
+        else {
+            panic!("not a create");
+        };
+        Source::from_definition(kind, &name, columns, &properties, source, sql)
+    }
+
+    #[test]
+    fn key_columns_come_first_and_pseudo_columns_last() {
+        let source = create(
+            "CREATE STREAM s (v INT, k STRING KEY) WITH (kafka_topic='t', value_format='json')",
+        )
+        .expect("valid");
+        let names: Vec<String> = source
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(names, ["K", "V", "ROWTIME", "ROWPARTITION", "ROWOFFSET"]);
+        assert_eq!(source.value_format, Format::Json);
+        assert_eq!(source.key_format, Format::Kafka);
+    }
+
+    #[test]
+    fn missing_topic_format_or_table_key_are_explained() {
+        let e = create("CREATE STREAM s (v INT) WITH (value_format='json')").expect_err("no topic");
+        assert!(e.to_string().contains("KAFKA_TOPIC"), "{e}");
+        let e = create("CREATE STREAM s (v INT) WITH (kafka_topic='t')").expect_err("no format");
+        assert!(e.to_string().contains("VALUE_FORMAT"), "{e}");
+        let e = create("CREATE TABLE t (v INT) WITH (kafka_topic='t', format='json')")
+            .expect_err("no key");
+        assert!(e.to_string().contains("PRIMARY KEY"), "{e}");
+    }
+}

@@ -1,0 +1,588 @@
+//! [`Engine`]: the facade REST and tests call. It parses statements, keeps the catalog, talks to
+//! the log through [`LogClient`], and starts persistent queries.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::sql::sqlparser::ast::{Expr, UnaryOperator, Value as SqlValue};
+use eddy_broker::{BrokerError, LogClient, ProducerRecord};
+use parking_lot::Mutex;
+use serde_json::Value;
+
+use crate::catalog::{Catalog, Source, ROWTIME};
+use crate::error::{EngineError, Result};
+use crate::formats;
+use crate::parser::{self, ColumnDef, ParsedStatement, ShowKind, SourceKind, Statement};
+use crate::query::{self, RunningQuery};
+
+/// What one statement produced, in the order ksqlDB's `/ksql` reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StatementResult {
+    /// A command that changed something: ksqlDB's `currentStatus` message.
+    Status {
+        message: String,
+        query_id: Option<String>,
+    },
+    /// SHOW STREAMS / TABLES.
+    Sources {
+        kind: ShowKind,
+        sources: Vec<Arc<Source>>,
+    },
+    /// SHOW TOPICS: name and partition count.
+    Topics(Vec<(String, i32)>),
+    /// SHOW QUERIES: id, the statement, sink.
+    Queries(Vec<(String, String, String)>),
+    /// SHOW PROPERTIES.
+    Properties(BTreeMap<String, String>),
+    /// DESCRIBE.
+    Description(Arc<Source>),
+}
+
+struct EngineState {
+    catalog: Catalog,
+    properties: BTreeMap<String, String>,
+    variables: BTreeMap<String, String>,
+    queries: BTreeMap<String, RunningQuery>,
+    next_query_number: u64,
+}
+
+/// The streaming SQL engine over one log.
+pub struct Engine {
+    client: Arc<dyn LogClient>,
+    state: Mutex<EngineState>,
+}
+
+impl Engine {
+    /// An engine reading and writing topics through `client`.
+    pub fn new(client: Arc<dyn LogClient>) -> Engine {
+        Engine {
+            client,
+            state: Mutex::new(EngineState {
+                catalog: Catalog::default(),
+                properties: BTreeMap::new(),
+                variables: BTreeMap::new(),
+                queries: BTreeMap::new(),
+                next_query_number: 1,
+            }),
+        }
+    }
+
+    /// The log this engine uses.
+    pub fn client(&self) -> &Arc<dyn LogClient> {
+        &self.client
+    }
+
+    /// Runs every statement in `sql`, stopping at the first error.
+    pub async fn execute(&self, sql: &str) -> Result<Vec<StatementResult>> {
+        let variables = self.state.lock().variables.clone();
+        let statements = parser::parse(sql, &variables)?;
+        let mut results = Vec::with_capacity(statements.len());
+        for statement in statements {
+            results.push(self.execute_one(statement).await?);
+        }
+        Ok(results)
+    }
+
+    async fn execute_one(&self, parsed: ParsedStatement) -> Result<StatementResult> {
+        let ParsedStatement {
+            statement, text, ..
+        } = parsed;
+        match statement {
+            Statement::CreateSource {
+                kind,
+                name,
+                or_replace,
+                if_not_exists,
+                source,
+                columns,
+                properties,
+            } => {
+                if self.state.lock().catalog.contains(&name) {
+                    if if_not_exists {
+                        return Ok(status(format!("{} {name} already exists", kind.name())));
+                    }
+                    if !or_replace {
+                        return Err(EngineError::AlreadyExists {
+                            kind: kind_name(kind),
+                            name,
+                        });
+                    }
+                }
+                let definition =
+                    Source::from_definition(kind, &name, columns, &properties, source, &text)?;
+                self.ensure_topic(&definition.topic, &properties, kind)
+                    .await?;
+                self.state.lock().catalog.insert(definition);
+                Ok(status(format!("{} created", title(kind))))
+            }
+            Statement::CreateAsSelect {
+                kind,
+                name,
+                or_replace,
+                if_not_exists,
+                properties,
+                query,
+            } => {
+                if self.state.lock().catalog.contains(&name) {
+                    if if_not_exists {
+                        return Ok(status(format!("{} {name} already exists", kind.name())));
+                    }
+                    if !or_replace {
+                        return Err(EngineError::AlreadyExists {
+                            kind: kind_name(kind),
+                            name,
+                        });
+                    }
+                }
+                let catalog_snapshot = self.catalog_snapshot();
+                let plan = query::plan_persistent(
+                    &catalog_snapshot,
+                    kind,
+                    &name,
+                    &properties,
+                    &query,
+                    &text,
+                )
+                .await?;
+                self.ensure_topic(&plan.sink.topic, &plan.sink_topic_properties(), kind)
+                    .await?;
+                let query_id = self.next_query_id(kind, &name);
+                let running =
+                    query::start(Arc::clone(&self.client), query_id.clone(), plan.clone());
+                let mut state = self.state.lock();
+                state.catalog.insert(plan.sink.clone());
+                state.queries.insert(query_id.clone(), running);
+                Ok(StatementResult::Status {
+                    message: format!("Created query with ID {query_id}"),
+                    query_id: Some(query_id),
+                })
+            }
+            Statement::InsertValues {
+                target,
+                columns,
+                values,
+            } => {
+                self.insert_values(&target, &columns, &values).await?;
+                Ok(status(String::new()))
+            }
+            Statement::Drop {
+                kind,
+                name,
+                if_exists,
+                delete_topic,
+            } => {
+                let removed = {
+                    let mut state = self.state.lock();
+                    let writers: Vec<String> = state
+                        .queries
+                        .iter()
+                        .filter(|(_, q)| q.sink == name)
+                        .map(|(id, _)| id.clone())
+                        .collect();
+                    if !writers.is_empty() {
+                        return Err(EngineError::Plan(format!(
+                            "cannot drop {name}: queries write to it ({}); TERMINATE them first",
+                            writers.join(", ")
+                        )));
+                    }
+                    match state.catalog.get(&name) {
+                        Ok(source) if source.kind != kind => {
+                            return Err(EngineError::Plan(format!(
+                                "{name} is a {}, not a {}: use DROP {}",
+                                source.kind.name(),
+                                kind.name(),
+                                source.kind.name()
+                            )))
+                        }
+                        Ok(_) => state.catalog.remove(&name),
+                        Err(_) if if_exists => None,
+                        Err(e) => return Err(e),
+                    }
+                };
+                if let (Some(source), true) = (&removed, delete_topic) {
+                    self.client.delete_topic(&source.topic).await?;
+                }
+                Ok(status(format!(
+                    "Source `{name}` (topic: {}) was dropped.",
+                    removed.map(|s| s.topic.clone()).unwrap_or_default()
+                )))
+            }
+            Statement::Show { kind, .. } => self.show(kind).await,
+            Statement::Describe { name, .. } => Ok(StatementResult::Description(
+                self.state.lock().catalog.get(&name)?,
+            )),
+            Statement::Terminate { query_id } => {
+                let mut state = self.state.lock();
+                let ids: Vec<String> = match query_id {
+                    Some(id) => {
+                        let id = id.to_uppercase();
+                        if !state.queries.contains_key(&id) {
+                            return Err(EngineError::NotFound {
+                                kind: "query",
+                                name: id,
+                            });
+                        }
+                        vec![id]
+                    }
+                    None => state.queries.keys().cloned().collect(),
+                };
+                for id in &ids {
+                    if let Some(query) = state.queries.remove(id) {
+                        query.stop();
+                    }
+                }
+                Ok(status(format!("Query terminated: {}", ids.join(", "))))
+            }
+            Statement::Set { name, value } => {
+                self.state
+                    .lock()
+                    .properties
+                    .insert(name.clone(), value.clone());
+                Ok(status(format!("Property '{name}' set to '{value}'")))
+            }
+            Statement::Unset { name } => {
+                self.state.lock().properties.remove(&name);
+                Ok(status(format!("Property '{name}' unset")))
+            }
+            Statement::Define { name, value } => {
+                self.state.lock().variables.insert(name, value);
+                Ok(status(String::new()))
+            }
+            Statement::Undefine { name } => {
+                self.state.lock().variables.remove(&name);
+                Ok(status(String::new()))
+            }
+            other => Err(EngineError::Unsupported(format!(
+                "{} statements",
+                statement_name(&other)
+            ))),
+        }
+    }
+
+    /// The stream or table named `name`.
+    pub fn source(&self, name: &str) -> Result<Arc<Source>> {
+        self.state.lock().catalog.get(name)
+    }
+
+    /// The first stream or table over `topic`, if any.
+    pub fn source_for_topic(&self, topic: &str) -> Option<Arc<Source>> {
+        self.state
+            .lock()
+            .catalog
+            .sources()
+            .find(|s| s.topic == topic)
+            .cloned()
+    }
+
+    /// Waits until every persistent query has committed up to its source's high watermark
+    /// (so its output for everything written so far is in its sink), or `timeout` passes.
+    /// Returns whether they caught up. Tests use it instead of sleeping.
+    pub async fn wait_until_caught_up(&self, timeout: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut settled_rounds = 0;
+        while tokio::time::Instant::now() < deadline {
+            let queries: Vec<(String, String)> = self
+                .state
+                .lock()
+                .queries
+                .iter()
+                .map(|(id, q)| (id.clone(), q.source_topic.clone()))
+                .collect();
+            let mut caught_up = true;
+            for (id, topic) in &queries {
+                let partitions = self.client.partition_count(topic).await.unwrap_or(0);
+                for p in 0..partitions {
+                    let Ok(range) = self.client.offsets(topic, p).await else {
+                        continue;
+                    };
+                    let committed = self.client.committed(id, topic, p).await.ok().flatten();
+                    if committed.unwrap_or(range.log_start_offset) < range.high_watermark {
+                        caught_up = false;
+                    }
+                }
+            }
+            // Two settled rounds in a row: a chained query may still be writing the first time.
+            settled_rounds = if caught_up { settled_rounds + 1 } else { 0 };
+            if settled_rounds >= 2 {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    fn catalog_snapshot(&self) -> Catalog {
+        let state = self.state.lock();
+        let mut copy = Catalog::default();
+        for source in state.catalog.sources() {
+            copy.insert((**source).clone());
+        }
+        copy
+    }
+
+    fn next_query_id(&self, kind: SourceKind, name: &str) -> String {
+        let mut state = self.state.lock();
+        let n = state.next_query_number;
+        state.next_query_number += 1;
+        let prefix = match kind {
+            SourceKind::Stream => "CSAS",
+            SourceKind::Table => "CTAS",
+        };
+        format!("{prefix}_{name}_{n}")
+    }
+
+    /// Creates the source's topic when it does not exist and PARTITIONS says how.
+    async fn ensure_topic(
+        &self,
+        topic: &str,
+        properties: &BTreeMap<String, String>,
+        kind: SourceKind,
+    ) -> Result<()> {
+        match self.client.partition_count(topic).await {
+            Ok(_) => Ok(()),
+            Err(BrokerError::UnknownTopicOrPartition { .. }) => {
+                let Some(partitions) = properties.get("PARTITIONS") else {
+                    return Err(EngineError::Plan(format!(
+                        "topic '{topic}' does not exist: to create it for the {}, give PARTITIONS in the WITH clause",
+                        kind.name().to_lowercase()
+                    )));
+                };
+                let partitions: i32 = partitions.parse().map_err(|_| {
+                    EngineError::Plan(format!("PARTITIONS must be a number, not '{partitions}'"))
+                })?;
+                let mut configs = BTreeMap::new();
+                if kind == SourceKind::Table {
+                    configs.insert("cleanup.policy".to_string(), "compact".to_string());
+                }
+                match self.client.create_topic(topic, partitions, configs).await {
+                    Ok(()) | Err(BrokerError::TopicAlreadyExists(_)) => Ok(()),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn show(&self, kind: ShowKind) -> Result<StatementResult> {
+        Ok(match kind {
+            ShowKind::Streams | ShowKind::Tables => {
+                let wanted = if kind == ShowKind::Streams {
+                    SourceKind::Stream
+                } else {
+                    SourceKind::Table
+                };
+                let sources = self
+                    .state
+                    .lock()
+                    .catalog
+                    .sources()
+                    .filter(|s| s.kind == wanted)
+                    .cloned()
+                    .collect();
+                StatementResult::Sources { kind, sources }
+            }
+            ShowKind::Queries => StatementResult::Queries(
+                self.state
+                    .lock()
+                    .queries
+                    .iter()
+                    .map(|(id, q)| (id.clone(), q.statement.clone(), q.sink.clone()))
+                    .collect(),
+            ),
+            ShowKind::Properties => {
+                StatementResult::Properties(self.state.lock().properties.clone())
+            }
+            ShowKind::Topics => {
+                let topics: Vec<String> = self
+                    .state
+                    .lock()
+                    .catalog
+                    .sources()
+                    .map(|s| s.topic.clone())
+                    .collect();
+                let mut out = Vec::new();
+                for topic in topics {
+                    if let Ok(n) = self.client.partition_count(&topic).await {
+                        out.push((topic, n));
+                    }
+                }
+                out.sort();
+                out.dedup();
+                StatementResult::Topics(out)
+            }
+            ShowKind::Functions => return Err(EngineError::Unsupported("SHOW FUNCTIONS".into())),
+        })
+    }
+
+    async fn insert_values(&self, target: &str, names: &[String], values: &[Expr]) -> Result<()> {
+        let source = self.state.lock().catalog.get(target)?;
+        if source.read_only {
+            return Err(EngineError::Plan(format!(
+                "cannot insert into read-only source {target}"
+            )));
+        }
+        let names: Vec<String> = if names.is_empty() {
+            source.columns.iter().map(|c| c.name.clone()).collect()
+        } else {
+            names.to_vec()
+        };
+        if names.len() != values.len() {
+            return Err(EngineError::Plan(format!(
+                "expected {} values for columns ({}), found {}",
+                names.len(),
+                names.join(", "),
+                values.len()
+            )));
+        }
+        let mut row: BTreeMap<String, Value> = BTreeMap::new();
+        for (name, expr) in names.iter().zip(values) {
+            row.insert(name.clone(), literal(expr)?);
+        }
+        let timestamp_ms = match row.remove(ROWTIME) {
+            Some(Value::Number(n)) => n.as_i64(),
+            _ => None,
+        };
+        for name in row.keys() {
+            if !source.columns.iter().any(|c| &c.name == name) {
+                return Err(EngineError::Plan(format!(
+                    "column '{name}' does not exist in {target}"
+                )));
+            }
+        }
+        let pick = |columns: Vec<&ColumnDef>| -> Result<Vec<Value>> {
+            columns
+                .iter()
+                .map(|c| coerce(row.get(&c.name).cloned().unwrap_or(Value::Null), c))
+                .collect()
+        };
+        let key_columns: Vec<&ColumnDef> = source.key_columns().collect();
+        let value_columns: Vec<&ColumnDef> = source.value_columns().collect();
+        let key = if key_columns.is_empty() {
+            None
+        } else {
+            formats::encode(
+                source.key_format,
+                &key_columns,
+                &pick(key_columns.clone())?,
+                false,
+            )?
+        };
+        let value = formats::encode(
+            source.value_format,
+            &value_columns,
+            &pick(value_columns.clone())?,
+            source.wrap_single_value,
+        )?;
+        let record = ProducerRecord {
+            key: key.map(Bytes::from),
+            value: value.map(Bytes::from),
+            timestamp_ms,
+            ..Default::default()
+        };
+        self.client.produce(&source.topic, vec![record]).await?;
+        Ok(())
+    }
+}
+
+fn status(message: String) -> StatementResult {
+    StatementResult::Status {
+        message,
+        query_id: None,
+    }
+}
+
+fn kind_name(kind: SourceKind) -> &'static str {
+    match kind {
+        SourceKind::Stream => "stream",
+        SourceKind::Table => "table",
+    }
+}
+
+fn title(kind: SourceKind) -> &'static str {
+    match kind {
+        SourceKind::Stream => "Stream",
+        SourceKind::Table => "Table",
+    }
+}
+
+fn statement_name(statement: &Statement) -> &'static str {
+    match statement {
+        Statement::InsertInto { .. } => "INSERT INTO ... SELECT",
+        Statement::Select(_) => "SELECT",
+        Statement::DescribeFunction { .. } => "DESCRIBE FUNCTION",
+        Statement::Explain(_) => "EXPLAIN",
+        Statement::Print { .. } => "PRINT",
+        _ => "these",
+    }
+}
+
+/// Evaluates a literal in INSERT VALUES.
+fn literal(expr: &Expr) -> Result<Value> {
+    Ok(match expr {
+        Expr::Value(v) => match &v.value {
+            SqlValue::Number(n, _) => {
+                if let Ok(i) = n.parse::<i64>() {
+                    Value::from(i)
+                } else {
+                    n.parse::<f64>()
+                        .map(Value::from)
+                        .map_err(|_| EngineError::Plan(format!("bad number {n}")))?
+                }
+            }
+            SqlValue::SingleQuotedString(s) => Value::String(s.clone()),
+            SqlValue::Boolean(b) => Value::Bool(*b),
+            SqlValue::Null => Value::Null,
+            other => {
+                return Err(EngineError::Unsupported(format!(
+                    "literal {other} in VALUES"
+                )))
+            }
+        },
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => match literal(expr)? {
+            Value::Number(n) if n.is_i64() => Value::from(-n.as_i64().unwrap_or_default()),
+            Value::Number(n) => Value::from(-n.as_f64().unwrap_or_default()),
+            other => return Err(EngineError::Plan(format!("cannot negate {other}"))),
+        },
+        Expr::Array(array) => Value::Array(array.elem.iter().map(literal).collect::<Result<_>>()?),
+        Expr::Nested(inner) => literal(inner)?,
+        other => {
+            return Err(EngineError::Unsupported(format!(
+                "expression {other} in VALUES (use literals)"
+            )))
+        }
+    })
+}
+
+/// Checks a literal against its column's type, converting where ksqlDB would.
+fn coerce(value: Value, column: &ColumnDef) -> Result<Value> {
+    use crate::types::SqlType;
+    let mismatch = |v: &Value| {
+        EngineError::Plan(format!(
+            "value {v} does not fit column {} of type {}",
+            column.name, column.data_type
+        ))
+    };
+    Ok(match (&column.data_type, value) {
+        (_, Value::Null) => Value::Null,
+        (SqlType::Int, Value::Number(n)) => {
+            let i = n
+                .as_i64()
+                .filter(|i| i32::try_from(*i).is_ok())
+                .ok_or_else(|| mismatch(&Value::Number(n.clone())))?;
+            Value::from(i)
+        }
+        (SqlType::Bigint, Value::Number(n)) => Value::from(
+            n.as_i64()
+                .ok_or_else(|| mismatch(&Value::Number(n.clone())))?,
+        ),
+        (SqlType::Double, Value::Number(n)) => Value::from(n.as_f64().unwrap_or_default()),
+        (SqlType::String, Value::String(s)) => Value::String(s),
+        (SqlType::Boolean, Value::Bool(b)) => Value::Bool(b),
+        (SqlType::Array(_), Value::Array(a)) => Value::Array(a),
+        (_, other) => return Err(mismatch(&other)),
+    })
+}

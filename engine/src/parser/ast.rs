@@ -1,0 +1,161 @@
+//! ksqlDB's statements as Eddy parses them. SQL queries and expressions stay sqlparser's AST;
+//! the clauses only ksqlDB has (WINDOW, EMIT, PARTITION BY, WITH properties, KEY columns) are
+//! our own nodes.
+
+use std::collections::BTreeMap;
+
+use datafusion::sql::sqlparser::ast::{Expr, Query};
+
+use crate::error::Position;
+use crate::types::SqlType;
+
+/// STREAM (append-only) or TABLE (changelog by primary key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    Stream,
+    Table,
+}
+
+impl SourceKind {
+    /// `STREAM` or `TABLE`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceKind::Stream => "STREAM",
+            SourceKind::Table => "TABLE",
+        }
+    }
+}
+
+/// A column in CREATE STREAM / TABLE.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnDef {
+    pub name: String,
+    pub data_type: SqlType,
+    /// KEY (streams) or PRIMARY KEY (tables).
+    pub key: bool,
+}
+
+/// `WITH (NAME = value, ...)`, names upper-cased, values as written (strings unquoted).
+pub type Properties = BTreeMap<String, String>;
+
+/// WINDOW TUMBLING | HOPPING | SESSION (...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WindowSpec {
+    Tumbling {
+        size_ms: i64,
+        grace_ms: Option<i64>,
+        retention_ms: Option<i64>,
+    },
+    Hopping {
+        size_ms: i64,
+        advance_ms: i64,
+        grace_ms: Option<i64>,
+        retention_ms: Option<i64>,
+    },
+    Session {
+        gap_ms: i64,
+        grace_ms: Option<i64>,
+        retention_ms: Option<i64>,
+    },
+}
+
+/// EMIT CHANGES (every update) or EMIT FINAL (once per window, after the grace period).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emit {
+    Changes,
+    Final,
+}
+
+/// A SELECT with ksqlDB's clauses cut out of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SelectQuery {
+    /// The standard part, parsed by sqlparser (WINDOW, EMIT and PARTITION BY removed).
+    pub query: Box<Query>,
+    pub window: Option<WindowSpec>,
+    pub emit: Option<Emit>,
+    pub partition_by: Vec<Expr>,
+}
+
+/// SHOW / LIST targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShowKind {
+    Streams,
+    Tables,
+    Topics,
+    Queries,
+    Properties,
+    Functions,
+}
+
+/// One ksqlDB statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Statement {
+    /// CREATE [OR REPLACE] [SOURCE] STREAM | TABLE [IF NOT EXISTS] name (columns) WITH (...)
+    CreateSource {
+        kind: SourceKind,
+        name: String,
+        or_replace: bool,
+        if_not_exists: bool,
+        source: bool,
+        columns: Vec<ColumnDef>,
+        properties: Properties,
+    },
+    /// CREATE [OR REPLACE] STREAM | TABLE name [WITH (...)] AS SELECT ...
+    CreateAsSelect {
+        kind: SourceKind,
+        name: String,
+        or_replace: bool,
+        if_not_exists: bool,
+        properties: Properties,
+        query: SelectQuery,
+    },
+    /// INSERT INTO name SELECT ...
+    InsertInto { target: String, query: SelectQuery },
+    /// INSERT INTO name [(columns)] VALUES (...)
+    InsertValues {
+        target: String,
+        columns: Vec<String>,
+        values: Vec<Expr>,
+    },
+    /// A push (EMIT CHANGES) or pull query.
+    Select(SelectQuery),
+    /// DROP STREAM | TABLE [IF EXISTS] name [DELETE TOPIC]
+    Drop {
+        kind: SourceKind,
+        name: String,
+        if_exists: bool,
+        delete_topic: bool,
+    },
+    /// SHOW | LIST ...
+    Show { kind: ShowKind, extended: bool },
+    /// DESCRIBE [EXTENDED] name
+    Describe { name: String, extended: bool },
+    /// DESCRIBE FUNCTION name
+    DescribeFunction { name: String },
+    /// TERMINATE query_id | ALL
+    Terminate { query_id: Option<String> },
+    /// SET 'name' = 'value'
+    Set { name: String, value: String },
+    /// UNSET 'name'
+    Unset { name: String },
+    /// DEFINE name = 'value'
+    Define { name: String, value: String },
+    /// UNDEFINE name
+    Undefine { name: String },
+    /// EXPLAIN statement
+    Explain(Box<Statement>),
+    /// PRINT topic [FROM BEGINNING] [LIMIT n]
+    Print {
+        topic: String,
+        from_beginning: bool,
+        limit: Option<u64>,
+    },
+}
+
+/// A statement with its text and where it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedStatement {
+    pub statement: Statement,
+    pub text: String,
+    pub position: Position,
+}

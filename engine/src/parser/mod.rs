@@ -1,0 +1,940 @@
+//! ksqlDB's dialect on sqlparser's tokenizer and parser.
+//!
+//! The text is tokenized once by sqlparser (keeping line and column). Statement shells only
+//! ksqlDB has (CREATE STREAM, WITH properties, KEY columns, SHOW, TERMINATE, PRINT, ...) are read
+//! here from the tokens; every SELECT, expression and value list is handed to sqlparser's own
+//! parser, after ksqlDB's clauses (WINDOW, EMIT, PARTITION BY) are cut out of the token stream
+//! into our nodes. Unquoted identifiers are upper-cased, backquoted ones keep their case, as in
+//! ksqlDB. Errors name the line and column and what was expected.
+
+pub mod ast;
+
+use std::collections::BTreeMap;
+
+use datafusion::sql::sqlparser::ast::Expr;
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+
+pub use ast::*;
+
+use crate::error::{EngineError, Position, Result};
+use crate::types::SqlType;
+
+/// Parses every `;`-separated statement in `sql`, substituting `${name}` variables first.
+pub fn parse(sql: &str, variables: &BTreeMap<String, String>) -> Result<Vec<ParsedStatement>> {
+    let sql = substitute(sql, variables)?;
+    let tokens = Tokenizer::new(&GenericDialect {}, &sql)
+        .tokenize_with_location()
+        .map_err(|e| {
+            let position = Position {
+                line: e.location.line,
+                column: e.location.column,
+            };
+            EngineError::sql(e.message, position)
+        })?;
+    let mut statements = Vec::new();
+    let mut current: Vec<TokenWithSpan> = Vec::new();
+    for token in tokens
+        .into_iter()
+        .chain([TokenWithSpan::wrap(Token::SemiColon)])
+    {
+        match token.token {
+            Token::Whitespace(_) => {}
+            Token::SemiColon => {
+                if !current.is_empty() {
+                    let tokens = std::mem::take(&mut current);
+                    let position = position_of(&tokens[0]);
+                    let text = text_of(&sql, &tokens);
+                    let statement = Cursor::new(tokens).statement()?;
+                    statements.push(ParsedStatement {
+                        statement,
+                        text,
+                        position,
+                    });
+                }
+            }
+            _ => current.push(normalize(token)),
+        }
+    }
+    Ok(statements)
+}
+
+/// Parses exactly one statement.
+pub fn parse_one(sql: &str) -> Result<ParsedStatement> {
+    let mut all = parse(sql, &BTreeMap::new())?;
+    match all.len() {
+        1 => Ok(all.remove(0)),
+        n => Err(EngineError::sql(
+            format!("expected one statement, found {n}"),
+            Position::default(),
+        )),
+    }
+}
+
+/// ksqlDB upper-cases unquoted identifiers; keywords match either way.
+fn normalize(mut token: TokenWithSpan) -> TokenWithSpan {
+    if let Token::Word(word) = &mut token.token {
+        if word.quote_style.is_none() {
+            word.value = word.value.to_uppercase();
+        } else if word.quote_style == Some('`') {
+            word.quote_style = Some('"');
+        }
+    }
+    token
+}
+
+fn position_of(token: &TokenWithSpan) -> Position {
+    Position {
+        line: token.span.start.line,
+        column: token.span.start.column,
+    }
+}
+
+fn substitute(sql: &str, variables: &BTreeMap<String, String>) -> Result<String> {
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let Some(end) = rest[start..].find('}') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let name = &rest[start + 2..start + end];
+        let value = variables
+            .get(name)
+            .or_else(|| variables.get(&name.to_uppercase()));
+        match value {
+            Some(value) => out.push_str(value),
+            None => {
+                return Err(EngineError::sql(
+                    format!("variable '{name}' is not defined: DEFINE {name} = '...' first"),
+                    Position::default(),
+                ))
+            }
+        }
+        rest = &rest[start + end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The source text the tokens came from.
+fn text_of(sql: &str, tokens: &[TokenWithSpan]) -> String {
+    let (Some(first), Some(last)) = (tokens.first(), tokens.last()) else {
+        return String::new();
+    };
+    let start = byte_offset(sql, first.span.start.line, first.span.start.column);
+    let end = byte_offset(sql, last.span.end.line, last.span.end.column);
+    sql.get(start..end.max(start))
+        .unwrap_or(sql)
+        .trim()
+        .to_string()
+}
+
+fn byte_offset(sql: &str, line: u64, column: u64) -> usize {
+    let mut offset = 0;
+    for (i, text) in sql.split_inclusive('\n').enumerate() {
+        if i as u64 + 1 == line {
+            return offset
+                + text
+                    .char_indices()
+                    .nth(column.saturating_sub(1) as usize)
+                    .map_or(text.len(), |(b, _)| b);
+        }
+        offset += text.len();
+    }
+    sql.len()
+}
+
+/// Reads ksqlDB statement shells from a statement's tokens.
+struct Cursor {
+    tokens: Vec<TokenWithSpan>,
+    index: usize,
+}
+
+impl Cursor {
+    fn new(tokens: Vec<TokenWithSpan>) -> Cursor {
+        Cursor { tokens, index: 0 }
+    }
+
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.index).map(|t| &t.token)
+    }
+
+    fn position(&self) -> Position {
+        match self.tokens.get(self.index).or(self.tokens.last()) {
+            Some(t) if self.index < self.tokens.len() => position_of(t),
+            Some(t) => Position {
+                line: t.span.end.line,
+                column: t.span.end.column,
+            },
+            None => Position::default(),
+        }
+    }
+
+    fn describe_next(&self) -> String {
+        match self.peek() {
+            Some(token) => format!("'{token}'"),
+            None => "end of statement".to_string(),
+        }
+    }
+
+    fn error<T>(&self, expected: &str) -> Result<T> {
+        Err(EngineError::sql(
+            format!("expected {expected}, found {}", self.describe_next()),
+            self.position(),
+        ))
+    }
+
+    /// The next token as an unquoted word (upper case), if it is one.
+    fn word(&self) -> Option<&str> {
+        match self.peek() {
+            Some(Token::Word(w)) if w.quote_style.is_none() => Some(w.value.as_str()),
+            _ => None,
+        }
+    }
+
+    fn is(&self, word: &str) -> bool {
+        self.word() == Some(word)
+    }
+
+    fn eat(&mut self, word: &str) -> bool {
+        let matched = self.is(word);
+        if matched {
+            self.index += 1;
+        }
+        matched
+    }
+
+    fn expect(&mut self, word: &str) -> Result<()> {
+        if self.eat(word) {
+            Ok(())
+        } else {
+            self.error(word)
+        }
+    }
+
+    fn eat_token(&mut self, token: &Token) -> bool {
+        let matched = self.peek() == Some(token);
+        if matched {
+            self.index += 1;
+        }
+        matched
+    }
+
+    fn expect_token(&mut self, token: &Token) -> Result<()> {
+        if self.eat_token(token) {
+            Ok(())
+        } else {
+            self.error(&format!("'{token}'"))
+        }
+    }
+
+    fn identifier(&mut self) -> Result<String> {
+        match self.peek() {
+            Some(Token::Word(w)) => {
+                let name = w.value.clone();
+                self.index += 1;
+                Ok(name)
+            }
+            _ => self.error("a name"),
+        }
+    }
+
+    fn string(&mut self) -> Result<String> {
+        match self.peek() {
+            Some(Token::SingleQuotedString(s)) => {
+                let s = s.clone();
+                self.index += 1;
+                Ok(s)
+            }
+            _ => self.error("a quoted string"),
+        }
+    }
+
+    fn number(&mut self) -> Result<i64> {
+        match self.peek() {
+            Some(Token::Number(n, _)) => {
+                let parsed = n.parse::<i64>();
+                match parsed {
+                    Ok(value) => {
+                        self.index += 1;
+                        Ok(value)
+                    }
+                    Err(_) => self.error("a whole number"),
+                }
+            }
+            _ => self.error("a number"),
+        }
+    }
+
+    fn at_end(&self) -> bool {
+        self.index >= self.tokens.len()
+    }
+
+    fn expect_end(&self) -> Result<()> {
+        if self.at_end() {
+            Ok(())
+        } else {
+            self.error("end of statement")
+        }
+    }
+
+    fn rest(&self) -> Vec<TokenWithSpan> {
+        self.tokens[self.index..].to_vec()
+    }
+
+    fn statement(&mut self) -> Result<Statement> {
+        let statement = match self.word() {
+            Some("CREATE") => self.create()?,
+            Some("INSERT") => self.insert()?,
+            Some("SELECT") => Statement::Select(select(self.rest())?),
+            Some("DROP") => self.drop()?,
+            Some("SHOW") | Some("LIST") => self.show()?,
+            Some("DESCRIBE") => self.describe()?,
+            Some("TERMINATE") => {
+                self.index += 1;
+                let query_id = if self.eat("ALL") {
+                    None
+                } else {
+                    Some(self.identifier()?)
+                };
+                Statement::Terminate { query_id }
+            }
+            Some("SET") => {
+                self.index += 1;
+                let name = self.string()?;
+                self.expect_token(&Token::Eq)?;
+                Statement::Set {
+                    name,
+                    value: self.string()?,
+                }
+            }
+            Some("UNSET") => {
+                self.index += 1;
+                Statement::Unset {
+                    name: self.string()?,
+                }
+            }
+            Some("DEFINE") => {
+                self.index += 1;
+                let name = self.identifier()?;
+                self.expect_token(&Token::Eq)?;
+                Statement::Define {
+                    name,
+                    value: self.string()?,
+                }
+            }
+            Some("UNDEFINE") => {
+                self.index += 1;
+                Statement::Undefine {
+                    name: self.identifier()?,
+                }
+            }
+            Some("EXPLAIN") => {
+                self.index += 1;
+                let inner = Cursor::new(self.rest()).statement()?;
+                self.index = self.tokens.len();
+                Statement::Explain(Box::new(inner))
+            }
+            Some("PRINT") => self.print()?,
+            _ => {
+                return self
+                    .error("a statement (CREATE, INSERT, SELECT, DROP, SHOW, DESCRIBE, ...)")
+            }
+        };
+        if !matches!(statement, Statement::Select(_) | Statement::Explain(_)) {
+            self.expect_end()?;
+        }
+        Ok(statement)
+    }
+
+    fn source_kind(&mut self) -> Result<SourceKind> {
+        if self.eat("STREAM") {
+            Ok(SourceKind::Stream)
+        } else if self.eat("TABLE") {
+            Ok(SourceKind::Table)
+        } else {
+            self.error("STREAM or TABLE")
+        }
+    }
+
+    fn create(&mut self) -> Result<Statement> {
+        self.expect("CREATE")?;
+        let or_replace = self.eat("OR");
+        if or_replace {
+            self.expect("REPLACE")?;
+        }
+        let source = self.eat("SOURCE");
+        let kind = self.source_kind()?;
+        let if_not_exists = self.eat("IF");
+        if if_not_exists {
+            self.expect("NOT")?;
+            self.expect("EXISTS")?;
+        }
+        let name = self.identifier()?;
+        let columns = if self.peek() == Some(&Token::LParen) {
+            self.columns(kind)?
+        } else {
+            Vec::new()
+        };
+        let properties = if self.eat("WITH") {
+            self.properties()?
+        } else {
+            Properties::new()
+        };
+        if self.eat("AS") {
+            if !columns.is_empty() {
+                return Err(EngineError::sql(
+                    "a CREATE ... AS SELECT takes its columns from the query: remove the column list",
+                    self.position(),
+                ));
+            }
+            let query = select(self.rest())?;
+            self.index = self.tokens.len();
+            return Ok(Statement::CreateAsSelect {
+                kind,
+                name,
+                or_replace,
+                if_not_exists,
+                properties,
+                query,
+            });
+        }
+        Ok(Statement::CreateSource {
+            kind,
+            name,
+            or_replace,
+            if_not_exists,
+            source,
+            columns,
+            properties,
+        })
+    }
+
+    fn columns(&mut self, kind: SourceKind) -> Result<Vec<ColumnDef>> {
+        self.expect_token(&Token::LParen)?;
+        let mut columns = Vec::new();
+        loop {
+            let name = self.identifier()?;
+            let data_type = self.data_type()?;
+            let key = if self.eat("PRIMARY") {
+                self.expect("KEY")?;
+                if kind == SourceKind::Stream {
+                    return Err(EngineError::sql(
+                        format!("column '{name}' is a PRIMARY KEY, but streams have KEY columns: use KEY"),
+                        self.position(),
+                    ));
+                }
+                true
+            } else if self.is("KEY") {
+                if kind == SourceKind::Table {
+                    return Err(EngineError::sql(
+                        format!("column '{name}' is a KEY, but tables have PRIMARY KEY columns"),
+                        self.position(),
+                    ));
+                }
+                self.index += 1;
+                true
+            } else {
+                false
+            };
+            columns.push(ColumnDef {
+                name,
+                data_type,
+                key,
+            });
+            if !self.eat_token(&Token::Comma) {
+                break;
+            }
+        }
+        self.expect_token(&Token::RParen)?;
+        Ok(columns)
+    }
+
+    fn data_type(&mut self) -> Result<SqlType> {
+        let position = self.position();
+        let Some(word) = self.word().map(str::to_string) else {
+            return self.error("a type");
+        };
+        self.index += 1;
+        Ok(match word.as_str() {
+            "BOOLEAN" => SqlType::Boolean,
+            "INT" | "INTEGER" => SqlType::Int,
+            "BIGINT" => SqlType::Bigint,
+            "DOUBLE" => SqlType::Double,
+            "STRING" | "VARCHAR" => SqlType::String,
+            "BYTES" => SqlType::Bytes,
+            "TIMESTAMP" => SqlType::Timestamp,
+            "DATE" => SqlType::Date,
+            "TIME" => SqlType::Time,
+            "DECIMAL" => {
+                self.expect_token(&Token::LParen)?;
+                let precision = self.number()?;
+                self.expect_token(&Token::Comma)?;
+                let scale = self.number()?;
+                self.expect_token(&Token::RParen)?;
+                if !(1..=38).contains(&precision) || scale < 0 || scale > precision {
+                    return Err(EngineError::sql(
+                        format!("DECIMAL({precision}, {scale}) is invalid: precision 1 to 38, scale 0 to precision"),
+                        position,
+                    ));
+                }
+                SqlType::Decimal {
+                    precision: precision as u8,
+                    scale: scale as i8,
+                }
+            }
+            "ARRAY" => {
+                self.expect_token(&Token::Lt)?;
+                let item = self.data_type()?;
+                self.close_angle()?;
+                SqlType::Array(Box::new(item))
+            }
+            "MAP" => {
+                self.expect_token(&Token::Lt)?;
+                let key = self.data_type()?;
+                self.expect_token(&Token::Comma)?;
+                let value = self.data_type()?;
+                self.close_angle()?;
+                SqlType::Map(Box::new(key), Box::new(value))
+            }
+            "STRUCT" => {
+                self.expect_token(&Token::Lt)?;
+                let mut fields = Vec::new();
+                if !self.close_angle_if_next() {
+                    loop {
+                        let name = self.identifier()?;
+                        fields.push((name, self.data_type()?));
+                        if !self.eat_token(&Token::Comma) {
+                            break;
+                        }
+                    }
+                    self.close_angle()?;
+                }
+                SqlType::Struct(fields)
+            }
+            other => {
+                return Err(EngineError::sql(
+                    format!("unknown type '{other}'"),
+                    position,
+                ));
+            }
+        })
+    }
+
+    /// Consumes one `>`, splitting a `>>` token the tokenizer made of two closing brackets.
+    fn close_angle(&mut self) -> Result<()> {
+        if self.close_angle_if_next() {
+            Ok(())
+        } else {
+            self.error("'>'")
+        }
+    }
+
+    fn close_angle_if_next(&mut self) -> bool {
+        match self.peek() {
+            Some(Token::Gt) => {
+                self.index += 1;
+                true
+            }
+            Some(Token::ShiftRight) => {
+                self.tokens[self.index].token = Token::Gt;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn properties(&mut self) -> Result<Properties> {
+        self.expect_token(&Token::LParen)?;
+        let mut properties = Properties::new();
+        loop {
+            let name = self.identifier()?.to_uppercase();
+            self.expect_token(&Token::Eq)?;
+            let value = match self.peek().cloned() {
+                Some(Token::SingleQuotedString(s)) => s,
+                Some(Token::Number(n, _)) => n,
+                Some(Token::Word(w)) => w.value,
+                _ => return self.error("a property value"),
+            };
+            self.index += 1;
+            properties.insert(name, value);
+            if !self.eat_token(&Token::Comma) {
+                break;
+            }
+        }
+        self.expect_token(&Token::RParen)?;
+        Ok(properties)
+    }
+
+    fn insert(&mut self) -> Result<Statement> {
+        self.expect("INSERT")?;
+        self.expect("INTO")?;
+        let target = self.identifier()?;
+        let mut columns = Vec::new();
+        if self.eat_token(&Token::LParen) {
+            loop {
+                columns.push(self.identifier()?);
+                if !self.eat_token(&Token::Comma) {
+                    break;
+                }
+            }
+            self.expect_token(&Token::RParen)?;
+        }
+        if self.eat("VALUES") {
+            let mut parser = sql_parser(self.rest());
+            parser
+                .expect_token(&Token::LParen)
+                .map_err(|e| sql_error(e, &self.tokens))?;
+            let values = parser
+                .parse_comma_separated(Parser::parse_expr)
+                .map_err(|e| sql_error(e, &self.tokens))?;
+            parser
+                .expect_token(&Token::RParen)
+                .map_err(|e| sql_error(e, &self.tokens))?;
+            self.index += parser.index();
+            return Ok(Statement::InsertValues {
+                target,
+                columns,
+                values,
+            });
+        }
+        if !columns.is_empty() {
+            return self.error("VALUES after a column list");
+        }
+        if !self.is("SELECT") {
+            return self.error("SELECT or VALUES");
+        }
+        let query = select(self.rest())?;
+        self.index = self.tokens.len();
+        Ok(Statement::InsertInto { target, query })
+    }
+
+    fn drop(&mut self) -> Result<Statement> {
+        self.expect("DROP")?;
+        let kind = self.source_kind()?;
+        let if_exists = self.eat("IF");
+        if if_exists {
+            self.expect("EXISTS")?;
+        }
+        let name = self.identifier()?;
+        let delete_topic = self.eat("DELETE");
+        if delete_topic {
+            self.expect("TOPIC")?;
+        }
+        Ok(Statement::Drop {
+            kind,
+            name,
+            if_exists,
+            delete_topic,
+        })
+    }
+
+    fn show(&mut self) -> Result<Statement> {
+        self.index += 1;
+        let kind = match self.word() {
+            Some("STREAMS") => ShowKind::Streams,
+            Some("TABLES") => ShowKind::Tables,
+            Some("TOPICS") => ShowKind::Topics,
+            Some("QUERIES") => ShowKind::Queries,
+            Some("PROPERTIES") => ShowKind::Properties,
+            Some("FUNCTIONS") => ShowKind::Functions,
+            _ => return self.error("STREAMS, TABLES, TOPICS, QUERIES, PROPERTIES or FUNCTIONS"),
+        };
+        self.index += 1;
+        let extended = self.eat("EXTENDED");
+        Ok(Statement::Show { kind, extended })
+    }
+
+    fn describe(&mut self) -> Result<Statement> {
+        self.expect("DESCRIBE")?;
+        if self.eat("FUNCTION") {
+            return Ok(Statement::DescribeFunction {
+                name: self.identifier()?,
+            });
+        }
+        let listing = if self.eat("STREAMS") {
+            Some(ShowKind::Streams)
+        } else if self.eat("TABLES") {
+            Some(ShowKind::Tables)
+        } else {
+            None
+        };
+        if let Some(kind) = listing {
+            return Ok(Statement::Show {
+                kind,
+                extended: self.eat("EXTENDED"),
+            });
+        }
+        let extended = self.eat("EXTENDED");
+        Ok(Statement::Describe {
+            name: self.identifier()?,
+            extended,
+        })
+    }
+
+    fn print(&mut self) -> Result<Statement> {
+        self.expect("PRINT")?;
+        let topic = match self.peek().cloned() {
+            Some(Token::SingleQuotedString(s)) => {
+                self.index += 1;
+                s
+            }
+            _ => self.identifier()?,
+        };
+        let mut from_beginning = false;
+        let mut limit = None;
+        loop {
+            if self.eat("FROM") {
+                self.expect("BEGINNING")?;
+                from_beginning = true;
+            } else if self.eat("LIMIT") {
+                limit = Some(self.number()?.max(0) as u64);
+            } else if self.eat("INTERVAL") || self.eat("SAMPLE") {
+                self.number()?;
+            } else {
+                break;
+            }
+        }
+        Ok(Statement::Print {
+            topic,
+            from_beginning,
+            limit,
+        })
+    }
+}
+
+fn sql_parser(tokens: Vec<TokenWithSpan>) -> Parser<'static> {
+    static DIALECT: GenericDialect = GenericDialect {};
+    Parser::new(&DIALECT).with_tokens_with_locations(tokens)
+}
+
+/// sqlparser's errors carry "at Line: L, Column: C" in the text; lift it into a position.
+fn sql_error(error: ParserError, tokens: &[TokenWithSpan]) -> EngineError {
+    let text = match &error {
+        ParserError::ParserError(s) | ParserError::TokenizerError(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let position = text
+        .rsplit_once(" at Line: ")
+        .and_then(|(_, at)| {
+            let (line, column) = at.split_once(", Column: ")?;
+            Some(Position {
+                line: line.trim().parse().ok()?,
+                column: column.trim().parse().ok()?,
+            })
+        })
+        // sqlparser gives no position at the end of input: point just after the last token.
+        .unwrap_or_else(|| {
+            tokens
+                .last()
+                .map(|t| Position {
+                    line: t.span.end.line,
+                    column: t.span.end.column,
+                })
+                .unwrap_or_default()
+        });
+    let message = text.split(" at Line: ").next().unwrap_or(&text).to_string();
+    EngineError::sql(message.replace("Expected: ", "expected "), position)
+}
+
+/// Parses a SELECT with ksqlDB's clauses: WINDOW, PARTITION BY and EMIT are cut from the token
+/// stream first, then sqlparser parses the rest.
+fn select(tokens: Vec<TokenWithSpan>) -> Result<SelectQuery> {
+    let mut kept = Vec::with_capacity(tokens.len());
+    let mut window = None;
+    let mut emit = None;
+    let mut partition_by = Vec::new();
+    let mut depth = 0i32;
+    let mut i = 0;
+    let word_at = |i: usize| match tokens.get(i).map(|t| &t.token) {
+        Some(Token::Word(w)) if w.quote_style.is_none() => Some(w.value.as_str()),
+        _ => None,
+    };
+    while i < tokens.len() {
+        match &tokens[i].token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            _ => {}
+        }
+        if depth == 0 {
+            if word_at(i) == Some("WINDOW")
+                && matches!(word_at(i + 1), Some("TUMBLING" | "HOPPING" | "SESSION"))
+            {
+                let end = matching_paren(&tokens, i + 2)?;
+                let mut cursor = Cursor::new(tokens[i + 1..=end].to_vec());
+                window = Some(cursor.window()?);
+                i = end + 1;
+                continue;
+            }
+            if word_at(i) == Some("EMIT") {
+                emit = Some(match word_at(i + 1) {
+                    Some("CHANGES") => Emit::Changes,
+                    Some("FINAL") => Emit::Final,
+                    _ => {
+                        return Cursor {
+                            tokens: tokens.clone(),
+                            index: i + 1,
+                        }
+                        .error("CHANGES or FINAL")
+                    }
+                });
+                i += 2;
+                continue;
+            }
+            if word_at(i) == Some("PARTITION") && word_at(i + 1) == Some("BY") {
+                let stop = (i + 2..tokens.len())
+                    .find(|&j| matches!(word_at(j), Some("EMIT" | "LIMIT" | "WINDOW")))
+                    .unwrap_or(tokens.len());
+                let mut parser = sql_parser(tokens[i + 2..stop].to_vec());
+                partition_by = parser
+                    .parse_comma_separated(Parser::parse_expr)
+                    .map_err(|e| sql_error(e, &tokens))?;
+                i = stop;
+                continue;
+            }
+        }
+        kept.push(tokens[i].clone());
+        i += 1;
+    }
+    let mut parser = sql_parser(kept.clone());
+    let query = parser.parse_query().map_err(|e| sql_error(e, &kept))?;
+    let next = parser.peek_token();
+    if next.token != Token::EOF {
+        return Err(EngineError::sql(
+            format!("unexpected '{}'", next.token),
+            position_of(&next),
+        ));
+    }
+    Ok(SelectQuery {
+        query,
+        window,
+        emit,
+        partition_by,
+    })
+}
+
+fn matching_paren(tokens: &[TokenWithSpan], open: usize) -> Result<usize> {
+    if tokens.get(open).map(|t| &t.token) != Some(&Token::LParen) {
+        return Cursor {
+            tokens: tokens.to_vec(),
+            index: open,
+        }
+        .error("'(' after the window type");
+    }
+    let mut depth = 0;
+    for (j, token) in tokens.iter().enumerate().skip(open) {
+        match token.token {
+            Token::LParen => depth += 1,
+            Token::RParen => {
+                depth -= 1;
+                if depth == 0 {
+                    return Ok(j);
+                }
+            }
+            _ => {}
+        }
+    }
+    Cursor {
+        tokens: tokens.to_vec(),
+        index: tokens.len(),
+    }
+    .error("')' closing the window")
+}
+
+impl Cursor {
+    /// TUMBLING (SIZE n unit, ...) | HOPPING (SIZE n unit, ADVANCE BY n unit, ...) | SESSION (n unit, ...)
+    fn window(&mut self) -> Result<WindowSpec> {
+        let kind = self.identifier()?;
+        self.expect_token(&Token::LParen)?;
+        let mut size = None;
+        let mut advance = None;
+        let mut gap = None;
+        let mut grace = None;
+        let mut retention = None;
+        loop {
+            if self.eat("SIZE") {
+                size = Some(self.duration()?);
+            } else if self.eat("ADVANCE") {
+                self.expect("BY")?;
+                advance = Some(self.duration()?);
+            } else if self.eat("GRACE") {
+                self.expect("PERIOD")?;
+                grace = Some(self.duration()?);
+            } else if self.eat("RETENTION") {
+                retention = Some(self.duration()?);
+            } else if kind == "SESSION" && gap.is_none() {
+                gap = Some(self.duration()?);
+            } else {
+                return self.error("SIZE, ADVANCE BY, RETENTION or GRACE PERIOD");
+            }
+            if !self.eat_token(&Token::Comma) {
+                break;
+            }
+        }
+        self.expect_token(&Token::RParen)?;
+        let missing =
+            |what: &str| EngineError::sql(format!("{kind} window needs {what}"), self.position());
+        Ok(match kind.as_str() {
+            "TUMBLING" => WindowSpec::Tumbling {
+                size_ms: size.ok_or_else(|| missing("SIZE"))?,
+                grace_ms: grace,
+                retention_ms: retention,
+            },
+            "HOPPING" => WindowSpec::Hopping {
+                size_ms: size.ok_or_else(|| missing("SIZE"))?,
+                advance_ms: advance.ok_or_else(|| missing("ADVANCE BY"))?,
+                grace_ms: grace,
+                retention_ms: retention,
+            },
+            _ => WindowSpec::Session {
+                gap_ms: gap.ok_or_else(|| missing("a gap"))?,
+                grace_ms: grace,
+                retention_ms: retention,
+            },
+        })
+    }
+
+    /// `n unit`, in milliseconds.
+    fn duration(&mut self) -> Result<i64> {
+        let n = self.number()?;
+        let unit_ms = match self.word() {
+            Some("MILLISECOND" | "MILLISECONDS") => 1,
+            Some("SECOND" | "SECONDS") => 1_000,
+            Some("MINUTE" | "MINUTES") => 60_000,
+            Some("HOUR" | "HOURS") => 3_600_000,
+            Some("DAY" | "DAYS") => 86_400_000,
+            _ => return self.error("a time unit (MILLISECONDS, SECONDS, MINUTES, HOURS, DAYS)"),
+        };
+        self.index += 1;
+        Ok(n * unit_ms)
+    }
+}
+
+/// A bare expression (for INSERT VALUES and tests).
+pub fn parse_expression(sql: &str) -> Result<Expr> {
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize_with_location()
+        .map_err(|e| {
+            EngineError::sql(
+                e.message,
+                Position {
+                    line: e.location.line,
+                    column: e.location.column,
+                },
+            )
+        })?;
+    let tokens: Vec<TokenWithSpan> = tokens
+        .into_iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .map(normalize)
+        .collect();
+    sql_parser(tokens.clone())
+        .parse_expr()
+        .map_err(|e| sql_error(e, &tokens))
+}
+
+#[cfg(test)]
+mod tests;

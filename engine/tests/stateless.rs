@@ -1,0 +1,139 @@
+//! The engine end to end on an in-process broker: DDL, INSERT VALUES and a stateless persistent
+//! query (filter and projection), read back from the sink topic.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eddy_broker::{Broker, BrokerConfig, InProcessClient, LogClient};
+use eddy_engine::{Engine, StatementResult};
+
+async fn engine() -> (tempfile::TempDir, Engine) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::open(BrokerConfig::new(dir.path()))
+        .await
+        .expect("broker");
+    (dir, Engine::new(Arc::new(InProcessClient::new(broker))))
+}
+
+/// Reads the topic until `count` records arrived or 10 s passed.
+async fn read(
+    client: &Arc<dyn LogClient>,
+    topic: &str,
+    count: usize,
+) -> Vec<(Option<String>, Option<String>, i64)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out = Vec::new();
+    let mut offset = 0;
+    while out.len() < count && Instant::now() < deadline {
+        let records = match client
+            .fetch(topic, 0, offset, 1 << 20, Duration::from_millis(100))
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        for r in records {
+            offset = r.offset + 1;
+            let text = |b: Option<bytes::Bytes>| b.map(|b| String::from_utf8_lossy(&b).to_string());
+            out.push((text(r.key), text(r.value), r.timestamp_ms));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_insert_and_filter_project_into_a_new_stream() {
+    let (_dir, engine) = engine().await;
+    engine
+        .execute(
+            "CREATE STREAM orders (id INT KEY, item STRING, qty INT, price DOUBLE) \
+             WITH (kafka_topic='orders', value_format='JSON', partitions=1);",
+        )
+        .await
+        .expect("create stream");
+    for (id, item, qty, price, ts) in [
+        (1, "apple", 3, 0.5, 1000),
+        (2, "pear", 0, 0.75, 2000),
+        (3, "fig", 10, 2.0, 3000),
+    ] {
+        engine
+            .execute(&format!(
+                "INSERT INTO orders (id, item, qty, price, ROWTIME) VALUES ({id}, '{item}', {qty}, {price}, {ts});"
+            ))
+            .await
+            .expect("insert");
+    }
+    let results = engine
+        .execute(
+            "CREATE STREAM big WITH (kafka_topic='big') AS \
+             SELECT id, UCASE(item) AS item, qty * price AS total FROM orders WHERE qty > 0 EMIT CHANGES;",
+        )
+        .await
+        .expect("csas");
+    let StatementResult::Status {
+        query_id: Some(query_id),
+        ..
+    } = &results[0]
+    else {
+        panic!("expected a query id, got {results:?}");
+    };
+    assert_eq!(query_id, "CSAS_BIG_1");
+    let rows = read(engine.client(), "big", 2).await;
+    assert_eq!(
+        rows,
+        vec![
+            (
+                Some("\u{0}\u{0}\u{0}\u{1}".to_string()),
+                Some(r#"{"ITEM":"APPLE","TOTAL":1.5}"#.to_string()),
+                1000
+            ),
+            (
+                Some("\u{0}\u{0}\u{0}\u{3}".to_string()),
+                Some(r#"{"ITEM":"FIG","TOTAL":20.0}"#.to_string()),
+                3000
+            ),
+        ]
+    );
+    let listed = engine.execute("SHOW STREAMS;").await.expect("show");
+    let StatementResult::Sources { sources, .. } = &listed[0] else {
+        panic!("{listed:?}")
+    };
+    let names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["BIG", "ORDERS"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_name_the_problem() {
+    let (_dir, engine) = engine().await;
+    let e = engine
+        .execute("CREATE STREAM s (a INT) WITH (kafka_topic='nope', value_format='JSON');")
+        .await;
+    assert!(e.expect_err("no topic").to_string().contains("PARTITIONS"));
+    engine
+        .execute(
+            "CREATE STREAM s (a INT) WITH (kafka_topic='s', value_format='JSON', partitions=1);",
+        )
+        .await
+        .expect("create");
+    let e = engine
+        .execute("CREATE STREAM s (a INT) WITH (kafka_topic='s', value_format='JSON');")
+        .await;
+    assert_eq!(
+        e.expect_err("exists").to_string(),
+        "stream 'S' already exists"
+    );
+    let e = engine
+        .execute("CREATE STREAM t AS SELECT nope FROM s;")
+        .await;
+    assert!(e
+        .expect_err("unknown column")
+        .to_string()
+        .to_lowercase()
+        .contains("nope"));
+    let e = engine.execute("INSERT INTO s (a) VALUES ('x');").await;
+    let e = e.expect_err("type").to_string();
+    assert!(e.contains("does not fit column A"), "{e}");
+}
