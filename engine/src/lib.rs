@@ -2,13 +2,14 @@
 //!
 //! ```text
 //! SQL --parser/--> Statement --engine.rs--> catalog.rs (streams, tables)
-//!     --query.rs--> DataFusion LogicalPlan --> FilterProjectExec (runtime.rs) --formats.rs-->
-//!     topics through eddy_broker::LogClient
+//!     --query.rs--> DataFusion LogicalPlan --> runtime/{filter_project,aggregate}.rs
+//!     --formats.rs--> topics through eddy_broker::LogClient
 //! ```
 //! [`Engine`] is the facade: it runs statements, keeps the catalog and starts persistent
 //! queries. [`parser`] reads ksqlDB statements on sqlparser; [`types`] maps ksqlDB types to
-//! Arrow. Today persistent queries are stateless (WHERE and SELECT); aggregations, windows,
-//! joins, PARTITION BY, push and pull queries are next.
+//! Arrow. Persistent queries run WHERE and SELECT, and GROUP BY over streams with DataFusion's
+//! accumulators (every update emitted); windows, joins, PARTITION BY, push and pull queries
+//! are next.
 
 pub mod catalog;
 pub mod engine;

@@ -14,7 +14,9 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::common::DFSchema;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::{
@@ -39,6 +41,8 @@ pub struct PersistentPlan {
     pub filter: Option<Arc<dyn PhysicalExpr>>,
     /// One expression per sink column, in sink column order.
     pub projection: Vec<Arc<dyn PhysicalExpr>>,
+    /// What runs between decoding (with WHERE) and the projection.
+    pub operator: Operator,
     /// DataFusion's logical plan, for EXPLAIN.
     pub logical_plan: String,
     pub sink_partitions: Option<i32>,
@@ -54,6 +58,34 @@ impl PersistentPlan {
         );
         properties
     }
+}
+
+/// The operator of a query.
+#[derive(Clone)]
+pub enum Operator {
+    /// WHERE and SELECT only.
+    FilterProject,
+    /// GROUP BY with aggregates (and HAVING); the projection reads the aggregate's output.
+    Aggregate(AggregatePlan),
+}
+
+/// A GROUP BY: how to key each row, what to accumulate, and the HAVING filter.
+#[derive(Clone)]
+pub struct AggregatePlan {
+    pub group_by: Vec<Arc<dyn PhysicalExpr>>,
+    pub aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    /// The aggregate's output rows: group columns, then one column per aggregate.
+    pub output_schema: SchemaRef,
+    pub having: Option<Arc<dyn PhysicalExpr>>,
+}
+
+/// Whether projection column `index` is a GROUP BY column taken as is (it becomes the key).
+fn group_key_index(projection: &[Expr], group_columns: &[String], index: usize) -> bool {
+    let mut expr = &projection[index];
+    while let Expr::Alias(alias) = expr {
+        expr = alias.expr.as_ref();
+    }
+    matches!(expr, Expr::Column(c) if group_columns.contains(&c.flat_name()) || group_columns.contains(&c.name))
 }
 
 /// Plans `CREATE STREAM|TABLE name AS SELECT ...`.
@@ -83,23 +115,71 @@ pub async fn plan_persistent(
         context.register_table(quoted(&s.name), Arc::new(table))?;
     }
     let statement_ast = datafusion::sql::sqlparser::ast::Statement::Query(ast);
-    let plan = context
-        .state()
+    let state = context.state();
+    let plan = state
         .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
             statement_ast,
         )))
         .await?;
+    // The analyzer resolves types (SUM of INT widens to BIGINT, ...); the optimizer is not run,
+    // so the plan keeps the shape the operators are read from.
+    let plan = state
+        .analyzer()
+        .execute_and_check(plan, state.config_options(), |_, _| {})?;
     let logical_plan = plan.display_indent().to_string();
-    let (projection_exprs, filter_expr, scan_schema) = stateless_shape(&plan)?;
-    let filter = filter_expr
-        .map(|e| context.create_physical_expr(e, &scan_schema))
+    let shape = plan_shape(&plan)?;
+    let physical = |e: Expr, schema: &DFSchema| context.create_physical_expr(e, schema);
+    let filter = shape
+        .where_filter
+        .map(|e| physical(e, &shape.scan_schema))
         .transpose()?;
     let output_schema = plan.schema().clone();
-    let projection = projection_exprs
-        .into_iter()
-        .map(|e| context.create_physical_expr(e, &scan_schema))
+    let projection = shape
+        .projection
+        .iter()
+        .map(|e| physical(e.clone(), &shape.projection_input))
         .collect::<datafusion::error::Result<Vec<_>>>()?;
-
+    let mut group_columns: Vec<String> = Vec::new();
+    let operator = match shape.aggregate {
+        None => Operator::FilterProject,
+        Some((group_expr, aggr_expr, having, aggregate_schema)) => {
+            if group_expr.is_empty() {
+                return Err(EngineError::Plan(
+                    "aggregations need a GROUP BY clause".into(),
+                ));
+            }
+            group_columns = aggregate_schema
+                .fields()
+                .iter()
+                .take(group_expr.len())
+                .map(|f| f.name().clone())
+                .collect();
+            let scan_arrow = shape.scan_schema.as_arrow().clone();
+            let props = datafusion::execution::context::ExecutionProps::new();
+            #[allow(deprecated)]
+            let aggregates = aggr_expr
+                .iter()
+                .map(|e| {
+                    datafusion::physical_planner::create_aggregate_expr_and_maybe_filter(
+                        e,
+                        &shape.scan_schema,
+                        &scan_arrow,
+                        &props,
+                    )
+                    .map(|(expr, _, _)| expr)
+                })
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
+            Operator::Aggregate(AggregatePlan {
+                group_by: group_expr
+                    .into_iter()
+                    .map(|e| physical(e, &shape.scan_schema))
+                    .collect::<datafusion::error::Result<Vec<_>>>()?,
+                aggregates,
+                having: having.map(|e| physical(e, &aggregate_schema)).transpose()?,
+                output_schema: Arc::new(aggregate_schema.as_arrow().clone()),
+            })
+        }
+    };
     let mut columns = Vec::new();
     for field in output_schema.fields() {
         let data_type = SqlType::from_arrow(field.data_type()).ok_or_else(|| {
@@ -109,14 +189,34 @@ pub async fn plan_persistent(
                 field.data_type()
             ))
         })?;
-        let key = source.key_columns().any(|k| &k.name == field.name());
+        let key = match &operator {
+            Operator::FilterProject => source.key_columns().any(|k| &k.name == field.name()),
+            Operator::Aggregate(_) => {
+                group_key_index(&shape.projection, &group_columns, columns.len())
+            }
+        };
         columns.push(ColumnDef {
             name: field.name().clone(),
             data_type,
             key,
         });
     }
-    if source.key_columns().count() > 0 && !columns.iter().any(|c| c.key) {
+    if matches!(operator, Operator::Aggregate(_)) && kind == SourceKind::Stream {
+        return Err(EngineError::Plan(
+            "Invalid result type. Your SELECT query produces a TABLE. Please use CREATE TABLE AS SELECT statement instead.".into(),
+        ));
+    }
+    if matches!(operator, Operator::Aggregate(_)) && !columns.iter().any(|c| c.key) {
+        return Err(EngineError::Plan(format!(
+            "the projection must include the GROUP BY column{}: {}",
+            if group_columns.len() > 1 { "s" } else { "" },
+            group_columns.join(", ")
+        )));
+    }
+    if matches!(operator, Operator::FilterProject)
+        && source.key_columns().count() > 0
+        && !columns.iter().any(|c| c.key)
+    {
         return Err(EngineError::Plan(format!(
             "the projection must include the key column{} of {}: {}",
             if source.key_columns().count() > 1 {
@@ -157,6 +257,7 @@ pub async fn plan_persistent(
         sink,
         filter,
         projection,
+        operator,
         logical_plan,
         sink_partitions,
     })
@@ -179,10 +280,6 @@ fn expand_and_find_source(
     };
     if select.from.len() != 1 || !select.from[0].joins.is_empty() {
         return Err(EngineError::Unsupported("joins".into()));
-    }
-    if !matches!(select.group_by, datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(ref e, _) if e.is_empty())
-    {
-        return Err(EngineError::Unsupported("GROUP BY".into()));
     }
     let TableFactor::Table { name, .. } = &select.from[0].relation else {
         return Err(EngineError::Unsupported("subqueries in FROM".into()));
@@ -264,41 +361,60 @@ fn ksql_function_alias(name: &str) -> Option<&'static str> {
     })
 }
 
-/// Projection(Filter?(TableScan)): the projection, the predicate and the scan's schema.
-fn stateless_shape(
-    plan: &LogicalPlan,
-) -> Result<(
-    Vec<datafusion::logical_expr::Expr>,
-    Option<datafusion::logical_expr::Expr>,
-    datafusion::common::DFSchema,
-)> {
+/// The parts of a planned SELECT that Eddy's operators run.
+struct Shape {
+    projection: Vec<Expr>,
+    /// The schema the projection (and HAVING) read: the scan's, or the aggregate's output.
+    projection_input: DFSchema,
+    where_filter: Option<Expr>,
+    scan_schema: DFSchema,
+    /// GROUP BY expressions, aggregate expressions, HAVING, and the aggregate's output schema.
+    aggregate: Option<(Vec<Expr>, Vec<Expr>, Option<Expr>, DFSchema)>,
+}
+
+/// Reads Projection(Filter(HAVING)?(Aggregate?(Filter(WHERE)?(TableScan)))) from the plan.
+fn plan_shape(plan: &LogicalPlan) -> Result<Shape> {
     let mut node = plan;
     let mut projection = None;
-    let mut filter = None;
+    let mut pending_filter = None;
+    let mut aggregate = None;
     loop {
         match node {
             LogicalPlan::Projection(p) if projection.is_none() => {
-                projection = Some(p.expr.clone());
+                projection = Some((p.expr.clone(), p.input.schema().as_ref().clone()));
                 node = p.input.as_ref();
             }
-            LogicalPlan::Filter(f) if filter.is_none() => {
-                filter = Some(f.predicate.clone());
+            LogicalPlan::Filter(f) if pending_filter.is_none() => {
+                pending_filter = Some(f.predicate.clone());
                 node = f.input.as_ref();
+            }
+            LogicalPlan::Aggregate(a) if aggregate.is_none() => {
+                let having = pending_filter.take();
+                aggregate = Some((
+                    a.group_expr.clone(),
+                    a.aggr_expr.clone(),
+                    having,
+                    a.schema.as_ref().clone(),
+                ));
+                node = a.input.as_ref();
             }
             LogicalPlan::SubqueryAlias(a) => node = a.input.as_ref(),
             LogicalPlan::TableScan(scan) => {
-                let projection = projection.ok_or_else(|| {
+                let (projection, projection_input) = projection.ok_or_else(|| {
                     EngineError::Internal("a SELECT plans to a projection".into())
                 })?;
-                return Ok((projection, filter, scan.projected_schema.as_ref().clone()));
+                return Ok(Shape {
+                    projection,
+                    projection_input,
+                    where_filter: pending_filter,
+                    scan_schema: scan.projected_schema.as_ref().clone(),
+                    aggregate,
+                });
             }
             LogicalPlan::Limit(_) => {
                 return Err(EngineError::Plan(
                     "LIMIT is not allowed in persistent queries".into(),
                 ))
-            }
-            LogicalPlan::Aggregate(_) => {
-                return Err(EngineError::Unsupported("aggregations".into()))
             }
             other => {
                 return Err(EngineError::Unsupported(format!(

@@ -137,3 +137,48 @@ async fn errors_name_the_problem() {
     let e = e.expect_err("type").to_string();
     assert!(e.contains("does not fit column A"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_by_emits_every_update_per_key() {
+    let (_dir, engine) = engine().await;
+    engine
+        .execute(
+            "CREATE STREAM clicks (usr STRING, page STRING, ms INT) \
+             WITH (kafka_topic='clicks', value_format='JSON', partitions=1);",
+        )
+        .await
+        .expect("create stream");
+    for (user, ms, ts) in [("ann", 10, 1), ("bob", 5, 2), ("ann", 20, 3), ("ann", 1, 4)] {
+        engine
+            .execute(&format!(
+                "INSERT INTO clicks (usr, page, ms, ROWTIME) VALUES ('{user}', 'home', {ms}, {ts});"
+            ))
+            .await
+            .expect("insert");
+    }
+    let e = engine
+        .execute("CREATE STREAM bad AS SELECT usr, COUNT(*) FROM clicks GROUP BY usr;")
+        .await;
+    let e = e.expect_err("stream").to_string();
+    assert!(e.contains("Please use CREATE TABLE AS SELECT"), "{e}");
+    engine
+        .execute(
+            "CREATE TABLE per_user WITH (kafka_topic='per_user', value_format='JSON') AS \
+             SELECT usr, COUNT(*) AS n, SUM(ms) AS total FROM clicks GROUP BY usr HAVING SUM(ms) > 5 EMIT CHANGES;",
+        )
+        .await
+        .expect("ctas");
+    assert!(engine.wait_until_caught_up(Duration::from_secs(10)).await);
+    let rows = read(engine.client(), "per_user", 3).await;
+    let values: Vec<(Option<String>, Option<String>)> =
+        rows.into_iter().map(|(k, v, _)| (k, v)).collect();
+    assert_eq!(
+        values,
+        vec![
+            (Some("ann".into()), Some(r#"{"N":1,"TOTAL":10}"#.into())),
+            (Some("ann".into()), Some(r#"{"N":2,"TOTAL":30}"#.into())),
+            (Some("ann".into()), Some(r#"{"N":3,"TOTAL":31}"#.into())),
+        ],
+        "bob's total of 5 fails HAVING; ann's every update is emitted"
+    );
+}

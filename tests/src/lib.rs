@@ -42,14 +42,14 @@ pub fn eddy_binary() -> &'static Path {
         };
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
         let status = Command::new(cargo)
+            // The whole workspace with all targets resolves features as `cargo test --workspace`
+            // does, so this reuses its build instead of compiling DataFusion a second time.
             .args([
                 "build",
                 "--profile",
                 &profile,
-                "-p",
-                "eddy-shell",
-                "--bin",
-                "eddy",
+                "--workspace",
+                "--all-targets",
             ])
             .current_dir(workspace_root())
             .status()

@@ -1,0 +1,322 @@
+//! Running persistent queries: one task per source partition feeding `FilterProjectExec`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, TimestampMillisecondArray};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::json::writer::JsonArray;
+use datafusion::arrow::json::ReaderBuilder;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::physical_expr::PhysicalExpr;
+use eddy_broker::{BrokerError, ConsumedRecord, LogClient, OffsetReset, ProducerRecord};
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+
+use crate::catalog::{ROWOFFSET, ROWPARTITION, ROWTIME};
+use crate::error::{EngineError, Result};
+use crate::formats;
+use crate::parser::{ColumnDef, SourceKind};
+use crate::query::{Operator, PersistentPlan};
+
+mod aggregate;
+mod filter_project;
+
+pub use aggregate::AggregateExec;
+pub use filter_project::FilterProjectExec;
+
+const FETCH_BYTES_MAX: usize = 1 << 20;
+const FETCH_WAIT: Duration = Duration::from_millis(200);
+
+/// Runs a query until it is stopped.
+pub(crate) async fn run_query(
+    client: Arc<dyn LogClient>,
+    query_id: String,
+    plan: Arc<PersistentPlan>,
+    stopped: watch::Receiver<bool>,
+) {
+    let partitions = match client.partition_count(&plan.source.topic).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(query = %query_id, error = %e, "cannot read the source topic");
+            return;
+        }
+    };
+    let executor = Arc::new(match &plan.operator {
+        Operator::FilterProject => {
+            Executor::FilterProject(FilterProjectExec::new(Arc::clone(&plan)))
+        }
+        Operator::Aggregate(aggregate) => {
+            Executor::Aggregate(AggregateExec::new(Arc::clone(&plan), aggregate.clone()))
+        }
+    });
+    let tasks: Vec<_> = (0..partitions)
+        .map(|p| {
+            let task = PartitionTask {
+                client: Arc::clone(&client),
+                query_id: query_id.clone(),
+                plan: Arc::clone(&plan),
+                executor: Arc::clone(&executor),
+                partition: p,
+            };
+            tokio::spawn(task.run(stopped.clone()))
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+struct PartitionTask {
+    client: Arc<dyn LogClient>,
+    query_id: String,
+    plan: Arc<PersistentPlan>,
+    executor: Arc<Executor>,
+    partition: i32,
+}
+
+/// The operator a query runs, shared by its partition tasks (an aggregate's state is per key,
+/// whichever partition the key's records come from).
+enum Executor {
+    FilterProject(FilterProjectExec),
+    Aggregate(AggregateExec),
+}
+
+impl PartitionTask {
+    async fn run(self, mut stopped: watch::Receiver<bool>) {
+        let topic = self.plan.source.topic.clone();
+        let mut offset = None;
+        while !*stopped.borrow() {
+            let start = match offset {
+                Some(o) => o,
+                None => match self
+                    .client
+                    .start_offset(
+                        &self.query_id,
+                        &topic,
+                        self.partition,
+                        OffsetReset::Earliest,
+                    )
+                    .await
+                {
+                    Ok(o) => o,
+                    Err(e) => {
+                        tracing::warn!(query = %self.query_id, error = %e, "cannot find a start offset");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                },
+            };
+            offset = Some(start);
+            let fetched = tokio::select! {
+                r = self.client.fetch(&topic, self.partition, start, FETCH_BYTES_MAX, FETCH_WAIT) => r,
+                _ = stopped.changed() => return,
+            };
+            let records = match fetched {
+                Ok(records) => records,
+                Err(BrokerError::OffsetOutOfRange { .. }) => {
+                    offset = None;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(query = %self.query_id, error = %e, "fetch failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let Some(last) = records.last() else { continue };
+            let next = last.offset + 1;
+            if let Err(e) = self.process(&records).await {
+                tracing::warn!(query = %self.query_id, error = %e, "processing failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            let commit = [(topic.clone(), self.partition, next)];
+            if let Err(e) = self.client.commit(&self.query_id, &commit).await {
+                tracing::warn!(query = %self.query_id, error = %e, "commit failed");
+            }
+            offset = Some(next);
+        }
+    }
+
+    async fn process(&self, records: &[ConsumedRecord]) -> Result<()> {
+        let Some(input) = decode_batch(&self.plan, self.partition, records, &self.query_id)? else {
+            return Ok(());
+        };
+        let output = match &*self.executor {
+            Executor::FilterProject(exec) => exec.process(&input)?,
+            Executor::Aggregate(exec) => exec.process(&input)?,
+        };
+        if !output.is_empty() {
+            self.client.produce(&self.plan.sink.topic, output).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Decodes source records into one Arrow batch of the source schema (columns and pseudo
+/// columns) and applies the WHERE clause. Records that cannot be decoded are skipped and logged
+/// (the processing log). `None` when nothing is left.
+fn decode_batch(
+    plan: &PersistentPlan,
+    partition: i32,
+    records: &[ConsumedRecord],
+    query_id: &str,
+) -> Result<Option<RecordBatch>> {
+    let source = &plan.source;
+    let key_columns: Vec<&ColumnDef> = source.key_columns().collect();
+    let value_columns: Vec<&ColumnDef> = source.value_columns().collect();
+    let mut rows = Vec::with_capacity(records.len());
+    for record in records {
+        if source.kind == SourceKind::Stream && record.value.is_none() {
+            continue;
+        }
+        let keys = formats::decode(
+            source.key_format,
+            &key_columns,
+            record.key.as_deref(),
+            false,
+        );
+        let values = formats::decode(
+            source.value_format,
+            &value_columns,
+            record.value.as_deref(),
+            source.wrap_single_value,
+        );
+        let (keys, values) = match (keys, values) {
+            (Ok(k), Ok(v)) => (k, v),
+            (Err(reason), _) | (_, Err(reason)) => {
+                tracing::warn!(query = query_id, partition, offset = record.offset, %reason,
+                    "skipping a record that cannot be deserialized");
+                continue;
+            }
+        };
+        let mut row = Map::new();
+        let columns = key_columns.iter().chain(&value_columns);
+        for (column, value) in columns.zip(keys.into_iter().chain(values)) {
+            row.insert(column.name.clone(), value);
+        }
+        row.insert(ROWTIME.into(), Value::from(record.timestamp_ms));
+        row.insert(ROWPARTITION.into(), Value::from(partition));
+        row.insert(ROWOFFSET.into(), Value::from(record.offset));
+        rows.push(Value::Object(row));
+    }
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let batch = to_batch(plan, &rows)?;
+    let batch = match &plan.filter {
+        None => batch,
+        Some(filter) => filter_rows(&batch, filter, "WHERE")?,
+    };
+    Ok((batch.num_rows() > 0).then_some(batch))
+}
+
+/// Keeps the rows for which `predicate` is true.
+fn filter_rows(
+    batch: &RecordBatch,
+    predicate: &Arc<dyn PhysicalExpr>,
+    clause: &str,
+) -> Result<RecordBatch> {
+    let mask = predicate.evaluate(batch)?.into_array(batch.num_rows())?;
+    let mask = mask
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .ok_or_else(|| EngineError::Plan(format!("{clause} must be a boolean expression")))?;
+    Ok(filter_record_batch(batch, mask)?)
+}
+
+/// The ROWTIME of every row of a source batch.
+fn row_times(batch: &RecordBatch) -> Result<Vec<i64>> {
+    batch
+        .column_by_name(ROWTIME)
+        .and_then(|c| {
+            c.as_any()
+                .downcast_ref::<TimestampMillisecondArray>()
+                .map(|a| a.values().to_vec())
+        })
+        .ok_or_else(|| EngineError::Internal("ROWTIME column missing".into()))
+}
+
+/// Evaluates the projection on `batch` into a batch named after the sink's columns.
+fn project(plan: &PersistentPlan, batch: &RecordBatch) -> Result<RecordBatch> {
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(plan.projection.len());
+    for expr in &plan.projection {
+        columns.push(expr.evaluate(batch)?.into_array(batch.num_rows())?);
+    }
+    let fields: Vec<Field> = plan
+        .sink
+        .columns
+        .iter()
+        .zip(&columns)
+        .map(|(c, a)| Field::new(&c.name, a.data_type().clone(), true))
+        .collect();
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+/// Serializes projected rows into records for the sink topic, one per row, with the given
+/// timestamps. A row of `None` is a tombstone for its key.
+fn encode_output(
+    plan: &PersistentPlan,
+    output: &RecordBatch,
+    timestamps: &[i64],
+) -> Result<Vec<ProducerRecord>> {
+    let rows = to_rows(output)?;
+    let sink = &plan.sink;
+    let sink_keys: Vec<&ColumnDef> = sink.key_columns().collect();
+    let sink_values: Vec<&ColumnDef> = sink.value_columns().collect();
+    let mut out = Vec::with_capacity(rows.len());
+    for (row, timestamp) in rows.iter().zip(timestamps) {
+        let pick = |columns: &[&ColumnDef]| -> Vec<Value> {
+            columns
+                .iter()
+                .map(|c| row.get(&c.name).cloned().unwrap_or(Value::Null))
+                .collect()
+        };
+        let key = if sink_keys.is_empty() {
+            None
+        } else {
+            formats::encode(sink.key_format, &sink_keys, &pick(&sink_keys), false)?
+        };
+        let value = formats::encode(
+            sink.value_format,
+            &sink_values,
+            &pick(&sink_values),
+            sink.wrap_single_value,
+        )?;
+        out.push(ProducerRecord {
+            key: key.map(Bytes::from),
+            value: value.map(Bytes::from),
+            timestamp_ms: Some(*timestamp),
+            ..Default::default()
+        });
+    }
+    Ok(out)
+}
+
+fn to_batch(plan: &PersistentPlan, rows: &[Value]) -> Result<RecordBatch> {
+    let mut decoder = ReaderBuilder::new(Arc::clone(&plan.input_schema)).build_decoder()?;
+    decoder.serialize(rows)?;
+    decoder
+        .flush()?
+        .ok_or_else(|| EngineError::Internal("no batch from decoded rows".into()))
+}
+
+fn to_rows(batch: &RecordBatch) -> Result<Vec<Map<String, Value>>> {
+    let mut buf = Vec::new();
+    {
+        let mut writer = datafusion::arrow::json::WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, JsonArray>(&mut buf);
+        writer.write(batch)?;
+        writer.finish()?;
+    }
+    let rows: Vec<Map<String, Value>> =
+        serde_json::from_slice(&buf).map_err(|e| EngineError::Internal(e.to_string()))?;
+    Ok(rows)
+}
