@@ -4,7 +4,7 @@
 //! upper case (the declared names) and read case-insensitively, as ksqlDB does. KAFKA writes
 //! primitives as Kafka's Java serializers do (big-endian integers and doubles, UTF-8 strings).
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::{EngineError, Result};
 use crate::parser::ColumnDef;
@@ -82,14 +82,19 @@ pub fn encode(
             if columns.len() == 1 && !wrap_single_value {
                 return Ok(Some(serde_json::to_vec(&values[0]).map_err(internal)?));
             }
-            let object: Map<String, Value> = columns
-                .iter()
-                .zip(values)
-                .map(|(c, v)| (c.name.clone(), v.clone()))
-                .collect();
-            Ok(Some(
-                serde_json::to_vec(&Value::Object(object)).map_err(internal)?,
-            ))
+            // Written by hand so fields keep the columns' order (serde_json's map sorts them).
+            let mut out = Vec::with_capacity(16 * columns.len());
+            out.push(b'{');
+            for (i, (column, value)) in columns.iter().zip(values).enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut out, &column.name).map_err(internal)?;
+                out.push(b':');
+                serde_json::to_writer(&mut out, value).map_err(internal)?;
+            }
+            out.push(b'}');
+            Ok(Some(out))
         }
         Format::Delimited(delimiter) => {
             let fields: Vec<String> = values.iter().map(delimited_text).collect();

@@ -100,9 +100,20 @@ pub async fn plan_persistent(
     if query.window.is_some() {
         return Err(EngineError::Unsupported("windowed aggregations".into()));
     }
-    if !query.partition_by.is_empty() {
-        return Err(EngineError::Unsupported("PARTITION BY".into()));
-    }
+    // PARTITION BY plain columns: they become the key of the output.
+    let partition_names = query
+        .partition_by
+        .iter()
+        .map(|e| match e {
+            SqlExpr::Identifier(ident) => Ok(ident.value.clone()),
+            SqlExpr::CompoundIdentifier(parts) => {
+                Ok(parts.last().map(|p| p.value.clone()).unwrap_or_default())
+            }
+            other => Err(EngineError::Unsupported(format!(
+                "PARTITION BY an expression ({other})"
+            ))),
+        })
+        .collect::<Result<Vec<String>>>()?;
     let mut ast = query.query.clone();
     let source = expand_and_find_source(&mut ast, catalog)?;
     lower_function_names(&mut ast);
@@ -190,6 +201,9 @@ pub async fn plan_persistent(
             ))
         })?;
         let key = match &operator {
+            Operator::FilterProject if !partition_names.is_empty() => {
+                partition_names.contains(field.name())
+            }
             Operator::FilterProject => source.key_columns().any(|k| &k.name == field.name()),
             Operator::Aggregate(_) => {
                 group_key_index(&shape.projection, &group_columns, columns.len())
@@ -213,7 +227,20 @@ pub async fn plan_persistent(
             group_columns.join(", ")
         )));
     }
+    if !partition_names.is_empty() && matches!(operator, Operator::Aggregate(_)) {
+        return Err(EngineError::Unsupported(
+            "PARTITION BY with GROUP BY".into(),
+        ));
+    }
+    for name in &partition_names {
+        if !columns.iter().any(|c| &c.name == name) {
+            return Err(EngineError::Plan(format!(
+                "the PARTITION BY column {name} must be in the projection"
+            )));
+        }
+    }
     if matches!(operator, Operator::FilterProject)
+        && partition_names.is_empty()
         && source.key_columns().count() > 0
         && !columns.iter().any(|c| c.key)
     {

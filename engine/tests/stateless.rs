@@ -182,3 +182,21 @@ async fn group_by_emits_every_update_per_key() {
         "bob's total of 5 fails HAVING; ann's every update is emitted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_by_moves_a_column_into_the_key() {
+    let (_dir, engine) = engine().await;
+    engine
+        .execute(
+            "CREATE STREAM people (id INT KEY, name STRING, age INT) \
+             WITH (kafka_topic='people', value_format='JSON', partitions=1);\
+             INSERT INTO people (id, name, age) VALUES (10, 'bob', 22);\
+             CREATE STREAM by_name WITH (key_format='JSON') AS SELECT * FROM people PARTITION BY name;",
+        )
+        .await
+        .expect("statements");
+    assert!(engine.wait_until_caught_up(Duration::from_secs(10)).await);
+    let rows = read(engine.client(), "BY_NAME", 1).await;
+    assert_eq!(rows[0].0.as_deref(), Some(r#""bob""#));
+    assert_eq!(rows[0].1.as_deref(), Some(r#"{"ID":10,"AGE":22}"#));
+}
