@@ -409,13 +409,19 @@ fn retention_deletes_old_segments() {
             "4000",
         ],
     );
+    // Retention runs while records arrive, so the log start moves in steps: wait until it has
+    // moved and then stays put across two checks.
+    let mut previous = -1;
     let low = wait_for(
         Duration::from_secs(20),
-        "retention to move the log start",
+        "retention to move the log start and settle",
         || {
+            std::thread::sleep(Duration::from_millis(400));
             let marks = kafka_tool(&bootstrap, &["watermarks", "--topic", "short"]);
             let low = as_i64(&marks[0], "low");
-            (low > 0).then_some(low)
+            let settled = low > 0 && low == previous;
+            previous = low;
+            settled.then_some(low)
         },
     );
     let out = dir.path().join("left.jsonl");
