@@ -98,16 +98,8 @@ impl Engine {
                 columns,
                 properties,
             } => {
-                if self.state.lock().catalog.contains(&name) {
-                    if if_not_exists {
-                        return Ok(status(format!("{} {name} already exists", kind.name())));
-                    }
-                    if !or_replace {
-                        return Err(EngineError::AlreadyExists {
-                            kind: kind_name(kind),
-                            name,
-                        });
-                    }
+                if let Some(exists) = self.check_new(kind, &name, or_replace, if_not_exists)? {
+                    return Ok(exists);
                 }
                 let definition =
                     Source::from_definition(kind, &name, columns, &properties, source, &text)?;
@@ -124,16 +116,8 @@ impl Engine {
                 properties,
                 query,
             } => {
-                if self.state.lock().catalog.contains(&name) {
-                    if if_not_exists {
-                        return Ok(status(format!("{} {name} already exists", kind.name())));
-                    }
-                    if !or_replace {
-                        return Err(EngineError::AlreadyExists {
-                            kind: kind_name(kind),
-                            name,
-                        });
-                    }
+                if let Some(exists) = self.check_new(kind, &name, or_replace, if_not_exists)? {
+                    return Ok(exists);
                 }
                 let catalog_snapshot = self.catalog_snapshot();
                 let plan = query::plan_persistent(
@@ -258,6 +242,34 @@ impl Engine {
                 statement_name(&other)
             ))),
         }
+    }
+
+    /// For CREATE: an answer when a source of that name exists and IF NOT EXISTS says to stop,
+    /// an error when it exists and OR REPLACE is absent, nothing when the statement may go on.
+    fn check_new(
+        &self,
+        kind: SourceKind,
+        name: &str,
+        or_replace: bool,
+        if_not_exists: bool,
+    ) -> Result<Option<StatementResult>> {
+        if !self.state.lock().catalog.contains(name) {
+            return Ok(None);
+        }
+        if if_not_exists {
+            return Ok(Some(status(format!(
+                "{} {name} already exists",
+                kind.name()
+            ))));
+        }
+        if !or_replace {
+            let name = name.to_string();
+            return Err(EngineError::AlreadyExists {
+                kind: kind_name(kind),
+                name,
+            });
+        }
+        Ok(None)
     }
 
     /// The stream or table named `name`.
