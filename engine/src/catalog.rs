@@ -13,6 +13,31 @@ use crate::parser::{ColumnDef, Properties, SourceKind};
 pub const ROWTIME: &str = "ROWTIME";
 pub const ROWPARTITION: &str = "ROWPARTITION";
 pub const ROWOFFSET: &str = "ROWOFFSET";
+/// Pseudo-columns of windowed sources: the bounds of the row's window.
+pub const WINDOWSTART: &str = "WINDOWSTART";
+pub const WINDOWEND: &str = "WINDOWEND";
+
+/// How a windowed source's keys carry their window, as Kafka Streams' windowed serdes write
+/// them: time windows (tumbling, hopping) append the 8-byte window start to the key bytes;
+/// session windows append the 8-byte end, then the 8-byte start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyWindow {
+    /// Tumbling or hopping windows of this size: end = start + size.
+    Time {
+        size_ms: i64,
+    },
+    Session,
+}
+
+impl KeyWindow {
+    /// ksqlDB's WINDOW_TYPE name.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            KeyWindow::Time { .. } => "TIME",
+            KeyWindow::Session => "SESSION",
+        }
+    }
+}
 
 /// A stream or table.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +53,8 @@ pub struct Source {
     pub wrap_single_value: bool,
     /// `CREATE SOURCE`: read-only.
     pub read_only: bool,
+    /// Windowed keys (WINDOW_TYPE, or a windowed aggregation's output).
+    pub window: Option<KeyWindow>,
     /// The statement that created it.
     pub statement: String,
 }
@@ -78,6 +105,7 @@ impl Source {
             value_format,
             wrap_single_value,
             read_only,
+            window: key_window(properties)?,
             statement: statement.to_string(),
         })
     }
@@ -92,8 +120,15 @@ impl Source {
         self.columns.iter().filter(|c| !c.key)
     }
 
-    /// The Arrow schema queries see: the columns, then ROWTIME, ROWPARTITION, ROWOFFSET.
+    /// The Arrow schema queries see: the columns, then ROWTIME, ROWPARTITION, ROWOFFSET, and
+    /// WINDOWSTART, WINDOWEND when the source is windowed.
     pub fn schema(&self) -> SchemaRef {
+        self.schema_with_window(self.window.is_some())
+    }
+
+    /// The schema with WINDOWSTART and WINDOWEND or without them (a windowed aggregation
+    /// reads them as the bounds of the window it puts each row in).
+    pub fn schema_with_window(&self, windowed: bool) -> SchemaRef {
         let mut fields: Vec<Field> = self
             .columns
             .iter()
@@ -106,7 +141,40 @@ impl Source {
         ));
         fields.push(Field::new(ROWPARTITION, DataType::Int32, false));
         fields.push(Field::new(ROWOFFSET, DataType::Int64, false));
+        if windowed {
+            fields.push(Field::new(WINDOWSTART, DataType::Int64, true));
+            fields.push(Field::new(WINDOWEND, DataType::Int64, true));
+        }
         Arc::new(Schema::new(fields))
+    }
+}
+
+/// WINDOW_TYPE and WINDOW_SIZE of a CREATE over a windowed topic.
+fn key_window(properties: &Properties) -> Result<Option<KeyWindow>> {
+    let size = properties.get("WINDOW_SIZE");
+    let Some(kind) = properties.get("WINDOW_TYPE") else {
+        return match size {
+            Some(_) => Err(EngineError::Plan(
+                "WINDOW_SIZE should only be set when WINDOW_TYPE is set".into(),
+            )),
+            None => Ok(None),
+        };
+    };
+    match (kind.to_uppercase().as_str(), size) {
+        ("SESSION", None) => Ok(Some(KeyWindow::Session)),
+        ("SESSION", Some(_)) => Err(EngineError::Plan(
+            "WINDOW_SIZE should not be set for SESSION windows".into(),
+        )),
+        ("TUMBLING" | "HOPPING", Some(size)) => Ok(Some(KeyWindow::Time {
+            size_ms: crate::parser::duration_text_ms(size)?,
+        })),
+        ("TUMBLING" | "HOPPING", None) => Err(EngineError::Plan(format!(
+            "WINDOW_SIZE is required for {} windows",
+            kind.to_uppercase()
+        ))),
+        (other, _) => Err(EngineError::Plan(format!(
+            "invalid WINDOW_TYPE '{other}': use SESSION, HOPPING or TUMBLING"
+        ))),
     }
 }
 

@@ -6,6 +6,7 @@
 
 use serde_json::Value;
 
+use crate::catalog::KeyWindow;
 use crate::error::{EngineError, Result};
 use crate::parser::ColumnDef;
 use crate::types::SqlType;
@@ -330,4 +331,43 @@ mod tests {
         );
         assert!(Format::parse("AVRO").is_err());
     }
+}
+
+/// A windowed key's bytes: the key's own bytes followed by the window, as Kafka Streams'
+/// `TimeWindowedSerializer` (start) and `SessionWindowedSerializer` (end, then start) write it.
+pub fn windowed_key(key: Option<&[u8]>, window: KeyWindow, start: i64, end: i64) -> Vec<u8> {
+    let key = key.unwrap_or_default();
+    let mut out = Vec::with_capacity(key.len() + 16);
+    out.extend_from_slice(key);
+    match window {
+        KeyWindow::Time { .. } => out.extend_from_slice(&start.to_be_bytes()),
+        KeyWindow::Session => {
+            out.extend_from_slice(&end.to_be_bytes());
+            out.extend_from_slice(&start.to_be_bytes());
+        }
+    }
+    out
+}
+
+/// Splits a windowed key into the key's own bytes and the window's start and end.
+pub fn split_windowed_key(bytes: &[u8], window: KeyWindow) -> Result<(&[u8], i64, i64), String> {
+    let suffix = match window {
+        KeyWindow::Time { .. } => 8,
+        KeyWindow::Session => 16,
+    };
+    if bytes.len() < suffix {
+        return Err(format!(
+            "a windowed key needs at least {suffix} bytes, found {}",
+            bytes.len()
+        ));
+    }
+    let (key, tail) = bytes.split_at(bytes.len() - suffix);
+    let long = |b: &[u8]| i64::from_be_bytes(b.try_into().expect("8 bytes"));
+    Ok(match window {
+        KeyWindow::Time { size_ms } => {
+            let start = long(tail);
+            (key, start, start.saturating_add(size_ms))
+        }
+        KeyWindow::Session => (key, long(&tail[8..]), long(&tail[..8])),
+    })
 }

@@ -25,10 +25,10 @@ use datafusion::sql::sqlparser::ast::{
 use eddy_broker::LogClient;
 use tokio::sync::watch;
 
-use crate::catalog::{Catalog, Source};
+use crate::catalog::{Catalog, KeyWindow, Source, WINDOWEND, WINDOWSTART};
 use crate::error::{EngineError, Result};
 use crate::formats::Format;
-use crate::parser::{ColumnDef, Properties, SelectQuery, SourceKind};
+use crate::parser::{ColumnDef, Emit, Properties, SelectQuery, SourceKind, WindowSpec};
 use crate::types::SqlType;
 
 /// A planned persistent query.
@@ -72,7 +72,15 @@ pub enum Operator {
 /// A GROUP BY: how to key each row, what to accumulate, and the HAVING filter.
 #[derive(Clone)]
 pub struct AggregatePlan {
+    /// The GROUP BY expressions (a windowed aggregation's WINDOWSTART and WINDOWEND group
+    /// columns come from the window instead and are not listed).
     pub group_by: Vec<Arc<dyn PhysicalExpr>>,
+    pub window: Option<WindowSpec>,
+    /// EMIT FINAL: one row per window once it closes, instead of every update.
+    pub emit_final: bool,
+    /// The source is a table: a row replacing or deleting an earlier one with its key
+    /// retracts the earlier row from its group.
+    pub retracting: bool,
     pub aggregates: Vec<Arc<AggregateFunctionExpr>>,
     /// The aggregate's output rows: group columns, then one column per aggregate.
     pub output_schema: SchemaRef,
@@ -97,9 +105,8 @@ pub async fn plan_persistent(
     query: &SelectQuery,
     statement: &str,
 ) -> Result<PersistentPlan> {
-    if query.window.is_some() {
-        return Err(EngineError::Unsupported("windowed aggregations".into()));
-    }
+    let windowed = query.window.is_some();
+    let emit_final = query.emit == Some(Emit::Final);
     // PARTITION BY plain columns: they become the key of the output.
     let partition_names = query
         .partition_by
@@ -117,12 +124,20 @@ pub async fn plan_persistent(
     let mut ast = query.query.clone();
     let source = expand_and_find_source(&mut ast, catalog)?;
     lower_function_names(&mut ast);
+    if windowed {
+        group_by_window(&mut ast)?;
+    }
 
     let config =
         SessionConfig::new().set_bool("datafusion.sql_parser.enable_ident_normalization", false);
     let context = SessionContext::new_with_config(config);
     for s in catalog.sources() {
-        let table = datafusion::catalog::empty::EmptyTable::new(s.schema());
+        let schema = if s.name == source.name {
+            s.schema_with_window(windowed || s.window.is_some())
+        } else {
+            s.schema()
+        };
+        let table = datafusion::catalog::empty::EmptyTable::new(schema);
         context.register_table(quoted(&s.name), Arc::new(table))?;
     }
     let statement_ast = datafusion::sql::sqlparser::ast::Statement::Query(ast);
@@ -159,10 +174,12 @@ pub async fn plan_persistent(
                     "aggregations need a GROUP BY clause".into(),
                 ));
             }
+            let window_columns = if windowed { 2 } else { 0 };
+            let keyed = group_expr.len() - window_columns;
             group_columns = aggregate_schema
                 .fields()
                 .iter()
-                .take(group_expr.len())
+                .take(keyed)
                 .map(|f| f.name().clone())
                 .collect();
             let scan_arrow = shape.scan_schema.as_arrow().clone();
@@ -181,8 +198,12 @@ pub async fn plan_persistent(
                 })
                 .collect::<datafusion::error::Result<Vec<_>>>()?;
             Operator::Aggregate(AggregatePlan {
+                window: query.window.clone(),
+                emit_final,
+                retracting: source.kind == SourceKind::Table,
                 group_by: group_expr
                     .into_iter()
+                    .take(keyed)
                     .map(|e| physical(e, &shape.scan_schema))
                     .collect::<datafusion::error::Result<Vec<_>>>()?,
                 aggregates,
@@ -259,6 +280,24 @@ pub async fn plan_persistent(
                 .join(", ")
         )));
     }
+    if windowed && !matches!(operator, Operator::Aggregate(_)) {
+        return Err(EngineError::Plan(
+            "WINDOW clause requires a GROUP BY clause with aggregate functions".into(),
+        ));
+    }
+    if emit_final && !windowed {
+        return Err(EngineError::Plan(
+            "EMIT FINAL is only supported for windowed aggregations.".into(),
+        ));
+    }
+    let window = match &query.window {
+        Some(WindowSpec::Tumbling { size_ms, .. } | WindowSpec::Hopping { size_ms, .. }) => {
+            Some(KeyWindow::Time { size_ms: *size_ms })
+        }
+        Some(WindowSpec::Session { .. }) => Some(KeyWindow::Session),
+        None if matches!(operator, Operator::FilterProject) => source.window,
+        None => None,
+    };
     let format = |name: &str| properties.get(name).map(|v| Format::parse(v)).transpose();
     let both = format("FORMAT")?;
     let sink = Source {
@@ -275,11 +314,12 @@ pub async fn plan_persistent(
             .unwrap_or(source.value_format),
         wrap_single_value: true,
         read_only: false,
+        window,
         statement: statement.to_string(),
     };
     let sink_partitions = properties.get("PARTITIONS").and_then(|p| p.parse().ok());
     Ok(PersistentPlan {
-        input_schema: source.schema(),
+        input_schema: source.schema_with_window(windowed || source.window.is_some()),
         source,
         sink,
         filter,
@@ -288,6 +328,26 @@ pub async fn plan_persistent(
         logical_plan,
         sink_partitions,
     })
+}
+
+/// Adds WINDOWSTART and WINDOWEND to a windowed aggregation's GROUP BY: each row is grouped
+/// by its key and its window, and the projection may select the window's bounds.
+fn group_by_window(query: &mut datafusion::sql::sqlparser::ast::Query) -> Result<()> {
+    use datafusion::sql::sqlparser::ast::GroupByExpr;
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return Ok(());
+    };
+    match &mut select.group_by {
+        GroupByExpr::Expressions(exprs, _) if !exprs.is_empty() => {
+            for name in [WINDOWSTART, WINDOWEND] {
+                exprs.push(SqlExpr::Identifier(Ident::with_quote('"', name)));
+            }
+            Ok(())
+        }
+        _ => Err(EngineError::Plan(
+            "WINDOW clause requires a GROUP BY clause with aggregate functions".into(),
+        )),
+    }
 }
 
 fn quoted(name: &str) -> String {

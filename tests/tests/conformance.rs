@@ -353,10 +353,17 @@ async fn write_input(
         Some(s) => {
             let keys: Vec<&ColumnDef> = s.key_columns().collect();
             let values: Vec<&ColumnDef> = s.value_columns().collect();
-            (
-                encode(s.key_format, &keys, &input["key"])?,
-                encode(s.value_format, &values, &input["value"])?,
-            )
+            let mut key = encode(s.key_format, &keys, &input["key"])?;
+            if let (Some(kind), Some(window)) = (s.window, input["window"].as_object()) {
+                let bound = |name: &str| window.get(name).and_then(Value::as_i64).unwrap_or(0);
+                key = Some(formats::windowed_key(
+                    key.as_deref(),
+                    kind,
+                    bound("start"),
+                    bound("end"),
+                ));
+            }
+            (key, encode(s.value_format, &values, &input["value"])?)
         }
         None => (
             encode(Format::Json, &[], &input["key"])?,
@@ -444,7 +451,24 @@ fn compare_record(
     };
     let keys: Vec<&ColumnDef> = source.key_columns().collect();
     let values: Vec<&ColumnDef> = source.value_columns().collect();
-    let actual_key = decode(source.key_format, &keys, got.key.as_deref(), false)?;
+    let mut key_bytes = got.key.as_deref();
+    if let (Some(kind), Some(bytes)) = (source.window, key_bytes) {
+        let (key, start, end) = formats::split_windowed_key(bytes, kind)?;
+        key_bytes = Some(key);
+        let window = &want["window"];
+        if !window.is_null() {
+            let expected = (window["start"].as_i64(), window["end"].as_i64());
+            if expected != (Some(start), Some(end)) {
+                return Err(format!("window [{start}, {end}] but expected {window}"));
+            }
+        }
+    } else if !want["window"].is_null() {
+        return Err(format!(
+            "expected window {}, found an unwindowed key",
+            want["window"]
+        ));
+    }
+    let actual_key = decode(source.key_format, &keys, key_bytes, false)?;
     compare_json(&want["key"], &actual_key).map_err(|e| format!("key: {e}"))?;
     let actual_value = decode(
         source.value_format,

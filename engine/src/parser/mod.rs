@@ -900,17 +900,42 @@ impl Cursor {
     /// `n unit`, in milliseconds.
     fn duration(&mut self) -> Result<i64> {
         let n = self.number()?;
-        let unit_ms = match self.word() {
-            Some("MILLISECOND" | "MILLISECONDS") => 1,
-            Some("SECOND" | "SECONDS") => 1_000,
-            Some("MINUTE" | "MINUTES") => 60_000,
-            Some("HOUR" | "HOURS") => 3_600_000,
-            Some("DAY" | "DAYS") => 86_400_000,
-            _ => return self.error("a time unit (MILLISECONDS, SECONDS, MINUTES, HOURS, DAYS)"),
+        let Some(unit_ms) = self.word().and_then(time_unit_ms) else {
+            return self.error("a time unit (MILLISECONDS, SECONDS, MINUTES, HOURS, DAYS)");
         };
         self.index += 1;
         Ok(n * unit_ms)
     }
+}
+
+/// Milliseconds in one time unit (upper case, singular or plural).
+fn time_unit_ms(unit: &str) -> Option<i64> {
+    Some(match unit {
+        "MILLISECOND" | "MILLISECONDS" => 1,
+        "SECOND" | "SECONDS" => 1_000,
+        "MINUTE" | "MINUTES" => 60_000,
+        "HOUR" | "HOURS" => 3_600_000,
+        "DAY" | "DAYS" => 86_400_000,
+        _ => return None,
+    })
+}
+
+/// A duration written as text, like WINDOW_SIZE's `'30 SECONDS'`, in milliseconds.
+pub fn duration_text_ms(text: &str) -> Result<i64> {
+    let mut parts = text.split_whitespace();
+    let parsed = match (parts.next(), parts.next(), parts.next()) {
+        (Some(n), Some(unit), None) => n
+            .parse::<i64>()
+            .ok()
+            .zip(time_unit_ms(&unit.to_uppercase()))
+            .map(|(n, unit)| n * unit),
+        _ => None,
+    };
+    parsed.ok_or_else(|| {
+        EngineError::Plan(format!(
+            "invalid duration '{text}': use a number and a unit, like '30 SECONDS'"
+        ))
+    })
 }
 
 /// A bare expression (for INSERT VALUES and tests).

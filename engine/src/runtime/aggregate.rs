@@ -1,30 +1,90 @@
-//! `AggregateExec`: GROUP BY over a stream, emitting the updated row of a key for every input
-//! record (EMIT CHANGES), as ksqlDB does with caching off.
+//! `AggregateExec`: GROUP BY over a stream or a table, windowed or not, emitting the updated
+//! row of a key for every input record (EMIT CHANGES, as ksqlDB does with caching off), or
+//! one row per window once it closes (EMIT FINAL).
 //!
-//! State is one set of DataFusion accumulators per group key, shared by the query's partition
-//! tasks. Records whose group key has a null are dropped (ksqlDB drops them too). HAVING filters
-//! the updated rows. Not yet: retractions (GROUP BY over a table), windows, a changelog topic
-//! for the state (it is rebuilt by reading the source from the start).
+//! State is one set of DataFusion accumulators per group (key, and window when windowed),
+//! shared by the query's partition tasks. Rows whose group key has a null are dropped, as in
+//! ksqlDB.
+//! - Tables: each source key's current row is remembered; a new row for the key (or its
+//!   deletion) first retracts the old row from its group, which emits that group's update
+//!   too. Accumulators are DataFusion's sliding ones, which can retract.
+//! - Time windows (tumbling, hopping): epoch-aligned windows `[start, start + size)`; a row
+//!   goes to every window holding its timestamp, except windows already closed: those whose
+//!   end + grace is at or before the stream time (the largest timestamp seen), which count the
+//!   row as late and drop it. A window's rows carry the largest timestamp in the window.
+//! - Session windows: a row joins every session of its key within the gap; they merge into
+//!   one session, each replaced session is deleted (a tombstone), and the merged one emitted
+//!   with its end as timestamp.
+//! - HAVING: a row that fails it is emitted as a tombstone for its key.
+//!
+//! Not yet: a changelog topic for the state (it is rebuilt by reading the source from the
+//! start), window retention (closed windows stay in memory).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::array::{Array, ArrayRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::Accumulator;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 use eddy_broker::ProducerRecord;
 use parking_lot::Mutex;
 
-use super::{encode_output, filter_rows, project, row_times};
+use super::{encode_output, evaluate_predicate, project, row_times, Input, RowMeta};
 use crate::error::{EngineError, Result};
+use crate::parser::WindowSpec;
 use crate::query::{AggregatePlan, PersistentPlan};
+
+/// ksqlDB's grace period when a window does not give one.
+const DEFAULT_GRACE_MS: i64 = 24 * 60 * 60 * 1000;
+
+type Key = Vec<ScalarValue>;
+
+/// The accumulators of one group.
+struct Group {
+    accumulators: Vec<Box<dyn Accumulator>>,
+    /// The largest timestamp of the group's rows.
+    max_time: i64,
+}
+
+struct Session {
+    start: i64,
+    end: i64,
+    group: Group,
+}
+
+/// One row the aggregation emits: a group's new values, or a tombstone for it.
+struct Update {
+    key: Key,
+    window: Option<(i64, i64)>,
+    values: Vec<ScalarValue>,
+    timestamp: i64,
+    tombstone: bool,
+}
+
+struct State {
+    /// Non-windowed groups (window start 0) and time-windowed groups, by key and window start.
+    groups: HashMap<(Key, i64), Group>,
+    sessions: HashMap<Key, Vec<Session>>,
+    /// A table source's current rows: source key -> group key and aggregate arguments.
+    table_rows: HashMap<Key, (Key, Vec<Vec<ScalarValue>>)>,
+    /// The largest timestamp seen.
+    stream_time: i64,
+    /// EMIT FINAL: the latest row of each open window, by (key, window start), and the
+    /// windows in the order they close: (end, arrival) -> (key, start).
+    pending: HashMap<(Key, i64), (u64, Update)>,
+    closing: BTreeMap<(i64, u64), (Key, i64)>,
+    arrivals: u64,
+    /// Rows dropped because their window had closed.
+    late_rows: u64,
+}
 
 /// Per-key accumulators of one GROUP BY query.
 pub struct AggregateExec {
     plan: Arc<PersistentPlan>,
     aggregate: AggregatePlan,
-    state: Mutex<HashMap<Vec<ScalarValue>, Vec<Box<dyn Accumulator>>>>,
+    state: Mutex<State>,
 }
 
 impl AggregateExec {
@@ -32,16 +92,31 @@ impl AggregateExec {
         AggregateExec {
             plan,
             aggregate,
-            state: Mutex::new(HashMap::new()),
+            state: Mutex::new(State {
+                groups: HashMap::new(),
+                sessions: HashMap::new(),
+                table_rows: HashMap::new(),
+                stream_time: i64::MIN,
+                pending: HashMap::new(),
+                closing: BTreeMap::new(),
+                arrivals: 0,
+                late_rows: 0,
+            }),
         }
     }
 
-    /// Updates the state with each row of a filtered input batch, in order, and returns one
-    /// record per row: its key's new aggregate, projected.
-    pub fn process(&self, input: &RecordBatch) -> Result<Vec<ProducerRecord>> {
-        let rows = input.num_rows();
-        let evaluate = |e: &Arc<dyn datafusion::physical_expr::PhysicalExpr>| -> Result<ArrayRef> {
-            Ok(e.evaluate(input)?.into_array(rows)?)
+    /// Rows dropped so far because they arrived after their window closed.
+    pub fn late_rows(&self) -> u64 {
+        self.state.lock().late_rows
+    }
+
+    /// Updates the state with each row of an input batch, in order, and returns the records
+    /// to emit.
+    pub(crate) fn process(&self, input: &Input) -> Result<Vec<ProducerRecord>> {
+        let batch = &input.batch;
+        let rows = batch.num_rows();
+        let evaluate = |e: &Arc<dyn PhysicalExpr>| -> Result<ArrayRef> {
+            Ok(e.evaluate(batch)?.into_array(rows)?)
         };
         let groups: Vec<ArrayRef> = self
             .aggregate
@@ -53,56 +128,340 @@ impl AggregateExec {
             .aggregate
             .aggregates
             .iter()
-            .map(|a| {
-                a.expressions()
-                    .iter()
-                    .map(evaluate)
-                    .collect::<Result<Vec<_>>>()
-            })
+            .map(|a| a.expressions().iter().map(evaluate).collect())
             .collect::<Result<_>>()?;
-        let times = row_times(input)?;
-        let width = groups.len() + arguments.len();
-        let mut columns: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(rows); width];
-        let mut kept_times = Vec::with_capacity(rows);
+        let source_keys: Vec<ArrayRef> = if self.aggregate.retracting {
+            self.plan
+                .source
+                .key_columns()
+                .map(|c| {
+                    batch.column_by_name(&c.name).cloned().ok_or_else(|| {
+                        EngineError::Internal(format!("key column {} missing", c.name))
+                    })
+                })
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        let times = row_times(batch)?;
+        let mut updates = Vec::new();
         let mut state = self.state.lock();
         for row in 0..rows {
-            let key = groups
-                .iter()
-                .map(|g| ScalarValue::try_from_array(g, row))
-                .collect::<datafusion::error::Result<Vec<_>>>()?;
-            if key.iter().any(ScalarValue::is_null) {
+            let key = scalars(&groups, row)?;
+            let usable = !input.deleted[row] && !key.iter().any(ScalarValue::is_null);
+            let timestamp = times[row];
+            if self.aggregate.retracting {
+                let source_key = scalars(&source_keys, row)?;
+                self.update_table(
+                    &mut state,
+                    &mut updates,
+                    source_key,
+                    usable.then_some(key),
+                    &arguments,
+                    row,
+                    timestamp,
+                )?;
                 continue;
             }
-            if !state.contains_key(&key) {
-                let fresh = self
-                    .aggregate
-                    .aggregates
-                    .iter()
-                    .map(|a| a.create_accumulator())
-                    .collect::<datafusion::error::Result<Vec<_>>>()?;
-                state.insert(key.clone(), fresh);
+            if !usable {
+                continue;
             }
-            let accumulators = state.get_mut(&key).expect("inserted above");
-            for (accumulator, args) in accumulators.iter_mut().zip(&arguments) {
-                let one: Vec<ArrayRef> = args.iter().map(|a| a.slice(row, 1)).collect();
-                accumulator.update_batch(&one)?;
+            let args: Vec<Vec<ArrayRef>> = arguments
+                .iter()
+                .map(|a| a.iter().map(|c| c.slice(row, 1)).collect())
+                .collect();
+            match &self.aggregate.window {
+                None => {
+                    let group = self.group(&mut state.groups, (key.clone(), 0))?;
+                    add(group, &args, timestamp)?;
+                    group.max_time = timestamp;
+                    updates.push(current(group, key, None, timestamp)?);
+                }
+                Some(WindowSpec::Session {
+                    gap_ms, grace_ms, ..
+                }) => {
+                    let grace = grace_ms.unwrap_or(DEFAULT_GRACE_MS);
+                    self.update_session(
+                        &mut state,
+                        &mut updates,
+                        key,
+                        &args,
+                        timestamp,
+                        *gap_ms,
+                        grace,
+                    )?;
+                }
+                Some(
+                    spec @ (WindowSpec::Tumbling { grace_ms, .. }
+                    | WindowSpec::Hopping { grace_ms, .. }),
+                ) => {
+                    let (size, advance) = match spec {
+                        WindowSpec::Hopping {
+                            size_ms,
+                            advance_ms,
+                            ..
+                        } => (*size_ms, *advance_ms),
+                        WindowSpec::Tumbling { size_ms, .. } => (*size_ms, *size_ms),
+                        WindowSpec::Session { .. } => unreachable!("matched above"),
+                    };
+                    state.stream_time = state.stream_time.max(timestamp);
+                    let close = state
+                        .stream_time
+                        .saturating_sub(grace_ms.unwrap_or(DEFAULT_GRACE_MS));
+                    for (start, end) in time_windows(timestamp, size, advance) {
+                        if end <= close {
+                            state.late_rows += 1;
+                            continue;
+                        }
+                        let group = self.group(&mut state.groups, (key.clone(), start))?;
+                        add(group, &args, timestamp)?;
+                        let window = Some((start, end));
+                        let update = current(group, key.clone(), window, group.max_time)?;
+                        self.emit(&mut state, &mut updates, update);
+                    }
+                }
             }
-            let values = accumulators
-                .iter_mut()
-                .map(|a| a.evaluate())
-                .collect::<datafusion::error::Result<Vec<_>>>()?;
-            for (column, value) in columns.iter_mut().zip(key.into_iter().chain(values)) {
-                column.push(value);
-            }
-            kept_times.push(times[row]);
+            self.evict_closed(&mut state, &mut updates);
         }
         drop(state);
-        if kept_times.is_empty() {
+        self.encode(updates)
+    }
+
+    /// A group's accumulators, created on first use.
+    fn group<'a>(
+        &self,
+        groups: &'a mut HashMap<(Key, i64), Group>,
+        id: (Key, i64),
+    ) -> Result<&'a mut Group> {
+        if !groups.contains_key(&id) {
+            let group = self.fresh_group()?;
+            groups.insert(id.clone(), group);
+        }
+        Ok(groups.get_mut(&id).expect("inserted above"))
+    }
+
+    fn fresh_group(&self) -> Result<Group> {
+        let accumulators = self
+            .aggregate
+            .aggregates
+            .iter()
+            .map(|a| {
+                if self.aggregate.retracting {
+                    a.create_sliding_accumulator()
+                } else {
+                    a.create_accumulator()
+                }
+            })
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        Ok(Group {
+            accumulators,
+            max_time: i64::MIN,
+        })
+    }
+
+    /// A table row replaced or deleted: retract the old row, add the new one.
+    #[allow(clippy::too_many_arguments)]
+    fn update_table(
+        &self,
+        state: &mut State,
+        updates: &mut Vec<Update>,
+        source_key: Key,
+        new_key: Option<Key>,
+        arguments: &[Vec<ArrayRef>],
+        row: usize,
+        timestamp: i64,
+    ) -> Result<()> {
+        if let Some((old_key, old_args)) = state.table_rows.remove(&source_key) {
+            let group = self.group(&mut state.groups, (old_key.clone(), 0))?;
+            for (accumulator, args) in group.accumulators.iter_mut().zip(&old_args) {
+                let arrays = args
+                    .iter()
+                    .map(ScalarValue::to_array)
+                    .collect::<datafusion::error::Result<Vec<_>>>()?;
+                accumulator.retract_batch(&arrays)?;
+            }
+            if new_key.as_ref() != Some(&old_key) {
+                updates.push(current(group, old_key, None, timestamp)?);
+            }
+        }
+        let Some(key) = new_key else {
+            return Ok(());
+        };
+        let args: Vec<Vec<ScalarValue>> = arguments
+            .iter()
+            .map(|a| {
+                a.iter()
+                    .map(|c| ScalarValue::try_from_array(c, row))
+                    .collect()
+            })
+            .collect::<datafusion::error::Result<_>>()?;
+        let group = self.group(&mut state.groups, (key.clone(), 0))?;
+        let arrays: Vec<Vec<ArrayRef>> = args
+            .iter()
+            .map(|a| a.iter().map(ScalarValue::to_array).collect())
+            .collect::<datafusion::error::Result<_>>()?;
+        add(group, &arrays, timestamp)?;
+        updates.push(current(group, key.clone(), None, timestamp)?);
+        state.table_rows.insert(source_key, (key, args));
+        Ok(())
+    }
+
+    /// A row for a session window: merge the sessions it touches.
+    #[allow(clippy::too_many_arguments)]
+    fn update_session(
+        &self,
+        state: &mut State,
+        updates: &mut Vec<Update>,
+        key: Key,
+        args: &[Vec<ArrayRef>],
+        timestamp: i64,
+        gap: i64,
+        grace: i64,
+    ) -> Result<()> {
+        state.stream_time = state.stream_time.max(timestamp);
+        let close = state.stream_time.saturating_sub(grace);
+        let sessions = state.sessions.entry(key.clone()).or_default();
+        let (touched, kept): (Vec<Session>, Vec<Session>) = std::mem::take(sessions)
+            .into_iter()
+            .partition(|s| s.end >= timestamp - gap && s.start <= timestamp + gap);
+        *sessions = kept;
+        let start = touched.iter().map(|s| s.start).fold(timestamp, i64::min);
+        let end = touched.iter().map(|s| s.end).fold(timestamp, i64::max);
+        if end < close {
+            state.late_rows += 1;
+            state
+                .sessions
+                .get_mut(&key)
+                .expect("entry made above")
+                .extend(touched);
+            return Ok(());
+        }
+        let mut merged = self.fresh_group()?;
+        for mut old in touched {
+            let update = current(
+                &mut old.group,
+                key.clone(),
+                Some((old.start, old.end)),
+                old.end,
+            )?;
+            self.emit(
+                state,
+                updates,
+                Update {
+                    tombstone: true,
+                    ..update
+                },
+            );
+            for (into, from) in merged
+                .accumulators
+                .iter_mut()
+                .zip(&mut old.group.accumulators)
+            {
+                let parts = from
+                    .state()?
+                    .iter()
+                    .map(ScalarValue::to_array)
+                    .collect::<datafusion::error::Result<Vec<_>>>()?;
+                into.merge_batch(&parts)?;
+            }
+        }
+        add(&mut merged, args, timestamp)?;
+        let update = current(&mut merged, key.clone(), Some((start, end)), end)?;
+        self.emit(state, updates, update);
+        state
+            .sessions
+            .get_mut(&key)
+            .expect("entry made above")
+            .push(Session {
+                start,
+                end,
+                group: merged,
+            });
+        Ok(())
+    }
+
+    /// Emits a windowed update now (EMIT CHANGES) or keeps it until its window closes (EMIT
+    /// FINAL; a tombstone then just forgets the window).
+    fn emit(&self, state: &mut State, updates: &mut Vec<Update>, update: Update) {
+        if !self.aggregate.emit_final {
+            updates.push(update);
+            return;
+        }
+        let Some((start, end)) = update.window else {
+            updates.push(update);
+            return;
+        };
+        let id = (update.key.clone(), start);
+        if let Some((arrival, _)) = state.pending.remove(&id) {
+            state.closing.remove(&(end, arrival));
+        }
+        if update.tombstone {
+            return;
+        }
+        state.arrivals += 1;
+        let arrival = state.arrivals;
+        state.closing.insert((end, arrival), id.clone());
+        state.pending.insert(id, (arrival, update));
+    }
+
+    /// EMIT FINAL: emits the windows whose end + grace the stream time has reached.
+    fn evict_closed(&self, state: &mut State, updates: &mut Vec<Update>) {
+        if !self.aggregate.emit_final {
+            return;
+        }
+        let grace = match &self.aggregate.window {
+            Some(
+                WindowSpec::Tumbling { grace_ms, .. }
+                | WindowSpec::Hopping { grace_ms, .. }
+                | WindowSpec::Session { grace_ms, .. },
+            ) => grace_ms.unwrap_or(DEFAULT_GRACE_MS),
+            None => return,
+        };
+        let close = state.stream_time.saturating_sub(grace);
+        while let Some(entry) = state.closing.first_entry() {
+            if entry.key().0 > close {
+                break;
+            }
+            let id = entry.remove();
+            if let Some((_, update)) = state.pending.remove(&id) {
+                updates.push(update);
+            }
+        }
+    }
+
+    /// Builds the aggregate's output rows, applies HAVING and the projection, and encodes.
+    fn encode(&self, updates: Vec<Update>) -> Result<Vec<ProducerRecord>> {
+        if updates.is_empty() {
             return Ok(Vec::new());
+        }
+        let schema = &self.aggregate.output_schema;
+        let mut columns: Vec<Vec<ScalarValue>> =
+            vec![Vec::with_capacity(updates.len()); schema.fields().len()];
+        let mut meta = Vec::with_capacity(updates.len());
+        for update in updates {
+            let window = update.window.map(|(start, end)| {
+                [
+                    ScalarValue::Int64(Some(start)),
+                    ScalarValue::Int64(Some(end)),
+                ]
+            });
+            let row = update
+                .key
+                .into_iter()
+                .chain(window.into_iter().flatten())
+                .chain(update.values);
+            for (column, value) in columns.iter_mut().zip(row) {
+                column.push(value);
+            }
+            meta.push(RowMeta {
+                timestamp: update.timestamp,
+                window: update.window,
+                tombstone: update.tombstone,
+            });
         }
         let arrays = columns
             .into_iter()
-            .zip(self.aggregate.output_schema.fields())
+            .zip(schema.fields())
             .map(|(values, field)| {
                 let array = ScalarValue::iter_to_array(values)?;
                 if array.data_type() == field.data_type() {
@@ -112,51 +471,78 @@ impl AggregateExec {
                 }
             })
             .collect::<Result<Vec<ArrayRef>>>()?;
-        let updated = RecordBatch::try_new(Arc::clone(&self.aggregate.output_schema), arrays)
+        let rows = RecordBatch::try_new(Arc::clone(schema), arrays)
             .map_err(|e| EngineError::Internal(format!("aggregate output: {e}")))?;
-        let (updated, kept_times) = match &self.aggregate.having {
-            None => (updated, kept_times),
-            Some(having) => {
-                let marked = with_times(&updated, &kept_times)?;
-                let filtered = filter_rows(&marked, having, "HAVING")?;
-                let times = filtered
-                    .column(filtered.num_columns() - 1)
-                    .as_any()
-                    .downcast_ref::<datafusion::arrow::array::Int64Array>()
-                    .map(|a| a.values().to_vec())
-                    .unwrap_or_default();
-                (without_last_column(&filtered)?, times)
+        if let Some(having) = &self.aggregate.having {
+            let mask = evaluate_predicate(&rows, having, "HAVING")?;
+            for (row, meta) in meta.iter_mut().enumerate() {
+                meta.tombstone |= !(mask.is_valid(row) && mask.value(row));
             }
-        };
-        if updated.num_rows() == 0 {
-            return Ok(Vec::new());
         }
-        let output = project(&self.plan, &updated)?;
-        encode_output(&self.plan, &output, &kept_times)
+        let output = project(&self.plan, &rows)?;
+        encode_output(&self.plan, &output, &meta)
     }
 }
 
-/// The batch with the row times appended as a last column, so a filter keeps them aligned.
-fn with_times(batch: &RecordBatch, times: &[i64]) -> Result<RecordBatch> {
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    let mut fields: Vec<Field> = batch
-        .schema()
-        .fields()
+/// The values of `columns` at `row`.
+fn scalars(columns: &[ArrayRef], row: usize) -> Result<Key> {
+    Ok(columns
         .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields.push(Field::new("__eddy_row_time", DataType::Int64, false));
-    let mut columns = batch.columns().to_vec();
-    columns.push(Arc::new(datafusion::arrow::array::Int64Array::from(
-        times.to_vec(),
-    )));
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
+        .map(|c| ScalarValue::try_from_array(c, row))
+        .collect::<datafusion::error::Result<_>>()?)
 }
 
-fn without_last_column(batch: &RecordBatch) -> Result<RecordBatch> {
-    let keep: Vec<usize> = (0..batch.num_columns() - 1).collect();
-    Ok(batch.project(&keep)?)
+/// Adds one row (one-row argument arrays per aggregate) to a group.
+fn add(group: &mut Group, args: &[Vec<ArrayRef>], timestamp: i64) -> Result<()> {
+    for (accumulator, args) in group.accumulators.iter_mut().zip(args) {
+        accumulator.update_batch(args)?;
+    }
+    group.max_time = group.max_time.max(timestamp);
+    Ok(())
+}
+
+/// A group's current values as an update.
+fn current(
+    group: &mut Group,
+    key: Key,
+    window: Option<(i64, i64)>,
+    timestamp: i64,
+) -> Result<Update> {
+    let values = group
+        .accumulators
+        .iter_mut()
+        .map(|a| a.evaluate())
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    Ok(Update {
+        key,
+        window,
+        values,
+        timestamp,
+        tombstone: false,
+    })
+}
+
+/// The epoch-aligned windows `[start, start + size)` holding `timestamp`, starts a multiple
+/// of `advance` (Kafka Streams' `TimeWindows.windowsFor`).
+fn time_windows(timestamp: i64, size: i64, advance: i64) -> impl Iterator<Item = (i64, i64)> {
+    let first = (timestamp - size + advance).max(0) / advance * advance;
+    let last = if timestamp < 0 { -1 } else { timestamp };
+    (first..=last)
+        .step_by(advance.max(1) as usize)
+        .map(move |start| (start, start + size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time_windows;
+
+    #[test]
+    fn time_windows_are_epoch_aligned_and_hold_the_timestamp() {
+        let tumbling: Vec<_> = time_windows(89_999, 30_000, 30_000).collect();
+        assert_eq!(tumbling, [(60_000, 90_000)]);
+        let hopping: Vec<_> = time_windows(6, 5, 2).collect();
+        assert_eq!(hopping, [(2, 7), (4, 9), (6, 11)]);
+        let early: Vec<_> = time_windows(1, 5, 2).collect();
+        assert_eq!(early, [(0, 5)]);
+    }
 }

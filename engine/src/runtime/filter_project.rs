@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::record_batch::RecordBatch;
 use eddy_broker::ProducerRecord;
 
-use super::{encode_output, project, row_times};
+use super::{encode_output, project, row_times, row_windows, Input, RowMeta};
 use crate::error::Result;
 use crate::query::PersistentPlan;
 
-/// Projects each input row to one output record with the input's timestamp.
+/// Projects each input row to one output record with the input's timestamp and window; a
+/// deleted input row (a table's tombstone, a stream's null value) gives a tombstone.
 pub struct FilterProjectExec {
     plan: Arc<PersistentPlan>,
 }
@@ -19,9 +19,19 @@ impl FilterProjectExec {
         FilterProjectExec { plan }
     }
 
-    /// The records to produce for a filtered input batch, in order.
-    pub fn process(&self, input: &RecordBatch) -> Result<Vec<ProducerRecord>> {
-        let output = project(&self.plan, input)?;
-        encode_output(&self.plan, &output, &row_times(input)?)
+    /// The records to produce for a decoded input batch, in order.
+    pub(crate) fn process(&self, input: &Input) -> Result<Vec<ProducerRecord>> {
+        let output = project(&self.plan, &input.batch)?;
+        let windows = row_windows(&input.batch);
+        let meta: Vec<RowMeta> = row_times(&input.batch)?
+            .into_iter()
+            .enumerate()
+            .map(|(row, timestamp)| RowMeta {
+                timestamp,
+                window: windows.as_ref().and_then(|w| w[row]),
+                tombstone: input.deleted[row],
+            })
+            .collect();
+        encode_output(&self.plan, &output, &meta)
     }
 }

@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, TimestampMillisecondArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Int64Array, TimestampMillisecondArray,
+};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::arrow::json::writer::JsonArray;
@@ -15,7 +17,7 @@ use eddy_broker::{BrokerError, ConsumedRecord, LogClient, OffsetReset, ProducerR
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 
-use crate::catalog::{ROWOFFSET, ROWPARTITION, ROWTIME};
+use crate::catalog::{ROWOFFSET, ROWPARTITION, ROWTIME, WINDOWEND, WINDOWSTART};
 use crate::error::{EngineError, Result};
 use crate::formats;
 use crate::parser::{ColumnDef, SourceKind};
@@ -156,29 +158,45 @@ impl PartitionTask {
     }
 }
 
-/// Decodes source records into one Arrow batch of the source schema (columns and pseudo
-/// columns) and applies the WHERE clause. Records that cannot be decoded are skipped and logged
-/// (the processing log). `None` when nothing is left.
+/// Decoded source records: rows of the source schema (columns and pseudo-columns) and which
+/// rows are deletions (a table's tombstones and rows its WHERE no longer keeps; a stream's
+/// records without a value).
+pub(crate) struct Input {
+    pub batch: RecordBatch,
+    pub deleted: Vec<bool>,
+}
+
+/// Decodes source records into an [`Input`] and applies the WHERE clause: a stream drops the
+/// rows it rejects, a table turns them into deletions. Records that cannot be decoded are
+/// skipped and logged (the processing log). `None` when nothing is left.
 fn decode_batch(
     plan: &PersistentPlan,
     partition: i32,
     records: &[ConsumedRecord],
     query_id: &str,
-) -> Result<Option<RecordBatch>> {
+) -> Result<Option<Input>> {
     let source = &plan.source;
     let key_columns: Vec<&ColumnDef> = source.key_columns().collect();
     let value_columns: Vec<&ColumnDef> = source.value_columns().collect();
     let mut rows = Vec::with_capacity(records.len());
+    let mut deleted = Vec::with_capacity(records.len());
     for record in records {
-        if source.kind == SourceKind::Stream && record.value.is_none() {
-            continue;
+        let mut key_bytes = record.key.as_deref();
+        let mut window = None;
+        if let (Some(kind), Some(bytes)) = (source.window, key_bytes) {
+            match formats::split_windowed_key(bytes, kind) {
+                Ok((key, start, end)) => {
+                    key_bytes = Some(key);
+                    window = Some((start, end));
+                }
+                Err(reason) => {
+                    tracing::warn!(query = query_id, partition, offset = record.offset, %reason,
+                        "skipping a record whose windowed key cannot be read");
+                    continue;
+                }
+            }
         }
-        let keys = formats::decode(
-            source.key_format,
-            &key_columns,
-            record.key.as_deref(),
-            false,
-        );
+        let keys = formats::decode(source.key_format, &key_columns, key_bytes, false);
         let values = formats::decode(
             source.value_format,
             &value_columns,
@@ -201,31 +219,43 @@ fn decode_batch(
         row.insert(ROWTIME.into(), Value::from(record.timestamp_ms));
         row.insert(ROWPARTITION.into(), Value::from(partition));
         row.insert(ROWOFFSET.into(), Value::from(record.offset));
+        if let Some((start, end)) = window {
+            row.insert(WINDOWSTART.into(), Value::from(start));
+            row.insert(WINDOWEND.into(), Value::from(end));
+        }
         rows.push(Value::Object(row));
+        deleted.push(record.value.is_none());
     }
     if rows.is_empty() {
         return Ok(None);
     }
     let batch = to_batch(plan, &rows)?;
-    let batch = match &plan.filter {
-        None => batch,
-        Some(filter) => filter_rows(&batch, filter, "WHERE")?,
+    let Some(filter) = &plan.filter else {
+        return Ok(Some(Input { batch, deleted }));
     };
-    Ok((batch.num_rows() > 0).then_some(batch))
+    let mask = evaluate_predicate(&batch, filter, "WHERE")?;
+    if source.kind == SourceKind::Table {
+        for (row, deleted) in deleted.iter_mut().enumerate() {
+            *deleted |= !(mask.is_valid(row) && mask.value(row));
+        }
+        return Ok(Some(Input { batch, deleted }));
+    }
+    let batch = filter_record_batch(&batch, &mask)?;
+    let deleted = vec![false; batch.num_rows()];
+    Ok((batch.num_rows() > 0).then_some(Input { batch, deleted }))
 }
 
-/// Keeps the rows for which `predicate` is true.
-fn filter_rows(
+/// Evaluates a boolean clause (WHERE, HAVING) on every row of `batch`.
+fn evaluate_predicate(
     batch: &RecordBatch,
     predicate: &Arc<dyn PhysicalExpr>,
     clause: &str,
-) -> Result<RecordBatch> {
+) -> Result<BooleanArray> {
     let mask = predicate.evaluate(batch)?.into_array(batch.num_rows())?;
-    let mask = mask
-        .as_any()
+    mask.as_any()
         .downcast_ref::<BooleanArray>()
-        .ok_or_else(|| EngineError::Plan(format!("{clause} must be a boolean expression")))?;
-    Ok(filter_record_batch(batch, mask)?)
+        .cloned()
+        .ok_or_else(|| EngineError::Plan(format!("{clause} must be a boolean expression")))
 }
 
 /// The ROWTIME of every row of a source batch.
@@ -259,44 +289,79 @@ fn project(plan: &PersistentPlan, batch: &RecordBatch) -> Result<RecordBatch> {
     )?)
 }
 
-/// Serializes projected rows into records for the sink topic, one per row, with the given
-/// timestamps. A row of `None` is a tombstone for its key.
+/// What goes with one output row besides its columns.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowMeta {
+    pub timestamp: i64,
+    /// The window of a windowed key: start and end.
+    pub window: Option<(i64, i64)>,
+    /// Whether the row is a deletion: its key with no value.
+    pub tombstone: bool,
+}
+
+/// Serializes projected rows into records for the sink topic, one per row.
 fn encode_output(
     plan: &PersistentPlan,
     output: &RecordBatch,
-    timestamps: &[i64],
+    meta: &[RowMeta],
 ) -> Result<Vec<ProducerRecord>> {
     let rows = to_rows(output)?;
     let sink = &plan.sink;
     let sink_keys: Vec<&ColumnDef> = sink.key_columns().collect();
     let sink_values: Vec<&ColumnDef> = sink.value_columns().collect();
     let mut out = Vec::with_capacity(rows.len());
-    for (row, timestamp) in rows.iter().zip(timestamps) {
+    for (row, meta) in rows.iter().zip(meta) {
         let pick = |columns: &[&ColumnDef]| -> Vec<Value> {
             columns
                 .iter()
                 .map(|c| row.get(&c.name).cloned().unwrap_or(Value::Null))
                 .collect()
         };
-        let key = if sink_keys.is_empty() {
+        let mut key = if sink_keys.is_empty() {
             None
         } else {
             formats::encode(sink.key_format, &sink_keys, &pick(&sink_keys), false)?
         };
-        let value = formats::encode(
-            sink.value_format,
-            &sink_values,
-            &pick(&sink_values),
-            sink.wrap_single_value,
-        )?;
+        if let (Some(kind), Some((start, end))) = (sink.window, meta.window) {
+            key = Some(formats::windowed_key(key.as_deref(), kind, start, end));
+        }
+        let value = if meta.tombstone {
+            None
+        } else {
+            formats::encode(
+                sink.value_format,
+                &sink_values,
+                &pick(&sink_values),
+                sink.wrap_single_value,
+            )?
+        };
         out.push(ProducerRecord {
             key: key.map(Bytes::from),
             value: value.map(Bytes::from),
-            timestamp_ms: Some(*timestamp),
+            timestamp_ms: Some(meta.timestamp),
             ..Default::default()
         });
     }
     Ok(out)
+}
+
+/// The window of every row of a windowed source's batch (WINDOWSTART, WINDOWEND).
+fn row_windows(batch: &RecordBatch) -> Option<Vec<Option<(i64, i64)>>> {
+    let column = |name| {
+        batch
+            .column_by_name(name)?
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .cloned()
+    };
+    let (starts, ends) = (column(WINDOWSTART)?, column(WINDOWEND)?);
+    Some(
+        (0..batch.num_rows())
+            .map(|i| {
+                (starts.is_valid(i) && ends.is_valid(i)).then(|| (starts.value(i), ends.value(i)))
+            })
+            .collect(),
+    )
 }
 
 fn to_batch(plan: &PersistentPlan, rows: &[Value]) -> Result<RecordBatch> {
