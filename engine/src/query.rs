@@ -87,13 +87,19 @@ pub struct AggregatePlan {
     pub having: Option<Arc<dyn PhysicalExpr>>,
 }
 
-/// Whether projection column `index` is a GROUP BY column taken as is (it becomes the key).
-fn group_key_index(projection: &[Expr], group_columns: &[String], index: usize) -> bool {
+/// Which GROUP BY column projection column `index` is, when it is one taken as is (it then
+/// becomes a key column).
+fn group_key_index(projection: &[Expr], group_columns: &[String], index: usize) -> Option<usize> {
     let mut expr = &projection[index];
     while let Expr::Alias(alias) = expr {
         expr = alias.expr.as_ref();
     }
-    matches!(expr, Expr::Column(c) if group_columns.contains(&c.flat_name()) || group_columns.contains(&c.name))
+    let Expr::Column(c) = expr else {
+        return None;
+    };
+    group_columns
+        .iter()
+        .position(|g| g == &c.flat_name() || g == &c.name)
 }
 
 /// Plans `CREATE STREAM|TABLE name AS SELECT ...`.
@@ -213,6 +219,8 @@ pub async fn plan_persistent(
         }
     };
     let mut columns = Vec::new();
+    // Where each key column goes among the keys: GROUP BY and PARTITION BY order.
+    let mut key_rank = Vec::new();
     for field in output_schema.fields() {
         let data_type = SqlType::from_arrow(field.data_type()).ok_or_else(|| {
             EngineError::Unsupported(format!(
@@ -221,21 +229,31 @@ pub async fn plan_persistent(
                 field.data_type()
             ))
         })?;
-        let key = match &operator {
+        let rank = match &operator {
             Operator::FilterProject if !partition_names.is_empty() => {
-                partition_names.contains(field.name())
+                partition_names.iter().position(|p| p == field.name())
             }
-            Operator::FilterProject => source.key_columns().any(|k| &k.name == field.name()),
+            Operator::FilterProject => source.key_columns().position(|k| &k.name == field.name()),
             Operator::Aggregate(_) => {
                 group_key_index(&shape.projection, &group_columns, columns.len())
             }
         };
+        let key = rank.is_some();
+        key_rank.push(rank);
         columns.push(ColumnDef {
             name: field.name().clone(),
             data_type,
             key,
         });
     }
+    // Key columns first, in GROUP BY (or PARTITION BY, or source key) order; the projection
+    // follows the columns.
+    let mut order: Vec<usize> = (0..columns.len()).filter(|i| key_rank[*i].is_some()).collect();
+    order.sort_by_key(|i| key_rank[*i]);
+    order.extend((0..columns.len()).filter(|i| key_rank[*i].is_none()));
+    let columns: Vec<ColumnDef> = order.iter().map(|i| columns[*i].clone()).collect();
+    let projection: Vec<Arc<dyn PhysicalExpr>> =
+        order.iter().map(|i| Arc::clone(&projection[*i])).collect();
     if matches!(operator, Operator::Aggregate(_)) && kind == SourceKind::Stream {
         return Err(EngineError::Plan(
             "Invalid result type. Your SELECT query produces a TABLE. Please use CREATE TABLE AS SELECT statement instead.".into(),
@@ -385,10 +403,8 @@ fn expand_and_find_source(
         }
     }
     let mut projection = Vec::with_capacity(select.projection.len());
-    for (index, item) in std::mem::take(&mut select.projection)
-        .into_iter()
-        .enumerate()
-    {
+    let mut generated = 0;
+    for item in std::mem::take(&mut select.projection) {
         match item {
             SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(_, _) => {
                 projection.extend(source.columns.iter().map(|c| {
@@ -405,7 +421,10 @@ fn expand_and_find_source(
                     SqlExpr::CompoundIdentifier(parts) => {
                         parts.last().map(|p| p.value.clone()).unwrap_or_default()
                     }
-                    _ => format!("KSQL_COL_{index}"),
+                    _ => {
+                        generated += 1;
+                        format!("KSQL_COL_{}", generated - 1)
+                    }
                 };
                 projection.push(SelectItem::ExprWithAlias {
                     expr,

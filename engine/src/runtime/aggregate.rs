@@ -15,15 +15,17 @@
 //! - Session windows: a row joins every session of its key within the gap; they merge into
 //!   one session, each replaced session is deleted (a tombstone), and the merged one emitted
 //!   with its end as timestamp.
-//! - HAVING: a row that fails it is emitted as a tombstone for its key.
+//! - HAVING: a group whose row stops passing it is deleted (a tombstone); a group that never
+//!   passed emits nothing.
 //!
 //! Not yet: a changelog topic for the state (it is rebuilt by reading the source from the
 //! start), window retention (closed windows stay in memory).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray};
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
@@ -36,7 +38,8 @@ use crate::error::{EngineError, Result};
 use crate::parser::WindowSpec;
 use crate::query::{AggregatePlan, PersistentPlan};
 
-/// ksqlDB's grace period when a window does not give one.
+/// ksqlDB's grace period when a window does not give one: a day for EMIT CHANGES, none for
+/// EMIT FINAL (a final result is due when its window ends).
 const DEFAULT_GRACE_MS: i64 = 24 * 60 * 60 * 1000;
 
 type Key = Vec<ScalarValue>;
@@ -78,6 +81,9 @@ struct State {
     arrivals: u64,
     /// Rows dropped because their window had closed.
     late_rows: u64,
+    /// With HAVING: the groups whose last emitted row passed it (a group that stops passing
+    /// is deleted with a tombstone; one that never passed emits nothing).
+    visible: HashSet<(Key, Option<(i64, i64)>)>,
 }
 
 /// Per-key accumulators of one GROUP BY query.
@@ -101,6 +107,7 @@ impl AggregateExec {
                 closing: BTreeMap::new(),
                 arrivals: 0,
                 late_rows: 0,
+                visible: HashSet::new(),
             }),
         }
     }
@@ -177,10 +184,8 @@ impl AggregateExec {
                     group.max_time = timestamp;
                     updates.push(current(group, key, None, timestamp)?);
                 }
-                Some(WindowSpec::Session {
-                    gap_ms, grace_ms, ..
-                }) => {
-                    let grace = grace_ms.unwrap_or(DEFAULT_GRACE_MS);
+                Some(WindowSpec::Session { gap_ms, .. }) => {
+                    let grace = self.grace();
                     self.update_session(
                         &mut state,
                         &mut updates,
@@ -191,10 +196,7 @@ impl AggregateExec {
                         grace,
                     )?;
                 }
-                Some(
-                    spec @ (WindowSpec::Tumbling { grace_ms, .. }
-                    | WindowSpec::Hopping { grace_ms, .. }),
-                ) => {
+                Some(spec @ (WindowSpec::Tumbling { .. } | WindowSpec::Hopping { .. })) => {
                     let (size, advance) = match spec {
                         WindowSpec::Hopping {
                             size_ms,
@@ -205,9 +207,8 @@ impl AggregateExec {
                         WindowSpec::Session { .. } => unreachable!("matched above"),
                     };
                     state.stream_time = state.stream_time.max(timestamp);
-                    let close = state
-                        .stream_time
-                        .saturating_sub(grace_ms.unwrap_or(DEFAULT_GRACE_MS));
+                    self.expire(&mut state, size);
+                    let close = state.stream_time.saturating_sub(self.grace());
                     for (start, end) in time_windows(timestamp, size, advance) {
                         if end <= close {
                             state.late_rows += 1;
@@ -223,8 +224,7 @@ impl AggregateExec {
             }
             self.evict_closed(&mut state, &mut updates);
         }
-        drop(state);
-        self.encode(updates)
+        self.encode(&mut state, updates)
     }
 
     /// A group's accumulators, created on first use.
@@ -404,20 +404,56 @@ impl AggregateExec {
         state.pending.insert(id, (arrival, update));
     }
 
-    /// EMIT FINAL: emits the windows whose end + grace the stream time has reached.
-    fn evict_closed(&self, state: &mut State, updates: &mut Vec<Update>) {
-        if !self.aggregate.emit_final {
-            return;
-        }
-        let grace = match &self.aggregate.window {
+    /// The window's grace period.
+    fn grace(&self) -> i64 {
+        let given = match &self.aggregate.window {
             Some(
                 WindowSpec::Tumbling { grace_ms, .. }
                 | WindowSpec::Hopping { grace_ms, .. }
                 | WindowSpec::Session { grace_ms, .. },
-            ) => grace_ms.unwrap_or(DEFAULT_GRACE_MS),
-            None => return,
+            ) => *grace_ms,
+            None => None,
         };
-        let close = state.stream_time.saturating_sub(grace);
+        match (given, self.aggregate.emit_final) {
+            (Some(grace), _) => grace,
+            (None, true) => 0,
+            (None, false) => DEFAULT_GRACE_MS,
+        }
+    }
+
+    /// EMIT FINAL over time windows: forgets pending windows that fell out of the window
+    /// store's retention (RETENTION, by default size + grace) before they were emitted, as
+    /// Kafka Streams' store expires them when stream time jumps past them.
+    fn expire(&self, state: &mut State, size: i64) {
+        if !self.aggregate.emit_final {
+            return;
+        }
+        let retention = match &self.aggregate.window {
+            Some(
+                WindowSpec::Tumbling { retention_ms, .. } | WindowSpec::Hopping { retention_ms, .. },
+            ) => retention_ms.unwrap_or(size + self.grace()),
+            _ => return,
+        };
+        let horizon = state.stream_time.saturating_sub(retention);
+        let expired: Vec<(i64, u64)> = state
+            .closing
+            .iter()
+            .filter(|(_, (_, start))| *start < horizon)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(window) = state.closing.remove(&id) {
+                state.pending.remove(&window);
+            }
+        }
+    }
+
+    /// EMIT FINAL: emits the windows whose end + grace the stream time has reached.
+    fn evict_closed(&self, state: &mut State, updates: &mut Vec<Update>) {
+        if !self.aggregate.emit_final || self.aggregate.window.is_none() {
+            return;
+        }
+        let close = state.stream_time.saturating_sub(self.grace());
         while let Some(entry) = state.closing.first_entry() {
             if entry.key().0 > close {
                 break;
@@ -430,7 +466,7 @@ impl AggregateExec {
     }
 
     /// Builds the aggregate's output rows, applies HAVING and the projection, and encodes.
-    fn encode(&self, updates: Vec<Update>) -> Result<Vec<ProducerRecord>> {
+    fn encode(&self, state: &mut State, updates: Vec<Update>) -> Result<Vec<ProducerRecord>> {
         if updates.is_empty() {
             return Ok(Vec::new());
         }
@@ -438,7 +474,11 @@ impl AggregateExec {
         let mut columns: Vec<Vec<ScalarValue>> =
             vec![Vec::with_capacity(updates.len()); schema.fields().len()];
         let mut meta = Vec::with_capacity(updates.len());
+        let mut ids = Vec::new();
         for update in updates {
+            if self.aggregate.having.is_some() {
+                ids.push((update.key.clone(), update.window));
+            }
             let window = update.window.map(|(start, end)| {
                 [
                     ScalarValue::Int64(Some(start)),
@@ -473,11 +513,32 @@ impl AggregateExec {
             .collect::<Result<Vec<ArrayRef>>>()?;
         let rows = RecordBatch::try_new(Arc::clone(schema), arrays)
             .map_err(|e| EngineError::Internal(format!("aggregate output: {e}")))?;
-        if let Some(having) = &self.aggregate.having {
-            let mask = evaluate_predicate(&rows, having, "HAVING")?;
-            for (row, meta) in meta.iter_mut().enumerate() {
-                meta.tombstone |= !(mask.is_valid(row) && mask.value(row));
+        let (rows, meta) = match &self.aggregate.having {
+            None => (rows, meta),
+            Some(having) => {
+                let mask = evaluate_predicate(&rows, having, "HAVING")?;
+                let mut keep = Vec::with_capacity(meta.len());
+                let mut kept_meta = Vec::with_capacity(meta.len());
+                for (row, (mut meta, id)) in meta.into_iter().zip(ids).enumerate() {
+                    let passes = !meta.tombstone && mask.is_valid(row) && mask.value(row);
+                    let emit = if passes {
+                        state.visible.insert(id);
+                        true
+                    } else {
+                        meta.tombstone = true;
+                        state.visible.remove(&id)
+                    };
+                    keep.push(emit);
+                    if emit {
+                        kept_meta.push(meta);
+                    }
+                }
+                let rows = filter_record_batch(&rows, &BooleanArray::from(keep))?;
+                (rows, kept_meta)
             }
+        };
+        if meta.is_empty() {
+            return Ok(Vec::new());
         }
         let output = project(&self.plan, &rows)?;
         encode_output(&self.plan, &output, &meta)
