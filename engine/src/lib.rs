@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod engine;
 pub mod error;
 pub mod formats;
+pub mod functions;
 pub mod parser;
 pub mod query;
 pub mod runtime;

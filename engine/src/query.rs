@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use crate::catalog::{Catalog, KeyWindow, Source, WINDOWEND, WINDOWSTART};
 use crate::error::{EngineError, Result};
 use crate::formats::Format;
+use crate::functions;
 use crate::parser::{ColumnDef, Emit, Properties, SelectQuery, SourceKind, WindowSpec};
 use crate::types::SqlType;
 
@@ -137,6 +138,7 @@ pub async fn plan_persistent(
     let config =
         SessionConfig::new().set_bool("datafusion.sql_parser.enable_ident_normalization", false);
     let context = SessionContext::new_with_config(config);
+    functions::register(&context);
     for s in catalog.sources() {
         let schema = if s.name == source.name {
             s.schema_with_window(windowed || s.window.is_some())
@@ -248,7 +250,9 @@ pub async fn plan_persistent(
     }
     // Key columns first, in GROUP BY (or PARTITION BY, or source key) order; the projection
     // follows the columns.
-    let mut order: Vec<usize> = (0..columns.len()).filter(|i| key_rank[*i].is_some()).collect();
+    let mut order: Vec<usize> = (0..columns.len())
+        .filter(|i| key_rank[*i].is_some())
+        .collect();
     order.sort_by_key(|i| key_rank[*i]);
     order.extend((0..columns.len()).filter(|i| key_rank[*i].is_none()));
     let columns: Vec<ColumnDef> = order.iter().map(|i| columns[*i].clone()).collect();
@@ -439,32 +443,28 @@ fn expand_and_find_source(
 }
 
 /// DataFusion's functions are registered in lower case; ksqlDB's names are upper case.
+/// COUNT_DISTINCT(x) becomes COUNT(DISTINCT x).
 fn lower_function_names(query: &mut datafusion::sql::sqlparser::ast::Query) {
+    use datafusion::sql::sqlparser::ast::{DuplicateTreatment, FunctionArguments};
     let _ = visit_expressions_mut(query, |expr| {
         if let SqlExpr::Function(function) = expr {
+            let mut distinct = false;
             for part in function.name.0.iter_mut() {
                 if let ObjectNamePart::Identifier(ident) = part {
                     if ident.quote_style.is_none() {
                         let lower = ident.value.to_lowercase();
-                        ident.value = ksql_function_alias(&lower).unwrap_or(&lower).to_string();
+                        distinct = lower == "count_distinct";
+                        let name = if distinct { "count" } else { lower.as_str() };
+                        ident.value = functions::datafusion_name(name).unwrap_or(name).to_string();
                     }
                 }
+            }
+            if let (true, FunctionArguments::List(list)) = (distinct, &mut function.args) {
+                list.duplicate_treatment = Some(DuplicateTreatment::Distinct);
             }
         }
         ControlFlow::<()>::Continue(())
     });
-}
-
-/// ksqlDB function names whose DataFusion function has another name and the same meaning.
-fn ksql_function_alias(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "ucase" => "upper",
-        "lcase" => "lower",
-        "len" => "character_length",
-        "ifnull" => "coalesce",
-        "instr" => "strpos",
-        _ => return None,
-    })
 }
 
 /// The parts of a planned SELECT that Eddy's operators run.

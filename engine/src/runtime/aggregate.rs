@@ -430,7 +430,8 @@ impl AggregateExec {
         }
         let retention = match &self.aggregate.window {
             Some(
-                WindowSpec::Tumbling { retention_ms, .. } | WindowSpec::Hopping { retention_ms, .. },
+                WindowSpec::Tumbling { retention_ms, .. }
+                | WindowSpec::Hopping { retention_ms, .. },
             ) => retention_ms.unwrap_or(size + self.grace()),
             _ => return,
         };
