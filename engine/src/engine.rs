@@ -15,6 +15,7 @@ use crate::error::{EngineError, Result};
 use crate::formats;
 use crate::parser::{self, ColumnDef, ParsedStatement, ShowKind, SourceKind, Statement};
 use crate::query::{self, RunningQuery};
+use crate::runtime::ProcessingLog;
 
 /// What one statement produced, in the order ksqlDB's `/ksql` reports it.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,22 +51,31 @@ struct EngineState {
 /// The streaming SQL engine over one log.
 pub struct Engine {
     client: Arc<dyn LogClient>,
+    log: Arc<ProcessingLog>,
     state: Mutex<EngineState>,
 }
 
 impl Engine {
     /// An engine reading and writing topics through `client`.
     pub fn new(client: Arc<dyn LogClient>) -> Engine {
+        let mut catalog = Catalog::default();
+        catalog.insert(processing_log_stream());
         Engine {
+            log: Arc::new(ProcessingLog::new(Arc::clone(&client))),
             client,
             state: Mutex::new(EngineState {
-                catalog: Catalog::default(),
+                catalog,
                 properties: BTreeMap::new(),
                 variables: BTreeMap::new(),
                 queries: BTreeMap::new(),
                 next_query_number: 1,
             }),
         }
+    }
+
+    /// Records skipped by query `query_id` because they could not be processed.
+    pub fn processing_errors(&self, query_id: &str) -> u64 {
+        self.log.error_count(query_id)
     }
 
     /// The log this engine uses.
@@ -132,8 +142,12 @@ impl Engine {
                 self.ensure_topic(&plan.sink.topic, &plan.sink_topic_properties(), kind)
                     .await?;
                 let query_id = self.next_query_id(kind, &name);
-                let running =
-                    query::start(Arc::clone(&self.client), query_id.clone(), plan.clone());
+                let running = query::start(
+                    Arc::clone(&self.client),
+                    Arc::clone(&self.log),
+                    query_id.clone(),
+                    plan.clone(),
+                );
                 let mut state = self.state.lock();
                 state.catalog.insert(plan.sink.clone());
                 state.queries.insert(query_id.clone(), running);
@@ -495,6 +509,27 @@ impl Engine {
         self.client.produce(&source.topic, vec![record]).await?;
         Ok(())
     }
+}
+
+/// KSQL_PROCESSING_LOG: the stream over the processing log's topic.
+fn processing_log_stream() -> Source {
+    use crate::runtime::processing_log::{COLUMNS, STREAM, TOPIC};
+    let sql = format!(
+        "CREATE STREAM {STREAM} ({COLUMNS}) WITH (KAFKA_TOPIC='{TOPIC}', VALUE_FORMAT='JSON')"
+    );
+    let parsed = parser::parse_one(&sql).expect("the processing log's definition parses");
+    let Statement::CreateSource {
+        kind,
+        name,
+        columns,
+        properties,
+        ..
+    } = parsed.statement
+    else {
+        unreachable!("a CREATE STREAM");
+    };
+    Source::from_definition(kind, &name, columns, &properties, true, &sql)
+        .expect("the processing log's definition is valid")
 }
 
 fn status(message: String) -> StatementResult {

@@ -30,6 +30,7 @@ use crate::error::{EngineError, Result};
 use crate::formats::Format;
 use crate::functions;
 use crate::parser::{ColumnDef, Emit, Properties, SelectQuery, SourceKind, WindowSpec};
+use crate::runtime::ProcessingLog;
 use crate::types::SqlType;
 
 /// A planned persistent query.
@@ -548,7 +549,12 @@ impl RunningQuery {
 }
 
 /// Starts the tasks of a planned query.
-pub fn start(client: Arc<dyn LogClient>, query_id: String, plan: PersistentPlan) -> RunningQuery {
+pub fn start(
+    client: Arc<dyn LogClient>,
+    log: Arc<ProcessingLog>,
+    query_id: String,
+    plan: PersistentPlan,
+) -> RunningQuery {
     let (stop, stopped) = watch::channel(false);
     let running = RunningQuery {
         statement: plan.sink.statement.clone(),
@@ -557,6 +563,8 @@ pub fn start(client: Arc<dyn LogClient>, query_id: String, plan: PersistentPlan)
         stop,
     };
     let plan = Arc::new(plan);
-    tokio::spawn(crate::runtime::run_query(client, query_id, plan, stopped));
+    tokio::spawn(crate::runtime::run_query(
+        client, log, query_id, plan, stopped,
+    ));
     running
 }

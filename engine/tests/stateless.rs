@@ -102,7 +102,7 @@ async fn create_insert_and_filter_project_into_a_new_stream() {
         panic!("{listed:?}")
     };
     let names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["BIG", "ORDERS"]);
+    assert_eq!(names, ["BIG", "KSQL_PROCESSING_LOG", "ORDERS"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,4 +199,69 @@ async fn partition_by_moves_a_column_into_the_key() {
     let rows = read(engine.client(), "BY_NAME", 1).await;
     assert_eq!(rows[0].0.as_deref(), Some(r#""bob""#));
     assert_eq!(rows[0].1.as_deref(), Some(r#"{"ID":10,"AGE":22}"#));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_cannot_be_decoded_goes_to_the_processing_log() {
+    let (_dir, engine) = engine().await;
+    engine
+        .execute(
+            "CREATE STREAM readings (v INT) WITH (kafka_topic='readings', value_format='JSON', partitions=1);",
+        )
+        .await
+        .expect("create stream");
+    let client = Arc::clone(engine.client());
+    let record = |value: &str| eddy_broker::ProducerRecord {
+        value: Some(bytes::Bytes::from(value.to_string())),
+        timestamp_ms: Some(1),
+        ..Default::default()
+    };
+    client
+        .produce(
+            "readings",
+            vec![
+                record(r#"{"V": 1}"#),
+                record("not json"),
+                record(r#"{"V": 3}"#),
+            ],
+        )
+        .await
+        .expect("produce");
+    let results = engine
+        .execute("CREATE STREAM doubled AS SELECT v * 2 AS d FROM readings;")
+        .await
+        .expect("csas");
+    let StatementResult::Status {
+        query_id: Some(query_id),
+        ..
+    } = &results[0]
+    else {
+        panic!("no query id: {results:?}");
+    };
+    let out = read(&client, "DOUBLED", 2).await;
+    let values: Vec<Option<String>> = out.into_iter().map(|(_, v, _)| v).collect();
+    assert_eq!(
+        values,
+        [
+            Some(r#"{"D":2}"#.to_string()),
+            Some(r#"{"D":6}"#.to_string())
+        ]
+    );
+    assert_eq!(engine.processing_errors(query_id), 1);
+    let logged = read(&client, "eddy_processing_log", 1).await;
+    let entry: serde_json::Value =
+        serde_json::from_str(logged[0].1.as_deref().expect("a value")).expect("JSON");
+    assert_eq!(entry["QUERY_ID"], query_id.as_str());
+    assert_eq!(entry["TOPIC"], "readings");
+    assert_eq!(entry["OFFSET"], 1);
+    assert!(
+        entry["MESSAGE"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("JSON"),
+        "{entry}"
+    );
+    engine
+        .source("KSQL_PROCESSING_LOG")
+        .expect("the log is a stream");
 }

@@ -25,9 +25,11 @@ use crate::query::{Operator, PersistentPlan};
 
 mod aggregate;
 mod filter_project;
+pub mod processing_log;
 
 pub use aggregate::AggregateExec;
 pub use filter_project::FilterProjectExec;
+pub use processing_log::{Failure, ProcessingLog};
 
 const FETCH_BYTES_MAX: usize = 1 << 20;
 const FETCH_WAIT: Duration = Duration::from_millis(200);
@@ -35,6 +37,7 @@ const FETCH_WAIT: Duration = Duration::from_millis(200);
 /// Runs a query until it is stopped.
 pub(crate) async fn run_query(
     client: Arc<dyn LogClient>,
+    log: Arc<ProcessingLog>,
     query_id: String,
     plan: Arc<PersistentPlan>,
     stopped: watch::Receiver<bool>,
@@ -58,6 +61,7 @@ pub(crate) async fn run_query(
         .map(|p| {
             let task = PartitionTask {
                 client: Arc::clone(&client),
+                log: Arc::clone(&log),
                 query_id: query_id.clone(),
                 plan: Arc::clone(&plan),
                 executor: Arc::clone(&executor),
@@ -73,6 +77,7 @@ pub(crate) async fn run_query(
 
 struct PartitionTask {
     client: Arc<dyn LogClient>,
+    log: Arc<ProcessingLog>,
     query_id: String,
     plan: Arc<PersistentPlan>,
     executor: Arc<Executor>,
@@ -130,10 +135,9 @@ impl PartitionTask {
             };
             let Some(last) = records.last() else { continue };
             let next = last.offset + 1;
-            if let Err(e) = self.process(&records).await {
-                tracing::warn!(query = %self.query_id, error = %e, "processing failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+            let output = self.process(&records).await;
+            if !output.is_empty() && !self.produce(output, &mut stopped).await {
+                return;
             }
             let commit = [(topic.clone(), self.partition, next)];
             if let Err(e) = self.client.commit(&self.query_id, &commit).await {
@@ -143,18 +147,69 @@ impl PartitionTask {
         }
     }
 
-    async fn process(&self, records: &[ConsumedRecord]) -> Result<()> {
-        let Some(input) = decode_batch(&self.plan, self.partition, records, &self.query_id)? else {
-            return Ok(());
+    /// The records to write for fetched records. A record that fails (cannot be decoded, an
+    /// expression fails on it) is skipped and goes to the processing log: when a batch
+    /// fails, its records are run one by one to find the ones at fault.
+    async fn process(&self, records: &[ConsumedRecord]) -> Vec<ProducerRecord> {
+        let mut failures = Vec::new();
+        let output = match self.compute(records, &mut failures) {
+            Ok(output) => output,
+            Err(_) => {
+                let mut output = Vec::new();
+                for record in records {
+                    match self.compute(std::slice::from_ref(record), &mut failures) {
+                        Ok(records) => output.extend(records),
+                        Err(e) => failures.push(Failure {
+                            topic: self.plan.source.topic.clone(),
+                            partition: self.partition,
+                            offset: record.offset,
+                            message: e.to_string(),
+                        }),
+                    }
+                }
+                output
+            }
         };
-        let output = match &*self.executor {
-            Executor::FilterProject(exec) => exec.process(&input)?,
-            Executor::Aggregate(exec) => exec.process(&input)?,
+        self.log.log(&self.query_id, failures).await;
+        output
+    }
+
+    fn compute(
+        &self,
+        records: &[ConsumedRecord],
+        failures: &mut Vec<Failure>,
+    ) -> Result<Vec<ProducerRecord>> {
+        let Some(input) = decode_batch(&self.plan, self.partition, records, failures)? else {
+            return Ok(Vec::new());
         };
-        if !output.is_empty() {
-            self.client.produce(&self.plan.sink.topic, output).await?;
+        match &*self.executor {
+            Executor::FilterProject(exec) => exec.process(&input),
+            Executor::Aggregate(exec) => exec.process(&input),
         }
-        Ok(())
+    }
+
+    /// Writes to the sink, retrying until it works; false when the query stopped first.
+    async fn produce(
+        &self,
+        records: Vec<ProducerRecord>,
+        stopped: &mut watch::Receiver<bool>,
+    ) -> bool {
+        loop {
+            match self
+                .client
+                .produce(&self.plan.sink.topic, records.clone())
+                .await
+            {
+                Ok(_) => return true,
+                Err(e) => {
+                    tracing::warn!(query = %self.query_id, error = %e, "writing to the sink failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stopped.changed() => return false,
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -168,12 +223,12 @@ pub(crate) struct Input {
 
 /// Decodes source records into an [`Input`] and applies the WHERE clause: a stream drops the
 /// rows it rejects, a table turns them into deletions. Records that cannot be decoded are
-/// skipped and logged (the processing log). `None` when nothing is left.
+/// skipped and added to `failures`. `None` when nothing is left.
 fn decode_batch(
     plan: &PersistentPlan,
     partition: i32,
     records: &[ConsumedRecord],
-    query_id: &str,
+    failures: &mut Vec<Failure>,
 ) -> Result<Option<Input>> {
     let source = &plan.source;
     let key_columns: Vec<&ColumnDef> = source.key_columns().collect();
@@ -190,8 +245,12 @@ fn decode_batch(
                     window = Some((start, end));
                 }
                 Err(reason) => {
-                    tracing::warn!(query = query_id, partition, offset = record.offset, %reason,
-                        "skipping a record whose windowed key cannot be read");
+                    failures.push(Failure {
+                        topic: source.topic.clone(),
+                        partition,
+                        offset: record.offset,
+                        message: format!("cannot read the windowed key: {reason}"),
+                    });
                     continue;
                 }
             }
@@ -206,8 +265,12 @@ fn decode_batch(
         let (keys, values) = match (keys, values) {
             (Ok(k), Ok(v)) => (k, v),
             (Err(reason), _) | (_, Err(reason)) => {
-                tracing::warn!(query = query_id, partition, offset = record.offset, %reason,
-                    "skipping a record that cannot be deserialized");
+                failures.push(Failure {
+                    topic: source.topic.clone(),
+                    partition,
+                    offset: record.offset,
+                    message: format!("cannot deserialize the record: {reason}"),
+                });
                 continue;
             }
         };
