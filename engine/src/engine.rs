@@ -14,8 +14,9 @@ use crate::catalog::{Catalog, Source, ROWTIME};
 use crate::error::{EngineError, Result};
 use crate::formats;
 use crate::parser::{self, ColumnDef, ParsedStatement, ShowKind, SourceKind, Statement};
+use crate::pull::{self, PullResult};
 use crate::query::{self, RunningQuery};
-use crate::runtime::ProcessingLog;
+use crate::runtime::{Output, ProcessingLog, PushRow};
 
 /// What one statement produced, in the order ksqlDB's `/ksql` reports it.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,11 +41,41 @@ pub enum StatementResult {
     Description(Arc<Source>),
 }
 
+/// What [`Engine::execute_each`] did.
+#[derive(Debug, Default)]
+pub struct ExecutedScript {
+    /// The statements that ran, with their results.
+    pub results: Vec<(String, StatementResult)>,
+    /// The statement that failed, if one did, and why.
+    pub failure: Option<(String, EngineError)>,
+}
+
+/// A push query running for a caller: rows arrive on `rows` until the LIMIT, or until the
+/// caller drops the receiver or calls [`Engine::close_query`].
+pub struct PushQuery {
+    pub query_id: String,
+    /// The result columns, in order (the key columns flagged).
+    pub columns: Vec<ColumnDef>,
+    pub rows: tokio::sync::mpsc::Receiver<PushRow>,
+    pub limit: Option<usize>,
+}
+
+/// A SELECT's answer: a push query's stream of rows or a pull query's rows.
+pub enum QueryResult {
+    Push(PushQuery),
+    Pull(PullResult),
+}
+
+/// How many rows a push query may have in flight before the query waits for its caller.
+const PUSH_BUFFER_ROWS: usize = 1024;
+
 struct EngineState {
     catalog: Catalog,
     properties: BTreeMap<String, String>,
     variables: BTreeMap<String, String>,
     queries: BTreeMap<String, RunningQuery>,
+    /// Push queries, by id; finished ones are swept on access.
+    transient: BTreeMap<String, RunningQuery>,
     next_query_number: u64,
 }
 
@@ -68,6 +99,7 @@ impl Engine {
                 properties: BTreeMap::new(),
                 variables: BTreeMap::new(),
                 queries: BTreeMap::new(),
+                transient: BTreeMap::new(),
                 next_query_number: 1,
             }),
         }
@@ -81,6 +113,26 @@ impl Engine {
     /// The log this engine uses.
     pub fn client(&self) -> &Arc<dyn LogClient> {
         &self.client
+    }
+
+    /// Runs every statement in `sql` until one fails: the results so far, each with its
+    /// statement's text, and the failure with its statement's text. A script that does not
+    /// parse fails as a whole.
+    pub async fn execute_each(&self, sql: &str) -> Result<ExecutedScript> {
+        let variables = self.state.lock().variables.clone();
+        let statements = parser::parse(sql, &variables)?;
+        let mut script = ExecutedScript::default();
+        for statement in statements {
+            let text = statement.text.clone();
+            match self.execute_one(statement).await {
+                Ok(result) => script.results.push((text, result)),
+                Err(error) => {
+                    script.failure = Some((text, error));
+                    break;
+                }
+            }
+        }
+        Ok(script)
     }
 
     /// Runs every statement in `sql`, stopping at the first error.
@@ -147,6 +199,7 @@ impl Engine {
                     Arc::clone(&self.log),
                     query_id.clone(),
                     plan.clone(),
+                    Output::Topic,
                 );
                 let mut state = self.state.lock();
                 state.catalog.insert(plan.sink.clone());
@@ -256,6 +309,97 @@ impl Engine {
                 statement_name(&other)
             ))),
         }
+    }
+
+    /// Runs a SELECT: with EMIT CHANGES a push query (rows stream until LIMIT or close),
+    /// otherwise a pull query over a snapshot. `properties` are the request's streams
+    /// properties (`auto.offset.reset`: `earliest` or `latest`, the default).
+    pub async fn query(
+        &self,
+        sql: &str,
+        properties: &BTreeMap<String, String>,
+    ) -> Result<QueryResult> {
+        let variables = self.state.lock().variables.clone();
+        let mut statements = parser::parse(sql, &variables)?;
+        if statements.len() != 1 {
+            return Err(EngineError::Plan(format!(
+                "expected one SELECT statement, found {}",
+                statements.len()
+            )));
+        }
+        let parsed = statements.remove(0);
+        let Statement::Select(select) = parsed.statement else {
+            return Err(EngineError::Plan(
+                "only SELECT statements run as queries here: use /ksql for other statements".into(),
+            ));
+        };
+        let catalog = self.catalog_snapshot();
+        if select.emit.is_none() {
+            return Ok(QueryResult::Pull(
+                pull::run(&self.client, &catalog, &select).await?,
+            ));
+        }
+        let (plan, limit) = query::plan_push(&catalog, &select, &parsed.text).await?;
+        let reset_name = match properties.get("auto.offset.reset") {
+            Some(value) => Some(value.clone()),
+            None => self
+                .state
+                .lock()
+                .properties
+                .get("auto.offset.reset")
+                .cloned(),
+        };
+        let reset = match reset_name.as_deref().map(str::to_lowercase).as_deref() {
+            None | Some("latest") => eddy_broker::OffsetReset::Latest,
+            Some("earliest") => eddy_broker::OffsetReset::Earliest,
+            Some(other) => {
+                return Err(EngineError::Plan(format!(
+                    "auto.offset.reset must be 'earliest' or 'latest', not '{other}'"
+                )))
+            }
+        };
+        let (sender, rows) = tokio::sync::mpsc::channel(PUSH_BUFFER_ROWS);
+        let columns = plan.sink.columns.clone();
+        let query_id = {
+            let mut state = self.state.lock();
+            let n = state.next_query_number;
+            state.next_query_number += 1;
+            format!("transient_{}_{n}", plan.source.name)
+        };
+        let running = query::start(
+            Arc::clone(&self.client),
+            Arc::clone(&self.log),
+            query_id.clone(),
+            plan,
+            Output::Rows { sender, reset },
+        );
+        let mut state = self.state.lock();
+        state.transient.retain(|_, q| !q.finished());
+        state.transient.insert(query_id.clone(), running);
+        Ok(QueryResult::Push(PushQuery {
+            query_id,
+            columns,
+            rows,
+            limit,
+        }))
+    }
+
+    /// Stops a push query; false when there is none of that id.
+    pub fn close_query(&self, query_id: &str) -> bool {
+        match self.state.lock().transient.remove(query_id) {
+            Some(query) => {
+                query.stop();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The ids of the push queries still running.
+    pub fn push_queries(&self) -> Vec<String> {
+        let mut state = self.state.lock();
+        state.transient.retain(|_, q| !q.finished());
+        state.transient.keys().cloned().collect()
     }
 
     /// For CREATE: an answer when a source of that name exists and IF NOT EXISTS says to stop,
@@ -443,11 +587,6 @@ impl Engine {
 
     async fn insert_values(&self, target: &str, names: &[String], values: &[Expr]) -> Result<()> {
         let source = self.state.lock().catalog.get(target)?;
-        if source.read_only {
-            return Err(EngineError::Plan(format!(
-                "cannot insert into read-only source {target}"
-            )));
-        }
         let names: Vec<String> = if names.is_empty() {
             source.columns.iter().map(|c| c.name.clone()).collect()
         } else {
@@ -465,6 +604,26 @@ impl Engine {
         for (name, expr) in names.iter().zip(values) {
             row.insert(name.clone(), literal(expr)?);
         }
+        self.insert_row(target, row).await
+    }
+
+    /// Writes one row to a stream or table: values by column name (matched exactly, then
+    /// upper-cased), ROWTIME optional. What the broker acknowledged is durable as its
+    /// acknowledgement promises.
+    pub async fn insert_row(&self, target: &str, row: BTreeMap<String, Value>) -> Result<()> {
+        let source = self.state.lock().catalog.get(target)?;
+        if source.read_only {
+            return Err(EngineError::Plan(format!(
+                "cannot insert into read-only source {target}"
+            )));
+        }
+        let mut row: BTreeMap<String, Value> = row
+            .into_iter()
+            .map(|(name, value)| {
+                let known = name == ROWTIME || source.columns.iter().any(|c| c.name == name);
+                (if known { name } else { name.to_uppercase() }, value)
+            })
+            .collect();
         let timestamp_ms = match row.remove(ROWTIME) {
             Some(Value::Number(n)) => n.as_i64(),
             _ => None,

@@ -17,11 +17,14 @@ pub mod error;
 pub mod formats;
 pub mod functions;
 pub mod parser;
+pub mod pull;
 pub mod query;
 pub mod runtime;
 pub mod types;
 
-pub use engine::{Engine, StatementResult};
+pub use engine::{Engine, ExecutedScript, PushQuery, QueryResult, StatementResult};
 pub use error::{EngineError, Position, SqlError};
 pub use parser::{parse, Statement};
+pub use pull::PullResult;
+pub use runtime::PushRow;
 pub use types::SqlType;

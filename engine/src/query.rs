@@ -30,7 +30,7 @@ use crate::error::{EngineError, Result};
 use crate::formats::Format;
 use crate::functions;
 use crate::parser::{ColumnDef, Emit, Properties, SelectQuery, SourceKind, WindowSpec};
-use crate::runtime::ProcessingLog;
+use crate::runtime::{Output, ProcessingLog};
 use crate::types::SqlType;
 
 /// A planned persistent query.
@@ -113,6 +113,70 @@ pub async fn plan_persistent(
     query: &SelectQuery,
     statement: &str,
 ) -> Result<PersistentPlan> {
+    plan_select(catalog, kind, name, properties, query, statement, false).await
+}
+
+/// Plans a push query (`SELECT ... EMIT CHANGES [LIMIT n]`): the same operators as a
+/// persistent query, whose rows go to the caller. Returns the plan and the LIMIT.
+pub async fn plan_push(
+    catalog: &Catalog,
+    query: &SelectQuery,
+    statement: &str,
+) -> Result<(PersistentPlan, Option<usize>)> {
+    use datafusion::sql::sqlparser::ast::{GroupByExpr, LimitClause};
+    let mut query = query.clone();
+    let limit = match query.query.limit_clause.take() {
+        None => None,
+        Some(LimitClause::LimitOffset {
+            limit: Some(limit),
+            offset: None,
+            ..
+        }) => Some(
+            limit
+                .to_string()
+                .parse::<usize>()
+                .map_err(|_| EngineError::Plan(format!("LIMIT must be a number, not {limit}")))?,
+        ),
+        Some(other) => {
+            return Err(EngineError::Plan(format!(
+                "push queries take LIMIT n only, not {other}"
+            )))
+        }
+    };
+    let grouped = match query.query.body.as_ref() {
+        SetExpr::Select(select) => {
+            matches!(&select.group_by, GroupByExpr::Expressions(e, _) if !e.is_empty())
+        }
+        _ => false,
+    };
+    let kind = if grouped {
+        SourceKind::Table
+    } else {
+        SourceKind::Stream
+    };
+    let plan = plan_select(
+        catalog,
+        kind,
+        "PUSH_QUERY",
+        &Properties::new(),
+        &query,
+        statement,
+        true,
+    )
+    .await?;
+    Ok((plan, limit))
+}
+
+/// Plans a SELECT for a persistent query, or for a push query (`push`: no sink checks).
+async fn plan_select(
+    catalog: &Catalog,
+    kind: SourceKind,
+    name: &str,
+    properties: &Properties,
+    query: &SelectQuery,
+    statement: &str,
+    push: bool,
+) -> Result<PersistentPlan> {
     let windowed = query.window.is_some();
     let emit_final = query.emit == Some(Emit::Final);
     // PARTITION BY plain columns: they become the key of the output.
@@ -130,8 +194,8 @@ pub async fn plan_persistent(
         })
         .collect::<Result<Vec<String>>>()?;
     let mut ast = query.query.clone();
-    let source = expand_and_find_source(&mut ast, catalog)?;
     lower_function_names(&mut ast);
+    let source = expand_and_find_source(&mut ast, catalog)?;
     if windowed {
         group_by_window(&mut ast)?;
     }
@@ -264,7 +328,7 @@ pub async fn plan_persistent(
             "Invalid result type. Your SELECT query produces a TABLE. Please use CREATE TABLE AS SELECT statement instead.".into(),
         ));
     }
-    if matches!(operator, Operator::Aggregate(_)) && !columns.iter().any(|c| c.key) {
+    if matches!(operator, Operator::Aggregate(_)) && !push && !columns.iter().any(|c| c.key) {
         return Err(EngineError::Plan(format!(
             "the projection must include the GROUP BY column{}: {}",
             if group_columns.len() > 1 { "s" } else { "" },
@@ -284,6 +348,7 @@ pub async fn plan_persistent(
         }
     }
     if matches!(operator, Operator::FilterProject)
+        && !push
         && partition_names.is_empty()
         && source.key_columns().count() > 0
         && !columns.iter().any(|c| c.key)
@@ -373,13 +438,13 @@ fn group_by_window(query: &mut datafusion::sql::sqlparser::ast::Query) -> Result
     }
 }
 
-fn quoted(name: &str) -> String {
+pub(crate) fn quoted(name: &str) -> String {
     format!("\"{name}\"")
 }
 
 /// Replaces `*` with the source's columns (ksqlDB's `*` excludes pseudo-columns) and returns the
 /// source the query reads.
-fn expand_and_find_source(
+pub(crate) fn expand_and_find_source(
     query: &mut datafusion::sql::sqlparser::ast::Query,
     catalog: &Catalog,
 ) -> Result<Arc<Source>> {
@@ -445,9 +510,19 @@ fn expand_and_find_source(
 
 /// DataFusion's functions are registered in lower case; ksqlDB's names are upper case.
 /// COUNT_DISTINCT(x) becomes COUNT(DISTINCT x).
-fn lower_function_names(query: &mut datafusion::sql::sqlparser::ast::Query) {
+pub(crate) fn lower_function_names(query: &mut datafusion::sql::sqlparser::ast::Query) {
     use datafusion::sql::sqlparser::ast::{DuplicateTreatment, FunctionArguments};
     let _ = visit_expressions_mut(query, |expr| {
+        // sqlparser reads a few keywords (USER, CURRENT_DATE, ...) as functions without
+        // parentheses; ksqlDB has none, so they are columns.
+        if let SqlExpr::Function(function) = expr {
+            if let (FunctionArguments::None, [ObjectNamePart::Identifier(ident)]) =
+                (&function.args, function.name.0.as_slice())
+            {
+                *expr = SqlExpr::Identifier(Ident::with_quote('"', ident.value.clone()));
+                return ControlFlow::<()>::Continue(());
+            }
+        }
         if let SqlExpr::Function(function) = expr {
             let mut distinct = false;
             for part in function.name.0.iter_mut() {
@@ -539,12 +614,18 @@ pub struct RunningQuery {
     pub sink: String,
     pub source_topic: String,
     stop: watch::Sender<bool>,
+    finished: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RunningQuery {
     /// Stops the query's tasks (they finish their current batch).
     pub fn stop(&self) {
         self.stop.send_replace(true);
+    }
+
+    /// Whether the query's tasks have ended (stopped, or a push query's caller went away).
+    pub fn finished(&self) -> bool {
+        self.finished.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
@@ -554,6 +635,7 @@ pub fn start(
     log: Arc<ProcessingLog>,
     query_id: String,
     plan: PersistentPlan,
+    output: Output,
 ) -> RunningQuery {
     let (stop, stopped) = watch::channel(false);
     let running = RunningQuery {
@@ -561,10 +643,13 @@ pub fn start(
         sink: plan.sink.name.clone(),
         source_topic: plan.source.topic.clone(),
         stop,
+        finished: Default::default(),
     };
     let plan = Arc::new(plan);
-    tokio::spawn(crate::runtime::run_query(
-        client, log, query_id, plan, stopped,
-    ));
+    let finished = Arc::clone(&running.finished);
+    tokio::spawn(async move {
+        crate::runtime::run_query(client, log, query_id, plan, output, stopped).await;
+        finished.store(true, std::sync::atomic::Ordering::Release);
+    });
     running
 }

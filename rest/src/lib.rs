@@ -1,2 +1,23 @@
-//! Eddy's ksqlDB-compatible HTTP API over the engine. Not built yet: it will serve the engine's
-//! statements (`eddy_engine`) on ksqlDB's endpoints.
+//! Eddy's ksqlDB-compatible HTTP API over the engine, so ksqlDB's clients work unchanged.
+//!
+//! ```text
+//! HTTP/1.1 or HTTP/2 (h2c) --axum--> server.rs (routes, shutdown)
+//!     /ksql              ksql.rs     statements -> ksqlDB entities (entities.rs)
+//!     /query             query.rs    push and pull queries, ksqlDB's chunked JSON array
+//!     /query-stream      query.rs    delimited or JSON rows; /close-query ends one
+//!     /inserts-stream    inserts.rs  rows in, one acknowledgement per row
+//!     /info, /healthcheck, /clusterStatus, /status/{id}    server.rs
+//! errors.rs: ksqlDB's error bodies and codes
+//! ```
+//! [`serve`] runs the server on a listener over an [`eddy_engine::Engine`]. Push queries are
+//! engine queries whose rows reach the client through a bounded buffer: a client that goes
+//! away ends its query at once.
+
+mod entities;
+mod errors;
+mod inserts;
+mod ksql;
+mod query;
+mod server;
+
+pub use server::{router, serve, SERVER_VERSION};

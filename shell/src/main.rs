@@ -1,5 +1,6 @@
-//! `eddy`: the one binary. `eddy broker` runs a broker node speaking the Kafka protocol;
-//! `eddy bench` measures the log. The interactive shell and `eddy server` come with the engine.
+//! `eddy`: the one binary. `eddy server` runs the SQL engine behind ksqlDB's HTTP API (with an
+//! embedded broker, or on a separate one); `eddy broker` runs a broker node speaking the Kafka
+//! protocol; `eddy bench` measures the log. The interactive shell is next.
 //!
 //! Exit codes: 0 on success or a clean shutdown (SIGINT/SIGTERM), 1 on any error (the error chain
 //! is printed to stderr after `eddy: `), 2 on bad command-line usage (from clap).
@@ -27,6 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the SQL engine behind ksqlDB's HTTP API.
+    Server(ServerArgs),
     /// Run a broker node that speaks the Kafka wire protocol.
     Broker(BrokerArgs),
     /// Measure produce and consume throughput of the log.
@@ -61,6 +64,19 @@ struct BrokerArgs {
     flush_messages: Option<i64>,
 }
 
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Address of the HTTP API (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8088")]
+    listen: String,
+    /// Directory of the embedded broker's data (unused with --bootstrap).
+    #[arg(long, default_value = "./eddy-data")]
+    data_dir: PathBuf,
+    /// A Kafka-compatible broker (host:port) to use instead of the embedded one.
+    #[arg(long)]
+    bootstrap: Option<String>,
+}
+
 fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -71,6 +87,7 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
+        Some(Command::Server(args)) => run_async(run_server(args)),
         Some(Command::Broker(args)) => run_async(run_broker(args)),
         Some(Command::Bench(args)) => run_async(bench::run(args)),
         None => Err(anyhow::anyhow!(
@@ -119,6 +136,39 @@ async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
             tracing::info!("shutting down: syncing partitions");
             broker.shutdown().await.context("clean shutdown")?;
         }
+    }
+    Ok(())
+}
+
+async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    let (client, broker): (Arc<dyn eddy_broker::LogClient>, _) = match &args.bootstrap {
+        Some(bootstrap) => {
+            let client = eddy_broker::KafkaClient::connect(bootstrap)
+                .await
+                .with_context(|| format!("connecting to the broker at {bootstrap}"))?;
+            (Arc::new(client), None)
+        }
+        None => {
+            let broker = Broker::open(BrokerConfig::new(&args.data_dir))
+                .await
+                .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
+            let client = eddy_broker::InProcessClient::new(Arc::clone(&broker));
+            (Arc::new(client), Some(broker))
+        }
+    };
+    let engine = Arc::new(eddy_engine::Engine::new(client));
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let address = listener.local_addr().context("reading the bound address")?;
+    println!("eddy server listening on http://{address}");
+    tracing::info!(%address, "server started");
+    eddy_rest::serve(listener, engine, shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    if let Some(broker) = broker {
+        tracing::info!("shutting down: syncing partitions");
+        broker.shutdown().await.context("clean shutdown")?;
     }
     Ok(())
 }

@@ -30,10 +30,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
-use eddy_broker::ProducerRecord;
 use parking_lot::Mutex;
 
-use super::{encode_output, evaluate_predicate, project, row_times, Input, RowMeta};
+use super::{evaluate_predicate, project, row_times, Emitted, Input, RowMeta};
 use crate::error::{EngineError, Result};
 use crate::parser::WindowSpec;
 use crate::query::{AggregatePlan, PersistentPlan};
@@ -119,7 +118,7 @@ impl AggregateExec {
 
     /// Updates the state with each row of an input batch, in order, and returns the records
     /// to emit.
-    pub(crate) fn process(&self, input: &Input) -> Result<Vec<ProducerRecord>> {
+    pub(crate) fn process(&self, input: &Input) -> Result<Emitted> {
         let batch = &input.batch;
         let rows = batch.num_rows();
         let evaluate = |e: &Arc<dyn PhysicalExpr>| -> Result<ArrayRef> {
@@ -466,10 +465,10 @@ impl AggregateExec {
         }
     }
 
-    /// Builds the aggregate's output rows, applies HAVING and the projection, and encodes.
-    fn encode(&self, state: &mut State, updates: Vec<Update>) -> Result<Vec<ProducerRecord>> {
+    /// Builds the aggregate's output rows and applies HAVING and the projection.
+    fn encode(&self, state: &mut State, updates: Vec<Update>) -> Result<Emitted> {
         if updates.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Emitted::default());
         }
         let schema = &self.aggregate.output_schema;
         let mut columns: Vec<Vec<ScalarValue>> =
@@ -539,10 +538,12 @@ impl AggregateExec {
             }
         };
         if meta.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Emitted::default());
         }
-        let output = project(&self.plan, &rows)?;
-        encode_output(&self.plan, &output, &meta)
+        Ok(Emitted {
+            rows: Some(project(&self.plan, &rows)?),
+            meta,
+        })
     }
 }
 

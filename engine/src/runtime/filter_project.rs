@@ -2,9 +2,7 @@
 
 use std::sync::Arc;
 
-use eddy_broker::ProducerRecord;
-
-use super::{encode_output, project, row_times, row_windows, Input, RowMeta};
+use super::{project, row_times, row_windows, Emitted, Input, RowMeta};
 use crate::error::Result;
 use crate::query::PersistentPlan;
 
@@ -19,9 +17,9 @@ impl FilterProjectExec {
         FilterProjectExec { plan }
     }
 
-    /// The records to produce for a decoded input batch, in order.
-    pub(crate) fn process(&self, input: &Input) -> Result<Vec<ProducerRecord>> {
-        let output = project(&self.plan, &input.batch)?;
+    /// The rows to emit for a decoded input batch, in order.
+    pub(crate) fn process(&self, input: &Input) -> Result<Emitted> {
+        let rows = project(&self.plan, &input.batch)?;
         let windows = row_windows(&input.batch);
         let meta: Vec<RowMeta> = row_times(&input.batch)?
             .into_iter()
@@ -32,6 +30,9 @@ impl FilterProjectExec {
                 tombstone: input.deleted[row],
             })
             .collect();
-        encode_output(&self.plan, &output, &meta)
+        Ok(Emitted {
+            rows: Some(rows),
+            meta,
+        })
     }
 }

@@ -8,16 +8,16 @@ use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, Int64Array, TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::filter_record_batch;
-use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::json::writer::JsonArray;
 use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_expr::PhysicalExpr;
 use eddy_broker::{BrokerError, ConsumedRecord, LogClient, OffsetReset, ProducerRecord};
 use serde_json::{Map, Value};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use crate::catalog::{ROWOFFSET, ROWPARTITION, ROWTIME, WINDOWEND, WINDOWSTART};
+use crate::catalog::{Source, ROWOFFSET, ROWPARTITION, ROWTIME, WINDOWEND, WINDOWSTART};
 use crate::error::{EngineError, Result};
 use crate::formats;
 use crate::parser::{ColumnDef, SourceKind};
@@ -34,12 +34,43 @@ pub use processing_log::{Failure, ProcessingLog};
 const FETCH_BYTES_MAX: usize = 1 << 20;
 const FETCH_WAIT: Duration = Duration::from_millis(200);
 
+/// Where a query's rows go.
+#[derive(Clone)]
+pub enum Output {
+    /// Persistent queries: the sink topic; the query commits its source offsets as it goes.
+    Topic,
+    /// Push queries: rows to the caller, reading from `reset` (no offsets are committed).
+    /// The query ends when the receiver is dropped.
+    Rows {
+        sender: mpsc::Sender<PushRow>,
+        reset: OffsetReset,
+    },
+}
+
+/// A row of a push query: values in column order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushRow {
+    pub values: Vec<Value>,
+    /// A table row deleted.
+    pub tombstone: bool,
+    pub window: Option<(i64, i64)>,
+}
+
+/// An operator's output for one input batch: projected rows (named after the sink's
+/// columns) and what goes with each.
+#[derive(Default)]
+pub(crate) struct Emitted {
+    pub rows: Option<RecordBatch>,
+    pub meta: Vec<RowMeta>,
+}
+
 /// Runs a query until it is stopped.
 pub(crate) async fn run_query(
     client: Arc<dyn LogClient>,
     log: Arc<ProcessingLog>,
     query_id: String,
     plan: Arc<PersistentPlan>,
+    output: Output,
     stopped: watch::Receiver<bool>,
 ) {
     let partitions = match client.partition_count(&plan.source.topic).await {
@@ -66,6 +97,7 @@ pub(crate) async fn run_query(
                 plan: Arc::clone(&plan),
                 executor: Arc::clone(&executor),
                 partition: p,
+                output: output.clone(),
             };
             tokio::spawn(task.run(stopped.clone()))
         })
@@ -82,6 +114,7 @@ struct PartitionTask {
     plan: Arc<PersistentPlan>,
     executor: Arc<Executor>,
     partition: i32,
+    output: Output,
 }
 
 /// The operator a query runs, shared by its partition tasks (an aggregate's state is per key,
@@ -104,7 +137,10 @@ impl PartitionTask {
                         &self.query_id,
                         &topic,
                         self.partition,
-                        OffsetReset::Earliest,
+                        match &self.output {
+                            Output::Topic => OffsetReset::Earliest,
+                            Output::Rows { reset, .. } => *reset,
+                        },
                     )
                     .await
                 {
@@ -120,6 +156,7 @@ impl PartitionTask {
             let fetched = tokio::select! {
                 r = self.client.fetch(&topic, self.partition, start, FETCH_BYTES_MAX, FETCH_WAIT) => r,
                 _ = stopped.changed() => return,
+                _ = receiver_gone(&self.output) => return,
             };
             let records = match fetched {
                 Ok(records) => records,
@@ -135,30 +172,78 @@ impl PartitionTask {
             };
             let Some(last) = records.last() else { continue };
             let next = last.offset + 1;
-            let output = self.process(&records).await;
-            if !output.is_empty() && !self.produce(output, &mut stopped).await {
+            let emitted = self.process(&records).await;
+            if !self.write(emitted, &mut stopped).await {
                 return;
+            }
+            offset = Some(next);
+            if matches!(self.output, Output::Rows { .. }) {
+                continue;
             }
             let commit = [(topic.clone(), self.partition, next)];
             if let Err(e) = self.client.commit(&self.query_id, &commit).await {
                 tracing::warn!(query = %self.query_id, error = %e, "commit failed");
             }
-            offset = Some(next);
+        }
+    }
+
+    /// Sends emitted rows where the query's output goes; false when the query should end
+    /// (stopped, or its push-query receiver went away).
+    async fn write(&self, emitted: Emitted, stopped: &mut watch::Receiver<bool>) -> bool {
+        let Some(rows) = emitted.rows else {
+            return true;
+        };
+        match &self.output {
+            Output::Topic => match encode_output(&self.plan, &rows, &emitted.meta) {
+                Ok(records) if records.is_empty() => true,
+                Ok(records) => self.produce(records, stopped).await,
+                Err(e) => {
+                    tracing::error!(query = %self.query_id, error = %e, "cannot encode output rows; skipped");
+                    true
+                }
+            },
+            Output::Rows { sender, .. } => {
+                let columns: Vec<&str> = self
+                    .plan
+                    .sink
+                    .columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect();
+                let Ok(objects) = to_rows(&rows) else {
+                    return true;
+                };
+                for (object, meta) in objects.into_iter().zip(&emitted.meta) {
+                    let values = columns
+                        .iter()
+                        .map(|c| object.get(*c).cloned().unwrap_or(Value::Null))
+                        .collect();
+                    let row = PushRow {
+                        values,
+                        tombstone: meta.tombstone,
+                        window: meta.window,
+                    };
+                    if sender.send(row).await.is_err() {
+                        return false;
+                    }
+                }
+                true
+            }
         }
     }
 
     /// The records to write for fetched records. A record that fails (cannot be decoded, an
     /// expression fails on it) is skipped and goes to the processing log: when a batch
     /// fails, its records are run one by one to find the ones at fault.
-    async fn process(&self, records: &[ConsumedRecord]) -> Vec<ProducerRecord> {
+    async fn process(&self, records: &[ConsumedRecord]) -> Emitted {
         let mut failures = Vec::new();
         let output = match self.compute(records, &mut failures) {
             Ok(output) => output,
             Err(_) => {
-                let mut output = Vec::new();
+                let mut parts = Vec::new();
                 for record in records {
                     match self.compute(std::slice::from_ref(record), &mut failures) {
-                        Ok(records) => output.extend(records),
+                        Ok(emitted) => parts.push(emitted),
                         Err(e) => failures.push(Failure {
                             topic: self.plan.source.topic.clone(),
                             partition: self.partition,
@@ -167,20 +252,16 @@ impl PartitionTask {
                         }),
                     }
                 }
-                output
+                Emitted::concat(parts)
             }
         };
         self.log.log(&self.query_id, failures).await;
         output
     }
 
-    fn compute(
-        &self,
-        records: &[ConsumedRecord],
-        failures: &mut Vec<Failure>,
-    ) -> Result<Vec<ProducerRecord>> {
+    fn compute(&self, records: &[ConsumedRecord], failures: &mut Vec<Failure>) -> Result<Emitted> {
         let Some(input) = decode_batch(&self.plan, self.partition, records, failures)? else {
-            return Ok(Vec::new());
+            return Ok(Emitted::default());
         };
         match &*self.executor {
             Executor::FilterProject(exec) => exec.process(&input),
@@ -213,6 +294,34 @@ impl PartitionTask {
     }
 }
 
+impl Emitted {
+    /// One output from several, in order.
+    fn concat(parts: Vec<Emitted>) -> Emitted {
+        let batches: Vec<RecordBatch> = parts.iter().filter_map(|p| p.rows.clone()).collect();
+        let Some(first) = batches.first() else {
+            return Emitted::default();
+        };
+        match datafusion::arrow::compute::concat_batches(&first.schema(), &batches) {
+            Ok(rows) => Emitted {
+                rows: Some(rows),
+                meta: parts.into_iter().flat_map(|p| p.meta).collect(),
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "cannot join output batches");
+                Emitted::default()
+            }
+        }
+    }
+}
+
+/// Resolves when a push query's receiver is gone; never for a persistent query.
+async fn receiver_gone(output: &Output) {
+    match output {
+        Output::Rows { sender, .. } => sender.closed().await,
+        Output::Topic => std::future::pending().await,
+    }
+}
+
 /// Decoded source records: rows of the source schema (columns and pseudo-columns) and which
 /// rows are deletions (a table's tombstones and rows its WHERE no longer keeps; a stream's
 /// records without a value).
@@ -231,6 +340,35 @@ fn decode_batch(
     failures: &mut Vec<Failure>,
 ) -> Result<Option<Input>> {
     let source = &plan.source;
+    let Some(Input { batch, mut deleted }) =
+        decode_records(source, &plan.input_schema, partition, records, failures)?
+    else {
+        return Ok(None);
+    };
+    let Some(filter) = &plan.filter else {
+        return Ok(Some(Input { batch, deleted }));
+    };
+    let mask = evaluate_predicate(&batch, filter, "WHERE")?;
+    if source.kind == SourceKind::Table {
+        for (row, deleted) in deleted.iter_mut().enumerate() {
+            *deleted |= !(mask.is_valid(row) && mask.value(row));
+        }
+        return Ok(Some(Input { batch, deleted }));
+    }
+    let batch = filter_record_batch(&batch, &mask)?;
+    let deleted = vec![false; batch.num_rows()];
+    Ok((batch.num_rows() > 0).then_some(Input { batch, deleted }))
+}
+
+/// Decodes records of `source` (from one partition) into rows of `schema`: its columns and
+/// pseudo-columns. Records that cannot be decoded are added to `failures`.
+pub(crate) fn decode_records(
+    source: &Source,
+    schema: &SchemaRef,
+    partition: i32,
+    records: &[ConsumedRecord],
+    failures: &mut Vec<Failure>,
+) -> Result<Option<Input>> {
     let key_columns: Vec<&ColumnDef> = source.key_columns().collect();
     let value_columns: Vec<&ColumnDef> = source.value_columns().collect();
     let mut rows = Vec::with_capacity(records.len());
@@ -292,20 +430,8 @@ fn decode_batch(
     if rows.is_empty() {
         return Ok(None);
     }
-    let batch = to_batch(plan, &rows)?;
-    let Some(filter) = &plan.filter else {
-        return Ok(Some(Input { batch, deleted }));
-    };
-    let mask = evaluate_predicate(&batch, filter, "WHERE")?;
-    if source.kind == SourceKind::Table {
-        for (row, deleted) in deleted.iter_mut().enumerate() {
-            *deleted |= !(mask.is_valid(row) && mask.value(row));
-        }
-        return Ok(Some(Input { batch, deleted }));
-    }
-    let batch = filter_record_batch(&batch, &mask)?;
-    let deleted = vec![false; batch.num_rows()];
-    Ok((batch.num_rows() > 0).then_some(Input { batch, deleted }))
+    let batch = to_batch(schema, &rows)?;
+    Ok(Some(Input { batch, deleted }))
 }
 
 /// Evaluates a boolean clause (WHERE, HAVING) on every row of `batch`.
@@ -427,15 +553,15 @@ fn row_windows(batch: &RecordBatch) -> Option<Vec<Option<(i64, i64)>>> {
     )
 }
 
-fn to_batch(plan: &PersistentPlan, rows: &[Value]) -> Result<RecordBatch> {
-    let mut decoder = ReaderBuilder::new(Arc::clone(&plan.input_schema)).build_decoder()?;
+fn to_batch(schema: &SchemaRef, rows: &[Value]) -> Result<RecordBatch> {
+    let mut decoder = ReaderBuilder::new(Arc::clone(schema)).build_decoder()?;
     decoder.serialize(rows)?;
     decoder
         .flush()?
         .ok_or_else(|| EngineError::Internal("no batch from decoded rows".into()))
 }
 
-fn to_rows(batch: &RecordBatch) -> Result<Vec<Map<String, Value>>> {
+pub(crate) fn to_rows(batch: &RecordBatch) -> Result<Vec<Map<String, Value>>> {
     let mut buf = Vec::new();
     {
         let mut writer = datafusion::arrow::json::WriterBuilder::new()

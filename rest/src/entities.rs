@@ -1,0 +1,159 @@
+//! The engine's statement results as ksqlDB's `/ksql` entities.
+
+use eddy_engine::catalog::Source;
+use eddy_engine::parser::{ColumnDef, ShowKind, SourceKind};
+use eddy_engine::types::SqlType;
+use eddy_engine::StatementResult;
+use serde_json::{json, Value};
+
+/// One statement's entity. `sequence` numbers commands as ksqlDB's command topic does.
+pub(crate) fn entity(text: &str, result: &StatementResult, sequence: u64) -> Value {
+    match result {
+        StatementResult::Status { message, query_id } => json!({
+            "@type": "currentStatus",
+            "statementText": text,
+            "commandId": format!("stream/{sequence}/create"),
+            "commandStatus": {
+                "status": "SUCCESS",
+                "message": message,
+                "queryId": query_id,
+            },
+            "commandSequenceNumber": sequence,
+            "warnings": [],
+        }),
+        StatementResult::Sources { kind, sources } => {
+            let (type_name, field) = match kind {
+                ShowKind::Tables => ("tables", "tables"),
+                _ => ("streams", "streams"),
+            };
+            let listed: Vec<Value> = sources.iter().map(|s| source_summary(s)).collect();
+            json!({
+                "@type": type_name,
+                "statementText": text,
+                field: listed,
+                "warnings": [],
+            })
+        }
+        StatementResult::Topics(topics) => json!({
+            "@type": "kafka_topics",
+            "statementText": text,
+            "topics": topics.iter().map(|(name, partitions)| json!({
+                "name": name,
+                "replicaInfo": vec![1; (*partitions).max(0) as usize],
+            })).collect::<Vec<_>>(),
+            "warnings": [],
+        }),
+        StatementResult::Queries(queries) => json!({
+            "@type": "queries",
+            "statementText": text,
+            "queries": queries.iter().map(|(id, statement, sink)| json!({
+                "queryString": statement,
+                "sinks": [sink],
+                "sinkKafkaTopics": [sink],
+                "id": id,
+                "statusCount": {"RUNNING": 1},
+                "queryType": "PERSISTENT",
+                "state": "RUNNING",
+            })).collect::<Vec<_>>(),
+            "warnings": [],
+        }),
+        StatementResult::Properties(properties) => json!({
+            "@type": "properties",
+            "statementText": text,
+            "properties": properties.iter().map(|(name, value)| json!({
+                "name": name,
+                "scope": "KSQL",
+                "value": value,
+            })).collect::<Vec<_>>(),
+            "overwrittenProperties": [],
+            "defaultProperties": [],
+            "warnings": [],
+        }),
+        StatementResult::Description(source) => json!({
+            "@type": "sourceDescription",
+            "statementText": text,
+            "sourceDescription": {
+                "name": source.name,
+                "windowType": source.window.map(|w| w.type_name()),
+                "readQueries": [],
+                "writeQueries": [],
+                "fields": source.columns.iter().map(field).collect::<Vec<_>>(),
+                "type": kind_name(source.kind),
+                "timestamp": "",
+                "statistics": "",
+                "errorStats": "",
+                "extended": false,
+                "keyFormat": source.key_format.name(),
+                "valueFormat": source.value_format.name(),
+                "topic": source.topic,
+                "partitions": 0,
+                "replication": 1,
+                "statement": source.statement,
+                "sourceConstraints": [],
+            },
+            "warnings": [],
+        }),
+    }
+}
+
+fn kind_name(kind: SourceKind) -> &'static str {
+    match kind {
+        SourceKind::Stream => "STREAM",
+        SourceKind::Table => "TABLE",
+    }
+}
+
+fn source_summary(source: &Source) -> Value {
+    json!({
+        "type": kind_name(source.kind),
+        "name": source.name,
+        "topic": source.topic,
+        "keyFormat": source.key_format.name(),
+        "valueFormat": source.value_format.name(),
+        "isWindowed": source.window.is_some(),
+    })
+}
+
+fn field(column: &ColumnDef) -> Value {
+    let mut value = json!({
+        "name": column.name,
+        "schema": schema(&column.data_type),
+    });
+    if column.key {
+        value["type"] = json!("KEY");
+    }
+    value
+}
+
+/// ksqlDB's description of a type: its base name, struct fields, element type.
+fn schema(data_type: &SqlType) -> Value {
+    let base = match data_type {
+        SqlType::Decimal { .. } => "DECIMAL".to_string(),
+        SqlType::Array(_) => "ARRAY".to_string(),
+        SqlType::Map(..) => "MAP".to_string(),
+        SqlType::Struct(_) => "STRUCT".to_string(),
+        other => other.to_string(),
+    };
+    let fields = match data_type {
+        SqlType::Struct(fields) => json!(fields
+            .iter()
+            .map(|(name, t)| json!({"name": name, "schema": schema(t)}))
+            .collect::<Vec<_>>()),
+        _ => Value::Null,
+    };
+    let member = match data_type {
+        SqlType::Array(item) => schema(item),
+        SqlType::Map(_, value) => schema(value),
+        _ => Value::Null,
+    };
+    json!({"type": base, "fields": fields, "memberSchema": member})
+}
+
+/// A result schema as ksqlDB writes it in a query header: "`A` STRING, `B` BIGINT".
+pub(crate) fn schema_text(columns: &[(String, String)]) -> String {
+    columns
+        .iter()
+        .map(|(name, data_type)| format!("`{name}` {data_type}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

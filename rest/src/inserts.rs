@@ -1,0 +1,62 @@
+//! `POST /inserts-stream`: a first line `{"target": "STREAM"}`, then one JSON object per row.
+//! Each row is written with the engine's INSERT path and acknowledged on its own line
+//! (`{"status":"ok","seq":n}`) once the broker acknowledged it, or answered with an error
+//! for that row; the rows after a bad one still go in.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use crate::errors::{string_field, ApiError, BAD_STATEMENT};
+use crate::server::AppState;
+
+pub(crate) async fn handle(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
+    match run(&app, &body).await {
+        Ok(text) => (
+            [(header::CONTENT_TYPE, "application/vnd.ksqlapi.delimited.v1")],
+            text,
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn run(app: &AppState, body: &[u8]) -> Result<String, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("the request body is not UTF-8"))?;
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let first = lines
+        .next()
+        .ok_or_else(|| ApiError::bad_request("the request has no body: send {\"target\": \"STREAM\"} and rows"))?;
+    let header = crate::errors::parse_body(first.as_bytes())?;
+    let target = string_field(&header, "target")?.to_uppercase();
+    app.engine
+        .source(&target)
+        .map_err(|e| ApiError::statement(first, &e, Vec::new()))?;
+    let mut out = String::new();
+    for (seq, line) in lines.enumerate() {
+        let answer = match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(row)) => {
+                let row: BTreeMap<String, Value> = row.into_iter().collect();
+                match app.engine.insert_row(&target, row).await {
+                    Ok(()) => json!({"status": "ok", "seq": seq}),
+                    Err(e) => error_row(seq, e.to_string()),
+                }
+            }
+            Ok(_) => error_row(seq, "each row must be a JSON object".into()),
+            Err(e) => error_row(seq, format!("the row is not valid JSON: {e}")),
+        };
+        out.push_str(&answer.to_string());
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+fn error_row(seq: usize, message: String) -> Value {
+    json!({"status": "error", "seq": seq, "error_code": BAD_STATEMENT, "message": message})
+}

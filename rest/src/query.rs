@@ -1,0 +1,219 @@
+//! `POST /query` and `POST /query-stream`: push and pull queries, and `POST /close-query`.
+//!
+//! A push query's rows travel engine -> bounded channel -> a forwarding task -> the response
+//! body. When the client goes away the body is dropped, the forwarding task's next send
+//! fails, it drops the engine's receiver, and the engine's query ends.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use eddy_engine::{PullResult, PushQuery, QueryResult};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::entities::schema_text;
+use crate::errors::{parse_body, properties, string_field, ApiError};
+use crate::server::AppState;
+
+/// Chunks buffered between the forwarding task and a slow client before the query waits.
+const CLIENT_BUFFER_CHUNKS: usize = 256;
+
+/// The content type of `/query-stream`'s line-per-row answer.
+const DELIMITED: &str = "application/vnd.ksqlapi.delimited.v1";
+
+/// How a query's answer is written.
+#[derive(Clone, Copy, PartialEq)]
+enum Shape {
+    /// `/query`: a JSON array of `{"header"}`, `{"row": {"columns"}}`, `{"finalMessage"}`.
+    Legacy,
+    /// `/query-stream` delimited: a header object, then one JSON array per line.
+    Delimited,
+    /// `/query-stream` with `Accept: application/json`: one JSON array of all of them.
+    JsonArray,
+}
+
+/// `POST /query`: `{"ksql": "SELECT ...", "streamsProperties": {...}}`.
+pub(crate) async fn query(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
+    run(&app, &body, "ksql", "streamsProperties", Shape::Legacy)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /query-stream`: `{"sql": "SELECT ...", "properties": {...}}`.
+pub(crate) async fn query_stream(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let shape = if accept.contains("application/json") && !accept.contains(DELIMITED) {
+        Shape::JsonArray
+    } else {
+        Shape::Delimited
+    };
+    run(&app, &body, "sql", "properties", shape)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /close-query`: `{"queryId": "..."}`.
+pub(crate) async fn close_query(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
+    let closed = parse_body(&body).and_then(|body| {
+        let id = string_field(&body, "queryId")?;
+        if app.engine.close_query(id) {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(format!("no running push query with id '{id}'")))
+        }
+    });
+    match closed {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn run(
+    app: &AppState,
+    body: &[u8],
+    sql_field: &str,
+    properties_field: &str,
+    shape: Shape,
+) -> Result<Response, ApiError> {
+    let body = parse_body(body)?;
+    let sql = string_field(&body, sql_field)?;
+    let properties = properties(&body, properties_field);
+    let result = app
+        .engine
+        .query(sql, &properties)
+        .await
+        .map_err(|e| ApiError::statement(sql, &e, Vec::new()))?;
+    let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(CLIENT_BUFFER_CHUNKS);
+    let content_type = match shape {
+        Shape::Delimited => DELIMITED,
+        Shape::Legacy | Shape::JsonArray => "application/json",
+    };
+    match result {
+        QueryResult::Pull(pull) => {
+            tokio::spawn(write_pull(pull, shape, sender));
+        }
+        QueryResult::Push(push) => {
+            tokio::spawn(forward_push(push, shape, sender));
+        }
+    }
+    let body = Body::from_stream(ReceiverStream::new(receiver));
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// The header of an answer.
+fn header_chunk(shape: Shape, query_id: &str, columns: &[(String, String)]) -> String {
+    match shape {
+        Shape::Legacy => format!(
+            "[{}",
+            json!({"header": {"queryId": query_id, "schema": schema_text(columns)}})
+        ),
+        Shape::Delimited | Shape::JsonArray => {
+            let header = json!({
+                "queryId": query_id,
+                "columnNames": columns.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+                "columnTypes": columns.iter().map(|(_, t)| t).collect::<Vec<_>>(),
+            });
+            match shape {
+                Shape::Delimited => format!("{header}\n"),
+                _ => format!("[{header}"),
+            }
+        }
+    }
+}
+
+fn row_chunk(shape: Shape, values: &[Value]) -> String {
+    match shape {
+        Shape::Legacy => format!(",\n{}", json!({"row": {"columns": values}})),
+        Shape::Delimited => format!("{}\n", Value::from(values.to_vec())),
+        Shape::JsonArray => format!(",\n{}", Value::from(values.to_vec())),
+    }
+}
+
+/// The end of an answer; `message` is the legacy endpoint's final message.
+fn end_chunk(shape: Shape, message: Option<&str>) -> String {
+    match (shape, message) {
+        (Shape::Legacy, Some(message)) => format!(",\n{}]\n", json!({"finalMessage": message})),
+        (Shape::Legacy | Shape::JsonArray, _) => "]\n".to_string(),
+        (Shape::Delimited, _) => String::new(),
+    }
+}
+
+async fn write_pull(
+    pull: PullResult,
+    shape: Shape,
+    sender: mpsc::Sender<Result<Bytes, std::io::Error>>,
+) {
+    let mut chunks = vec![header_chunk(shape, "pull", &pull.columns)];
+    chunks.extend(pull.rows.iter().map(|row| row_chunk(shape, row)));
+    chunks.push(end_chunk(shape, None));
+    for chunk in chunks {
+        if sender.send(Ok(Bytes::from(chunk))).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Streams a push query's rows to the client until the LIMIT or the client leaves; dropping
+/// `push` at the end ends the engine's query.
+async fn forward_push(
+    mut push: PushQuery,
+    shape: Shape,
+    sender: mpsc::Sender<Result<Bytes, std::io::Error>>,
+) {
+    let columns: Vec<(String, String)> = push
+        .columns
+        .iter()
+        .map(|c| (c.name.clone(), c.data_type.to_string()))
+        .collect();
+    let send = |chunk: String| {
+        let sender = sender.clone();
+        async move { sender.send(Ok(Bytes::from(chunk))).await.is_ok() }
+    };
+    if !send(header_chunk(shape, &push.query_id, &columns)).await {
+        return;
+    }
+    let mut sent = 0usize;
+    if push.limit == Some(0) {
+        send(end_chunk(shape, Some("Limit Reached"))).await;
+        return;
+    }
+    loop {
+        tokio::select! {
+            row = push.rows.recv() => {
+                let Some(row) = row else {
+                    send(end_chunk(shape, Some("Query Completed"))).await;
+                    return;
+                };
+                if row.tombstone {
+                    continue;
+                }
+                if !send(row_chunk(shape, &row.values)).await {
+                    return;
+                }
+                sent += 1;
+                if push.limit.is_some_and(|limit| sent >= limit) {
+                    send(end_chunk(shape, Some("Limit Reached"))).await;
+                    return;
+                }
+            }
+            _ = sender.closed() => return,
+        }
+    }
+}
+
+/// A JSON body for endpoints that answer with one object.
+pub(crate) fn json_ok(value: Value) -> Response {
+    (StatusCode::OK, Json(value)).into_response()
+}

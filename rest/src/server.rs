@@ -1,0 +1,109 @@
+//! The router, the small status endpoints, and serving with graceful shutdown.
+
+use std::future::Future;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use eddy_engine::Engine;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::query::json_ok;
+
+/// The ksqlDB version whose API Eddy speaks, as `/info` reports it.
+pub const SERVER_VERSION: &str = "0.29.0";
+
+/// The largest request body: statements and insert batches, not bulk loads.
+const BODY_LIMIT_BYTES: usize = 16 << 20;
+
+/// What every handler shares.
+pub(crate) struct AppState {
+    pub(crate) engine: Arc<Engine>,
+    /// Numbers the commands `/ksql` ran, for `commandSequenceNumber`.
+    pub(crate) commands: AtomicU64,
+}
+
+/// ksqlDB's endpoints over `engine`.
+pub fn router(engine: Arc<Engine>) -> Router {
+    let state = Arc::new(AppState {
+        engine,
+        commands: AtomicU64::new(1),
+    });
+    Router::new()
+        .route("/ksql", post(crate::ksql::handle))
+        .route("/query", post(crate::query::query))
+        .route("/query-stream", post(crate::query::query_stream))
+        .route("/close-query", post(crate::query::close_query))
+        .route("/inserts-stream", post(crate::inserts::handle))
+        .route("/info", get(info))
+        .route("/healthcheck", get(healthcheck))
+        .route("/clusterStatus", get(cluster_status))
+        .route("/status/{*command}", get(command_status))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .with_state(state)
+}
+
+/// Serves HTTP/1.1 and HTTP/2 (prior knowledge) on `listener` until `shutdown` resolves,
+/// then stops accepting and lets open requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(engine))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn info() -> Response {
+    json_ok(json!({
+        "KsqlServerInfo": {
+            "version": SERVER_VERSION,
+            "kafkaClusterId": "eddy",
+            "ksqlServiceId": "default_",
+            "serverStatus": "RUNNING",
+        }
+    }))
+}
+
+async fn healthcheck(State(app): State<Arc<AppState>>) -> Response {
+    let kafka = app.engine.client().partition_count("__eddy_health").await;
+    let kafka_healthy = !matches!(
+        kafka,
+        Err(ref e) if !matches!(e, eddy_broker::BrokerError::UnknownTopicOrPartition { .. })
+    );
+    json_ok(json!({
+        "isHealthy": kafka_healthy,
+        "details": {
+            "metastore": {"isHealthy": true},
+            "kafka": {"isHealthy": kafka_healthy},
+            "commandRunner": {"isHealthy": true},
+        }
+    }))
+}
+
+async fn cluster_status() -> Response {
+    json_ok(json!({
+        "clusterStatus": {
+            "localhost": {
+                "hostAlive": true,
+                "lastStatusUpdateMs": 0,
+                "activeStandbyPerQuery": {},
+                "hostStoreLags": {"stateStoreLags": {}, "updateTimeMs": 0},
+            }
+        }
+    }))
+}
+
+/// Statements run synchronously, so every command the server knows has finished.
+async fn command_status(Path(command): Path<String>) -> Response {
+    json_ok(json!({
+        "status": "SUCCESS",
+        "message": format!("command {command} finished"),
+        "queryId": null,
+    }))
+}
