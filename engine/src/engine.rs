@@ -552,14 +552,20 @@ impl Engine {
                     .collect();
                 StatementResult::Sources { kind, sources }
             }
-            ShowKind::Queries => StatementResult::Queries(
-                self.state
-                    .lock()
+            ShowKind::Queries => {
+                let mut state = self.state.lock();
+                state.transient.retain(|_, q| !q.finished());
+                // Persistent queries with their sink; push queries have none.
+                let persistent = state
                     .queries
                     .iter()
-                    .map(|(id, q)| (id.clone(), q.statement.clone(), q.sink.clone()))
-                    .collect(),
-            ),
+                    .map(|(id, q)| (id.clone(), q.statement.clone(), q.sink.clone()));
+                let push = state
+                    .transient
+                    .iter()
+                    .map(|(id, q)| (id.clone(), q.statement.clone(), String::new()));
+                StatementResult::Queries(persistent.chain(push).collect())
+            }
             ShowKind::Properties => {
                 StatementResult::Properties(self.state.lock().properties.clone())
             }

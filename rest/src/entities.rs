@@ -46,15 +46,18 @@ pub(crate) fn entity(text: &str, result: &StatementResult, sequence: u64) -> Val
         StatementResult::Queries(queries) => json!({
             "@type": "queries",
             "statementText": text,
-            "queries": queries.iter().map(|(id, statement, sink)| json!({
-                "queryString": statement,
-                "sinks": [sink],
-                "sinkKafkaTopics": [sink],
-                "id": id,
-                "statusCount": {"RUNNING": 1},
-                "queryType": "PERSISTENT",
-                "state": "RUNNING",
-            })).collect::<Vec<_>>(),
+            "queries": queries.iter().map(|(id, statement, sink)| {
+                let sinks: Vec<&String> = std::iter::once(sink).filter(|s| !s.is_empty()).collect();
+                json!({
+                    "queryString": statement,
+                    "sinks": sinks,
+                    "sinkKafkaTopics": sinks,
+                    "id": id,
+                    "statusCount": {"RUNNING": 1},
+                    "queryType": if sinks.is_empty() { "PUSH" } else { "PERSISTENT" },
+                    "state": "RUNNING",
+                })
+            }).collect::<Vec<_>>(),
             "warnings": [],
         }),
         StatementResult::Properties(properties) => json!({

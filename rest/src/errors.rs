@@ -88,7 +88,9 @@ impl IntoResponse for ApiError {
 /// Reads a JSON request body, answering 400 with the reason when it is not what we expect.
 pub(crate) fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
     if body.is_empty() {
-        return Err(ApiError::bad_request("the request has no body: send a JSON object"));
+        return Err(ApiError::bad_request(
+            "the request has no body: send a JSON object",
+        ));
     }
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
@@ -102,9 +104,9 @@ pub(crate) fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
 
 /// A required string field of a request body.
 pub(crate) fn string_field<'a>(body: &'a Value, name: &str) -> Result<&'a str, ApiError> {
-    body.get(name)
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::bad_request(format!("the request body needs a string field '{name}'")))
+    body.get(name).and_then(Value::as_str).ok_or_else(|| {
+        ApiError::bad_request(format!("the request body needs a string field '{name}'"))
+    })
 }
 
 /// The string-valued properties of a request (`streamsProperties` or `properties`).

@@ -30,9 +30,9 @@ async fn run(app: &AppState, body: &[u8]) -> Result<String, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::bad_request("the request body is not UTF-8"))?;
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let first = lines
-        .next()
-        .ok_or_else(|| ApiError::bad_request("the request has no body: send {\"target\": \"STREAM\"} and rows"))?;
+    let first = lines.next().ok_or_else(|| {
+        ApiError::bad_request("the request has no body: send {\"target\": \"STREAM\"} and rows")
+    })?;
     let header = crate::errors::parse_body(first.as_bytes())?;
     let target = string_field(&header, "target")?.to_uppercase();
     app.engine

@@ -29,9 +29,8 @@ async fn run(app: &AppState, body: &[u8]) -> Result<Vec<Value>, ApiError> {
     let body = parse_body(body)?;
     let sql = string_field(&body, "ksql")?;
     // Queries belong on /query: say so before running anything, as ksqlDB does.
-    let parsed = eddy_engine::parse(sql, &Default::default()).map_err(|e| {
-        ApiError::statement(sql, &e, Vec::new())
-    })?;
+    let parsed = eddy_engine::parse(sql, &Default::default())
+        .map_err(|e| ApiError::statement(sql, &e, Vec::new()))?;
     if let Some(select) = parsed
         .iter()
         .find(|p| matches!(p.statement, Statement::Select(_)))

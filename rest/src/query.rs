@@ -71,7 +71,9 @@ pub(crate) async fn close_query(State(app): State<Arc<AppState>>, body: Bytes) -
         if app.engine.close_query(id) {
             Ok(())
         } else {
-            Err(ApiError::not_found(format!("no running push query with id '{id}'")))
+            Err(ApiError::not_found(format!(
+                "no running push query with id '{id}'"
+            )))
         }
     });
     match closed {

@@ -15,7 +15,12 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Python packages the client scripts need, pinned so runs are repeatable.
-const PYTHON_PACKAGES: &[&str] = &["confluent-kafka==2.16.1"];
+// ksql-python-ng passes `cert=` to httpx.get, which httpx 0.28 removed: keep httpx 0.27.
+const PYTHON_PACKAGES: &[&str] = &[
+    "confluent-kafka==2.16.1",
+    "ksql-python-ng==0.29.0.1",
+    "httpx[http2]==0.27.2",
+];
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
@@ -94,23 +99,33 @@ pub fn python() -> &'static Path {
 /// kcat, installed from Debian's packages if it is missing.
 pub fn kcat() -> &'static str {
     static KCAT: OnceLock<()> = OnceLock::new();
-    KCAT.get_or_init(|| {
-        let present = Command::new("kcat")
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !present {
-            run_checked(
-                Command::new("apt-get").arg("update").arg("-qq"),
-                "apt-get update",
-            );
-            run_checked(
-                Command::new("apt-get").args(["install", "-y", "-qq", "kcat"]),
-                "apt-get install kcat",
-            );
-        }
-    });
+    KCAT.get_or_init(|| install_if_missing("kcat", "-V"));
     "kcat"
+}
+
+/// curl (with HTTP/2), installed from Debian's packages if it is missing.
+pub fn curl() -> &'static str {
+    static CURL: OnceLock<()> = OnceLock::new();
+    CURL.get_or_init(|| install_if_missing("curl", "--version"));
+    "curl"
+}
+
+/// Installs Debian's package `name` unless `name version_flag` already runs.
+fn install_if_missing(name: &str, version_flag: &str) {
+    let present = Command::new(name)
+        .arg(version_flag)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !present {
+        run_checked(
+            Command::new("apt-get").arg("update").arg("-qq"),
+            "apt-get update",
+        );
+        run_checked(
+            Command::new("apt-get").args(["install", "-y", "-qq", name]),
+            &format!("apt-get install {name}"),
+        );
+    }
 }
 
 fn run_checked(command: &mut Command, what: &str) {
@@ -132,41 +147,53 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A running `eddy broker` process, killed when dropped.
-pub struct BrokerProcess {
+/// A running `eddy broker` or `eddy server` process, killed when dropped.
+pub struct EddyProcess {
+    subcommand: &'static str,
     child: Option<Child>,
     pub port: u16,
     pub data_dir: PathBuf,
     extra_args: Vec<String>,
 }
 
-impl BrokerProcess {
-    /// Starts a broker on a free port with `data_dir`; waits until it listens.
-    pub fn start(data_dir: &Path, extra_args: &[&str]) -> BrokerProcess {
-        let mut broker = BrokerProcess {
+impl EddyProcess {
+    /// Starts `eddy broker` on a free port with `data_dir`; waits until it listens.
+    pub fn broker(data_dir: &Path, extra_args: &[&str]) -> EddyProcess {
+        let mut args = vec!["--group-initial-rebalance-delay-ms", "0"];
+        args.extend_from_slice(extra_args);
+        EddyProcess::start("broker", data_dir, &args)
+    }
+
+    /// Starts `eddy server` (embedded broker) on a free port; waits until it listens.
+    pub fn server(data_dir: &Path, extra_args: &[&str]) -> EddyProcess {
+        EddyProcess::start("server", data_dir, extra_args)
+    }
+
+    fn start(subcommand: &'static str, data_dir: &Path, extra_args: &[&str]) -> EddyProcess {
+        let mut process = EddyProcess {
+            subcommand,
             child: None,
             port: free_port(),
             data_dir: data_dir.to_path_buf(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         };
-        broker.spawn();
-        broker
+        process.spawn();
+        process
     }
 
     fn spawn(&mut self) {
         let mut child = Command::new(eddy_binary())
-            .arg("broker")
+            .arg(self.subcommand)
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--group-initial-rebalance-delay-ms", "0"])
             .args(&self.extra_args)
             .env("EDDY_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("starting eddy broker");
+            .unwrap_or_else(|e| panic!("starting eddy {}: {e}", self.subcommand));
         let stdout = child.stdout.take().expect("piped stdout");
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -178,13 +205,23 @@ impl BrokerProcess {
         });
         receiver
             .recv_timeout(Duration::from_secs(60))
-            .expect("eddy broker did not report listening within 60 s");
+            .unwrap_or_else(|_| {
+                panic!(
+                    "eddy {} did not report listening within 60 s",
+                    self.subcommand
+                )
+            });
         self.child = Some(child);
     }
 
     /// `host:port` for clients.
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The server's base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// Kills the process with SIGKILL (no clean shutdown) and waits for it.
@@ -195,14 +232,14 @@ impl BrokerProcess {
         }
     }
 
-    /// Starts the broker again on the same port and data folder.
+    /// Starts the process again on the same port and data folder.
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
     }
 }
 
-impl Drop for BrokerProcess {
+impl Drop for EddyProcess {
     fn drop(&mut self) {
         self.kill9();
     }

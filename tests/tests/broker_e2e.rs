@@ -12,7 +12,7 @@ use std::time::Duration;
 use eddy_broker::log::batch::Compression;
 use eddy_broker::partitioner::partition_for_key;
 use eddy_tests::{
-    arg, kafka_tool, kafka_tool_command, kcat, read_json_lines, wait_for, BrokerProcess,
+    arg, kafka_tool, kafka_tool_command, kcat, read_json_lines, wait_for, EddyProcess,
 };
 use serde_json::Value;
 
@@ -28,7 +28,7 @@ fn as_i64(v: &Value, field: &str) -> i64 {
 #[test]
 fn kcat_and_confluent_kafka_produce_consume_and_commit() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = BrokerProcess::start(dir.path(), &[]);
+    let broker = EddyProcess::broker(dir.path(), &[]);
     let bootstrap = broker.bootstrap();
     kafka_tool(
         &bootstrap,
@@ -141,7 +141,7 @@ fn kcat_and_confluent_kafka_produce_consume_and_commit() {
 fn kill9_under_produce_load_keeps_every_acknowledged_record() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let mut broker = BrokerProcess::start(&data, &["--flush-messages", "1"]);
+    let mut broker = EddyProcess::broker(&data, &["--flush-messages", "1"]);
     let bootstrap = broker.bootstrap();
     kafka_tool(
         &bootstrap,
@@ -297,7 +297,7 @@ fn active_segment(partition_dir: &Path) -> std::path::PathBuf {
 fn torn_tail_recovers_to_the_valid_prefix() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let mut broker = BrokerProcess::start(&data, &[]);
+    let mut broker = EddyProcess::broker(&data, &[]);
     kafka_tool(
         &broker.bootstrap(),
         &["create-topic", "--topic", "torn", "--partitions", "1"],
@@ -381,7 +381,7 @@ fn torn_tail_recovers_to_the_valid_prefix() {
 #[test]
 fn retention_deletes_old_segments() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = BrokerProcess::start(dir.path(), &["--retention-check-interval-ms", "200"]);
+    let broker = EddyProcess::broker(dir.path(), &["--retention-check-interval-ms", "200"]);
     let bootstrap = broker.bootstrap();
     kafka_tool(
         &bootstrap,
@@ -453,7 +453,7 @@ fn retention_deletes_old_segments() {
 #[test]
 fn compaction_keeps_the_latest_record_per_key() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = BrokerProcess::start(dir.path(), &["--retention-check-interval-ms", "200"]);
+    let broker = EddyProcess::broker(dir.path(), &["--retention-check-interval-ms", "200"]);
     let bootstrap = broker.bootstrap();
     kafka_tool(
         &bootstrap,
@@ -541,7 +541,7 @@ fn compaction_keeps_the_latest_record_per_key() {
 #[test]
 fn bad_input_is_refused_and_the_broker_keeps_serving() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = BrokerProcess::start(dir.path(), &[]);
+    let broker = EddyProcess::broker(dir.path(), &[]);
     let bootstrap = broker.bootstrap();
     kafka_tool(
         &bootstrap,
@@ -616,7 +616,7 @@ fn last_assignment(path: &Path) -> Option<Vec<i64>> {
 #[test]
 fn group_rebalances_when_members_join_and_die() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = BrokerProcess::start(dir.path(), &[]);
+    let broker = EddyProcess::broker(dir.path(), &[]);
     let bootstrap = broker.bootstrap();
     kafka_tool(
         &bootstrap,
@@ -676,7 +676,7 @@ fn group_rebalances_when_members_join_and_die() {
 #[test]
 fn compression_acks_zero_and_idempotence() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = BrokerProcess::start(dir.path(), &[]);
+    let broker = EddyProcess::broker(dir.path(), &[]);
     let bootstrap = broker.bootstrap();
     kafka_tool(
         &bootstrap,
@@ -767,7 +767,7 @@ fn compression_acks_zero_and_idempotence() {
 #[test]
 fn describe_configs_offsets_for_times_and_delete_topic() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = BrokerProcess::start(dir.path(), &["--auto-create-topics", "false"]);
+    let broker = EddyProcess::broker(dir.path(), &["--auto-create-topics", "false"]);
     let bootstrap = broker.bootstrap();
     kafka_tool(
         &bootstrap,

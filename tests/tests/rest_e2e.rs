@@ -1,0 +1,286 @@
+//! `eddy server` driven over HTTP by real clients: the ksql-python-ng package, and curl on
+//! every endpoint (HTTP/1.1 and HTTP/2 with prior knowledge).
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use eddy_tests::{curl, python, wait_for, workspace_root, EddyProcess};
+use serde_json::{json, Value};
+
+/// A curl call: status code and body.
+fn request(args: &[&str]) -> (u16, String) {
+    let output = Command::new(curl())
+        .args(["-s", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("running curl");
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn post_json(url: &str, path: &str, body: &Value) -> (u16, Value) {
+    let (status, text) = request(&[
+        "-X",
+        "POST",
+        &format!("{url}{path}"),
+        "-H",
+        "Content-Type: application/vnd.ksql.v1+json",
+        "-d",
+        &body.to_string(),
+    ]);
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value)
+}
+
+fn ksql(url: &str, sql: &str) -> Value {
+    let (status, body) = post_json(url, "/ksql", &json!({ "ksql": sql }));
+    assert_eq!(status, 200, "{sql}: {body}");
+    body
+}
+
+/// The ids of the push queries the server is running.
+fn push_queries(url: &str) -> Vec<String> {
+    let listed = ksql(url, "SHOW QUERIES;");
+    listed[0]["queries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|q| q["queryType"] == "PUSH")
+        .filter_map(|q| q["id"].as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn ksql_python_client_creates_inserts_and_queries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = EddyProcess::server(dir.path(), &[]);
+    let output = Command::new(python())
+        .arg(workspace_root().join("tests/clients/ksql_tool.py"))
+        .args(["--url", &server.url()])
+        .output()
+        .expect("running ksql_tool.py");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| {
+            panic!(
+                "ksql_tool.py printed no JSON ({e}): {stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    assert_eq!(seen["version"], "0.29.0");
+    assert_eq!(seen["created"], "SUCCESS");
+    assert_eq!(
+        seen["inserted"],
+        json!([
+            {"status": "ok", "seq": 0},
+            {"status": "ok", "seq": 1},
+            {"status": "ok", "seq": 2}
+        ])
+    );
+    assert_eq!(seen["push_columns"], json!(["USER", "PAGE"]));
+    assert_eq!(
+        seen["pushed"],
+        json!([["ann", "/home"], ["ann", "/pay"], ["bob", "/cart"]])
+    );
+    assert_eq!(seen["pulled"], json!([["ann", 2]]));
+    assert_eq!(seen["streams"], json!(["KSQL_PROCESSING_LOG", "PAGEVIEWS"]));
+}
+
+#[test]
+fn curl_reaches_every_endpoint_and_bad_requests_get_ksqldb_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = EddyProcess::server(dir.path(), &[]);
+    let url = server.url();
+
+    let (status, info) = request(&[&format!("{url}/info")]);
+    assert_eq!(status, 200);
+    let info: Value = serde_json::from_str(&info).expect("JSON");
+    assert_eq!(info["KsqlServerInfo"]["serverStatus"], "RUNNING");
+    let (status, health) = request(&[&format!("{url}/healthcheck")]);
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&health).expect("JSON")["isHealthy"],
+        true
+    );
+    assert_eq!(request(&[&format!("{url}/clusterStatus")]).0, 200);
+
+    let created = ksql(
+        &url,
+        "CREATE STREAM s (id INT KEY, v STRING) WITH (kafka_topic='s', value_format='JSON', partitions=1); \
+         INSERT INTO s (id, v) VALUES (1, 'one');",
+    );
+    assert_eq!(created[0]["@type"], "currentStatus");
+    assert_eq!(created[0]["commandStatus"]["status"], "SUCCESS");
+    let described = ksql(&url, "DESCRIBE s;");
+    assert_eq!(
+        described[0]["sourceDescription"]["fields"][0]["type"],
+        "KEY"
+    );
+
+    // /query: ksqlDB's chunked JSON array, ended by the LIMIT.
+    let (status, body) = post_json(
+        &url,
+        "/query",
+        &json!({"ksql": "SELECT * FROM s EMIT CHANGES LIMIT 1;",
+                "streamsProperties": {"auto.offset.reset": "earliest"}}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(body[0]["header"]["schema"], "`ID` INTEGER, `V` STRING");
+    assert_eq!(body[1]["row"]["columns"], json!([1, "one"]));
+    assert_eq!(body[2]["finalMessage"], "Limit Reached");
+
+    // /query-stream over HTTP/2 with prior knowledge, delimited rows.
+    let (status, body) = request(&[
+        "--http2-prior-knowledge",
+        "-X",
+        "POST",
+        &format!("{url}/query-stream"),
+        "-d",
+        r#"{"sql": "SELECT v FROM s EMIT CHANGES LIMIT 1;", "properties": {"auto.offset.reset": "earliest"}}"#,
+    ]);
+    assert_eq!(status, 200);
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines[0]["columnNames"], json!(["V"]));
+    assert_eq!(lines[1], json!(["one"]));
+    let version = Command::new(curl())
+        .args(["-s", "--http2-prior-knowledge", "-o", "/dev/null"])
+        .args(["-w", "%{http_version}"])
+        .arg(format!("{url}/info"))
+        .output()
+        .expect("running curl");
+    let version = String::from_utf8_lossy(&version.stdout).to_string();
+    assert!(version.starts_with('2'), "HTTP version {version}");
+
+    // Pull query as a JSON array.
+    let (status, body) = request(&[
+        "-X",
+        "POST",
+        &format!("{url}/query-stream"),
+        "-H",
+        "Accept: application/json",
+        "-d",
+        r#"{"sql": "SELECT id, v FROM s WHERE id = 1;"}"#,
+    ]);
+    assert_eq!(status, 200);
+    let body: Value = serde_json::from_str(&body).expect("a JSON array");
+    assert_eq!(body[1], json!([1, "one"]));
+
+    let (status, acks) = request(&[
+        "-X",
+        "POST",
+        &format!("{url}/inserts-stream"),
+        "--data-binary",
+        "{\"target\": \"s\"}\n{\"ID\": 2, \"V\": \"two\"}\n{\"V\": 3}\n",
+    ]);
+    assert_eq!(status, 200);
+    let acks: Vec<Value> = acks
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(acks[0], json!({"status": "ok", "seq": 0}));
+    assert_eq!(acks[1]["status"], "error");
+
+    // Bad requests: not JSON, a missing field, a statement that does not parse, an unknown
+    // query to close, a SELECT sent to /ksql.
+    let (status, body) = request(&["-X", "POST", &format!("{url}/ksql"), "-d", "{not json"]);
+    assert_eq!(status, 400);
+    let body: Value = serde_json::from_str(&body).expect("JSON error");
+    assert_eq!(body["error_code"], 40000);
+    assert!(body["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("JSON"));
+    let (status, body) = post_json(&url, "/ksql", &json!({"sql": "SHOW STREAMS;"}));
+    assert_eq!(
+        (status, &body["error_code"]),
+        (400, &json!(40000)),
+        "{body}"
+    );
+    let (status, body) = post_json(&url, "/ksql", &json!({"ksql": "CREATE STREAM (;"}));
+    assert_eq!(status, 400);
+    assert_eq!(body["@type"], "statement_error");
+    assert_eq!(body["error_code"], 40001);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("line 1:"),
+        "{body}"
+    );
+    let (status, body) = post_json(&url, "/close-query", &json!({"queryId": "nope"}));
+    assert_eq!(
+        (status, &body["error_code"]),
+        (404, &json!(40400)),
+        "{body}"
+    );
+    let (status, body) = post_json(&url, "/ksql", &json!({"ksql": "SELECT * FROM s;"}));
+    assert_eq!(
+        (status, &body["error_code"]),
+        (400, &json!(40002)),
+        "{body}"
+    );
+}
+
+fn push_client(url: &str, sql: &str) -> Child {
+    Command::new(curl())
+        .args(["-sN", "--http2-prior-knowledge", "-X", "POST"])
+        .arg(format!("{url}/query-stream"))
+        .arg("-d")
+        .arg(json!({"sql": sql, "properties": {"auto.offset.reset": "earliest"}}).to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting curl")
+}
+
+#[test]
+fn fifty_push_queries_get_every_row_and_a_client_that_leaves_frees_its_query() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = EddyProcess::server(dir.path(), &[]);
+    let url = server.url();
+    ksql(
+        &url,
+        "CREATE STREAM ticks (n INT) WITH (kafka_topic='ticks', value_format='JSON', partitions=1);",
+    );
+    const ROWS: usize = 20;
+    let clients: Vec<Child> = (0..50)
+        .map(|_| {
+            push_client(
+                &url,
+                &format!("SELECT n FROM ticks EMIT CHANGES LIMIT {ROWS};"),
+            )
+        })
+        .collect();
+    for n in 0..ROWS {
+        ksql(&url, &format!("INSERT INTO ticks (n) VALUES ({n});"));
+    }
+    let expected: Vec<Value> = (0..ROWS).map(|n| json!([n])).collect();
+    for client in clients {
+        let output = client.wait_with_output().expect("curl finished");
+        let rows: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .skip(1)
+            .map(|l| serde_json::from_str(l).expect("a JSON row"))
+            .collect();
+        assert_eq!(rows, expected);
+    }
+    wait_for(
+        Duration::from_secs(10),
+        "finished push queries to end",
+        || push_queries(&url).is_empty().then_some(()),
+    );
+
+    let mut leaving = push_client(&url, "SELECT n FROM ticks EMIT CHANGES;");
+    wait_for(Duration::from_secs(10), "the push query to start", || {
+        (push_queries(&url).len() == 1).then_some(())
+    });
+    leaving.kill().expect("killing curl");
+    let _ = leaving.wait();
+    wait_for(Duration::from_secs(10), "the left query to end", || {
+        push_queries(&url).is_empty().then_some(())
+    });
+}
