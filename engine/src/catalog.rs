@@ -96,7 +96,7 @@ impl Source {
             .get("WRAP_SINGLE_VALUE")
             .map(|v| !v.eq_ignore_ascii_case("false"))
             .unwrap_or(true);
-        Ok(Source {
+        let source = Source {
             name: name.to_string(),
             kind,
             columns: ordered,
@@ -107,7 +107,46 @@ impl Source {
             read_only,
             window: key_window(properties)?,
             statement: statement.to_string(),
-        })
+        };
+        source.check_formats()?;
+        Ok(source)
+    }
+
+    /// Checks that the key and value formats can hold the columns' types, as ksqlDB does:
+    /// no map in a key (maps serialize inconsistently), no ARRAY, MAP or STRUCT in KAFKA or
+    /// DELIMITED.
+    pub fn check_formats(&self) -> Result<()> {
+        for column in &self.columns {
+            if column.key && column.data_type.contains_map() {
+                return Err(EngineError::Plan(format!(
+                    "Map keys, including types that contain maps, are not supported as they may \
+                     lead to unexpected behavior due to inconsistent serialization. Key column \
+                     name: `{}`. Column type: {}. See \
+                     https://github.com/confluentinc/ksql/issues/6621 for more.",
+                    column.name, column.data_type
+                )));
+            }
+            let format = if column.key {
+                self.key_format
+            } else {
+                self.value_format
+            };
+            if matches!(format, Format::Kafka | Format::Delimited(_)) {
+                let complex = match column.data_type {
+                    crate::types::SqlType::Array(_) => Some("ARRAY"),
+                    crate::types::SqlType::Map(..) => Some("MAP"),
+                    crate::types::SqlType::Struct(_) => Some("STRUCT"),
+                    _ => None,
+                };
+                if let Some(type_name) = complex {
+                    return Err(EngineError::Plan(format!(
+                        "The '{}' format does not support type '{type_name}'",
+                        format.name()
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Key columns.

@@ -209,6 +209,59 @@ impl Engine {
                     query_id: Some(query_id),
                 })
             }
+            Statement::InsertInto { target, query } => {
+                let sink = self.state.lock().catalog.get(&target)?;
+                if sink.kind != SourceKind::Stream {
+                    return Err(EngineError::Plan(format!(
+                        "INSERT INTO can only be used to insert into a stream. {target} is a table."
+                    )));
+                }
+                let catalog_snapshot = self.catalog_snapshot();
+                let mut plan = query::plan_persistent(
+                    &catalog_snapshot,
+                    SourceKind::Stream,
+                    &target,
+                    &BTreeMap::new(),
+                    &query,
+                    &text,
+                )
+                .await?;
+                let shape = |columns: &[ColumnDef]| -> Vec<(String, String, bool)> {
+                    columns
+                        .iter()
+                        .map(|c| (c.name.clone(), c.data_type.to_string(), c.key))
+                        .collect()
+                };
+                if shape(&plan.sink.columns) != shape(&sink.columns) {
+                    return Err(EngineError::Plan(format!(
+                        "Incompatible schema between results and sink.\nResult schema is {}\nSink schema is {}",
+                        schema_text(&plan.sink.columns),
+                        schema_text(&sink.columns)
+                    )));
+                }
+                plan.sink = Source {
+                    statement: text.clone(),
+                    ..(*sink).clone()
+                };
+                let query_id = {
+                    let mut state = self.state.lock();
+                    let n = state.next_query_number;
+                    state.next_query_number += 1;
+                    format!("INSERTQUERY_{n}")
+                };
+                let running = query::start(
+                    Arc::clone(&self.client),
+                    Arc::clone(&self.log),
+                    query_id.clone(),
+                    plan,
+                    Output::Topic,
+                );
+                self.state.lock().queries.insert(query_id.clone(), running);
+                Ok(StatementResult::Status {
+                    message: format!("Created query with ID {query_id}"),
+                    query_id: Some(query_id),
+                })
+            }
             Statement::InsertValues {
                 target,
                 columns,
@@ -697,6 +750,18 @@ fn processing_log_stream() -> Source {
         .expect("the processing log's definition is valid")
 }
 
+/// A schema as ksqlDB prints it in messages: "`K` STRING KEY, `V` BIGINT".
+fn schema_text(columns: &[ColumnDef]) -> String {
+    columns
+        .iter()
+        .map(|c| {
+            let key = if c.key { " KEY" } else { "" };
+            format!("`{}` {}{key}", c.name, c.data_type)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn status(message: String) -> StatementResult {
     StatementResult::Status {
         message,
@@ -720,7 +785,6 @@ fn title(kind: SourceKind) -> &'static str {
 
 fn statement_name(statement: &Statement) -> &'static str {
     match statement {
-        Statement::InsertInto { .. } => "INSERT INTO ... SELECT",
         Statement::Select(_) => "SELECT",
         Statement::DescribeFunction { .. } => "DESCRIBE FUNCTION",
         Statement::Explain(_) => "EXPLAIN",

@@ -313,6 +313,22 @@ async fn plan_select(
             key,
         });
     }
+    for (i, rank) in key_rank.iter().enumerate() {
+        let Some(rank) = rank.filter(|_| !push) else {
+            continue;
+        };
+        if let Some(j) = (i + 1..key_rank.len()).find(|j| key_rank[*j] == Some(rank)) {
+            let (first, second) = (&columns[i].name, &columns[j].name);
+            return Err(EngineError::Plan(match operator {
+                Operator::Aggregate(_) => format!(
+                    "The projection contains a key column more than once: `{first}` and `{second}`."
+                ),
+                Operator::FilterProject => format!(
+                    "The projection contains a key column (`{first}`) more than once, aliased as: {first} and {second}."
+                ),
+            }));
+        }
+    }
     // Key columns first, in GROUP BY (or PARTITION BY, or source key) order; the projection
     // follows the columns.
     let mut order: Vec<usize> = (0..columns.len())
@@ -328,12 +344,14 @@ async fn plan_select(
             "Invalid result type. Your SELECT query produces a TABLE. Please use CREATE TABLE AS SELECT statement instead.".into(),
         ));
     }
-    if matches!(operator, Operator::Aggregate(_)) && !push && !columns.iter().any(|c| c.key) {
-        return Err(EngineError::Plan(format!(
-            "the projection must include the GROUP BY column{}: {}",
-            if group_columns.len() > 1 { "s" } else { "" },
-            group_columns.join(", ")
-        )));
+    if matches!(operator, Operator::Aggregate(_)) && !push {
+        let missing: Vec<String> = group_columns
+            .iter()
+            .enumerate()
+            .filter(|(g, _)| !key_rank.iter().any(|r| *r == Some(*g)))
+            .map(|(_, name)| name.clone())
+            .collect();
+        must_include(name, "grouping expression", &missing)?;
     }
     if !partition_names.is_empty() && matches!(operator, Operator::Aggregate(_)) {
         return Err(EngineError::Unsupported(
@@ -350,23 +368,10 @@ async fn plan_select(
     if matches!(operator, Operator::FilterProject)
         && !push
         && partition_names.is_empty()
-        && source.key_columns().count() > 0
         && !columns.iter().any(|c| c.key)
     {
-        return Err(EngineError::Plan(format!(
-            "the projection must include the key column{} of {}: {}",
-            if source.key_columns().count() > 1 {
-                "s"
-            } else {
-                ""
-            },
-            source.name,
-            source
-                .key_columns()
-                .map(|k| k.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
+        let keys: Vec<String> = source.key_columns().map(|k| k.name.clone()).collect();
+        must_include(name, "key column", &keys)?;
     }
     if windowed && !matches!(operator, Operator::Aggregate(_)) {
         return Err(EngineError::Plan(
@@ -405,6 +410,14 @@ async fn plan_select(
         window,
         statement: statement.to_string(),
     };
+    if !push {
+        sink.check_formats()?;
+        if !sink.columns.iter().any(|c| !c.key) {
+            return Err(EngineError::Plan(
+                "The projection contains no value columns.".into(),
+            ));
+        }
+    }
     let sink_partitions = properties.get("PARTITIONS").and_then(|p| p.parse().ok());
     Ok(PersistentPlan {
         input_schema: source.schema_with_window(windowed || source.window.is_some()),
@@ -416,6 +429,24 @@ async fn plan_select(
         logical_plan,
         sink_partitions,
     })
+}
+
+/// ksqlDB's error for a projection missing what becomes the key: "The query used to build
+/// `OUTPUT` must include the key columns A and B in its projection (eg, SELECT A, B...)."
+fn must_include(sink: &str, what: &str, missing: &[String]) -> Result<()> {
+    let (last, rest) = match missing.split_last() {
+        None => return Ok(()),
+        Some(split) => split,
+    };
+    let listed = if rest.is_empty() {
+        format!("{what} {last}")
+    } else {
+        format!("{what}s {} and {last}", rest.join(", "))
+    };
+    Err(EngineError::Plan(format!(
+        "The query used to build `{sink}` must include the {listed} in its projection (eg, SELECT {}...).",
+        missing.join(", ")
+    )))
 }
 
 /// Adds WINDOWSTART and WINDOWEND to a windowed aggregation's GROUP BY: each row is grouped

@@ -97,6 +97,18 @@ impl SqlType {
     }
 }
 
+impl SqlType {
+    /// Whether the type is a MAP or holds one.
+    pub fn contains_map(&self) -> bool {
+        match self {
+            SqlType::Map(..) => true,
+            SqlType::Array(item) => item.contains_map(),
+            SqlType::Struct(fields) => fields.iter().any(|(_, t)| t.contains_map()),
+            _ => false,
+        }
+    }
+}
+
 impl fmt::Display for SqlType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -1,9 +1,15 @@
-//! `eddy bench`: produce and consume throughput of the log, in-process, on one partition.
+//! `eddy bench`: throughput of the log, or of a persistent query, in-process, on one partition.
 //!
+//! `--workload log` (the default):
 //! Producing builds batches of `--batch-records` records of `--record-bytes` value bytes each and
 //! appends them through the same path a Kafka produce request takes (validate, stamp, append,
 //! and with `--flush fsync` wait for the group-committed fdatasync). Consuming reads the
 //! partition back from offset 0 and decodes every record. Figures print as records/s and MB/s.
+//!
+//! `--workload filter-project`: loads `--records` JSON orders into a topic, then times a
+//! persistent query (`WHERE qty > 2`, a projection with arithmetic and a string function) from
+//! its start until it has committed the whole topic, topic to topic. Pin it to one core with
+//! `taskset -c 0` for the per-core figure.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -14,6 +20,9 @@ use eddy_broker::{now_ms, Broker, BrokerConfig};
 
 #[derive(clap::Args)]
 pub(crate) struct BenchArgs {
+    /// `log` (produce and consume) or `filter-project` (a stateless persistent query).
+    #[arg(long, default_value = "log")]
+    workload: String,
     /// Records to produce.
     #[arg(long, default_value_t = 5_000_000)]
     records: u64,
@@ -33,6 +42,67 @@ pub(crate) struct BenchArgs {
 }
 
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.workload.as_str() {
+        "log" => run_log(args).await,
+        "filter-project" => run_filter_project(args).await,
+        other => anyhow::bail!("--workload must be 'log' or 'filter-project', not '{other}'"),
+    }
+}
+
+async fn run_filter_project(args: BenchArgs) -> anyhow::Result<()> {
+    let temporary = tempfile::tempdir().context("creating a temporary data directory")?;
+    let broker = Broker::open(BrokerConfig::new(temporary.path())).await?;
+    broker.create_topic("orders", 1, BTreeMap::new())?;
+    let partition = broker.partition("orders", 0)?;
+    let mut written = 0u64;
+    while written < args.records {
+        let n = (args.records - written).min(args.batch_records as u64);
+        let now = now_ms();
+        let mut builder = BatchBuilder::new(now, n as usize * 80);
+        for i in written..written + n {
+            let value = format!(
+                r#"{{"ID":{i},"ITEM":"item-{}","QTY":{},"PRICE":{}.5}}"#,
+                i % 1000,
+                i % 7,
+                i % 100
+            );
+            builder.push(now, None, Some(value.as_bytes()), &[]);
+        }
+        partition.append(&mut builder.finish(), now)?;
+        written += n;
+    }
+    let client = std::sync::Arc::new(eddy_broker::InProcessClient::new(broker));
+    let engine = eddy_engine::Engine::new(client);
+    engine
+        .execute(
+            "CREATE STREAM orders (id BIGINT, item STRING, qty INT, price DOUBLE) \
+             WITH (kafka_topic='orders', value_format='JSON');",
+        )
+        .await?;
+    let start = Instant::now();
+    engine
+        .execute(
+            "CREATE STREAM big_orders AS SELECT id, UCASE(item) AS item, qty * price AS total \
+             FROM orders WHERE qty > 2 EMIT CHANGES;",
+        )
+        .await?;
+    if !engine
+        .wait_until_caught_up(std::time::Duration::from_secs(3600))
+        .await
+    {
+        anyhow::bail!("the query did not catch up within an hour");
+    }
+    report(
+        "filter-project",
+        "interval",
+        args.records,
+        80,
+        start.elapsed(),
+    );
+    Ok(())
+}
+
+async fn run_log(args: BenchArgs) -> anyhow::Result<()> {
     let temporary = tempfile::tempdir().context("creating a temporary data directory")?;
     let dir = args
         .data_dir
