@@ -76,7 +76,10 @@ struct EngineState {
     queries: BTreeMap<String, RunningQuery>,
     /// Push queries, by id; finished ones are swept on access.
     transient: BTreeMap<String, RunningQuery>,
+    /// Numbers persistent queries (CSAS_X_1, ...): replaying the command topic gives every
+    /// query the id, and so the committed offsets, it had.
     next_query_number: u64,
+    next_push_number: u64,
 }
 
 /// The streaming SQL engine over one log.
@@ -84,7 +87,12 @@ pub struct Engine {
     client: Arc<dyn LogClient>,
     log: Arc<ProcessingLog>,
     state: Mutex<EngineState>,
+    /// Whether statements are recorded in the command topic ([`Engine::open`]).
+    durable: bool,
 }
+
+/// The topic [`Engine::open`] keeps statements in.
+pub const COMMAND_TOPIC: &str = "_eddy_command_topic";
 
 impl Engine {
     /// An engine reading and writing topics through `client`.
@@ -101,8 +109,85 @@ impl Engine {
                 queries: BTreeMap::new(),
                 transient: BTreeMap::new(),
                 next_query_number: 1,
+                next_push_number: 0,
             }),
+            durable: false,
         }
+    }
+
+    /// An engine whose catalog and persistent queries survive restarts: every statement that
+    /// changes them (CREATE, CREATE ... AS SELECT, INSERT INTO ... SELECT, DROP, TERMINATE)
+    /// is appended to the command topic once it succeeded, and `open` replays the topic, so
+    /// each query comes back with its id and resumes from its committed source offsets
+    /// (aggregations rebuild their state from the source first). At-least-once.
+    pub async fn open(client: Arc<dyn LogClient>) -> Result<Engine> {
+        let mut engine = Engine::new(client);
+        match engine.client.partition_count(COMMAND_TOPIC).await {
+            Ok(_) => {}
+            Err(BrokerError::UnknownTopicOrPartition { .. }) => {
+                let configs = BTreeMap::from([("retention.ms".to_string(), "-1".to_string())]);
+                match engine.client.create_topic(COMMAND_TOPIC, 1, configs).await {
+                    Ok(()) | Err(BrokerError::TopicAlreadyExists(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let range = engine.client.offsets(COMMAND_TOPIC, 0).await?;
+        let mut offset = range.log_start_offset;
+        let mut replayed = 0;
+        while offset < range.high_watermark {
+            let records = engine
+                .client
+                .fetch(COMMAND_TOPIC, 0, offset, 1 << 20, std::time::Duration::ZERO)
+                .await?;
+            let Some(last) = records.last() else { break };
+            offset = last.offset + 1;
+            for record in records {
+                let Some(value) = record.value else { continue };
+                let text = String::from_utf8_lossy(&value).to_string();
+                let statements = match parser::parse(&text, &BTreeMap::new()) {
+                    Ok(statements) => statements,
+                    Err(e) => {
+                        tracing::error!(statement = %text, error = %e, "cannot replay a command");
+                        continue;
+                    }
+                };
+                for statement in statements {
+                    if let Err(e) = engine.execute_one(statement).await {
+                        tracing::error!(statement = %text, error = %e, "replaying a command failed");
+                    }
+                    replayed += 1;
+                }
+            }
+        }
+        tracing::info!(statements = replayed, "replayed the command topic");
+        engine.durable = true;
+        Ok(engine)
+    }
+
+    /// Runs one statement and, for a durable engine, records it in the command topic when it
+    /// changed the catalog or the queries.
+    async fn run_and_record(&self, parsed: ParsedStatement) -> Result<StatementResult> {
+        let recorded = self.durable
+            && matches!(
+                parsed.statement,
+                Statement::CreateSource { .. }
+                    | Statement::CreateAsSelect { .. }
+                    | Statement::InsertInto { .. }
+                    | Statement::Drop { .. }
+                    | Statement::Terminate { .. }
+            );
+        let text = parsed.text.clone();
+        let result = self.execute_one(parsed).await?;
+        if recorded {
+            let record = ProducerRecord {
+                value: Some(Bytes::from(format!("{text};"))),
+                ..Default::default()
+            };
+            self.client.produce(COMMAND_TOPIC, vec![record]).await?;
+        }
+        Ok(result)
     }
 
     /// Records skipped by query `query_id` because they could not be processed.
@@ -124,7 +209,7 @@ impl Engine {
         let mut script = ExecutedScript::default();
         for statement in statements {
             let text = statement.text.clone();
-            match self.execute_one(statement).await {
+            match self.run_and_record(statement).await {
                 Ok(result) => script.results.push((text, result)),
                 Err(error) => {
                     script.failure = Some((text, error));
@@ -141,7 +226,7 @@ impl Engine {
         let statements = parser::parse(sql, &variables)?;
         let mut results = Vec::with_capacity(statements.len());
         for statement in statements {
-            results.push(self.execute_one(statement).await?);
+            results.push(self.run_and_record(statement).await?);
         }
         Ok(results)
     }
@@ -415,9 +500,8 @@ impl Engine {
         let columns = plan.sink.columns.clone();
         let query_id = {
             let mut state = self.state.lock();
-            let n = state.next_query_number;
-            state.next_query_number += 1;
-            format!("transient_{}_{n}", plan.source.name)
+            state.next_push_number += 1;
+            format!("transient_{}_{}", plan.source.name, state.next_push_number)
         };
         let running = query::start(
             Arc::clone(&self.client),

@@ -156,7 +156,11 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             (Arc::new(client), Some(broker))
         }
     };
-    let engine = Arc::new(eddy_engine::Engine::new(client));
+    let engine = Arc::new(
+        eddy_engine::Engine::open(client)
+            .await
+            .context("replaying the command topic")?,
+    );
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

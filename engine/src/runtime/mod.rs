@@ -128,6 +128,23 @@ impl PartitionTask {
     async fn run(self, mut stopped: watch::Receiver<bool>) {
         let topic = self.plan.source.topic.clone();
         let mut offset = None;
+        // An aggregation restarting from committed offsets first rebuilds its state: it reads
+        // the source from the start and discards what it would emit before `replay_until`.
+        let mut replay_until = None;
+        if matches!(*self.executor, Executor::Aggregate(_)) && matches!(self.output, Output::Topic)
+        {
+            let committed = self
+                .client
+                .committed(&self.query_id, &topic, self.partition)
+                .await
+                .ok()
+                .flatten();
+            let start = self.client.offsets(&topic, self.partition).await.ok();
+            if let (Some(committed), Some(range)) = (committed, start) {
+                offset = Some(range.log_start_offset);
+                replay_until = Some(committed);
+            }
+        }
         while !*stopped.borrow() {
             let start = match offset {
                 Some(o) => o,
@@ -172,7 +189,16 @@ impl PartitionTask {
             };
             let Some(last) = records.last() else { continue };
             let next = last.offset + 1;
-            let emitted = self.process(&records).await;
+            let mut records = &records[..];
+            if let Some(until) = replay_until {
+                let split = records.partition_point(|r| r.offset < until);
+                let _rebuilt_state_only = self.process(&records[..split]).await;
+                records = &records[split..];
+                if next >= until {
+                    replay_until = None;
+                }
+            }
+            let emitted = self.process(records).await;
             if !self.write(emitted, &mut stopped).await {
                 return;
             }
