@@ -520,44 +520,85 @@ fn encode_output(
     output: &RecordBatch,
     meta: &[RowMeta],
 ) -> Result<Vec<ProducerRecord>> {
-    let rows = to_rows(output)?;
     let sink = &plan.sink;
     let sink_keys: Vec<&ColumnDef> = sink.key_columns().collect();
     let sink_values: Vec<&ColumnDef> = sink.value_columns().collect();
-    let mut out = Vec::with_capacity(rows.len());
-    for (row, meta) in rows.iter().zip(meta) {
-        let pick = |columns: &[&ColumnDef]| -> Vec<Value> {
-            columns
-                .iter()
-                .map(|c| row.get(&c.name).cloned().unwrap_or(Value::Null))
-                .collect()
-        };
-        let mut key = if sink_keys.is_empty() {
-            None
-        } else {
-            formats::encode(sink.key_format, &sink_keys, &pick(&sink_keys), false)?
-        };
+    let keys = encode_columns(output, &sink_keys, sink.key_format, false)?;
+    let values = encode_columns(
+        output,
+        &sink_values,
+        sink.value_format,
+        sink.wrap_single_value,
+    )?;
+    let mut out = Vec::with_capacity(meta.len());
+    for ((key, value), meta) in keys.into_iter().zip(values).zip(meta) {
+        let mut key = key;
         if let (Some(kind), Some((start, end))) = (sink.window, meta.window) {
             key = Some(formats::windowed_key(key.as_deref(), kind, start, end));
         }
-        let value = if meta.tombstone {
-            None
-        } else {
-            formats::encode(
-                sink.value_format,
-                &sink_values,
-                &pick(&sink_values),
-                sink.wrap_single_value,
-            )?
-        };
         out.push(ProducerRecord {
             key: key.map(Bytes::from),
-            value: value.map(Bytes::from),
+            value: if meta.tombstone {
+                None
+            } else {
+                value.map(Bytes::from)
+            },
             timestamp_ms: Some(meta.timestamp),
             ..Default::default()
         });
     }
     Ok(out)
+}
+
+/// Serializes `columns` of every row of `output` in `format`: `None` for no bytes.
+///
+/// JSON objects are written straight from the Arrow columns (the hot path of most queries);
+/// other formats go through one JSON value per column.
+fn encode_columns(
+    output: &RecordBatch,
+    columns: &[&ColumnDef],
+    format: formats::Format,
+    wrap_single_value: bool,
+) -> Result<Vec<Option<Vec<u8>>>> {
+    let rows = output.num_rows();
+    if columns.is_empty() {
+        return Ok(vec![None; rows]);
+    }
+    let indices = columns
+        .iter()
+        .map(|c| {
+            output
+                .schema()
+                .index_of(&c.name)
+                .map_err(|_| EngineError::Internal(format!("output column {} missing", c.name)))
+        })
+        .collect::<Result<Vec<usize>>>()?;
+    let selected = output.project(&indices)?;
+    if format == formats::Format::Json && (columns.len() > 1 || wrap_single_value) {
+        let mut buffer = Vec::with_capacity(rows * 32);
+        {
+            let mut writer = datafusion::arrow::json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, datafusion::arrow::json::writer::LineDelimited>(&mut buffer);
+            writer.write(&selected)?;
+            writer.finish()?;
+        }
+        return Ok(buffer
+            .split(|b| *b == b'\n')
+            .take(rows)
+            .map(|line| Some(line.to_vec()))
+            .collect());
+    }
+    to_rows(&selected)?
+        .iter()
+        .map(|row| {
+            let values: Vec<Value> = columns
+                .iter()
+                .map(|c| row.get(&c.name).cloned().unwrap_or(Value::Null))
+                .collect();
+            formats::encode(format, columns, &values, wrap_single_value)
+        })
+        .collect()
 }
 
 /// The window of every row of a windowed source's batch (WINDOWSTART, WINDOWEND).
