@@ -55,6 +55,9 @@ pub struct Source {
     pub read_only: bool,
     /// Windowed keys (WINDOW_TYPE, or a windowed aggregation's output).
     pub window: Option<KeyWindow>,
+    /// `TIMESTAMP`: the BIGINT or TIMESTAMP column whose value is a row's event time (on a
+    /// source: read instead of the record's timestamp; on a sink: written as it).
+    pub timestamp_column: Option<String>,
     /// The statement that created it.
     pub statement: String,
 }
@@ -106,10 +109,38 @@ impl Source {
             wrap_single_value,
             read_only,
             window: key_window(properties)?,
+            timestamp_column: properties.get("TIMESTAMP").map(|c| c.to_uppercase()),
             statement: statement.to_string(),
         };
         source.check_formats()?;
+        source.check_timestamp_column()?;
         Ok(source)
+    }
+
+    /// Checks that the TIMESTAMP column exists and holds a time: BIGINT or TIMESTAMP (Eddy
+    /// does not parse strings with TIMESTAMP_FORMAT yet).
+    pub fn check_timestamp_column(&self) -> Result<()> {
+        let Some(name) = &self.timestamp_column else {
+            return Ok(());
+        };
+        let column = self
+            .columns
+            .iter()
+            .find(|c| &c.name == name)
+            .ok_or_else(|| {
+                EngineError::Plan(format!(
+                    "The TIMESTAMP column set in the WITH clause does not exist in the schema: '{name}'"
+                ))
+            })?;
+        match column.data_type {
+            crate::types::SqlType::Bigint | crate::types::SqlType::Timestamp => Ok(()),
+            crate::types::SqlType::String => Err(EngineError::Unsupported(format!(
+                "string TIMESTAMP columns with TIMESTAMP_FORMAT (column `{name}`)"
+            ))),
+            _ => Err(EngineError::Plan(format!(
+                "Timestamp column, `{name}`, should be LONG(INT64), TIMESTAMP, or a String with a timestamp_format specified"
+            ))),
+        }
     }
 
     /// Checks that the key and value formats can hold the columns' types, as ksqlDB does:

@@ -339,6 +339,13 @@ async fn plan_select(
     let columns: Vec<ColumnDef> = order.iter().map(|i| columns[*i].clone()).collect();
     let projection: Vec<Arc<dyn PhysicalExpr>> =
         order.iter().map(|i| Arc::clone(&projection[*i])).collect();
+    if let Some(column) = properties.get("TIMESTAMP").map(|c| c.to_uppercase()) {
+        if !push && !columns.iter().any(|c| c.name == column) {
+            return Err(EngineError::Plan(format!(
+                "The TIMESTAMP column set in the WITH clause does not exist in the schema: '{column}'"
+            )));
+        }
+    }
     if matches!(operator, Operator::Aggregate(_)) && kind == SourceKind::Stream {
         return Err(EngineError::Plan(
             "Invalid result type. Your SELECT query produces a TABLE. Please use CREATE TABLE AS SELECT statement instead.".into(),
@@ -408,10 +415,12 @@ async fn plan_select(
         wrap_single_value: true,
         read_only: false,
         window,
+        timestamp_column: properties.get("TIMESTAMP").map(|c| c.to_uppercase()),
         statement: statement.to_string(),
     };
     if !push {
         sink.check_formats()?;
+        sink.check_timestamp_column()?;
         if !sink.columns.iter().any(|c| !c.key) {
             return Err(EngineError::Plan(
                 "The projection contains no value columns.".into(),

@@ -8,7 +8,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, Int64Array, TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::filter_record_batch;
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::json::writer::JsonArray;
 use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -443,7 +443,22 @@ pub(crate) fn decode_records(
         for (column, value) in columns.zip(keys.into_iter().chain(values)) {
             row.insert(column.name.clone(), value);
         }
-        row.insert(ROWTIME.into(), Value::from(record.timestamp_ms));
+        let mut timestamp = record.timestamp_ms;
+        if let Some(column) = &source.timestamp_column {
+            match row.get(column).and_then(Value::as_i64) {
+                Some(event_time) if event_time >= 0 => timestamp = event_time,
+                _ => {
+                    failures.push(Failure {
+                        topic: source.topic.clone(),
+                        partition,
+                        offset: record.offset,
+                        message: format!("no valid timestamp in column {column}"),
+                    });
+                    continue;
+                }
+            }
+        }
+        row.insert(ROWTIME.into(), Value::from(timestamp));
         row.insert(ROWPARTITION.into(), Value::from(partition));
         row.insert(ROWOFFSET.into(), Value::from(record.offset));
         if let Some((start, end)) = window {
@@ -524,6 +539,15 @@ fn encode_output(
     let sink_keys: Vec<&ColumnDef> = sink.key_columns().collect();
     let sink_values: Vec<&ColumnDef> = sink.value_columns().collect();
     let keys = encode_columns(output, &sink_keys, sink.key_format, false)?;
+    // WITH (TIMESTAMP='column') on the sink: that column's value is the record's time.
+    let event_times = sink
+        .timestamp_column
+        .as_ref()
+        .and_then(|name| output.column_by_name(name))
+        .and_then(|c| datafusion::arrow::compute::cast(c, &DataType::Int64).ok());
+    let event_times = event_times
+        .as_ref()
+        .and_then(|c| c.as_any().downcast_ref::<Int64Array>());
     let values = encode_columns(
         output,
         &sink_values,
@@ -531,8 +555,17 @@ fn encode_output(
         sink.wrap_single_value,
     )?;
     let mut out = Vec::with_capacity(meta.len());
-    for ((key, value), meta) in keys.into_iter().zip(values).zip(meta) {
+    for (row, ((key, value), meta)) in keys.into_iter().zip(values).zip(meta).enumerate() {
         let mut key = key;
+        let timestamp = match event_times {
+            Some(times) if times.is_valid(row) => times.value(row),
+            _ => meta.timestamp,
+        };
+        if timestamp < 0 {
+            // Kafka records cannot carry a negative time; ksqlDB drops such rows too.
+            tracing::warn!(sink = %sink.name, timestamp, "dropping a row with a negative timestamp");
+            continue;
+        }
         if let (Some(kind), Some((start, end))) = (sink.window, meta.window) {
             key = Some(formats::windowed_key(key.as_deref(), kind, start, end));
         }
@@ -543,7 +576,7 @@ fn encode_output(
             } else {
                 value.map(Bytes::from)
             },
-            timestamp_ms: Some(meta.timestamp),
+            timestamp_ms: Some(timestamp),
             ..Default::default()
         });
     }
