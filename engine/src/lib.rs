@@ -5,11 +5,13 @@
 //!     --query.rs--> DataFusion LogicalPlan --> runtime/{filter_project,aggregate}.rs
 //!     --formats.rs--> topics through eddy_broker::LogClient
 //! ```
-//! [`Engine`] is the facade: it runs statements, keeps the catalog and starts persistent
-//! queries. [`parser`] reads ksqlDB statements on sqlparser; [`types`] maps ksqlDB types to
-//! Arrow. Persistent queries run WHERE and SELECT, and GROUP BY over streams with DataFusion's
-//! accumulators (every update emitted); windows, joins, PARTITION BY, push and pull queries
-//! are next.
+//! [`Engine`] is the facade: it runs statements, keeps the catalog (durably, through the
+//! command topic, with [`Engine::open`]) and starts persistent queries. [`parser`] reads ksqlDB
+//! statements on sqlparser; [`query`] plans a SELECT with DataFusion and lowers it to Eddy's
+//! operators; [`runtime`] runs them per source partition (filter and projection; GROUP BY over
+//! streams and tables, windowed or not, EMIT CHANGES or FINAL) and keeps the processing log;
+//! [`pull`] answers pull queries over a snapshot; [`functions`] holds ksqlDB's functions that
+//! DataFusion lacks; [`types`] maps ksqlDB types to Arrow. Joins are next.
 
 pub mod catalog;
 pub mod engine;
