@@ -278,7 +278,11 @@ impl Engine {
                 .await?;
                 self.ensure_topic(&plan.sink.topic, &plan.sink_topic_properties(), kind)
                     .await?;
-                let query_id = self.next_query_id(kind, &name);
+                let prefix = match kind {
+                    SourceKind::Stream => "CSAS",
+                    SourceKind::Table => "CTAS",
+                };
+                let query_id = self.next_query_id(prefix, Some(&name));
                 let running = query::start(
                     Arc::clone(&self.client),
                     Arc::clone(&self.log),
@@ -328,12 +332,7 @@ impl Engine {
                     statement: text.clone(),
                     ..(*sink).clone()
                 };
-                let query_id = {
-                    let mut state = self.state.lock();
-                    let n = state.next_query_number;
-                    state.next_query_number += 1;
-                    format!("INSERTQUERY_{n}")
-                };
+                let query_id = self.next_query_id("INSERTQUERY", None);
                 let running = query::start(
                     Arc::clone(&self.client),
                     Arc::clone(&self.log),
@@ -628,15 +627,15 @@ impl Engine {
         copy
     }
 
-    fn next_query_id(&self, kind: SourceKind, name: &str) -> String {
+    /// The next persistent query id: `<prefix>_<name>_<n>`, or `<prefix>_<n>` without a name.
+    fn next_query_id(&self, prefix: &str, name: Option<&str>) -> String {
         let mut state = self.state.lock();
         let n = state.next_query_number;
         state.next_query_number += 1;
-        let prefix = match kind {
-            SourceKind::Stream => "CSAS",
-            SourceKind::Table => "CTAS",
-        };
-        format!("{prefix}_{name}_{n}")
+        match name {
+            Some(name) => format!("{prefix}_{name}_{n}"),
+            None => format!("{prefix}_{n}"),
+        }
     }
 
     /// Creates the source's topic when it does not exist and PARTITIONS says how.

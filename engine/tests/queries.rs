@@ -1,20 +1,13 @@
 //! Push and pull queries through the engine on an in-process broker.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use eddy_broker::{Broker, BrokerConfig, InProcessClient};
+use common::engine;
 use eddy_engine::{Engine, PushRow, QueryResult};
 use serde_json::{json, Value};
-
-async fn engine() -> (tempfile::TempDir, Engine) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::open(BrokerConfig::new(dir.path()))
-        .await
-        .expect("broker");
-    (dir, Engine::new(Arc::new(InProcessClient::new(broker))))
-}
 
 async fn run(engine: &Engine, sql: &str) {
     engine

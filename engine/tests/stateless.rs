@@ -1,19 +1,14 @@
 //! The engine end to end on an in-process broker: DDL, INSERT VALUES and a stateless persistent
 //! query (filter and projection), read back from the sink topic.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eddy_broker::{Broker, BrokerConfig, InProcessClient, LogClient};
-use eddy_engine::{Engine, StatementResult};
-
-async fn engine() -> (tempfile::TempDir, Engine) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::open(BrokerConfig::new(dir.path()))
-        .await
-        .expect("broker");
-    (dir, Engine::new(Arc::new(InProcessClient::new(broker))))
-}
+use common::engine;
+use eddy_broker::LogClient;
+use eddy_engine::StatementResult;
 
 /// Reads the topic until `count` records arrived or 10 s passed.
 async fn read(

@@ -10,7 +10,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use eddy_engine::{PullResult, PushQuery, QueryResult};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -213,9 +212,4 @@ async fn forward_push(
             _ = sender.closed() => return,
         }
     }
-}
-
-/// A JSON body for endpoints that answer with one object.
-pub(crate) fn json_ok(value: Value) -> Response {
-    (StatusCode::OK, Json(value)).into_response()
 }

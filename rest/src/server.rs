@@ -5,14 +5,13 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::response::Response;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Json, Router};
 use eddy_engine::Engine;
 use serde_json::json;
 use tokio::net::TcpListener;
-
-use crate::query::json_ok;
 
 /// The ksqlDB version whose API Eddy speaks, as `/info` reports it.
 pub const SERVER_VERSION: &str = "0.29.0";
@@ -106,4 +105,9 @@ async fn command_status(Path(command): Path<String>) -> Response {
         "message": format!("command {command} finished"),
         "queryId": null,
     }))
+}
+
+/// A 200 answer with one JSON object.
+fn json_ok(value: serde_json::Value) -> Response {
+    (StatusCode::OK, Json(value)).into_response()
 }

@@ -434,17 +434,15 @@ impl AggregateExec {
             ) => retention_ms.unwrap_or(size + self.grace()),
             _ => return,
         };
+        // Time windows share one size, so `closing` (ordered by end) is ordered by start too:
+        // the expired windows are a prefix of it.
         let horizon = state.stream_time.saturating_sub(retention);
-        let expired: Vec<(i64, u64)> = state
-            .closing
-            .iter()
-            .filter(|(_, (_, start))| *start < horizon)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some(window) = state.closing.remove(&id) {
-                state.pending.remove(&window);
+        while let Some(entry) = state.closing.first_entry() {
+            if entry.get().1 >= horizon {
+                break;
             }
+            let window = entry.remove();
+            state.pending.remove(&window);
         }
     }
 

@@ -399,6 +399,14 @@ pub(crate) fn decode_records(
     let value_columns: Vec<&ColumnDef> = source.value_columns().collect();
     let mut rows = Vec::with_capacity(records.len());
     let mut deleted = Vec::with_capacity(records.len());
+    let mut skip = |record: &ConsumedRecord, message: String| {
+        failures.push(Failure {
+            topic: source.topic.clone(),
+            partition,
+            offset: record.offset,
+            message,
+        })
+    };
     for record in records {
         let mut key_bytes = record.key.as_deref();
         let mut window = None;
@@ -409,12 +417,7 @@ pub(crate) fn decode_records(
                     window = Some((start, end));
                 }
                 Err(reason) => {
-                    failures.push(Failure {
-                        topic: source.topic.clone(),
-                        partition,
-                        offset: record.offset,
-                        message: format!("cannot read the windowed key: {reason}"),
-                    });
+                    skip(record, format!("cannot read the windowed key: {reason}"));
                     continue;
                 }
             }
@@ -429,12 +432,7 @@ pub(crate) fn decode_records(
         let (keys, values) = match (keys, values) {
             (Ok(k), Ok(v)) => (k, v),
             (Err(reason), _) | (_, Err(reason)) => {
-                failures.push(Failure {
-                    topic: source.topic.clone(),
-                    partition,
-                    offset: record.offset,
-                    message: format!("cannot deserialize the record: {reason}"),
-                });
+                skip(record, format!("cannot deserialize the record: {reason}"));
                 continue;
             }
         };
@@ -448,12 +446,7 @@ pub(crate) fn decode_records(
             match row.get(column).and_then(Value::as_i64) {
                 Some(event_time) if event_time >= 0 => timestamp = event_time,
                 _ => {
-                    failures.push(Failure {
-                        topic: source.topic.clone(),
-                        partition,
-                        offset: record.offset,
-                        message: format!("no valid timestamp in column {column}"),
-                    });
+                    skip(record, format!("no valid timestamp in column {column}"));
                     continue;
                 }
             }
