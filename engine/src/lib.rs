@@ -26,7 +26,7 @@ pub mod types;
 
 pub use engine::{Engine, ExecutedScript, PushQuery, QueryResult, StatementResult};
 pub use error::{EngineError, Position, SqlError};
-pub use parser::{parse, Statement};
+pub use parser::{parse, split_statements, Statement};
 pub use pull::PullResult;
 pub use runtime::PushRow;
 pub use types::SqlType;

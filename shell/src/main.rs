@@ -1,12 +1,32 @@
-//! `eddy`: the one binary. `eddy server` runs the SQL engine behind ksqlDB's HTTP API (with an
-//! embedded broker, or on a separate one); `eddy broker` runs a broker node speaking the Kafka
-//! protocol; `eddy bench` measures the log. The interactive shell is next.
+//! `eddy`: the one binary. With no subcommand it is the interactive shell, on an embedded
+//! server (broker, engine and HTTP API in this process, data in ./eddy-data) or on a running
+//! one (`--server URL`); `--execute` and `--file` run statements without a terminal. `eddy
+//! server` runs the SQL engine behind ksqlDB's HTTP API (with an embedded broker, or on a
+//! separate one); `eddy broker` runs a broker node speaking the Kafka protocol; `eddy bench`
+//! measures the log and the engine.
+//!
+//! ```text
+//! main.rs     the command line
+//! repl.rs     the interactive loop: rustyline, history, completion
+//! session.rs  running statements and shell commands (shared by the loop and scripts)
+//! client.rs   ksqlDB's HTTP API from the client side (reqwest)
+//! render.rs   tables and JSON on the screen
+//! server.rs   starting the engine and HTTP API (eddy server, and the embedded one)
+//! bench.rs    eddy bench
+//! ```
 //!
 //! Exit codes: 0 on success or a clean shutdown (SIGINT/SIGTERM), 1 on any error (the error chain
-//! is printed to stderr after `eddy: `), 2 on bad command-line usage (from clap).
+//! is printed to stderr after `eddy: `; a failed statement of a script is printed as the server
+//! said it), 2 on bad command-line usage (from clap).
 
 mod bench;
+mod client;
+mod render;
+mod repl;
+mod server;
+mod session;
 
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,15 +35,21 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use eddy_broker::{Broker, BrokerConfig};
 
+use crate::client::Client;
+use crate::session::Session;
+
 #[derive(Parser)]
 #[command(
     name = "eddy",
     version,
-    about = "Eddy: a streaming SQL engine on a Kafka-compatible log"
+    about = "Eddy: a streaming SQL engine on a Kafka-compatible log",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    shell: ShellArgs,
 }
 
 #[derive(Subcommand)]
@@ -34,6 +60,29 @@ enum Command {
     Broker(BrokerArgs),
     /// Measure produce and consume throughput of the log.
     Bench(bench::BenchArgs),
+}
+
+/// The shell: `eddy` alone starts an embedded server and opens the shell on it.
+#[derive(clap::Args)]
+struct ShellArgs {
+    /// A running server to use (such as http://127.0.0.1:8088) instead of an embedded one.
+    #[arg(long)]
+    server: Option<String>,
+    /// User name for a server with basic authentication.
+    #[arg(long, requires = "password")]
+    user: Option<String>,
+    /// Password for a server with basic authentication.
+    #[arg(long, requires = "user")]
+    password: Option<String>,
+    /// Run these statements, then exit (non-zero on the first error).
+    #[arg(long, short = 'e', conflicts_with = "file")]
+    execute: Option<String>,
+    /// Run the statements in this file, then exit (non-zero on the first error).
+    #[arg(long, short = 'f')]
+    file: Option<PathBuf>,
+    /// Data directory of the embedded server (unused with --server).
+    #[arg(long, default_value = "./eddy-data")]
+    data_dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -79,25 +128,111 @@ struct ServerArgs {
 
 fn main() {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("EDDY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let result = match cli.command {
-        Some(Command::Server(args)) => run_async(run_server(args)),
-        Some(Command::Broker(args)) => run_async(run_broker(args)),
-        Some(Command::Bench(args)) => run_async(bench::run(args)),
-        None => Err(anyhow::anyhow!(
-            "the interactive shell is not built yet; run `eddy broker` (see `eddy --help`)"
-        )),
+        Some(Command::Server(args)) => {
+            log_to_stderr();
+            run_async(run_server(args))
+        }
+        Some(Command::Broker(args)) => {
+            log_to_stderr();
+            run_async(run_broker(args))
+        }
+        Some(Command::Bench(args)) => {
+            log_to_stderr();
+            run_async(bench::run(args))
+        }
+        None => run_shell(cli.shell),
     };
     if let Err(error) = result {
         eprintln!("eddy: {error:#}");
         std::process::exit(1);
     }
+}
+
+/// Logs go to stderr, filtered by `EDDY_LOG` (default `info`).
+fn log_to_stderr() {
+    tracing_subscriber::fmt()
+        .with_env_filter(log_filter("info"))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn log_filter(default: &str) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_env("EDDY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+}
+
+/// The shell, on `--server` or on a server embedded in this process (whose logs go to
+/// `eddy.log` in its data directory, to keep the screen for the shell).
+fn run_shell(args: ShellArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let credentials = args.user.clone().zip(args.password.clone());
+    let (client, embedded) = match &args.server {
+        Some(url) => (Client::new(url, credentials), None),
+        None => {
+            std::fs::create_dir_all(&args.data_dir)
+                .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(args.data_dir.join("eddy.log"))
+                .context("opening eddy.log")?;
+            tracing_subscriber::fmt()
+                .with_env_filter(log_filter("info"))
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(log))
+                .init();
+            let server = runtime.block_on(server::Embedded::start(&args.data_dir))?;
+            (Client::new(&server.url(), credentials), Some(server))
+        }
+    };
+    let mut session = Session::new(client);
+    let script = match (&args.execute, &args.file) {
+        (Some(sql), _) => Some(sql.clone()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        ),
+        (None, None) if !std::io::stdin().is_terminal() => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading statements from standard input")?;
+            Some(text)
+        }
+        (None, None) => None,
+    };
+    let outcome = match script {
+        Some(script) => runtime.block_on(session.run(&script)).map(|_| ()),
+        None => {
+            let url = session.client.url().to_string();
+            match &embedded {
+                Some(_) => println!(
+                    "Eddy {} - streaming SQL. Embedded server at {url}, data in {}.",
+                    env!("CARGO_PKG_VERSION"),
+                    args.data_dir.display()
+                ),
+                None => println!(
+                    "Eddy {} - streaming SQL. Server: {url}.",
+                    env!("CARGO_PKG_VERSION")
+                ),
+            }
+            println!(
+                "Statements end with ';'. Type `help` for commands, `exit` or Ctrl-D to leave.\n"
+            );
+            repl::run(&runtime, &mut session)?;
+            Ok(())
+        }
+    };
+    if let Some(server) = embedded {
+        runtime.block_on(server.stop())?;
+    }
+    outcome.map_err(|error| {
+        repl::report(&error);
+        std::process::exit(1)
+    })
 }
 
 fn run_async(future: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
@@ -141,26 +276,7 @@ async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
 }
 
 async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
-    let (client, broker): (Arc<dyn eddy_broker::LogClient>, _) = match &args.bootstrap {
-        Some(bootstrap) => {
-            let client = eddy_broker::KafkaClient::connect(bootstrap)
-                .await
-                .with_context(|| format!("connecting to the broker at {bootstrap}"))?;
-            (Arc::new(client), None)
-        }
-        None => {
-            let broker = Broker::open(BrokerConfig::new(&args.data_dir))
-                .await
-                .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
-            let client = eddy_broker::InProcessClient::new(Arc::clone(&broker));
-            (Arc::new(client), Some(broker))
-        }
-    };
-    let engine = Arc::new(
-        eddy_engine::Engine::open(client)
-            .await
-            .context("replaying the command topic")?,
-    );
+    let (engine, broker) = server::open_engine(&args.data_dir, args.bootstrap.as_deref()).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -170,11 +286,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     eddy_rest::serve(listener, engine, shutdown_signal())
         .await
         .context("serving HTTP")?;
-    if let Some(broker) = broker {
-        tracing::info!("shutting down: syncing partitions");
-        broker.shutdown().await.context("clean shutdown")?;
-    }
-    Ok(())
+    server::shutdown_broker(broker).await
 }
 
 async fn shutdown_signal() {

@@ -22,9 +22,43 @@ use crate::error::{EngineError, Position, Result};
 use crate::types::SqlType;
 
 /// Parses every `;`-separated statement in `sql`, substituting `${name}` variables first.
+/// The last statement may leave out its `;`.
 pub fn parse(sql: &str, variables: &BTreeMap<String, String>) -> Result<Vec<ParsedStatement>> {
     let sql = substitute(sql, variables)?;
-    let tokens = Tokenizer::new(&GenericDialect {}, &sql)
+    let (mut groups, rest) = statement_tokens(&sql)?;
+    if !rest.is_empty() {
+        groups.push(rest);
+    }
+    groups
+        .into_iter()
+        .map(|tokens| {
+            let position = position_of(&tokens[0]);
+            let text = text_of(&sql, &tokens);
+            let statement = Cursor::new(tokens).statement()?;
+            Ok(ParsedStatement {
+                statement,
+                text,
+                position,
+            })
+        })
+        .collect()
+}
+
+/// Cuts `sql` into the text of each statement ended by `;` (quotes and comments respected),
+/// and the text after the last `;` that is not a whole statement yet. This is how a shell
+/// knows whether a statement typed over several lines is complete.
+pub fn split_statements(sql: &str) -> Result<(Vec<String>, String)> {
+    let (groups, rest) = statement_tokens(sql)?;
+    let statements = groups.iter().map(|tokens| text_of(sql, tokens)).collect();
+    Ok((statements, text_of(sql, &rest)))
+}
+
+/// The tokens of each `;`-ended statement (without whitespace, comments or the `;`), and
+/// those after the last `;`.
+type StatementTokens = (Vec<Vec<TokenWithSpan>>, Vec<TokenWithSpan>);
+
+fn statement_tokens(sql: &str) -> Result<StatementTokens> {
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
         .tokenize_with_location()
         .map_err(|e| {
             let position = Position {
@@ -35,29 +69,18 @@ pub fn parse(sql: &str, variables: &BTreeMap<String, String>) -> Result<Vec<Pars
         })?;
     let mut statements = Vec::new();
     let mut current: Vec<TokenWithSpan> = Vec::new();
-    for token in tokens
-        .into_iter()
-        .chain([TokenWithSpan::wrap(Token::SemiColon)])
-    {
+    for token in tokens {
         match token.token {
             Token::Whitespace(_) => {}
             Token::SemiColon => {
                 if !current.is_empty() {
-                    let tokens = std::mem::take(&mut current);
-                    let position = position_of(&tokens[0]);
-                    let text = text_of(&sql, &tokens);
-                    let statement = Cursor::new(tokens).statement()?;
-                    statements.push(ParsedStatement {
-                        statement,
-                        text,
-                        position,
-                    });
+                    statements.push(std::mem::take(&mut current));
                 }
             }
             _ => current.push(normalize(token)),
         }
     }
-    Ok(statements)
+    Ok((statements, current))
 }
 
 /// Parses exactly one statement.

@@ -173,3 +173,20 @@ fn errors_name_line_column_and_what_was_expected() {
     assert!(e.starts_with("line 2:"), "{e}");
     assert_eq!(error("FROB x"), "line 1:1: expected a statement (CREATE, INSERT, SELECT, DROP, SHOW, DESCRIBE, ...), found 'FROB'");
 }
+
+#[test]
+fn split_finds_whole_statements_and_the_open_rest() {
+    let (statements, rest) = split_statements(
+        "CREATE STREAM s\n (a INT) WITH (kafka_topic='x;y');\n-- c;\nSELECT a\nFROM s",
+    )
+    .unwrap();
+    assert_eq!(
+        statements,
+        ["CREATE STREAM s\n (a INT) WITH (kafka_topic='x;y')"]
+    );
+    assert_eq!(rest, "SELECT a\nFROM s");
+    let (statements, rest) = split_statements("SHOW STREAMS; ;  list topics ;").unwrap();
+    assert_eq!(statements, ["SHOW STREAMS", "list topics"]);
+    assert_eq!(rest, "");
+    assert!(split_statements("SELECT 'open").is_err());
+}

@@ -1,0 +1,252 @@
+//! The shell's side of ksqlDB's HTTP API: statements to `POST /ksql`, queries to
+//! `POST /query-stream` (one JSON row per line, read as it arrives), `GET /info`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+/// The content type of `/query-stream`'s line-per-row answer.
+const DELIMITED: &str = "application/vnd.ksqlapi.delimited.v1";
+
+/// What can go wrong talking to the server.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClientError {
+    /// No answer: the server is down, the address is wrong, or the connection broke.
+    #[error("cannot reach the server at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    /// The server answered with one of ksqlDB's error bodies.
+    #[error("{message}")]
+    Server {
+        message: String,
+        /// The statement the error is about, when the server names one.
+        statement: Option<String>,
+    },
+    /// The server answered with something that is not ksqlDB's API.
+    #[error("unexpected answer from the server: {0}")]
+    Protocol(String),
+}
+
+pub(crate) type Result<T> = std::result::Result<T, ClientError>;
+
+/// A connection to one server.
+#[derive(Clone)]
+pub(crate) struct Client {
+    http: reqwest::Client,
+    url: String,
+    credentials: Option<(String, String)>,
+}
+
+impl Client {
+    /// `url` is the server's base address, such as `http://127.0.0.1:8088`.
+    pub(crate) fn new(url: &str, credentials: Option<(String, String)>) -> Client {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("a plain HTTP client always builds");
+        Client {
+            http,
+            url: url.trim_end_matches('/').to_string(),
+            credentials,
+        }
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub(crate) fn credentials(&self) -> Option<(String, String)> {
+        self.credentials.clone()
+    }
+
+    /// `GET /info`: the server's version, and whether it answers at all.
+    pub(crate) async fn info(&self) -> Result<Value> {
+        let request = self.http.get(format!("{}/info", self.url));
+        let response = self.send(request).await?;
+        self.json_body(response).await
+    }
+
+    /// Runs statements (not queries) through `POST /ksql`; one entity per statement.
+    pub(crate) async fn ksql(
+        &self,
+        sql: &str,
+        properties: &BTreeMap<String, String>,
+    ) -> Result<Vec<Value>> {
+        let body = json!({"ksql": sql, "streamsProperties": properties});
+        let request = self
+            .http
+            .post(format!("{}/ksql", self.url))
+            .header(reqwest::header::ACCEPT, "application/vnd.ksql.v1+json")
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        let response = self.send(request).await?;
+        match self.json_body(response).await? {
+            Value::Array(entities) => Ok(entities),
+            other => Err(ClientError::Protocol(format!(
+                "/ksql answered {other} instead of an array"
+            ))),
+        }
+    }
+
+    /// Starts a push or pull query through `POST /query-stream`; its rows are read from the
+    /// returned stream as the server sends them.
+    pub(crate) async fn query(
+        &self,
+        sql: &str,
+        properties: &BTreeMap<String, String>,
+    ) -> Result<RowStream> {
+        let body = json!({"sql": sql, "properties": properties});
+        let request = self
+            .http
+            .post(format!("{}/query-stream", self.url))
+            .header(reqwest::header::ACCEPT, DELIMITED)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        let response = self.send(request).await?;
+        let mut stream = RowStream {
+            response,
+            buffer: Vec::new(),
+            url: self.url.clone(),
+            query_id: String::new(),
+            columns: Vec::new(),
+        };
+        let header = stream
+            .next_line()
+            .await?
+            .ok_or_else(|| ClientError::Protocol("the query ended before its header".into()))?;
+        if let Some(error) = error_in(&header) {
+            return Err(error);
+        }
+        stream.query_id = header["queryId"].as_str().unwrap_or_default().to_string();
+        let names = header["columnNames"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let types = header["columnTypes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        stream.columns = names
+            .iter()
+            .zip(types.iter().chain(std::iter::repeat(&Value::Null)))
+            .map(|(name, data_type)| {
+                (
+                    name.as_str().unwrap_or_default().to_string(),
+                    data_type.as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        Ok(stream)
+    }
+
+    /// Sends a request; an error status becomes the server's error message.
+    async fn send(&self, mut request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        if let Some((user, password)) = &self.credentials {
+            request = request.basic_auth(user, Some(password));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.url, &e))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| unreachable(&self.url, &e))?;
+        let error = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|body| error_in(&body));
+        Err(error.unwrap_or_else(|| ClientError::Server {
+            message: format!("the server answered {status}: {}", text.trim()),
+            statement: None,
+        }))
+    }
+
+    async fn json_body(&self, response: reqwest::Response) -> Result<Value> {
+        let text = response
+            .text()
+            .await
+            .map_err(|e| unreachable(&self.url, &e))?;
+        serde_json::from_str(&text).map_err(|e| ClientError::Protocol(format!("{e}: {text}")))
+    }
+}
+
+/// The rows of a running query, one JSON array per line of the answer.
+pub(crate) struct RowStream {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+    url: String,
+    /// The server's id for the query (used to close it).
+    pub(crate) query_id: String,
+    /// Each column's name and type.
+    pub(crate) columns: Vec<(String, String)>,
+}
+
+impl RowStream {
+    /// The next row, or `None` when the query has ended (its LIMIT, or a pull query's last
+    /// row).
+    pub(crate) async fn next_row(&mut self) -> Result<Option<Vec<Value>>> {
+        loop {
+            let Some(line) = self.next_line().await? else {
+                return Ok(None);
+            };
+            match line {
+                Value::Array(values) => return Ok(Some(values)),
+                other => {
+                    if let Some(error) = error_in(&other) {
+                        return Err(error);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn next_line(&mut self) -> Result<Option<Value>> {
+        loop {
+            if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line);
+                if line.trim().is_empty() {
+                    continue;
+                }
+                return serde_json::from_str(line.trim())
+                    .map(Some)
+                    .map_err(|e| ClientError::Protocol(format!("{e}: {line}")));
+            }
+            match self.response.chunk().await {
+                Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
+                Ok(None) if self.buffer.iter().all(u8::is_ascii_whitespace) => return Ok(None),
+                Ok(None) => self.buffer.push(b'\n'),
+                Err(e) => return Err(unreachable(&self.url, &e)),
+            }
+        }
+    }
+}
+
+/// ksqlDB's error body (`error_code` and `message`) as an error.
+fn error_in(body: &Value) -> Option<ClientError> {
+    body.get("error_code")?;
+    Some(ClientError::Server {
+        message: body["message"]
+            .as_str()
+            .unwrap_or("unknown error")
+            .to_string(),
+        statement: body["statementText"].as_str().map(str::to_string),
+    })
+}
+
+fn unreachable(url: &str, error: &reqwest::Error) -> ClientError {
+    let mut reason = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        reason = format!("{reason}: {cause}");
+        source = cause.source();
+    }
+    ClientError::Unreachable {
+        url: url.to_string(),
+        reason,
+    }
+}
