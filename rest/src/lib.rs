@@ -8,11 +8,14 @@
 //!     /inserts-stream    inserts.rs  rows in, one acknowledgement per row
 //!     /info, /healthcheck, /clusterStatus, /status/{id}    server.rs
 //! errors.rs: ksqlDB's error bodies and codes
+//! auth.rs: basic authentication and request ids; config.rs: the server's config file
 //! ```
 //! [`serve`] runs the server on a listener over an [`eddy_engine::Engine`]. Push queries are
 //! engine queries whose rows reach the client through a bounded buffer: a client that goes
 //! away ends its query at once.
 
+mod auth;
+mod config;
 mod entities;
 mod errors;
 mod inserts;
@@ -20,4 +23,6 @@ mod ksql;
 mod query;
 mod server;
 
+pub use auth::{hash_password, Users};
+pub use config::ServerConfig;
 pub use server::{router, serve, SERVER_VERSION};

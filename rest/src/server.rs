@@ -8,10 +8,12 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{middleware, Json, Router};
 use eddy_engine::Engine;
 use serde_json::json;
 use tokio::net::TcpListener;
+
+use crate::auth::Users;
 
 /// The ksqlDB version whose API Eddy speaks, as `/info` reports it.
 pub const SERVER_VERSION: &str = "0.29.0";
@@ -22,14 +24,17 @@ const BODY_LIMIT_BYTES: usize = 16 << 20;
 /// What every handler shares.
 pub(crate) struct AppState {
     pub(crate) engine: Arc<Engine>,
+    /// Who may call, when basic authentication is on.
+    pub(crate) users: Option<Users>,
     /// Numbers the commands `/ksql` ran, for `commandSequenceNumber`.
     pub(crate) commands: AtomicU64,
 }
 
-/// ksqlDB's endpoints over `engine`.
-pub fn router(engine: Arc<Engine>) -> Router {
+/// ksqlDB's endpoints over `engine`, open to `users` only when given.
+pub fn router(engine: Arc<Engine>, users: Option<Users>) -> Router {
     let state = Arc::new(AppState {
         engine,
+        users,
         commands: AtomicU64::new(1),
     });
     Router::new()
@@ -43,6 +48,11 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/clusterStatus", get(cluster_status))
         .route("/status/{*command}", get(command_status))
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            crate::auth::authenticate,
+        ))
+        .layer(middleware::from_fn(crate::auth::request_id))
         .with_state(state)
 }
 
@@ -51,9 +61,10 @@ pub fn router(engine: Arc<Engine>) -> Router {
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
+    users: Option<Users>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(engine))
+    axum::serve(listener, router(engine, users))
         .with_graceful_shutdown(shutdown)
         .await
 }

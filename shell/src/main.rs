@@ -60,6 +60,9 @@ enum Command {
     Broker(BrokerArgs),
     /// Measure produce and consume throughput of the log.
     Bench(bench::BenchArgs),
+    /// Print an Argon2 hash of the password read from standard input, for the server's
+    /// config file (authentication.users.<name>=<hash>).
+    HashPassword,
 }
 
 /// The shell: `eddy` alone starts an embedded server and opens the shell on it.
@@ -115,15 +118,19 @@ struct BrokerArgs {
 
 #[derive(clap::Args)]
 struct ServerArgs {
-    /// Address of the HTTP API (port 0 picks a free one).
-    #[arg(long, default_value = "127.0.0.1:8088")]
-    listen: String,
-    /// Directory of the embedded broker's data (unused with --bootstrap).
-    #[arg(long, default_value = "./eddy-data")]
-    data_dir: PathBuf,
+    /// Address of the HTTP API (port 0 picks a free one) [default: 127.0.0.1:8088].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Directory of the embedded broker's data (unused with --bootstrap) [default: ./eddy-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// A Kafka-compatible broker (host:port) to use instead of the embedded one.
     #[arg(long)]
     bootstrap: Option<String>,
+    /// A config file (properties: listeners, bootstrap.servers, data.dir,
+    /// authentication.users.<name>); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 fn main() {
@@ -141,6 +148,7 @@ fn main() {
             log_to_stderr();
             run_async(bench::run(args))
         }
+        Some(Command::HashPassword) => hash_password(),
         None => run_shell(cli.shell),
     };
     if let Err(error) = result {
@@ -276,17 +284,41 @@ async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
 }
 
 async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
-    let (engine, broker) = server::open_engine(&args.data_dir, args.bootstrap.as_deref()).await?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
+    let config = match &args.config {
+        Some(path) => eddy_rest::ServerConfig::load(path).map_err(anyhow::Error::msg)?,
+        None => eddy_rest::ServerConfig::default(),
+    };
+    let listen = args
+        .listen
+        .or(config.listen)
+        .unwrap_or_else(|| "127.0.0.1:8088".to_string());
+    let data_dir = args
+        .data_dir
+        .or(config.data_dir)
+        .unwrap_or_else(|| PathBuf::from("./eddy-data"));
+    let bootstrap = args.bootstrap.or(config.bootstrap);
+    let (engine, broker) = server::open_engine(&data_dir, bootstrap.as_deref()).await?;
+    let listener = tokio::net::TcpListener::bind(&listen)
         .await
-        .with_context(|| format!("binding {}", args.listen))?;
+        .with_context(|| format!("binding {listen}"))?;
     let address = listener.local_addr().context("reading the bound address")?;
     println!("eddy server listening on http://{address}");
-    tracing::info!(%address, "server started");
-    eddy_rest::serve(listener, engine, shutdown_signal())
+    tracing::info!(%address, authentication = config.users.is_some(), "server started");
+    eddy_rest::serve(listener, engine, config.users, shutdown_signal())
         .await
         .context("serving HTTP")?;
     server::shutdown_broker(broker).await
+}
+
+fn hash_password() -> anyhow::Result<()> {
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .context("reading the password from standard input")?;
+    let password = password.trim_end_matches(['\n', '\r']);
+    anyhow::ensure!(!password.is_empty(), "no password on standard input");
+    println!("{}", eddy_rest::hash_password(password));
+    Ok(())
 }
 
 async fn shutdown_signal() {

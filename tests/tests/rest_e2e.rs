@@ -380,3 +380,79 @@ fn the_catalog_and_queries_survive_kill_9_and_aggregates_resume_without_double_c
         ]
     );
 }
+
+#[test]
+fn basic_authentication_from_the_config_file_guards_every_endpoint_but_healthcheck() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hashing = Command::new(eddy_tests::eddy_binary())
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    writeln!(hashing.stdin.take().unwrap(), "s3cret").unwrap();
+    let hashed = hashing.wait_with_output().unwrap();
+    assert!(hashed.status.success());
+    let hash = String::from_utf8(hashed.stdout).unwrap();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(!hash.contains("s3cret"));
+    let config = dir.path().join("eddy.properties");
+    std::fs::write(
+        &config,
+        format!("# users\nauthentication.users.ann={}\n", hash.trim()),
+    )
+    .unwrap();
+    let server = EddyProcess::server(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let url = server.url();
+
+    let (status, body) = request(&[&format!("{url}/info")]);
+    assert_eq!(status, 401, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error_code"], 40100, "{body}");
+    let (status, _) = request(&["-u", "ann:wrong", &format!("{url}/info")]);
+    assert_eq!(status, 401);
+    let (status, _) = request(&["-u", "bob:s3cret", &format!("{url}/ksql"), "-d", "{}"]);
+    assert_eq!(status, 401);
+    let (status, body) = request(&["-u", "ann:s3cret", &format!("{url}/info")]);
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = request(&[&format!("{url}/healthcheck")]);
+    assert_eq!(status, 200, "/healthcheck stays open for load balancers");
+
+    // Every answer carries its request id.
+    let headers = Command::new(curl())
+        .args([
+            "-s",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            &format!("{url}/healthcheck"),
+        ])
+        .output()
+        .unwrap();
+    let headers = String::from_utf8_lossy(&headers.stdout).to_lowercase();
+    assert!(headers.contains("x-request-id: "), "{headers}");
+
+    // The shell passes --user and --password on.
+    let shell = |password: &str| {
+        Command::new(eddy_tests::eddy_binary())
+            .args(["--server", &url, "--user", "ann", "--password", password])
+            .args(["--execute", "SHOW STREAMS;"])
+            .output()
+            .unwrap()
+    };
+    let ok = shell("s3cret");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("KSQL_PROCESSING_LOG"));
+    let refused = shell("nope");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Unauthorized"));
+}
