@@ -753,63 +753,98 @@ impl Engine {
     /// upper-cased), ROWTIME optional. What the broker acknowledged is durable as its
     /// acknowledgement promises.
     pub async fn insert_row(&self, target: &str, row: BTreeMap<String, Value>) -> Result<()> {
+        self.insert_rows(target, vec![row])
+            .await?
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+
+    /// Inserts rows into `target` with one write to its topic: one result per row, in order
+    /// (a row that does not fit the schema fails alone). The error is about the target or the
+    /// write, which then failed for every row.
+    pub async fn insert_rows(
+        &self,
+        target: &str,
+        rows: Vec<BTreeMap<String, Value>>,
+    ) -> Result<Vec<Result<()>>> {
         let source = self.state.lock().catalog.get(target)?;
         if source.read_only {
             return Err(EngineError::Plan(format!(
                 "cannot insert into read-only source {target}"
             )));
         }
-        let mut row: BTreeMap<String, Value> = row
-            .into_iter()
-            .map(|(name, value)| {
-                let known = name == ROWTIME || source.columns.iter().any(|c| c.name == name);
-                (if known { name } else { name.to_uppercase() }, value)
-            })
-            .collect();
-        let timestamp_ms = match row.remove(ROWTIME) {
-            Some(Value::Number(n)) => n.as_i64(),
-            _ => None,
-        };
-        for name in row.keys() {
-            if !source.columns.iter().any(|c| &c.name == name) {
-                return Err(EngineError::Plan(format!(
-                    "column '{name}' does not exist in {target}"
-                )));
+        let mut results = Vec::with_capacity(rows.len());
+        let mut records = Vec::with_capacity(rows.len());
+        for row in rows {
+            match row_record(&source, target, row) {
+                Ok(record) => {
+                    records.push(record);
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(e)),
             }
         }
-        let pick = |columns: Vec<&ColumnDef>| -> Result<Vec<Value>> {
-            columns
-                .iter()
-                .map(|c| coerce(row.get(&c.name).cloned().unwrap_or(Value::Null), c))
-                .collect()
-        };
-        let key_columns: Vec<&ColumnDef> = source.key_columns().collect();
-        let value_columns: Vec<&ColumnDef> = source.value_columns().collect();
-        let key = if key_columns.is_empty() {
-            None
-        } else {
-            formats::encode(
-                source.key_format,
-                &key_columns,
-                &pick(key_columns.clone())?,
-                false,
-            )?
-        };
-        let value = formats::encode(
-            source.value_format,
-            &value_columns,
-            &pick(value_columns.clone())?,
-            source.wrap_single_value,
-        )?;
-        let record = ProducerRecord {
-            key: key.map(Bytes::from),
-            value: value.map(Bytes::from),
-            timestamp_ms,
-            ..Default::default()
-        };
-        self.client.produce(&source.topic, vec![record]).await?;
-        Ok(())
+        if !records.is_empty() {
+            self.client.produce(&source.topic, records).await?;
+        }
+        Ok(results)
     }
+}
+
+/// One row to insert as the record its source's formats make of it.
+fn row_record(
+    source: &Source,
+    target: &str,
+    row: BTreeMap<String, Value>,
+) -> Result<ProducerRecord> {
+    let mut row: BTreeMap<String, Value> = row
+        .into_iter()
+        .map(|(name, value)| {
+            let known = name == ROWTIME || source.columns.iter().any(|c| c.name == name);
+            (if known { name } else { name.to_uppercase() }, value)
+        })
+        .collect();
+    let timestamp_ms = match row.remove(ROWTIME) {
+        Some(Value::Number(n)) => n.as_i64(),
+        _ => None,
+    };
+    for name in row.keys() {
+        if !source.columns.iter().any(|c| &c.name == name) {
+            return Err(EngineError::Plan(format!(
+                "column '{name}' does not exist in {target}"
+            )));
+        }
+    }
+    let pick = |columns: Vec<&ColumnDef>| -> Result<Vec<Value>> {
+        columns
+            .iter()
+            .map(|c| coerce(row.get(&c.name).cloned().unwrap_or(Value::Null), c))
+            .collect()
+    };
+    let key_columns: Vec<&ColumnDef> = source.key_columns().collect();
+    let value_columns: Vec<&ColumnDef> = source.value_columns().collect();
+    let key = if key_columns.is_empty() {
+        None
+    } else {
+        formats::encode(
+            source.key_format,
+            &key_columns,
+            &pick(key_columns.clone())?,
+            false,
+        )?
+    };
+    let value = formats::encode(
+        source.value_format,
+        &value_columns,
+        &pick(value_columns.clone())?,
+        source.wrap_single_value,
+    )?;
+    Ok(ProducerRecord {
+        key: key.map(Bytes::from),
+        value: value.map(Bytes::from),
+        timestamp_ms,
+        ..Default::default()
+    })
 }
 
 /// KSQL_PROCESSING_LOG: the stream over the processing log's topic.

@@ -71,11 +71,13 @@ impl ServerConfig {
                     Some(user) if !user.is_empty() => {
                         users.insert(user.to_string(), value);
                     }
-                    _ => return Err(format!(
+                    _ => {
+                        return Err(format!(
                         "line {}: unknown setting '{key}' (known: listeners, bootstrap.servers, \
                              data.dir, authentication.users.<name>)",
                         number + 1
-                    )),
+                    ))
+                    }
                 },
             }
         }

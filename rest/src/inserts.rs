@@ -1,7 +1,8 @@
 //! `POST /inserts-stream`: a first line `{"target": "STREAM"}`, then one JSON object per row.
-//! Each row is written with the engine's INSERT path and acknowledged on its own line
-//! (`{"status":"ok","seq":n}`) once the broker acknowledged it, or answered with an error
-//! for that row; the rows after a bad one still go in.
+//! The rows of a request are written with the engine's INSERT path in one write to the topic,
+//! and each is acknowledged on its own line (`{"status":"ok","seq":n}`) once the broker
+//! acknowledged it, or answered with an error for that row; the rows after a bad one still go
+//! in.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,19 +39,37 @@ async fn run(app: &AppState, body: &[u8]) -> Result<String, ApiError> {
     app.engine
         .source(&target)
         .map_err(|e| ApiError::statement(first, &e, Vec::new()))?;
-    let mut out = String::new();
+    // Rows that parse go to the engine together; the others get their error in place.
+    let mut answers: Vec<Option<Value>> = Vec::new();
+    let mut rows = Vec::new();
     for (seq, line) in lines.enumerate() {
-        let answer = match serde_json::from_str::<Value>(line) {
+        answers.push(match serde_json::from_str::<Value>(line) {
             Ok(Value::Object(row)) => {
-                let row: BTreeMap<String, Value> = row.into_iter().collect();
-                match app.engine.insert_row(&target, row).await {
+                rows.push((seq, row.into_iter().collect::<BTreeMap<String, Value>>()));
+                None
+            }
+            Ok(_) => Some(error_row(seq, "each row must be a JSON object".into())),
+            Err(e) => Some(error_row(seq, format!("the row is not valid JSON: {e}"))),
+        });
+    }
+    let (seqs, rows): (Vec<usize>, Vec<_>) = rows.into_iter().unzip();
+    match app.engine.insert_rows(&target, rows).await {
+        Ok(results) => {
+            for (seq, result) in seqs.into_iter().zip(results) {
+                answers[seq] = Some(match result {
                     Ok(()) => json!({"status": "ok", "seq": seq}),
                     Err(e) => error_row(seq, e.to_string()),
-                }
+                });
             }
-            Ok(_) => error_row(seq, "each row must be a JSON object".into()),
-            Err(e) => error_row(seq, format!("the row is not valid JSON: {e}")),
-        };
+        }
+        Err(e) => {
+            for seq in seqs {
+                answers[seq] = Some(error_row(seq, e.to_string()));
+            }
+        }
+    }
+    let mut out = String::new();
+    for answer in answers.into_iter().flatten() {
         out.push_str(&answer.to_string());
         out.push('\n');
     }

@@ -22,6 +22,9 @@ use crate::server::AppState;
 /// Chunks buffered between the forwarding task and a slow client before the query waits.
 const CLIENT_BUFFER_CHUNKS: usize = 256;
 
+/// The most rows written to a client in one chunk.
+const MAX_ROWS_PER_CHUNK: usize = 1024;
+
 /// The content type of `/query-stream`'s line-per-row answer.
 const DELIMITED: &str = "application/vnd.ksqlapi.delimited.v1";
 
@@ -197,15 +200,26 @@ async fn forward_push(
                     send(end_chunk(shape, Some("Query Completed"))).await;
                     return;
                 };
-                if row.tombstone {
-                    continue;
+                // Rows that are already waiting go out in one chunk: one write, not one each.
+                let mut chunk = String::new();
+                let mut next = Some(row);
+                let mut batched = 0;
+                while let Some(row) = next.take() {
+                    if !row.tombstone {
+                        chunk.push_str(&row_chunk(shape, &row.values));
+                        sent += 1;
+                        if push.limit.is_some_and(|limit| sent >= limit) {
+                            chunk.push_str(&end_chunk(shape, Some("Limit Reached")));
+                            send(chunk).await;
+                            return;
+                        }
+                    }
+                    batched += 1;
+                    if batched < MAX_ROWS_PER_CHUNK {
+                        next = push.rows.try_recv().ok();
+                    }
                 }
-                if !send(row_chunk(shape, &row.values)).await {
-                    return;
-                }
-                sent += 1;
-                if push.limit.is_some_and(|limit| sent >= limit) {
-                    send(end_chunk(shape, Some("Limit Reached"))).await;
+                if !chunk.is_empty() && !send(chunk).await {
                     return;
                 }
             }

@@ -8,6 +8,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{middleware, Json, Router};
 use eddy_engine::Engine;
 use serde_json::json;
@@ -64,6 +65,13 @@ pub async fn serve(
     users: Option<Users>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Rows are small writes: without TCP_NODELAY, Nagle's algorithm holds each one back until
+    // the client's delayed ACK (about 40 ms).
+    let listener = listener.tap_io(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router(engine, users))
         .with_graceful_shutdown(shutdown)
         .await

@@ -10,6 +10,11 @@
 //! persistent query (`WHERE qty > 2`, a projection with arithmetic and a string function) from
 //! its start until it has committed the whole topic, topic to topic. Pin it to one core with
 //! `taskset -c 0` for the per-core figure.
+//!
+//! `--workload push-latency`: the time from an INSERT reaching the HTTP API to its row reaching
+//! each of `--clients` push queries, at `--rate` rows/s for `--seconds` (push_latency.rs).
+
+mod push_latency;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -20,7 +25,8 @@ use eddy_broker::{now_ms, Broker, BrokerConfig};
 
 #[derive(clap::Args)]
 pub(crate) struct BenchArgs {
-    /// `log` (produce and consume) or `filter-project` (a stateless persistent query).
+    /// `log` (produce and consume), `filter-project` (a stateless persistent query) or
+    /// `push-latency` (INSERT to push-query row over HTTP).
     #[arg(long, default_value = "log")]
     workload: String,
     /// Records to produce.
@@ -39,13 +45,25 @@ pub(crate) struct BenchArgs {
     /// Where to put the data (a temporary directory by default).
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
+    /// push-latency: concurrent push queries.
+    #[arg(long, default_value_t = 50)]
+    clients: usize,
+    /// push-latency: rows inserted per second.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// push-latency: how long to insert.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
 }
 
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.workload.as_str() {
         "log" => run_log(args).await,
         "filter-project" => run_filter_project(args).await,
-        other => anyhow::bail!("--workload must be 'log' or 'filter-project', not '{other}'"),
+        "push-latency" => push_latency::run(args.clients, args.rate, args.seconds).await,
+        other => anyhow::bail!(
+            "--workload must be 'log', 'filter-project' or 'push-latency', not '{other}'"
+        ),
     }
 }
 
