@@ -5,6 +5,7 @@
 //!     /ksql              ksql.rs     statements -> ksqlDB entities (entities.rs)
 //!     /query             query.rs    push and pull queries, ksqlDB's chunked JSON array
 //!     /query-stream      query.rs    delimited or JSON rows; /close-query ends one
+//!     /ws/query          query.rs    /query's messages over a WebSocket
 //!     /inserts-stream    inserts.rs  rows in, one acknowledgement per row
 //!     /info, /healthcheck, /clusterStatus, /status/{id}    server.rs
 //! errors.rs: ksqlDB's error bodies and codes

@@ -1,13 +1,16 @@
-//! `POST /query` and `POST /query-stream`: push and pull queries, and `POST /close-query`.
+//! `POST /query` and `POST /query-stream`: push and pull queries, and `POST /close-query`;
+//! `GET /ws/query`: the same queries over a WebSocket.
 //!
 //! A push query's rows travel engine -> bounded channel -> a forwarding task -> the response
 //! body. When the client goes away the body is dropped, the forwarding task's next send
 //! fails, it drops the engine's receiver, and the engine's query ends.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use eddy_engine::{PullResult, PushQuery, QueryResult};
@@ -37,6 +40,8 @@ enum Shape {
     Delimited,
     /// `/query-stream` with `Accept: application/json`: one JSON array of all of them.
     JsonArray,
+    /// `/ws/query`: `/query`'s objects, one per line, each line a WebSocket message.
+    WebSocket,
 }
 
 /// `POST /query`: `{"ksql": "SELECT ...", "streamsProperties": {...}}`.
@@ -91,6 +96,27 @@ async fn run(
     properties_field: &str,
     shape: Shape,
 ) -> Result<Response, ApiError> {
+    let chunks = start(app, body, sql_field, properties_field, shape).await?;
+    let content_type = match shape {
+        Shape::Delimited => DELIMITED,
+        Shape::Legacy | Shape::JsonArray | Shape::WebSocket => "application/json",
+    };
+    let body = Body::from_stream(ReceiverStream::new(chunks));
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// The chunks of a query's answer.
+type Chunks = mpsc::Receiver<Result<Bytes, std::io::Error>>;
+
+/// Starts the query a request body asks for; its answer arrives as chunks. Dropping the
+/// receiver ends a push query.
+async fn start(
+    app: &AppState,
+    body: &[u8],
+    sql_field: &str,
+    properties_field: &str,
+    shape: Shape,
+) -> Result<Chunks, ApiError> {
     let body = parse_body(body)?;
     let sql = string_field(&body, sql_field)?;
     let properties = properties(&body, properties_field);
@@ -100,10 +126,6 @@ async fn run(
         .await
         .map_err(|e| ApiError::statement(sql, &e, Vec::new()))?;
     let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(CLIENT_BUFFER_CHUNKS);
-    let content_type = match shape {
-        Shape::Delimited => DELIMITED,
-        Shape::Legacy | Shape::JsonArray => "application/json",
-    };
     match result {
         QueryResult::Pull(pull) => {
             tokio::spawn(write_pull(pull, shape, sender));
@@ -112,8 +134,59 @@ async fn run(
             tokio::spawn(forward_push(push, shape, sender));
         }
     }
-    let body = Body::from_stream(ReceiverStream::new(receiver));
-    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+    Ok(receiver)
+}
+
+/// `GET /ws/query?request={"ksql": "...", "streamsProperties": {...}}`: the answer of `/query`
+/// as WebSocket text messages (header, rows, final message). Closing the socket ends the
+/// query.
+pub(crate) async fn ws_query(
+    State(app): State<Arc<AppState>>,
+    Query(parameters): Query<BTreeMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let Some(request) = parameters.get("request") else {
+        return ApiError::bad_request(
+            "the WebSocket query needs a `request` parameter: {\"ksql\": \"SELECT ...\"}",
+        )
+        .into_response();
+    };
+    match start(
+        &app,
+        request.as_bytes(),
+        "ksql",
+        "streamsProperties",
+        Shape::WebSocket,
+    )
+    .await
+    {
+        Ok(chunks) => upgrade.on_upgrade(move |socket| relay(socket, chunks)),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Sends each line of the answer as a message until it ends or the client leaves.
+async fn relay(mut socket: WebSocket, mut chunks: Chunks) {
+    loop {
+        tokio::select! {
+            chunk = chunks.recv() => {
+                let Some(Ok(chunk)) = chunk else {
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
+                };
+                for line in String::from_utf8_lossy(&chunk).lines().filter(|l| !l.is_empty()) {
+                    if socket.send(Message::Text(line.to_string().into())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            incoming = socket.recv() => {
+                if matches!(incoming, None | Some(Err(_)) | Some(Ok(Message::Close(_)))) {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// The header of an answer.
@@ -121,6 +194,10 @@ fn header_chunk(shape: Shape, query_id: &str, columns: &[(String, String)]) -> S
     match shape {
         Shape::Legacy => format!(
             "[{}",
+            json!({"header": {"queryId": query_id, "schema": schema_text(columns)}})
+        ),
+        Shape::WebSocket => format!(
+            "{}\n",
             json!({"header": {"queryId": query_id, "schema": schema_text(columns)}})
         ),
         Shape::Delimited | Shape::JsonArray => {
@@ -140,6 +217,7 @@ fn header_chunk(shape: Shape, query_id: &str, columns: &[(String, String)]) -> S
 fn row_chunk(shape: Shape, values: &[Value]) -> String {
     match shape {
         Shape::Legacy => format!(",\n{}", json!({"row": {"columns": values}})),
+        Shape::WebSocket => format!("{}\n", json!({"row": {"columns": values}})),
         Shape::Delimited => format!("{}\n", Value::from(values.to_vec())),
         Shape::JsonArray => format!(",\n{}", Value::from(values.to_vec())),
     }
@@ -149,6 +227,8 @@ fn row_chunk(shape: Shape, values: &[Value]) -> String {
 fn end_chunk(shape: Shape, message: Option<&str>) -> String {
     match (shape, message) {
         (Shape::Legacy, Some(message)) => format!(",\n{}]\n", json!({"finalMessage": message})),
+        (Shape::WebSocket, Some(message)) => format!("{}\n", json!({"finalMessage": message})),
+        (Shape::WebSocket, None) => String::new(),
         (Shape::Legacy | Shape::JsonArray, _) => "]\n".to_string(),
         (Shape::Delimited, _) => String::new(),
     }

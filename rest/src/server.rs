@@ -43,6 +43,7 @@ pub fn router(engine: Arc<Engine>, users: Option<Users>) -> Router {
         .route("/query", post(crate::query::query))
         .route("/query-stream", post(crate::query::query_stream))
         .route("/close-query", post(crate::query::close_query))
+        .route("/ws/query", get(crate::query::ws_query))
         .route("/inserts-stream", post(crate::inserts::handle))
         .route("/info", get(info))
         .route("/healthcheck", get(healthcheck))

@@ -20,6 +20,7 @@ const PYTHON_PACKAGES: &[&str] = &[
     "confluent-kafka==2.16.1",
     "ksql-python-ng==0.29.0.1",
     "httpx[http2]==0.27.2",
+    "websocket-client==1.9.2",
 ];
 
 /// The workspace root.

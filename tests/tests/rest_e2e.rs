@@ -456,3 +456,45 @@ fn basic_authentication_from_the_config_file_guards_every_endpoint_but_healthche
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("Unauthorized"));
 }
+
+#[test]
+fn a_websocket_client_gets_the_header_rows_and_final_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = EddyProcess::server(dir.path(), &[]);
+    let url = server.url();
+    ksql(
+        &url,
+        "CREATE STREAM ws_rows (id INT KEY, name STRING) \
+         WITH (kafka_topic='ws_rows', value_format='JSON', partitions=1); \
+         INSERT INTO ws_rows (id, name) VALUES (1, 'one'); \
+         INSERT INTO ws_rows (id, name) VALUES (2, 'two');",
+    );
+    let output = Command::new(python())
+        .arg(workspace_root().join("tests/clients/ws_query.py"))
+        .args(["--url", &url, "--earliest", "--sql"])
+        .arg("SELECT id, name FROM ws_rows EMIT CHANGES LIMIT 2;")
+        .output()
+        .expect("running ws_query.py");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let messages: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        messages[0]["header"]["schema"], "`ID` INTEGER, `NAME` STRING",
+        "{messages}"
+    );
+    assert_eq!(messages[1]["row"]["columns"], json!([1, "one"]));
+    assert_eq!(messages[2]["row"]["columns"], json!([2, "two"]));
+    assert_eq!(messages[3]["finalMessage"], "Limit Reached");
+    wait_for(
+        Duration::from_secs(10),
+        "the query to end with its LIMIT",
+        || push_queries(&url).is_empty().then_some(()),
+    );
+
+    // A request that is not a query is refused before the upgrade.
+    let (status, body) = request(&[&format!("{url}/ws/query")]);
+    assert_eq!(status, 400, "{body}");
+}
