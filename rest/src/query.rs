@@ -25,6 +25,10 @@ use crate::server::AppState;
 /// Chunks buffered between the forwarding task and a slow client before the query waits.
 const CLIENT_BUFFER_CHUNKS: usize = 256;
 
+/// How long a push query waits for a client whose buffer is full before it disconnects the
+/// client: a slow reader loses its query rather than holding rows back for long.
+const SLOW_CLIENT_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The most rows written to a client in one chunk.
 const MAX_ROWS_PER_CHUNK: usize = 1024;
 
@@ -261,9 +265,20 @@ async fn forward_push(
         .iter()
         .map(|c| (c.name.clone(), c.data_type.to_string()))
         .collect();
+    let query_id = push.query_id.clone();
     let send = |chunk: String| {
         let sender = sender.clone();
-        async move { sender.send(Ok(Bytes::from(chunk))).await.is_ok() }
+        let query_id = query_id.clone();
+        async move {
+            match tokio::time::timeout(SLOW_CLIENT_LIMIT, sender.send(Ok(Bytes::from(chunk)))).await
+            {
+                Ok(sent) => sent.is_ok(),
+                Err(_) => {
+                    tracing::warn!(query = %query_id, "push query client fell behind: disconnecting it");
+                    false
+                }
+            }
+        }
     };
     if !send(header_chunk(shape, &push.query_id, &columns)).await {
         return;
