@@ -99,6 +99,23 @@ impl Source {
             .get("WRAP_SINGLE_VALUE")
             .map(|v| !v.eq_ignore_ascii_case("false"))
             .unwrap_or(true);
+        if properties.contains_key("WRAP_SINGLE_VALUE")
+            && wrap_single_value
+            && matches!(value_format, Format::Delimited(_) | Format::Kafka)
+        {
+            return Err(EngineError::Plan(format!(
+                "Format '{}' does not support 'WRAP_SINGLE_VALUE' set to 'true'.",
+                value_format.name()
+            )));
+        }
+        if properties.contains_key("VALUE_DELIMITER")
+            && !matches!(value_format, Format::Delimited(_))
+        {
+            return Err(EngineError::Plan(format!(
+                "{} does not support the following configs: [delimiter]",
+                value_format.name()
+            )));
+        }
         let source = Source {
             name: name.to_string(),
             kind,
@@ -233,10 +250,12 @@ fn key_window(properties: &Properties) -> Result<Option<KeyWindow>> {
     match (kind.to_uppercase().as_str(), size) {
         ("SESSION", None) => Ok(Some(KeyWindow::Session)),
         ("SESSION", Some(_)) => Err(EngineError::Plan(
-            "WINDOW_SIZE should not be set for SESSION windows".into(),
+            "'WINDOW_SIZE' should not be set for SESSION windows.".into(),
         )),
         ("TUMBLING" | "HOPPING", Some(size)) => Ok(Some(KeyWindow::Time {
-            size_ms: crate::parser::duration_text_ms(size)?,
+            size_ms: crate::parser::duration_text_ms(size).map_err(|e| {
+                EngineError::Plan(format!("Configuration WINDOW_SIZE is invalid: {e}"))
+            })?,
         })),
         ("TUMBLING" | "HOPPING", None) => Err(EngineError::Plan(format!(
             "WINDOW_SIZE is required for {} windows",

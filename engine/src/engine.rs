@@ -383,6 +383,11 @@ impl Engine {
                                 source.kind.name()
                             )))
                         }
+                        Ok(source) if source.read_only && delete_topic => {
+                            return Err(EngineError::Plan(format!(
+                                "Cannot delete topic for read-only source: {name}"
+                            )))
+                        }
                         Ok(_) => state.catalog.remove(&name),
                         Err(_) if if_exists => None,
                         Err(e) => return Err(e),
@@ -547,8 +552,16 @@ impl Engine {
         or_replace: bool,
         if_not_exists: bool,
     ) -> Result<Option<StatementResult>> {
-        if !self.state.lock().catalog.contains(name) {
+        let existing = self.state.lock().catalog.get(name).ok();
+        let Some(existing) = existing else {
             return Ok(None);
+        };
+        if existing.read_only && or_replace {
+            return Err(EngineError::Plan(format!(
+                "Cannot add {} '{name}': CREATE OR REPLACE is not supported on source {}s.",
+                existing.kind.name().to_lowercase(),
+                existing.kind.name().to_lowercase()
+            )));
         }
         if if_not_exists {
             return Ok(Some(status(format!(
@@ -770,7 +783,8 @@ impl Engine {
         let source = self.state.lock().catalog.get(target)?;
         if source.read_only {
             return Err(EngineError::Plan(format!(
-                "cannot insert into read-only source {target}"
+                "Cannot insert values into read-only {}: {target}",
+                source.kind.name().to_lowercase()
             )));
         }
         let mut results = Vec::with_capacity(rows.len());

@@ -68,8 +68,43 @@ impl EngineError {
 
 impl From<datafusion::error::DataFusionError> for EngineError {
     fn from(e: datafusion::error::DataFusionError) -> Self {
-        EngineError::Plan(e.to_string())
+        EngineError::Plan(ksqldb_wording(e.to_string()))
     }
+}
+
+/// DataFusion's planning errors that ksqlDB words differently, in ksqlDB's words (users and
+/// ksqlDB's tests search for them); others pass through.
+fn ksqldb_wording(message: String) -> String {
+    // "Column in SELECT must be in GROUP BY or an aggregate function: [While expanding
+    // wildcard, ]column "TEST.D1" must appear in the GROUP BY clause ..."
+    for clause in ["SELECT", "HAVING"] {
+        let prefix = format!("Column in {clause} must be in GROUP BY or an aggregate function");
+        if message.contains(&prefix) {
+            let column = message
+                .split('"')
+                .nth(1)
+                .map(|c| c.rsplit('.').next().unwrap_or(c).to_string());
+            if let Some(column) = column {
+                return match clause {
+                    "SELECT" => format!(
+                        "Non-aggregate SELECT expression(s) not part of GROUP BY: {column}\n\
+                         Either add the column(s) to the GROUP BY or remove them from the SELECT."
+                    ),
+                    _ => format!("Non-aggregate HAVING expression not part of GROUP BY: {column}"),
+                };
+            }
+        }
+    }
+    // "Invalid function 'wont_find_me'. Did you mean 'find_in_set'?"
+    if let Some(rest) = message.split("Invalid function '").nth(1) {
+        if let Some(name) = rest.split('\'').next() {
+            return format!(
+                "Can't find any functions with the name '{}'",
+                name.to_uppercase()
+            );
+        }
+    }
+    message
 }
 
 impl From<datafusion::arrow::error::ArrowError> for EngineError {

@@ -57,12 +57,20 @@ pub fn parse_delimiter(text: &str) -> Result<char> {
     match text.to_uppercase().as_str() {
         "TAB" => Ok('\t'),
         "SPACE" => Ok(' '),
+        _ if text.trim().is_empty() => Err(EngineError::Plan(
+            "Failed to prepare statement: Configuration VALUE_DELIMITER is invalid: Delimiter \
+             cannot be empty, if you meant to have a tab or space for delimiter, please use the \
+             special values 'TAB' or 'SPACE'\nExample valid value: ';'"
+                .into(),
+        )),
         _ => {
             let mut chars = text.chars();
             match (chars.next(), chars.next()) {
                 (Some(c), None) => Ok(c),
                 _ => Err(EngineError::Plan(format!(
-                    "invalid VALUE_DELIMITER '{text}': use one character, TAB or SPACE"
+                    "Failed to prepare statement: Configuration VALUE_DELIMITER is invalid: \
+                     Invalid delimiter value: '{text}'. Delimiter must be a single character or \
+                     TAB,SPACE\nExample valid value: ';'"
                 ))),
             }
         }

@@ -247,6 +247,19 @@ async fn plan_select(
                     "aggregations need a GROUP BY clause".into(),
                 ));
             }
+            if aggr_expr.is_empty() {
+                return Err(EngineError::Plan(
+                    "GROUP BY requires aggregate functions in either the SELECT or HAVING clause."
+                        .into(),
+                ));
+            }
+            if source.value_format == crate::formats::Format::Kafka {
+                return Err(EngineError::Plan(format!(
+                    "Source(s) {} are using the 'KAFKA' value format. This format does not yet \
+                     support GROUP BY.",
+                    source.name
+                )));
+            }
             let window_columns = if windowed { 2 } else { 0 };
             let keyed = group_expr.len() - window_columns;
             group_columns = aggregate_schema
@@ -551,7 +564,9 @@ pub(crate) fn expand_and_find_source(
 /// DataFusion's functions are registered in lower case; ksqlDB's names are upper case.
 /// COUNT_DISTINCT(x) becomes COUNT(DISTINCT x).
 pub(crate) fn lower_function_names(query: &mut datafusion::sql::sqlparser::ast::Query) {
-    use datafusion::sql::sqlparser::ast::{DuplicateTreatment, FunctionArguments};
+    use datafusion::sql::sqlparser::ast::{
+        DuplicateTreatment, FunctionArg, FunctionArgExpr, FunctionArguments,
+    };
     let _ = visit_expressions_mut(query, |expr| {
         // sqlparser reads a few keywords (USER, CURRENT_DATE, ...) as functions without
         // parentheses; ksqlDB has none, so they are columns.
@@ -561,6 +576,17 @@ pub(crate) fn lower_function_names(query: &mut datafusion::sql::sqlparser::ast::
             {
                 *expr = SqlExpr::Identifier(Ident::with_quote('"', ident.value.clone()));
                 return ControlFlow::<()>::Continue(());
+            }
+        }
+        // AS_VALUE(x) copies a key column into the value: in Eddy's plans that is just x.
+        if let SqlExpr::Function(function) = expr {
+            let is_as_value = matches!(function.name.0.as_slice(),
+                [ObjectNamePart::Identifier(ident)] if ident.value.eq_ignore_ascii_case("as_value"));
+            if let (true, FunctionArguments::List(list)) = (is_as_value, &function.args) {
+                if let [FunctionArg::Unnamed(FunctionArgExpr::Expr(inner))] = list.args.as_slice() {
+                    *expr = inner.clone();
+                    return ControlFlow::<()>::Continue(());
+                }
             }
         }
         if let SqlExpr::Function(function) = expr {

@@ -538,6 +538,13 @@ impl Cursor {
                 }
                 SqlType::Struct(fields)
             }
+            "NULL" => {
+                return Err(EngineError::sql(
+                    "Syntax Error: NULL is a value, not a type (use a type such as STRING; any \
+                     column can hold NULL)",
+                    position,
+                ));
+            }
             other => {
                 return Err(EngineError::sql(
                     format!("unknown type '{other}'"),
@@ -955,9 +962,17 @@ pub fn duration_text_ms(text: &str) -> Result<i64> {
         _ => None,
     };
     parsed.ok_or_else(|| {
-        EngineError::Plan(format!(
-            "invalid duration '{text}': use a number and a unit, like '30 SECONDS'"
-        ))
+        let unit = text
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_uppercase();
+        let reason = if time_unit_ms(&unit).is_none() && !unit.is_empty() {
+            format!("Unknown time unit: '{unit}'")
+        } else {
+            "use a number and a unit, like '30 SECONDS'".to_string()
+        };
+        EngineError::Plan(format!("Invalid duration: '{text}'. {reason}"))
     })
 }
 
