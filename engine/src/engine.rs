@@ -300,6 +300,12 @@ impl Engine {
             }
             Statement::InsertInto { target, query } => {
                 let sink = self.state.lock().catalog.get(&target)?;
+                if sink.read_only {
+                    return Err(EngineError::Plan(format!(
+                        "Cannot insert into read-only {}: {target}",
+                        sink.kind.name().to_lowercase()
+                    )));
+                }
                 if sink.kind != SourceKind::Stream {
                     return Err(EngineError::Plan(format!(
                         "INSERT INTO can only be used to insert into a stream. {target} is a table."

@@ -106,7 +106,10 @@ pub fn encode(
             Ok(Some(out))
         }
         Format::Delimited(delimiter) => {
-            let fields: Vec<String> = values.iter().map(delimited_text).collect();
+            let fields: Vec<String> = values
+                .iter()
+                .map(|value| quote_delimited(delimited_text(value), delimiter))
+                .collect();
             Ok(Some(fields.join(&delimiter.to_string()).into_bytes()))
         }
         Format::Kafka => {
@@ -155,7 +158,7 @@ pub fn decode(
         }
         Format::Delimited(delimiter) => {
             let text = std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8: {e}"))?;
-            let fields: Vec<&str> = text.split(delimiter).collect();
+            let fields = split_delimited(text, delimiter)?;
             if fields.len() != columns.len() {
                 return Err(format!(
                     "expected {} fields, found {}",
@@ -178,6 +181,55 @@ pub fn decode(
             };
             Ok(vec![kafka_value(&column.data_type, bytes)?])
         }
+    }
+}
+
+/// The fields of a DELIMITED line, read as CSV is: a field in double quotes may hold the
+/// delimiter, and `""` inside it is one quote.
+fn split_delimited(text: &str, delimiter: char) -> Result<Vec<String>, String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut chars = text.chars().peekable();
+    let mut quoted = false;
+    let mut at_field_start = true;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if at_field_start => quoted = true,
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            '"' if quoted => {
+                quoted = false;
+                if chars.peek().is_some_and(|next| *next != delimiter) {
+                    return Err(format!(
+                        "unexpected characters after a closing quote in '{text}'"
+                    ));
+                }
+            }
+            c if c == delimiter && !quoted => {
+                fields.push(std::mem::take(&mut field));
+                at_field_start = true;
+                continue;
+            }
+            c => field.push(c),
+        }
+        at_field_start = false;
+    }
+    if quoted {
+        return Err(format!("an opening quote is never closed in '{text}'"));
+    }
+    fields.push(field);
+    Ok(fields)
+}
+
+/// A DELIMITED field as CSV writes it: quoted when it holds the delimiter, a quote or a line
+/// break.
+fn quote_delimited(text: String, delimiter: char) -> String {
+    if text.contains([delimiter, '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
     }
 }
 
@@ -378,4 +430,20 @@ pub fn split_windowed_key(bytes: &[u8], window: KeyWindow) -> Result<(&[u8], i64
         }
         KeyWindow::Session => (key, long(&tail[8..]), long(&tail[..8])),
     })
+}
+
+#[cfg(test)]
+mod delimited_tests {
+    use super::{quote_delimited, split_delimited};
+
+    #[test]
+    fn quoted_fields_hold_delimiters_and_quotes() {
+        assert_eq!(
+            split_delimited(r#"1,"a,b","say ""hi""",,"22""#, ',').unwrap(),
+            ["1", "a,b", r#"say "hi""#, "", "22"]
+        );
+        assert!(split_delimited(r#""open,1"#, ',').is_err());
+        assert_eq!(quote_delimited("a,b".into(), ','), r#""a,b""#);
+        assert_eq!(quote_delimited("a|b".into(), ','), "a|b");
+    }
 }

@@ -301,7 +301,13 @@ async fn plan_select(
     let mut columns = Vec::new();
     // Where each key column goes among the keys: GROUP BY and PARTITION BY order.
     let mut key_rank = Vec::new();
-    for field in output_schema.fields() {
+    for (i, field) in output_schema.fields().iter().enumerate() {
+        // The source column a projection item reads, when it is one (`ID`, or `ID AS K`): an
+        // aliased key column stays the key, under its new name.
+        let read_column = match shape.projection.get(i).map(|e| e.clone().unalias()) {
+            Some(Expr::Column(column)) => Some(column.name),
+            _ => None,
+        };
         let data_type = SqlType::from_arrow(field.data_type()).ok_or_else(|| {
             EngineError::Unsupported(format!(
                 "column {} of type {}",
@@ -310,10 +316,12 @@ async fn plan_select(
             ))
         })?;
         let rank = match &operator {
-            Operator::FilterProject if !partition_names.is_empty() => {
-                partition_names.iter().position(|p| p == field.name())
-            }
-            Operator::FilterProject => source.key_columns().position(|k| &k.name == field.name()),
+            Operator::FilterProject if !partition_names.is_empty() => partition_names
+                .iter()
+                .position(|p| Some(p) == read_column.as_ref()),
+            Operator::FilterProject => source
+                .key_columns()
+                .position(|k| Some(&k.name) == read_column.as_ref()),
             Operator::Aggregate(_) => {
                 group_key_index(&shape.projection, &group_columns, columns.len())
             }
@@ -378,8 +386,8 @@ async fn plan_select(
             "PARTITION BY with GROUP BY".into(),
         ));
     }
-    for name in &partition_names {
-        if !columns.iter().any(|c| &c.name == name) {
+    for (rank, name) in partition_names.iter().enumerate() {
+        if !key_rank.contains(&Some(rank)) {
             return Err(EngineError::Plan(format!(
                 "the PARTITION BY column {name} must be in the projection"
             )));

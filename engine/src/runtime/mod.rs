@@ -531,7 +531,20 @@ fn encode_output(
     let sink = &plan.sink;
     let sink_keys: Vec<&ColumnDef> = sink.key_columns().collect();
     let sink_values: Vec<&ColumnDef> = sink.value_columns().collect();
-    let keys = encode_columns(output, &sink_keys, sink.key_format, false)?;
+    let mut keys = encode_columns(output, &sink_keys, sink.key_format, false)?;
+    // A DELIMITED key whose columns are all null is no key at all (a null record key), as
+    // ksqlDB writes it (JSON keeps an object of nulls).
+    let key_arrays: Vec<_> = sink_keys
+        .iter()
+        .filter_map(|c| output.column_by_name(&c.name))
+        .collect();
+    if matches!(sink.key_format, formats::Format::Delimited(_)) && !key_arrays.is_empty() {
+        for (row, key) in keys.iter_mut().enumerate() {
+            if key_arrays.iter().all(|array| array.is_null(row)) {
+                *key = None;
+            }
+        }
+    }
     // WITH (TIMESTAMP='column') on the sink: that column's value is the record's time.
     let event_times = sink
         .timestamp_column
