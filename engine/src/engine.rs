@@ -39,6 +39,8 @@ pub enum StatementResult {
     Properties(BTreeMap<String, String>),
     /// DESCRIBE.
     Description(Arc<Source>),
+    /// EXPLAIN: the statement's logical and physical plans, as text.
+    Explain { logical: String, physical: String },
 }
 
 /// What [`Engine::execute_each`] did.
@@ -451,6 +453,46 @@ impl Engine {
             Statement::Undefine { name } => {
                 self.state.lock().variables.remove(&name);
                 Ok(status(String::new()))
+            }
+            Statement::Explain(inner) => {
+                let catalog = self.catalog_snapshot();
+                let plan = match *inner {
+                    Statement::CreateAsSelect {
+                        kind,
+                        name,
+                        properties,
+                        query,
+                        ..
+                    } => {
+                        query::plan_persistent(&catalog, kind, &name, &properties, &query, &text)
+                            .await?
+                    }
+                    Statement::InsertInto { target, query } => {
+                        query::plan_persistent(
+                            &catalog,
+                            SourceKind::Stream,
+                            &target,
+                            &BTreeMap::new(),
+                            &query,
+                            &text,
+                        )
+                        .await?
+                    }
+                    Statement::Select(select) if select.emit.is_some() => {
+                        query::plan_push(&catalog, &select, &text).await?.0
+                    }
+                    other => {
+                        return Err(EngineError::Unsupported(format!(
+                            "EXPLAIN of {} statements (EXPLAIN takes CREATE ... AS SELECT, \
+                             INSERT INTO ... SELECT or SELECT ... EMIT CHANGES)",
+                            statement_name(&other)
+                        )))
+                    }
+                };
+                Ok(StatementResult::Explain {
+                    logical: plan.logical_plan.clone(),
+                    physical: plan.explain_physical(),
+                })
             }
             other => Err(EngineError::Unsupported(format!(
                 "{} statements",

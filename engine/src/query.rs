@@ -51,6 +51,74 @@ pub struct PersistentPlan {
 }
 
 impl PersistentPlan {
+    /// Eddy's operators for this query, sink first, as EXPLAIN prints them.
+    pub fn explain_physical(&self) -> String {
+        let list = |exprs: &[Arc<dyn PhysicalExpr>]| {
+            exprs
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut lines = vec![format!(
+            "SinkExec: topic={} key_format={} value_format={} columns=[{}]",
+            self.sink.topic,
+            self.sink.key_format.name(),
+            self.sink.value_format.name(),
+            self.sink
+                .columns
+                .iter()
+                .map(|c| format!("{}{}", c.name, if c.key { " KEY" } else { "" }))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )];
+        lines.push(format!("ProjectExec: [{}]", list(&self.projection)));
+        if let Operator::Aggregate(aggregate) = &self.operator {
+            if let Some(having) = &aggregate.having {
+                lines.push(format!("HavingExec: {having}"));
+            }
+            let window = match &aggregate.window {
+                Some(window) => format!(" window={window:?}"),
+                None => String::new(),
+            };
+            lines.push(format!(
+                "AggregateExec: group_by=[{}] aggregates=[{}]{window} emit={}{}",
+                list(&aggregate.group_by),
+                aggregate
+                    .aggregates
+                    .iter()
+                    .map(|a| a.name().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if aggregate.emit_final {
+                    "FINAL"
+                } else {
+                    "CHANGES"
+                },
+                if aggregate.retracting {
+                    " retracting"
+                } else {
+                    ""
+                },
+            ));
+        }
+        if let Some(filter) = &self.filter {
+            lines.push(format!("FilterExec: {filter}"));
+        }
+        lines.push(format!(
+            "SourceExec: {} topic={} key_format={} value_format={}",
+            self.source.name,
+            self.source.topic,
+            self.source.key_format.name(),
+            self.source.value_format.name()
+        ));
+        lines
+            .iter()
+            .enumerate()
+            .map(|(depth, line)| format!("{}{line}\n", "  ".repeat(depth)))
+            .collect()
+    }
+
     /// Properties for creating the sink topic.
     pub fn sink_topic_properties(&self) -> Properties {
         let mut properties = Properties::new();

@@ -167,3 +167,39 @@ async fn pull_queries_run_full_sql_over_a_tables_latest_rows() {
         .expect("unknown source");
     assert!(err.to_string().contains("NOWHERE"), "{err}");
 }
+
+#[tokio::test]
+async fn explain_prints_the_logical_and_the_physical_plan() {
+    let (_dir, engine) = engine().await;
+    engine
+        .execute(
+            "CREATE STREAM clicks (user STRING KEY, page STRING, ms INT) \
+             WITH (kafka_topic='clicks', value_format='JSON', partitions=1);",
+        )
+        .await
+        .unwrap();
+    let result = engine
+        .execute(
+            "EXPLAIN CREATE TABLE per_user AS SELECT user, COUNT(*) AS n FROM clicks \
+             WHERE ms > 10 GROUP BY user;",
+        )
+        .await
+        .unwrap()
+        .remove(0);
+    let eddy_engine::StatementResult::Explain { logical, physical } = result else {
+        panic!("{result:?}")
+    };
+    assert!(logical.contains("Aggregate"), "{logical}");
+    assert!(logical.contains("Filter"), "{logical}");
+    let lines: Vec<&str> = physical.lines().map(str::trim).collect();
+    assert!(
+        lines[0].starts_with("SinkExec: topic=PER_USER"),
+        "{physical}"
+    );
+    assert!(lines[1].starts_with("ProjectExec"), "{physical}");
+    assert!(lines[2].starts_with("AggregateExec"), "{physical}");
+    assert!(lines[3].starts_with("FilterExec"), "{physical}");
+    assert!(lines[4].starts_with("SourceExec: CLICKS"), "{physical}");
+    // EXPLAIN runs nothing.
+    assert!(engine.source("PER_USER").is_err());
+}

@@ -117,6 +117,10 @@ pub(crate) fn entity(entity: &Value, format: OutputFormat) -> String {
             listing(&["Property", "Scope", "Value"], &rows)
         }
         "sourceDescription" => description(&entity["sourceDescription"]),
+        "queryDescription" => format!(
+            "{}\n",
+            text(&entity["queryDescription"]["executionPlan"]).trim_end()
+        ),
         _ => pretty(entity),
     }
 }
