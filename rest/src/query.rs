@@ -253,6 +253,22 @@ async fn write_pull(
     }
 }
 
+/// Queues a chunk for the client; false when it left, or fell behind for longer than
+/// [`SLOW_CLIENT_LIMIT`] (it is then disconnected).
+async fn send_to_client(
+    sender: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+    query_id: &str,
+    chunk: String,
+) -> bool {
+    match tokio::time::timeout(SLOW_CLIENT_LIMIT, sender.send(Ok(Bytes::from(chunk)))).await {
+        Ok(sent) => sent.is_ok(),
+        Err(_) => {
+            tracing::warn!(query = %query_id, "push query client fell behind: disconnecting it");
+            false
+        }
+    }
+}
+
 /// Streams a push query's rows to the client until the LIMIT or the client leaves; dropping
 /// `push` at the end ends the engine's query.
 async fn forward_push(
@@ -266,20 +282,7 @@ async fn forward_push(
         .map(|c| (c.name.clone(), c.data_type.to_string()))
         .collect();
     let query_id = push.query_id.clone();
-    let send = |chunk: String| {
-        let sender = sender.clone();
-        let query_id = query_id.clone();
-        async move {
-            match tokio::time::timeout(SLOW_CLIENT_LIMIT, sender.send(Ok(Bytes::from(chunk)))).await
-            {
-                Ok(sent) => sent.is_ok(),
-                Err(_) => {
-                    tracing::warn!(query = %query_id, "push query client fell behind: disconnecting it");
-                    false
-                }
-            }
-        }
-    };
+    let send = |chunk: String| send_to_client(&sender, &query_id, chunk);
     if !send(header_chunk(shape, &push.query_id, &columns)).await {
         return;
     }

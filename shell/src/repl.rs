@@ -183,7 +183,7 @@ pub(crate) fn report(error: &ShellError) {
 /// ends with a `;` outside any quote or comment.
 fn is_complete(text: &str) -> bool {
     let first = text.split_whitespace().next().unwrap_or_default();
-    let line_command = ["exit", "quit", "help", "version", "server", "output"]
+    let line_command = crate::session::LINE_COMMANDS
         .iter()
         .any(|c| first.eq_ignore_ascii_case(c));
     if line_command && !text.contains('\n') {

@@ -30,6 +30,9 @@ pub(crate) enum Next {
     Exit,
 }
 
+/// Shell commands that need no `;` and stand on a line of their own.
+pub(crate) const LINE_COMMANDS: &[&str] = &["exit", "quit", "help", "version", "server", "output"];
+
 /// The shell's state: where statements go and what goes with them.
 pub(crate) struct Session {
     pub(crate) client: Client,

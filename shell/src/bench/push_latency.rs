@@ -16,15 +16,9 @@ const TICK: Duration = Duration::from_millis(5);
 
 pub(super) async fn run(clients: usize, rate: u64, seconds: u64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("creating a temporary data directory")?;
-    let (engine, _broker) = crate::server::open_engine(dir.path(), None).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(eddy_rest::serve(
-        listener,
-        engine,
-        None,
-        std::future::pending(),
-    ));
+    // The same in-process server the shell starts.
+    let server = crate::server::Embedded::start(dir.path()).await?;
+    let url = server.url();
     let client = Client::new(&url, None);
     client
         .ksql(
@@ -90,6 +84,7 @@ pub(super) async fn run(clients: usize, rate: u64, seconds: u64) -> anyhow::Resu
             _ => anyhow::bail!("a push query did not receive its rows within 60 s"),
         }
     }
+    server.stop().await?;
     latencies.sort_unstable();
     let percentile = |p: f64| {
         let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len().max(1));
