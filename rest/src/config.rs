@@ -10,6 +10,9 @@
 //! data.dir=./eddy-data
 //! # basic authentication: one line per user, with a hash from `eddy hash-password`
 //! authentication.users.ann=$argon2id$v=19$m=19456,t=2,p=1$...
+//! # TLS: a PEM certificate chain and its PEM key (listeners may then say https://)
+//! tls.cert=/etc/eddy/server.crt
+//! tls.key=/etc/eddy/server.key
 //! ```
 //!
 //! An unknown key is an error naming its line, so a typo is not silently ignored.
@@ -18,6 +21,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::auth::Users;
+use crate::tls::TlsConfig;
 
 /// What the config file sets; `None` where it is silent.
 #[derive(Default)]
@@ -31,6 +35,8 @@ pub struct ServerConfig {
     /// `authentication.users.<name>`: when any is set, every endpoint but /healthcheck needs
     /// basic authentication.
     pub users: Option<Users>,
+    /// `tls.cert` and `tls.key`: when set, the API is served over TLS only.
+    pub tls: Option<TlsConfig>,
 }
 
 impl ServerConfig {
@@ -38,12 +44,15 @@ impl ServerConfig {
     pub fn load(path: &Path) -> Result<ServerConfig, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        ServerConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let base = path.parent().unwrap_or(Path::new("."));
+        ServerConfig::parse(&text, base).map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    pub fn parse(text: &str) -> Result<ServerConfig, String> {
+    /// Parses a config file's text; relative file names are taken from `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<ServerConfig, String> {
         let mut config = ServerConfig::default();
         let mut users = BTreeMap::new();
+        let (mut tls_cert, mut tls_key, mut https) = (None, None, false);
         for (number, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
@@ -59,14 +68,18 @@ impl ServerConfig {
             match key {
                 "listeners" => {
                     let first = value.split(',').next().unwrap_or_default().trim();
+                    https = first.starts_with("https://");
                     let address = first
                         .strip_prefix("http://")
+                        .or_else(|| first.strip_prefix("https://"))
                         .unwrap_or(first)
                         .trim_end_matches('/');
                     config.listen = Some(address.to_string());
                 }
                 "bootstrap.servers" => config.bootstrap = Some(value),
                 "data.dir" => config.data_dir = Some(PathBuf::from(value)),
+                "tls.cert" => tls_cert = Some(base.join(value)),
+                "tls.key" => tls_key = Some(base.join(value)),
                 _ => match key.strip_prefix("authentication.users.") {
                     Some(user) if !user.is_empty() => {
                         users.insert(user.to_string(), value);
@@ -74,7 +87,7 @@ impl ServerConfig {
                     _ => {
                         return Err(format!(
                         "line {}: unknown setting '{key}' (known: listeners, bootstrap.servers, \
-                             data.dir, authentication.users.<name>)",
+                             data.dir, authentication.users.<name>, tls.cert, tls.key)",
                         number + 1
                     ))
                     }
@@ -84,6 +97,15 @@ impl ServerConfig {
         if !users.is_empty() {
             config.users = Some(Users::new(users)?);
         }
+        config.tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(TlsConfig::load(&cert, &key)?),
+            (None, None) if https => {
+                return Err("listeners says https:// but tls.cert and tls.key are not set".into())
+            }
+            (None, None) => None,
+            (Some(_), None) => return Err("tls.cert is set but tls.key is not".into()),
+            (None, Some(_)) => return Err("tls.key is set but tls.cert is not".into()),
+        };
         Ok(config)
     }
 }
@@ -95,17 +117,33 @@ mod tests {
     #[test]
     fn settings_are_read_and_typos_named() {
         let hash = crate::auth::hash_password("pw");
-        let config = ServerConfig::parse(&format!(
-            "# comment\nlisteners=http://0.0.0.0:8088\ndata.dir = /tmp/x\nauthentication.users.ann={hash}\n"
-        ))
+        let config = ServerConfig::parse(
+            &format!(
+                "# comment\nlisteners=http://0.0.0.0:8088\ndata.dir = /tmp/x\nauthentication.users.ann={hash}\n"
+            ),
+            Path::new("."),
+        )
         .unwrap();
         assert_eq!(config.listen.as_deref(), Some("0.0.0.0:8088"));
         assert_eq!(config.data_dir, Some(PathBuf::from("/tmp/x")));
         assert!(config.users.is_some());
-        let error = ServerConfig::parse("listners=x").err().unwrap();
+        let error = ServerConfig::parse("listners=x", Path::new("."))
+            .err()
+            .unwrap();
         assert!(
             error.starts_with("line 1: unknown setting 'listners'"),
             "{error}"
         );
+        let error = ServerConfig::parse("listeners=https://0.0.0.0:8443", Path::new("."))
+            .err()
+            .unwrap();
+        assert!(
+            error.contains("tls.cert and tls.key are not set"),
+            "{error}"
+        );
+        let error = ServerConfig::parse("tls.cert=/nonexistent.pem\ntls.key=/k", Path::new("."))
+            .err()
+            .unwrap();
+        assert!(error.contains("/nonexistent.pem"), "{error}");
     }
 }

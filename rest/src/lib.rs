@@ -1,7 +1,7 @@
 //! Eddy's ksqlDB-compatible HTTP API over the engine, so ksqlDB's clients work unchanged.
 //!
 //! ```text
-//! HTTP/1.1 or HTTP/2 (h2c) --axum--> server.rs (routes, shutdown)
+//! HTTP/1.1 or HTTP/2, plain or TLS (tls.rs) --axum--> server.rs (routes, shutdown)
 //!     /ksql              ksql.rs     statements -> ksqlDB entities (entities.rs)
 //!     /query             query.rs    push and pull queries, ksqlDB's chunked JSON array
 //!     /query-stream      query.rs    delimited or JSON rows; /close-query ends one
@@ -23,7 +23,9 @@ mod inserts;
 mod ksql;
 mod query;
 mod server;
+mod tls;
 
 pub use auth::{hash_password, Users};
 pub use config::ServerConfig;
 pub use server::{router, serve, SERVER_VERSION};
+pub use tls::TlsConfig;

@@ -15,6 +15,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::auth::Users;
+use crate::tls::{TlsConfig, TlsListener};
 
 /// The ksqlDB version whose API Eddy speaks, as `/info` reports it.
 pub const SERVER_VERSION: &str = "0.29.0";
@@ -58,14 +59,23 @@ pub fn router(engine: Arc<Engine>, users: Option<Users>) -> Router {
         .with_state(state)
 }
 
-/// Serves HTTP/1.1 and HTTP/2 (prior knowledge) on `listener` until `shutdown` resolves,
-/// then stops accepting and lets open requests finish.
+/// Serves HTTP/1.1 and HTTP/2 on `listener` until `shutdown` resolves, then stops accepting
+/// and lets open requests finish. With `tls`, connections are TLS (HTTP/2 by ALPN); without,
+/// plain TCP (HTTP/2 by prior knowledge).
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
     users: Option<Users>,
+    tls: Option<TlsConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let router = router(engine, users);
+    if let Some(tls) = tls {
+        let listener = TlsListener::new(listener, &tls)?;
+        return axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+    }
     // Rows are small writes: without TCP_NODELAY, Nagle's algorithm holds each one back until
     // the client's delayed ACK (about 40 ms).
     let listener = listener.tap_io(|stream| {
@@ -73,7 +83,7 @@ pub async fn serve(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    axum::serve(listener, router(engine, users))
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
 }

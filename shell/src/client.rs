@@ -2,8 +2,10 @@
 //! `POST /query-stream` (one JSON row per line, read as it arrives), `GET /info`.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
+use anyhow::Context;
 use serde_json::{json, Value};
 
 /// The content type of `/query-stream`'s line-per-row answer.
@@ -38,25 +40,44 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    /// `url` is the server's base address, such as `http://127.0.0.1:8088`.
-    pub(crate) fn new(url: &str, credentials: Option<(String, String)>) -> Client {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .expect("a plain HTTP client always builds");
-        Client {
-            http,
+    /// `url` is the server's base address, such as `http://127.0.0.1:8088` or
+    /// `https://host:8443`; an https server's certificate must chain to the system's roots or
+    /// to the PEM certificate in `trusted`.
+    pub(crate) fn new(
+        url: &str,
+        credentials: Option<(String, String)>,
+        trusted: Option<&Path>,
+    ) -> anyhow::Result<Client> {
+        // reqwest's rustls takes the process's crypto provider: ring, as the server uses.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        if let Some(path) = trusted {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the certificate {}", path.display()))?;
+            for certificate in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("no PEM certificate in {}", path.display()))?
+            {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        Ok(Client {
+            http: builder.build().context("setting up the HTTP client")?,
             url: url.trim_end_matches('/').to_string(),
             credentials,
+        })
+    }
+
+    /// The same credentials and trusted certificates, for another server.
+    pub(crate) fn at(&self, url: &str) -> Client {
+        Client {
+            http: self.http.clone(),
+            url: url.trim_end_matches('/').to_string(),
+            credentials: self.credentials.clone(),
         }
     }
 
     pub(crate) fn url(&self) -> &str {
         &self.url
-    }
-
-    pub(crate) fn credentials(&self) -> Option<(String, String)> {
-        self.credentials.clone()
     }
 
     /// `GET /info`: the server's version, and whether it answers at all.

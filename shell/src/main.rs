@@ -77,6 +77,9 @@ struct ShellArgs {
     /// Password for a server with basic authentication.
     #[arg(long, requires = "user")]
     password: Option<String>,
+    /// A PEM certificate (or CA) to trust for an https:// server, besides the system's.
+    #[arg(long, requires = "server")]
+    tls_ca: Option<PathBuf>,
     /// Run these statements, then exit (non-zero on the first error).
     #[arg(long, short = 'e', conflicts_with = "file")]
     execute: Option<String>,
@@ -128,7 +131,7 @@ struct ServerArgs {
     #[arg(long)]
     bootstrap: Option<String>,
     /// A config file (properties: listeners, bootstrap.servers, data.dir,
-    /// authentication.users.<name>); flags override it.
+    /// authentication.users.<name>, tls.cert, tls.key); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -179,7 +182,7 @@ fn run_shell(args: ShellArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let credentials = args.user.clone().zip(args.password.clone());
     let (client, embedded) = match &args.server {
-        Some(url) => (Client::new(url, credentials), None),
+        Some(url) => (Client::new(url, credentials, args.tls_ca.as_deref())?, None),
         None => {
             std::fs::create_dir_all(&args.data_dir)
                 .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
@@ -194,7 +197,7 @@ fn run_shell(args: ShellArgs) -> anyhow::Result<()> {
                 .with_writer(std::sync::Mutex::new(log))
                 .init();
             let server = runtime.block_on(server::Embedded::start(&args.data_dir))?;
-            (Client::new(&server.url(), credentials), Some(server))
+            (Client::new(&server.url(), credentials, None)?, Some(server))
         }
     };
     let mut session = Session::new(client);
@@ -302,11 +305,27 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {listen}"))?;
     let address = listener.local_addr().context("reading the bound address")?;
-    println!("eddy server listening on http://{address}");
-    tracing::info!(%address, authentication = config.users.is_some(), "server started");
-    eddy_rest::serve(listener, engine, config.users, shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("eddy server listening on {scheme}://{address}");
+    tracing::info!(
+        %address,
+        authentication = config.users.is_some(),
+        tls = config.tls.is_some(),
+        "server started"
+    );
+    eddy_rest::serve(
+        listener,
+        engine,
+        config.users,
+        config.tls,
+        shutdown_signal(),
+    )
+    .await
+    .context("serving HTTP")?;
     server::shutdown_broker(broker).await
 }
 

@@ -62,7 +62,7 @@ impl Embedded {
             .context("binding a loopback port")?;
         let address = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let serving = tokio::spawn(eddy_rest::serve(listener, engine, None, async {
+        let serving = tokio::spawn(eddy_rest::serve(listener, engine, None, None, async {
             let _ = stopped.await;
         }));
         tracing::info!(%address, "embedded server started");

@@ -114,7 +114,7 @@ impl Session {
                 Next::Continue
             }
             (Some("server"), [_, url]) => {
-                let client = Client::new(url, self.client.credentials());
+                let client = self.client.at(url);
                 client.info().await?;
                 self.client = client;
                 println!("Server: {url}");

@@ -498,3 +498,84 @@ fn a_websocket_client_gets_the_header_rows_and_final_message() {
     let (status, body) = request(&[&format!("{url}/ws/query")]);
     assert_eq!(status, 400, "{body}");
 }
+
+#[test]
+fn tls_from_the_config_file_serves_https_with_http2_and_the_shell_trusts_a_given_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args([
+            "-keyout",
+            eddy_tests::arg(&key),
+            "-out",
+            eddy_tests::arg(&cert),
+        ])
+        .output()
+        .expect("running openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let config = dir.path().join("eddy.properties");
+    // Relative names are taken from the config file's folder.
+    std::fs::write(&config, "tls.cert=cert.pem\ntls.key=key.pem\n").unwrap();
+    let server = EddyProcess::server(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let url = server.url().replace("http://", "https://");
+    let cacert = eddy_tests::arg(&cert);
+
+    let (status, body) = request(&["--cacert", cacert, &format!("{url}/info")]);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("KsqlServerInfo"), "{body}");
+    // Without the certificate curl refuses the server; plain HTTP gets no answer.
+    let (status, _) = request(&[&format!("{url}/info")]);
+    assert_eq!(
+        status, 0,
+        "an untrusted certificate must fail the handshake"
+    );
+    let (status, _) = request(&[&server.url().to_string(), "--max-time", "5"]);
+    assert_eq!(status, 0, "plain HTTP is not served next to TLS");
+
+    // HTTP/2 is negotiated by ALPN.
+    let negotiated = Command::new(curl())
+        .args(["-s", "--cacert", cacert, "--http2", "-o", "/dev/null"])
+        .args(["-w", "%{http_code} %{http_version}"])
+        .arg(format!("{url}/info"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&negotiated.stdout), "200 2");
+
+    let shell = |trust: Option<&str>| {
+        let mut command = Command::new(eddy_tests::eddy_binary());
+        command.args(["--server", &url]);
+        if let Some(ca) = trust {
+            command.args(["--tls-ca", ca]);
+        }
+        command
+            .args(["--execute", "SHOW STREAMS;"])
+            .output()
+            .unwrap()
+    };
+    let trusted = shell(Some(cacert));
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    assert!(String::from_utf8_lossy(&trusted.stdout).contains("KSQL_PROCESSING_LOG"));
+    let untrusted = shell(None);
+    assert_eq!(untrusted.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&untrusted.stderr).contains("certificate"),
+        "{}",
+        String::from_utf8_lossy(&untrusted.stderr)
+    );
+}

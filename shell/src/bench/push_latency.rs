@@ -19,7 +19,7 @@ pub(super) async fn run(clients: usize, rate: u64, seconds: u64) -> anyhow::Resu
     // The same in-process server the shell starts.
     let server = crate::server::Embedded::start(dir.path()).await?;
     let url = server.url();
-    let client = Client::new(&url, None);
+    let client = Client::new(&url, None, None)?;
     client
         .ksql(
             "CREATE STREAM ticks (id BIGINT KEY, sent_us BIGINT) \
