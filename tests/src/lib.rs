@@ -111,6 +111,13 @@ pub fn curl() -> &'static str {
     "curl"
 }
 
+/// The openssl command line (to make test certificates), installed if it is missing.
+pub fn openssl() -> &'static str {
+    static OPENSSL: OnceLock<()> = OnceLock::new();
+    OPENSSL.get_or_init(|| install_if_missing("openssl", "version"));
+    "openssl"
+}
+
 /// Installs Debian's package `name` unless `name version_flag` already runs.
 fn install_if_missing(name: &str, version_flag: &str) {
     let present = Command::new(name)

@@ -503,7 +503,7 @@ fn a_websocket_client_gets_the_header_rows_and_final_message() {
 fn tls_from_the_config_file_serves_https_with_http2_and_the_shell_trusts_a_given_ca() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = Command::new("openssl")
+    let made = Command::new(eddy_tests::openssl())
         .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
         .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
         .args(["-subj", "/CN=localhost"])
