@@ -143,6 +143,37 @@ pub fn partition_records(
     Ok(by_partition)
 }
 
+/// The most record bytes a client puts in one batch: well under the default
+/// `max.message.bytes` (1 MiB), as a Kafka producer's `batch.size` bounds its batches.
+pub const BATCH_BYTES: usize = 512 * 1024;
+
+/// Splits records bound for one partition into runs of at most [`BATCH_BYTES`] of keys,
+/// values and headers (a larger record goes alone, for the broker to accept or refuse).
+pub fn split_batches(records: &[(usize, ProducerRecord)]) -> Vec<&[(usize, ProducerRecord)]> {
+    let size = |r: &ProducerRecord| {
+        let headers: usize = r
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()))
+            .sum();
+        r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()) + headers
+    };
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, (_, record)) in records.iter().enumerate() {
+        let record_bytes = size(record);
+        if i > start && bytes + record_bytes > BATCH_BYTES {
+            batches.push(&records[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += record_bytes;
+    }
+    if start < records.len() {
+        batches.push(&records[start..]);
+    }
+    batches
+}
+
 /// Encodes records into one uncompressed batch.
 pub fn encode_batch(records: &[(usize, ProducerRecord)]) -> bytes::BytesMut {
     let now = now_ms();
@@ -224,12 +255,14 @@ impl LogClient for InProcessClient {
         let mut placed = vec![(0, 0); total];
         for (index, records) in by_partition {
             let partition = self.broker.partition(topic, index)?;
-            let info = partition.append(&mut encode_batch(&records), now_ms())?;
-            if partition.fsync_before_ack() {
-                partition.wait_durable(info.last_offset).await?;
-            }
-            for (n, (i, _)) in records.iter().enumerate() {
-                placed[*i] = (index, info.base_offset + n as i64);
+            for batch in split_batches(&records) {
+                let info = partition.append(&mut encode_batch(batch), now_ms())?;
+                if partition.fsync_before_ack() {
+                    partition.wait_durable(info.last_offset).await?;
+                }
+                for (n, (i, _)) in batch.iter().enumerate() {
+                    placed[*i] = (index, info.base_offset + n as i64);
+                }
             }
         }
         Ok(placed)
@@ -288,5 +321,28 @@ impl LogClient for InProcessClient {
 
     async fn lag(&self, group: &str) -> Result<Vec<PartitionLag>> {
         Ok(self.broker.group_lag(group))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_sets_of_records_split_into_bounded_batches() {
+        let record = |bytes: usize| ProducerRecord {
+            partition: None,
+            key: None,
+            value: Some(Bytes::from(vec![b'x'; bytes])),
+            timestamp_ms: None,
+            headers: Vec::new(),
+        };
+        let records: Vec<_> = (0..10).map(|i| (i, record(200 * 1024))).collect();
+        let sizes: Vec<usize> = split_batches(&records).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [2, 2, 2, 2, 2]);
+        let huge = [(0, record(2 << 20)), (1, record(10))];
+        let sizes: Vec<usize> = split_batches(&huge).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [1, 1], "a record over the bound goes alone");
+        assert!(split_batches(&[]).is_empty());
     }
 }

@@ -27,7 +27,9 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::client::{encode_batch, partition_records, LogClient, OffsetRange, ProducerRecord};
+use crate::client::{
+    encode_batch, partition_records, split_batches, LogClient, OffsetRange, ProducerRecord,
+};
 use crate::error::{BrokerError, Result};
 use crate::group::PartitionLag;
 use crate::limits::FRAME_BYTES_MAX;
@@ -128,6 +130,36 @@ pub struct KafkaClient {
 }
 
 impl KafkaClient {
+    /// Produces one batch to a partition's leader with acks=all; returns its base offset.
+    async fn produce_batch(
+        &self,
+        topic: &str,
+        index: i32,
+        batch: &[(usize, ProducerRecord)],
+    ) -> Result<i64> {
+        let data = PartitionProduceData::default()
+            .with_index(index)
+            .with_records(Some(encode_batch(batch).freeze()));
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(str_bytes(topic)))
+                .with_partition_data(vec![data])]);
+        let response = self
+            .leader(topic, index)
+            .await?
+            .send(PRODUCE_VERSION, &request)
+            .await?;
+        let p = response
+            .responses
+            .first()
+            .and_then(|t| t.partition_responses.first())
+            .ok_or_else(|| BrokerError::Internal("empty produce response".into()))?;
+        code_error(p.error_code, topic)?;
+        Ok(p.base_offset)
+    }
+
     /// A client that discovers the cluster through `bootstrap` ("host:port").
     pub async fn connect(bootstrap: &str) -> Result<KafkaClient> {
         let client = KafkaClient {
@@ -291,28 +323,11 @@ impl LogClient for KafkaClient {
         let total = records.len();
         let mut placed = vec![(0, 0); total];
         for (index, records) in partition_records(records, count, &self.sticky)? {
-            let data = PartitionProduceData::default()
-                .with_index(index)
-                .with_records(Some(encode_batch(&records).freeze()));
-            let request = ProduceRequest::default()
-                .with_acks(-1)
-                .with_timeout_ms(30_000)
-                .with_topic_data(vec![TopicProduceData::default()
-                    .with_name(TopicName(str_bytes(topic)))
-                    .with_partition_data(vec![data])]);
-            let response = self
-                .leader(topic, index)
-                .await?
-                .send(PRODUCE_VERSION, &request)
-                .await?;
-            let p = response
-                .responses
-                .first()
-                .and_then(|t| t.partition_responses.first())
-                .ok_or_else(|| BrokerError::Internal("empty produce response".into()))?;
-            code_error(p.error_code, topic)?;
-            for (n, (i, _)) in records.iter().enumerate() {
-                placed[*i] = (index, p.base_offset + n as i64);
+            for batch in split_batches(&records) {
+                let base_offset = self.produce_batch(topic, index, batch).await?;
+                for (n, (i, _)) in batch.iter().enumerate() {
+                    placed[*i] = (index, base_offset + n as i64);
+                }
             }
         }
         Ok(placed)

@@ -13,15 +13,41 @@
 //! # TLS: a PEM certificate chain and its PEM key (listeners may then say https://)
 //! tls.cert=/etc/eddy/server.crt
 //! tls.key=/etc/eddy/server.key
+//! # a push-query client that reads nothing for this long is disconnected (default 30 s)
+//! push.slow.client.timeout.ms=30000
 //! ```
 //!
 //! An unknown key is an error naming its line, so a typo is not silently ignored.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::auth::Users;
 use crate::tls::TlsConfig;
+
+/// How the HTTP API treats its clients: who may call, over what, and how long a push-query
+/// client may fall behind.
+pub struct ApiSettings {
+    /// `authentication.users.<name>`: when any is set, every endpoint but /healthcheck needs
+    /// basic authentication.
+    pub users: Option<Users>,
+    /// `tls.cert` and `tls.key`: when set, the API is served over TLS only.
+    pub tls: Option<TlsConfig>,
+    /// `push.slow.client.timeout.ms`: a push query whose client leaves its buffer full this
+    /// long is ended and the client disconnected, so it cannot hold rows back for others.
+    pub slow_client_limit: Duration,
+}
+
+impl Default for ApiSettings {
+    fn default() -> ApiSettings {
+        ApiSettings {
+            users: None,
+            tls: None,
+            slow_client_limit: Duration::from_secs(30),
+        }
+    }
+}
 
 /// What the config file sets; `None` where it is silent.
 #[derive(Default)]
@@ -32,11 +58,8 @@ pub struct ServerConfig {
     pub bootstrap: Option<String>,
     /// `data.dir`.
     pub data_dir: Option<PathBuf>,
-    /// `authentication.users.<name>`: when any is set, every endpoint but /healthcheck needs
-    /// basic authentication.
-    pub users: Option<Users>,
-    /// `tls.cert` and `tls.key`: when set, the API is served over TLS only.
-    pub tls: Option<TlsConfig>,
+    /// Authentication, TLS and push-client settings.
+    pub api: ApiSettings,
 }
 
 impl ServerConfig {
@@ -80,6 +103,16 @@ impl ServerConfig {
                 "data.dir" => config.data_dir = Some(PathBuf::from(value)),
                 "tls.cert" => tls_cert = Some(base.join(value)),
                 "tls.key" => tls_key = Some(base.join(value)),
+                "push.slow.client.timeout.ms" => {
+                    let ms: u64 = value.parse().map_err(|_| {
+                        format!(
+                            "line {}: push.slow.client.timeout.ms must be a number of \
+                             milliseconds, not '{value}'",
+                            number + 1
+                        )
+                    })?;
+                    config.api.slow_client_limit = Duration::from_millis(ms.max(1));
+                }
                 _ => match key.strip_prefix("authentication.users.") {
                     Some(user) if !user.is_empty() => {
                         users.insert(user.to_string(), value);
@@ -87,7 +120,8 @@ impl ServerConfig {
                     _ => {
                         return Err(format!(
                         "line {}: unknown setting '{key}' (known: listeners, bootstrap.servers, \
-                             data.dir, authentication.users.<name>, tls.cert, tls.key)",
+                             data.dir, authentication.users.<name>, tls.cert, tls.key, \
+                             push.slow.client.timeout.ms)",
                         number + 1
                     ))
                     }
@@ -95,9 +129,9 @@ impl ServerConfig {
             }
         }
         if !users.is_empty() {
-            config.users = Some(Users::new(users)?);
+            config.api.users = Some(Users::new(users)?);
         }
-        config.tls = match (tls_cert, tls_key) {
+        config.api.tls = match (tls_cert, tls_key) {
             (Some(cert), Some(key)) => Some(TlsConfig::load(&cert, &key)?),
             (None, None) if https => {
                 return Err("listeners says https:// but tls.cert and tls.key are not set".into())
@@ -126,7 +160,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.listen.as_deref(), Some("0.0.0.0:8088"));
         assert_eq!(config.data_dir, Some(PathBuf::from("/tmp/x")));
-        assert!(config.users.is_some());
+        assert!(config.api.users.is_some());
         let error = ServerConfig::parse("listners=x", Path::new("."))
             .err()
             .unwrap();

@@ -26,6 +26,6 @@ mod server;
 mod tls;
 
 pub use auth::{hash_password, Users};
-pub use config::ServerConfig;
+pub use config::{ApiSettings, ServerConfig};
 pub use server::{router, serve, SERVER_VERSION};
 pub use tls::TlsConfig;

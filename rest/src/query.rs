@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -17,20 +18,18 @@ use eddy_engine::{PullResult, PushQuery, QueryResult};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
 
 use crate::entities::schema_text;
 use crate::errors::{parse_body, properties, string_field, ApiError};
 use crate::server::AppState;
 
 /// Chunks buffered between the forwarding task and a slow client before the query waits.
-const CLIENT_BUFFER_CHUNKS: usize = 256;
+const CLIENT_BUFFER_CHUNKS: usize = 64;
 
-/// How long a push query waits for a client whose buffer is full before it disconnects the
-/// client: a slow reader loses its query rather than holding rows back for long.
-const SLOW_CLIENT_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// The most rows written to a client in one chunk.
-const MAX_ROWS_PER_CHUNK: usize = 1024;
+/// Rows waiting together go out in one chunk up to this many bytes, so a client's buffer
+/// holds at most about CLIENT_BUFFER_CHUNKS * CHUNK_BYTES (2 MiB) of rows.
+const CHUNK_BYTES: usize = 32 * 1024;
 
 /// The content type of `/query-stream`'s line-per-row answer.
 const DELIMITED: &str = "application/vnd.ksqlapi.delimited.v1";
@@ -100,27 +99,79 @@ async fn run(
     properties_field: &str,
     shape: Shape,
 ) -> Result<Response, ApiError> {
-    let chunks = start(app, body, sql_field, properties_field, shape).await?;
+    let answer = start(app, body, sql_field, properties_field, shape).await?;
     let content_type = match shape {
         Shape::Delimited => DELIMITED,
         Shape::Legacy | Shape::JsonArray | Shape::WebSocket => "application/json",
     };
-    let body = Body::from_stream(ReceiverStream::new(chunks));
+    // An error item (the client fell behind) makes the server drop the connection, so the
+    // client cannot mistake the cut for the end of the answer.
+    let stream = ReceiverStream::new(answer.chunks).merge(ReceiverStream::new(answer.abort));
+    let body = Body::from_stream(stream);
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
 }
 
-/// The chunks of a query's answer.
-type Chunks = mpsc::Receiver<Result<Bytes, std::io::Error>>;
+type Chunk = Result<Bytes, std::io::Error>;
+
+/// A query's answer as it is produced: its chunks, and an error if the client is cut off.
+struct Answer {
+    chunks: mpsc::Receiver<Chunk>,
+    abort: mpsc::Receiver<Chunk>,
+}
+
+/// The producing side of an [`Answer`]: a bounded buffer towards one client.
+struct ToClient {
+    chunks: mpsc::Sender<Chunk>,
+    abort: mpsc::Sender<Chunk>,
+    /// How long a full buffer is waited on before the client is cut off.
+    slow_client_limit: Duration,
+}
+
+impl ToClient {
+    fn new(slow_client_limit: Duration) -> (ToClient, Answer) {
+        let (chunks, chunks_out) = mpsc::channel(CLIENT_BUFFER_CHUNKS);
+        let (abort, abort_out) = mpsc::channel(1);
+        let to_client = ToClient {
+            chunks,
+            abort,
+            slow_client_limit,
+        };
+        let answer = Answer {
+            chunks: chunks_out,
+            abort: abort_out,
+        };
+        (to_client, answer)
+    }
+
+    /// Queues a chunk; false when the client left, or left its buffer full for longer than
+    /// the limit (it is then cut off).
+    async fn send(&self, query_id: &str, chunk: String) -> bool {
+        let sent = tokio::time::timeout(
+            self.slow_client_limit,
+            self.chunks.send(Ok(Bytes::from(chunk))),
+        )
+        .await;
+        match sent {
+            Ok(sent) => sent.is_ok(),
+            Err(_) => {
+                tracing::warn!(query = %query_id, "push query client fell behind: disconnecting it");
+                let cut = std::io::Error::other("the client fell behind");
+                let _ = self.abort.try_send(Err(cut));
+                false
+            }
+        }
+    }
+}
 
 /// Starts the query a request body asks for; its answer arrives as chunks. Dropping the
-/// receiver ends a push query.
+/// answer ends a push query.
 async fn start(
     app: &AppState,
     body: &[u8],
     sql_field: &str,
     properties_field: &str,
     shape: Shape,
-) -> Result<Chunks, ApiError> {
+) -> Result<Answer, ApiError> {
     let body = parse_body(body)?;
     let sql = string_field(&body, sql_field)?;
     let properties = properties(&body, properties_field);
@@ -129,16 +180,16 @@ async fn start(
         .query(sql, &properties)
         .await
         .map_err(|e| ApiError::statement(sql, &e, Vec::new()))?;
-    let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(CLIENT_BUFFER_CHUNKS);
+    let (to_client, answer) = ToClient::new(app.slow_client_limit);
     match result {
         QueryResult::Pull(pull) => {
-            tokio::spawn(write_pull(pull, shape, sender));
+            tokio::spawn(write_pull(pull, shape, to_client));
         }
         QueryResult::Push(push) => {
-            tokio::spawn(forward_push(push, shape, sender));
+            tokio::spawn(forward_push(push, shape, to_client));
         }
     }
-    Ok(receiver)
+    Ok(answer)
 }
 
 /// `GET /ws/query?request={"ksql": "...", "streamsProperties": {...}}`: the answer of `/query`
@@ -164,16 +215,17 @@ pub(crate) async fn ws_query(
     )
     .await
     {
-        Ok(chunks) => upgrade.on_upgrade(move |socket| relay(socket, chunks)),
+        Ok(answer) => upgrade.on_upgrade(move |socket| relay(socket, answer)),
         Err(e) => e.into_response(),
     }
 }
 
 /// Sends each line of the answer as a message until it ends or the client leaves.
-async fn relay(mut socket: WebSocket, mut chunks: Chunks) {
+async fn relay(mut socket: WebSocket, mut answer: Answer) {
     loop {
         tokio::select! {
-            chunk = chunks.recv() => {
+            Some(_) = answer.abort.recv() => return,
+            chunk = answer.chunks.recv() => {
                 let Some(Ok(chunk)) = chunk else {
                     let _ = socket.send(Message::Close(None)).await;
                     return;
@@ -238,51 +290,27 @@ fn end_chunk(shape: Shape, message: Option<&str>) -> String {
     }
 }
 
-async fn write_pull(
-    pull: PullResult,
-    shape: Shape,
-    sender: mpsc::Sender<Result<Bytes, std::io::Error>>,
-) {
+async fn write_pull(pull: PullResult, shape: Shape, to_client: ToClient) {
     let mut chunks = vec![header_chunk(shape, "pull", &pull.columns)];
     chunks.extend(pull.rows.iter().map(|row| row_chunk(shape, row)));
     chunks.push(end_chunk(shape, None));
     for chunk in chunks {
-        if sender.send(Ok(Bytes::from(chunk))).await.is_err() {
+        if !to_client.send("pull", chunk).await {
             return;
-        }
-    }
-}
-
-/// Queues a chunk for the client; false when it left, or fell behind for longer than
-/// [`SLOW_CLIENT_LIMIT`] (it is then disconnected).
-async fn send_to_client(
-    sender: &mpsc::Sender<Result<Bytes, std::io::Error>>,
-    query_id: &str,
-    chunk: String,
-) -> bool {
-    match tokio::time::timeout(SLOW_CLIENT_LIMIT, sender.send(Ok(Bytes::from(chunk)))).await {
-        Ok(sent) => sent.is_ok(),
-        Err(_) => {
-            tracing::warn!(query = %query_id, "push query client fell behind: disconnecting it");
-            false
         }
     }
 }
 
 /// Streams a push query's rows to the client until the LIMIT or the client leaves; dropping
 /// `push` at the end ends the engine's query.
-async fn forward_push(
-    mut push: PushQuery,
-    shape: Shape,
-    sender: mpsc::Sender<Result<Bytes, std::io::Error>>,
-) {
+async fn forward_push(mut push: PushQuery, shape: Shape, to_client: ToClient) {
     let columns: Vec<(String, String)> = push
         .columns
         .iter()
         .map(|c| (c.name.clone(), c.data_type.to_string()))
         .collect();
     let query_id = push.query_id.clone();
-    let send = |chunk: String| send_to_client(&sender, &query_id, chunk);
+    let send = |chunk: String| to_client.send(&query_id, chunk);
     if !send(header_chunk(shape, &push.query_id, &columns)).await {
         return;
     }
@@ -301,7 +329,6 @@ async fn forward_push(
                 // Rows that are already waiting go out in one chunk: one write, not one each.
                 let mut chunk = String::new();
                 let mut next = Some(row);
-                let mut batched = 0;
                 while let Some(row) = next.take() {
                     if !row.tombstone {
                         chunk.push_str(&row_chunk(shape, &row.values));
@@ -312,8 +339,7 @@ async fn forward_push(
                             return;
                         }
                     }
-                    batched += 1;
-                    if batched < MAX_ROWS_PER_CHUNK {
+                    if chunk.len() < CHUNK_BYTES {
                         next = push.rows.try_recv().ok();
                     }
                 }
@@ -321,7 +347,7 @@ async fn forward_push(
                     return;
                 }
             }
-            _ = sender.closed() => return,
+            _ = to_client.chunks.closed() => return,
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
@@ -15,7 +16,8 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::auth::Users;
-use crate::tls::{TlsConfig, TlsListener};
+use crate::config::ApiSettings;
+use crate::tls::TlsListener;
 
 /// The ksqlDB version whose API Eddy speaks, as `/info` reports it.
 pub const SERVER_VERSION: &str = "0.29.0";
@@ -28,15 +30,18 @@ pub(crate) struct AppState {
     pub(crate) engine: Arc<Engine>,
     /// Who may call, when basic authentication is on.
     pub(crate) users: Option<Users>,
+    /// How long a push-query client may leave its buffer full.
+    pub(crate) slow_client_limit: Duration,
     /// Numbers the commands `/ksql` ran, for `commandSequenceNumber`.
     pub(crate) commands: AtomicU64,
 }
 
-/// ksqlDB's endpoints over `engine`, open to `users` only when given.
-pub fn router(engine: Arc<Engine>, users: Option<Users>) -> Router {
+/// ksqlDB's endpoints over `engine`, open to `api.users` only when given.
+pub fn router(engine: Arc<Engine>, api: ApiSettings) -> Router {
     let state = Arc::new(AppState {
         engine,
-        users,
+        users: api.users,
+        slow_client_limit: api.slow_client_limit,
         commands: AtomicU64::new(1),
     });
     Router::new()
@@ -60,16 +65,16 @@ pub fn router(engine: Arc<Engine>, users: Option<Users>) -> Router {
 }
 
 /// Serves HTTP/1.1 and HTTP/2 on `listener` until `shutdown` resolves, then stops accepting
-/// and lets open requests finish. With `tls`, connections are TLS (HTTP/2 by ALPN); without,
-/// plain TCP (HTTP/2 by prior knowledge).
+/// and lets open requests finish. With `api.tls`, connections are TLS (HTTP/2 by ALPN);
+/// without, plain TCP (HTTP/2 by prior knowledge).
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
-    users: Option<Users>,
-    tls: Option<TlsConfig>,
+    api: ApiSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = router(engine, users);
+    let tls = api.tls.clone();
+    let router = router(engine, api);
     if let Some(tls) = tls {
         let listener = TlsListener::new(listener, &tls)?;
         return axum::serve(listener, router)

@@ -305,7 +305,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {listen}"))?;
     let address = listener.local_addr().context("reading the bound address")?;
-    let scheme = if config.tls.is_some() {
+    let scheme = if config.api.tls.is_some() {
         "https"
     } else {
         "http"
@@ -313,19 +313,13 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     println!("eddy server listening on {scheme}://{address}");
     tracing::info!(
         %address,
-        authentication = config.users.is_some(),
-        tls = config.tls.is_some(),
+        authentication = config.api.users.is_some(),
+        tls = config.api.tls.is_some(),
         "server started"
     );
-    eddy_rest::serve(
-        listener,
-        engine,
-        config.users,
-        config.tls,
-        shutdown_signal(),
-    )
-    .await
-    .context("serving HTTP")?;
+    eddy_rest::serve(listener, engine, config.api, shutdown_signal())
+        .await
+        .context("serving HTTP")?;
     server::shutdown_broker(broker).await
 }
 

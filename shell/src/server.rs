@@ -62,9 +62,14 @@ impl Embedded {
             .context("binding a loopback port")?;
         let address = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let serving = tokio::spawn(eddy_rest::serve(listener, engine, None, None, async {
-            let _ = stopped.await;
-        }));
+        let serving = tokio::spawn(eddy_rest::serve(
+            listener,
+            engine,
+            Default::default(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         tracing::info!(%address, "embedded server started");
         Ok(Embedded {
             address,

@@ -228,7 +228,14 @@ fn curl_reaches_every_endpoint_and_bad_requests_get_ksqldb_errors() {
 
 fn push_client(url: &str, sql: &str) -> Child {
     Command::new(curl())
-        .args(["-sN", "--http2-prior-knowledge", "-X", "POST"])
+        .args([
+            "-sN",
+            "--max-time",
+            "120",
+            "--http2-prior-knowledge",
+            "-X",
+            "POST",
+        ])
         .arg(format!("{url}/query-stream"))
         .arg("-d")
         .arg(json!({"sql": sql, "properties": {"auto.offset.reset": "earliest"}}).to_string())
@@ -577,5 +584,94 @@ fn tls_from_the_config_file_serves_https_with_http2_and_the_shell_trusts_a_given
         String::from_utf8_lossy(&untrusted.stderr).contains("certificate"),
         "{}",
         String::from_utf8_lossy(&untrusted.stderr)
+    );
+}
+
+#[test]
+fn a_push_client_that_stops_reading_is_cut_off_without_holding_back_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("eddy.properties");
+    std::fs::write(&config, "push.slow.client.timeout.ms=1000\n").unwrap();
+    let server = EddyProcess::server(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let url = server.url();
+    ksql(
+        &url,
+        "CREATE STREAM wide (n INT, pad STRING) \
+         WITH (kafka_topic='wide', value_format='JSON', partitions=1);",
+    );
+    // A client that asks for every row and then never reads.
+    let query = json!({"sql": "SELECT n, pad FROM wide EMIT CHANGES;"}).to_string();
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        stalled,
+        "POST /query-stream HTTP/1.1\r\nHost: eddy\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{query}",
+        query.len()
+    )
+    .unwrap();
+    const ROWS: usize = 4_000;
+    let reader = push_client(
+        &url,
+        &format!("SELECT n FROM wide EMIT CHANGES LIMIT {ROWS};"),
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "both push queries to start",
+        || (push_queries(&url).len() == 2).then_some(()),
+    );
+
+    // 40 MB of rows: far more than the stalled client's buffers and socket can hold.
+    let pad = "x".repeat(10_000);
+    let batch = dir.path().join("rows.json");
+    for start in (0..ROWS).step_by(500) {
+        let mut body = String::from("{\"target\": \"WIDE\"}\n");
+        for n in start..start + 500 {
+            body.push_str(&json!({"N": n, "PAD": pad}).to_string());
+            body.push('\n');
+        }
+        std::fs::write(&batch, body).unwrap();
+        let (status, answer) = request(&[
+            "-X",
+            "POST",
+            &format!("{url}/inserts-stream"),
+            "--data-binary",
+            &format!("@{}", eddy_tests::arg(&batch)),
+        ]);
+        assert_eq!(status, 200, "{answer}");
+        assert!(
+            !answer.contains("error"),
+            "{}",
+            &answer[..answer.len().min(500)]
+        );
+    }
+
+    // The reading client gets every row although the other one stalls.
+    let output = reader.wait_with_output().expect("curl finished");
+    let rows: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .skip(1)
+        .map(|l| serde_json::from_str(l).expect("a JSON row"))
+        .collect();
+    assert_eq!(rows, (0..ROWS).map(|n| json!([n])).collect::<Vec<_>>());
+    // The stalled one is cut off: its query ends and its connection closes mid-answer.
+    wait_for(Duration::from_secs(20), "the stalled query to end", || {
+        push_queries(&url).is_empty().then_some(())
+    });
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut received = Vec::new();
+    let read = stalled.read_to_end(&mut received);
+    assert!(
+        read.is_ok() || received.len() < ROWS * 10_000,
+        "the connection must close: {read:?}"
+    );
+    assert!(
+        !received.ends_with(b"0\r\n\r\n"),
+        "a cut-off answer must not end like a complete one"
     );
 }
