@@ -1039,6 +1039,15 @@ fn coerce(value: Value, column: &ColumnDef) -> Result<Value> {
         (SqlType::String, Value::String(s)) => Value::String(s),
         (SqlType::Boolean, Value::Bool(b)) => Value::Bool(b),
         (SqlType::Array(_), Value::Array(a)) => Value::Array(a),
+        // Timestamps are epoch milliseconds on the wire, as ksqlDB writes them; a string is
+        // read as ISO-8601 ('2026-01-01T00:00:00.000', UTC unless it names a zone).
+        (SqlType::Timestamp, Value::Number(n)) if n.is_i64() => Value::Number(n),
+        (SqlType::Timestamp, Value::String(text)) => {
+            use datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos;
+            let nanos = string_to_timestamp_nanos(&text)
+                .map_err(|_| mismatch(&Value::String(text.clone())))?;
+            Value::from(nanos.div_euclid(1_000_000))
+        }
         (_, other) => return Err(mismatch(&other)),
     })
 }
