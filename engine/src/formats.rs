@@ -137,6 +137,16 @@ pub fn decode(
     match format {
         Format::None => Ok(vec![Value::Null; columns.len()]),
         Format::Json => {
+            if columns.len() > 1 || wrap_single_value {
+                // The common case, read straight into the columns; anything unusual takes
+                // the general path below, which also words its errors.
+                let mut reader = serde_json::Deserializer::from_slice(bytes);
+                let picked =
+                    serde::de::DeserializeSeed::deserialize(JsonColumns(columns), &mut reader);
+                if let (Ok(values), Ok(())) = (picked, reader.end()) {
+                    return Ok(values);
+                }
+            }
             let parsed: Value =
                 serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
             if columns.len() == 1 && !wrap_single_value {
@@ -319,6 +329,60 @@ fn kafka_value(data_type: &SqlType, bytes: &[u8]) -> Result<Value, String> {
         }
         other => return Err(format!("the KAFKA format does not support {other}")),
     })
+}
+
+/// Reads a JSON object's fields into `columns`' order, matching names as ksqlDB does (case
+/// does not matter; a field spelled exactly like the column wins over one that differs in
+/// case), and skipping the fields no column asks for without building them.
+struct JsonColumns<'a>(&'a [&'a ColumnDef]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for JsonColumns<'_> {
+    type Value = Vec<Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Vec<Value>, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for JsonColumns<'_> {
+    type Value = Vec<Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Vec<Value>, M::Error> {
+        let mut values = vec![Value::Null; self.0.len()];
+        let mut exact = vec![false; self.0.len()];
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            // One pass: the first case-insensitive match, unless a later column is exact.
+            let mut found = None;
+            for (i, column) in self.0.iter().enumerate() {
+                if column.name.eq_ignore_ascii_case(&key) {
+                    let is_exact = column.name == *key;
+                    if found.is_none() || is_exact {
+                        found = Some((i, is_exact));
+                    }
+                    if is_exact {
+                        break;
+                    }
+                }
+            }
+            match found {
+                Some((i, is_exact)) if is_exact || !exact[i] => {
+                    values[i] = map.next_value()?;
+                    exact[i] = is_exact;
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(values)
+    }
 }
 
 #[cfg(test)]

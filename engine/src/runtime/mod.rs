@@ -436,14 +436,15 @@ pub(crate) fn decode_records(
                 continue;
             }
         };
-        let mut row = Map::new();
         let columns = key_columns.iter().chain(&value_columns);
-        for (column, value) in columns.zip(keys.into_iter().chain(values)) {
-            row.insert(column.name.clone(), value);
-        }
+        let mut row: Vec<(&str, Value)> = columns
+            .map(|c| c.name.as_str())
+            .zip(keys.into_iter().chain(values))
+            .collect();
         let mut timestamp = record.timestamp_ms;
         if let Some(column) = &source.timestamp_column {
-            match row.get(column).and_then(Value::as_i64) {
+            let event_time = row.iter().find(|(name, _)| *name == column.as_str());
+            match event_time.and_then(|(_, v)| v.as_i64()) {
                 Some(event_time) if event_time >= 0 => timestamp = event_time,
                 _ => {
                     skip(record, format!("no valid timestamp in column {column}"));
@@ -451,14 +452,14 @@ pub(crate) fn decode_records(
                 }
             }
         }
-        row.insert(ROWTIME.into(), Value::from(timestamp));
-        row.insert(ROWPARTITION.into(), Value::from(partition));
-        row.insert(ROWOFFSET.into(), Value::from(record.offset));
+        row.push((ROWTIME, Value::from(timestamp)));
+        row.push((ROWPARTITION, Value::from(partition)));
+        row.push((ROWOFFSET, Value::from(record.offset)));
         if let Some((start, end)) = window {
-            row.insert(WINDOWSTART.into(), Value::from(start));
-            row.insert(WINDOWEND.into(), Value::from(end));
+            row.push((WINDOWSTART, Value::from(start)));
+            row.push((WINDOWEND, Value::from(end)));
         }
-        rows.push(Value::Object(row));
+        rows.push(Row(row));
         deleted.push(record.value.is_none());
     }
     if rows.is_empty() {
@@ -659,7 +660,25 @@ fn row_windows(batch: &RecordBatch) -> Option<Vec<Option<(i64, i64)>>> {
     )
 }
 
-fn to_batch(schema: &SchemaRef, rows: &[Value]) -> Result<RecordBatch> {
+/// A decoded row as (column, value) pairs: arrow's JSON decoder reads it as an object
+/// without a map being built for it.
+struct Row<'a>(Vec<(&'a str, Value)>);
+
+impl serde::Serialize for Row<'_> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+fn to_batch<T: serde::Serialize>(schema: &SchemaRef, rows: &[T]) -> Result<RecordBatch> {
     let mut decoder = ReaderBuilder::new(Arc::clone(schema)).build_decoder()?;
     decoder.serialize(rows)?;
     decoder

@@ -407,7 +407,10 @@ mod tests {
         // Padding brings auctions to their average; a bid's JSON (with its URL) is longer
         // than the reference's 100 bytes already, so bids get no padding.
         let average = auction_bytes / auctions;
-        assert!((450..=550).contains(&average), "average auction {average} bytes");
+        assert!(
+            (450..=550).contains(&average),
+            "average auction {average} bytes"
+        );
         // Half the bids go to the hot auction, plus the random ones that land on it.
         assert!(
             hot * 100 / bids >= 50,
