@@ -316,3 +316,39 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Opt
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Runs a SQL script through the shell (`eddy --file`) on an embedded server with a fresh
+/// data directory; returns what it printed, after checking it exited 0.
+pub fn run_shell_script(sql: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("script.sql");
+    std::fs::write(&script, sql).expect("writing the script");
+    let output = Command::new(eddy_binary())
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--file")
+        .arg(&script)
+        .output()
+        .expect("running eddy --file");
+    let printed = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    printed
+}
+
+/// Checks that every non-empty line of `expected` appears in `printed`, in order.
+pub fn assert_lines_in_order(printed: &str, expected: &str, what: &str) {
+    let mut from = 0;
+    for line in expected.lines().filter(|l| !l.trim().is_empty()) {
+        let Some(at) = printed[from..].find(line) else {
+            panic!(
+                "{what} expects\n{line}\nbut after what matched so far the shell printed\n{}",
+                &printed[from..]
+            );
+        };
+        from += at + line.len();
+    }
+}

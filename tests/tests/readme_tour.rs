@@ -2,9 +2,7 @@
 //! one script (`eddy --file`), and every line of its output blocks must appear, in order, in
 //! what the shell prints. A README that drifts from what Eddy does fails this test.
 
-use std::process::Command;
-
-use eddy_tests::{eddy_binary, workspace_root};
+use eddy_tests::workspace_root;
 
 /// The fenced blocks of one language inside the README section that starts with `heading`.
 fn blocks(readme: &str, heading: &str, language: &str) -> Vec<String> {
@@ -29,30 +27,6 @@ fn the_readme_tour_prints_what_the_readme_says() {
         "the tour lost its blocks"
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("tour.sql");
-    std::fs::write(&script, sql.concat()).unwrap();
-    let output = Command::new(eddy_binary())
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--file")
-        .arg(&script)
-        .output()
-        .unwrap();
-    let printed = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{printed}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let mut from = 0;
-    for line in expected.iter().flat_map(|block| block.lines()) {
-        let Some(at) = printed[from..].find(line) else {
-            panic!(
-                "the README says\n{line}\nbut after what matched so far the shell printed\n{}",
-                &printed[from..]
-            );
-        };
-        from += at + line.len();
-    }
+    let printed = eddy_tests::run_shell_script(&sql.concat());
+    eddy_tests::assert_lines_in_order(&printed, &expected.concat(), "the README");
 }
