@@ -30,3 +30,49 @@ fn every_example_in_queries_prints_its_expected_rows() {
         assert_lines_in_order(&printed, &expected, &script.display().to_string());
     }
 }
+
+/// derived_topic.sql against a server on a separate broker: the topic its CSAS writes is an
+/// ordinary Kafka topic that kcat reads.
+#[test]
+fn the_derived_topic_example_is_read_back_with_kcat() {
+    use std::process::Command;
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = eddy_tests::EddyProcess::broker(&dir.path().join("broker"), &[]);
+    let bootstrap = broker.bootstrap();
+    let server =
+        eddy_tests::EddyProcess::server(&dir.path().join("server"), &["--bootstrap", &bootstrap]);
+    let script = workspace_root().join("queries/derived_topic.sql");
+    let ran = Command::new(eddy_tests::eddy_binary())
+        .args(["--server", &server.url(), "--file"])
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+
+    let read = Command::new(eddy_tests::kcat())
+        .args(["-b", &bootstrap, "-C", "-t", "big_orders", "-e", "-q"])
+        .args(["-f", "%s\n"])
+        .output()
+        .unwrap();
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let values: Vec<serde_json::Value> = String::from_utf8_lossy(&read.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON value"))
+        .collect();
+    assert_eq!(
+        values,
+        [
+            serde_json::json!({"CUSTOMER": "BOB", "TOTAL": 100.0}),
+            serde_json::json!({"CUSTOMER": "ANN", "TOTAL": 15.0}),
+        ]
+    );
+}
