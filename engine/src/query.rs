@@ -43,6 +43,9 @@ pub struct PersistentPlan {
     pub filter: Option<Arc<dyn PhysicalExpr>>,
     /// One expression per sink column, in sink column order.
     pub projection: Vec<Arc<dyn PhysicalExpr>>,
+    /// The sink columns that were `EXPLODE(array)`: their expression gives the array, and each
+    /// input row becomes one output row per element.
+    pub explode: Vec<usize>,
     /// What runs between decoding (with WHERE) and the projection.
     pub operator: Operator,
     /// DataFusion's logical plan, for EXPLAIN.
@@ -301,11 +304,12 @@ async fn plan_select(
         .map(|e| physical(e, &shape.scan_schema))
         .transpose()?;
     let output_schema = plan.schema().clone();
-    let projection = shape
+    let mut projection = shape
         .projection
         .iter()
         .map(|e| physical(e.clone(), &shape.projection_input))
         .collect::<datafusion::error::Result<Vec<_>>>()?;
+    let explode = take_out_explode(&mut projection);
     let mut group_columns: Vec<String> = Vec::new();
     let operator = match shape.aggregate {
         None => Operator::FilterProject,
@@ -516,6 +520,11 @@ async fn plan_select(
             ));
         }
     }
+    if !explode.is_empty() && !matches!(operator, Operator::FilterProject) {
+        return Err(EngineError::Plan(
+            "Table functions (EXPLODE) cannot be used with aggregations.".into(),
+        ));
+    }
     let sink_partitions = properties.get("PARTITIONS").and_then(|p| p.parse().ok());
     Ok(PersistentPlan {
         input_schema: source.schema_with_window(windowed || source.window.is_some()),
@@ -523,10 +532,28 @@ async fn plan_select(
         sink,
         filter,
         projection,
+        explode,
         operator,
         logical_plan,
         sink_partitions,
     })
+}
+
+/// Replaces each projection item that is `EXPLODE(array)` by the array; returns their indices.
+fn take_out_explode(projection: &mut [Arc<dyn PhysicalExpr>]) -> Vec<usize> {
+    use datafusion::physical_expr::ScalarFunctionExpr;
+    let mut exploded = Vec::new();
+    for (index, expr) in projection.iter_mut().enumerate() {
+        let argument = expr
+            .downcast_ref::<ScalarFunctionExpr>()
+            .filter(|f| f.name() == crate::functions::explode::NAME)
+            .and_then(|f| f.args().first().cloned());
+        if let Some(argument) = argument {
+            *expr = argument;
+            exploded.push(index);
+        }
+    }
+    exploded
 }
 
 /// ksqlDB's error for a projection missing what becomes the key: "The query used to build

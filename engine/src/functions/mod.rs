@@ -1,8 +1,9 @@
 //! Functions: DataFusion's built-ins under ksqlDB's names, and ksqlDB's own where DataFusion
-//! has none or means something else ([`udaf`]).
+//! has none or means something else ([`udaf`], and EXPLODE in `explode`).
 
 use datafusion::prelude::SessionContext;
 
+pub(crate) mod explode;
 pub mod udaf;
 
 /// Registers ksqlDB's functions with a DataFusion session.
@@ -10,6 +11,7 @@ pub fn register(context: &SessionContext) {
     for function in udaf::all() {
         context.register_udaf(function);
     }
+    context.register_udf(explode::udf());
 }
 
 /// ksqlDB function names whose DataFusion function has another name and the same meaning.
