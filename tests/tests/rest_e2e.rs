@@ -666,10 +666,12 @@ fn a_push_client_that_stops_reading_is_cut_off_without_holding_back_others() {
         .unwrap();
     let mut received = Vec::new();
     let read = stalled.read_to_end(&mut received);
-    assert!(
-        read.is_ok() || received.len() < ROWS * 10_000,
-        "the connection must close: {read:?}"
-    );
+    // Closed: the read ends (EOF, or a reset) instead of waiting out its timeout.
+    let timed_out = matches!(&read, Err(e) if matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    ));
+    assert!(!timed_out, "the connection must close: {read:?}");
     assert!(
         !received.ends_with(b"0\r\n\r\n"),
         "a cut-off answer must not end like a complete one"
