@@ -654,7 +654,7 @@ impl Engine {
                 .lock()
                 .queries
                 .iter()
-                .map(|(id, q)| (id.clone(), q.source_topic.clone()))
+                .flat_map(|(id, q)| q.source_topics.iter().map(|t| (id.clone(), t.clone())))
                 .collect();
             let mut caught_up = true;
             for (id, topic) in &queries {

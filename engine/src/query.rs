@@ -33,6 +33,10 @@ use crate::parser::{ColumnDef, Emit, Properties, SelectQuery, SourceKind, Window
 use crate::runtime::{Output, ProcessingLog};
 use crate::types::SqlType;
 
+pub mod join;
+
+pub use join::{JoinKind, JoinSpec};
+
 /// A planned persistent query.
 #[derive(Clone)]
 pub struct PersistentPlan {
@@ -108,18 +112,66 @@ impl PersistentPlan {
         if let Some(filter) = &self.filter {
             lines.push(format!("FilterExec: {filter}"));
         }
-        lines.push(format!(
-            "SourceExec: {} topic={} key_format={} value_format={}",
-            self.source.name,
-            self.source.topic,
-            self.source.key_format.name(),
-            self.source.value_format.name()
-        ));
+        let source_line = |source: &Source| {
+            format!(
+                "SourceExec: {} topic={} key_format={} value_format={}",
+                source.name,
+                source.topic,
+                source.key_format.name(),
+                source.value_format.name()
+            )
+        };
+        if let Operator::Join(join) = &self.operator {
+            if let Some(filter) = &join.filter {
+                lines.push(format!("FilterExec: {filter}"));
+            }
+            let within = match &join.within {
+                Some(w) => format!(
+                    " within=({} ms before, {} ms after) grace={}",
+                    w.before_ms,
+                    w.after_ms,
+                    w.grace_ms
+                        .map(|g| format!("{g} ms"))
+                        .unwrap_or_else(|| "none".into())
+                ),
+                None => String::new(),
+            };
+            lines.push(format!(
+                "JoinExec: {:?} {} on {} = {}{within}",
+                join.kind,
+                join.describe(),
+                join.sides[0].key,
+                join.sides[1].key
+            ));
+            let depth = lines.len();
+            let mut text: String = lines
+                .iter()
+                .enumerate()
+                .map(|(depth, line)| format!("{}{line}\n", "  ".repeat(depth)))
+                .collect();
+            for side in &join.sides {
+                text.push_str(&format!(
+                    "{}{}\n",
+                    "  ".repeat(depth),
+                    source_line(&side.source)
+                ));
+            }
+            return text;
+        }
+        lines.push(source_line(&self.source));
         lines
             .iter()
             .enumerate()
             .map(|(depth, line)| format!("{}{line}\n", "  ".repeat(depth)))
             .collect()
+    }
+
+    /// The topics the query reads.
+    pub fn source_topics(&self) -> Vec<String> {
+        match &self.operator {
+            Operator::Join(join) => join.sides.iter().map(|s| s.source.topic.clone()).collect(),
+            _ => vec![self.source.topic.clone()],
+        }
     }
 
     /// Properties for creating the sink topic.
@@ -140,6 +192,47 @@ pub enum Operator {
     FilterProject,
     /// GROUP BY with aggregates (and HAVING); the projection reads the aggregate's output.
     Aggregate(AggregatePlan),
+    /// A join of two sources; WHERE and the projection read its joined rows.
+    Join(JoinPlan),
+}
+
+/// A join: each side's source and key, the kind of join, and WHERE over the joined rows.
+#[derive(Clone)]
+pub struct JoinPlan {
+    pub kind: JoinKind,
+    /// Left and right.
+    pub sides: [JoinSide; 2],
+    /// A stream-stream join's window.
+    pub within: Option<crate::parser::JoinWithin>,
+    /// The joined rows the projection and WHERE read: the left side's columns (and
+    /// pseudo-columns), the right side's, then the join key (ROWKEY).
+    pub joined_schema: SchemaRef,
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+}
+
+/// One side of a join.
+#[derive(Clone)]
+pub struct JoinSide {
+    pub source: Arc<Source>,
+    /// The rows decoded from the source: its columns and pseudo-columns.
+    pub schema: SchemaRef,
+    /// The side's part of the ON condition: the join key of each of its rows.
+    pub key: Arc<dyn PhysicalExpr>,
+}
+
+impl JoinPlan {
+    /// stream-stream, stream-table or table-table.
+    pub fn describe(&self) -> String {
+        let kinds: Vec<&str> = self
+            .sides
+            .iter()
+            .map(|s| match s.source.kind {
+                SourceKind::Stream => "stream",
+                SourceKind::Table => "table",
+            })
+            .collect();
+        kinds.join("-")
+    }
 }
 
 /// A GROUP BY: how to key each row, what to accumulate, and the HAVING filter.
@@ -266,7 +359,23 @@ async fn plan_select(
         .collect::<Result<Vec<String>>>()?;
     let mut ast = query.query.clone();
     lower_function_names(&mut ast);
-    let source = expand_and_find_source(&mut ast, catalog)?;
+    let join_spec = match ast.body.as_mut() {
+        SetExpr::Select(select) if select.from.len() == 1 && !select.from[0].joins.is_empty() => {
+            let spec = join::expand(select, catalog, &query.within)?;
+            join::validate(&spec)?;
+            Some(spec)
+        }
+        _ => None,
+    };
+    let source = match &join_spec {
+        Some(spec) => Arc::clone(&spec.sources[0]),
+        None => expand_and_find_source(&mut ast, catalog)?,
+    };
+    if join_spec.is_some() && (windowed || !partition_names.is_empty()) {
+        return Err(EngineError::Unsupported(
+            "windowed aggregations and PARTITION BY over a join".into(),
+        ));
+    }
     if windowed {
         group_by_window(&mut ast)?;
     }
@@ -291,6 +400,9 @@ async fn plan_select(
             statement_ast,
         )))
         .await?;
+    if join_spec.is_some() {
+        join::check_condition_types(&plan)?;
+    }
     // The analyzer resolves types (SUM of INT widens to BIGINT, ...); the optimizer is not run,
     // so the plan keeps the shape the operators are read from.
     let plan = state
@@ -311,9 +423,19 @@ async fn plan_select(
         .collect::<datafusion::error::Result<Vec<_>>>()?;
     let explode = take_out_explode(&mut projection);
     let mut group_columns: Vec<String> = Vec::new();
-    let operator = match shape.aggregate {
-        None => Operator::FilterProject,
-        Some((group_expr, aggr_expr, having, aggregate_schema)) => {
+    let (filter, operator) = match (shape.aggregate, shape.join) {
+        (Some(_), Some(_)) => {
+            return Err(EngineError::Unsupported("aggregations over a join".into()))
+        }
+        (None, None) => (filter, Operator::FilterProject),
+        (None, Some(join_shape)) => {
+            let spec = join_spec
+                .as_ref()
+                .ok_or_else(|| EngineError::Internal("a join plan without a join".into()))?;
+            let join = join_plan(spec, join_shape, filter, &context)?;
+            (None, Operator::Join(join))
+        }
+        (Some((group_expr, aggr_expr, having, aggregate_schema)), None) => {
             if group_expr.is_empty() {
                 return Err(EngineError::Plan(
                     "aggregations need a GROUP BY clause".into(),
@@ -355,7 +477,7 @@ async fn plan_select(
                     .map(|(expr, _, _)| expr)
                 })
                 .collect::<datafusion::error::Result<Vec<_>>>()?;
-            Operator::Aggregate(AggregatePlan {
+            let aggregate = Operator::Aggregate(AggregatePlan {
                 window: query.window.clone(),
                 emit_final,
                 retracting: source.kind == SourceKind::Table,
@@ -367,7 +489,8 @@ async fn plan_select(
                 aggregates,
                 having: having.map(|e| physical(e, &aggregate_schema)).transpose()?,
                 output_schema: Arc::new(aggregate_schema.as_arrow().clone()),
-            })
+            });
+            (filter, aggregate)
         }
     };
     let mut columns = Vec::new();
@@ -397,6 +520,10 @@ async fn plan_select(
             Operator::Aggregate(_) => {
                 group_key_index(&shape.projection, &group_columns, columns.len())
             }
+            Operator::Join(_) => join_spec
+                .as_ref()
+                .and_then(|spec| spec.key_items.first())
+                .and_then(|(first, _)| (*first == i).then_some(0)),
         };
         let key = rank.is_some();
         key_rank.push(rank);
@@ -416,10 +543,36 @@ async fn plan_select(
                 Operator::Aggregate(_) => format!(
                     "The projection contains a key column more than once: `{first}` and `{second}`."
                 ),
-                Operator::FilterProject => format!(
+                Operator::FilterProject | Operator::Join(_) => format!(
                     "The projection contains a key column (`{first}`) more than once, aliased as: {first} and {second}."
                 ),
             }));
+        }
+    }
+    if let (Some(spec), Operator::Join(_), false) = (&join_spec, &operator, push) {
+        let Some((first, read)) = spec.key_items.first() else {
+            return Err(join::missing_key(spec, name));
+        };
+        let mut names: Vec<&str> = spec
+            .key_items
+            .iter()
+            .filter(|(_, r)| r == read)
+            .map(|(i, _)| columns[*i].name.as_str())
+            .collect();
+        if names.len() > 1 {
+            let first = read.replace('.', "_");
+            names.sort();
+            return Err(EngineError::Plan(format!(
+                "The projection contains a key column (`{first}`) more than once, aliased as: {}.",
+                names.join(" and ")
+            )));
+        }
+        let _ = first;
+        if join::result_kind(spec) != kind {
+            let wanted = join::result_kind(spec).name();
+            return Err(EngineError::Plan(format!(
+                "Invalid result type. Your SELECT query produces a {wanted}. Please use CREATE {wanted} AS SELECT statement instead."
+            )));
         }
     }
     // Key columns first, in GROUP BY (or PARTITION BY, or source key) order; the projection
@@ -430,8 +583,16 @@ async fn plan_select(
     order.sort_by_key(|i| key_rank[*i]);
     order.extend((0..columns.len()).filter(|i| key_rank[*i].is_none()));
     let columns: Vec<ColumnDef> = order.iter().map(|i| columns[*i].clone()).collect();
-    let projection: Vec<Arc<dyn PhysicalExpr>> =
+    let mut projection: Vec<Arc<dyn PhysicalExpr>> =
         order.iter().map(|i| Arc::clone(&projection[*i])).collect();
+    // A join's key column is the join key, whichever side the row has.
+    if let (Operator::Join(join), Some(key)) = (&operator, columns.iter().position(|c| c.key)) {
+        let rowkey = join.joined_schema.fields().len() - 1;
+        projection[key] = Arc::new(datafusion::physical_expr::expressions::Column::new(
+            join::ROWKEY,
+            rowkey,
+        ));
+    }
     if let Some(column) = properties.get("TIMESTAMP").map(|c| c.to_uppercase()) {
         if !push && !columns.iter().any(|c| c.name == column) {
             return Err(EngineError::Plan(format!(
@@ -466,6 +627,7 @@ async fn plan_select(
         }
     }
     if matches!(operator, Operator::FilterProject)
+        && join_spec.is_none()
         && !push
         && partition_names.is_empty()
         && !columns.iter().any(|c| c.key)
@@ -536,6 +698,61 @@ async fn plan_select(
         operator,
         logical_plan,
         sink_partitions,
+    })
+}
+
+/// Lowers a planned join: each side's key expression from the ON condition, and the joined
+/// rows' schema (both sides' columns, then ROWKEY).
+fn join_plan(
+    spec: &JoinSpec,
+    shape: JoinShape,
+    filter: Option<Arc<dyn PhysicalExpr>>,
+    context: &SessionContext,
+) -> Result<JoinPlan> {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::logical_expr::{BinaryExpr, ExprSchemable, Operator as BinaryOp};
+    let Some(Expr::BinaryExpr(BinaryExpr {
+        left,
+        op: BinaryOp::Eq,
+        right,
+    })) = shape.condition
+    else {
+        return Err(EngineError::Plan(
+            "a join's ON condition must compare one column or expression of each side with ="
+                .into(),
+        ));
+    };
+    let reads_left = |e: &Expr| e.column_refs().iter().all(|c| shape.left.has_column(c));
+    let (left, right) = if reads_left(&left) {
+        (*left, *right)
+    } else {
+        (*right, *left)
+    };
+    let key_type = left.get_type(&shape.left)?;
+    let left_key = context.create_physical_expr(left, &shape.left)?;
+    let right_key = context.create_physical_expr(right, &shape.right)?;
+    let mut fields: Vec<Field> = shape
+        .left
+        .fields()
+        .iter()
+        .chain(shape.right.fields().iter())
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    fields.push(Field::new(join::ROWKEY, key_type, true));
+    let side = |source: &Arc<Source>, key| JoinSide {
+        source: Arc::clone(source),
+        schema: source.schema(),
+        key,
+    };
+    Ok(JoinPlan {
+        kind: spec.kind,
+        sides: [
+            side(&spec.sources[0], left_key),
+            side(&spec.sources[1], right_key),
+        ],
+        within: spec.within,
+        joined_schema: Arc::new(Schema::new(fields)),
+        filter,
     })
 }
 
@@ -721,6 +938,14 @@ struct Shape {
     scan_schema: DFSchema,
     /// GROUP BY expressions, aggregate expressions, HAVING, and the aggregate's output schema.
     aggregate: Option<(Vec<Expr>, Vec<Expr>, Option<Expr>, DFSchema)>,
+    /// A join's inputs and condition (`scan_schema` is then the joined rows' schema).
+    join: Option<JoinShape>,
+}
+
+struct JoinShape {
+    left: DFSchema,
+    right: DFSchema,
+    condition: Option<Expr>,
 }
 
 /// Reads Projection(Filter(HAVING)?(Aggregate?(Filter(WHERE)?(TableScan)))) from the plan.
@@ -750,6 +975,23 @@ fn plan_shape(plan: &LogicalPlan) -> Result<Shape> {
                 node = a.input.as_ref();
             }
             LogicalPlan::SubqueryAlias(a) => node = a.input.as_ref(),
+            LogicalPlan::Join(join) => {
+                let (projection, projection_input) = projection.ok_or_else(|| {
+                    EngineError::Internal("a SELECT plans to a projection".into())
+                })?;
+                return Ok(Shape {
+                    projection,
+                    projection_input,
+                    where_filter: pending_filter,
+                    scan_schema: join.schema.as_ref().clone(),
+                    aggregate,
+                    join: Some(JoinShape {
+                        left: join.left.schema().as_ref().clone(),
+                        right: join.right.schema().as_ref().clone(),
+                        condition: join.filter.clone(),
+                    }),
+                });
+            }
             LogicalPlan::TableScan(scan) => {
                 let (projection, projection_input) = projection.ok_or_else(|| {
                     EngineError::Internal("a SELECT plans to a projection".into())
@@ -760,6 +1002,7 @@ fn plan_shape(plan: &LogicalPlan) -> Result<Shape> {
                     where_filter: pending_filter,
                     scan_schema: scan.projected_schema.as_ref().clone(),
                     aggregate,
+                    join: None,
                 });
             }
             LogicalPlan::Limit(_) => {
@@ -781,7 +1024,8 @@ fn plan_shape(plan: &LogicalPlan) -> Result<Shape> {
 pub struct RunningQuery {
     pub statement: String,
     pub sink: String,
-    pub source_topic: String,
+    /// The topics the query reads (two for a join).
+    pub source_topics: Vec<String>,
     stop: watch::Sender<bool>,
     finished: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -810,7 +1054,7 @@ pub fn start(
     let running = RunningQuery {
         statement: plan.sink.statement.clone(),
         sink: plan.sink.name.clone(),
-        source_topic: plan.source.topic.clone(),
+        source_topics: plan.source_topics(),
         stop,
         finished: Default::default(),
     };

@@ -279,9 +279,19 @@ async fn run_case_async(case: &Case) -> Outcome {
             "expected an error containing '{expected}', but every statement succeeded"
         ));
     }
+    // A join reads two topics: records are fed one at a time, each processed before the
+    // next is written, so that the join sees them in the case's order (as ksqlDB's test
+    // driver does).
+    let one_at_a_time = case
+        .statements
+        .iter()
+        .any(|s| s.to_uppercase().contains(" JOIN "));
     for input in &case.inputs {
         if let Err(e) = write_input(&engine, &client, input).await {
             return Outcome::Failed(format!("writing input {input}: {e}"));
+        }
+        if one_at_a_time && !engine.wait_until_caught_up(Duration::from_secs(10)).await {
+            return Outcome::Failed("queries did not catch up within 10 s".into());
         }
     }
     if !engine.wait_until_caught_up(Duration::from_secs(10)).await {

@@ -22,6 +22,7 @@ pub fn datafusion_name(name: &str) -> Option<&'static str> {
         "len" => "character_length",
         "ifnull" => "coalesce",
         "instr" => "strpos",
+        "split" => "string_to_array",
         _ => return None,
     })
 }

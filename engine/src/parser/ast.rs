@@ -66,6 +66,17 @@ pub enum Emit {
     Final,
 }
 
+/// A stream-stream join's `WITHIN n unit | (before, after) [GRACE PERIOD n unit]`: a row joins
+/// the other side's rows from `before_ms` earlier to `after_ms` later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinWithin {
+    pub before_ms: i64,
+    pub after_ms: i64,
+    /// GRACE PERIOD: without it, ksqlDB's older semantics (a left join's unmatched row is
+    /// emitted at once; 24 hours of grace).
+    pub grace_ms: Option<i64>,
+}
+
 /// A SELECT with ksqlDB's clauses cut out of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SelectQuery {
@@ -74,6 +85,8 @@ pub struct SelectQuery {
     pub window: Option<WindowSpec>,
     pub emit: Option<Emit>,
     pub partition_by: Vec<Expr>,
+    /// The WITHIN clause of each join, in order (`None` for a join without one).
+    pub within: Vec<Option<JoinWithin>>,
 }
 
 /// SHOW / LIST targets.

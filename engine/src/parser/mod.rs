@@ -770,13 +770,14 @@ fn sql_error(error: ParserError, tokens: &[TokenWithSpan]) -> EngineError {
     EngineError::sql(message.replace("Expected: ", "expected "), position)
 }
 
-/// Parses a SELECT with ksqlDB's clauses: WINDOW, PARTITION BY and EMIT are cut from the token
-/// stream first, then sqlparser parses the rest.
+/// Parses a SELECT with ksqlDB's clauses: WINDOW, PARTITION BY, EMIT and a join's WITHIN are
+/// cut from the token stream first, then sqlparser parses the rest.
 fn select(tokens: Vec<TokenWithSpan>) -> Result<SelectQuery> {
     let mut kept = Vec::with_capacity(tokens.len());
     let mut window = None;
     let mut emit = None;
     let mut partition_by = Vec::new();
+    let mut within = Vec::new();
     let mut depth = 0i32;
     let mut i = 0;
     let word_at = |i: usize| match tokens.get(i).map(|t| &t.token) {
@@ -797,6 +798,21 @@ fn select(tokens: Vec<TokenWithSpan>) -> Result<SelectQuery> {
                 let mut cursor = Cursor::new(tokens[i + 1..=end].to_vec());
                 window = Some(cursor.window()?);
                 i = end + 1;
+                continue;
+            }
+            if word_at(i) == Some("JOIN") {
+                within.push(None);
+            }
+            if word_at(i) == Some("WITHIN") {
+                let mut cursor = Cursor {
+                    tokens: tokens.clone(),
+                    index: i + 1,
+                };
+                let clause = cursor.within()?;
+                if let Some(last) = within.last_mut() {
+                    *last = Some(clause);
+                }
+                i = cursor.index;
                 continue;
             }
             if word_at(i) == Some("EMIT") {
@@ -843,6 +859,7 @@ fn select(tokens: Vec<TokenWithSpan>) -> Result<SelectQuery> {
         window,
         emit,
         partition_by,
+        within,
     })
 }
 
@@ -924,6 +941,31 @@ impl Cursor {
                 grace_ms: grace,
                 retention_ms: retention,
             },
+        })
+    }
+
+    /// After WITHIN: `n unit` or `(n unit, n unit)`, then `GRACE PERIOD n unit` or nothing.
+    fn within(&mut self) -> Result<JoinWithin> {
+        let (before_ms, after_ms) = if self.eat_token(&Token::LParen) {
+            let before = self.duration()?;
+            self.expect_token(&Token::Comma)?;
+            let after = self.duration()?;
+            self.expect_token(&Token::RParen)?;
+            (before, after)
+        } else {
+            let both = self.duration()?;
+            (both, both)
+        };
+        let grace_ms = if self.eat("GRACE") {
+            self.expect("PERIOD")?;
+            Some(self.duration()?)
+        } else {
+            None
+        };
+        Ok(JoinWithin {
+            before_ms,
+            after_ms,
+            grace_ms,
         })
     }
 

@@ -25,10 +25,12 @@ use crate::query::{Operator, PersistentPlan};
 
 mod aggregate;
 mod filter_project;
+mod join;
 pub mod processing_log;
 
 pub use aggregate::AggregateExec;
 pub use filter_project::FilterProjectExec;
+pub use join::JoinExec;
 pub use processing_log::{Failure, ProcessingLog};
 
 const FETCH_BYTES_MAX: usize = 1 << 20;
@@ -73,13 +75,6 @@ pub(crate) async fn run_query(
     output: Output,
     stopped: watch::Receiver<bool>,
 ) {
-    let partitions = match client.partition_count(&plan.source.topic).await {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::error!(query = %query_id, error = %e, "cannot read the source topic");
-            return;
-        }
-    };
     let executor = Arc::new(match &plan.operator {
         Operator::FilterProject => {
             Executor::FilterProject(FilterProjectExec::new(Arc::clone(&plan)))
@@ -87,21 +82,42 @@ pub(crate) async fn run_query(
         Operator::Aggregate(aggregate) => {
             Executor::Aggregate(AggregateExec::new(Arc::clone(&plan), aggregate.clone()))
         }
+        Operator::Join(join) => Executor::Join(JoinExec::new(Arc::clone(&plan), join.clone())),
     });
-    let tasks: Vec<_> = (0..partitions)
-        .map(|p| {
+    // What the query reads: its source, or both sides of a join.
+    let sides: Vec<(Arc<Source>, SchemaRef)> = match &plan.operator {
+        Operator::Join(join) => join
+            .sides
+            .iter()
+            .map(|s| (Arc::clone(&s.source), Arc::clone(&s.schema)))
+            .collect(),
+        _ => vec![(Arc::clone(&plan.source), Arc::clone(&plan.input_schema))],
+    };
+    let mut tasks = Vec::new();
+    for (side, (source, schema)) in sides.into_iter().enumerate() {
+        let partitions = match client.partition_count(&source.topic).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(query = %query_id, error = %e, "cannot read the source topic");
+                return;
+            }
+        };
+        for partition in 0..partitions {
             let task = PartitionTask {
                 client: Arc::clone(&client),
                 log: Arc::clone(&log),
                 query_id: query_id.clone(),
                 plan: Arc::clone(&plan),
                 executor: Arc::clone(&executor),
-                partition: p,
+                side,
+                source: Arc::clone(&source),
+                schema: Arc::clone(&schema),
+                partition,
                 output: output.clone(),
             };
-            tokio::spawn(task.run(stopped.clone()))
-        })
-        .collect();
+            tasks.push(tokio::spawn(task.run(stopped.clone())));
+        }
+    }
     for task in tasks {
         let _ = task.await;
     }
@@ -113,6 +129,11 @@ struct PartitionTask {
     query_id: String,
     plan: Arc<PersistentPlan>,
     executor: Arc<Executor>,
+    /// Which of a join's sources the task reads (0 otherwise).
+    side: usize,
+    source: Arc<Source>,
+    /// The rows decoded from the source.
+    schema: SchemaRef,
     partition: i32,
     output: Output,
 }
@@ -122,17 +143,19 @@ struct PartitionTask {
 enum Executor {
     FilterProject(FilterProjectExec),
     Aggregate(AggregateExec),
+    Join(JoinExec),
 }
 
 impl PartitionTask {
     async fn run(self, mut stopped: watch::Receiver<bool>) {
-        let topic = self.plan.source.topic.clone();
+        let topic = self.source.topic.clone();
         let mut offset = None;
-        // An aggregation restarting from committed offsets first rebuilds its state: it reads
-        // the source from the start and discards what it would emit before `replay_until`.
+        // An aggregation or join restarting from committed offsets first rebuilds its state:
+        // it reads the source from the start and discards what it would emit before
+        // `replay_until`.
         let mut replay_until = None;
-        if matches!(*self.executor, Executor::Aggregate(_)) && matches!(self.output, Output::Topic)
-        {
+        let stateful = matches!(*self.executor, Executor::Aggregate(_) | Executor::Join(_));
+        if stateful && matches!(self.output, Output::Topic) {
             let committed = self
                 .client
                 .committed(&self.query_id, &topic, self.partition)
@@ -271,7 +294,7 @@ impl PartitionTask {
                     match self.compute(std::slice::from_ref(record), &mut failures) {
                         Ok(emitted) => parts.push(emitted),
                         Err(e) => failures.push(Failure {
-                            topic: self.plan.source.topic.clone(),
+                            topic: self.source.topic.clone(),
                             partition: self.partition,
                             offset: record.offset,
                             message: e.to_string(),
@@ -286,12 +309,21 @@ impl PartitionTask {
     }
 
     fn compute(&self, records: &[ConsumedRecord], failures: &mut Vec<Failure>) -> Result<Emitted> {
-        let Some(input) = decode_batch(&self.plan, self.partition, records, failures)? else {
+        let Some(input) = decode_batch(
+            &self.plan,
+            &self.source,
+            &self.schema,
+            self.partition,
+            records,
+            failures,
+        )?
+        else {
             return Ok(Emitted::default());
         };
         match &*self.executor {
             Executor::FilterProject(exec) => exec.process(&input),
             Executor::Aggregate(exec) => exec.process(&input),
+            Executor::Join(exec) => exec.process(self.side, &input),
         }
     }
 
@@ -361,13 +393,14 @@ pub(crate) struct Input {
 /// skipped and added to `failures`. `None` when nothing is left.
 fn decode_batch(
     plan: &PersistentPlan,
+    source: &Source,
+    schema: &SchemaRef,
     partition: i32,
     records: &[ConsumedRecord],
     failures: &mut Vec<Failure>,
 ) -> Result<Option<Input>> {
-    let source = &plan.source;
     let Some(Input { batch, mut deleted }) =
-        decode_records(source, &plan.input_schema, partition, records, failures)?
+        decode_records(source, schema, partition, records, failures)?
     else {
         return Ok(None);
     };

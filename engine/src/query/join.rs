@@ -1,0 +1,570 @@
+//! Planning a join of two sources: which sources and aliases, what kind of join, what the
+//! ON condition joins on, what the projection's columns are called and which one is the key.
+//!
+//! ksqlDB's rules, which this follows:
+//! - the result is keyed by the join key. A projection item that reads a column the ON
+//!   condition compares (either side's, `L.A` or `R.A`) names the key; when neither side of the
+//!   condition is a plain column, or for a FULL OUTER join, the key is the synthetic `ROWKEY`
+//!   (`COALESCE` of both sides' key for FULL OUTER), which the projection must select;
+//! - `*` expands to every column of both sides named `<ALIAS>_<COLUMN>` (and ROWKEY first for a
+//!   synthetic key), `A.*` to one side's; `A.COLUMN` is named `COLUMN`, or `A_COLUMN` when both
+//!   sides have such a column.
+
+use std::sync::Arc;
+
+use datafusion::sql::sqlparser::ast::{
+    BinaryOperator, Expr as SqlExpr, Ident, JoinConstraint, JoinOperator, ObjectNamePart, Select,
+    SelectItem, TableFactor,
+};
+
+use crate::catalog::{Catalog, Source, ROWOFFSET, ROWPARTITION, ROWTIME, WINDOWEND, WINDOWSTART};
+use crate::error::{EngineError, Result};
+use crate::parser::{JoinWithin, SourceKind};
+
+/// ROWKEY: the synthetic key column of a join whose key is not a source column.
+pub const ROWKEY: &str = "ROWKEY";
+
+/// INNER, LEFT, RIGHT or FULL OUTER.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    Inner,
+    Left,
+    Right,
+    Full,
+}
+
+impl JoinKind {
+    /// Whether rows of `side` (0 left, 1 right) appear in the result without a match.
+    pub fn keeps_unmatched(self, side: usize) -> bool {
+        matches!(
+            (self, side),
+            (JoinKind::Left, 0) | (JoinKind::Right, 1) | (JoinKind::Full, _)
+        )
+    }
+}
+
+/// What planning learned about a join from the SQL.
+pub struct JoinSpec {
+    /// Left and right sources.
+    pub sources: [Arc<Source>; 2],
+    pub aliases: [String; 2],
+    pub kind: JoinKind,
+    pub within: Option<JoinWithin>,
+    /// Whether the key is the synthetic ROWKEY.
+    pub synthetic_key: bool,
+    /// The columns the ON condition compares that may name the key, as `(alias, column)`.
+    pub key_columns: Vec<(String, String)>,
+    /// The projection items (after expansion) that name the key, in order, with what they
+    /// read (`ALIAS.COLUMN`, or ROWKEY).
+    pub key_items: Vec<(usize, String)>,
+}
+
+/// Reads the join in `select`'s FROM, expands `*`, names the projection's items and replaces
+/// ROWKEY by the join key's expression.
+pub fn expand(
+    select: &mut Select,
+    catalog: &Catalog,
+    within: &[Option<JoinWithin>],
+) -> Result<JoinSpec> {
+    if select.from.len() != 1 || select.from[0].joins.len() != 1 {
+        return Err(EngineError::Unsupported(
+            "joins of more than two sources in one query (join the result of a join instead)"
+                .into(),
+        ));
+    }
+    let from = &mut select.from[0];
+    let (left, left_alias) = relation(&mut from.relation, catalog)?;
+    let join = &mut from.joins[0];
+    let (right, right_alias) = relation(&mut join.relation, catalog)?;
+    if left.name == right.name {
+        return Err(EngineError::Plan(format!(
+            "Can not join '{}' to '{}': self joins are not yet supported.",
+            left.name, right.name
+        )));
+    }
+    let (kind, constraint) = match &join.join_operator {
+        JoinOperator::Join(c) | JoinOperator::Inner(c) => (JoinKind::Inner, c),
+        JoinOperator::Left(c) | JoinOperator::LeftOuter(c) => (JoinKind::Left, c),
+        JoinOperator::Right(c) | JoinOperator::RightOuter(c) => (JoinKind::Right, c),
+        JoinOperator::FullOuter(c) => (JoinKind::Full, c),
+        other => {
+            return Err(EngineError::Unsupported(format!("{other:?} joins")));
+        }
+    };
+    let JoinConstraint::On(condition) = constraint else {
+        return Err(EngineError::Plan("a join needs an ON condition".into()));
+    };
+    let sources = [left, right];
+    let aliases = [left_alias, right_alias];
+    let SqlExpr::BinaryOp {
+        left: a,
+        op: BinaryOperator::Eq,
+        right: b,
+    } = condition
+    else {
+        return Err(EngineError::Plan(format!(
+            "Invalid join condition: joins on multiple conditions are not yet supported. Got {}.",
+            condition
+        )));
+    };
+    // Which side each operand reads.
+    let side_of = |operand: &SqlExpr| -> Result<usize> {
+        let mut sides = Vec::new();
+        let mut failure = None;
+        let _ = datafusion::sql::sqlparser::ast::visit_expressions(operand, |e| {
+            let reference = match e {
+                SqlExpr::Identifier(ident) => Some((None, ident.value.clone())),
+                SqlExpr::CompoundIdentifier(parts) if parts.len() == 2 => {
+                    Some((Some(parts[0].value.clone()), parts[1].value.clone()))
+                }
+                _ => None,
+            };
+            if let Some((qualifier, column)) = reference {
+                match resolve(&sources, &aliases, qualifier.as_deref(), &column) {
+                    Ok(side) => sides.push(side),
+                    Err(e) => failure = Some(e),
+                }
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        sides.dedup();
+        match sides.as_slice() {
+            [side] => Ok(*side),
+            _ => Err(EngineError::Plan(format!(
+                "Invalid comparison expression '{operand}' in join '({condition})'. Each side of the join comparision must contain references from exactly one source."
+            ))),
+        }
+    };
+    let (side_a, side_b) = (side_of(a)?, side_of(b)?);
+    if side_a == side_b {
+        return Err(EngineError::Plan(format!(
+            "Invalid comparison expression '{b}' in join '({condition})'. Each side of the join comparision must contain references from exactly one source."
+        )));
+    }
+    let operands = if side_a == 0 {
+        [a.as_ref().clone(), b.as_ref().clone()]
+    } else {
+        [b.as_ref().clone(), a.as_ref().clone()]
+    };
+    let column_of = |side: usize, operand: &SqlExpr| -> Option<(String, String)> {
+        let name = match operand {
+            SqlExpr::Identifier(ident) => ident.value.clone(),
+            SqlExpr::CompoundIdentifier(parts) if parts.len() == 2 => parts[1].value.clone(),
+            _ => return None,
+        };
+        Some((aliases[side].clone(), name))
+    };
+    let key_columns: Vec<(String, String)> = if kind == JoinKind::Full {
+        Vec::new()
+    } else {
+        (0..2).filter_map(|s| column_of(s, &operands[s])).collect()
+    };
+    let synthetic_key = key_columns.is_empty();
+    // The join key as an expression: what ROWKEY stands for.
+    let key_expr = match kind {
+        JoinKind::Inner | JoinKind::Left => qualify(&operands[0], &sources, &aliases),
+        JoinKind::Right => qualify(&operands[1], &sources, &aliases),
+        JoinKind::Full => SqlExpr::Function(datafusion::sql::sqlparser::ast::Function {
+            name: datafusion::sql::sqlparser::ast::ObjectName(vec![ObjectNamePart::Identifier(
+                Ident::new("coalesce"),
+            )]),
+            uses_odbc_syntax: false,
+            parameters: datafusion::sql::sqlparser::ast::FunctionArguments::None,
+            args: datafusion::sql::sqlparser::ast::FunctionArguments::List(
+                datafusion::sql::sqlparser::ast::FunctionArgumentList {
+                    duplicate_treatment: None,
+                    args: operands
+                        .iter()
+                        .map(|o| {
+                            datafusion::sql::sqlparser::ast::FunctionArg::Unnamed(
+                                datafusion::sql::sqlparser::ast::FunctionArgExpr::Expr(qualify(
+                                    o, &sources, &aliases,
+                                )),
+                            )
+                        })
+                        .collect(),
+                    clauses: vec![],
+                },
+            ),
+            filter: None,
+            null_treatment: None,
+            over: None,
+            within_group: vec![],
+        }),
+    };
+    let is_rowkey = |e: &SqlExpr| {
+        matches!(e, SqlExpr::Identifier(ident) if ident.value == ROWKEY
+            && !sources.iter().any(|s| s.columns.iter().any(|c| c.name == ROWKEY)))
+    };
+    let named = |side: usize, column: &str| -> SelectItem {
+        SelectItem::ExprWithAlias {
+            expr: SqlExpr::CompoundIdentifier(vec![
+                Ident::with_quote('"', aliases[side].clone()),
+                Ident::with_quote('"', column.to_string()),
+            ]),
+            alias: Ident::with_quote('"', format!("{}_{column}", aliases[side])),
+        }
+    };
+    // Whether a column reference is one of the key's columns.
+    let reads_key = |expr: &SqlExpr| -> Option<String> {
+        let reference = match expr {
+            SqlExpr::CompoundIdentifier(parts) if parts.len() == 2 => {
+                side_named(&sources, &aliases, &parts[0].value)
+                    .ok()
+                    .map(|side| (aliases[side].clone(), parts[1].value.clone()))
+            }
+            SqlExpr::Identifier(ident) => resolve(&sources, &aliases, None, &ident.value)
+                .ok()
+                .map(|side| (aliases[side].clone(), ident.value.clone())),
+            _ => None,
+        };
+        reference
+            .filter(|r| key_columns.contains(r))
+            .map(|(alias, column)| format!("{alias}.{column}"))
+    };
+    let mut projection = Vec::with_capacity(select.projection.len());
+    let mut key_items = Vec::new();
+    let mut generated = 0;
+    let push_side =
+        |projection: &mut Vec<SelectItem>, key_items: &mut Vec<(usize, String)>, side: usize| {
+            for column in &sources[side].columns {
+                if key_columns.contains(&(aliases[side].clone(), column.name.clone())) {
+                    key_items.push((
+                        projection.len(),
+                        format!("{}.{}", aliases[side], column.name),
+                    ));
+                }
+                projection.push(named(side, &column.name));
+            }
+        };
+    for item in std::mem::take(&mut select.projection) {
+        match item {
+            SelectItem::Wildcard(_) => {
+                if synthetic_key {
+                    key_items.push((projection.len(), ROWKEY.to_string()));
+                    projection.push(SelectItem::ExprWithAlias {
+                        expr: key_expr.clone(),
+                        alias: Ident::with_quote('"', ROWKEY),
+                    });
+                }
+                for side in 0..2 {
+                    push_side(&mut projection, &mut key_items, side);
+                }
+            }
+            SelectItem::QualifiedWildcard(kind, _) => {
+                let qualifier = kind.to_string();
+                let qualifier = qualifier.trim_end_matches(".*").trim_matches('"');
+                let side = side_named(&sources, &aliases, qualifier)?;
+                push_side(&mut projection, &mut key_items, side);
+            }
+            SelectItem::UnnamedExpr(expr) if is_rowkey(&expr) => {
+                key_items.push((projection.len(), ROWKEY.to_string()));
+                projection.push(SelectItem::ExprWithAlias {
+                    expr: key_expr.clone(),
+                    alias: Ident::with_quote('"', ROWKEY),
+                });
+            }
+            SelectItem::ExprWithAlias { expr, alias } if is_rowkey(&expr) => {
+                key_items.push((projection.len(), ROWKEY.to_string()));
+                projection.push(SelectItem::ExprWithAlias {
+                    expr: key_expr.clone(),
+                    alias,
+                });
+            }
+            SelectItem::ExprWithAlias { expr, alias } => {
+                if let Some(read) = reads_key(&expr) {
+                    key_items.push((projection.len(), read));
+                }
+                projection.push(SelectItem::ExprWithAlias { expr, alias });
+            }
+            SelectItem::UnnamedExpr(expr) => {
+                if let Some(read) = reads_key(&expr) {
+                    key_items.push((projection.len(), read));
+                }
+                let alias = match &expr {
+                    SqlExpr::Identifier(ident) => ident.value.clone(),
+                    SqlExpr::CompoundIdentifier(parts) if parts.len() == 2 => {
+                        let column = &parts[1].value;
+                        let on_both = sources
+                            .iter()
+                            .all(|s| s.columns.iter().any(|c| &c.name == column));
+                        if on_both || is_pseudo_column(column) {
+                            format!("{}_{column}", parts[0].value)
+                        } else {
+                            column.clone()
+                        }
+                    }
+                    _ => {
+                        generated += 1;
+                        format!("KSQL_COL_{}", generated - 1)
+                    }
+                };
+                projection.push(SelectItem::ExprWithAlias {
+                    expr,
+                    alias: Ident::with_quote('"', alias),
+                });
+            }
+            other => projection.push(other),
+        }
+    }
+    select.projection = projection;
+    Ok(JoinSpec {
+        sources,
+        aliases,
+        kind,
+        within: within.first().copied().flatten(),
+        synthetic_key,
+        key_columns,
+        key_items,
+    })
+}
+
+/// ksqlDB's error for a join whose projection lacks its key.
+pub fn missing_key(spec: &JoinSpec, sink: &str) -> EngineError {
+    if spec.synthetic_key {
+        return EngineError::Plan(format!(
+            "Key missing from projection (ie, SELECT). See https://cnfl.io/2LV7ouS.\n\
+             The query used to build `{sink}` must include the join expression ROWKEY in its \
+             projection (eg, SELECT ROWKEY...).\nROWKEY was added as a synthetic key column \
+             because the join criteria did not match any source column. This expression must be \
+             included in the projection and may be aliased."
+        ));
+    }
+    let names: Vec<String> = spec
+        .key_columns
+        .iter()
+        .map(|(alias, column)| format!("{alias}.{column}"))
+        .collect();
+    let (what, listed) = match names.as_slice() {
+        [one] => ("expression", one.clone()),
+        _ => ("expressions", names.join(" or ")),
+    };
+    EngineError::Plan(format!(
+        "The query used to build `{sink}` must include the join {what} {listed} in its \
+         projection (eg, SELECT {}...).",
+        names[0]
+    ))
+}
+
+/// The kind of the join's result: a table for table-table joins, else a stream.
+pub fn result_kind(spec: &JoinSpec) -> SourceKind {
+    if spec.sources.iter().all(|s| s.kind == SourceKind::Table) {
+        SourceKind::Table
+    } else {
+        SourceKind::Stream
+    }
+}
+
+/// The source a FROM item names, and its alias (the source's name when it has none). The
+/// name is quoted so that DataFusion finds the registered table.
+fn relation(factor: &mut TableFactor, catalog: &Catalog) -> Result<(Arc<Source>, String)> {
+    let TableFactor::Table { name, alias, .. } = factor else {
+        return Err(EngineError::Unsupported("subqueries in FROM".into()));
+    };
+    let source_name = match name.0.last() {
+        Some(ObjectNamePart::Identifier(ident)) => ident.value.clone(),
+        _ => return Err(EngineError::Plan(format!("bad source name {name}"))),
+    };
+    let source = catalog.get(&source_name)?;
+    for part in name.0.iter_mut() {
+        if let ObjectNamePart::Identifier(ident) = part {
+            ident.quote_style = Some('"');
+        }
+    }
+    let alias_name = match alias {
+        Some(alias) => {
+            alias.name.quote_style = Some('"');
+            alias.name.value.clone()
+        }
+        None => source_name,
+    };
+    Ok((source, alias_name))
+}
+
+/// The side whose alias is `qualifier`.
+fn side_named(sources: &[Arc<Source>; 2], aliases: &[String; 2], qualifier: &str) -> Result<usize> {
+    aliases
+        .iter()
+        .position(|a| a == qualifier)
+        .or_else(|| sources.iter().position(|s| s.name == qualifier))
+        .ok_or_else(|| {
+            EngineError::Plan(format!(
+                "Failed to prepare statement: '{qualifier}' is not a valid stream/table name or alias."
+            ))
+        })
+}
+
+/// The side a column reference in the ON condition reads.
+fn resolve(
+    sources: &[Arc<Source>; 2],
+    aliases: &[String; 2],
+    qualifier: Option<&str>,
+    column: &str,
+) -> Result<usize> {
+    let has = |side: usize| {
+        sources[side].columns.iter().any(|c| c.name == column) || is_pseudo_column(column)
+    };
+    match qualifier {
+        Some(qualifier) => {
+            let side = side_named(sources, aliases, qualifier)?;
+            if has(side) {
+                Ok(side)
+            } else {
+                Err(EngineError::Plan(format!(
+                    "JOIN ON column '{qualifier}.{column}' cannot be resolved."
+                )))
+            }
+        }
+        None => match (has(0), has(1)) {
+            (true, false) => Ok(0),
+            (false, true) => Ok(1),
+            (true, true) => Err(EngineError::Plan(format!(
+                "Column '{column}' is ambiguous. Could be {}.{column} or {}.{column}.",
+                aliases[0], aliases[1]
+            ))),
+            (false, false) => Err(EngineError::Plan(format!(
+                "JOIN ON column '{column}' cannot be resolved."
+            ))),
+        },
+    }
+}
+
+fn is_pseudo_column(column: &str) -> bool {
+    [ROWTIME, ROWPARTITION, ROWOFFSET, WINDOWSTART, WINDOWEND].contains(&column)
+}
+
+/// `operand` with its column references qualified by their side's alias.
+fn qualify(operand: &SqlExpr, sources: &[Arc<Source>; 2], aliases: &[String; 2]) -> SqlExpr {
+    let mut qualified = operand.clone();
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(&mut qualified, |e| {
+        if let SqlExpr::Identifier(ident) = e {
+            if let Ok(side) = resolve(sources, aliases, None, &ident.value) {
+                *e = SqlExpr::CompoundIdentifier(vec![
+                    Ident::with_quote('"', aliases[side].clone()),
+                    ident.clone(),
+                ]);
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    qualified
+}
+
+/// Joins Eddy (or ksqlDB) cannot run, refused with ksqlDB's messages.
+pub fn validate(spec: &JoinSpec) -> Result<()> {
+    let [left, right] = &spec.sources;
+    let kafka: Vec<&str> = spec
+        .sources
+        .iter()
+        .filter(|s| s.value_format == crate::formats::Format::Kafka)
+        .map(|s| s.name.as_str())
+        .collect();
+    if !kafka.is_empty() {
+        return Err(EngineError::Plan(format!(
+            "Source(s) {} are using the 'KAFKA' value format. This format does not yet support JOIN.",
+            kafka.join(", ")
+        )));
+    }
+    match (left.window, right.window) {
+        (None, None) => {}
+        (Some(w), None) | (None, Some(w)) => {
+            let (windowed, plain) = if left.window.is_some() {
+                (left, right)
+            } else {
+                (right, left)
+            };
+            return Err(EngineError::Plan(format!(
+                "Can not join windowed source to non-windowed source.\n`{}` is {} windowed\n`{}` is not windowed",
+                windowed.name,
+                w.type_name(),
+                plain.name
+            )));
+        }
+        (Some(_), Some(_)) => {
+            return Err(EngineError::Unsupported("joins of windowed sources".into()))
+        }
+    }
+    match (left.kind, right.kind) {
+        (SourceKind::Stream, SourceKind::Stream) if spec.within.is_none() => {
+            Err(EngineError::Plan(
+                "Stream-Stream joins must have a WITHIN clause specified. None was provided. To \
+                 learn about how to specify a WITHIN clause with a stream-stream join, please \
+                 visit: https://docs.confluent.io/current/ksql/docs/syntax-reference.html#create-stream-as-select"
+                    .into(),
+            ))
+        }
+        (SourceKind::Stream, SourceKind::Stream) => Ok(()),
+        _ if spec.within.is_some() => Err(EngineError::Plan(format!(
+            "A window definition was provided for a {}-{} join. These joins are not windowed. \
+             Please drop the window definition (ie. the WITHIN clause) and try to submit your \
+             query again.",
+            title(left.kind),
+            title(right.kind)
+        ))),
+        (SourceKind::Table, SourceKind::Stream) => Err(EngineError::Plan(format!(
+            "Invalid join order: table-stream joins are not supported; only stream-table joins. \
+             Got {} [{:?}] JOIN {}.",
+            left.name, spec.kind, right.name
+        ))),
+        (SourceKind::Stream, SourceKind::Table)
+            if matches!(spec.kind, JoinKind::Right | JoinKind::Full) =>
+        {
+            Err(EngineError::Plan(format!(
+                "Invalid join type: {:?} joins of a stream to a table are not supported; only \
+                 INNER and LEFT.",
+                spec.kind
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn title(kind: SourceKind) -> &'static str {
+    match kind {
+        SourceKind::Stream => "Stream",
+        SourceKind::Table => "Table",
+    }
+}
+
+/// ksqlDB joins only values of one type: `T1.ID{INTEGER} = T2.ID{BIGINT}` is refused (the plan
+/// before DataFusion's coercion is checked).
+pub fn check_condition_types(plan: &datafusion::logical_expr::LogicalPlan) -> Result<()> {
+    use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator};
+    let mut node = plan;
+    let join = loop {
+        match node {
+            LogicalPlan::Join(join) => break join,
+            other => match other.inputs().first() {
+                Some(input) => node = input,
+                None => return Ok(()),
+            },
+        }
+    };
+    let Some(Expr::BinaryExpr(BinaryExpr {
+        left,
+        op: Operator::Eq,
+        right,
+    })) = &join.filter
+    else {
+        return Ok(());
+    };
+    let type_of = |e: &Expr| {
+        e.get_type(&join.schema)
+            .ok()
+            .and_then(|t| crate::types::SqlType::from_arrow(&t))
+    };
+    if let (Some(l), Some(r)) = (type_of(left), type_of(right)) {
+        if l != r {
+            let show = |e: &Expr| e.to_string().replace('"', "");
+            return Err(EngineError::Plan(format!(
+                "Invalid join condition: types don't match. Got {}{{{l}}} = {}{{{r}}}.",
+                show(left),
+                show(right)
+            )));
+        }
+    }
+    Ok(())
+}

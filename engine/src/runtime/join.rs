@@ -1,0 +1,418 @@
+//! `JoinExec`: joins the rows of two sources by key, as Kafka Streams (and so ksqlDB) does.
+//!
+//! - stream-table: each stream row is joined with the table's current row for its key (LEFT:
+//!   with nulls when there is none); table rows only update the state.
+//! - table-table: a change on either side is joined with the other side's current row; a
+//!   deletion retracts the joined row (a tombstone), or for the side an outer join keeps,
+//!   re-emits it with nulls.
+//! - stream-stream: each row is joined with the other side's rows `WITHIN` its window, kept
+//!   for before + after + grace behind the stream time (the largest timestamp seen). A row an
+//!   outer join keeps and nothing matched is emitted with nulls: at once without GRACE PERIOD
+//!   (ksqlDB's older semantics), else once its window has closed.
+//!
+//! The output key is the join key. State is in memory and shared by the query's partition
+//! tasks; a restarted query rebuilds it by reading its sources again.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::common::ScalarValue;
+use parking_lot::Mutex;
+
+use super::{evaluate_predicate, project, row_times, Emitted, Input, RowMeta};
+use crate::error::Result;
+use crate::parser::SourceKind;
+use crate::query::{JoinPlan, PersistentPlan};
+
+/// Without GRACE PERIOD, a stream-stream join keeps rows 24 hours past their window.
+const DEFAULT_GRACE_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// A row kept in a join's state: the values of its side's columns and its time.
+#[derive(Clone)]
+struct Kept {
+    values: Arc<Vec<ScalarValue>>,
+    timestamp: i64,
+    /// Identifies a stream row among the unmatched ones.
+    id: u64,
+}
+
+#[derive(Default)]
+struct JoinState {
+    /// Table sides: the current row per key.
+    tables: [HashMap<ScalarValue, Kept>; 2],
+    /// Stream sides of a stream-stream join: rows per key, in arrival order.
+    windows: [HashMap<ScalarValue, Vec<Kept>>; 2],
+    /// Rows an outer stream-stream join has not matched yet, by (time, side, id).
+    unmatched: BTreeMap<(i64, usize, u64), (ScalarValue, Kept)>,
+    stream_time: i64,
+    next_id: u64,
+    /// Keys whose joined row is in the output (a table result with WHERE: a row WHERE
+    /// rejects retracts the key's earlier row only if there is one).
+    present: HashSet<ScalarValue>,
+}
+
+/// A joined row to emit: each side's values (None: nulls), key and time.
+struct Joined {
+    sides: [Option<Arc<Vec<ScalarValue>>>; 2],
+    key: ScalarValue,
+    timestamp: i64,
+    tombstone: bool,
+}
+
+pub struct JoinExec {
+    plan: Arc<PersistentPlan>,
+    join: JoinPlan,
+    state: Mutex<JoinState>,
+}
+
+impl JoinExec {
+    pub fn new(plan: Arc<PersistentPlan>, join: JoinPlan) -> Self {
+        JoinExec {
+            plan,
+            join,
+            state: Mutex::new(JoinState {
+                stream_time: i64::MIN,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// Joins decoded rows of `side` (0 left, 1 right) with the state of the other side.
+    pub(crate) fn process(&self, side: usize, input: &Input) -> Result<Emitted> {
+        let batch = &input.batch;
+        let rows = batch.num_rows();
+        let key_type = self
+            .join
+            .joined_schema
+            .fields()
+            .last()
+            .map(|f| f.data_type().clone());
+        let mut keys = self.join.sides[side]
+            .key
+            .evaluate(batch)?
+            .into_array(rows)?;
+        if let Some(key_type) = key_type.filter(|t| t != keys.data_type()) {
+            keys = cast(&keys, &key_type)?;
+        }
+        let times = row_times(batch)?;
+        let mut joined = Vec::new();
+        let mut state = self.state.lock();
+        for row in 0..rows {
+            let key = ScalarValue::try_from_array(&keys, row)?;
+            if key.is_null() {
+                continue;
+            }
+            let values = if input.deleted[row] {
+                None
+            } else {
+                let values = batch
+                    .columns()
+                    .iter()
+                    .map(|c| ScalarValue::try_from_array(c, row))
+                    .collect::<datafusion::error::Result<Vec<_>>>()?;
+                Some(Arc::new(values))
+            };
+            let timestamp = times[row];
+            let kinds = self.join.sides.each_ref().map(|s| s.source.kind);
+            match kinds {
+                [SourceKind::Stream, SourceKind::Stream] => {
+                    self.stream_stream(&mut state, side, key, values, timestamp, &mut joined)
+                }
+                [SourceKind::Stream, SourceKind::Table] => {
+                    self.stream_table(&mut state, side, key, values, timestamp, &mut joined)
+                }
+                _ => self.table_table(&mut state, side, key, values, timestamp, &mut joined),
+            }
+        }
+        let output = self.emit(&mut state, joined);
+        drop(state);
+        output
+    }
+
+    fn stream_table(
+        &self,
+        state: &mut JoinState,
+        side: usize,
+        key: ScalarValue,
+        values: Option<Arc<Vec<ScalarValue>>>,
+        timestamp: i64,
+        out: &mut Vec<Joined>,
+    ) {
+        if side == 1 {
+            match values {
+                Some(values) => {
+                    let kept = Kept {
+                        values,
+                        timestamp,
+                        id: 0,
+                    };
+                    state.tables[1].insert(key, kept);
+                }
+                None => {
+                    state.tables[1].remove(&key);
+                }
+            }
+            return;
+        }
+        let Some(values) = values else { return };
+        let table = state.tables[1].get(&key).map(|k| Arc::clone(&k.values));
+        if table.is_some() || self.join.kind.keeps_unmatched(0) {
+            out.push(Joined {
+                sides: [Some(values), table],
+                key,
+                timestamp,
+                tombstone: false,
+            });
+        }
+    }
+
+    fn table_table(
+        &self,
+        state: &mut JoinState,
+        side: usize,
+        key: ScalarValue,
+        values: Option<Arc<Vec<ScalarValue>>>,
+        timestamp: i64,
+        out: &mut Vec<Joined>,
+    ) {
+        let other = 1 - side;
+        let old = match &values {
+            Some(values) => state.tables[side].insert(
+                key.clone(),
+                Kept {
+                    values: Arc::clone(values),
+                    timestamp,
+                    id: 0,
+                },
+            ),
+            None => state.tables[side].remove(&key),
+        };
+        let other_row = state.tables[other].get(&key).cloned();
+        let kind = self.join.kind;
+        let time = |o: &Option<Kept>| o.as_ref().map_or(timestamp, |o| o.timestamp.max(timestamp));
+        let timestamp = time(&other_row);
+        let mut sides: [Option<Arc<Vec<ScalarValue>>>; 2] = [None, None];
+        let emit = match (&values, &other_row) {
+            (Some(_), Some(_)) => true,
+            (Some(_), None) => kind.keeps_unmatched(side),
+            (None, Some(_)) if kind.keeps_unmatched(other) => true,
+            (None, Some(_)) => {
+                out.push(Joined {
+                    sides,
+                    key,
+                    timestamp,
+                    tombstone: true,
+                });
+                return;
+            }
+            (None, None) => {
+                if old.is_some() && kind.keeps_unmatched(side) {
+                    out.push(Joined {
+                        sides,
+                        key,
+                        timestamp,
+                        tombstone: true,
+                    });
+                }
+                return;
+            }
+        };
+        if emit {
+            sides[side] = values;
+            sides[other] = other_row.map(|o| o.values);
+            out.push(Joined {
+                sides,
+                key,
+                timestamp,
+                tombstone: false,
+            });
+        }
+    }
+
+    fn stream_stream(
+        &self,
+        state: &mut JoinState,
+        side: usize,
+        key: ScalarValue,
+        values: Option<Arc<Vec<ScalarValue>>>,
+        timestamp: i64,
+        out: &mut Vec<Joined>,
+    ) {
+        let Some(values) = values else { return };
+        let Some(within) = self.join.within else {
+            return;
+        };
+        let other = 1 - side;
+        let grace = within.grace_ms.unwrap_or(DEFAULT_GRACE_MS);
+        let retention = within.before_ms + within.after_ms + grace;
+        state.stream_time = state.stream_time.max(timestamp);
+        // The other side's rows this one joins: for a left row, from `before` earlier to
+        // `after` later; for a right row the other way round.
+        let (before, after) = if side == 0 {
+            (within.before_ms, within.after_ms)
+        } else {
+            (within.after_ms, within.before_ms)
+        };
+        let (from, to) = (timestamp - before, timestamp + after);
+        let mut matches: Vec<Kept> = state.windows[other]
+            .get(&key)
+            .map(|rows| {
+                rows.iter()
+                    .filter(|r| r.timestamp >= from && r.timestamp <= to)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        matches.sort_by_key(|m| m.timestamp);
+        let id = state.next_id;
+        state.next_id += 1;
+        for matched in &matches {
+            state
+                .unmatched
+                .remove(&(matched.timestamp, other, matched.id));
+            let mut sides = [None, None];
+            sides[side] = Some(Arc::clone(&values));
+            sides[other] = Some(Arc::clone(&matched.values));
+            out.push(Joined {
+                sides,
+                key: key.clone(),
+                timestamp: timestamp.max(matched.timestamp),
+                tombstone: false,
+            });
+        }
+        let kept = Kept {
+            values,
+            timestamp,
+            id,
+        };
+        if matches.is_empty() && self.join.kind.keeps_unmatched(side) {
+            if within.grace_ms.is_none() || to < state.stream_time {
+                let mut sides = [None, None];
+                sides[side] = Some(Arc::clone(&kept.values));
+                out.push(Joined {
+                    sides,
+                    key: key.clone(),
+                    timestamp,
+                    tombstone: false,
+                });
+            } else {
+                state
+                    .unmatched
+                    .insert((timestamp, side, id), (key.clone(), kept.clone()));
+            }
+        }
+        let horizon = state.stream_time.saturating_sub(retention);
+        if timestamp >= horizon {
+            state.windows[side].entry(key).or_default().push(kept);
+        }
+        // Unmatched rows whose window has closed are emitted with nulls.
+        let closed: Vec<(i64, usize, u64)> = state
+            .unmatched
+            .keys()
+            .filter(|(time, side, _)| {
+                let look_ahead = if *side == 0 {
+                    within.after_ms
+                } else {
+                    within.before_ms
+                };
+                time + look_ahead + grace < state.stream_time
+            })
+            .copied()
+            .collect();
+        for slot in closed {
+            if let Some((key, kept)) = state.unmatched.remove(&slot) {
+                let mut sides = [None, None];
+                sides[slot.1] = Some(kept.values);
+                out.push(Joined {
+                    sides,
+                    key,
+                    timestamp: kept.timestamp,
+                    tombstone: false,
+                });
+            }
+        }
+        // Forget rows that can no longer join (now and then, not on every row).
+        if id % 1024 == 0 {
+            for window in state.windows.iter_mut() {
+                window.retain(|_, rows| {
+                    rows.retain(|r| r.timestamp >= horizon);
+                    !rows.is_empty()
+                });
+            }
+        }
+    }
+
+    /// Builds the joined rows, applies WHERE and the projection.
+    fn emit(&self, state: &mut JoinState, joined: Vec<Joined>) -> Result<Emitted> {
+        if joined.is_empty() {
+            return Ok(Emitted::default());
+        }
+        let schema = &self.join.joined_schema;
+        let widths = self.join.sides.each_ref().map(|s| s.schema.fields().len());
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        for (side, width) in widths.iter().enumerate() {
+            let offset = if side == 0 { 0 } else { widths[0] };
+            for column in 0..*width {
+                let field = schema.field(offset + column);
+                let null = ScalarValue::try_from(field.data_type())?;
+                let values = joined.iter().map(|j| match &j.sides[side] {
+                    Some(values) => values[column].clone(),
+                    None => null.clone(),
+                });
+                columns.push(ScalarValue::iter_to_array(values)?);
+            }
+        }
+        columns.push(ScalarValue::iter_to_array(
+            joined.iter().map(|j| j.key.clone()),
+        )?);
+        let options = RecordBatchOptions::new().with_row_count(Some(joined.len()));
+        let batch = RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)?;
+        let keep = match &self.join.filter {
+            Some(filter) => {
+                let mask = evaluate_predicate(&batch, filter, "WHERE")?;
+                (0..joined.len())
+                    .map(|row| mask.is_valid(row) && mask.value(row))
+                    .collect()
+            }
+            None => vec![true; joined.len()],
+        };
+        let table = self.plan.sink.kind == SourceKind::Table;
+        let mut selected = Vec::with_capacity(joined.len());
+        let mut meta = Vec::with_capacity(joined.len());
+        for (row, j) in joined.iter().enumerate() {
+            let passes = keep[row] || j.tombstone;
+            let tombstone = j.tombstone || !passes;
+            if self.join.filter.is_some() && table {
+                // A table's row WHERE rejects retracts the key's row, if it has one.
+                let was_present = if tombstone {
+                    state.present.remove(&j.key)
+                } else {
+                    !state.present.insert(j.key.clone())
+                };
+                if tombstone && !was_present {
+                    continue;
+                }
+            } else if !passes {
+                continue;
+            }
+            selected.push(row as u32);
+            meta.push(RowMeta {
+                timestamp: j.timestamp,
+                window: None,
+                tombstone,
+            });
+        }
+        if selected.is_empty() {
+            return Ok(Emitted::default());
+        }
+        let indices = datafusion::arrow::array::UInt32Array::from(selected);
+        let batch = datafusion::arrow::compute::take_record_batch(&batch, &indices)?;
+        Ok(Emitted {
+            rows: Some(project(&self.plan, &batch)?),
+            meta,
+        })
+    }
+}
