@@ -134,6 +134,10 @@ pub fn decode(
     let Some(bytes) = bytes else {
         return Ok(vec![Value::Null; columns.len()]);
     };
+    if columns.is_empty() {
+        // Nothing to read: a keyless source ignores its records' keys.
+        return Ok(Vec::new());
+    }
     match format {
         Format::None => Ok(vec![Value::Null; columns.len()]),
         Format::Json => {

@@ -2,16 +2,18 @@
 //!
 //! ```text
 //! SQL --parser/--> Statement --engine.rs--> catalog.rs (streams, tables)
-//!     --query.rs--> DataFusion LogicalPlan --> runtime/{filter_project,aggregate}.rs
+//!     --query.rs (query/join.rs)--> DataFusion LogicalPlan
+//!     --> runtime/{filter_project,aggregate,join}.rs
 //!     --formats.rs--> topics through eddy_broker::LogClient
 //! ```
 //! [`Engine`] is the facade: it runs statements, keeps the catalog (durably, through the
 //! command topic, with [`Engine::open`]) and starts persistent queries. [`parser`] reads ksqlDB
 //! statements on sqlparser; [`query`] plans a SELECT with DataFusion and lowers it to Eddy's
 //! operators; [`runtime`] runs them per source partition (filter and projection; GROUP BY over
-//! streams and tables, windowed or not, EMIT CHANGES or FINAL) and keeps the processing log;
-//! [`pull`] answers pull queries over a snapshot; [`functions`] holds ksqlDB's functions that
-//! DataFusion lacks; [`types`] maps ksqlDB types to Arrow. Joins are next.
+//! streams and tables, windowed or not, EMIT CHANGES or FINAL; stream-stream, stream-table and
+//! table-table joins) and keeps the processing log; [`pull`] answers pull queries over a
+//! snapshot; [`functions`] holds ksqlDB's functions that DataFusion lacks; [`types`] maps
+//! ksqlDB types to Arrow.
 
 pub mod catalog;
 pub mod engine;

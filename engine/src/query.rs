@@ -2,13 +2,14 @@
 //!
 //! Planning: the SELECT (ksqlDB clauses already cut out by the parser) becomes a DataFusion
 //! `LogicalPlan` over schema-only tables, one per catalog source. Its shape is then lowered to
-//! Eddy's operators, today `FilterProjectExec` (`runtime.rs`): the WHERE predicate and the
-//! projection as DataFusion physical expressions, evaluated on Arrow batches. Aggregations,
-//! windows and joins are refused as not supported yet.
+//! one of Eddy's operators ([`Operator`]: filter and projection, aggregation, or join, whose
+//! planning is in [`join`]), with WHERE, the projection, GROUP BY keys and join keys as
+//! DataFusion physical expressions evaluated on Arrow batches.
 //!
-//! Running: one task per source partition reads from the query's committed offsets (consumer
-//! group = query id, earliest when none), decodes records into a batch, applies the operator,
-//! encodes and produces the rows with their key and timestamp, then commits. At-least-once.
+//! Running: one task per source partition (of both sources, for a join) reads from the query's
+//! committed offsets (consumer group = query id, earliest when none), decodes records into a
+//! batch, applies the operator, encodes and produces the rows with their key and timestamp,
+//! then commits. At-least-once.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -522,8 +523,8 @@ async fn plan_select(
             }
             Operator::Join(_) => join_spec
                 .as_ref()
-                .and_then(|spec| spec.key_items.first())
-                .and_then(|(first, _)| (*first == i).then_some(0)),
+                .and_then(|spec| spec.key_item())
+                .and_then(|(first, _)| (first == i).then_some(0)),
         };
         let key = rank.is_some();
         key_rank.push(rank);
@@ -550,13 +551,13 @@ async fn plan_select(
         }
     }
     if let (Some(spec), Operator::Join(_), false) = (&join_spec, &operator, push) {
-        let Some((first, read)) = spec.key_items.first() else {
+        let Some((_, read)) = spec.key_item() else {
             return Err(join::missing_key(spec, name));
         };
         let mut names: Vec<&str> = spec
             .key_items
             .iter()
-            .filter(|(_, r)| r == read)
+            .filter(|(_, r)| *r == read)
             .map(|(i, _)| columns[*i].name.as_str())
             .collect();
         if names.len() > 1 {
@@ -567,7 +568,6 @@ async fn plan_select(
                 names.join(" and ")
             )));
         }
-        let _ = first;
         if join::result_kind(spec) != kind {
             let wanted = join::result_kind(spec).name();
             return Err(EngineError::Plan(format!(
@@ -663,11 +663,16 @@ async fn plan_select(
             .get("KAFKA_TOPIC")
             .cloned()
             .unwrap_or_else(|| name.to_string()),
-        key_format: format("KEY_FORMAT")?.or(both).unwrap_or(source.key_format),
+        key_format: format("KEY_FORMAT")?.or(both).unwrap_or(match &join_spec {
+            Some(spec) => join::key_format(spec),
+            None => source.key_format,
+        }),
         value_format: format("VALUE_FORMAT")?
             .or(both)
             .unwrap_or(source.value_format),
-        wrap_single_value: true,
+        wrap_single_value: properties
+            .get("WRAP_SINGLE_VALUE")
+            .is_none_or(|v| !v.eq_ignore_ascii_case("false")),
         read_only: false,
         window,
         timestamp_column: properties.get("TIMESTAMP").map(|c| c.to_uppercase()),
@@ -895,6 +900,22 @@ pub(crate) fn lower_function_names(query: &mut datafusion::sql::sqlparser::ast::
                 (&function.args, function.name.0.as_slice())
             {
                 *expr = SqlExpr::Identifier(Ident::with_quote('"', ident.value.clone()));
+                return ControlFlow::<()>::Continue(());
+            }
+            // `I.USER`: a qualified column whose name is such a keyword.
+            if matches!(function.args, FunctionArguments::None) && function.name.0.len() == 2 {
+                let parts: Vec<Ident> = function
+                    .name
+                    .0
+                    .iter()
+                    .filter_map(|p| match p {
+                        ObjectNamePart::Identifier(ident) => {
+                            Some(Ident::with_quote('"', ident.value.clone()))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                *expr = SqlExpr::CompoundIdentifier(parts);
                 return ControlFlow::<()>::Continue(());
             }
         }

@@ -1,5 +1,5 @@
 -- Nexmark q3, local item suggestion: auctions joined with their sellers (a stream-table
--- join), filtered on both sides. Waits for joins: the engine does not run it yet.
+-- join), filtered on both sides.
 CREATE TABLE person_t AS
   SELECT id, LATEST_BY_OFFSET(name) AS name, LATEST_BY_OFFSET(city) AS city,
          LATEST_BY_OFFSET(state) AS state

@@ -1,5 +1,5 @@
 -- Nexmark q4, average winning price per category: a windowed stream-stream join, then an
--- aggregation over a table. Waits for joins: the engine does not run it yet.
+-- aggregation over a table. Waits: the engine does not aggregate over a join yet.
 CREATE TABLE q4_winning AS
   SELECT a.id AS auction_id, a.category AS category, MAX(b.price) AS final_price
   FROM auction a JOIN bid b WITHIN 1 HOURS ON a.id = b.auction

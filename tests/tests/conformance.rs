@@ -335,6 +335,10 @@ fn encode(
     if value.is_null() {
         return Ok(None);
     }
+    if columns.is_empty() {
+        // A source without key columns ignores its records' keys: any bytes do.
+        return Ok(Some(value.to_string().into_bytes()));
+    }
     match format {
         Format::None => Ok(None),
         Format::Json => serde_json::to_vec(value)

@@ -104,13 +104,27 @@ pub fn expand(
     else {
         return Err(EngineError::Plan(format!(
             "Invalid join condition: joins on multiple conditions are not yet supported. Got {}.",
-            condition
+            parenthesized(condition)
         )));
     };
+    // A qualifier that names neither side is the first thing to report.
+    let mut unknown = None;
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(condition, |e| {
+        if let SqlExpr::CompoundIdentifier(parts) = e {
+            if let Err(e) = side_named(&sources, &aliases, &parts[0].value) {
+                unknown.get_or_insert(e);
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    if let Some(e) = unknown {
+        return Err(e);
+    }
     // Which side each operand reads.
     let side_of = |operand: &SqlExpr| -> Result<usize> {
         let mut sides = Vec::new();
         let mut failure = None;
+        let operand = &field_access_qualified(operand);
         let _ = datafusion::sql::sqlparser::ast::visit_expressions(operand, |e| {
             let reference = match e {
                 SqlExpr::Identifier(ident) => Some((None, ident.value.clone())),
@@ -122,7 +136,11 @@ pub fn expand(
             if let Some((qualifier, column)) = reference {
                 match resolve(&sources, &aliases, qualifier.as_deref(), &column) {
                     Ok(side) => sides.push(side),
-                    Err(e) => failure = Some(e),
+                    // An unknown qualifier is the error to report, before any other.
+                    Err(e) if e.to_string().contains("not a valid") => failure = Some(e),
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                    }
                 }
             }
             std::ops::ControlFlow::<()>::Continue(())
@@ -227,6 +245,8 @@ pub fn expand(
     };
     let mut projection = Vec::with_capacity(select.projection.len());
     let mut key_items = Vec::new();
+    // Items named after a qualified column (`T.ID`), with their qualified name `T_ID`.
+    let mut qualified = Vec::new();
     let mut generated = 0;
     let push_side =
         |projection: &mut Vec<SelectItem>, key_items: &mut Vec<(usize, String)>, side: usize| {
@@ -288,6 +308,7 @@ pub fn expand(
                     SqlExpr::Identifier(ident) => ident.value.clone(),
                     SqlExpr::CompoundIdentifier(parts) if parts.len() == 2 => {
                         let column = &parts[1].value;
+                        qualified.push((projection.len(), format!("{}_{column}", parts[0].value)));
                         let on_both = sources
                             .iter()
                             .all(|s| s.columns.iter().any(|c| &c.name == column));
@@ -310,8 +331,7 @@ pub fn expand(
             other => projection.push(other),
         }
     }
-    select.projection = projection;
-    Ok(JoinSpec {
+    let spec = JoinSpec {
         sources,
         aliases,
         kind,
@@ -319,7 +339,40 @@ pub fn expand(
         synthetic_key,
         key_columns,
         key_items,
-    })
+    };
+    // The key, when a qualified column, is always named with its qualifier (`L.L0` is L_L0).
+    if let Some((index, _)) = spec.key_item() {
+        if let Some((_, name)) = qualified.iter().find(|(i, _)| *i == index) {
+            if let SelectItem::ExprWithAlias { alias, .. } = &mut projection[index] {
+                *alias = Ident::with_quote('"', name.clone());
+            }
+        }
+    }
+    select.projection = projection;
+    Ok(spec)
+}
+
+impl JoinSpec {
+    /// The projection item that is the key, and what it reads: the first reading the left
+    /// side's key column, else the first reading the right side's.
+    pub fn key_item(&self) -> Option<(usize, String)> {
+        let prefix = format!("{}.", self.aliases[0]);
+        self.key_items
+            .iter()
+            .find(|(_, read)| read.starts_with(&prefix))
+            .or_else(|| self.key_items.first())
+            .cloned()
+    }
+}
+
+/// The result's key format: the left source's, unless it has no key (NONE).
+pub fn key_format(spec: &JoinSpec) -> crate::formats::Format {
+    use crate::formats::Format;
+    spec.sources
+        .iter()
+        .map(|s| s.key_format)
+        .find(|f| *f != Format::None)
+        .unwrap_or(Format::Kafka)
 }
 
 /// ksqlDB's error for a join whose projection lacks its key.
@@ -429,6 +482,37 @@ fn resolve(
                 "JOIN ON column '{column}' cannot be resolved."
             ))),
         },
+    }
+}
+
+/// `T.COL[1]` and `T.COL->F` parse as an access on `T` of `.COL`, then `[1]`: rewritten as an
+/// access on the column `T.COL`, so that its references read as (qualifier, column).
+fn field_access_qualified(operand: &SqlExpr) -> SqlExpr {
+    use datafusion::sql::sqlparser::ast::AccessExpr;
+    let mut operand = operand.clone();
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(&mut operand, |e| {
+        if let SqlExpr::CompoundFieldAccess { root, access_chain } = e {
+            if let (SqlExpr::Identifier(qualifier), Some(AccessExpr::Dot(SqlExpr::Identifier(c)))) =
+                (root.as_ref(), access_chain.first())
+            {
+                let column = SqlExpr::CompoundIdentifier(vec![qualifier.clone(), c.clone()]);
+                *root = Box::new(column);
+                access_chain.remove(0);
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    operand
+}
+
+/// An expression as ksqlDB prints it in errors: each binary operation in parentheses.
+fn parenthesized(expr: &SqlExpr) -> String {
+    match expr {
+        SqlExpr::BinaryOp { left, op, right } => {
+            format!("({} {op} {})", parenthesized(left), parenthesized(right))
+        }
+        SqlExpr::Nested(inner) => parenthesized(inner),
+        other => other.to_string(),
     }
 }
 
@@ -556,6 +640,16 @@ pub fn check_condition_types(plan: &datafusion::logical_expr::LogicalPlan) -> Re
             .ok()
             .and_then(|t| crate::types::SqlType::from_arrow(&t))
     };
+    // ksqlDB reads a literal 1 as INTEGER where DataFusion reads BIGINT: expressions with
+    // literals are left to DataFusion's coercion.
+    let has_literal = |e: &Expr| {
+        use datafusion::common::tree_node::TreeNode;
+        e.exists(|e| Ok(matches!(e, Expr::Literal(..))))
+            .unwrap_or(false)
+    };
+    if has_literal(left) || has_literal(right) {
+        return Ok(());
+    }
     if let (Some(l), Some(r)) = (type_of(left), type_of(right)) {
         if l != r {
             let show = |e: &Expr| e.to_string().replace('"', "");

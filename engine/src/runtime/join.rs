@@ -48,6 +48,10 @@ struct JoinState {
     /// Rows an outer stream-stream join has not matched yet, by (time, side, id).
     unmatched: BTreeMap<(i64, usize, u64), (ScalarValue, Kept)>,
     stream_time: i64,
+    /// The largest timestamp each side's window store has seen: a row older than its
+    /// store's retention is not kept (each side's store expires on its own, as in Kafka
+    /// Streams).
+    observed: [i64; 2],
     next_id: u64,
     /// Keys whose joined row is in the output (a table result with WHERE: a row WHERE
     /// rejects retracts the key's earlier row only if there is one).
@@ -75,6 +79,7 @@ impl JoinExec {
             join,
             state: Mutex::new(JoinState {
                 stream_time: i64::MIN,
+                observed: [i64::MIN; 2],
                 ..Default::default()
             }),
         }
@@ -304,8 +309,8 @@ impl JoinExec {
                     .insert((timestamp, side, id), (key.clone(), kept.clone()));
             }
         }
-        let horizon = state.stream_time.saturating_sub(retention);
-        if timestamp >= horizon {
+        state.observed[side] = state.observed[side].max(timestamp);
+        if timestamp >= state.observed[side].saturating_sub(retention) {
             state.windows[side].entry(key).or_default().push(kept);
         }
         // Unmatched rows whose window has closed are emitted with nulls.
@@ -336,7 +341,9 @@ impl JoinExec {
         }
         // Forget rows that can no longer join (now and then, not on every row).
         if id % 1024 == 0 {
-            for window in state.windows.iter_mut() {
+            let observed = state.observed;
+            for (side, window) in state.windows.iter_mut().enumerate() {
+                let horizon = observed[side].saturating_sub(retention);
                 window.retain(|_, rows| {
                     rows.retain(|r| r.timestamp >= horizon);
                     !rows.is_empty()
