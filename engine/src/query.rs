@@ -209,6 +209,11 @@ pub struct JoinPlan {
     /// pseudo-columns), the right side's, then the join key (ROWKEY).
     pub joined_schema: SchemaRef,
     pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// A table-table join on the right table's primary key by an expression of the left
+    /// row's that is not its primary key: the result is keyed by the left primary key.
+    pub foreign_key: bool,
+    /// How many key columns the left source has (its rows' first columns).
+    pub left_key_columns: usize,
 }
 
 /// One side of a join.
@@ -521,10 +526,13 @@ async fn plan_select(
             Operator::Aggregate(_) => {
                 group_key_index(&shape.projection, &group_columns, columns.len())
             }
-            Operator::Join(_) => join_spec
-                .as_ref()
-                .and_then(|spec| spec.key_item())
-                .and_then(|(first, _)| (first == i).then_some(0)),
+            Operator::Join(_) => match &join_spec {
+                Some(spec) if spec.foreign_key => spec.foreign_key_rank(i),
+                Some(spec) => spec
+                    .key_item()
+                    .and_then(|(first, _)| (first == i).then_some(0)),
+                None => None,
+            },
         };
         let key = rank.is_some();
         key_rank.push(rank);
@@ -551,6 +559,10 @@ async fn plan_select(
         }
     }
     if let (Some(spec), Operator::Join(_), false) = (&join_spec, &operator, push) {
+        if spec.foreign_key {
+            let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+            spec.check_foreign_key_projection(&names)?;
+        }
         let Some((_, read)) = spec.key_item() else {
             return Err(join::missing_key(spec, name));
         };
@@ -560,7 +572,7 @@ async fn plan_select(
             .filter(|(_, r)| *r == read)
             .map(|(i, _)| columns[*i].name.as_str())
             .collect();
-        if names.len() > 1 {
+        if names.len() > 1 && !spec.foreign_key {
             let first = read.replace('.', "_");
             names.sort();
             return Err(EngineError::Plan(format!(
@@ -586,7 +598,11 @@ async fn plan_select(
     let mut projection: Vec<Arc<dyn PhysicalExpr>> =
         order.iter().map(|i| Arc::clone(&projection[*i])).collect();
     // A join's key column is the join key, whichever side the row has.
-    if let (Operator::Join(join), Some(key)) = (&operator, columns.iter().position(|c| c.key)) {
+    let rowkey_column = match &operator {
+        Operator::Join(join) if !join.foreign_key => columns.iter().position(|c| c.key),
+        _ => None,
+    };
+    if let (Operator::Join(join), Some(key)) = (&operator, rowkey_column) {
         let rowkey = join.joined_schema.fields().len() - 1;
         projection[key] = Arc::new(datafusion::physical_expr::expressions::Column::new(
             join::ROWKEY,
@@ -758,6 +774,8 @@ fn join_plan(
         within: spec.within,
         joined_schema: Arc::new(Schema::new(fields)),
         filter,
+        foreign_key: spec.foreign_key,
+        left_key_columns: spec.sources[0].key_columns().count(),
     })
 }
 

@@ -5,7 +5,7 @@ CREATE TABLE person_t AS
          LATEST_BY_OFFSET(state) AS state
   FROM person GROUP BY id EMIT CHANGES;
 CREATE STREAM q3 AS
-  SELECT p.name, p.city, p.state, a.id
+  SELECT a.seller, p.name, p.city, p.state, a.id
   FROM auction a JOIN person_t p ON a.seller = p.id
   WHERE a.category = 10 AND p.state IN ('OR', 'ID', 'CA')
   EMIT CHANGES;

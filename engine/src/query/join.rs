@@ -52,6 +52,8 @@ pub struct JoinSpec {
     pub within: Option<JoinWithin>,
     /// Whether the key is the synthetic ROWKEY.
     pub synthetic_key: bool,
+    /// A foreign-key table-table join: keyed by the left table's primary key columns.
+    pub foreign_key: bool,
     /// The columns the ON condition compares that may name the key, as `(alias, column)`.
     pub key_columns: Vec<(String, String)>,
     /// The projection items (after expansion) that name the key, in order, with what they
@@ -175,7 +177,45 @@ pub fn expand(
         };
         Some((aliases[side].clone(), name))
     };
-    let key_columns: Vec<(String, String)> = if kind == JoinKind::Full {
+    // A table-table join whose left side is not the left table's primary key joins on a
+    // foreign key: the right side must be the right table's primary key, and the result is
+    // keyed by the left table's primary key.
+    let is_primary_key = |side: usize| {
+        let keys: Vec<&str> = sources[side]
+            .key_columns()
+            .map(|c| c.name.as_str())
+            .collect();
+        matches!((keys.as_slice(), column_of(side, &operands[side])),
+            ([key], Some((_, column))) if *key == column)
+    };
+    let foreign_key = sources.iter().all(|s| s.kind == SourceKind::Table) && !is_primary_key(0);
+    if foreign_key {
+        if matches!(kind, JoinKind::Right | JoinKind::Full) {
+            let name = if kind == JoinKind::Right {
+                "RIGHT"
+            } else {
+                "FULL"
+            };
+            return Err(EngineError::Plan(format!(
+                "{name} OUTER JOIN on a foreign key is not supported"
+            )));
+        }
+        if !is_primary_key(1) {
+            let show = |o: &SqlExpr| qualify(o, &sources, &aliases).to_string().replace('"', "");
+            return Err(EngineError::Plan(format!(
+                "Invalid join condition: table-table joins require to join on the primary key of \
+                 the right input table. Got {} = {}.",
+                show(&operands[0]),
+                show(&operands[1])
+            )));
+        }
+    }
+    let key_columns: Vec<(String, String)> = if foreign_key {
+        sources[0]
+            .key_columns()
+            .map(|c| (aliases[0].clone(), c.name.clone()))
+            .collect()
+    } else if kind == JoinKind::Full {
         Vec::new()
     } else {
         (0..2).filter_map(|s| column_of(s, &operands[s])).collect()
@@ -337,11 +377,12 @@ pub fn expand(
         kind,
         within: within.first().copied().flatten(),
         synthetic_key,
+        foreign_key,
         key_columns,
         key_items,
     };
     // The key, when a qualified column, is always named with its qualifier (`L.L0` is L_L0).
-    if let Some((index, _)) = spec.key_item() {
+    if let Some((index, _)) = spec.key_item().filter(|_| !foreign_key) {
         if let Some((_, name)) = qualified.iter().find(|(i, _)| *i == index) {
             if let SelectItem::ExprWithAlias { alias, .. } = &mut projection[index] {
                 *alias = Ident::with_quote('"', name.clone());
@@ -373,6 +414,62 @@ pub fn key_format(spec: &JoinSpec) -> crate::formats::Format {
         .map(|s| s.key_format)
         .find(|f| *f != Format::None)
         .unwrap_or(Format::Kafka)
+}
+
+impl JoinSpec {
+    /// A foreign-key join's key: for projection item `index`, its position among the left
+    /// table's key columns, if it is the first item reading that column.
+    pub fn foreign_key_rank(&self, index: usize) -> Option<usize> {
+        let (_, read) = self.key_items.iter().find(|(i, _)| *i == index)?;
+        let first = self.key_items.iter().find(|(_, r)| r == read)?;
+        if first.0 != index {
+            return None;
+        }
+        self.key_columns
+            .iter()
+            .position(|(alias, column)| format!("{alias}.{column}") == *read)
+    }
+
+    /// ksqlDB's checks of a foreign-key join's projection: every left key column, once.
+    pub fn check_foreign_key_projection(&self, names: &[String]) -> Result<()> {
+        let mut missing = Vec::new();
+        for (alias, column) in &self.key_columns {
+            let read = format!("{alias}.{column}");
+            let mut items: Vec<&str> = self
+                .key_items
+                .iter()
+                .filter(|(_, r)| *r == read)
+                .map(|(i, _)| names[*i].as_str())
+                .collect();
+            if items.is_empty() {
+                missing.push(format!("`{column}`"));
+            }
+            if items.len() > 1 {
+                items.sort();
+                return Err(EngineError::Plan(format!(
+                    "The projection contains a key column (`{alias}_{column}`) more than once, aliased as: {}.",
+                    items.join(" and ")
+                )));
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let (what, listed) = if missing.len() == 1 {
+            ("column", format!("Missing column: {}", missing[0]))
+        } else {
+            (
+                "columns",
+                format!("Missing columns: {}", missing.join(", ")),
+            )
+        };
+        Err(EngineError::Plan(format!(
+            "Primary key {what} missing in projection. For foreign-key table-table joins, the \
+             projection must include all primary key columns from the left input table (`{}`). \
+             {listed}.",
+            self.sources[0].name
+        )))
+    }
 }
 
 /// ksqlDB's error for a join whose projection lacks its key.
@@ -652,7 +749,17 @@ pub fn check_condition_types(plan: &datafusion::logical_expr::LogicalPlan) -> Re
     }
     if let (Some(l), Some(r)) = (type_of(left), type_of(right)) {
         if l != r {
-            let show = |e: &Expr| e.to_string().replace('"', "");
+            fn show(e: &Expr) -> String {
+                match e {
+                    Expr::Cast(cast) => {
+                        let to = crate::types::SqlType::from_arrow(cast.field.data_type())
+                            .map(|t| t.to_string())
+                            .unwrap_or_else(|| cast.field.data_type().to_string());
+                        format!("CAST({} AS {to})", show(&cast.expr))
+                    }
+                    other => other.to_string().replace('"', ""),
+                }
+            }
             return Err(EngineError::Plan(format!(
                 "Invalid join condition: types don't match. Got {}{{{l}}} = {}{{{r}}}.",
                 show(left),

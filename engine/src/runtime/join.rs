@@ -55,13 +55,30 @@ struct JoinState {
     next_id: u64,
     /// Keys whose joined row is in the output (a table result with WHERE: a row WHERE
     /// rejects retracts the key's earlier row only if there is one).
-    present: HashSet<ScalarValue>,
+    present: HashSet<Vec<ScalarValue>>,
+    /// A foreign-key join's left rows by primary key, with their foreign key.
+    fk_left: HashMap<Vec<ScalarValue>, (Kept, ScalarValue)>,
+    /// The left rows (primary keys) referring to each right key, in arrival order.
+    fk_index: HashMap<ScalarValue, Vec<Vec<ScalarValue>>>,
+}
+
+/// A changed row of a foreign-key join's side.
+struct Change {
+    /// The join key: a right row's primary key, or the right key a left row refers to.
+    key: ScalarValue,
+    /// A left row's primary key.
+    primary: Vec<ScalarValue>,
+    values: Option<Arc<Vec<ScalarValue>>>,
+    timestamp: i64,
 }
 
 /// A joined row to emit: each side's values (None: nulls), key and time.
 struct Joined {
     sides: [Option<Arc<Vec<ScalarValue>>>; 2],
+    /// The join key (ROWKEY).
     key: ScalarValue,
+    /// The output row's key, when not the join key: a foreign-key join's left primary key.
+    row_key: Option<Vec<ScalarValue>>,
     timestamp: i64,
     tombstone: bool,
 }
@@ -107,7 +124,9 @@ impl JoinExec {
         let mut state = self.state.lock();
         for row in 0..rows {
             let key = ScalarValue::try_from_array(&keys, row)?;
-            if key.is_null() {
+            // A row without a join key joins nothing (a foreign-key join's left row still
+            // appears in a LEFT join's result).
+            if key.is_null() && !(self.join.foreign_key && side == 0) {
                 continue;
             }
             let values = if input.deleted[row] {
@@ -122,6 +141,21 @@ impl JoinExec {
             };
             let timestamp = times[row];
             let kinds = self.join.sides.each_ref().map(|s| s.source.kind);
+            if self.join.foreign_key {
+                // A left row's primary key: its first (key) columns, deleted or not.
+                let primary = batch.columns()[..self.join.left_key_columns]
+                    .iter()
+                    .map(|c| ScalarValue::try_from_array(c, row))
+                    .collect::<datafusion::error::Result<Vec<_>>>()?;
+                let change = Change {
+                    key,
+                    primary,
+                    values,
+                    timestamp,
+                };
+                self.foreign_key(&mut state, side, change, &mut joined);
+                continue;
+            }
             match kinds {
                 [SourceKind::Stream, SourceKind::Stream] => {
                     self.stream_stream(&mut state, side, key, values, timestamp, &mut joined)
@@ -168,6 +202,7 @@ impl JoinExec {
             out.push(Joined {
                 sides: [Some(values), table],
                 key,
+                row_key: None,
                 timestamp,
                 tombstone: false,
             });
@@ -208,6 +243,7 @@ impl JoinExec {
                 out.push(Joined {
                     sides,
                     key,
+                    row_key: None,
                     timestamp,
                     tombstone: true,
                 });
@@ -218,6 +254,7 @@ impl JoinExec {
                     out.push(Joined {
                         sides,
                         key,
+                        row_key: None,
                         timestamp,
                         tombstone: true,
                     });
@@ -231,6 +268,7 @@ impl JoinExec {
             out.push(Joined {
                 sides,
                 key,
+                row_key: None,
                 timestamp,
                 tombstone: false,
             });
@@ -284,6 +322,7 @@ impl JoinExec {
             out.push(Joined {
                 sides,
                 key: key.clone(),
+                row_key: None,
                 timestamp: timestamp.max(matched.timestamp),
                 tombstone: false,
             });
@@ -300,6 +339,7 @@ impl JoinExec {
                 out.push(Joined {
                     sides,
                     key: key.clone(),
+                    row_key: None,
                     timestamp,
                     tombstone: false,
                 });
@@ -334,6 +374,7 @@ impl JoinExec {
                 out.push(Joined {
                     sides,
                     key,
+                    row_key: None,
                     timestamp: kept.timestamp,
                     tombstone: false,
                 });
@@ -350,6 +391,115 @@ impl JoinExec {
                 });
             }
         }
+    }
+
+    /// A foreign-key table-table join: the left table's rows refer to the right table's
+    /// primary key with an expression of theirs (`key` for a left row), and the result is
+    /// keyed by the left row's primary key. A left change is joined with the right row it
+    /// refers to; a right change with every left row referring to it.
+    fn foreign_key(
+        &self,
+        state: &mut JoinState,
+        side: usize,
+        change: Change,
+        out: &mut Vec<Joined>,
+    ) {
+        let Change {
+            key,
+            primary,
+            values,
+            timestamp,
+        } = change;
+        let left_join = self.join.kind.keeps_unmatched(0);
+        let joined = |sides, key, row_key, tombstone| Joined {
+            sides,
+            key,
+            row_key: Some(row_key),
+            timestamp,
+            tombstone,
+        };
+        if side == 1 {
+            match &values {
+                Some(values) => {
+                    let kept = Kept {
+                        values: Arc::clone(values),
+                        timestamp,
+                        id: 0,
+                    };
+                    state.tables[1].insert(key.clone(), kept);
+                }
+                None => {
+                    state.tables[1].remove(&key);
+                }
+            }
+            for primary in state.fk_index.get(&key).cloned().unwrap_or_default() {
+                let Some((left, _)) = state.fk_left.get(&primary) else {
+                    continue;
+                };
+                let left = Some(Arc::clone(&left.values));
+                out.push(match &values {
+                    Some(right) => {
+                        joined([left, Some(Arc::clone(right))], key.clone(), primary, false)
+                    }
+                    None if left_join => joined([left, None], key.clone(), primary, false),
+                    None => joined([self.key_only(&primary), None], key.clone(), primary, true),
+                });
+            }
+            return;
+        }
+        // A left row: it replaces (or deletes) the row with its primary key, and refers to
+        // the right row `key` instead of the one the old row referred to.
+        let old = match &values {
+            Some(values) => {
+                let kept = Kept {
+                    values: Arc::clone(values),
+                    timestamp,
+                    id: 0,
+                };
+                state.fk_left.insert(primary.clone(), (kept, key.clone()))
+            }
+            None => state.fk_left.remove(&primary),
+        };
+        if let Some((_, old_key)) = &old {
+            if let Some(referring) = state.fk_index.get_mut(old_key) {
+                referring.retain(|p| p != &primary);
+                if referring.is_empty() {
+                    state.fk_index.remove(old_key);
+                }
+            }
+        }
+        let Some(values) = values else {
+            if old.is_some() {
+                out.push(joined([self.key_only(&primary), None], key, primary, true));
+            }
+            return;
+        };
+        if !key.is_null() {
+            state
+                .fk_index
+                .entry(key.clone())
+                .or_default()
+                .push(primary.clone());
+        }
+        let right = state.tables[1].get(&key).map(|r| Arc::clone(&r.values));
+        match right {
+            Some(right) => out.push(joined([Some(values), Some(right)], key, primary, false)),
+            None if left_join => out.push(joined([Some(values), None], key, primary, false)),
+            None if old.is_some() => {
+                out.push(joined([self.key_only(&primary), None], key, primary, true))
+            }
+            None => {}
+        }
+    }
+
+    /// A left row with only its primary key: what a deletion's key is projected from.
+    fn key_only(&self, primary: &[ScalarValue]) -> Option<Arc<Vec<ScalarValue>>> {
+        let fields = self.join.sides[0].schema.fields();
+        let mut values = primary.to_vec();
+        for field in fields.iter().skip(primary.len()) {
+            values.push(ScalarValue::try_from(field.data_type()).unwrap_or(ScalarValue::Null));
+        }
+        Some(Arc::new(values))
     }
 
     /// Builds the joined rows, applies WHERE and the projection.
@@ -394,10 +544,11 @@ impl JoinExec {
             let tombstone = j.tombstone || !passes;
             if self.join.filter.is_some() && table {
                 // A table's row WHERE rejects retracts the key's row, if it has one.
+                let identity = j.row_key.clone().unwrap_or_else(|| vec![j.key.clone()]);
                 let was_present = if tombstone {
-                    state.present.remove(&j.key)
+                    state.present.remove(&identity)
                 } else {
-                    !state.present.insert(j.key.clone())
+                    !state.present.insert(identity)
                 };
                 if tombstone && !was_present {
                     continue;
