@@ -170,7 +170,10 @@ impl PersistentPlan {
     /// The topics the query reads.
     pub fn source_topics(&self) -> Vec<String> {
         match &self.operator {
-            Operator::Join(join) => join.sides.iter().map(|s| s.source.topic.clone()).collect(),
+            Operator::Join(join)
+            | Operator::Aggregate(AggregatePlan {
+                join: Some(join), ..
+            }) => join.sides.iter().map(|s| s.source.topic.clone()).collect(),
             _ => vec![self.source.topic.clone()],
         }
     }
@@ -257,6 +260,8 @@ pub struct AggregatePlan {
     /// The aggregate's output rows: group columns, then one column per aggregate.
     pub output_schema: SchemaRef,
     pub having: Option<Arc<dyn PhysicalExpr>>,
+    /// An aggregation over a join: the join whose rows it aggregates.
+    pub join: Option<JoinPlan>,
 }
 
 /// Which GROUP BY column projection column `index` is, when it is one taken as is (it then
@@ -377,10 +382,8 @@ async fn plan_select(
         Some(spec) => Arc::clone(&spec.sources[0]),
         None => expand_and_find_source(&mut ast, catalog)?,
     };
-    if join_spec.is_some() && (windowed || !partition_names.is_empty()) {
-        return Err(EngineError::Unsupported(
-            "windowed aggregations and PARTITION BY over a join".into(),
-        ));
+    if join_spec.is_some() && !partition_names.is_empty() {
+        return Err(EngineError::Unsupported("PARTITION BY over a join".into()));
     }
     if windowed {
         group_by_window(&mut ast)?;
@@ -430,9 +433,6 @@ async fn plan_select(
     let explode = take_out_explode(&mut projection);
     let mut group_columns: Vec<String> = Vec::new();
     let (filter, operator) = match (shape.aggregate, shape.join) {
-        (Some(_), Some(_)) => {
-            return Err(EngineError::Unsupported("aggregations over a join".into()))
-        }
         (None, None) => (filter, Operator::FilterProject),
         (None, Some(join_shape)) => {
             let spec = join_spec
@@ -441,7 +441,19 @@ async fn plan_select(
             let join = join_plan(spec, join_shape, filter, &context)?;
             (None, Operator::Join(join))
         }
-        (Some((group_expr, aggr_expr, having, aggregate_schema)), None) => {
+        (Some((group_expr, aggr_expr, having, aggregate_schema)), join_shape) => {
+            // An aggregation over a join aggregates the joined rows (WHERE is the join's).
+            let (filter, join) = match (join_shape, &join_spec) {
+                (Some(join_shape), Some(spec)) => {
+                    if join::result_kind(spec) == SourceKind::Table {
+                        return Err(EngineError::Unsupported(
+                            "aggregations over a table-table join".into(),
+                        ));
+                    }
+                    (None, Some(join_plan(spec, join_shape, filter, &context)?))
+                }
+                _ => (filter, None),
+            };
             if group_expr.is_empty() {
                 return Err(EngineError::Plan(
                     "aggregations need a GROUP BY clause".into(),
@@ -486,7 +498,7 @@ async fn plan_select(
             let aggregate = Operator::Aggregate(AggregatePlan {
                 window: query.window.clone(),
                 emit_final,
-                retracting: source.kind == SourceKind::Table,
+                retracting: source.kind == SourceKind::Table && join.is_none(),
                 group_by: group_expr
                     .into_iter()
                     .take(keyed)
@@ -495,6 +507,7 @@ async fn plan_select(
                 aggregates,
                 having: having.map(|e| physical(e, &aggregate_schema)).transpose()?,
                 output_schema: Arc::new(aggregate_schema.as_arrow().clone()),
+                join,
             });
             (filter, aggregate)
         }
@@ -760,16 +773,16 @@ fn join_plan(
         .map(|f| f.as_ref().clone().with_nullable(true))
         .collect();
     fields.push(Field::new(join::ROWKEY, key_type, true));
-    let side = |source: &Arc<Source>, key| JoinSide {
+    let side = |source: &Arc<Source>, schema: &DFSchema, key| JoinSide {
         source: Arc::clone(source),
-        schema: source.schema(),
+        schema: Arc::new(schema.as_arrow().clone()),
         key,
     };
     Ok(JoinPlan {
         kind: spec.kind,
         sides: [
-            side(&spec.sources[0], left_key),
-            side(&spec.sources[1], right_key),
+            side(&spec.sources[0], &shape.left, left_key),
+            side(&spec.sources[1], &shape.right, right_key),
         ],
         within: spec.within,
         joined_schema: Arc::new(Schema::new(fields)),

@@ -102,8 +102,43 @@ impl JoinExec {
         }
     }
 
-    /// Joins decoded rows of `side` (0 left, 1 right) with the state of the other side.
+    /// Joins decoded rows of `side` (0 left, 1 right) with the state of the other side, and
+    /// projects the joined rows.
     pub(crate) fn process(&self, side: usize, input: &Input) -> Result<Emitted> {
+        match self.join_rows(side, input)? {
+            Some((batch, meta)) => Ok(Emitted {
+                rows: Some(project(&self.plan, &batch)?),
+                meta,
+            }),
+            None => Ok(Emitted::default()),
+        }
+    }
+
+    /// Joins decoded rows of `side` for an aggregation over the join: the joined rows (WHERE
+    /// applied), whose (left) ROWTIME is the joined row's time.
+    pub(crate) fn process_for_aggregate(
+        &self,
+        side: usize,
+        input: &Input,
+    ) -> Result<Option<Input>> {
+        let Some((batch, meta)) = self.join_rows(side, input)? else {
+            return Ok(None);
+        };
+        let mut columns = batch.columns().to_vec();
+        let rowtime = batch.schema().index_of(crate::catalog::ROWTIME)?;
+        columns[rowtime] = Arc::new(datafusion::arrow::array::TimestampMillisecondArray::from(
+            meta.iter().map(|m| m.timestamp).collect::<Vec<_>>(),
+        ));
+        let batch = RecordBatch::try_new(batch.schema(), columns)?;
+        Ok(Some(Input {
+            batch,
+            deleted: meta.iter().map(|m| m.tombstone).collect(),
+        }))
+    }
+
+    /// The joined rows (both sides' columns and ROWKEY) that rows of `side` produce, WHERE
+    /// applied, with their times.
+    fn join_rows(&self, side: usize, input: &Input) -> Result<Option<(RecordBatch, Vec<RowMeta>)>> {
         let batch = &input.batch;
         let rows = batch.num_rows();
         let key_type = self
@@ -166,7 +201,7 @@ impl JoinExec {
                 _ => self.table_table(&mut state, side, key, values, timestamp, &mut joined),
             }
         }
-        let output = self.emit(&mut state, joined);
+        let output = self.joined_batch(&mut state, joined);
         drop(state);
         output
     }
@@ -502,10 +537,14 @@ impl JoinExec {
         Some(Arc::new(values))
     }
 
-    /// Builds the joined rows, applies WHERE and the projection.
-    fn emit(&self, state: &mut JoinState, joined: Vec<Joined>) -> Result<Emitted> {
+    /// Builds the joined rows and applies WHERE.
+    fn joined_batch(
+        &self,
+        state: &mut JoinState,
+        joined: Vec<Joined>,
+    ) -> Result<Option<(RecordBatch, Vec<RowMeta>)>> {
         if joined.is_empty() {
-            return Ok(Emitted::default());
+            return Ok(None);
         }
         let schema = &self.join.joined_schema;
         let widths = self.join.sides.each_ref().map(|s| s.schema.fields().len());
@@ -564,13 +603,10 @@ impl JoinExec {
             });
         }
         if selected.is_empty() {
-            return Ok(Emitted::default());
+            return Ok(None);
         }
         let indices = datafusion::arrow::array::UInt32Array::from(selected);
         let batch = datafusion::arrow::compute::take_record_batch(&batch, &indices)?;
-        Ok(Emitted {
-            rows: Some(project(&self.plan, &batch)?),
-            meta,
-        })
+        Ok(Some((batch, meta)))
     }
 }

@@ -80,13 +80,22 @@ pub(crate) async fn run_query(
             Executor::FilterProject(FilterProjectExec::new(Arc::clone(&plan)))
         }
         Operator::Aggregate(aggregate) => {
-            Executor::Aggregate(AggregateExec::new(Arc::clone(&plan), aggregate.clone()))
+            let exec = AggregateExec::new(Arc::clone(&plan), aggregate.clone());
+            match &aggregate.join {
+                Some(join) => {
+                    Executor::JoinAggregate(JoinExec::new(Arc::clone(&plan), join.clone()), exec)
+                }
+                None => Executor::Aggregate(exec),
+            }
         }
         Operator::Join(join) => Executor::Join(JoinExec::new(Arc::clone(&plan), join.clone())),
     });
     // What the query reads: its source, or both sides of a join.
     let sides: Vec<(Arc<Source>, SchemaRef)> = match &plan.operator {
-        Operator::Join(join) => join
+        Operator::Join(join)
+        | Operator::Aggregate(crate::query::AggregatePlan {
+            join: Some(join), ..
+        }) => join
             .sides
             .iter()
             .map(|s| (Arc::clone(&s.source), Arc::clone(&s.schema)))
@@ -144,6 +153,8 @@ enum Executor {
     FilterProject(FilterProjectExec),
     Aggregate(AggregateExec),
     Join(JoinExec),
+    /// An aggregation over a join's rows.
+    JoinAggregate(JoinExec, AggregateExec),
 }
 
 impl PartitionTask {
@@ -154,7 +165,7 @@ impl PartitionTask {
         // it reads the source from the start and discards what it would emit before
         // `replay_until`.
         let mut replay_until = None;
-        let stateful = matches!(*self.executor, Executor::Aggregate(_) | Executor::Join(_));
+        let stateful = !matches!(*self.executor, Executor::FilterProject(_));
         if stateful && matches!(self.output, Output::Topic) {
             let committed = self
                 .client
@@ -324,6 +335,12 @@ impl PartitionTask {
             Executor::FilterProject(exec) => exec.process(&input),
             Executor::Aggregate(exec) => exec.process(&input),
             Executor::Join(exec) => exec.process(self.side, &input),
+            Executor::JoinAggregate(join, aggregate) => {
+                match join.process_for_aggregate(self.side, &input)? {
+                    Some(joined) => aggregate.process(&joined),
+                    None => Ok(Emitted::default()),
+                }
+            }
         }
     }
 
