@@ -279,13 +279,13 @@ async fn run_case_async(case: &Case) -> Outcome {
             "expected an error containing '{expected}', but every statement succeeded"
         ));
     }
-    // A join reads two topics: records are fed one at a time, each processed before the
-    // next is written, so that the join sees them in the case's order (as ksqlDB's test
-    // driver does).
-    let one_at_a_time = case
-        .statements
-        .iter()
-        .any(|s| s.to_uppercase().contains(" JOIN "));
+    // A join reads two topics, and INSERT INTO ... SELECT adds a second query writing to a
+    // sink: records are fed one at a time, each processed before the next is written, so
+    // that the output follows the case's order (as ksqlDB's test driver does).
+    let one_at_a_time = case.statements.iter().any(|s| {
+        let s = s.to_uppercase();
+        s.contains(" JOIN ") || (s.starts_with("INSERT INTO") && s.contains(" SELECT "))
+    });
     for input in &case.inputs {
         if let Err(e) = write_input(&engine, &client, input).await {
             return Outcome::Failed(format!("writing input {input}: {e}"));
