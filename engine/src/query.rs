@@ -1027,7 +1027,19 @@ fn plan_shape(plan: &LogicalPlan) -> Result<Shape> {
                 node = a.input.as_ref();
             }
             LogicalPlan::SubqueryAlias(a) => node = a.input.as_ref(),
-            LogicalPlan::Join(join) => {
+            // The rows the query reads: a source's, or a join's.
+            LogicalPlan::Join(_) | LogicalPlan::TableScan(_) => {
+                let (scan_schema, join) = match node {
+                    LogicalPlan::Join(join) => (
+                        join.schema.as_ref().clone(),
+                        Some(JoinShape {
+                            left: join.left.schema().as_ref().clone(),
+                            right: join.right.schema().as_ref().clone(),
+                            condition: join.filter.clone(),
+                        }),
+                    ),
+                    _ => (node.schema().as_ref().clone(), None),
+                };
                 let (projection, projection_input) = projection.ok_or_else(|| {
                     EngineError::Internal("a SELECT plans to a projection".into())
                 })?;
@@ -1035,26 +1047,9 @@ fn plan_shape(plan: &LogicalPlan) -> Result<Shape> {
                     projection,
                     projection_input,
                     where_filter: pending_filter,
-                    scan_schema: join.schema.as_ref().clone(),
+                    scan_schema,
                     aggregate,
-                    join: Some(JoinShape {
-                        left: join.left.schema().as_ref().clone(),
-                        right: join.right.schema().as_ref().clone(),
-                        condition: join.filter.clone(),
-                    }),
-                });
-            }
-            LogicalPlan::TableScan(scan) => {
-                let (projection, projection_input) = projection.ok_or_else(|| {
-                    EngineError::Internal("a SELECT plans to a projection".into())
-                })?;
-                return Ok(Shape {
-                    projection,
-                    projection_input,
-                    where_filter: pending_filter,
-                    scan_schema: scan.projected_schema.as_ref().clone(),
-                    aggregate,
-                    join: None,
+                    join,
                 });
             }
             LogicalPlan::Limit(_) => {

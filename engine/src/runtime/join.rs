@@ -270,33 +270,23 @@ impl JoinExec {
         let time = |o: &Option<Kept>| o.as_ref().map_or(timestamp, |o| o.timestamp.max(timestamp));
         let timestamp = time(&other_row);
         let mut sides: [Option<Arc<Vec<ScalarValue>>>; 2] = [None, None];
-        let emit = match (&values, &other_row) {
-            (Some(_), Some(_)) => true,
-            (Some(_), None) => kind.keeps_unmatched(side),
-            (None, Some(_)) if kind.keeps_unmatched(other) => true,
-            (None, Some(_)) => {
-                out.push(Joined {
-                    sides,
-                    key,
-                    row_key: None,
-                    timestamp,
-                    tombstone: true,
-                });
-                return;
-            }
-            (None, None) => {
-                if old.is_some() && kind.keeps_unmatched(side) {
-                    out.push(Joined {
-                        sides,
-                        key,
-                        row_key: None,
-                        timestamp,
-                        tombstone: true,
-                    });
-                }
-                return;
-            }
+        // Whether the change emits a joined row, retracts the key's row, or nothing.
+        let (emit, retract) = match (&values, &other_row) {
+            (Some(_), Some(_)) => (true, false),
+            (Some(_), None) => (kind.keeps_unmatched(side), false),
+            (None, Some(_)) => (kind.keeps_unmatched(other), !kind.keeps_unmatched(other)),
+            (None, None) => (false, old.is_some() && kind.keeps_unmatched(side)),
         };
+        if retract {
+            out.push(Joined {
+                sides,
+                key,
+                row_key: None,
+                timestamp,
+                tombstone: true,
+            });
+            return;
+        }
         if emit {
             sides[side] = values;
             sides[other] = other_row.map(|o| o.values);
@@ -389,9 +379,14 @@ impl JoinExec {
             state.windows[side].entry(key).or_default().push(kept);
         }
         // Unmatched rows whose window has closed are emitted with nulls.
+        // Only rows older than the shorter look-ahead can have closed: the scan stops there.
+        let limit = state
+            .stream_time
+            .saturating_sub(grace + within.before_ms.min(within.after_ms));
         let closed: Vec<(i64, usize, u64)> = state
             .unmatched
-            .keys()
+            .range(..(limit, 0, 0))
+            .map(|(slot, _)| slot)
             .filter(|(time, side, _)| {
                 let look_ahead = if *side == 0 {
                     within.after_ms
