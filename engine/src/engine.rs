@@ -13,7 +13,12 @@ use serde_json::Value;
 use crate::catalog::{Catalog, Source, ROWTIME};
 use crate::error::{EngineError, Result};
 use crate::formats;
+use crate::functions::{
+    self,
+    catalog::{FunctionDescription, FunctionInfo},
+};
 use crate::parser::{self, ColumnDef, ParsedStatement, ShowKind, SourceKind, Statement};
+use crate::print::{self, PrintRequest, TopicPrint};
 use crate::pull::{self, PullResult};
 use crate::query::{self, RunningQuery};
 use crate::runtime::{Output, ProcessingLog, PushRow};
@@ -37,10 +42,31 @@ pub enum StatementResult {
     Queries(Vec<(String, String, String)>),
     /// SHOW PROPERTIES.
     Properties(BTreeMap<String, String>),
-    /// DESCRIBE.
-    Description(Arc<Source>),
+    /// DESCRIBE [EXTENDED]; EXTENDED adds the statistics.
+    Description {
+        source: Arc<Source>,
+        statistics: Option<SourceStatistics>,
+    },
     /// EXPLAIN: the statement's logical and physical plans, as text.
     Explain { logical: String, physical: String },
+    /// SHOW FUNCTIONS.
+    Functions(Vec<FunctionInfo>),
+    /// DESCRIBE FUNCTION.
+    FunctionDescription(FunctionDescription),
+}
+
+/// What DESCRIBE EXTENDED adds: the queries around a source and its topic's figures.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceStatistics {
+    /// Persistent queries reading the source's topic.
+    pub read_queries: Vec<String>,
+    /// Persistent queries writing into the source.
+    pub write_queries: Vec<String>,
+    pub partitions: i32,
+    /// Records in the topic (high watermarks less log starts, summed over partitions).
+    pub total_messages: i64,
+    /// Records read from the topic that a query could not process (the processing log).
+    pub failed_messages: u64,
 }
 
 /// What [`Engine::execute_each`] did.
@@ -62,10 +88,11 @@ pub struct PushQuery {
     pub limit: Option<usize>,
 }
 
-/// A SELECT's answer: a push query's stream of rows or a pull query's rows.
+/// A query's answer: a push query's stream of rows, a pull query's rows, or PRINT's lines.
 pub enum QueryResult {
     Push(PushQuery),
     Pull(PullResult),
+    Print(TopicPrint),
 }
 
 /// How many rows a push query may have in flight before the query waits for its caller.
@@ -195,6 +222,43 @@ impl Engine {
     /// Records skipped by query `query_id` because they could not be processed.
     pub fn processing_errors(&self, query_id: &str) -> u64 {
         self.log.error_count(query_id)
+    }
+
+    /// DESCRIBE EXTENDED's figures for a source.
+    async fn statistics(&self, source: &Source) -> SourceStatistics {
+        let (read_queries, write_queries) = {
+            let state = self.state.lock();
+            let ids = |wanted: &dyn Fn(&RunningQuery) -> bool| -> Vec<String> {
+                state
+                    .queries
+                    .iter()
+                    .filter(|(_, q)| wanted(q))
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            };
+            (
+                ids(&|q| q.source_topics.contains(&source.topic)),
+                ids(&|q| q.sink == source.name),
+            )
+        };
+        let partitions = self
+            .client
+            .partition_count(&source.topic)
+            .await
+            .unwrap_or(0);
+        let mut total_messages = 0;
+        for partition in 0..partitions {
+            if let Ok(range) = self.client.offsets(&source.topic, partition).await {
+                total_messages += range.high_watermark - range.log_start_offset;
+            }
+        }
+        SourceStatistics {
+            read_queries,
+            write_queries,
+            partitions,
+            total_messages,
+            failed_messages: self.log.topic_error_count(&source.topic),
+        }
     }
 
     /// The log this engine uses.
@@ -410,9 +474,20 @@ impl Engine {
                 )))
             }
             Statement::Show { kind, .. } => self.show(kind).await,
-            Statement::Describe { name, .. } => Ok(StatementResult::Description(
-                self.state.lock().catalog.get(&name)?,
-            )),
+            Statement::Describe { name, extended } => {
+                let source = self.state.lock().catalog.get(&name)?;
+                let statistics = match extended {
+                    true => Some(self.statistics(&source).await),
+                    false => None,
+                };
+                Ok(StatementResult::Description { source, statistics })
+            }
+            Statement::DescribeFunction { name } => functions::catalog::describe(&name)
+                .map(StatementResult::FunctionDescription)
+                .ok_or(EngineError::NotFound {
+                    kind: "function",
+                    name: name.to_uppercase(),
+                }),
             Statement::Terminate { query_id } => {
                 let mut state = self.state.lock();
                 let ids: Vec<String> = match query_id {
@@ -518,11 +593,31 @@ impl Engine {
             )));
         }
         let parsed = statements.remove(0);
-        let Statement::Select(select) = parsed.statement else {
-            return Err(EngineError::Plan(
-                "only SELECT statements run as queries here: use /ksql for other statements".into(),
-            ));
-        };
+        let select =
+            match parsed.statement {
+                Statement::Select(select) => select,
+                Statement::Print {
+                    topic,
+                    from_beginning,
+                    interval,
+                    limit,
+                } => {
+                    let request = PrintRequest {
+                        topic,
+                        from_beginning,
+                        interval,
+                        limit,
+                    };
+                    return Ok(QueryResult::Print(
+                        print::start(Arc::clone(&self.client), request).await?,
+                    ));
+                }
+                _ => return Err(EngineError::Plan(
+                    "only SELECT and PRINT statements run as queries here: use /ksql for other \
+                     statements"
+                        .into(),
+                )),
+            };
         let catalog = self.catalog_snapshot();
         if select.emit.is_none() {
             return Ok(QueryResult::Pull(
@@ -784,7 +879,7 @@ impl Engine {
                 out.dedup();
                 StatementResult::Topics(out)
             }
-            ShowKind::Functions => return Err(EngineError::Unsupported("SHOW FUNCTIONS".into())),
+            ShowKind::Functions => StatementResult::Functions(functions::catalog::list()),
         })
     }
 
@@ -966,7 +1061,6 @@ fn title(kind: SourceKind) -> &'static str {
 fn statement_name(statement: &Statement) -> &'static str {
     match statement {
         Statement::Select(_) => "SELECT",
-        Statement::DescribeFunction { .. } => "DESCRIBE FUNCTION",
         Statement::Explain(_) => "EXPLAIN",
         Statement::Print { .. } => "PRINT",
         _ => "these",

@@ -12,7 +12,8 @@
 //! operators; [`runtime`] runs them per source partition (filter and projection; GROUP BY over
 //! streams and tables, windowed or not, EMIT CHANGES or FINAL; stream-stream, stream-table and
 //! table-table joins) and keeps the processing log; [`pull`] answers pull queries over a
-//! snapshot; [`functions`] holds ksqlDB's functions that DataFusion lacks; [`types`] maps
+//! snapshot; [`print`] dumps a topic's raw records (PRINT); [`functions`] holds ksqlDB's
+//! functions that DataFusion lacks and the catalog SHOW FUNCTIONS lists; [`types`] maps
 //! ksqlDB types to Arrow.
 
 pub mod catalog;
@@ -21,12 +22,15 @@ pub mod error;
 pub mod formats;
 pub mod functions;
 pub mod parser;
+pub mod print;
 pub mod pull;
 pub mod query;
 pub mod runtime;
 pub mod types;
 
-pub use engine::{Engine, ExecutedScript, PushQuery, QueryResult, StatementResult};
+pub use engine::{
+    Engine, ExecutedScript, PushQuery, QueryResult, SourceStatistics, StatementResult,
+};
 pub use error::{EngineError, Position, SqlError};
 pub use parser::{parse, split_statements, Statement};
 pub use pull::PullResult;

@@ -16,6 +16,16 @@ async fn run(engine: &Engine, sql: &str) {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
+/// The result of one statement.
+async fn one(engine: &Engine, sql: &str) -> eddy_engine::StatementResult {
+    let mut results = engine
+        .execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    assert_eq!(results.len(), 1, "{sql}");
+    results.remove(0)
+}
+
 fn earliest() -> BTreeMap<String, String> {
     BTreeMap::from([("auto.offset.reset".to_string(), "earliest".to_string())])
 }
@@ -144,7 +154,7 @@ async fn pull_queries_run_full_sql_over_a_tables_latest_rows() {
         async move {
             match engine.query(sql, &BTreeMap::new()).await.expect(sql) {
                 QueryResult::Pull(result) => result,
-                QueryResult::Push(_) => panic!("{sql} is a pull query"),
+                _ => panic!("{sql} is a pull query"),
             }
         }
     };
@@ -202,4 +212,165 @@ async fn explain_prints_the_logical_and_the_physical_plan() {
     assert!(lines[4].starts_with("SourceExec: CLICKS"), "{physical}");
     // EXPLAIN runs nothing.
     assert!(engine.source("PER_USER").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn print_shows_a_topics_raw_records_up_to_its_limit() {
+    let (_dir, engine) = engine().await;
+    run(
+        &engine,
+        "CREATE STREAM pv (user STRING KEY, page STRING) \
+         WITH (kafka_topic='pv', value_format='JSON', partitions=1);",
+    )
+    .await;
+    run(&engine, "INSERT INTO pv (user, page) VALUES ('ann', '/a');").await;
+    run(&engine, "INSERT INTO pv (user, page) VALUES ('bob', '/b');").await;
+    run(&engine, "INSERT INTO pv (user, page) VALUES ('cy', '/c');").await;
+    let QueryResult::Print(mut print) = engine
+        .query(
+            "PRINT pv FROM BEGINNING INTERVAL 2 LIMIT 2;",
+            &BTreeMap::new(),
+        )
+        .await
+        .expect("PRINT runs")
+    else {
+        panic!("PRINT answers with lines");
+    };
+    let mut text = String::new();
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(10), print.lines.recv())
+        .await
+        .expect("lines")
+    {
+        text.push_str(&line);
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "Key format: KAFKA_STRING");
+    assert_eq!(lines[1], "Value format: JSON or KAFKA_STRING");
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(
+        lines[2].ends_with(r#"key: ann, value: {"PAGE":"/a"}, partition: 0"#),
+        "{text}"
+    );
+    assert!(
+        lines[3].ends_with(r#"key: cy, value: {"PAGE":"/c"}, partition: 0"#),
+        "{text}"
+    );
+    assert!(lines[2].starts_with("rowtime: 20"), "{text}");
+    let missing = engine.query("PRINT nowhere;", &BTreeMap::new()).await;
+    let message = missing
+        .err()
+        .expect("an unknown topic is an error")
+        .to_string();
+    assert!(
+        message.contains("Could not find topic 'NOWHERE'"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histogram_counts_values_per_key_and_describe_extended_shows_the_queries() {
+    let (_dir, engine) = engine().await;
+    run(
+        &engine,
+        "CREATE STREAM pv (user STRING KEY, page STRING) \
+         WITH (kafka_topic='pv', value_format='JSON', partitions=1);",
+    )
+    .await;
+    run(
+        &engine,
+        "CREATE TABLE pages AS SELECT user, HISTOGRAM(page) AS pages FROM pv GROUP BY user;",
+    )
+    .await;
+    for page in ["/a", "/b", "/a"] {
+        run(
+            &engine,
+            &format!("INSERT INTO pv (user, page) VALUES ('ann', '{page}');"),
+        )
+        .await;
+    }
+    engine
+        .execute("INSERT INTO pv (user, page) VALUES ('ann', NULL);")
+        .await
+        .unwrap();
+    // A record that is not JSON: the query skips it and the processing log counts it.
+    engine
+        .client()
+        .produce(
+            "pv",
+            vec![eddy_broker::ProducerRecord {
+                key: Some("ann".into()),
+                value: Some("not json".into()),
+                ..Default::default()
+            }],
+        )
+        .await
+        .unwrap();
+    assert!(engine.wait_until_caught_up(Duration::from_secs(10)).await);
+    let QueryResult::Pull(result) = engine
+        .query(
+            "SELECT pages FROM pages WHERE user = 'ann';",
+            &BTreeMap::new(),
+        )
+        .await
+        .expect("pull query")
+    else {
+        panic!("a pull query");
+    };
+    assert_eq!(result.rows, [vec![json!({"/a": 2, "/b": 1})]]);
+
+    let eddy_engine::StatementResult::Description { statistics, .. } =
+        one(&engine, "DESCRIBE pv EXTENDED;").await
+    else {
+        panic!("DESCRIBE answers with a description");
+    };
+    let statistics = statistics.expect("EXTENDED adds statistics");
+    assert_eq!(statistics.read_queries.len(), 1);
+    assert!(statistics.read_queries[0].starts_with("CTAS_PAGES"));
+    assert_eq!(statistics.total_messages, 5);
+    assert_eq!(statistics.failed_messages, 1);
+    assert_eq!(statistics.partitions, 1);
+    let eddy_engine::StatementResult::Description { statistics, .. } =
+        one(&engine, "DESCRIBE pages;").await
+    else {
+        panic!("DESCRIBE answers with a description");
+    };
+    assert!(statistics.is_none());
+}
+
+#[tokio::test]
+async fn show_functions_lists_what_runs_and_describe_function_its_variations() {
+    let (_dir, engine) = engine().await;
+    let eddy_engine::StatementResult::Functions(functions) = one(&engine, "SHOW FUNCTIONS;").await
+    else {
+        panic!("SHOW FUNCTIONS lists functions");
+    };
+    let names: Vec<&str> = functions.iter().map(|f| f.name).collect();
+    for name in [
+        "ABS",
+        "SUBSTRING",
+        "HISTOGRAM",
+        "LATEST_BY_OFFSET",
+        "EXPLODE",
+    ] {
+        assert!(names.contains(&name), "{name} not in {names:?}");
+    }
+    let eddy_engine::StatementResult::FunctionDescription(ucase) =
+        one(&engine, "DESCRIBE FUNCTION ucase;").await
+    else {
+        panic!("DESCRIBE FUNCTION describes");
+    };
+    assert_eq!(ucase.info.category, "STRING");
+    assert!(
+        ucase
+            .variations
+            .iter()
+            .any(|(args, returns)| args == &["STRING"] && returns == "STRING"),
+        "{:?}",
+        ucase.variations
+    );
+    let unknown = engine
+        .execute("DESCRIBE FUNCTION no_such;")
+        .await
+        .unwrap_err();
+    assert!(unknown.to_string().contains("NO_SUCH"), "{unknown}");
 }

@@ -91,24 +91,60 @@ pub(crate) fn entity(text: &str, result: &StatementResult, sequence: u64) -> Val
             },
             "warnings": [],
         }),
-        StatementResult::Description(source) => json!({
+        StatementResult::Functions(functions) => json!({
+            "@type": "function_names",
+            "statementText": text,
+            "functions": functions.iter().map(|f| json!({
+                "name": f.name,
+                "type": f.kind.name(),
+                "category": f.category,
+            })).collect::<Vec<_>>(),
+            "warnings": [],
+        }),
+        StatementResult::FunctionDescription(described) => json!({
+            "@type": "describe_function",
+            "statementText": text,
+            "name": described.info.name,
+            "description": described.info.description,
+            "author": "Eddy",
+            "version": env!("CARGO_PKG_VERSION"),
+            "path": "internal",
+            "type": described.info.kind.name(),
+            "functions": described.variations.iter().map(|(arguments, returns)| json!({
+                "arguments": arguments.iter().enumerate().map(|(i, t)| json!({
+                    "name": format!("arg{}", i + 1),
+                    "type": t,
+                    "description": "",
+                    "isVariadic": false,
+                })).collect::<Vec<_>>(),
+                "argumentTypes": arguments,
+                "returnType": returns,
+                "description": described.info.description,
+            })).collect::<Vec<_>>(),
+            "warnings": [],
+        }),
+        StatementResult::Description { source, statistics } => json!({
             "@type": "sourceDescription",
             "statementText": text,
             "sourceDescription": {
                 "name": source.name,
                 "windowType": source.window.map(|w| w.type_name()),
-                "readQueries": [],
-                "writeQueries": [],
+                "readQueries": query_ids(statistics.as_ref().map(|s| &s.read_queries)),
+                "writeQueries": query_ids(statistics.as_ref().map(|s| &s.write_queries)),
                 "fields": source.columns.iter().map(field).collect::<Vec<_>>(),
                 "type": kind_name(source.kind),
-                "timestamp": "",
-                "statistics": "",
-                "errorStats": "",
-                "extended": false,
+                "timestamp": source.timestamp_column.clone().unwrap_or_default(),
+                "statistics": statistics.as_ref().map_or(String::new(), |s| {
+                    format!("total-messages: {:>10}", s.total_messages)
+                }),
+                "errorStats": statistics.as_ref().map_or(String::new(), |s| {
+                    format!("failed-messages: {:>9}", s.failed_messages)
+                }),
+                "extended": statistics.is_some(),
                 "keyFormat": source.key_format.name(),
                 "valueFormat": source.value_format.name(),
                 "topic": source.topic,
-                "partitions": 0,
+                "partitions": statistics.as_ref().map_or(0, |s| s.partitions),
                 "replication": 1,
                 "statement": source.statement,
                 "sourceConstraints": [],
@@ -116,6 +152,14 @@ pub(crate) fn entity(text: &str, result: &StatementResult, sequence: u64) -> Val
             "warnings": [],
         }),
     }
+}
+
+/// DESCRIBE EXTENDED's read and write queries: `{"id": ...}` each.
+fn query_ids(ids: Option<&Vec<String>>) -> Vec<Value> {
+    ids.into_iter()
+        .flatten()
+        .map(|id| json!({"id": id, "state": "RUNNING", "queryType": "PERSISTENT"}))
+        .collect()
 }
 
 fn kind_name(kind: SourceKind) -> &'static str {

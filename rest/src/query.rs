@@ -14,6 +14,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use eddy_engine::print::TopicPrint;
 use eddy_engine::{PullResult, PushQuery, QueryResult};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -188,6 +189,9 @@ async fn start(
         QueryResult::Push(push) => {
             tokio::spawn(forward_push(push, shape, to_client));
         }
+        QueryResult::Print(print) => {
+            tokio::spawn(forward_print(print, to_client));
+        }
     }
     Ok(answer)
 }
@@ -297,6 +301,29 @@ async fn write_pull(pull: PullResult, shape: Shape, to_client: ToClient) {
     for chunk in chunks {
         if !to_client.send("pull", chunk).await {
             return;
+        }
+    }
+}
+
+/// Streams PRINT's text lines, as they are, whatever the endpoint (as ksqlDB does), until
+/// the LIMIT or the client leaves.
+async fn forward_print(mut print: TopicPrint, to_client: ToClient) {
+    let id = format!("print {}", print.topic);
+    loop {
+        tokio::select! {
+            line = print.lines.recv() => {
+                let Some(mut chunk) = line else { return };
+                while chunk.len() < CHUNK_BYTES {
+                    match print.lines.try_recv() {
+                        Ok(line) => chunk.push_str(&line),
+                        Err(_) => break,
+                    }
+                }
+                if !to_client.send(&id, chunk).await {
+                    return;
+                }
+            }
+            _ = to_client.chunks.closed() => return,
         }
     }
 }

@@ -116,21 +116,7 @@ impl Client {
         sql: &str,
         properties: &BTreeMap<String, String>,
     ) -> Result<RowStream> {
-        let body = json!({"sql": sql, "properties": properties});
-        let request = self
-            .http
-            .post(format!("{}/query-stream", self.url))
-            .header(reqwest::header::ACCEPT, DELIMITED)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string());
-        let response = self.send(request).await?;
-        let mut stream = RowStream {
-            response,
-            buffer: Vec::new(),
-            url: self.url.clone(),
-            query_id: String::new(),
-            columns: Vec::new(),
-        };
+        let mut stream = self.stream(sql, properties).await?;
         let header = stream
             .next_line()
             .await?
@@ -158,6 +144,34 @@ impl Client {
             })
             .collect();
         Ok(stream)
+    }
+
+    /// Starts PRINT through `POST /query-stream`; its text lines are read from the returned
+    /// stream with [`RowStream::next_text_line`].
+    pub(crate) async fn print(
+        &self,
+        sql: &str,
+        properties: &BTreeMap<String, String>,
+    ) -> Result<RowStream> {
+        self.stream(sql, properties).await
+    }
+
+    async fn stream(&self, sql: &str, properties: &BTreeMap<String, String>) -> Result<RowStream> {
+        let body = json!({"sql": sql, "properties": properties});
+        let request = self
+            .http
+            .post(format!("{}/query-stream", self.url))
+            .header(reqwest::header::ACCEPT, DELIMITED)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        let response = self.send(request).await?;
+        Ok(RowStream {
+            response,
+            buffer: Vec::new(),
+            url: self.url.clone(),
+            query_id: String::new(),
+            columns: Vec::new(),
+        })
     }
 
     /// Sends a request; an error status becomes the server's error message.
@@ -226,16 +240,24 @@ impl RowStream {
     }
 
     async fn next_line(&mut self) -> Result<Option<Value>> {
+        let Some(line) = self.next_text_line().await? else {
+            return Ok(None);
+        };
+        serde_json::from_str(line.trim())
+            .map(Some)
+            .map_err(|e| ClientError::Protocol(format!("{e}: {line}")))
+    }
+
+    /// The next line that is not blank, without its line end.
+    pub(crate) async fn next_text_line(&mut self) -> Result<Option<String>> {
         loop {
             if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = self.buffer.drain(..=end).collect();
-                let line = String::from_utf8_lossy(&line);
+                let line = String::from_utf8_lossy(&line).trim_end().to_string();
                 if line.trim().is_empty() {
                     continue;
                 }
-                return serde_json::from_str(line.trim())
-                    .map(Some)
-                    .map_err(|e| ClientError::Protocol(format!("{e}: {line}")));
+                return Ok(Some(line));
             }
             match self.response.chunk().await {
                 Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),

@@ -116,6 +116,14 @@ pub(crate) fn entity(entity: &Value, format: OutputFormat) -> String {
                 .collect();
             listing(&["Property", "Scope", "Value"], &rows)
         }
+        "function_names" => {
+            let rows: Vec<Vec<String>> = rows("functions")
+                .iter()
+                .map(|f| vec![text(&f["name"]), text(&f["category"])])
+                .collect();
+            listing(&["Function Name", "Category"], &rows)
+        }
+        "describe_function" => function_description(entity),
         "sourceDescription" => description(&entity["sourceDescription"]),
         "queryDescription" => format!(
             "{}\n",
@@ -123,6 +131,45 @@ pub(crate) fn entity(entity: &Value, format: OutputFormat) -> String {
         ),
         _ => pretty(entity),
     }
+}
+
+/// DESCRIBE FUNCTION as the ksql CLI prints it: the overview, then one block per variation.
+fn function_description(function: &Value) -> String {
+    let mut out = String::from("\n");
+    for (label, field) in [
+        ("Name", "name"),
+        ("Author", "author"),
+        ("Version", "version"),
+        ("Overview", "description"),
+        ("Type", "type"),
+        ("Jar", "path"),
+    ] {
+        out.push_str(&format!("{label:<12}: {}\n", text(&function[field])));
+    }
+    out.push_str("Variations  : \n");
+    let name = text(&function["name"]);
+    for variation in function["functions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let arguments: Vec<String> = variation["argumentTypes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(text)
+            .collect();
+        out.push_str(&format!(
+            "\n\tVariation   : {name}({})\n",
+            arguments.join(", ")
+        ));
+        let returns = text(&variation["returnType"]);
+        if !returns.is_empty() {
+            out.push_str(&format!("\tReturns     : {returns}\n"));
+        }
+    }
+    out
 }
 
 fn description(source: &Value) -> String {
@@ -162,9 +209,35 @@ fn description(source: &Value) -> String {
     }
     out.push('\n');
     out.push_str(&listing(&["Field", "Type"], &fields));
-    out.push_str(
-        "For runtime statistics and query details run: DESCRIBE <Stream,Table> EXTENDED;\n",
-    );
+    if source["extended"] != true {
+        out.push_str(
+            "For runtime statistics and query details run: DESCRIBE <Stream,Table> EXTENDED;\n",
+        );
+        return out;
+    }
+    for (title, field) in [
+        ("Queries that read from this", "readQueries"),
+        ("Queries that write from this", "writeQueries"),
+    ] {
+        let heading = format!("{title} {}:", text(&source["type"]));
+        out.push_str(&format!("\n{heading}\n{}\n", "-".repeat(heading.len())));
+        for query in source[field].as_array().cloned().unwrap_or_default() {
+            out.push_str(&format!(
+                "{} ({})\n",
+                text(&query["id"]),
+                text(&query["state"])
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "\nLocal runtime statistics\n------------------------\n{}\n{}\n",
+        text(&source["statistics"]),
+        text(&source["errorStats"]),
+    ));
+    out.push_str(&format!(
+        "(Statistics of the local Eddy server interaction with the Kafka topic {})\n",
+        text(&source["topic"])
+    ));
     out
 }
 

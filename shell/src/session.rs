@@ -182,6 +182,7 @@ impl Session {
                 Ok(Next::Continue)
             }
             ["SELECT", ..] => self.query(statement).await.map(|()| Next::Continue),
+            ["PRINT", ..] => self.print(statement).await.map(|()| Next::Continue),
             _ => {
                 let entities = self.client.ksql(statement, &self.properties).await?;
                 let mut out = std::io::stdout().lock();
@@ -274,6 +275,29 @@ impl Session {
         Ok(())
     }
 
+    /// PRINT: the topic's records as the server prints them, until its LIMIT or Ctrl-C.
+    async fn print(&mut self, sql: &str) -> Result<(), ShellError> {
+        let mut stream = self.client.print(sql, &self.properties).await?;
+        println!("Press CTRL-C to interrupt");
+        flush();
+        let interrupted = tokio::signal::ctrl_c();
+        tokio::pin!(interrupted);
+        loop {
+            tokio::select! {
+                line = stream.next_text_line() => match line? {
+                    Some(line) => {
+                        println!("{line}");
+                        flush();
+                    }
+                    None => break,
+                },
+                _ = &mut interrupted => break,
+            }
+        }
+        println!("Topic printing ceased");
+        Ok(())
+    }
+
     async fn version(&self) {
         let server = match self.client.info().await {
             Ok(info) => render::text(&info["KsqlServerInfo"]["version"]),
@@ -328,7 +352,9 @@ Statements end with ';' and may span lines. What you can type:
   INSERT INTO s (a, b) VALUES (1, 'x');      write a row
   SELECT ... FROM s EMIT CHANGES;            a push query: rows as they happen (Ctrl-C stops it)
   SELECT ... FROM t WHERE ...;               a pull query: a table's current rows
-  SHOW STREAMS | TABLES | TOPICS | QUERIES | PROPERTIES;    DESCRIBE s;    TERMINATE id;
+  PRINT topic FROM BEGINNING LIMIT 10;       a topic's raw records (Ctrl-C stops it)
+  SHOW STREAMS | TABLES | TOPICS | QUERIES | PROPERTIES | FUNCTIONS;
+  DESCRIBE s;    DESCRIBE FUNCTION f;    TERMINATE id;
 
 Shell commands:
   SET 'auto.offset.reset'='earliest';        send a property with later queries

@@ -232,3 +232,40 @@ fn scripts_exit_non_zero_on_their_first_error() {
         describe(&down)
     );
 }
+
+#[test]
+fn print_show_functions_and_describe_extended_print_as_the_ksql_cli_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = EddyProcess::server(&dir.path().join("data"), &[]);
+    let url = server.url();
+    let script = "CREATE STREAM pv (user STRING KEY, page STRING) \
+                  WITH (kafka_topic='pv', value_format='JSON', partitions=1);\n\
+                  INSERT INTO pv (user, page) VALUES ('ann', '/home');\n\
+                  CREATE STREAM home AS SELECT * FROM pv WHERE page = '/home';\n\
+                  PRINT pv FROM BEGINNING LIMIT 1;\n\
+                  SHOW FUNCTIONS;\n\
+                  DESCRIBE FUNCTION ucase;\n\
+                  DESCRIBE pv EXTENDED;\n";
+    let out = run(&["--server", &url], Some(script));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "Key format: KAFKA_STRING",
+        "Value format: JSON or KAFKA_STRING",
+        r#"key: ann, value: {"PAGE":"/home"}, partition: 0"#,
+        "Topic printing ceased",
+        " Function Name ",
+        " HISTOGRAM ",
+        "Variation   : UCASE(STRING)",
+        "Returns     : STRING",
+        "Queries that read from this STREAM:",
+        "CSAS_HOME_",
+        "total-messages:          1",
+        "failed-messages:         0",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "{expected:?} missing from:\n{stdout}"
+        );
+    }
+}

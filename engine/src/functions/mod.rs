@@ -1,9 +1,12 @@
 //! Functions: DataFusion's built-ins under ksqlDB's names, and ksqlDB's own where DataFusion
-//! has none or means something else ([`udaf`], and EXPLODE in `explode`).
+//! has none or means something else ([`udaf`], [`histogram`], and EXPLODE in `explode`);
+//! [`catalog`] lists them for SHOW FUNCTIONS and DESCRIBE FUNCTION.
 
 use datafusion::prelude::SessionContext;
 
+pub mod catalog;
 pub(crate) mod explode;
+pub mod histogram;
 pub mod udaf;
 
 /// Registers ksqlDB's functions with a DataFusion session.
@@ -11,6 +14,7 @@ pub fn register(context: &SessionContext) {
     for function in udaf::all() {
         context.register_udaf(function);
     }
+    context.register_udaf(histogram::udaf());
     context.register_udf(explode::udf());
 }
 

@@ -157,10 +157,12 @@ pub enum Statement {
     Undefine { name: String },
     /// EXPLAIN statement
     Explain(Box<Statement>),
-    /// PRINT topic [FROM BEGINNING] [LIMIT n]
+    /// PRINT topic [FROM BEGINNING] [INTERVAL | SAMPLE n] [LIMIT n]
     Print {
         topic: String,
         from_beginning: bool,
+        /// Print every n-th record; 1 when not given.
+        interval: u64,
         limit: Option<u64>,
     },
 }

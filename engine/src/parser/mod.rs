@@ -698,11 +698,11 @@ impl Cursor {
                 extended: self.eat("EXTENDED"),
             });
         }
-        let extended = self.eat("EXTENDED");
-        Ok(Statement::Describe {
-            name: self.identifier()?,
-            extended,
-        })
+        // ksqlDB's grammar puts EXTENDED after the name; its docs before: take both.
+        let before = self.eat("EXTENDED");
+        let name = self.identifier()?;
+        let extended = self.eat("EXTENDED") || before;
+        Ok(Statement::Describe { name, extended })
     }
 
     fn print(&mut self) -> Result<Statement> {
@@ -715,6 +715,7 @@ impl Cursor {
             _ => self.identifier()?,
         };
         let mut from_beginning = false;
+        let mut interval = 1;
         let mut limit = None;
         loop {
             if self.eat("FROM") {
@@ -723,7 +724,7 @@ impl Cursor {
             } else if self.eat("LIMIT") {
                 limit = Some(self.number()?.max(0) as u64);
             } else if self.eat("INTERVAL") || self.eat("SAMPLE") {
-                self.number()?;
+                interval = self.number()?.max(1) as u64;
             } else {
                 break;
             }
@@ -731,6 +732,7 @@ impl Cursor {
         Ok(Statement::Print {
             topic,
             from_beginning,
+            interval,
             limit,
         })
     }

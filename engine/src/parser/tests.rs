@@ -132,7 +132,17 @@ fn insert_values_drop_show_describe_terminate_print() {
         Statement::Print {
             topic: "my-topic".into(),
             from_beginning: true,
+            interval: 1,
             limit: Some(3)
+        }
+    );
+    assert_eq!(
+        one("PRINT pageviews INTERVAL 2"),
+        Statement::Print {
+            topic: "PAGEVIEWS".into(),
+            from_beginning: false,
+            interval: 2,
+            limit: None
         }
     );
 }

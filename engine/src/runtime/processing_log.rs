@@ -35,7 +35,10 @@ pub struct Failure {
 /// Where queries report the records they skip.
 pub struct ProcessingLog {
     client: Arc<dyn LogClient>,
+    /// Records skipped, per query id.
     counts: Mutex<HashMap<String, u64>>,
+    /// Records skipped, per topic they were read from.
+    topic_counts: Mutex<HashMap<String, u64>>,
 }
 
 impl ProcessingLog {
@@ -43,12 +46,18 @@ impl ProcessingLog {
         ProcessingLog {
             client,
             counts: Mutex::new(HashMap::new()),
+            topic_counts: Mutex::new(HashMap::new()),
         }
     }
 
     /// Records skipped so far by `query_id`.
     pub fn error_count(&self, query_id: &str) -> u64 {
         self.counts.lock().get(query_id).copied().unwrap_or(0)
+    }
+
+    /// Records read from `topic` that some query skipped.
+    pub fn topic_error_count(&self, topic: &str) -> u64 {
+        self.topic_counts.lock().get(topic).copied().unwrap_or(0)
     }
 
     /// Logs records `query_id` skipped. Writing to the topic is best effort: the count and
@@ -58,6 +67,12 @@ impl ProcessingLog {
             return;
         }
         *self.counts.lock().entry(query_id.to_string()).or_default() += failures.len() as u64;
+        {
+            let mut topic_counts = self.topic_counts.lock();
+            for failure in &failures {
+                *topic_counts.entry(failure.topic.clone()).or_default() += 1;
+            }
+        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
