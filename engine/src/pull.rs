@@ -19,7 +19,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use eddy_broker::{ConsumedRecord, LogClient};
 use serde_json::Value;
 
-use crate::catalog::{Catalog, Source};
+use crate::catalog::{Catalog, Source, ROWTIME, WINDOWEND, WINDOWSTART};
 use crate::error::{EngineError, Result};
 use crate::functions;
 use crate::parser::{SelectQuery, SourceKind};
@@ -31,6 +31,8 @@ use crate::runtime::{decode_records, to_rows, Failure};
 pub struct PullResult {
     /// Column names and their SQL type names, in order.
     pub columns: Vec<(String, String)>,
+    /// Which columns are the table's key (ksqlDB marks them KEY in `/query` headers).
+    pub keys: Vec<bool>,
     /// Rows: one value per column.
     pub rows: Vec<Vec<Value>>,
 }
@@ -49,7 +51,7 @@ pub async fn run(
     }
     let mut ast = query.query.clone();
     lower_function_names(&mut ast);
-    let source = expand_and_find_source(&mut ast, catalog)?;
+    let source = expand_and_find_source(&mut ast, catalog, true)?;
     let schema = source.schema();
     let mut batches = Vec::new();
     for (partition, records) in snapshot(client, &source).await? {
@@ -77,7 +79,26 @@ pub async fn run(
             statement,
         )))
         .await?;
-    let frame = context.execute_logical_plan(plan).await?;
+    let mut frame = context.execute_logical_plan(plan).await?;
+    // ksqlDB's ROWTIME is a BIGINT of epoch milliseconds.
+    let rowtime_as_timestamp = frame
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| f.name() == ROWTIME && matches!(f.data_type(), DataType::Timestamp(..)));
+    if rowtime_as_timestamp {
+        let columns: Vec<datafusion::prelude::Expr> = frame
+            .schema()
+            .columns()
+            .into_iter()
+            .map(|c| match c.name == ROWTIME {
+                true => datafusion::prelude::cast(datafusion::prelude::col(c), DataType::Int64)
+                    .alias(ROWTIME),
+                false => datafusion::prelude::col(c),
+            })
+            .collect();
+        frame = frame.select(columns)?;
+    }
     let output_schema = frame.schema().as_arrow().clone();
     let results = frame.collect().await?;
     let columns: Vec<(String, String)> = output_schema
@@ -96,7 +117,27 @@ pub async fn run(
             );
         }
     }
-    Ok(PullResult { columns, rows })
+    // Key columns (and a windowed key's bounds) that come out under their own names.
+    let key_names: Vec<&str> = source
+        .key_columns()
+        .map(|c| c.name.as_str())
+        .chain(
+            source
+                .window
+                .map(|_| [WINDOWSTART, WINDOWEND])
+                .into_iter()
+                .flatten(),
+        )
+        .collect();
+    let keys = columns
+        .iter()
+        .map(|(name, _)| key_names.contains(&name.as_str()))
+        .collect();
+    Ok(PullResult {
+        columns,
+        keys,
+        rows,
+    })
 }
 
 /// The source's records up to each partition's high watermark now: for a table only the

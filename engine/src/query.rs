@@ -380,7 +380,7 @@ async fn plan_select(
     };
     let source = match &join_spec {
         Some(spec) => Arc::clone(&spec.sources[0]),
-        None => expand_and_find_source(&mut ast, catalog)?,
+        None => expand_and_find_source(&mut ast, catalog, false)?,
     };
     if join_spec.is_some() && !partition_names.is_empty() {
         return Err(EngineError::Unsupported("PARTITION BY over a join".into()));
@@ -419,7 +419,7 @@ async fn plan_select(
         .execute_and_check(plan, state.config_options(), |_, _| {})?;
     let logical_plan = plan.display_indent().to_string();
     let shape = plan_shape(&plan)?;
-    let physical = |e: Expr, schema: &DFSchema| context.create_physical_expr(e, schema);
+    let physical = |e: Expr, schema: &DFSchema| physical_expr(&context, e, schema);
     let filter = shape
         .where_filter
         .map(|e| physical(e, &shape.scan_schema))
@@ -763,8 +763,8 @@ fn join_plan(
         (*right, *left)
     };
     let key_type = left.get_type(&shape.left)?;
-    let left_key = context.create_physical_expr(left, &shape.left)?;
-    let right_key = context.create_physical_expr(right, &shape.right)?;
+    let left_key = physical_expr(context, left, &shape.left)?;
+    let right_key = physical_expr(context, right, &shape.right)?;
     let mut fields: Vec<Field> = shape
         .left
         .fields()
@@ -856,6 +856,7 @@ pub(crate) fn quoted(name: &str) -> String {
 pub(crate) fn expand_and_find_source(
     query: &mut datafusion::sql::sqlparser::ast::Query,
     catalog: &Catalog,
+    star_has_window: bool,
 ) -> Result<Arc<Source>> {
     let SetExpr::Select(select) = query.body.as_mut() else {
         return Err(EngineError::Unsupported(
@@ -886,11 +887,19 @@ pub(crate) fn expand_and_find_source(
     for item in std::mem::take(&mut select.projection) {
         match item {
             SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(_, _) => {
-                projection.extend(source.columns.iter().map(|c| {
-                    SelectItem::UnnamedExpr(SqlExpr::Identifier(Ident::with_quote(
-                        '"',
-                        c.name.clone(),
-                    )))
+                // A pull query's `*` over a windowed table shows the window after the key.
+                let window = [WINDOWSTART, WINDOWEND]
+                    .into_iter()
+                    .filter(|_| star_has_window && source.window.is_some())
+                    .map(str::to_string);
+                let names: Vec<String> = source
+                    .key_columns()
+                    .map(|c| c.name.clone())
+                    .chain(window)
+                    .chain(source.value_columns().map(|c| c.name.clone()))
+                    .collect();
+                projection.extend(names.into_iter().map(|name| {
+                    SelectItem::UnnamedExpr(SqlExpr::Identifier(Ident::with_quote('"', name)))
                 }));
             }
             // ksqlDB names a column after its field, or KSQL_COL_<n> for other expressions.
@@ -979,6 +988,36 @@ pub(crate) fn lower_function_names(query: &mut datafusion::sql::sqlparser::ast::
         }
         ControlFlow::<()>::Continue(())
     });
+}
+
+/// An expression ready to evaluate over batches of `schema`. Functions that DataFusion only
+/// runs once rewritten (COALESCE becomes a CASE) are rewritten first; nothing else is
+/// simplified, so a failing constant still fails per row, as ksqlDB's do.
+fn physical_expr(
+    context: &SessionContext,
+    expr: Expr,
+    schema: &DFSchema,
+) -> datafusion::error::Result<Arc<dyn PhysicalExpr>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
+    let simplify = SimplifyContext::builder()
+        .with_schema(Arc::new(schema.clone()))
+        .build();
+    let expr = expr
+        .transform_up(|e| match e {
+            Expr::ScalarFunction(call) => {
+                let function = Arc::clone(&call.func);
+                Ok(match function.simplify(call.args, &simplify)? {
+                    ExprSimplifyResult::Simplified(rewritten) => Transformed::yes(rewritten),
+                    ExprSimplifyResult::Original(args) => Transformed::no(Expr::ScalarFunction(
+                        datafusion::logical_expr::expr::ScalarFunction::new_udf(function, args),
+                    )),
+                })
+            }
+            other => Ok(Transformed::no(other)),
+        })?
+        .data;
+    context.create_physical_expr(expr, schema)
 }
 
 /// The parts of a planned SELECT that Eddy's operators run.

@@ -64,7 +64,9 @@ impl SqlType {
         Some(match data_type {
             DataType::Boolean => SqlType::Boolean,
             DataType::Int8 | DataType::Int16 | DataType::Int32 => SqlType::Int,
-            DataType::Int64 | DataType::UInt32 => SqlType::Bigint,
+            DataType::UInt8 | DataType::UInt16 => SqlType::Int,
+            // DataFusion's lengths and counts (ARRAY_LENGTH, ...) are unsigned.
+            DataType::Int64 | DataType::UInt32 | DataType::UInt64 => SqlType::Bigint,
             DataType::Float32 | DataType::Float64 => SqlType::Double,
             DataType::Decimal128(p, s) => SqlType::Decimal {
                 precision: *p,

@@ -295,7 +295,21 @@ fn end_chunk(shape: Shape, message: Option<&str>) -> String {
 }
 
 async fn write_pull(pull: PullResult, shape: Shape, to_client: ToClient) {
-    let mut chunks = vec![header_chunk(shape, "pull", &pull.columns)];
+    // `/query` headers mark a pull query's key columns; `/query-stream` lists bare types.
+    let marked: Vec<(String, String)> = pull
+        .columns
+        .iter()
+        .zip(pull.keys.iter().chain(std::iter::repeat(&false)))
+        .map(|((name, data_type), key)| match key {
+            true => (name.clone(), format!("{data_type} KEY")),
+            false => (name.clone(), data_type.clone()),
+        })
+        .collect();
+    let columns = match shape {
+        Shape::Legacy | Shape::WebSocket => &marked,
+        Shape::Delimited | Shape::JsonArray => &pull.columns,
+    };
+    let mut chunks = vec![header_chunk(shape, "pull", columns)];
     chunks.extend(pull.rows.iter().map(|row| row_chunk(shape, row)));
     chunks.push(end_chunk(shape, None));
     for chunk in chunks {

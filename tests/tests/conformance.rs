@@ -9,6 +9,10 @@
 //! Cases that need what Eddy leaves out on purpose (AVRO, PROTOBUF, JSON_SR: a schema registry)
 //! are listed as unsupported with the reason. Prints a table per file and `N passed, M failed`,
 //! writes a JSON report, and fails only if the pass count drops below `conformance-floor.txt`.
+//! The REST flavour of the tests (`qtt/rest/`) runs through Eddy's HTTP API ([`rest`]).
+
+#[path = "conformance/rest.rs"]
+mod rest;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +37,12 @@ struct Case {
     outputs: Vec<Value>,
     topics: Vec<(String, i32)>,
     expected_error: Option<String>,
+    /// The HTTP status an RQTT `expectedError` names.
+    expected_status: Option<u16>,
+    /// RQTT: the expected `/ksql` entities and query answers; `None` for QTT cases.
+    responses: Option<Vec<Value>>,
+    /// RQTT: properties sent with every request.
+    properties: BTreeMap<String, String>,
     unsupported: Option<String>,
 }
 
@@ -50,12 +60,21 @@ fn main() {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/qtt")
         });
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
+    let json_files = |dir: &Path| -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        files.sort();
+        files
+    };
+    let mut files = json_files(&dir);
+    if files.is_empty() {
+        panic!("no QTT files in {}", dir.display());
+    }
+    files.extend(json_files(&dir.join("rest")));
     let mut report = Vec::new();
     let (mut passed, mut failed, mut unsupported) = (0usize, 0usize, 0usize);
     println!(
@@ -63,11 +82,14 @@ fn main() {
         "file", "cases", "pass", "fail", "unsup"
     );
     for file in files {
-        let stem = file
+        let mut stem = file
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or_default()
             .to_string();
+        if file.parent().is_some_and(|p| p.ends_with("rest")) {
+            stem = format!("rest/{stem}");
+        }
         let cases = load(&file, &stem);
         let mut counts = (0, 0, 0);
         for case in cases {
@@ -208,12 +230,31 @@ fn load(path: &Path, stem: &str) -> Vec<Case> {
                     inputs: test["inputs"].as_array().cloned().unwrap_or_default(),
                     outputs: test["outputs"].as_array().cloned().unwrap_or_default(),
                     topics,
-                    expected_error: test["expectedException"].as_object().map(|e| {
-                        e.get("message")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string()
-                    }),
+                    expected_error: test["expectedException"]
+                        .as_object()
+                        .or(test["expectedError"].as_object())
+                        .map(|e| {
+                            e.get("message")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_string()
+                        }),
+                    expected_status: test["expectedError"]["status"].as_u64().map(|s| s as u16),
+                    responses: test["responses"]
+                        .as_array()
+                        .cloned()
+                        .or(stem.starts_with("rest/").then(Vec::new)),
+                    properties: test["properties"]
+                        .as_object()
+                        .map(|p| {
+                            p.iter()
+                                .map(|(k, v)| {
+                                    let v = v.as_str().map_or_else(|| v.to_string(), String::from);
+                                    (k.clone(), v)
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                     unsupported,
                 });
             }
@@ -232,7 +273,13 @@ fn run_case(case: &Case) -> Outcome {
         Err(e) => return Outcome::Failed(format!("runtime: {e}")),
     };
     let outcome = runtime.block_on(async {
-        match tokio::time::timeout(Duration::from_secs(30), run_case_async(case)).await {
+        let run = async {
+            match case.responses {
+                Some(_) => rest::run_case(case).await,
+                None => run_case_async(case).await,
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(30), run).await {
             Ok(outcome) => outcome,
             Err(_) => Outcome::Failed("timed out after 30 s".into()),
         }
