@@ -380,7 +380,7 @@ async fn plan_select(
     };
     let source = match &join_spec {
         Some(spec) => Arc::clone(&spec.sources[0]),
-        None => expand_and_find_source(&mut ast, catalog, false)?,
+        None => expand_and_find_source(&mut ast, catalog, push)?,
     };
     if join_spec.is_some() && !partition_names.is_empty() {
         return Err(EngineError::Unsupported("PARTITION BY over a join".into()));
@@ -887,7 +887,8 @@ pub(crate) fn expand_and_find_source(
     for item in std::mem::take(&mut select.projection) {
         match item {
             SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(_, _) => {
-                // A pull query's `*` over a windowed table shows the window after the key.
+                // A pull or push query's `*` over a windowed table shows the window after
+                // the key (a persistent query's does not: its sink's key holds it).
                 let window = [WINDOWSTART, WINDOWEND]
                     .into_iter()
                     .filter(|_| star_has_window && source.window.is_some())
