@@ -288,21 +288,26 @@ fn run_case(case: &Case) -> Outcome {
     outcome
 }
 
-async fn run_case_async(case: &Case) -> Outcome {
-    let dir = match tempfile::tempdir() {
-        Ok(d) => d,
-        Err(e) => return Outcome::Failed(e.to_string()),
-    };
-    let broker = match Broker::open(BrokerConfig::new(dir.path())).await {
-        Ok(b) => b,
-        Err(e) => return Outcome::Failed(format!("broker: {e}")),
-    };
+/// A fresh in-process broker (its folder lives as long as the guard) with the case's topics.
+async fn fresh_log(case: &Case) -> Result<(tempfile::TempDir, Arc<dyn LogClient>), Outcome> {
+    let dir = tempfile::tempdir().map_err(|e| Outcome::Failed(e.to_string()))?;
+    let broker = Broker::open(BrokerConfig::new(dir.path()))
+        .await
+        .map_err(|e| Outcome::Failed(format!("broker: {e}")))?;
     let client: Arc<dyn LogClient> = Arc::new(InProcessClient::new(broker));
     for (topic, partitions) in topics_to_create(case) {
         let _ = client
             .create_topic(&topic, partitions, BTreeMap::new())
             .await;
     }
+    Ok((dir, client))
+}
+
+async fn run_case_async(case: &Case) -> Outcome {
+    let (_dir, client) = match fresh_log(case).await {
+        Ok(log) => log,
+        Err(outcome) => return outcome,
+    };
     let engine = Engine::new(Arc::clone(&client));
     for (i, statement) in case.statements.iter().enumerate() {
         if let Err(e) = engine.execute(statement).await {

@@ -11,31 +11,20 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eddy_broker::{Broker, BrokerConfig, InProcessClient, LogClient};
 use eddy_engine::Engine;
 use serde_json::{json, Value};
 
-use super::{compare_json, compare_outputs, topics_to_create, write_input, Case, Outcome};
+use super::{compare_json, compare_outputs, fresh_log, write_input, Case, Outcome};
 
 /// How long one request may take (a push query ends at its LIMIT).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) async fn run_case(case: &Case) -> Outcome {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = match tempfile::tempdir() {
-        Ok(d) => d,
-        Err(e) => return Outcome::Failed(e.to_string()),
+    let (_dir, client) = match fresh_log(case).await {
+        Ok(log) => log,
+        Err(outcome) => return outcome,
     };
-    let broker = match Broker::open(BrokerConfig::new(dir.path())).await {
-        Ok(b) => b,
-        Err(e) => return Outcome::Failed(format!("broker: {e}")),
-    };
-    let client: Arc<dyn LogClient> = Arc::new(InProcessClient::new(broker));
-    for (topic, partitions) in topics_to_create(case) {
-        let _ = client
-            .create_topic(&topic, partitions, BTreeMap::new())
-            .await;
-    }
     let engine = Arc::new(Engine::new(Arc::clone(&client)));
     let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
         Ok(l) => l,
