@@ -5,14 +5,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use datafusion::sql::sqlparser::ast::{Expr, UnaryOperator, Value as SqlValue};
+use datafusion::sql::sqlparser::ast::Expr;
 use eddy_broker::{BrokerError, LogClient, ProducerRecord};
 use parking_lot::Mutex;
 use serde_json::Value;
 
-use crate::catalog::{Catalog, Source, ROWTIME};
+use crate::catalog::{Catalog, Source};
 use crate::error::{EngineError, Result};
-use crate::formats;
 use crate::functions::{
     self,
     catalog::{FunctionDescription, FunctionInfo},
@@ -22,6 +21,7 @@ use crate::print::{self, PrintRequest, TopicPrint};
 use crate::pull::{self, PullResult};
 use crate::query::{self, RunningQuery};
 use crate::runtime::{Output, ProcessingLog, PushRow};
+use crate::values;
 
 /// What one statement produced, in the order ksqlDB's `/ksql` reports it.
 #[derive(Debug, Clone, PartialEq)]
@@ -898,10 +898,8 @@ impl Engine {
                 values.len()
             )));
         }
-        let mut row: BTreeMap<String, Value> = BTreeMap::new();
-        for (name, expr) in names.iter().zip(values) {
-            row.insert(name.clone(), literal(expr)?);
-        }
+        let values = values::evaluate(values).await?;
+        let row: BTreeMap<String, Value> = names.into_iter().zip(values).collect();
         self.insert_row(target, row).await
     }
 
@@ -933,7 +931,7 @@ impl Engine {
         let mut results = Vec::with_capacity(rows.len());
         let mut records = Vec::with_capacity(rows.len());
         for row in rows {
-            match row_record(&source, target, row) {
+            match values::row_record(&source, target, row) {
                 Ok(record) => {
                     records.push(record);
                     results.push(Ok(()));
@@ -946,62 +944,6 @@ impl Engine {
         }
         Ok(results)
     }
-}
-
-/// One row to insert as the record its source's formats make of it.
-fn row_record(
-    source: &Source,
-    target: &str,
-    row: BTreeMap<String, Value>,
-) -> Result<ProducerRecord> {
-    let mut row: BTreeMap<String, Value> = row
-        .into_iter()
-        .map(|(name, value)| {
-            let known = name == ROWTIME || source.columns.iter().any(|c| c.name == name);
-            (if known { name } else { name.to_uppercase() }, value)
-        })
-        .collect();
-    let timestamp_ms = match row.remove(ROWTIME) {
-        Some(Value::Number(n)) => n.as_i64(),
-        _ => None,
-    };
-    for name in row.keys() {
-        if !source.columns.iter().any(|c| &c.name == name) {
-            return Err(EngineError::Plan(format!(
-                "column '{name}' does not exist in {target}"
-            )));
-        }
-    }
-    let pick = |columns: Vec<&ColumnDef>| -> Result<Vec<Value>> {
-        columns
-            .iter()
-            .map(|c| coerce(row.get(&c.name).cloned().unwrap_or(Value::Null), c))
-            .collect()
-    };
-    let key_columns: Vec<&ColumnDef> = source.key_columns().collect();
-    let value_columns: Vec<&ColumnDef> = source.value_columns().collect();
-    let key = if key_columns.is_empty() {
-        None
-    } else {
-        formats::encode(
-            source.key_format,
-            &key_columns,
-            &pick(key_columns.clone())?,
-            false,
-        )?
-    };
-    let value = formats::encode(
-        source.value_format,
-        &value_columns,
-        &pick(value_columns.clone())?,
-        source.wrap_single_value,
-    )?;
-    Ok(ProducerRecord {
-        key: key.map(Bytes::from),
-        value: value.map(Bytes::from),
-        timestamp_ms,
-        ..Default::default()
-    })
 }
 
 /// KSQL_PROCESSING_LOG: the stream over the processing log's topic.
@@ -1065,83 +1007,4 @@ fn statement_name(statement: &Statement) -> &'static str {
         Statement::Print { .. } => "PRINT",
         _ => "these",
     }
-}
-
-/// Evaluates a literal in INSERT VALUES.
-fn literal(expr: &Expr) -> Result<Value> {
-    Ok(match expr {
-        Expr::Value(v) => match &v.value {
-            SqlValue::Number(n, _) => {
-                if let Ok(i) = n.parse::<i64>() {
-                    Value::from(i)
-                } else {
-                    n.parse::<f64>()
-                        .map(Value::from)
-                        .map_err(|_| EngineError::Plan(format!("bad number {n}")))?
-                }
-            }
-            SqlValue::SingleQuotedString(s) => Value::String(s.clone()),
-            SqlValue::Boolean(b) => Value::Bool(*b),
-            SqlValue::Null => Value::Null,
-            other => {
-                return Err(EngineError::Unsupported(format!(
-                    "literal {other} in VALUES"
-                )))
-            }
-        },
-        Expr::UnaryOp {
-            op: UnaryOperator::Minus,
-            expr,
-        } => match literal(expr)? {
-            Value::Number(n) if n.is_i64() => Value::from(-n.as_i64().unwrap_or_default()),
-            Value::Number(n) => Value::from(-n.as_f64().unwrap_or_default()),
-            other => return Err(EngineError::Plan(format!("cannot negate {other}"))),
-        },
-        Expr::Array(array) => Value::Array(array.elem.iter().map(literal).collect::<Result<_>>()?),
-        Expr::Nested(inner) => literal(inner)?,
-        other => {
-            return Err(EngineError::Unsupported(format!(
-                "expression {other} in VALUES (use literals)"
-            )))
-        }
-    })
-}
-
-/// Checks a literal against its column's type, converting where ksqlDB would.
-fn coerce(value: Value, column: &ColumnDef) -> Result<Value> {
-    use crate::types::SqlType;
-    let mismatch = |v: &Value| {
-        EngineError::Plan(format!(
-            "value {v} does not fit column {} of type {}",
-            column.name, column.data_type
-        ))
-    };
-    Ok(match (&column.data_type, value) {
-        (_, Value::Null) => Value::Null,
-        (SqlType::Int, Value::Number(n)) => {
-            let i = n
-                .as_i64()
-                .filter(|i| i32::try_from(*i).is_ok())
-                .ok_or_else(|| mismatch(&Value::Number(n.clone())))?;
-            Value::from(i)
-        }
-        (SqlType::Bigint, Value::Number(n)) => Value::from(
-            n.as_i64()
-                .ok_or_else(|| mismatch(&Value::Number(n.clone())))?,
-        ),
-        (SqlType::Double, Value::Number(n)) => Value::from(n.as_f64().unwrap_or_default()),
-        (SqlType::String, Value::String(s)) => Value::String(s),
-        (SqlType::Boolean, Value::Bool(b)) => Value::Bool(b),
-        (SqlType::Array(_), Value::Array(a)) => Value::Array(a),
-        // Timestamps are epoch milliseconds on the wire, as ksqlDB writes them; a string is
-        // read as ISO-8601 ('2026-01-01T00:00:00.000', UTC unless it names a zone).
-        (SqlType::Timestamp, Value::Number(n)) if n.is_i64() => Value::Number(n),
-        (SqlType::Timestamp, Value::String(text)) => {
-            use datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos;
-            let nanos = string_to_timestamp_nanos(&text)
-                .map_err(|_| mismatch(&Value::String(text.clone())))?;
-            Value::from(nanos.div_euclid(1_000_000))
-        }
-        (_, other) => return Err(mismatch(&other)),
-    })
 }

@@ -14,7 +14,7 @@
 //! table-table joins) and keeps the processing log; [`pull`] answers pull queries over a
 //! snapshot; [`print`] dumps a topic's raw records (PRINT); [`functions`] holds ksqlDB's
 //! functions that DataFusion lacks and the catalog SHOW FUNCTIONS lists; [`types`] maps
-//! ksqlDB types to Arrow.
+//! ksqlDB types to Arrow; `values` evaluates INSERT VALUES and makes records of rows.
 
 pub mod catalog;
 pub mod engine;
@@ -27,6 +27,7 @@ pub mod pull;
 pub mod query;
 pub mod runtime;
 pub mod types;
+mod values;
 
 pub use engine::{
     Engine, ExecutedScript, PushQuery, QueryResult, SourceStatistics, StatementResult,

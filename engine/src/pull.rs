@@ -15,7 +15,6 @@ use bytes::Bytes;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::datasource::MemTable;
-use datafusion::prelude::{SessionConfig, SessionContext};
 use eddy_broker::{ConsumedRecord, LogClient};
 use serde_json::Value;
 
@@ -23,7 +22,7 @@ use crate::catalog::{Catalog, Source, ROWTIME, WINDOWEND, WINDOWSTART};
 use crate::error::{EngineError, Result};
 use crate::functions;
 use crate::parser::{SelectQuery, SourceKind};
-use crate::query::{expand_and_find_source, lower_function_names, quoted};
+use crate::query::{expand_and_find_source, lower_function_names, quoted, Star};
 use crate::runtime::{decode_records, to_rows, Failure};
 
 /// The answer to a pull query.
@@ -51,7 +50,14 @@ pub async fn run(
     }
     let mut ast = query.query.clone();
     lower_function_names(&mut ast);
-    let source = expand_and_find_source(&mut ast, catalog, true)?;
+    let source = expand_and_find_source(
+        &mut ast,
+        catalog,
+        Star {
+            window: true,
+            keys_last: false,
+        },
+    )?;
     let schema = source.schema();
     let mut batches = Vec::new();
     for (partition, records) in snapshot(client, &source).await? {
@@ -66,10 +72,7 @@ pub async fn run(
         Some(first) => concat_batches(&first.schema(), &batches)?,
         None => datafusion::arrow::record_batch::RecordBatch::new_empty(Arc::clone(&schema)),
     };
-    let config =
-        SessionConfig::new().set_bool("datafusion.sql_parser.enable_ident_normalization", false);
-    let context = SessionContext::new_with_config(config);
-    functions::register(&context);
+    let context = functions::session();
     let table = MemTable::try_new(Arc::clone(&schema), vec![vec![snapshot]])?;
     context.register_table(quoted(&source.name), Arc::new(table))?;
     let statement = datafusion::sql::sqlparser::ast::Statement::Query(ast);

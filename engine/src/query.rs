@@ -11,7 +11,6 @@
 //! batch, applies the operator, encodes and produces the rows with their key and timestamp,
 //! then commits. At-least-once.
 
-use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -19,9 +18,9 @@ use datafusion::common::DFSchema;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
-    visit_expressions_mut, Expr as SqlExpr, Ident, ObjectNamePart, SelectItem, SetExpr, TableFactor,
+    Expr as SqlExpr, Ident, ObjectNamePart, SelectItem, SetExpr, TableFactor,
 };
 use eddy_broker::LogClient;
 use tokio::sync::watch;
@@ -35,8 +34,12 @@ use crate::runtime::{Output, ProcessingLog};
 use crate::types::SqlType;
 
 pub mod join;
+mod partition;
+use partition::Partitioning;
+mod rewrite;
 
 pub use join::{JoinKind, JoinSpec};
+pub(crate) use rewrite::{field_access_name, lower_function_names, rewrite};
 
 /// A planned persistent query.
 #[derive(Clone)]
@@ -354,22 +357,12 @@ async fn plan_select(
 ) -> Result<PersistentPlan> {
     let windowed = query.window.is_some();
     let emit_final = query.emit == Some(Emit::Final);
-    // PARTITION BY plain columns: they become the key of the output.
-    let partition_names = query
-        .partition_by
-        .iter()
-        .map(|e| match e {
-            SqlExpr::Identifier(ident) => Ok(ident.value.clone()),
-            SqlExpr::CompoundIdentifier(parts) => {
-                Ok(parts.last().map(|p| p.value.clone()).unwrap_or_default())
-            }
-            other => Err(EngineError::Unsupported(format!(
-                "PARTITION BY an expression ({other})"
-            ))),
-        })
-        .collect::<Result<Vec<String>>>()?;
     let mut ast = query.query.clone();
     lower_function_names(&mut ast);
+    let star = matches!(ast.body.as_ref(), SetExpr::Select(select)
+    if select.projection.iter().any(|item| {
+        matches!(item, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..))
+    }));
     let join_spec = match ast.body.as_mut() {
         SetExpr::Select(select) if select.from.len() == 1 && !select.from[0].joins.is_empty() => {
             let spec = join::expand(select, catalog, &query.within)?;
@@ -380,19 +373,29 @@ async fn plan_select(
     };
     let source = match &join_spec {
         Some(spec) => Arc::clone(&spec.sources[0]),
-        None => expand_and_find_source(&mut ast, catalog, push)?,
+        None => expand_and_find_source(
+            &mut ast,
+            catalog,
+            Star {
+                window: push,
+                keys_last: !query.partition_by.is_empty(),
+            },
+        )?,
     };
-    if join_spec.is_some() && !partition_names.is_empty() {
+    if join_spec.is_some() && !query.partition_by.is_empty() {
         return Err(EngineError::Unsupported("PARTITION BY over a join".into()));
     }
+    let partitioning = match ast.body.as_mut() {
+        SetExpr::Select(select) => {
+            partition::resolve(select, &query.partition_by, &source, star, name)?
+        }
+        _ => Partitioning::Source,
+    };
     if windowed {
         group_by_window(&mut ast)?;
     }
 
-    let config =
-        SessionConfig::new().set_bool("datafusion.sql_parser.enable_ident_normalization", false);
-    let context = SessionContext::new_with_config(config);
-    functions::register(&context);
+    let context = functions::session();
     for s in catalog.sources() {
         let schema = if s.name == source.name {
             s.schema_with_window(windowed || s.window.is_some())
@@ -530,9 +533,9 @@ async fn plan_select(
             ))
         })?;
         let rank = match &operator {
-            Operator::FilterProject if !partition_names.is_empty() => partition_names
-                .iter()
-                .position(|p| Some(p) == read_column.as_ref()),
+            Operator::FilterProject if !partitioning.is_source() => {
+                partitioning.rank(i, read_column.as_ref())
+            }
             Operator::FilterProject => source
                 .key_columns()
                 .position(|k| Some(&k.name) == read_column.as_ref()),
@@ -643,22 +646,15 @@ async fn plan_select(
             .collect();
         must_include(name, "grouping expression", &missing)?;
     }
-    if !partition_names.is_empty() && matches!(operator, Operator::Aggregate(_)) {
+    if !partitioning.is_source() && matches!(operator, Operator::Aggregate(_)) {
         return Err(EngineError::Unsupported(
             "PARTITION BY with GROUP BY".into(),
         ));
     }
-    for (rank, name) in partition_names.iter().enumerate() {
-        if !key_rank.contains(&Some(rank)) {
-            return Err(EngineError::Plan(format!(
-                "the PARTITION BY column {name} must be in the projection"
-            )));
-        }
-    }
     if matches!(operator, Operator::FilterProject)
         && join_spec.is_none()
         && !push
-        && partition_names.is_empty()
+        && partitioning.is_source()
         && !columns.iter().any(|c| c.key)
     {
         let keys: Vec<String> = source.key_columns().map(|k| k.name.clone()).collect();
@@ -684,6 +680,12 @@ async fn plan_select(
     };
     let format = |name: &str| properties.get(name).map(|v| Format::parse(v)).transpose();
     let both = format("FORMAT")?;
+    let key_format = format("KEY_FORMAT")?;
+    if partitioning == Partitioning::Null && key_format.is_some() {
+        return Err(EngineError::Plan(
+            "Key format specified for stream without key columns.".into(),
+        ));
+    }
     let sink = Source {
         name: name.to_string(),
         kind,
@@ -692,10 +694,13 @@ async fn plan_select(
             .get("KAFKA_TOPIC")
             .cloned()
             .unwrap_or_else(|| name.to_string()),
-        key_format: format("KEY_FORMAT")?.or(both).unwrap_or(match &join_spec {
-            Some(spec) => join::key_format(spec),
-            None => source.key_format,
-        }),
+        key_format: key_format
+            .or(both)
+            .unwrap_or(match (&join_spec, &partitioning) {
+                (Some(spec), _) => join::key_format(spec),
+                (None, Partitioning::Null) => Format::None,
+                (None, _) => source.key_format,
+            }),
         value_format: format("VALUE_FORMAT")?
             .or(both)
             .unwrap_or(source.value_format),
@@ -811,7 +816,7 @@ fn take_out_explode(projection: &mut [Arc<dyn PhysicalExpr>]) -> Vec<usize> {
 
 /// ksqlDB's error for a projection missing what becomes the key: "The query used to build
 /// `OUTPUT` must include the key columns A and B in its projection (eg, SELECT A, B...)."
-fn must_include(sink: &str, what: &str, missing: &[String]) -> Result<()> {
+pub(super) fn must_include(sink: &str, what: &str, missing: &[String]) -> Result<()> {
     let (last, rest) = match missing.split_last() {
         None => return Ok(()),
         Some(split) => split,
@@ -853,10 +858,21 @@ pub(crate) fn quoted(name: &str) -> String {
 
 /// Replaces `*` with the source's columns (ksqlDB's `*` excludes pseudo-columns) and returns the
 /// source the query reads.
+/// How `*` expands over a single source.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Star {
+    /// A pull or push query's `*` over a windowed table shows the window after the key (a
+    /// persistent query's does not: its sink's key holds it).
+    pub window: bool,
+    /// The key columns after the value columns, as ksqlDB orders them under PARTITION BY
+    /// (the old key becomes a value column at the end).
+    pub keys_last: bool,
+}
+
 pub(crate) fn expand_and_find_source(
     query: &mut datafusion::sql::sqlparser::ast::Query,
     catalog: &Catalog,
-    star_has_window: bool,
+    star: Star,
 ) -> Result<Arc<Source>> {
     let SetExpr::Select(select) = query.body.as_mut() else {
         return Err(EngineError::Unsupported(
@@ -887,18 +903,16 @@ pub(crate) fn expand_and_find_source(
     for item in std::mem::take(&mut select.projection) {
         match item {
             SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(_, _) => {
-                // A pull or push query's `*` over a windowed table shows the window after
-                // the key (a persistent query's does not: its sink's key holds it).
                 let window = [WINDOWSTART, WINDOWEND]
                     .into_iter()
-                    .filter(|_| star_has_window && source.window.is_some())
+                    .filter(|_| star.window && source.window.is_some())
                     .map(str::to_string);
-                let names: Vec<String> = source
-                    .key_columns()
-                    .map(|c| c.name.clone())
-                    .chain(window)
-                    .chain(source.value_columns().map(|c| c.name.clone()))
-                    .collect();
+                let keys = source.key_columns().map(|c| c.name.clone());
+                let values = source.value_columns().map(|c| c.name.clone());
+                let names: Vec<String> = match star.keys_last {
+                    true => values.chain(keys).collect(),
+                    false => keys.chain(window).chain(values).collect(),
+                };
                 projection.extend(names.into_iter().map(|name| {
                     SelectItem::UnnamedExpr(SqlExpr::Identifier(Ident::with_quote('"', name)))
                 }));
@@ -910,10 +924,10 @@ pub(crate) fn expand_and_find_source(
                     SqlExpr::CompoundIdentifier(parts) => {
                         parts.last().map(|p| p.value.clone()).unwrap_or_default()
                     }
-                    _ => {
+                    _ => field_access_name(&expr).unwrap_or_else(|| {
                         generated += 1;
                         format!("KSQL_COL_{}", generated - 1)
-                    }
+                    }),
                 };
                 projection.push(SelectItem::ExprWithAlias {
                     expr,
@@ -925,70 +939,6 @@ pub(crate) fn expand_and_find_source(
     }
     select.projection = projection;
     Ok(source)
-}
-
-/// DataFusion's functions are registered in lower case; ksqlDB's names are upper case.
-/// COUNT_DISTINCT(x) becomes COUNT(DISTINCT x).
-pub(crate) fn lower_function_names(query: &mut datafusion::sql::sqlparser::ast::Query) {
-    use datafusion::sql::sqlparser::ast::{
-        DuplicateTreatment, FunctionArg, FunctionArgExpr, FunctionArguments,
-    };
-    let _ = visit_expressions_mut(query, |expr| {
-        // sqlparser reads a few keywords (USER, CURRENT_DATE, ...) as functions without
-        // parentheses; ksqlDB has none, so they are columns.
-        if let SqlExpr::Function(function) = expr {
-            if let (FunctionArguments::None, [ObjectNamePart::Identifier(ident)]) =
-                (&function.args, function.name.0.as_slice())
-            {
-                *expr = SqlExpr::Identifier(Ident::with_quote('"', ident.value.clone()));
-                return ControlFlow::<()>::Continue(());
-            }
-            // `I.USER`: a qualified column whose name is such a keyword.
-            if matches!(function.args, FunctionArguments::None) && function.name.0.len() == 2 {
-                let parts: Vec<Ident> = function
-                    .name
-                    .0
-                    .iter()
-                    .filter_map(|p| match p {
-                        ObjectNamePart::Identifier(ident) => {
-                            Some(Ident::with_quote('"', ident.value.clone()))
-                        }
-                        _ => None,
-                    })
-                    .collect();
-                *expr = SqlExpr::CompoundIdentifier(parts);
-                return ControlFlow::<()>::Continue(());
-            }
-        }
-        // AS_VALUE(x) copies a key column into the value: in Eddy's plans that is just x.
-        if let SqlExpr::Function(function) = expr {
-            let is_as_value = matches!(function.name.0.as_slice(),
-                [ObjectNamePart::Identifier(ident)] if ident.value.eq_ignore_ascii_case("as_value"));
-            if let (true, FunctionArguments::List(list)) = (is_as_value, &function.args) {
-                if let [FunctionArg::Unnamed(FunctionArgExpr::Expr(inner))] = list.args.as_slice() {
-                    *expr = inner.clone();
-                    return ControlFlow::<()>::Continue(());
-                }
-            }
-        }
-        if let SqlExpr::Function(function) = expr {
-            let mut distinct = false;
-            for part in function.name.0.iter_mut() {
-                if let ObjectNamePart::Identifier(ident) = part {
-                    if ident.quote_style.is_none() {
-                        let lower = ident.value.to_lowercase();
-                        distinct = lower == "count_distinct";
-                        let name = if distinct { "count" } else { lower.as_str() };
-                        ident.value = functions::datafusion_name(name).unwrap_or(name).to_string();
-                    }
-                }
-            }
-            if let (true, FunctionArguments::List(list)) = (distinct, &mut function.args) {
-                list.duplicate_treatment = Some(DuplicateTreatment::Distinct);
-            }
-        }
-        ControlFlow::<()>::Continue(())
-    });
 }
 
 /// An expression ready to evaluate over batches of `schema`. Functions that DataFusion only

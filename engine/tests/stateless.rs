@@ -193,7 +193,8 @@ async fn partition_by_moves_a_column_into_the_key() {
     assert!(engine.wait_until_caught_up(Duration::from_secs(10)).await);
     let rows = read(engine.client(), "BY_NAME", 1).await;
     assert_eq!(rows[0].0.as_deref(), Some(r#""bob""#));
-    assert_eq!(rows[0].1.as_deref(), Some(r#"{"ID":10,"AGE":22}"#));
+    // As in ksqlDB, `*` under PARTITION BY lists the value columns, then the old key.
+    assert_eq!(rows[0].1.as_deref(), Some(r#"{"AGE":22,"ID":10}"#));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

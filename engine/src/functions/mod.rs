@@ -1,13 +1,25 @@
 //! Functions: DataFusion's built-ins under ksqlDB's names, and ksqlDB's own where DataFusion
 //! has none or means something else ([`udaf`], [`histogram`], and EXPLODE in `explode`);
-//! [`catalog`] lists them for SHOW FUNCTIONS and DESCRIBE FUNCTION.
+//! [`catalog`] lists them for SHOW FUNCTIONS and DESCRIBE FUNCTION; [`operators`] plans
+//! ksqlDB's operators that DataFusion spells differently.
 
 use datafusion::prelude::SessionContext;
 
 pub mod catalog;
 pub(crate) mod explode;
 pub mod histogram;
+pub mod operators;
 pub mod udaf;
+
+/// A DataFusion session that reads ksqlDB's SQL: identifiers keep the case Eddy's parser gave
+/// them, and ksqlDB's functions and operators are registered.
+pub fn session() -> SessionContext {
+    let config = datafusion::prelude::SessionConfig::new()
+        .set_bool("datafusion.sql_parser.enable_ident_normalization", false);
+    let context = SessionContext::new_with_config(config);
+    register(&context);
+    context
+}
 
 /// Registers ksqlDB's functions with a DataFusion session.
 pub fn register(context: &SessionContext) {
@@ -16,6 +28,12 @@ pub fn register(context: &SessionContext) {
     }
     context.register_udaf(histogram::udaf());
     context.register_udf(explode::udf());
+    use datafusion::execution::FunctionRegistry;
+    context
+        .state_ref()
+        .write()
+        .register_expr_planner(std::sync::Arc::new(operators::KsqlOperators))
+        .expect("a session state takes expression planners");
 }
 
 /// ksqlDB function names whose DataFusion function has another name and the same meaning.

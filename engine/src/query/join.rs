@@ -20,6 +20,7 @@ use datafusion::sql::sqlparser::ast::{
 use crate::catalog::{Catalog, Source, ROWOFFSET, ROWPARTITION, ROWTIME, WINDOWEND, WINDOWSTART};
 use crate::error::{EngineError, Result};
 use crate::parser::{JoinWithin, SourceKind};
+use crate::query::field_access_name;
 
 /// ROWKEY: the synthetic key column of a join whose key is not a source column.
 pub const ROWKEY: &str = "ROWKEY";
@@ -358,10 +359,10 @@ pub fn expand(
                             column.clone()
                         }
                     }
-                    _ => {
+                    _ => field_access_name(&expr).unwrap_or_else(|| {
                         generated += 1;
                         format!("KSQL_COL_{}", generated - 1)
-                    }
+                    }),
                 };
                 projection.push(SelectItem::ExprWithAlias {
                     expr,

@@ -1,0 +1,235 @@
+//! ksqlDB's expression syntax in DataFusion's spelling, rewritten on the sqlparser AST before
+//! DataFusion plans it: function names (upper case, ksqlDB's aliases), COUNT_DISTINCT,
+//! AS_VALUE, struct field access `s->f`, and the constructors `MAP(k := v, ..)` and
+//! `STRUCT(f := v, ..)`. Operators that need the operands' types are planned later, in
+//! [`crate::functions::operators`].
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    visit_expressions_mut, BinaryOperator, Expr as SqlExpr, Function, FunctionArg, FunctionArgExpr,
+    FunctionArgOperator, FunctionArgumentList, FunctionArguments, Ident, ObjectName,
+    ObjectNamePart, Value,
+};
+
+use crate::functions;
+
+/// Rewrites every expression of a query into DataFusion's spelling.
+pub(crate) fn lower_function_names(query: &mut datafusion::sql::sqlparser::ast::Query) {
+    let _ = visit_expressions_mut(query, |expr| {
+        rewrite_node(expr);
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// Rewrites one expression (and those inside it) into DataFusion's spelling.
+pub(crate) fn rewrite(expr: &mut SqlExpr) {
+    let _ = visit_expressions_mut(expr, |expr| {
+        rewrite_node(expr);
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// Rewrites one node, whose children already are (the visits are post-order).
+/// DataFusion's functions are registered in lower case; ksqlDB's names are upper case.
+/// COUNT_DISTINCT(x) becomes COUNT(DISTINCT x).
+fn rewrite_node(expr: &mut SqlExpr) {
+    use datafusion::sql::sqlparser::ast::DuplicateTreatment;
+    if let Some(rewritten) = field_access(expr).or_else(|| constructor(expr)) {
+        *expr = rewritten;
+        return;
+    }
+    // sqlparser reads a few keywords (USER, CURRENT_DATE, ...) as functions without
+    // parentheses; ksqlDB has none, so they are columns.
+    if let SqlExpr::Function(function) = expr {
+        if let (FunctionArguments::None, [ObjectNamePart::Identifier(ident)]) =
+            (&function.args, function.name.0.as_slice())
+        {
+            *expr = SqlExpr::Identifier(Ident::with_quote('"', ident.value.clone()));
+            return;
+        }
+        // `I.USER`: a qualified column whose name is such a keyword.
+        if matches!(function.args, FunctionArguments::None) && function.name.0.len() == 2 {
+            let parts: Vec<Ident> = function
+                .name
+                .0
+                .iter()
+                .filter_map(|p| match p {
+                    ObjectNamePart::Identifier(ident) => {
+                        Some(Ident::with_quote('"', ident.value.clone()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            *expr = SqlExpr::CompoundIdentifier(parts);
+            return;
+        }
+    }
+    // AS_VALUE(x) copies a key column into the value: in Eddy's plans that is just x.
+    if let SqlExpr::Function(function) = expr {
+        let is_as_value = matches!(function.name.0.as_slice(),
+            [ObjectNamePart::Identifier(ident)] if ident.value.eq_ignore_ascii_case("as_value"));
+        if let (true, FunctionArguments::List(list)) = (is_as_value, &function.args) {
+            if let [FunctionArg::Unnamed(FunctionArgExpr::Expr(inner))] = list.args.as_slice() {
+                *expr = inner.clone();
+                return;
+            }
+        }
+    }
+    if let SqlExpr::Function(function) = expr {
+        let mut distinct = false;
+        for part in function.name.0.iter_mut() {
+            if let ObjectNamePart::Identifier(ident) = part {
+                if ident.quote_style.is_none() {
+                    let lower = ident.value.to_lowercase();
+                    distinct = lower == "count_distinct";
+                    let name = if distinct { "count" } else { lower.as_str() };
+                    ident.value = functions::datafusion_name(name).unwrap_or(name).to_string();
+                }
+            }
+        }
+        if let (true, FunctionArguments::List(list)) = (distinct, &mut function.args) {
+            list.duplicate_treatment = Some(DuplicateTreatment::Distinct);
+        }
+    }
+}
+
+/// `s->f` (sqlparser's JSON arrow) reads field `f` of struct `s`: `get_field(s, 'f')`.
+fn field_access(expr: &SqlExpr) -> Option<SqlExpr> {
+    let SqlExpr::BinaryOp {
+        left,
+        op: BinaryOperator::Arrow,
+        right,
+    } = expr
+    else {
+        return None;
+    };
+    let SqlExpr::Identifier(field) = right.as_ref() else {
+        return None;
+    };
+    Some(call(
+        "get_field",
+        vec![left.as_ref().clone(), string(&field.value)],
+    ))
+}
+
+/// The name ksqlDB gives an unaliased `s->f` in a projection: the field's.
+pub(crate) fn field_access_name(expr: &SqlExpr) -> Option<String> {
+    let SqlExpr::Function(function) = expr else {
+        return None;
+    };
+    let is_get_field = matches!(function.name.0.as_slice(),
+        [ObjectNamePart::Identifier(ident)] if ident.value == "get_field");
+    let FunctionArguments::List(list) = &function.args else {
+        return None;
+    };
+    match (is_get_field, list.args.as_slice()) {
+        (true, [_, FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::Value(v)))]) => {
+            match &v.value {
+                Value::SingleQuotedString(name) => Some(name.clone()),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// `MAP(k := v, ..)` becomes `make_map(k, v, ..)` and `STRUCT(f := v, ..)` becomes
+/// `named_struct('f', v, ..)`. sqlparser reads `a := b` in arguments as a named argument
+/// where `a` can be a name, else as an assignment expression; both are taken.
+fn constructor(expr: &SqlExpr) -> Option<SqlExpr> {
+    let (is_struct, pairs): (bool, Vec<(SqlExpr, SqlExpr)>) = match expr {
+        // sqlparser reads STRUCT(..) as its struct literal.
+        SqlExpr::Struct { values, fields } if fields.is_empty() && !values.is_empty() => {
+            (true, values.iter().map(assignment).collect::<Option<_>>()?)
+        }
+        SqlExpr::Function(function) => {
+            let [ObjectNamePart::Identifier(name)] = function.name.0.as_slice() else {
+                return None;
+            };
+            let is_struct = name.value.eq_ignore_ascii_case("struct");
+            if !is_struct && !name.value.eq_ignore_ascii_case("map") {
+                return None;
+            }
+            let FunctionArguments::List(list) = &function.args else {
+                return None;
+            };
+            let pairs = list
+                .args
+                .iter()
+                .map(|arg| match arg {
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(pair)) => assignment(pair),
+                    // `'a' := v` and `K := v`: sqlparser takes 'a' and K for argument names.
+                    FunctionArg::Named {
+                        name,
+                        arg: FunctionArgExpr::Expr(value),
+                        operator: FunctionArgOperator::Assignment,
+                    } => {
+                        let name = match name.quote_style {
+                            Some('\'') => string(&name.value),
+                            _ => SqlExpr::Identifier(name.clone()),
+                        };
+                        Some((name, value.clone()))
+                    }
+                    _ => None,
+                })
+                .collect::<Option<_>>()?;
+            (is_struct, pairs)
+        }
+        _ => return None,
+    };
+    let mut args = Vec::with_capacity(pairs.len() * 2);
+    for (name, value) in pairs {
+        args.push(match (is_struct, name) {
+            (true, SqlExpr::Identifier(field)) => string(&field.value),
+            (true, _) => return None,
+            (false, key) => key,
+        });
+        args.push(value);
+    }
+    Some(call(
+        if is_struct {
+            "named_struct"
+        } else {
+            "make_map"
+        },
+        args,
+    ))
+}
+
+/// `a := b` as its two sides.
+fn assignment(expr: &SqlExpr) -> Option<(SqlExpr, SqlExpr)> {
+    match expr {
+        SqlExpr::BinaryOp {
+            left,
+            op: BinaryOperator::Assignment,
+            right,
+        } => Some((left.as_ref().clone(), right.as_ref().clone())),
+        _ => None,
+    }
+}
+
+/// A call of DataFusion's function `name`.
+fn call(name: &str, args: Vec<SqlExpr>) -> SqlExpr {
+    SqlExpr::Function(Function {
+        name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(name))]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: args
+                .into_iter()
+                .map(|a| FunctionArg::Unnamed(FunctionArgExpr::Expr(a)))
+                .collect(),
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
+}
+
+fn string(text: &str) -> SqlExpr {
+    SqlExpr::Value(Value::SingleQuotedString(text.to_string()).into())
+}
