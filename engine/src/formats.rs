@@ -141,34 +141,13 @@ pub fn decode(
     match format {
         Format::None => Ok(vec![Value::Null; columns.len()]),
         Format::Json => {
-            if columns.len() > 1 || wrap_single_value {
-                // The common case, read straight into the columns; anything unusual takes
-                // the general path below, which also words its errors.
-                let mut reader = serde_json::Deserializer::from_slice(bytes);
-                let picked =
-                    serde::de::DeserializeSeed::deserialize(JsonColumns(columns), &mut reader);
-                if let (Ok(values), Ok(())) = (picked, reader.end()) {
-                    return Ok(values);
+            let mut values = decode_json(columns, bytes, wrap_single_value)?;
+            for (value, column) in values.iter_mut().zip(columns) {
+                if column.data_type.contains_struct() {
+                    struct_field_names(value, &column.data_type);
                 }
             }
-            let parsed: Value =
-                serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
-            if columns.len() == 1 && !wrap_single_value {
-                return Ok(vec![parsed]);
-            }
-            let Value::Object(object) = parsed else {
-                return Err(format!("expected a JSON object, found {parsed}"));
-            };
-            Ok(columns
-                .iter()
-                .map(|c| {
-                    object
-                        .iter()
-                        .find(|(k, _)| k.eq_ignore_ascii_case(&c.name))
-                        .map(|(_, v)| v.clone())
-                        .unwrap_or(Value::Null)
-                })
-                .collect())
+            Ok(values)
         }
         Format::Delimited(delimiter) => {
             let text = std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8: {e}"))?;
@@ -195,6 +174,75 @@ pub fn decode(
             };
             Ok(vec![kafka_value(&column.data_type, bytes)?])
         }
+    }
+}
+
+/// A JSON value's columns: the object's fields by name (case aside), or the whole value for
+/// one unwrapped column.
+fn decode_json(
+    columns: &[&ColumnDef],
+    bytes: &[u8],
+    wrap_single_value: bool,
+) -> Result<Vec<Value>, String> {
+    if columns.len() > 1 || wrap_single_value {
+        // The common case, read straight into the columns; anything unusual takes
+        // the general path below, which also words its errors.
+        let mut reader = serde_json::Deserializer::from_slice(bytes);
+        let picked = serde::de::DeserializeSeed::deserialize(JsonColumns(columns), &mut reader);
+        if let (Ok(values), Ok(())) = (picked, reader.end()) {
+            return Ok(values);
+        }
+    }
+    let parsed: Value = serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
+    if columns.len() == 1 && !wrap_single_value {
+        return Ok(vec![parsed]);
+    }
+    let Value::Object(object) = parsed else {
+        return Err(format!("expected a JSON object, found {parsed}"));
+    };
+    Ok(columns
+        .iter()
+        .map(|c| {
+            object
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(&c.name))
+                .map(|(_, v)| v.clone())
+                .unwrap_or(Value::Null)
+        })
+        .collect())
+}
+
+/// Renames the fields of the structs in `value` to their declared names: ksqlDB matches
+/// struct fields ignoring case, as it does columns.
+fn struct_field_names(value: &mut Value, data_type: &SqlType) {
+    match (data_type, value) {
+        (SqlType::Struct(fields), Value::Object(object)) => {
+            for (name, field_type) in fields {
+                if !object.contains_key(name) {
+                    let given = object
+                        .keys()
+                        .find(|k| k.eq_ignore_ascii_case(name))
+                        .cloned();
+                    if let Some(field) = given.and_then(|k| object.remove(&k)) {
+                        object.insert(name.clone(), field);
+                    }
+                }
+                if let Some(field) = object.get_mut(name) {
+                    struct_field_names(field, field_type);
+                }
+            }
+        }
+        (SqlType::Array(item), Value::Array(items)) => {
+            for element in items {
+                struct_field_names(element, item);
+            }
+        }
+        (SqlType::Map(_, item), Value::Object(entries)) => {
+            for element in entries.values_mut() {
+                struct_field_names(element, item);
+            }
+        }
+        _ => {}
     }
 }
 

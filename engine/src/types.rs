@@ -109,6 +109,15 @@ impl SqlType {
             _ => false,
         }
     }
+
+    /// Whether the type is a STRUCT or holds one.
+    pub fn contains_struct(&self) -> bool {
+        match self {
+            SqlType::Struct(_) => true,
+            SqlType::Array(item) | SqlType::Map(_, item) => item.contains_struct(),
+            _ => false,
+        }
+    }
 }
 
 impl fmt::Display for SqlType {

@@ -2,7 +2,7 @@
 //! their kind, category and a one-line description, listed only when Eddy can run them.
 //!
 //! Whether a function runs is not written down by hand: a name is listed when the planner
-//! handles it itself (CAST-like rewrites such as AS_VALUE and COUNT_DISTINCT) or when it
+//! handles it itself (rewrites such as COUNT_DISTINCT) or when it
 //! resolves, under its own name or its DataFusion alias, in a session set up as queries are.
 //! DESCRIBE FUNCTION reads the variations from the resolved function's signature.
 
@@ -10,6 +10,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::logical_expr::{Signature, TypeSignature};
 use datafusion::prelude::SessionContext;
 
+use super::session;
 use crate::types::SqlType;
 
 /// What a function returns per row: ksqlDB's SCALAR, AGGREGATE or TABLE.
@@ -168,7 +169,7 @@ const KNOWN: &[(&str, FunctionKind, &str, &str)] = {
 };
 
 /// Names the planner rewrites before DataFusion sees them.
-const PLANNER_HANDLED: &[&str] = &["AS_VALUE", "COUNT_DISTINCT", "EXPLODE"];
+const PLANNER_HANDLED: &[&str] = &["COUNT_DISTINCT", "EXPLODE"];
 
 /// The functions a query can call, sorted by name.
 pub fn list() -> Vec<FunctionInfo> {
@@ -199,12 +200,6 @@ pub fn describe(name: &str) -> Option<FunctionDescription> {
 }
 
 /// A session with Eddy's functions, as queries have.
-fn session() -> SessionContext {
-    let context = SessionContext::new();
-    super::register(&context);
-    context
-}
-
 type ReturnType = Box<dyn Fn(&[DataType]) -> Option<DataType>>;
 
 /// The signature of the function a ksqlDB name runs as, and how it derives its return type.

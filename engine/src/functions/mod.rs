@@ -1,10 +1,12 @@
 //! Functions: DataFusion's built-ins under ksqlDB's names, and ksqlDB's own where DataFusion
-//! has none or means something else ([`udaf`], [`histogram`], and EXPLODE in `explode`);
+//! has none or means something else ([`udaf`], [`histogram`], EXPLODE in `explode`, AS_VALUE
+//! in `as_value`);
 //! [`catalog`] lists them for SHOW FUNCTIONS and DESCRIBE FUNCTION; [`operators`] plans
 //! ksqlDB's operators that DataFusion spells differently.
 
 use datafusion::prelude::SessionContext;
 
+pub(crate) mod as_value;
 pub mod catalog;
 pub(crate) mod explode;
 pub mod histogram;
@@ -28,6 +30,7 @@ pub fn register(context: &SessionContext) {
     }
     context.register_udaf(histogram::udaf());
     context.register_udf(explode::udf());
+    context.register_udf(as_value::udf());
     use datafusion::execution::FunctionRegistry;
     context
         .state_ref()

@@ -1,6 +1,6 @@
 //! ksqlDB's expression syntax in DataFusion's spelling, rewritten on the sqlparser AST before
 //! DataFusion plans it: function names (upper case, ksqlDB's aliases), COUNT_DISTINCT,
-//! AS_VALUE, struct field access `s->f`, and the constructors `MAP(k := v, ..)` and
+//! struct field access `s->f`, and the constructors `MAP(k := v, ..)` and
 //! `STRUCT(f := v, ..)`. Operators that need the operands' types are planned later, in
 //! [`crate::functions::operators`].
 
@@ -35,7 +35,10 @@ pub(crate) fn rewrite(expr: &mut SqlExpr) {
 /// COUNT_DISTINCT(x) becomes COUNT(DISTINCT x).
 fn rewrite_node(expr: &mut SqlExpr) {
     use datafusion::sql::sqlparser::ast::DuplicateTreatment;
-    if let Some(rewritten) = field_access(expr).or_else(|| constructor(expr)) {
+    if field_access(expr) {
+        return;
+    }
+    if let Some(rewritten) = constructor(expr) {
         *expr = rewritten;
         return;
     }
@@ -65,17 +68,6 @@ fn rewrite_node(expr: &mut SqlExpr) {
             return;
         }
     }
-    // AS_VALUE(x) copies a key column into the value: in Eddy's plans that is just x.
-    if let SqlExpr::Function(function) = expr {
-        let is_as_value = matches!(function.name.0.as_slice(),
-            [ObjectNamePart::Identifier(ident)] if ident.value.eq_ignore_ascii_case("as_value"));
-        if let (true, FunctionArguments::List(list)) = (is_as_value, &function.args) {
-            if let [FunctionArg::Unnamed(FunctionArgExpr::Expr(inner))] = list.args.as_slice() {
-                *expr = inner.clone();
-                return;
-            }
-        }
-    }
     if let SqlExpr::Function(function) = expr {
         let mut distinct = false;
         for part in function.name.0.iter_mut() {
@@ -94,23 +86,71 @@ fn rewrite_node(expr: &mut SqlExpr) {
     }
 }
 
-/// `s->f` (sqlparser's JSON arrow) reads field `f` of struct `s`: `get_field(s, 'f')`.
-fn field_access(expr: &SqlExpr) -> Option<SqlExpr> {
-    let SqlExpr::BinaryOp {
-        left,
-        op: BinaryOperator::Arrow,
-        right,
-    } = expr
-    else {
-        return None;
+/// `s->f` reads field `f` of struct `s`: `get_field(s, 'f')`. In ksqlDB `->` binds tightest,
+/// but sqlparser reads it as Postgres's JSON arrow, looser than comparisons and arithmetic:
+/// `x = s->f` comes as `(x = s)->f` and `s->f = x` as `s->(f = x)`. The access is rebuilt
+/// between the innermost operands on either side: the rightmost of the left side and the
+/// leftmost of the right, and the operators around them are kept. Rewrites in place.
+fn field_access(expr: &mut SqlExpr) -> bool {
+    if !matches!(
+        expr,
+        SqlExpr::BinaryOp {
+            op: BinaryOperator::Arrow,
+            ..
+        }
+    ) {
+        return false;
+    }
+    let SqlExpr::BinaryOp { left, right, .. } = expr else {
+        return false;
     };
-    let SqlExpr::Identifier(field) = right.as_ref() else {
-        return None;
+    if !matches!(leftmost(right), SqlExpr::Identifier(_)) {
+        return false;
+    }
+    let (mut left, mut right) = (left.as_ref().clone(), right.as_ref().clone());
+    let field_leaf = leftmost(&mut right);
+    let SqlExpr::Identifier(field) = field_leaf else {
+        return false;
     };
-    Some(call(
+    let access = call(
         "get_field",
-        vec![left.as_ref().clone(), string(&field.value)],
-    ))
+        vec![rightmost(&mut left).clone(), string(&field.value)],
+    );
+    *field_leaf = access;
+    *rightmost(&mut left) = right;
+    *expr = left;
+    true
+}
+
+/// The operand that ends an expression, where a tighter `->` after it applies.
+fn rightmost(expr: &mut SqlExpr) -> &mut SqlExpr {
+    match expr {
+        SqlExpr::BinaryOp { right, .. } => rightmost(right),
+        SqlExpr::UnaryOp { expr: inner, .. } => rightmost(inner),
+        other => other,
+    }
+}
+
+/// The operand that starts an expression, where a tighter `->` before it applies.
+fn leftmost(expr: &mut SqlExpr) -> &mut SqlExpr {
+    match expr {
+        SqlExpr::BinaryOp { left, .. } => leftmost(left),
+        SqlExpr::IsNull(inner)
+        | SqlExpr::IsNotNull(inner)
+        | SqlExpr::IsTrue(inner)
+        | SqlExpr::IsNotTrue(inner)
+        | SqlExpr::IsFalse(inner)
+        | SqlExpr::IsNotFalse(inner)
+        | SqlExpr::IsDistinctFrom(inner, _)
+        | SqlExpr::IsNotDistinctFrom(inner, _)
+        | SqlExpr::InList { expr: inner, .. }
+        | SqlExpr::Between { expr: inner, .. }
+        | SqlExpr::Like { expr: inner, .. }
+        | SqlExpr::ILike { expr: inner, .. }
+        | SqlExpr::Cast { expr: inner, .. }
+        | SqlExpr::CompoundFieldAccess { root: inner, .. } => leftmost(inner),
+        other => other,
+    }
 }
 
 /// The name ksqlDB gives an unaliased `s->f` in a projection: the field's.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Int64Array, TimestampMillisecondArray,
+    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -673,11 +673,22 @@ fn encode_columns(
             writer.write(&selected)?;
             writer.finish()?;
         }
-        return Ok(buffer
+        let mut lines: Vec<Option<Vec<u8>>> = buffer
             .split(|b| *b == b'\n')
             .take(rows)
             .map(|line| Some(line.to_vec()))
-            .collect());
+            .collect();
+        for (row, name, text) in non_finite_doubles(&selected) {
+            let Some(line) = lines[row].as_mut() else {
+                continue;
+            };
+            if let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(line) {
+                object.insert(name, Value::String(text.into()));
+                *line = serde_json::to_vec(&object)
+                    .map_err(|e| EngineError::Internal(e.to_string()))?;
+            }
+        }
+        return Ok(lines);
     }
     to_rows(&selected)?
         .iter()
@@ -745,7 +756,36 @@ pub(crate) fn to_rows(batch: &RecordBatch) -> Result<Vec<Map<String, Value>>> {
         writer.write(batch)?;
         writer.finish()?;
     }
-    let rows: Vec<Map<String, Value>> =
+    let mut rows: Vec<Map<String, Value>> =
         serde_json::from_slice(&buf).map_err(|e| EngineError::Internal(e.to_string()))?;
+    for (row, name, text) in non_finite_doubles(batch) {
+        rows[row].insert(name, Value::String(text.into()));
+    }
     Ok(rows)
+}
+
+/// The doubles JSON cannot hold (NaN, ±Infinity), which Arrow's writer turns into nulls:
+/// ksqlDB writes them as the strings "NaN", "Infinity" and "-Infinity". Row, column, text.
+fn non_finite_doubles(batch: &RecordBatch) -> Vec<(usize, String, &'static str)> {
+    let mut out = Vec::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let Some(doubles) = column.as_any().downcast_ref::<Float64Array>() else {
+            continue;
+        };
+        if doubles.values().iter().all(|v| v.is_finite()) {
+            continue;
+        }
+        for (row, value) in doubles.iter().enumerate() {
+            let Some(value) = value.filter(|v| !v.is_finite()) else {
+                continue;
+            };
+            let text = match value {
+                v if v.is_nan() => "NaN",
+                v if v > 0.0 => "Infinity",
+                _ => "-Infinity",
+            };
+            out.push((row, field.name().clone(), text));
+        }
+    }
+    out
 }
