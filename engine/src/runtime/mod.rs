@@ -7,8 +7,8 @@ use bytes::Bytes;
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, Float64Array, Int64Array, TimestampMillisecondArray,
 };
-use datafusion::arrow::compute::filter_record_batch;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::json::writer::JsonArray;
 use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -663,7 +663,7 @@ fn encode_columns(
                 .map_err(|_| EngineError::Internal(format!("output column {} missing", c.name)))
         })
         .collect::<Result<Vec<usize>>>()?;
-    let selected = output.project(&indices)?;
+    let selected = epoch_numbers(output.project(&indices)?)?;
     if format == formats::Format::Json && (columns.len() > 1 || wrap_single_value) {
         let mut buffer = Vec::with_capacity(rows * 32);
         {
@@ -762,6 +762,67 @@ pub(crate) fn to_rows(batch: &RecordBatch) -> Result<Vec<Map<String, Value>>> {
         rows[row].insert(name, Value::String(text.into()));
     }
     Ok(rows)
+}
+
+/// Times as ksqlDB writes them to topics: a TIMESTAMP as epoch milliseconds, a DATE as days
+/// since the epoch, a TIME as milliseconds of the day, inside arrays, maps and structs too
+/// (Arrow's writers would print them as ISO-8601 text).
+fn epoch_numbers(batch: RecordBatch) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| wire_type(f.data_type()).is_some())
+    {
+        return Ok(batch);
+    }
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        let Some(data_type) = wire_type(field.data_type()) else {
+            fields.push(field.as_ref().clone());
+            columns.push(Arc::clone(column));
+            continue;
+        };
+        let column = match column.data_type() {
+            DataType::Timestamp(unit, _) if *unit != TimeUnit::Millisecond => {
+                cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))?
+            }
+            _ => Arc::clone(column),
+        };
+        columns.push(cast(&column, &data_type)?);
+        fields.push(field.as_ref().clone().with_data_type(data_type));
+    }
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+/// The type a column of `data_type` is written as, when times make it differ.
+fn wire_type(data_type: &DataType) -> Option<DataType> {
+    let field = |f: &FieldRef| {
+        wire_type(f.data_type()).map(|t| Arc::new(f.as_ref().clone().with_data_type(t)))
+    };
+    match data_type {
+        DataType::Timestamp(..) => Some(DataType::Int64),
+        DataType::Date32 | DataType::Time32(_) => Some(DataType::Int32),
+        DataType::List(item) => field(item).map(DataType::List),
+        DataType::Map(entries, sorted) => field(entries).map(|e| DataType::Map(e, *sorted)),
+        DataType::Struct(children) => {
+            let changed: Vec<Option<FieldRef>> = children.iter().map(field).collect();
+            changed.iter().any(Option::is_some).then(|| {
+                DataType::Struct(
+                    children
+                        .iter()
+                        .zip(changed)
+                        .map(|(f, c)| c.unwrap_or_else(|| Arc::clone(f)))
+                        .collect(),
+                )
+            })
+        }
+        _ => None,
+    }
 }
 
 /// The doubles JSON cannot hold (NaN, ±Infinity), which Arrow's writer turns into nulls:
