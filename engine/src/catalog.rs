@@ -56,8 +56,11 @@ pub struct Source {
     /// Windowed keys (WINDOW_TYPE, or a windowed aggregation's output).
     pub window: Option<KeyWindow>,
     /// `TIMESTAMP`: the BIGINT or TIMESTAMP column whose value is a row's event time (on a
-    /// source: read instead of the record's timestamp; on a sink: written as it).
+    /// source: read instead of the record's timestamp; on a sink: written as it), or a
+    /// STRING column read with `TIMESTAMP_FORMAT`.
     pub timestamp_column: Option<String>,
+    /// `TIMESTAMP_FORMAT`: the Java pattern a STRING timestamp column is written in.
+    pub timestamp_format: Option<String>,
     /// The statement that created it.
     pub statement: String,
 }
@@ -127,6 +130,7 @@ impl Source {
             read_only,
             window: key_window(properties)?,
             timestamp_column: properties.get("TIMESTAMP").map(|c| c.to_uppercase()),
+            timestamp_format: properties.get("TIMESTAMP_FORMAT").cloned(),
             statement: statement.to_string(),
         };
         source.check_formats()?;
@@ -134,8 +138,8 @@ impl Source {
         Ok(source)
     }
 
-    /// Checks that the TIMESTAMP column exists and holds a time: BIGINT or TIMESTAMP (Eddy
-    /// does not parse strings with TIMESTAMP_FORMAT yet).
+    /// Checks that the TIMESTAMP column exists and holds a time: BIGINT, TIMESTAMP, or a
+    /// STRING with a TIMESTAMP_FORMAT.
     pub fn check_timestamp_column(&self) -> Result<()> {
         let Some(name) = &self.timestamp_column else {
             return Ok(());
@@ -151,9 +155,7 @@ impl Source {
             })?;
         match column.data_type {
             crate::types::SqlType::Bigint | crate::types::SqlType::Timestamp => Ok(()),
-            crate::types::SqlType::String => Err(EngineError::Unsupported(format!(
-                "string TIMESTAMP columns with TIMESTAMP_FORMAT (column `{name}`)"
-            ))),
+            crate::types::SqlType::String if self.timestamp_format.is_some() => Ok(()),
             _ => Err(EngineError::Plan(format!(
                 "Timestamp column, `{name}`, should be LONG(INT64), TIMESTAMP, or a String with a timestamp_format specified"
             ))),

@@ -710,6 +710,7 @@ async fn plan_select(
         read_only: false,
         window,
         timestamp_column: properties.get("TIMESTAMP").map(|c| c.to_uppercase()),
+        timestamp_format: properties.get("TIMESTAMP_FORMAT").cloned(),
         statement: statement.to_string(),
     };
     if !push {

@@ -1,6 +1,6 @@
 //! Functions: DataFusion's built-ins under ksqlDB's names, and ksqlDB's own where DataFusion
 //! has none or means something else ([`udaf`], [`histogram`], EXPLODE in `explode`, AS_VALUE
-//! in `as_value`);
+//! in `as_value`, Java-pattern date functions in `datetime`);
 //! [`catalog`] lists them for SHOW FUNCTIONS and DESCRIBE FUNCTION; [`operators`] plans
 //! ksqlDB's operators that DataFusion spells differently.
 
@@ -8,6 +8,7 @@ use datafusion::prelude::SessionContext;
 
 pub(crate) mod as_value;
 pub mod catalog;
+pub(crate) mod datetime;
 pub(crate) mod explode;
 pub mod histogram;
 pub mod operators;
@@ -31,6 +32,9 @@ pub fn register(context: &SessionContext) {
     context.register_udaf(histogram::udaf());
     context.register_udf(explode::udf());
     context.register_udf(as_value::udf());
+    for function in datetime::udfs() {
+        context.register_udf(function);
+    }
     use datafusion::execution::FunctionRegistry;
     context
         .state_ref()

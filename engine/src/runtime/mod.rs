@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use crate::catalog::{Source, ROWOFFSET, ROWPARTITION, ROWTIME, WINDOWEND, WINDOWSTART};
 use crate::error::{EngineError, Result};
 use crate::formats;
+use crate::functions::datetime;
 use crate::parser::{ColumnDef, SourceKind};
 use crate::query::{Operator, PersistentPlan};
 
@@ -449,6 +450,7 @@ pub(crate) fn decode_records(
     let value_columns: Vec<&ColumnDef> = source.value_columns().collect();
     let mut rows = Vec::with_capacity(records.len());
     let mut deleted = Vec::with_capacity(records.len());
+    let mut patterns = datetime::Cache::default();
     let mut skip = |record: &ConsumedRecord, message: String| {
         failures.push(Failure {
             topic: source.topic.clone(),
@@ -494,7 +496,14 @@ pub(crate) fn decode_records(
         let mut timestamp = record.timestamp_ms;
         if let Some(column) = &source.timestamp_column {
             let event_time = row.iter().find(|(name, _)| *name == column.as_str());
-            match event_time.and_then(|(_, v)| v.as_i64()) {
+            let event_time = match (event_time, &source.timestamp_format) {
+                (Some((_, Value::String(text))), Some(pattern)) => {
+                    datetime::epoch_millis(text, pattern, &mut patterns).ok()
+                }
+                (Some((_, value)), _) => value.as_i64(),
+                (None, _) => None,
+            };
+            match event_time {
                 Some(event_time) if event_time >= 0 => timestamp = event_time,
                 _ => {
                     skip(record, format!("no valid timestamp in column {column}"));
@@ -597,14 +606,13 @@ fn encode_output(
         }
     }
     // WITH (TIMESTAMP='column') on the sink: that column's value is the record's time.
-    let event_times = sink
-        .timestamp_column
-        .as_ref()
-        .and_then(|name| output.column_by_name(name))
-        .and_then(|c| datafusion::arrow::compute::cast(c, &DataType::Int64).ok());
-    let event_times = event_times
-        .as_ref()
-        .and_then(|c| c.as_any().downcast_ref::<Int64Array>());
+    let event_times = match &sink.timestamp_column {
+        Some(name) => output
+            .column_by_name(name)
+            .map(|column| event_times(column, sink.timestamp_format.as_deref()))
+            .transpose()?,
+        None => None,
+    };
     let values = encode_columns(
         output,
         &sink_values,
@@ -614,8 +622,12 @@ fn encode_output(
     let mut out = Vec::with_capacity(meta.len());
     for (row, ((key, value), meta)) in keys.into_iter().zip(values).zip(meta).enumerate() {
         let mut key = key;
-        let timestamp = match event_times {
-            Some(times) if times.is_valid(row) => times.value(row),
+        let timestamp = match event_times.as_ref().map(|times| &times[row]) {
+            Some(Some(Ok(time))) => *time,
+            Some(Some(Err(reason))) => {
+                tracing::warn!(sink = %sink.name, %reason, "dropping a row without a valid timestamp");
+                continue;
+            }
             _ => meta.timestamp,
         };
         if timestamp < 0 {
@@ -638,6 +650,33 @@ fn encode_output(
         });
     }
     Ok(out)
+}
+
+/// Each row's event time from a TIMESTAMP column: epoch milliseconds (BIGINT or TIMESTAMP),
+/// or text read with the TIMESTAMP_FORMAT pattern. `None` for null, an error for text that
+/// does not parse.
+fn event_times(
+    column: &ArrayRef,
+    pattern: Option<&str>,
+) -> Result<Vec<Option<std::result::Result<i64, String>>>> {
+    if let (Some(pattern), Some(texts)) = (
+        pattern,
+        column
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>(),
+    ) {
+        let mut cache = datetime::Cache::default();
+        return Ok(texts
+            .iter()
+            .map(|text| text.map(|t| datetime::epoch_millis(t, pattern, &mut cache)))
+            .collect());
+    }
+    let millis = cast(column, &DataType::Int64)?;
+    let millis = millis
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| EngineError::Internal("a cast to Int64 gives Int64".into()))?;
+    Ok(millis.iter().map(|m| m.map(Ok)).collect())
 }
 
 /// Serializes `columns` of every row of `output` in `format`: `None` for no bytes.
