@@ -1,6 +1,7 @@
 //! Functions: DataFusion's built-ins under ksqlDB's names, and ksqlDB's own where DataFusion
 //! has none or means something else ([`udaf`], [`histogram`], EXPLODE in `explode`, AS_VALUE
-//! in `as_value`, Java-pattern date functions in `datetime`);
+//! in `as_value`, Java-pattern date functions in `datetime`,
+//! REGEXP_EXTRACT in `regex`);
 //! [`catalog`] lists them for SHOW FUNCTIONS and DESCRIBE FUNCTION; [`operators`] plans
 //! ksqlDB's operators that DataFusion spells differently.
 
@@ -12,6 +13,7 @@ pub(crate) mod datetime;
 pub(crate) mod explode;
 pub mod histogram;
 pub mod operators;
+pub(crate) mod regex;
 pub mod udaf;
 
 /// A DataFusion session that reads ksqlDB's SQL: identifiers keep the case Eddy's parser gave
@@ -32,7 +34,7 @@ pub fn register(context: &SessionContext) {
     context.register_udaf(histogram::udaf());
     context.register_udf(explode::udf());
     context.register_udf(as_value::udf());
-    for function in datetime::udfs() {
+    for function in datetime::udfs().into_iter().chain(regex::udfs()) {
         context.register_udf(function);
     }
     use datafusion::execution::FunctionRegistry;
