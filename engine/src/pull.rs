@@ -22,7 +22,7 @@ use crate::catalog::{Catalog, Source, ROWTIME, WINDOWEND, WINDOWSTART};
 use crate::error::{EngineError, Result};
 use crate::functions;
 use crate::parser::{SelectQuery, SourceKind};
-use crate::query::{expand_and_find_source, lower_function_names, quoted, Star};
+use crate::query::{expand_and_find_source, quoted, rewrite_query, Star};
 use crate::runtime::{decode_records, to_rows, Failure};
 
 /// The answer to a pull query.
@@ -49,7 +49,7 @@ pub async fn run(
         ));
     }
     let mut ast = query.query.clone();
-    lower_function_names(&mut ast);
+    rewrite_query(&mut ast);
     let source = expand_and_find_source(
         &mut ast,
         catalog,

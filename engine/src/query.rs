@@ -39,7 +39,7 @@ use partition::Partitioning;
 mod rewrite;
 
 pub use join::{JoinKind, JoinSpec};
-pub(crate) use rewrite::{field_access_name, lower_function_names, rewrite};
+pub(crate) use rewrite::{field_access_name, rewrite, rewrite_query};
 
 /// A planned persistent query.
 #[derive(Clone)]
@@ -358,7 +358,7 @@ async fn plan_select(
     let windowed = query.window.is_some();
     let emit_final = query.emit == Some(Emit::Final);
     let mut ast = query.query.clone();
-    lower_function_names(&mut ast);
+    rewrite_query(&mut ast);
     let star = matches!(ast.body.as_ref(), SetExpr::Select(select)
     if select.projection.iter().any(|item| {
         matches!(item, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..))

@@ -17,7 +17,7 @@ use crate::error::{EngineError, Result};
 use crate::formats;
 use crate::functions;
 use crate::parser::ColumnDef;
-use crate::query::lower_function_names;
+use crate::query::rewrite_query;
 use crate::types::SqlType;
 
 /// The values of VALUES (...), in order.
@@ -55,7 +55,7 @@ async fn evaluate_with_datafusion(exprs: &[Expr]) -> Result<Vec<Value>> {
             })
             .collect();
     }
-    lower_function_names(query);
+    rewrite_query(query);
     let context = functions::session();
     let plan = context
         .state()

@@ -15,7 +15,7 @@ use datafusion::sql::sqlparser::ast::{
 use crate::functions;
 
 /// Rewrites every expression of a query into DataFusion's spelling.
-pub(crate) fn lower_function_names(query: &mut datafusion::sql::sqlparser::ast::Query) {
+pub(crate) fn rewrite_query(query: &mut datafusion::sql::sqlparser::ast::Query) {
     let _ = visit_expressions_mut(query, |expr| {
         rewrite_node(expr);
         ControlFlow::<()>::Continue(())
@@ -30,9 +30,10 @@ pub(crate) fn rewrite(expr: &mut SqlExpr) {
     });
 }
 
-/// Rewrites one node, whose children already are (the visits are post-order).
-/// DataFusion's functions are registered in lower case; ksqlDB's names are upper case.
-/// COUNT_DISTINCT(x) becomes COUNT(DISTINCT x).
+/// Rewrites one node, whose children already are (the visits are post-order): field access
+/// and constructors; keywords sqlparser takes for functions are columns; function names in
+/// lower case, as DataFusion registers them, under their DataFusion alias where they have
+/// one; COUNT_DISTINCT(x) becomes COUNT(DISTINCT x).
 fn rewrite_node(expr: &mut SqlExpr) {
     use datafusion::sql::sqlparser::ast::DuplicateTreatment;
     if field_access(expr) {
