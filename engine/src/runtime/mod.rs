@@ -10,14 +10,13 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::json::writer::JsonArray;
-use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_expr::PhysicalExpr;
 use eddy_broker::{BrokerError, ConsumedRecord, LogClient, OffsetReset, ProducerRecord};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch};
 
-use crate::catalog::{Source, ROWOFFSET, ROWPARTITION, ROWTIME, WINDOWEND, WINDOWSTART};
+use crate::catalog::{Source, ROWTIME, WINDOWEND, WINDOWSTART};
 use crate::error::{EngineError, Result};
 use crate::formats;
 use crate::functions::datetime;
@@ -25,11 +24,13 @@ use crate::parser::{ColumnDef, SourceKind};
 use crate::query::{Operator, PersistentPlan};
 
 mod aggregate;
+mod decode;
 mod filter_project;
 mod join;
 pub mod processing_log;
 
 pub use aggregate::AggregateExec;
+pub(crate) use decode::decode_records;
 pub use filter_project::FilterProjectExec;
 pub use join::JoinExec;
 pub use processing_log::{Failure, ProcessingLog};
@@ -437,97 +438,6 @@ fn decode_batch(
     Ok((batch.num_rows() > 0).then_some(Input { batch, deleted }))
 }
 
-/// Decodes records of `source` (from one partition) into rows of `schema`: its columns and
-/// pseudo-columns. Records that cannot be decoded are added to `failures`.
-pub(crate) fn decode_records(
-    source: &Source,
-    schema: &SchemaRef,
-    partition: i32,
-    records: &[ConsumedRecord],
-    failures: &mut Vec<Failure>,
-) -> Result<Option<Input>> {
-    let key_columns: Vec<&ColumnDef> = source.key_columns().collect();
-    let value_columns: Vec<&ColumnDef> = source.value_columns().collect();
-    let mut rows = Vec::with_capacity(records.len());
-    let mut deleted = Vec::with_capacity(records.len());
-    let mut patterns = datetime::Cache::default();
-    let mut skip = |record: &ConsumedRecord, message: String| {
-        failures.push(Failure {
-            topic: source.topic.clone(),
-            partition,
-            offset: record.offset,
-            message,
-        })
-    };
-    for record in records {
-        let mut key_bytes = record.key.as_deref();
-        let mut window = None;
-        if let (Some(kind), Some(bytes)) = (source.window, key_bytes) {
-            match formats::split_windowed_key(bytes, kind) {
-                Ok((key, start, end)) => {
-                    key_bytes = Some(key);
-                    window = Some((start, end));
-                }
-                Err(reason) => {
-                    skip(record, format!("cannot read the windowed key: {reason}"));
-                    continue;
-                }
-            }
-        }
-        let keys = formats::decode(source.key_format, &key_columns, key_bytes, false);
-        let values = formats::decode(
-            source.value_format,
-            &value_columns,
-            record.value.as_deref(),
-            source.wrap_single_value,
-        );
-        let (keys, values) = match (keys, values) {
-            (Ok(k), Ok(v)) => (k, v),
-            (Err(reason), _) | (_, Err(reason)) => {
-                skip(record, format!("cannot deserialize the record: {reason}"));
-                continue;
-            }
-        };
-        let columns = key_columns.iter().chain(&value_columns);
-        let mut row: Vec<(&str, Value)> = columns
-            .map(|c| c.name.as_str())
-            .zip(keys.into_iter().chain(values))
-            .collect();
-        let mut timestamp = record.timestamp_ms;
-        if let Some(column) = &source.timestamp_column {
-            let event_time = row.iter().find(|(name, _)| *name == column.as_str());
-            let event_time = match (event_time, &source.timestamp_format) {
-                (Some((_, Value::String(text))), Some(pattern)) => {
-                    datetime::epoch_millis(text, pattern, &mut patterns).ok()
-                }
-                (Some((_, value)), _) => value.as_i64(),
-                (None, _) => None,
-            };
-            match event_time {
-                Some(event_time) if event_time >= 0 => timestamp = event_time,
-                _ => {
-                    skip(record, format!("no valid timestamp in column {column}"));
-                    continue;
-                }
-            }
-        }
-        row.push((ROWTIME, Value::from(timestamp)));
-        row.push((ROWPARTITION, Value::from(partition)));
-        row.push((ROWOFFSET, Value::from(record.offset)));
-        if let Some((start, end)) = window {
-            row.push((WINDOWSTART, Value::from(start)));
-            row.push((WINDOWEND, Value::from(end)));
-        }
-        rows.push(Row(row));
-        deleted.push(record.value.is_none());
-    }
-    if rows.is_empty() {
-        return Ok(None);
-    }
-    let batch = to_batch(schema, &rows)?;
-    Ok(Some(Input { batch, deleted }))
-}
-
 /// Evaluates a boolean clause (WHERE, HAVING) on every row of `batch`.
 fn evaluate_predicate(
     batch: &RecordBatch,
@@ -636,15 +546,11 @@ fn encode_output(
             continue;
         }
         if let (Some(kind), Some((start, end))) = (sink.window, meta.window) {
-            key = Some(formats::windowed_key(key.as_deref(), kind, start, end));
+            key = Some(formats::windowed_key(key.as_deref(), kind, start, end).into());
         }
         out.push(ProducerRecord {
-            key: key.map(Bytes::from),
-            value: if meta.tombstone {
-                None
-            } else {
-                value.map(Bytes::from)
-            },
+            key,
+            value: if meta.tombstone { None } else { value },
             timestamp_ms: Some(timestamp),
             ..Default::default()
         });
@@ -688,7 +594,7 @@ fn encode_columns(
     columns: &[&ColumnDef],
     format: formats::Format,
     wrap_single_value: bool,
-) -> Result<Vec<Option<Vec<u8>>>> {
+) -> Result<Vec<Option<Bytes>>> {
     let rows = output.num_rows();
     if columns.is_empty() {
         return Ok(vec![None; rows]);
@@ -712,11 +618,14 @@ fn encode_columns(
             writer.write(&selected)?;
             writer.finish()?;
         }
-        let mut lines: Vec<Option<Vec<u8>>> = buffer
-            .split(|b| *b == b'\n')
-            .take(rows)
-            .map(|line| Some(line.to_vec()))
-            .collect();
+        // Every row's record is a slice of the one buffer, without a copy.
+        let buffer = Bytes::from(buffer);
+        let mut lines: Vec<Option<Bytes>> = Vec::with_capacity(rows);
+        let mut start = 0;
+        for end in line_ends(&buffer).take(rows) {
+            lines.push(Some(buffer.slice(start..end)));
+            start = end + 1;
+        }
         for (row, name, text) in non_finite_doubles(&selected) {
             let Some(line) = lines[row].as_mut() else {
                 continue;
@@ -724,7 +633,8 @@ fn encode_columns(
             if let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(line) {
                 object.insert(name, Value::String(text.into()));
                 *line = serde_json::to_vec(&object)
-                    .map_err(|e| EngineError::Internal(e.to_string()))?;
+                    .map_err(|e| EngineError::Internal(e.to_string()))?
+                    .into();
             }
         }
         return Ok(lines);
@@ -736,9 +646,18 @@ fn encode_columns(
                 .iter()
                 .map(|c| row.get(&c.name).cloned().unwrap_or(Value::Null))
                 .collect();
-            formats::encode(format, columns, &values, wrap_single_value)
+            Ok(formats::encode(format, columns, &values, wrap_single_value)?.map(Bytes::from))
         })
         .collect()
+}
+
+/// The positions of the line ends in `buffer`.
+fn line_ends(buffer: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    buffer
+        .iter()
+        .enumerate()
+        .filter(|(_, byte)| **byte == b'\n')
+        .map(|(i, _)| i)
 }
 
 /// The window of every row of a windowed source's batch (WINDOWSTART, WINDOWEND).
@@ -758,32 +677,6 @@ fn row_windows(batch: &RecordBatch) -> Option<Vec<Option<(i64, i64)>>> {
             })
             .collect(),
     )
-}
-
-/// A decoded row as (column, value) pairs: arrow's JSON decoder reads it as an object
-/// without a map being built for it.
-struct Row<'a>(Vec<(&'a str, Value)>);
-
-impl serde::Serialize for Row<'_> {
-    fn serialize<S: serde::Serializer>(
-        &self,
-        serializer: S,
-    ) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (name, value) in &self.0 {
-            map.serialize_entry(name, value)?;
-        }
-        map.end()
-    }
-}
-
-fn to_batch<T: serde::Serialize>(schema: &SchemaRef, rows: &[T]) -> Result<RecordBatch> {
-    let mut decoder = ReaderBuilder::new(Arc::clone(schema)).build_decoder()?;
-    decoder.serialize(rows)?;
-    decoder
-        .flush()?
-        .ok_or_else(|| EngineError::Internal("no batch from decoded rows".into()))
 }
 
 pub(crate) fn to_rows(batch: &RecordBatch) -> Result<Vec<Map<String, Value>>> {

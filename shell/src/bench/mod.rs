@@ -51,6 +51,9 @@ pub(crate) struct BenchArgs {
     /// nexmark: shuffle event times within groups of this many events (1 = in order).
     #[arg(long, default_value_t = 1)]
     out_of_order_group_size: u64,
+    /// nexmark: afterwards, compare the sink with the query's batch form run by DataFusion.
+    #[arg(long)]
+    check: bool,
     /// Records to produce.
     #[arg(long, default_value_t = 5_000_000)]
     records: u64,
@@ -95,6 +98,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     ..nexmark::Config::default()
                 },
                 data_dir: args.data_dir,
+                check: args.check,
             })
             .await
         }

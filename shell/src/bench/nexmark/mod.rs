@@ -8,6 +8,7 @@
 //! Throughput counts all N events, as Nexmark does, although a query reads only the streams
 //! it names (q0 reads the bids: 92% of the events); `source_records` says how many it read.
 
+mod check;
 mod generator;
 
 use std::collections::BTreeMap;
@@ -24,42 +25,50 @@ use generator::{Generator, Kind};
 /// The streams' definitions, shared by every query.
 const DDL: &str = include_str!("../../../../queries/nexmark/ddl.sql");
 
-/// The queries, by name: their SQL, and the topics they read.
-const QUERIES: &[(&str, &str, &[&str])] = &[
+/// The queries, by name: their SQL, the topics they read, and their batch form for `--check`
+/// (check.rs), where there is one.
+const QUERIES: &[(&str, &str, &[&str], Option<&str>)] = &[
     (
         "q0",
         include_str!("../../../../queries/nexmark/q0.sql"),
         &["nexmark_bid"],
+        Some(include_str!("../../../../queries/nexmark/q0.batch.sql")),
     ),
     (
         "q1",
         include_str!("../../../../queries/nexmark/q1.sql"),
         &["nexmark_bid"],
+        None,
     ),
     (
         "q2",
         include_str!("../../../../queries/nexmark/q2.sql"),
         &["nexmark_bid"],
+        Some(include_str!("../../../../queries/nexmark/q2.batch.sql")),
     ),
     (
         "q3",
         include_str!("../../../../queries/nexmark/q3.sql"),
         &["nexmark_person", "nexmark_auction"],
+        None,
     ),
     (
         "q4",
         include_str!("../../../../queries/nexmark/q4.sql"),
         &["nexmark_auction", "nexmark_bid"],
+        Some(include_str!("../../../../queries/nexmark/q4.batch.sql")),
     ),
     (
         "q8",
         include_str!("../../../../queries/nexmark/q8.sql"),
         &["nexmark_person", "nexmark_auction"],
+        Some(include_str!("../../../../queries/nexmark/q8.batch.sql")),
     ),
     (
         "q22",
         include_str!("../../../../queries/nexmark/q22.sql"),
         &["nexmark_bid"],
+        Some(include_str!("../../../../queries/nexmark/q22.batch.sql")),
     ),
 ];
 
@@ -83,11 +92,13 @@ pub(crate) struct NexmarkArgs {
     pub(crate) events: u64,
     pub(crate) config: Config,
     pub(crate) data_dir: Option<std::path::PathBuf>,
+    /// Compare the sink with the query's batch form afterwards (check.rs).
+    pub(crate) check: bool,
 }
 
 pub(crate) async fn run(args: NexmarkArgs) -> anyhow::Result<()> {
     let query = args.query.to_lowercase();
-    let Some((_, sql, sources)) = QUERIES.iter().find(|(name, ..)| *name == query) else {
+    let Some((_, sql, sources, batch_sql)) = QUERIES.iter().find(|(name, ..)| *name == query) else {
         if let Some((_, needs)) = WAITING.iter().find(|(name, _)| *name == query) {
             anyhow::bail!("{query} needs {needs}, which the engine does not run yet");
         }
@@ -99,7 +110,8 @@ pub(crate) async fn run(args: NexmarkArgs) -> anyhow::Result<()> {
     let broker = Broker::open(BrokerConfig::new(dir)).await?;
 
     let start = Instant::now();
-    load(&broker, &Generator::new(args.config.clone()), args.events)?;
+    let generator = Generator::new(args.config.clone());
+    load(&broker, &generator, args.events)?;
     let loading = start.elapsed();
     eprintln!(
         "loaded {} events in {:.1} s",
@@ -133,6 +145,11 @@ pub(crate) async fn run(args: NexmarkArgs) -> anyhow::Result<()> {
         args.events as f64 / cpu.max(0.01),
         peak_rss_mb(),
     );
+    if args.check {
+        let batch_sql = batch_sql.with_context(|| format!("{query} has no batch form to check"))?;
+        let rows = check::check(&engine, &generator, args.events, &sink, batch_sql).await?;
+        println!("check: {query}'s {rows} rows equal the batch result");
+    }
     Ok(())
 }
 
