@@ -78,7 +78,10 @@ pub(crate) async fn check(
         .iter()
         .map(|c| pull.columns.iter().position(|(name, _)| name == c))
         .collect::<Option<Vec<usize>>>()
-        .with_context(|| format!("the sink {sink} lacks a column of {columns:?}"))?;
+        .with_context(|| {
+            let names: Vec<&String> = pull.columns.iter().map(|(name, _)| name).collect();
+            format!("the sink {sink} ({names:?}) lacks a column of {columns:?}")
+        })?;
     let actual: Vec<Vec<Option<Value>>> = pull
         .rows
         .iter()
