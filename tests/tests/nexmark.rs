@@ -7,7 +7,9 @@ use std::process::Command;
 
 fn check(query: &str, extra_args: &[&str]) {
     let ran = Command::new(eddy_tests::eddy_binary())
-        .args(["bench", "nexmark", "--query", query, "--events", "30000", "--check"])
+        .args([
+            "bench", "nexmark", "--query", query, "--events", "30000", "--check",
+        ])
         .args(extra_args)
         .output()
         .unwrap();

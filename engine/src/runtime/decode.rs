@@ -123,7 +123,6 @@ pub(crate) fn decode_records(
     Ok(Some(Input { batch, deleted }))
 }
 
-
 /// A decoded row as (column, value) pairs: arrow's JSON decoder reads it as an object
 /// without a map being built for it.
 struct Row<'a>(Vec<(&'a str, Value)>);
@@ -149,7 +148,6 @@ fn to_batch<T: serde::Serialize>(schema: &SchemaRef, rows: &[T]) -> Result<Recor
         .flush()?
         .ok_or_else(|| EngineError::Internal("no batch from decoded rows".into()))
 }
-
 
 /// The rows as a batch of `schema`: built directly when every value fits its column as it
 /// is, else read by arrow's JSON decoder.
@@ -548,7 +546,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(failures.is_empty(), "{failures:?}");
-        input.batch.project(&(1..input.batch.num_columns()).collect::<Vec<_>>()).unwrap()
+        input
+            .batch
+            .project(&(1..input.batch.num_columns()).collect::<Vec<_>>())
+            .unwrap()
     }
 
     #[test]
@@ -565,7 +566,10 @@ mod tests {
         let fast = decode_json_values(&source, &schema, 3, &records).expect("the fast path");
         assert_eq!(fast.batch, general(&source, &records));
         let at = fast.batch.column_by_name(ROWTIME).unwrap();
-        assert_eq!(format!("{at:?}").matches("1970-01-01T00:00:00.00").count(), 3);
+        assert_eq!(
+            format!("{at:?}").matches("1970-01-01T00:00:00.00").count(),
+            3
+        );
     }
 
     #[test]
@@ -581,7 +585,10 @@ mod tests {
             r#"[1, 2]"#,
         ] {
             let records = records(&[value]);
-            assert!(decode_json_values(&source, &schema, 0, &records).is_none(), "{value}");
+            assert!(
+                decode_json_values(&source, &schema, 0, &records).is_none(),
+                "{value}"
+            );
         }
     }
 }

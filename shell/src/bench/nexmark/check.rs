@@ -54,7 +54,10 @@ pub(crate) async fn check(
         let table = batch_table(engine, stream, &lines)?;
         context.register_table(stream, Arc::new(table))?;
     }
-    let frame = context.sql(batch_sql).await.context("planning the batch query")?;
+    let frame = context
+        .sql(batch_sql)
+        .await
+        .context("planning the batch query")?;
     let columns: Vec<String> = frame
         .schema()
         .fields()
@@ -145,7 +148,11 @@ fn json_rows(batch: &RecordBatch) -> anyhow::Result<Vec<serde_json::Map<String, 
     let rows: Vec<serde_json::Map<String, Value>> = serde_json::from_slice(&buffer)?;
     Ok(rows
         .into_iter()
-        .map(|row| row.into_iter().map(|(k, v)| (k.to_uppercase(), v)).collect())
+        .map(|row| {
+            row.into_iter()
+                .map(|(k, v)| (k.to_uppercase(), v))
+                .collect()
+        })
         .collect())
 }
 

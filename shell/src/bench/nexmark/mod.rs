@@ -98,7 +98,8 @@ pub(crate) struct NexmarkArgs {
 
 pub(crate) async fn run(args: NexmarkArgs) -> anyhow::Result<()> {
     let query = args.query.to_lowercase();
-    let Some((_, sql, sources, batch_sql)) = QUERIES.iter().find(|(name, ..)| *name == query) else {
+    let Some((_, sql, sources, batch_sql)) = QUERIES.iter().find(|(name, ..)| *name == query)
+    else {
         if let Some((_, needs)) = WAITING.iter().find(|(name, _)| *name == query) {
             anyhow::bail!("{query} needs {needs}, which the engine does not run yet");
         }
