@@ -220,6 +220,9 @@ pub struct JoinPlan {
     pub foreign_key: bool,
     /// How many key columns the left source has (its rows' first columns).
     pub left_key_columns: usize,
+    /// A windowed left table's WINDOWSTART and WINDOWEND columns: part of a foreign-key
+    /// join's left primary key, and the window of its result.
+    pub left_window: Option<[usize; 2]>,
 }
 
 /// One side of a join.
@@ -676,6 +679,8 @@ async fn plan_select(
         }
         Some(WindowSpec::Session { .. }) => Some(KeyWindow::Session),
         None if matches!(operator, Operator::FilterProject) => source.window,
+        // A foreign-key join is keyed (and so windowed) as its left table is.
+        None if matches!(&operator, Operator::Join(join) if join.foreign_key) => source.window,
         None => None,
     };
     let format = |name: &str| properties.get(name).map(|v| Format::parse(v)).transpose();
@@ -795,6 +800,13 @@ fn join_plan(
         filter,
         foreign_key: spec.foreign_key,
         left_key_columns: spec.sources[0].key_columns().count(),
+        left_window: match spec.sources[0].window {
+            Some(_) => {
+                let left = shape.left.as_arrow();
+                Some([left.index_of(WINDOWSTART)?, left.index_of(WINDOWEND)?])
+            }
+            None => None,
+        },
     })
 }
 

@@ -1,7 +1,7 @@
 //! Functions: DataFusion's built-ins under ksqlDB's names, and ksqlDB's own where DataFusion
 //! has none or means something else ([`udaf`], [`histogram`], EXPLODE in `explode`, AS_VALUE
 //! in `as_value`, Java-pattern date functions in `datetime`,
-//! REGEXP_EXTRACT in `regex`);
+//! REGEXP_EXTRACT in `regex`); MIN and MAX over tables in `retractable`;
 //! [`catalog`] lists them for SHOW FUNCTIONS and DESCRIBE FUNCTION; [`operators`] plans
 //! ksqlDB's operators that DataFusion spells differently.
 
@@ -14,6 +14,7 @@ pub(crate) mod explode;
 pub mod histogram;
 pub mod operators;
 pub(crate) mod regex;
+pub(crate) mod retractable;
 pub mod udaf;
 
 /// A DataFusion session that reads ksqlDB's SQL: identifiers keep the case Eddy's parser gave

@@ -652,6 +652,9 @@ pub fn validate(spec: &JoinSpec) -> Result<()> {
     }
     match (left.window, right.window) {
         (None, None) => {}
+        // Eddy's extension: a windowed table's rows looking up a plain table by a foreign
+        // key (such as their WINDOWSTART); the result is windowed as the left table is.
+        (Some(_), None) if spec.foreign_key => {}
         (Some(w), None) | (None, Some(w)) => {
             let (windowed, plain) = if left.window.is_some() {
                 (left, right)

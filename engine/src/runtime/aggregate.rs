@@ -7,7 +7,8 @@
 //! ksqlDB.
 //! - Tables: each source key's current row is remembered; a new row for the key (or its
 //!   deletion) first retracts the old row from its group, which emits that group's update
-//!   too. Accumulators are DataFusion's sliding ones, which can retract.
+//!   too. Accumulators are DataFusion's sliding ones, which can retract (MIN and MAX:
+//!   [`crate::functions::retractable`]'s, which can forget any row, not just the oldest).
 //! - Time windows (tumbling, hopping): epoch-aligned windows `[start, start + size)`; a row
 //!   goes to every window holding its timestamp, except windows already closed: those whose
 //!   end + grace is at or before the stream time (the largest timestamp seen), which count the
@@ -33,7 +34,9 @@ use datafusion::scalar::ScalarValue;
 use parking_lot::Mutex;
 
 use super::{evaluate_predicate, project, row_times, Emitted, Input, RowMeta};
+use crate::catalog::{WINDOWEND, WINDOWSTART};
 use crate::error::{EngineError, Result};
+use crate::functions::retractable::{Extreme, RetractableExtreme};
 use crate::parser::WindowSpec;
 use crate::query::{AggregatePlan, PersistentPlan};
 
@@ -136,14 +139,21 @@ impl AggregateExec {
             .iter()
             .map(|a| a.expressions().iter().map(evaluate).collect())
             .collect::<Result<_>>()?;
+        // A table's row is identified by its key, and a windowed table's by its window too.
         let source_keys: Vec<ArrayRef> = if self.aggregate.retracting {
+            let window = [WINDOWSTART, WINDOWEND]
+                .into_iter()
+                .filter(|_| self.plan.source.window.is_some());
             self.plan
                 .source
                 .key_columns()
-                .map(|c| {
-                    batch.column_by_name(&c.name).cloned().ok_or_else(|| {
-                        EngineError::Internal(format!("key column {} missing", c.name))
-                    })
+                .map(|c| c.name.as_str())
+                .chain(window)
+                .map(|name| {
+                    batch
+                        .column_by_name(name)
+                        .cloned()
+                        .ok_or_else(|| EngineError::Internal(format!("key column {name} missing")))
                 })
                 .collect::<Result<_>>()?
         } else {
@@ -246,7 +256,14 @@ impl AggregateExec {
             .iter()
             .map(|a| {
                 if self.aggregate.retracting {
-                    a.create_sliding_accumulator()
+                    // MIN and MAX must forget any row, not only the oldest.
+                    match Extreme::of(a.fun().name()) {
+                        Some(extreme) => Ok(Box::new(RetractableExtreme::new(
+                            extreme,
+                            a.field().data_type().clone(),
+                        )) as Box<dyn Accumulator>),
+                        None => a.create_sliding_accumulator(),
+                    }
                 } else {
                     a.create_accumulator()
                 }

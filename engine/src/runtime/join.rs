@@ -177,10 +177,12 @@ impl JoinExec {
             let timestamp = times[row];
             let kinds = self.join.sides.each_ref().map(|s| s.source.kind);
             if self.join.foreign_key {
-                // A left row's primary key: its first (key) columns, deleted or not.
-                let primary = batch.columns()[..self.join.left_key_columns]
-                    .iter()
-                    .map(|c| ScalarValue::try_from_array(c, row))
+                // A left row's primary key: its first (key) columns, and a windowed
+                // table's window, deleted or not (a right row's is not used).
+                let window = self.join.left_window.iter().flatten().filter(|_| side == 0);
+                let primary = (0..self.join.left_key_columns)
+                    .chain(window.copied())
+                    .map(|c| ScalarValue::try_from_array(batch.column(c), row))
                     .collect::<datafusion::error::Result<Vec<_>>>()?;
                 let change = Change {
                     key,
@@ -456,7 +458,13 @@ impl JoinExec {
                         timestamp,
                         id: 0,
                     };
-                    state.tables[1].insert(key.clone(), kept);
+                    let old = state.tables[1].insert(key.clone(), kept);
+                    // A right row that did not change (an aggregate re-emitting the same
+                    // maximum) would re-join every left row into the rows they already are.
+                    let columns = self.join.sides[1].source.columns.len();
+                    if old.is_some_and(|old| old.values[..columns] == values[..columns]) {
+                        return;
+                    }
                 }
                 None => {
                     state.tables[1].remove(&key);
@@ -525,11 +533,28 @@ impl JoinExec {
     /// A left row with only its primary key: what a deletion's key is projected from.
     fn key_only(&self, primary: &[ScalarValue]) -> Option<Arc<Vec<ScalarValue>>> {
         let fields = self.join.sides[0].schema.fields();
-        let mut values = primary.to_vec();
-        for field in fields.iter().skip(primary.len()) {
-            values.push(ScalarValue::try_from(field.data_type()).unwrap_or(ScalarValue::Null));
+        let mut values: Vec<ScalarValue> = fields
+            .iter()
+            .map(|f| ScalarValue::try_from(f.data_type()).unwrap_or(ScalarValue::Null))
+            .collect();
+        let positions =
+            (0..self.join.left_key_columns).chain(self.join.left_window.iter().flatten().copied());
+        for (position, value) in positions.zip(primary) {
+            values[position] = value.clone();
         }
         Some(Arc::new(values))
+    }
+
+    /// The window of a foreign-key join's row: its windowed left table's, the end of its
+    /// primary key.
+    fn window_of(&self, row_key: Option<&Vec<ScalarValue>>) -> Option<(i64, i64)> {
+        self.join.left_window?;
+        match row_key?.as_slice() {
+            [.., ScalarValue::Int64(Some(start)), ScalarValue::Int64(Some(end))] => {
+                Some((*start, *end))
+            }
+            _ => None,
+        }
     }
 
     /// Builds the joined rows and applies WHERE.
@@ -593,7 +618,7 @@ impl JoinExec {
             selected.push(row as u32);
             meta.push(RowMeta {
                 timestamp: j.timestamp,
-                window: None,
+                window: self.window_of(j.row_key.as_ref()),
                 tombstone,
             });
         }
