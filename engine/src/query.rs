@@ -236,6 +236,12 @@ pub struct JoinSide {
 }
 
 impl JoinPlan {
+    /// A stream joined WITHIN an interval to a windowed table's rows (see
+    /// [`join::windowed_table_rows`]): run as a stream-stream join.
+    pub fn reads_table_as_rows(&self) -> bool {
+        self.within.is_some() && self.sides[1].source.window.is_some()
+    }
+
     /// stream-stream, stream-table or table-table.
     pub fn describe(&self) -> String {
         let kinds: Vec<&str> = self
@@ -394,9 +400,7 @@ async fn plan_select(
         }
         _ => Partitioning::Source,
     };
-    if windowed {
-        group_by_window(&mut ast)?;
-    }
+    let ungrouped_window = windowed && group_by_window(&mut ast);
 
     let context = functions::session();
     for s in catalog.sources() {
@@ -465,6 +469,11 @@ async fn plan_select(
                     "aggregations need a GROUP BY clause".into(),
                 ));
             }
+            let window_columns = if windowed { 2 } else { 0 };
+            let keyed = group_expr.len() - window_columns;
+            if aggr_expr.is_empty() && ungrouped_window {
+                return Err(window_needs_group_by());
+            }
             if aggr_expr.is_empty() {
                 return Err(EngineError::Plan(
                     "GROUP BY requires aggregate functions in either the SELECT or HAVING clause."
@@ -478,8 +487,6 @@ async fn plan_select(
                     source.name
                 )));
             }
-            let window_columns = if windowed { 2 } else { 0 };
-            let keyed = group_expr.len() - window_columns;
             group_columns = aggregate_schema
                 .fields()
                 .iter()
@@ -664,9 +671,7 @@ async fn plan_select(
         must_include(name, "key column", &keys)?;
     }
     if windowed && !matches!(operator, Operator::Aggregate(_)) {
-        return Err(EngineError::Plan(
-            "WINDOW clause requires a GROUP BY clause with aggregate functions".into(),
-        ));
+        return Err(window_needs_group_by());
     }
     if emit_final && !windowed {
         return Err(EngineError::Plan(
@@ -846,23 +851,29 @@ pub(super) fn must_include(sink: &str, what: &str, missing: &[String]) -> Result
 }
 
 /// Adds WINDOWSTART and WINDOWEND to a windowed aggregation's GROUP BY: each row is grouped
-/// by its key and its window, and the projection may select the window's bounds.
-fn group_by_window(query: &mut datafusion::sql::sqlparser::ast::Query) -> Result<()> {
+/// by its key and its window, and the projection may select the window's bounds. Without a
+/// GROUP BY the rows are grouped by their window alone (Eddy's extension: ksqlDB requires
+/// GROUP BY); the plan must then still aggregate. True when there was no GROUP BY.
+fn group_by_window(query: &mut datafusion::sql::sqlparser::ast::Query) -> bool {
     use datafusion::sql::sqlparser::ast::GroupByExpr;
     let SetExpr::Select(select) = query.body.as_mut() else {
-        return Ok(());
+        return false;
     };
     match &mut select.group_by {
-        GroupByExpr::Expressions(exprs, _) if !exprs.is_empty() => {
+        GroupByExpr::Expressions(exprs, _) => {
+            let ungrouped = exprs.is_empty();
             for name in [WINDOWSTART, WINDOWEND] {
                 exprs.push(SqlExpr::Identifier(Ident::with_quote('"', name)));
             }
-            Ok(())
+            ungrouped
         }
-        _ => Err(EngineError::Plan(
-            "WINDOW clause requires a GROUP BY clause with aggregate functions".into(),
-        )),
+        GroupByExpr::All(_) => false,
     }
+}
+
+/// A windowed query that neither groups nor aggregates.
+fn window_needs_group_by() -> EngineError {
+    EngineError::Plan("WINDOW clause requires a GROUP BY clause with aggregate functions".into())
 }
 
 pub(crate) fn quoted(name: &str) -> String {

@@ -2,8 +2,8 @@
 -- window's highest count. ksqlDB has no subqueries in FROM, so the per-window maximum is a
 -- table of its own (MAX over a table: Eddy's extension), and the auctions look it up by
 -- their window's start (a foreign-key join of a windowed table: Eddy's extension too).
--- The grace period lets the four partitions' bids drift apart by up to 10 seconds of
--- event time (the query reads them side by side, a fetch at a time).
+-- The grace period admits bids up to 10 seconds late (the query reads the four partitions
+-- side by side, kept within a second of event time of each other).
 CREATE TABLE q5_counts AS
   SELECT auction, COUNT(*) AS num
   FROM bid WINDOW HOPPING (SIZE 10 SECONDS, ADVANCE BY 2 SECONDS, GRACE PERIOD 10 SECONDS)

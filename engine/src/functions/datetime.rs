@@ -16,7 +16,8 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::{exec_err, plan_err, DataFusionError, Result};
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
 };
 
 /// What a function reads and returns.
@@ -60,7 +61,49 @@ pub(crate) fn udfs() -> Vec<ScalarUDF> {
             signature: Signature::variadic_any(Volatility::Immutable),
         })
     })
+    .chain([ScalarUDF::new_from_impl(UnixTimestamp {
+        signature: Signature::one_of(
+            vec![TypeSignature::Nullary, TypeSignature::Any(1)],
+            Volatility::Volatile,
+        ),
+    })])
     .collect()
+}
+
+/// UNIX_TIMESTAMP([timestamp]): a TIMESTAMP's epoch milliseconds (BIGINT), or the current
+/// time's without an argument.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct UnixTimestamp {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for UnixTimestamp {
+    fn name(&self) -> &str {
+        "unix_timestamp"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arguments: &[DataType]) -> Result<DataType> {
+        match arguments {
+            [] | [DataType::Timestamp(..) | DataType::Null] => Ok(DataType::Int64),
+            _ => plan_err!("UNIX_TIMESTAMP takes a TIMESTAMP or no argument, got {arguments:?}"),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let Some(argument) = args.args.first() else {
+            let now = Utc::now().timestamp_millis();
+            return Ok(ColumnarValue::Scalar(now.into()));
+        };
+        let millis = cast(
+            &argument.to_array(args.number_rows)?,
+            &DataType::Timestamp(TimeUnit::Millisecond, None),
+        )?;
+        Ok(ColumnarValue::Array(cast(&millis, &DataType::Int64)?))
+    }
 }
 
 impl ScalarUDFImpl for DateTimeFunction {

@@ -655,6 +655,9 @@ pub fn validate(spec: &JoinSpec) -> Result<()> {
         // Eddy's extension: a windowed table's rows looking up a plain table by a foreign
         // key (such as their WINDOWSTART); the result is windowed as the left table is.
         (Some(_), None) if spec.foreign_key => {}
+        // Eddy's extension: a stream joined WITHIN a time interval to a windowed table's
+        // rows, as they come (such as each window's final maximum): see `windowed_table_rows`.
+        (None, Some(_)) if windowed_table_rows(spec) => {}
         (Some(w), None) | (None, Some(w)) => {
             let (windowed, plain) = if left.window.is_some() {
                 (left, right)
@@ -682,6 +685,13 @@ pub fn validate(spec: &JoinSpec) -> Result<()> {
             ))
         }
         (SourceKind::Stream, SourceKind::Stream) => Ok(()),
+        _ if windowed_table_rows(spec) => match spec.kind {
+            JoinKind::Inner | JoinKind::Left => Ok(()),
+            kind => Err(EngineError::Plan(format!(
+                "Invalid join type: {kind:?} joins of a stream to a windowed table are not \
+                 supported; only INNER and LEFT."
+            ))),
+        },
         _ if spec.within.is_some() => Err(EngineError::Plan(format!(
             "A window definition was provided for a {}-{} join. These joins are not windowed. \
              Please drop the window definition (ie. the WITHIN clause) and try to submit your \
@@ -705,6 +715,20 @@ pub fn validate(spec: &JoinSpec) -> Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// Whether a join reads its right side, a windowed table, as a stream of rows (Eddy's
+/// extension): `stream JOIN windowed_table WITHIN ...` joins each stream row to the table rows
+/// within the interval, on any of their columns, as a stream-stream join would. The table's
+/// rows of a window come once the window is known (EMIT FINAL), so the stream's rows wait for
+/// them: they are kept until the table's rows have moved past them.
+pub fn windowed_table_rows(spec: &JoinSpec) -> bool {
+    let [left, right] = &spec.sources;
+    spec.within.is_some()
+        && left.kind == SourceKind::Stream
+        && right.kind == SourceKind::Table
+        && left.window.is_none()
+        && right.window.is_some()
 }
 
 fn title(kind: SourceKind) -> &'static str {

@@ -22,12 +22,13 @@
 //! Not yet: a changelog topic for the state (it is rebuilt by reading the source from the
 //! start), window retention (closed windows stay in memory).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::{HashMap, HashSet};
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
@@ -101,15 +102,15 @@ impl AggregateExec {
             plan,
             aggregate,
             state: Mutex::new(State {
-                groups: HashMap::new(),
-                sessions: HashMap::new(),
-                table_rows: HashMap::new(),
+                groups: HashMap::default(),
+                sessions: HashMap::default(),
+                table_rows: HashMap::default(),
                 stream_time: i64::MIN,
-                pending: HashMap::new(),
+                pending: HashMap::default(),
                 closing: BTreeMap::new(),
                 arrivals: 0,
                 late_rows: 0,
-                visible: HashSet::new(),
+                visible: HashSet::default(),
             }),
         }
     }

@@ -13,13 +13,13 @@
 //! The output key is the join key. State is in memory and shared by the query's partition
 //! tasks; a restarted query rebuilds it by reading its sources again.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use datafusion::common::ScalarValue;
+use datafusion::common::{HashMap, HashSet, ScalarValue};
 use parking_lot::Mutex;
 
 use super::{evaluate_predicate, project, row_times, Emitted, Input, RowMeta};
@@ -179,9 +179,8 @@ impl JoinExec {
             if self.join.foreign_key {
                 // A left row's primary key: its first (key) columns, and a windowed
                 // table's window, deleted or not (a right row's is not used).
-                let window = self.join.left_window.iter().flatten().filter(|_| side == 0);
-                let primary = (0..self.join.left_key_columns)
-                    .chain(window.copied())
+                let primary = self
+                    .primary_positions(side)
                     .map(|c| ScalarValue::try_from_array(batch.column(c), row))
                     .collect::<datafusion::error::Result<Vec<_>>>()?;
                 let change = Change {
@@ -194,6 +193,9 @@ impl JoinExec {
                 continue;
             }
             match kinds {
+                [SourceKind::Stream, _] if self.join.reads_table_as_rows() => {
+                    self.stream_stream(&mut state, side, key, values, timestamp, &mut joined)
+                }
                 [SourceKind::Stream, SourceKind::Stream] => {
                     self.stream_stream(&mut state, side, key, values, timestamp, &mut joined)
                 }
@@ -416,7 +418,14 @@ impl JoinExec {
         if id % 1024 == 0 {
             let observed = state.observed;
             for (side, window) in state.windows.iter_mut().enumerate() {
-                let horizon = observed[side].saturating_sub(retention);
+                // A stream's rows wait for a windowed table's rows (which come once their
+                // window is final) until the table's rows have moved past them.
+                let time = if side == 0 && self.join.reads_table_as_rows() {
+                    observed[0].min(observed[1])
+                } else {
+                    observed[side]
+                };
+                let horizon = time.saturating_sub(retention);
                 window.retain(|_, rows| {
                     rows.retain(|r| r.timestamp >= horizon);
                     !rows.is_empty()
@@ -530,6 +539,18 @@ impl JoinExec {
         }
     }
 
+    /// Where a foreign-key join's row of `side` holds its primary key: its first (key)
+    /// columns, and for a windowed left table its window.
+    fn primary_positions(&self, side: usize) -> impl Iterator<Item = usize> + '_ {
+        let window = self
+            .join
+            .left_window
+            .iter()
+            .flatten()
+            .filter(move |_| side == 0);
+        (0..self.join.left_key_columns).chain(window.copied())
+    }
+
     /// A left row with only its primary key: what a deletion's key is projected from.
     fn key_only(&self, primary: &[ScalarValue]) -> Option<Arc<Vec<ScalarValue>>> {
         let fields = self.join.sides[0].schema.fields();
@@ -537,9 +558,7 @@ impl JoinExec {
             .iter()
             .map(|f| ScalarValue::try_from(f.data_type()).unwrap_or(ScalarValue::Null))
             .collect();
-        let positions =
-            (0..self.join.left_key_columns).chain(self.join.left_window.iter().flatten().copied());
-        for (position, value) in positions.zip(primary) {
+        for (position, value) in self.primary_positions(0).zip(primary) {
             values[position] = value.clone();
         }
         Some(Arc::new(values))

@@ -22,8 +22,10 @@ use crate::formats;
 use crate::functions::datetime;
 use crate::parser::{ColumnDef, SourceKind};
 use crate::query::{Operator, PersistentPlan};
+use align::Alignment;
 
 mod aggregate;
+mod align;
 mod decode;
 mod filter_project;
 mod join;
@@ -104,30 +106,37 @@ pub(crate) async fn run_query(
             .collect(),
         _ => vec![(Arc::clone(&plan.source), Arc::clone(&plan.input_schema))],
     };
-    let mut tasks = Vec::new();
+    let mut partitions = Vec::new();
     for (side, (source, schema)) in sides.into_iter().enumerate() {
-        let partitions = match client.partition_count(&source.topic).await {
-            Ok(n) => n,
+        match client.partition_count(&source.topic).await {
+            Ok(n) => partitions
+                .extend((0..n).map(|p| (side, Arc::clone(&source), Arc::clone(&schema), p))),
             Err(e) => {
                 tracing::error!(query = %query_id, error = %e, "cannot read the source topic");
                 return;
             }
-        };
-        for partition in 0..partitions {
-            let task = PartitionTask {
-                client: Arc::clone(&client),
-                log: Arc::clone(&log),
-                query_id: query_id.clone(),
-                plan: Arc::clone(&plan),
-                executor: Arc::clone(&executor),
-                side,
-                source: Arc::clone(&source),
-                schema: Arc::clone(&schema),
-                partition,
-                output: output.clone(),
-            };
-            tasks.push(tokio::spawn(task.run(stopped.clone())));
         }
+    }
+    // Stateful operators share stream time across the tasks: keep the tasks together.
+    let stateful = !matches!(*executor, Executor::FilterProject(_));
+    let alignment =
+        (stateful && partitions.len() > 1).then(|| Arc::new(Alignment::new(partitions.len())));
+    let mut tasks = Vec::new();
+    for (index, (side, source, schema, partition)) in partitions.into_iter().enumerate() {
+        let task = PartitionTask {
+            client: Arc::clone(&client),
+            log: Arc::clone(&log),
+            query_id: query_id.clone(),
+            plan: Arc::clone(&plan),
+            executor: Arc::clone(&executor),
+            side,
+            source,
+            schema,
+            partition,
+            output: output.clone(),
+            alignment: alignment.as_ref().map(|a| (Arc::clone(a), index)),
+        };
+        tasks.push(tokio::spawn(task.run(stopped.clone())));
     }
     for task in tasks {
         let _ = task.await;
@@ -147,6 +156,8 @@ struct PartitionTask {
     schema: SchemaRef,
     partition: i32,
     output: Output,
+    /// The query's alignment in event time, and this task's place in it.
+    alignment: Option<(Arc<Alignment>, usize)>,
 }
 
 /// The operator a query runs, shared by its partition tasks (an aggregate's state is per key,
@@ -223,20 +234,48 @@ impl PartitionTask {
                     continue;
                 }
             };
-            let Some(last) = records.last() else { continue };
-            let next = last.offset + 1;
-            let mut records = &records[..];
-            if let Some(until) = replay_until {
-                let split = records.partition_point(|r| r.offset < until);
-                let _rebuilt_state_only = self.process(&records[..split]).await;
-                records = &records[split..];
-                if next >= until {
-                    replay_until = None;
+            let Some(last) = records.last() else {
+                if let Some((alignment, task)) = &self.alignment {
+                    alignment.idle(*task);
                 }
-            }
-            let emitted = self.process(records).await;
-            if !self.write(emitted, &mut stopped).await {
-                return;
+                continue;
+            };
+            let next = last.offset + 1;
+            // The records go in chunks as far as the other tasks let this one run ahead.
+            let mut rest = &records[..];
+            while let Some(first) = rest.first() {
+                let take = match &self.alignment {
+                    Some((alignment, task)) => {
+                        let bound = tokio::select! {
+                            bound = alignment.wait_turn(*task, first.timestamp_ms) => bound,
+                            _ = stopped.changed() => return,
+                            _ = receiver_gone(&self.output) => return,
+                        };
+                        rest.iter()
+                            .position(|r| r.timestamp_ms > bound)
+                            .unwrap_or(rest.len())
+                            .max(1)
+                    }
+                    None => rest.len(),
+                };
+                let (mut chunk, tail) = rest.split_at(take);
+                rest = tail;
+                if let Some(until) = replay_until {
+                    let split = chunk.partition_point(|r| r.offset < until);
+                    let _rebuilt_state_only = self.process(&chunk[..split]).await;
+                    if chunk.last().is_some_and(|r| r.offset + 1 >= until) {
+                        replay_until = None;
+                    }
+                    chunk = &chunk[split..];
+                }
+                let emitted = self.process(chunk).await;
+                if let Some((alignment, task)) = &self.alignment {
+                    let position = rest.first().unwrap_or(last).timestamp_ms;
+                    alignment.at(*task, position);
+                }
+                if !self.write(emitted, &mut stopped).await {
+                    return;
+                }
             }
             offset = Some(next);
             if matches!(self.output, Output::Rows { .. }) {
