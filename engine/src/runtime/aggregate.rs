@@ -243,11 +243,11 @@ impl AggregateExec {
         groups: &'a mut HashMap<(Key, i64), Group>,
         id: (Key, i64),
     ) -> Result<&'a mut Group> {
-        if !groups.contains_key(&id) {
-            let group = self.fresh_group()?;
-            groups.insert(id.clone(), group);
-        }
-        Ok(groups.get_mut(&id).expect("inserted above"))
+        use datafusion::common::hash_map::Entry;
+        Ok(match groups.entry(id) {
+            Entry::Occupied(group) => group.into_mut(),
+            Entry::Vacant(slot) => slot.insert(self.fresh_group()?),
+        })
     }
 
     fn fresh_group(&self) -> Result<Group> {

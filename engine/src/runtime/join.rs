@@ -53,6 +53,8 @@ struct JoinState {
     /// Streams).
     observed: [i64; 2],
     next_id: u64,
+    /// The stream time at which a stream-stream join next forgets rows out of retention.
+    next_expiry: i64,
     /// Keys whose joined row is in the output (a table result with WHERE: a row WHERE
     /// rejects retracts the key's earlier row only if there is one).
     present: HashSet<Vec<ScalarValue>>,
@@ -414,8 +416,10 @@ impl JoinExec {
                 });
             }
         }
-        // Forget rows that can no longer join (now and then, not on every row).
-        if id % 1024 == 0 {
+        // Forget rows that can no longer join, now and then: each time stream time has moved
+        // on by an eighth of the retention (a sweep visits every kept row).
+        if state.stream_time >= state.next_expiry {
+            state.next_expiry = state.stream_time.saturating_add((retention / 8).max(1));
             let observed = state.observed;
             for (side, window) in state.windows.iter_mut().enumerate() {
                 // A stream's rows wait for a windowed table's rows (which come once their
