@@ -223,6 +223,9 @@ pub struct JoinPlan {
     /// A windowed left table's WINDOWSTART and WINDOWEND columns: part of a foreign-key
     /// join's left primary key, and the window of its result.
     pub left_window: Option<[usize; 2]>,
+    /// A stream joined WITHIN an interval to a windowed table's rows
+    /// ([`join::windowed_table_rows`]): run as a stream-stream join.
+    pub table_as_rows: bool,
 }
 
 /// One side of a join.
@@ -236,12 +239,6 @@ pub struct JoinSide {
 }
 
 impl JoinPlan {
-    /// A stream joined WITHIN an interval to a windowed table's rows (see
-    /// [`join::windowed_table_rows`]): run as a stream-stream join.
-    pub fn reads_table_as_rows(&self) -> bool {
-        self.within.is_some() && self.sides[1].source.window.is_some()
-    }
-
     /// stream-stream, stream-table or table-table.
     pub fn describe(&self) -> String {
         let kinds: Vec<&str> = self
@@ -812,6 +809,7 @@ fn join_plan(
             }
             None => None,
         },
+        table_as_rows: join::windowed_table_rows(spec),
     })
 }
 

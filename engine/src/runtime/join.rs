@@ -195,7 +195,7 @@ impl JoinExec {
                 continue;
             }
             match kinds {
-                [SourceKind::Stream, _] if self.join.reads_table_as_rows() => {
+                [SourceKind::Stream, _] if self.join.table_as_rows => {
                     self.stream_stream(&mut state, side, key, values, timestamp, &mut joined)
                 }
                 [SourceKind::Stream, SourceKind::Stream] => {
@@ -424,7 +424,7 @@ impl JoinExec {
             for (side, window) in state.windows.iter_mut().enumerate() {
                 // A stream's rows wait for a windowed table's rows (which come once their
                 // window is final) until the table's rows have moved past them.
-                let time = if side == 0 && self.join.reads_table_as_rows() {
+                let time = if side == 0 && self.join.table_as_rows {
                     observed[0].min(observed[1])
                 } else {
                     observed[side]
