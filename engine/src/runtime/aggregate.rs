@@ -19,8 +19,13 @@
 //! - HAVING: a group whose row stops passing it is deleted (a tombstone); a group that never
 //!   passed emits nothing.
 //!
+//! Groups are found by their key in Arrow's row format (bytes: cheap to hash and compare);
+//! each group keeps its key's values for the rows it emits. A time window's groups are kept
+//! together and forgotten when the window closes (a row for it would be late): EMIT FINAL
+//! evaluates them then, in the order they last changed, and emits nothing before.
+//!
 //! Not yet: a changelog topic for the state (it is rebuilt by reading the source from the
-//! start), window retention (closed windows stay in memory).
+//! start); session windows' and tables' groups stay in memory.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,6 +33,8 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use datafusion::common::hash_map::EntryRef;
 use datafusion::common::{HashMap, HashSet};
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
@@ -47,11 +54,19 @@ const DEFAULT_GRACE_MS: i64 = 24 * 60 * 60 * 1000;
 
 type Key = Vec<ScalarValue>;
 
+/// A key in Arrow's row format: what groups and table rows are found by.
+type RowKey = Box<[u8]>;
+
 /// The accumulators of one group.
 struct Group {
+    /// The group's key values, as its rows carry them.
+    key: Key,
     accumulators: Vec<Box<dyn Accumulator>>,
     /// The largest timestamp of the group's rows.
     max_time: i64,
+    /// When the group last changed (a count of changes): EMIT FINAL emits a window's groups
+    /// in this order.
+    changed: u64,
 }
 
 struct Session {
@@ -70,17 +85,21 @@ struct Update {
 }
 
 struct State {
-    /// Non-windowed groups (window start 0) and time-windowed groups, by key and window start.
-    groups: HashMap<(Key, i64), Group>,
+    /// Non-windowed groups by key.
+    groups: HashMap<RowKey, Group>,
+    /// Time-windowed groups by window start, then key. All windows have one size, so they
+    /// close in the order of their starts.
+    windows: BTreeMap<i64, HashMap<RowKey, Group>>,
     sessions: HashMap<Key, Vec<Session>>,
     /// A table source's current rows: source key -> group key and aggregate arguments.
-    table_rows: HashMap<Key, (Key, Vec<Vec<ScalarValue>>)>,
+    table_rows: HashMap<RowKey, (RowKey, Vec<Vec<ScalarValue>>)>,
     /// The largest timestamp seen.
     stream_time: i64,
-    /// EMIT FINAL: the latest row of each open window, by (key, window start), and the
-    /// windows in the order they close: (end, arrival) -> (key, start).
+    /// EMIT FINAL over session windows: the latest row of each open session, by (key,
+    /// start), and the sessions in the order they close: (end, arrival) -> (key, start).
     pending: HashMap<(Key, i64), (u64, Update)>,
     closing: BTreeMap<(i64, u64), (Key, i64)>,
+    /// Changes so far: orders pending sessions and changed groups.
     arrivals: u64,
     /// Rows dropped because their window had closed.
     late_rows: u64,
@@ -103,6 +122,7 @@ impl AggregateExec {
             aggregate,
             state: Mutex::new(State {
                 groups: HashMap::default(),
+                windows: BTreeMap::new(),
                 sessions: HashMap::default(),
                 table_rows: HashMap::default(),
                 stream_time: i64::MIN,
@@ -160,20 +180,22 @@ impl AggregateExec {
         } else {
             Vec::new()
         };
+        let keys = RowKeys::new(&groups)?;
+        let source_keys = RowKeys::new(&source_keys)?;
         let times = row_times(batch)?;
         let mut updates = Vec::new();
         let mut state = self.state.lock();
         for row in 0..rows {
-            let key = scalars(&groups, row)?;
-            let usable = !input.deleted[row] && !key.iter().any(ScalarValue::is_null);
+            let usable = !input.deleted[row] && groups.iter().all(|g| g.is_valid(row));
+            let key = keys.row(row);
+            let key_values: &dyn Fn() -> Result<Key> = &|| scalars(&groups, row);
             let timestamp = times[row];
             if self.aggregate.retracting {
-                let source_key = scalars(&source_keys, row)?;
                 self.update_table(
                     &mut state,
                     &mut updates,
-                    source_key,
-                    usable.then_some(key),
+                    source_keys.row(row),
+                    usable.then_some((key, key_values)),
                     &arguments,
                     row,
                     timestamp,
@@ -189,68 +211,80 @@ impl AggregateExec {
                 .collect();
             match &self.aggregate.window {
                 None => {
-                    let group = self.group(&mut state.groups, (key.clone(), 0))?;
+                    let group = self.group(&mut state.groups, key, key_values)?;
                     add(group, &args, timestamp)?;
                     group.max_time = timestamp;
-                    updates.push(current(group, key, None, timestamp)?);
+                    updates.push(current(group, None, timestamp)?);
                 }
                 Some(WindowSpec::Session { gap_ms, .. }) => {
                     let grace = self.grace();
                     self.update_session(
                         &mut state,
                         &mut updates,
-                        key,
+                        key_values()?,
                         &args,
                         timestamp,
                         *gap_ms,
                         grace,
                     )?;
                 }
-                Some(spec @ (WindowSpec::Tumbling { .. } | WindowSpec::Hopping { .. })) => {
-                    let (size, advance) = match spec {
-                        WindowSpec::Hopping {
-                            size_ms,
-                            advance_ms,
-                            ..
-                        } => (*size_ms, *advance_ms),
-                        WindowSpec::Tumbling { size_ms, .. } => (*size_ms, *size_ms),
-                        WindowSpec::Session { .. } => unreachable!("matched above"),
-                    };
+                Some(WindowSpec::Tumbling { .. } | WindowSpec::Hopping { .. }) => {
+                    let (size, advance) = self.time_window();
                     state.stream_time = state.stream_time.max(timestamp);
-                    self.expire(&mut state, size);
+                    let expired = self.expire(&mut state);
                     let close = state.stream_time.saturating_sub(self.grace());
                     for (start, end) in time_windows(timestamp, size, advance) {
-                        if end <= close {
+                        if end <= close || start < expired {
                             state.late_rows += 1;
                             continue;
                         }
-                        let group = self.group(&mut state.groups, (key.clone(), start))?;
+                        state.arrivals += 1;
+                        let changed = state.arrivals;
+                        let window = state.windows.entry(start).or_default();
+                        let group = self.group(window, key, key_values)?;
                         add(group, &args, timestamp)?;
-                        let window = Some((start, end));
-                        let update = current(group, key.clone(), window, group.max_time)?;
-                        self.emit(&mut state, &mut updates, update);
+                        group.changed = changed;
+                        if !self.aggregate.emit_final {
+                            let max_time = group.max_time;
+                            updates.push(current(group, Some((start, end)), max_time)?);
+                        }
                     }
                 }
             }
-            self.evict_closed(&mut state, &mut updates);
+            self.evict_closed(&mut state, &mut updates)?;
         }
         self.encode(&mut state, updates)
     }
 
-    /// A group's accumulators, created on first use.
+    /// A tumbling or hopping window's size and advance.
+    fn time_window(&self) -> (i64, i64) {
+        match &self.aggregate.window {
+            Some(WindowSpec::Hopping {
+                size_ms,
+                advance_ms,
+                ..
+            }) => (*size_ms, *advance_ms),
+            Some(WindowSpec::Tumbling { size_ms, .. }) => (*size_ms, *size_ms),
+            _ => (0, 1),
+        }
+    }
+
+    /// The group with row-format key `key`, created on first use (with the key's values).
     fn group<'a>(
         &self,
-        groups: &'a mut HashMap<(Key, i64), Group>,
-        id: (Key, i64),
+        groups: &'a mut HashMap<RowKey, Group>,
+        key: &[u8],
+        key_values: impl FnOnce() -> Result<Key>,
     ) -> Result<&'a mut Group> {
-        use datafusion::common::hash_map::Entry;
-        Ok(match groups.entry(id) {
-            Entry::Occupied(group) => group.into_mut(),
-            Entry::Vacant(slot) => slot.insert(self.fresh_group()?),
+        Ok(match groups.entry_ref(key) {
+            EntryRef::Occupied(group) => group.into_mut(),
+            EntryRef::Vacant(slot) => {
+                slot.insert_with_key(key.into(), self.fresh_group(key_values()?)?)
+            }
         })
     }
 
-    fn fresh_group(&self) -> Result<Group> {
+    fn fresh_group(&self, key: Key) -> Result<Group> {
         let accumulators = self
             .aggregate
             .aggregates
@@ -271,25 +305,30 @@ impl AggregateExec {
             })
             .collect::<datafusion::error::Result<Vec<_>>>()?;
         Ok(Group {
+            key,
             accumulators,
             max_time: i64::MIN,
+            changed: 0,
         })
     }
 
-    /// A table row replaced or deleted: retract the old row, add the new one.
+    /// A table row replaced or deleted: retract the old row, add the new one (`new_key`: its
+    /// group's key, row format and values).
     #[allow(clippy::too_many_arguments)]
     fn update_table(
         &self,
         state: &mut State,
         updates: &mut Vec<Update>,
-        source_key: Key,
-        new_key: Option<Key>,
+        source_key: &[u8],
+        new_key: Option<(&[u8], &dyn Fn() -> Result<Key>)>,
         arguments: &[Vec<ArrayRef>],
         row: usize,
         timestamp: i64,
     ) -> Result<()> {
-        if let Some((old_key, old_args)) = state.table_rows.remove(&source_key) {
-            let group = self.group(&mut state.groups, (old_key.clone(), 0))?;
+        if let Some((old_key, old_args)) = state.table_rows.remove(source_key) {
+            let group = state.groups.get_mut(&old_key).ok_or_else(|| {
+                EngineError::Internal("a table row's group is missing".to_string())
+            })?;
             for (accumulator, args) in group.accumulators.iter_mut().zip(&old_args) {
                 let arrays = args
                     .iter()
@@ -297,11 +336,11 @@ impl AggregateExec {
                     .collect::<datafusion::error::Result<Vec<_>>>()?;
                 accumulator.retract_batch(&arrays)?;
             }
-            if new_key.as_ref() != Some(&old_key) {
-                updates.push(current(group, old_key, None, timestamp)?);
+            if new_key.is_none_or(|(key, _)| key != &*old_key) {
+                updates.push(current(group, None, timestamp)?);
             }
         }
-        let Some(key) = new_key else {
+        let Some((key, key_values)) = new_key else {
             return Ok(());
         };
         let args: Vec<Vec<ScalarValue>> = arguments
@@ -312,14 +351,16 @@ impl AggregateExec {
                     .collect()
             })
             .collect::<datafusion::error::Result<_>>()?;
-        let group = self.group(&mut state.groups, (key.clone(), 0))?;
-        let arrays: Vec<Vec<ArrayRef>> = args
+        let group = self.group(&mut state.groups, key, key_values)?;
+        let arrays: Vec<Vec<ArrayRef>> = arguments
             .iter()
-            .map(|a| a.iter().map(ScalarValue::to_array).collect())
-            .collect::<datafusion::error::Result<_>>()?;
+            .map(|a| a.iter().map(|c| c.slice(row, 1)).collect())
+            .collect();
         add(group, &arrays, timestamp)?;
-        updates.push(current(group, key.clone(), None, timestamp)?);
-        state.table_rows.insert(source_key, (key, args));
+        updates.push(current(group, None, timestamp)?);
+        state
+            .table_rows
+            .insert(source_key.into(), (key.into(), args));
         Ok(())
     }
 
@@ -353,14 +394,9 @@ impl AggregateExec {
                 .extend(touched);
             return Ok(());
         }
-        let mut merged = self.fresh_group()?;
+        let mut merged = self.fresh_group(key.clone())?;
         for mut old in touched {
-            let update = current(
-                &mut old.group,
-                key.clone(),
-                Some((old.start, old.end)),
-                old.end,
-            )?;
+            let update = current(&mut old.group, Some((old.start, old.end)), old.end)?;
             self.emit(
                 state,
                 updates,
@@ -383,7 +419,7 @@ impl AggregateExec {
             }
         }
         add(&mut merged, args, timestamp)?;
-        let update = current(&mut merged, key.clone(), Some((start, end)), end)?;
+        let update = current(&mut merged, Some((start, end)), end)?;
         self.emit(state, updates, update);
         state
             .sessions
@@ -397,8 +433,8 @@ impl AggregateExec {
         Ok(())
     }
 
-    /// Emits a windowed update now (EMIT CHANGES) or keeps it until its window closes (EMIT
-    /// FINAL; a tombstone then just forgets the window).
+    /// Emits a session's update now (EMIT CHANGES) or keeps it until the session closes (EMIT
+    /// FINAL; a tombstone then just forgets the session).
     fn emit(&self, state: &mut State, updates: &mut Vec<Update>, update: Update) {
         if !self.aggregate.emit_final {
             updates.push(update);
@@ -438,47 +474,71 @@ impl AggregateExec {
         }
     }
 
-    /// EMIT FINAL over time windows: forgets pending windows that fell out of the window
+    /// EMIT FINAL over time windows: forgets open windows that fell out of the window
     /// store's retention (RETENTION, by default size + grace) before they were emitted, as
-    /// Kafka Streams' store expires them when stream time jumps past them.
-    fn expire(&self, state: &mut State, size: i64) {
+    /// Kafka Streams' store expires them when stream time jumps past them. Returns the
+    /// retention's horizon: a window starting before it is expired (for EMIT CHANGES, none).
+    fn expire(&self, state: &mut State) -> i64 {
         if !self.aggregate.emit_final {
-            return;
+            return i64::MIN;
         }
+        let (size, _) = self.time_window();
         let retention = match &self.aggregate.window {
             Some(
                 WindowSpec::Tumbling { retention_ms, .. }
                 | WindowSpec::Hopping { retention_ms, .. },
             ) => retention_ms.unwrap_or(size + self.grace()),
-            _ => return,
+            _ => return i64::MIN,
         };
-        // Time windows share one size, so `closing` (ordered by end) is ordered by start too:
-        // the expired windows are a prefix of it.
         let horizon = state.stream_time.saturating_sub(retention);
-        while let Some(entry) = state.closing.first_entry() {
-            if entry.get().1 >= horizon {
+        while let Some(window) = state.windows.first_entry() {
+            if *window.key() >= horizon {
                 break;
             }
-            let window = entry.remove();
-            state.pending.remove(&window);
+            window.remove();
         }
+        horizon
     }
 
-    /// EMIT FINAL: emits the windows whose end + grace the stream time has reached.
-    fn evict_closed(&self, state: &mut State, updates: &mut Vec<Update>) {
-        if !self.aggregate.emit_final || self.aggregate.window.is_none() {
-            return;
-        }
+    /// Windows whose end + grace the stream time has reached are closed: EMIT FINAL emits
+    /// their groups (time windows' in the order they last changed), and time windows' groups
+    /// are forgotten.
+    fn evict_closed(&self, state: &mut State, updates: &mut Vec<Update>) -> Result<()> {
         let close = state.stream_time.saturating_sub(self.grace());
-        while let Some(entry) = state.closing.first_entry() {
-            if entry.key().0 > close {
-                break;
+        let (size, _) = self.time_window();
+        match &self.aggregate.window {
+            Some(WindowSpec::Tumbling { .. } | WindowSpec::Hopping { .. }) => {
+                while let Some(window) = state.windows.first_entry() {
+                    let start = *window.key();
+                    if start.saturating_add(size) > close {
+                        break;
+                    }
+                    let groups = window.remove();
+                    if !self.aggregate.emit_final {
+                        continue;
+                    }
+                    let mut groups: Vec<Group> = groups.into_values().collect();
+                    groups.sort_unstable_by_key(|g| g.changed);
+                    for mut group in groups {
+                        let max_time = group.max_time;
+                        updates.push(current(&mut group, Some((start, start + size)), max_time)?);
+                    }
+                }
             }
-            let id = entry.remove();
-            if let Some((_, update)) = state.pending.remove(&id) {
-                updates.push(update);
+            Some(WindowSpec::Session { .. }) if self.aggregate.emit_final => {
+                while let Some(entry) = state.closing.first_entry() {
+                    if entry.key().0 > close {
+                        break;
+                    }
+                    let id = entry.remove();
+                    if let Some((_, update)) = state.pending.remove(&id) {
+                        updates.push(update);
+                    }
+                }
             }
+            _ => {}
         }
+        Ok(())
     }
 
     /// Builds the aggregate's output rows and applies HAVING and the projection.
@@ -563,6 +623,27 @@ impl AggregateExec {
     }
 }
 
+/// The keys of a batch's rows in Arrow's row format (empty without key columns).
+struct RowKeys(Option<Rows>);
+
+impl RowKeys {
+    fn new(columns: &[ArrayRef]) -> Result<RowKeys> {
+        if columns.is_empty() {
+            return Ok(RowKeys(None));
+        }
+        let fields = columns
+            .iter()
+            .map(|c| SortField::new(c.data_type().clone()))
+            .collect();
+        let rows = RowConverter::new(fields)?.convert_columns(columns)?;
+        Ok(RowKeys(Some(rows)))
+    }
+
+    fn row(&self, row: usize) -> &[u8] {
+        self.0.as_ref().map_or(&[], |rows| rows.row(row).data())
+    }
+}
+
 /// The values of `columns` at `row`.
 fn scalars(columns: &[ArrayRef], row: usize) -> Result<Key> {
     Ok(columns
@@ -581,19 +662,14 @@ fn add(group: &mut Group, args: &[Vec<ArrayRef>], timestamp: i64) -> Result<()> 
 }
 
 /// A group's current values as an update.
-fn current(
-    group: &mut Group,
-    key: Key,
-    window: Option<(i64, i64)>,
-    timestamp: i64,
-) -> Result<Update> {
+fn current(group: &mut Group, window: Option<(i64, i64)>, timestamp: i64) -> Result<Update> {
     let values = group
         .accumulators
         .iter_mut()
         .map(|a| a.evaluate())
         .collect::<datafusion::error::Result<Vec<_>>>()?;
     Ok(Update {
-        key,
+        key: group.key.clone(),
         window,
         values,
         timestamp,
