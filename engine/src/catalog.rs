@@ -25,11 +25,24 @@ pub enum KeyWindow {
     /// Tumbling or hopping windows of this size: end = start + size.
     Time {
         size_ms: i64,
+        /// The retention of the aggregation writing the rows (RETENTION, or size + grace):
+        /// once its windows have moved this far past a window's end, no row of that window
+        /// changes any more, so readers may forget them. Unknown (`None`) for a topic
+        /// declared with WINDOW_TYPE.
+        retention_ms: Option<i64>,
     },
     Session,
 }
 
 impl KeyWindow {
+    /// How long after a window's end its rows may still change, when known.
+    pub fn retention_ms(self) -> Option<i64> {
+        match self {
+            KeyWindow::Time { retention_ms, .. } => retention_ms,
+            KeyWindow::Session => None,
+        }
+    }
+
     /// ksqlDB's WINDOW_TYPE name.
     pub fn type_name(self) -> &'static str {
         match self {
@@ -258,6 +271,7 @@ fn key_window(properties: &Properties) -> Result<Option<KeyWindow>> {
             size_ms: crate::parser::duration_text_ms(size).map_err(|e| {
                 EngineError::Plan(format!("Configuration WINDOW_SIZE is invalid: {e}"))
             })?,
+            retention_ms: None,
         })),
         ("TUMBLING" | "HOPPING", None) => Err(EngineError::Plan(format!(
             "WINDOW_SIZE is required for {} windows",

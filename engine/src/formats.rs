@@ -540,7 +540,7 @@ pub fn split_windowed_key(bytes: &[u8], window: KeyWindow) -> Result<(&[u8], i64
     let (key, tail) = bytes.split_at(bytes.len() - suffix);
     let long = |b: &[u8]| i64::from_be_bytes(b.try_into().expect("8 bytes"));
     Ok(match window {
-        KeyWindow::Time { size_ms } => {
+        KeyWindow::Time { size_ms, .. } => {
             let start = long(tail);
             (key, start, start.saturating_add(size_ms))
         }

@@ -676,9 +676,12 @@ async fn plan_select(
         ));
     }
     let window = match &query.window {
-        Some(WindowSpec::Tumbling { size_ms, .. } | WindowSpec::Hopping { size_ms, .. }) => {
-            Some(KeyWindow::Time { size_ms: *size_ms })
-        }
+        Some(
+            spec @ (WindowSpec::Tumbling { size_ms, .. } | WindowSpec::Hopping { size_ms, .. }),
+        ) => Some(KeyWindow::Time {
+            size_ms: *size_ms,
+            retention_ms: spec.retention_ms(emit_final),
+        }),
         Some(WindowSpec::Session { .. }) => Some(KeyWindow::Session),
         None if matches!(operator, Operator::FilterProject) => source.window,
         // A foreign-key join is keyed (and so windowed) as its left table is.

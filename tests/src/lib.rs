@@ -23,9 +23,13 @@ const PYTHON_PACKAGES: &[&str] = &[
     "websocket-client==1.9.2",
 ];
 
-/// The workspace root.
+/// The workspace root. `cargo test` says where tests/ is when it runs a test; the path
+/// compiled in is the fallback (it is stale when another checkout built this crate into a
+/// shared target directory).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .expect("tests/ has a parent")
         .to_path_buf()

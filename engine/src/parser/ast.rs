@@ -59,6 +59,40 @@ pub enum WindowSpec {
     },
 }
 
+impl WindowSpec {
+    /// The grace period: as given, else ksqlDB's default: a day for EMIT CHANGES, none for
+    /// EMIT FINAL (a final result is due when its window ends).
+    pub fn grace_ms(&self, emit_final: bool) -> i64 {
+        const DEFAULT_GRACE_MS: i64 = 24 * 60 * 60 * 1000;
+        let (WindowSpec::Tumbling { grace_ms, .. }
+        | WindowSpec::Hopping { grace_ms, .. }
+        | WindowSpec::Session { grace_ms, .. }) = self;
+        match (grace_ms, emit_final) {
+            (Some(grace), _) => *grace,
+            (None, true) => 0,
+            (None, false) => DEFAULT_GRACE_MS,
+        }
+    }
+
+    /// A time window store's retention: RETENTION, else size + grace (Kafka Streams'
+    /// default). `None` for session windows.
+    pub fn retention_ms(&self, emit_final: bool) -> Option<i64> {
+        match self {
+            WindowSpec::Tumbling {
+                size_ms,
+                retention_ms,
+                ..
+            }
+            | WindowSpec::Hopping {
+                size_ms,
+                retention_ms,
+                ..
+            } => Some(retention_ms.unwrap_or(size_ms + self.grace_ms(emit_final))),
+            WindowSpec::Session { .. } => None,
+        }
+    }
+}
+
 /// EMIT CHANGES (every update) or EMIT FINAL (once per window, after the grace period).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Emit {

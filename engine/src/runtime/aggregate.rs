@@ -30,8 +30,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array};
 use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::hash_map::EntryRef;
@@ -47,10 +48,6 @@ use crate::error::{EngineError, Result};
 use crate::functions::retractable::{Extreme, RetractableExtreme};
 use crate::parser::WindowSpec;
 use crate::query::{AggregatePlan, PersistentPlan};
-
-/// ksqlDB's grace period when a window does not give one: a day for EMIT CHANGES, none for
-/// EMIT FINAL (a final result is due when its window ends).
-const DEFAULT_GRACE_MS: i64 = 24 * 60 * 60 * 1000;
 
 type Key = Vec<ScalarValue>;
 
@@ -93,6 +90,11 @@ struct State {
     sessions: HashMap<Key, Vec<Session>>,
     /// A table source's current rows: source key -> group key and aggregate arguments.
     table_rows: HashMap<RowKey, (RowKey, Vec<Vec<ScalarValue>>)>,
+    /// A windowed table source with a known retention: its rows' keys by window end, and the
+    /// latest window end read. Rows of windows the retention has passed no longer change, so
+    /// they are forgotten (their values stay in their groups).
+    table_windows: BTreeMap<i64, Vec<RowKey>>,
+    source_window_end: i64,
     /// The largest timestamp seen.
     stream_time: i64,
     /// EMIT FINAL over session windows: the latest row of each open session, by (key,
@@ -125,6 +127,8 @@ impl AggregateExec {
                 windows: BTreeMap::new(),
                 sessions: HashMap::default(),
                 table_rows: HashMap::default(),
+                table_windows: BTreeMap::new(),
+                source_window_end: i64::MIN,
                 stream_time: i64::MIN,
                 pending: HashMap::default(),
                 closing: BTreeMap::new(),
@@ -180,6 +184,11 @@ impl AggregateExec {
         } else {
             Vec::new()
         };
+        let source_retention = self.plan.source.window.and_then(|w| w.retention_ms());
+        let window_ends = match source_retention.filter(|_| self.aggregate.retracting) {
+            Some(_) => Some(int64_column(batch, WINDOWEND)?),
+            None => None,
+        };
         let keys = RowKeys::new(&groups)?;
         let source_keys = RowKeys::new(&source_keys)?;
         let times = row_times(batch)?;
@@ -191,15 +200,22 @@ impl AggregateExec {
             let key_values: &dyn Fn() -> Result<Key> = &|| scalars(&groups, row);
             let timestamp = times[row];
             if self.aggregate.retracting {
+                let source_key = source_keys.row(row);
                 self.update_table(
                     &mut state,
                     &mut updates,
-                    source_keys.row(row),
+                    source_key,
                     usable.then_some((key, key_values)),
                     &arguments,
                     row,
                     timestamp,
                 )?;
+                if let Some(ends) = &window_ends {
+                    let end = ends.value(row);
+                    state.source_window_end = state.source_window_end.max(end);
+                    let keys = state.table_windows.entry(end).or_default();
+                    keys.push(source_key.into());
+                }
                 continue;
             }
             if !usable {
@@ -252,6 +268,17 @@ impl AggregateExec {
                 }
             }
             self.evict_closed(&mut state, &mut updates)?;
+        }
+        if let Some(retention) = source_retention {
+            let horizon = state.source_window_end.saturating_sub(retention);
+            while let Some(window) = state.table_windows.first_entry() {
+                if *window.key() >= horizon {
+                    break;
+                }
+                for key in window.remove() {
+                    state.table_rows.remove(&key);
+                }
+            }
         }
         self.encode(&mut state, updates)
     }
@@ -459,19 +486,11 @@ impl AggregateExec {
 
     /// The window's grace period.
     fn grace(&self) -> i64 {
-        let given = match &self.aggregate.window {
-            Some(
-                WindowSpec::Tumbling { grace_ms, .. }
-                | WindowSpec::Hopping { grace_ms, .. }
-                | WindowSpec::Session { grace_ms, .. },
-            ) => *grace_ms,
-            None => None,
-        };
-        match (given, self.aggregate.emit_final) {
-            (Some(grace), _) => grace,
-            (None, true) => 0,
-            (None, false) => DEFAULT_GRACE_MS,
-        }
+        let emit_final = self.aggregate.emit_final;
+        self.aggregate
+            .window
+            .as_ref()
+            .map_or(0, |w| w.grace_ms(emit_final))
     }
 
     /// EMIT FINAL over time windows: forgets open windows that fell out of the window
@@ -482,13 +501,10 @@ impl AggregateExec {
         if !self.aggregate.emit_final {
             return i64::MIN;
         }
-        let (size, _) = self.time_window();
-        let retention = match &self.aggregate.window {
-            Some(
-                WindowSpec::Tumbling { retention_ms, .. }
-                | WindowSpec::Hopping { retention_ms, .. },
-            ) => retention_ms.unwrap_or(size + self.grace()),
-            _ => return i64::MIN,
+        let emit_final = self.aggregate.emit_final;
+        let retention = self.aggregate.window.as_ref();
+        let Some(retention) = retention.and_then(|w| w.retention_ms(emit_final)) else {
+            return i64::MIN;
         };
         let horizon = state.stream_time.saturating_sub(retention);
         while let Some(window) = state.windows.first_entry() {
@@ -642,6 +658,15 @@ impl RowKeys {
     fn row(&self, row: usize) -> &[u8] {
         self.0.as_ref().map_or(&[], |rows| rows.row(row).data())
     }
+}
+
+/// A BIGINT column of `batch` by name (a windowed source's WINDOWSTART or WINDOWEND).
+pub(super) fn int64_column(batch: &RecordBatch, name: &str) -> Result<Int64Array> {
+    let column = batch
+        .column_by_name(name)
+        .ok_or_else(|| EngineError::Internal(format!("column {name} missing")))?;
+    let column = datafusion::arrow::compute::cast(column, &DataType::Int64)?;
+    Ok(column.as_primitive::<Int64Type>().clone())
 }
 
 /// The values of `columns` at `row`.

@@ -62,6 +62,10 @@ struct JoinState {
     fk_left: HashMap<Vec<ScalarValue>, (Kept, ScalarValue)>,
     /// The left rows (primary keys) referring to each right key, in arrival order.
     fk_index: HashMap<ScalarValue, Vec<Vec<ScalarValue>>>,
+    /// A windowed left table with a known retention: its rows' primary keys by window end,
+    /// and the latest window end read.
+    fk_windows: BTreeMap<i64, Vec<Vec<ScalarValue>>>,
+    left_window_end: i64,
 }
 
 /// A changed row of a foreign-key join's side.
@@ -99,6 +103,7 @@ impl JoinExec {
             state: Mutex::new(JoinState {
                 stream_time: i64::MIN,
                 observed: [i64::MIN; 2],
+                left_window_end: i64::MIN,
                 ..Default::default()
             }),
         }
@@ -206,6 +211,9 @@ impl JoinExec {
                 }
                 _ => self.table_table(&mut state, side, key, values, timestamp, &mut joined),
             }
+        }
+        if self.join.foreign_key {
+            self.forget_final_left_rows(&mut state);
         }
         let output = self.joined_batch(&mut state, joined);
         drop(state);
@@ -464,6 +472,7 @@ impl JoinExec {
             tombstone,
         };
         if side == 1 {
+            state.observed[1] = state.observed[1].max(timestamp);
             match &values {
                 Some(values) => {
                     let kept = Kept {
@@ -532,6 +541,21 @@ impl JoinExec {
                 .or_default()
                 .push(primary.clone());
         }
+        let retention = self.join.sides[0]
+            .source
+            .window
+            .and_then(|w| w.retention_ms());
+        if let Some((_, end)) = self
+            .window_of(Some(&primary))
+            .filter(|_| retention.is_some())
+        {
+            state.left_window_end = state.left_window_end.max(end);
+            state
+                .fk_windows
+                .entry(end)
+                .or_default()
+                .push(primary.clone());
+        }
         let right = state.tables[1].get(&key).map(|r| Arc::clone(&r.values));
         match right {
             Some(right) => out.push(joined([Some(values), Some(right)], key, primary, false)),
@@ -540,6 +564,44 @@ impl JoinExec {
                 out.push(joined([self.key_only(&primary), None], key, primary, true))
             }
             None => {}
+        }
+    }
+
+    /// A windowed left table's rows no longer change once its windows have moved its
+    /// retention past theirs; they are forgotten once the right table's record times have
+    /// moved as far too (a right row changed later no longer updates them, as a window store
+    /// past its retention no longer answers for them).
+    fn forget_final_left_rows(&self, state: &mut JoinState) {
+        let retention = self.join.sides[0]
+            .source
+            .window
+            .and_then(|w| w.retention_ms());
+        let Some(retention) = retention else {
+            return;
+        };
+        let horizon = state
+            .left_window_end
+            .min(state.observed[1])
+            .saturating_sub(retention);
+        let mut forgotten: HashMap<ScalarValue, HashSet<Vec<ScalarValue>>> = HashMap::default();
+        while let Some(window) = state.fk_windows.first_entry() {
+            if *window.key() >= horizon {
+                break;
+            }
+            for primary in window.remove() {
+                state.present.remove(&primary);
+                if let Some((_, key)) = state.fk_left.remove(&primary) {
+                    forgotten.entry(key).or_default().insert(primary);
+                }
+            }
+        }
+        for (key, primaries) in forgotten {
+            if let Some(referring) = state.fk_index.get_mut(&key) {
+                referring.retain(|p| !primaries.contains(p));
+                if referring.is_empty() {
+                    state.fk_index.remove(&key);
+                }
+            }
         }
     }
 

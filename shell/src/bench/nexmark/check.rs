@@ -191,3 +191,55 @@ fn canonical(value: &Option<Value>) -> String {
         Some(other) => other.to_string(),
     }
 }
+
+/// A processing-time windowed count (q12): its rows differ from run to run, but once every
+/// window has closed, the counts in `column` add up to the `bids` read. A window closes when a
+/// bid arrives after its end (there is no wall-clock timer), so this waits until every open
+/// window has ended and inserts one more bid, which stays in a window of its own. The number
+/// of rows summed.
+pub(crate) async fn counts_add_up(
+    engine: &Engine,
+    sink: &str,
+    column: &str,
+    bids: i64,
+) -> anyhow::Result<usize> {
+    tokio::time::sleep(std::time::Duration::from_millis(
+        WINDOW_SIZE_MS as u64 + 500,
+    ))
+    .await;
+    engine
+        .execute(
+            "INSERT INTO bid (auction, bidder, price, channel, url, date_time, extra) \
+             VALUES (0, 0, 0, 'check', '', 0, 'closes the last window');",
+        )
+        .await?;
+    if !engine
+        .wait_until_caught_up(std::time::Duration::from_secs(60))
+        .await
+    {
+        anyhow::bail!("{sink} did not read the closing bid within a minute");
+    }
+    let QueryResult::Pull(pull) = engine
+        .query(&format!("SELECT * FROM {sink};"), &BTreeMap::new())
+        .await?
+    else {
+        anyhow::bail!("a SELECT without EMIT CHANGES is a pull query");
+    };
+    let position = pull
+        .columns
+        .iter()
+        .position(|(name, _)| name == column)
+        .with_context(|| format!("the sink {sink} has no column {column}"))?;
+    let counted: i64 = pull
+        .rows
+        .iter()
+        .filter_map(|row| row[position].as_i64())
+        .sum();
+    if counted != bids {
+        anyhow::bail!(
+            "{sink}'s {} rows count {counted} bids, expected {bids}",
+            pull.rows.len()
+        );
+    }
+    Ok(pull.rows.len())
+}
