@@ -610,13 +610,13 @@ async fn plan_select(
             )));
         }
     }
-    // Key columns first, in GROUP BY (or PARTITION BY, or source key) order; the projection
-    // follows the columns.
-    let mut order: Vec<usize> = (0..columns.len())
-        .filter(|i| key_rank[*i].is_some())
-        .collect();
+    // A sink's key columns come first, in GROUP BY (or PARTITION BY, or source key) order; a
+    // push query's columns keep the SELECT's order, as ksqlDB's do. The projection follows
+    // the columns.
+    let first = |i: &usize| key_rank[*i].is_some() && !push;
+    let mut order: Vec<usize> = (0..columns.len()).filter(first).collect();
     order.sort_by_key(|i| key_rank[*i]);
-    order.extend((0..columns.len()).filter(|i| key_rank[*i].is_none()));
+    order.extend((0..columns.len()).filter(|i| !first(i)));
     let columns: Vec<ColumnDef> = order.iter().map(|i| columns[*i].clone()).collect();
     let mut projection: Vec<Arc<dyn PhysicalExpr>> =
         order.iter().map(|i| Arc::clone(&projection[*i])).collect();
