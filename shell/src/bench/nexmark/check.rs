@@ -21,7 +21,7 @@ use datafusion::arrow::json::{ReaderBuilder, WriterBuilder};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use eddy_engine::{Engine, QueryResult};
+use eddy_engine::{Engine, PullResult, QueryResult};
 use serde_json::Value;
 
 use super::generator::{Generator, Kind};
@@ -77,12 +77,7 @@ pub(crate) async fn check(
         }
     }
 
-    let QueryResult::Pull(pull) = engine
-        .query(&format!("SELECT * FROM {sink};"), &BTreeMap::new())
-        .await?
-    else {
-        anyhow::bail!("a SELECT without EMIT CHANGES is a pull query");
-    };
+    let pull = sink_rows(engine, sink).await?;
     let positions = columns
         .iter()
         .map(|c| pull.columns.iter().position(|(name, _)| name == c))
@@ -131,6 +126,15 @@ pub(crate) async fn check(
         );
     }
     Ok(actual.len())
+}
+
+/// Every row of the sink, by a pull query: a table's latest rows, a stream's every row.
+async fn sink_rows(engine: &Engine, sink: &str) -> anyhow::Result<PullResult> {
+    let query = format!("SELECT * FROM {sink};");
+    match engine.query(&query, &BTreeMap::new()).await? {
+        QueryResult::Pull(pull) => Ok(pull),
+        _ => anyhow::bail!("a SELECT without EMIT CHANGES is a pull query"),
+    }
 }
 
 /// The generated events of one stream as an in-memory table of the stream's columns.
@@ -219,12 +223,7 @@ pub(crate) async fn counts_add_up(
     {
         anyhow::bail!("{sink} did not read the closing bid within a minute");
     }
-    let QueryResult::Pull(pull) = engine
-        .query(&format!("SELECT * FROM {sink};"), &BTreeMap::new())
-        .await?
-    else {
-        anyhow::bail!("a SELECT without EMIT CHANGES is a pull query");
-    };
+    let pull = sink_rows(engine, sink).await?;
     let position = pull
         .columns
         .iter()
