@@ -191,11 +191,13 @@ impl AggregateExec {
         };
         let keys = RowKeys::new(&groups)?;
         let source_keys = RowKeys::new(&source_keys)?;
+        // Logical nulls: an untyped NULL (DataType::Null) has no physical null buffer.
+        let key_nulls: Vec<_> = groups.iter().filter_map(|g| g.logical_nulls()).collect();
         let times = row_times(batch)?;
         let mut updates = Vec::new();
         let mut state = self.state.lock();
         for row in 0..rows {
-            let usable = !input.deleted[row] && groups.iter().all(|g| g.is_valid(row));
+            let usable = !input.deleted[row] && key_nulls.iter().all(|n| n.is_valid(row));
             let key = keys.row(row);
             let key_values: &dyn Fn() -> Result<Key> = &|| scalars(&groups, row);
             let timestamp = times[row];
