@@ -751,7 +751,8 @@ impl Engine {
                 .iter()
                 .flat_map(|(id, q)| q.source_topics.iter().map(|t| (id.clone(), t.clone())))
                 .collect();
-            let mut caught_up = true;
+            // A query holding rows back (OVER windows) has committed rows it has not emitted.
+            let mut caught_up = !self.state.lock().queries.values().any(|q| q.holds_rows());
             for (id, topic) in &queries {
                 let partitions = self.client.partition_count(topic).await.unwrap_or(0);
                 for p in 0..partitions {

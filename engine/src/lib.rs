@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! SQL --parser/--> Statement --engine.rs--> catalog.rs (streams, tables)
-//!     --query.rs (query/join.rs)--> DataFusion LogicalPlan
-//!     --> runtime/{filter_project,aggregate,join}.rs
+//!     --query.rs (query/{join,over}.rs)--> DataFusion LogicalPlan
+//!     --> runtime/{filter_project,aggregate,join,over}.rs
 //!     --formats.rs--> topics through eddy_broker::LogClient
 //! ```
 //! [`Engine`] is the facade: it runs statements, keeps the catalog (durably, through the
@@ -11,7 +11,7 @@
 //! statements on sqlparser; [`query`] plans a SELECT with DataFusion and lowers it to Eddy's
 //! operators; [`runtime`] runs them per source partition (filter and projection; GROUP BY over
 //! streams and tables, windowed or not, EMIT CHANGES or FINAL; stream-stream, stream-table and
-//! table-table joins) and keeps the processing log; [`pull`] answers pull queries over a
+//! table-table joins; aggregates OVER windows of a stream) and keeps the processing log; [`pull`] answers pull queries over a
 //! snapshot; [`print`] dumps a topic's raw records (PRINT); [`functions`] holds ksqlDB's
 //! functions that DataFusion lacks and the catalog SHOW FUNCTIONS lists; [`types`] maps
 //! ksqlDB types to Arrow; `values` evaluates INSERT VALUES and makes records of rows.

@@ -34,11 +34,13 @@ use crate::runtime::{Output, ProcessingLog};
 use crate::types::SqlType;
 
 pub mod join;
+mod over;
 mod partition;
 use partition::Partitioning;
 mod rewrite;
 
 pub use join::{JoinKind, JoinSpec};
+pub use over::{Frame, OverFunction, OverPlan};
 pub(crate) use rewrite::{field_access_name, rewrite, rewrite_query};
 
 /// A planned persistent query.
@@ -111,6 +113,25 @@ impl PersistentPlan {
                 } else {
                     ""
                 },
+            ));
+        }
+        if let Operator::Over(over) = &self.operator {
+            let list =
+                |exprs: &mut dyn Iterator<Item = String>| exprs.collect::<Vec<_>>().join(", ");
+            lines.push(format!(
+                "OverExec: partition_by=[{}] order_by=[{}] functions=[{}]",
+                list(&mut over.partition_by.iter().map(|e| e.to_string())),
+                list(
+                    &mut over
+                        .order_by
+                        .iter()
+                        .map(|(e, desc)| { format!("{e}{}", if *desc { " DESC" } else { "" }) })
+                ),
+                list(&mut over.functions.iter().map(|f| format!(
+                    "{} {}",
+                    f.aggregate.name(),
+                    f.frame
+                ))),
             ));
         }
         if let Some(filter) = &self.filter {
@@ -201,6 +222,9 @@ pub enum Operator {
     Aggregate(AggregatePlan),
     /// A join of two sources; WHERE and the projection read its joined rows.
     Join(JoinPlan),
+    /// Aggregates OVER windows of a stream's rows; the projection reads the rows with one
+    /// column per function after theirs.
+    Over(OverPlan),
 }
 
 /// A join: each side's source and key, the kind of join, and WHERE over the joined rows.
@@ -439,8 +463,19 @@ async fn plan_select(
         .collect::<datafusion::error::Result<Vec<_>>>()?;
     let explode = take_out_explode(&mut projection);
     let mut group_columns: Vec<String> = Vec::new();
+    if shape.windows.is_some() && (shape.aggregate.is_some() || shape.join.is_some()) {
+        return Err(EngineError::Unsupported(
+            "OVER windows over an aggregation or a join".into(),
+        ));
+    }
     let (filter, operator) = match (shape.aggregate, shape.join) {
-        (None, None) => (filter, Operator::FilterProject),
+        (None, None) => match &shape.windows {
+            Some(windows) => (
+                filter,
+                Operator::Over(over::plan(windows, &shape.scan_schema, &source, &context)?),
+            ),
+            None => (filter, Operator::FilterProject),
+        },
         (None, Some(join_shape)) => {
             let spec = join_spec
                 .as_ref()
@@ -540,10 +575,10 @@ async fn plan_select(
             ))
         })?;
         let rank = match &operator {
-            Operator::FilterProject if !partitioning.is_source() => {
+            Operator::FilterProject | Operator::Over(_) if !partitioning.is_source() => {
                 partitioning.rank(i, read_column.as_ref())
             }
-            Operator::FilterProject => source
+            Operator::FilterProject | Operator::Over(_) => source
                 .key_columns()
                 .position(|k| Some(&k.name) == read_column.as_ref()),
             Operator::Aggregate(_) => {
@@ -575,7 +610,7 @@ async fn plan_select(
                 Operator::Aggregate(_) => format!(
                     "The projection contains a key column more than once: `{first}` and `{second}`."
                 ),
-                Operator::FilterProject | Operator::Join(_) => format!(
+                Operator::FilterProject | Operator::Join(_) | Operator::Over(_) => format!(
                     "The projection contains a key column (`{first}`) more than once, aliased as: {first} and {second}."
                 ),
             }));
@@ -658,7 +693,7 @@ async fn plan_select(
             "PARTITION BY with GROUP BY".into(),
         ));
     }
-    if matches!(operator, Operator::FilterProject)
+    if matches!(operator, Operator::FilterProject | Operator::Over(_))
         && join_spec.is_none()
         && !push
         && partitioning.is_source()
@@ -683,7 +718,7 @@ async fn plan_select(
             retention_ms: spec.retention_ms(emit_final),
         }),
         Some(WindowSpec::Session { .. }) => Some(KeyWindow::Session),
-        None if matches!(operator, Operator::FilterProject) => source.window,
+        None if matches!(operator, Operator::FilterProject | Operator::Over(_)) => source.window,
         // A foreign-key join is keyed (and so windowed) as its left table is.
         None if matches!(&operator, Operator::Join(join) if join.foreign_key) => source.window,
         None => None,
@@ -1007,6 +1042,9 @@ struct Shape {
     aggregate: Option<(Vec<Expr>, Vec<Expr>, Option<Expr>, DFSchema)>,
     /// A join's inputs and condition (`scan_schema` is then the joined rows' schema).
     join: Option<JoinShape>,
+    /// Functions OVER windows, innermost Window node's first (the projection reads the
+    /// scan's columns, then theirs in this order).
+    windows: Option<Vec<Expr>>,
 }
 
 struct JoinShape {
@@ -1021,8 +1059,15 @@ fn plan_shape(plan: &LogicalPlan) -> Result<Shape> {
     let mut projection = None;
     let mut pending_filter = None;
     let mut aggregate = None;
+    let mut windows: Option<Vec<Expr>> = None;
     loop {
         match node {
+            LogicalPlan::Window(w) if aggregate.is_none() && pending_filter.is_none() => {
+                let mut inner = w.window_expr.clone();
+                inner.extend(windows.take().unwrap_or_default());
+                windows = Some(inner);
+                node = w.input.as_ref();
+            }
             LogicalPlan::Projection(p) if projection.is_none() => {
                 projection = Some((p.expr.clone(), p.input.schema().as_ref().clone()));
                 node = p.input.as_ref();
@@ -1065,6 +1110,7 @@ fn plan_shape(plan: &LogicalPlan) -> Result<Shape> {
                     scan_schema,
                     aggregate,
                     join,
+                    windows,
                 });
             }
             LogicalPlan::Limit(_) => {
@@ -1090,12 +1136,20 @@ pub struct RunningQuery {
     pub source_topics: Vec<String>,
     stop: watch::Sender<bool>,
     finished: Arc<std::sync::atomic::AtomicBool>,
+    /// Rows the query has read but holds back (OVER windows' rows waiting for the watermark).
+    held: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl RunningQuery {
     /// Stops the query's tasks (they finish their current batch).
     pub fn stop(&self) {
         self.stop.send_replace(true);
+    }
+
+    /// Whether the query has read rows it has not yet emitted or dropped: it is not caught up
+    /// with its input, although it has committed it.
+    pub fn holds_rows(&self) -> bool {
+        self.held.load(std::sync::atomic::Ordering::Acquire) > 0
     }
 
     /// Whether the query's tasks have ended (stopped, or a push query's caller went away).
@@ -1119,11 +1173,13 @@ pub fn start(
         source_topics: plan.source_topics(),
         stop,
         finished: Default::default(),
+        held: Default::default(),
     };
     let plan = Arc::new(plan);
     let finished = Arc::clone(&running.finished);
+    let held = Arc::clone(&running.held);
     tokio::spawn(async move {
-        crate::runtime::run_query(client, log, query_id, plan, output, stopped).await;
+        crate::runtime::run_query(client, log, query_id, plan, output, held, stopped).await;
         finished.store(true, std::sync::atomic::Ordering::Release);
     });
     running

@@ -51,7 +51,29 @@ pub fn eddy_binary() -> &'static Path {
             None => "release".to_string(),
         };
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        let status = Command::new(cargo)
+        let mut build = Command::new(cargo);
+        // `cargo test` runs the tests with the package's variables (CARGO_MANIFEST_DIR,
+        // CARGO_PKG_NAME, ...). Build scripts that read those (ring's) rerun when cargo's own
+        // environment holds other values than last time, which would rebuild ring and every
+        // crate above it here and again at the next `cargo test`: the build gets cargo's
+        // environment without them.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_BIN_")
+                || name.starts_with("CARGO_MANIFEST_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "OUT_DIR",
+                ]
+                .contains(&name.as_ref())
+            {
+                build.env_remove(name.as_ref());
+            }
+        }
+        let status = build
             // The whole workspace with all targets resolves features as `cargo test --workspace`
             // does, so this reuses its build instead of compiling DataFusion a second time.
             .args([

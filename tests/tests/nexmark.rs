@@ -56,9 +56,13 @@ fn out_of_order_events_give_the_same_rows() {
 /// GROUP BY) joined back to the bids that reached it. 40 seconds of event time, so that
 /// windows close. Both depend on the query's partition readers staying together in event
 /// time (runtime/align.rs): a reader that ran ahead would make the others' bids late.
+/// q6: a join of auctions and their bids, each auction's winning price once it has closed
+/// (EMIT FINAL), read back as a stream, and an OVER window of each seller's last 11 closed
+/// auctions, which must take them in closing order. (One after another: they are the
+/// heaviest checks.)
 #[test]
 fn windowed_queries_equal_their_batch_form() {
-    for query in ["q5", "q7"] {
+    for query in ["q5", "q7", "q6"] {
         let rows = check(query, 400_000, &[]);
         assert!(rows > 0, "{query} compared no closed windows");
     }

@@ -52,7 +52,7 @@ use crate::query::{AggregatePlan, PersistentPlan};
 type Key = Vec<ScalarValue>;
 
 /// A key in Arrow's row format: what groups and table rows are found by.
-type RowKey = Box<[u8]>;
+pub(super) type RowKey = Box<[u8]>;
 
 /// The accumulators of one group.
 struct Group {
@@ -497,8 +497,11 @@ impl AggregateExec {
 
     /// EMIT FINAL over time windows: forgets open windows that fell out of the window
     /// store's retention (RETENTION, by default size + grace) before they were emitted, as
-    /// Kafka Streams' store expires them when stream time jumps past them. Returns the
-    /// retention's horizon: a window starting before it is expired (for EMIT CHANGES, none).
+    /// Kafka Streams' store expires them when stream time jumps past them (its segments
+    /// outlive the retention, but its reads stop exactly at it). With the default retention,
+    /// a jump in stream time past a window's close expires the window unemitted: set
+    /// RETENTION longer than size + grace where stream time jumps. Returns the retention's
+    /// horizon: a window starting before it is expired (for EMIT CHANGES, none).
     fn expire(&self, state: &mut State) -> i64 {
         if !self.aggregate.emit_final {
             return i64::MIN;
@@ -642,10 +645,10 @@ impl AggregateExec {
 }
 
 /// The keys of a batch's rows in Arrow's row format (empty without key columns).
-struct RowKeys(Option<Rows>);
+pub(super) struct RowKeys(Option<Rows>);
 
 impl RowKeys {
-    fn new(columns: &[ArrayRef]) -> Result<RowKeys> {
+    pub(super) fn new(columns: &[ArrayRef]) -> Result<RowKeys> {
         if columns.is_empty() {
             return Ok(RowKeys(None));
         }
@@ -657,7 +660,7 @@ impl RowKeys {
         Ok(RowKeys(Some(rows)))
     }
 
-    fn row(&self, row: usize) -> &[u8] {
+    pub(super) fn row(&self, row: usize) -> &[u8] {
         self.0.as_ref().map_or(&[], |rows| rows.row(row).data())
     }
 }

@@ -1,4 +1,5 @@
-//! Running persistent queries: one task per source partition feeding `FilterProjectExec`.
+//! Running persistent queries: one task per source partition feeding the query's operator
+//! (`FilterProjectExec`, `AggregateExec`, `JoinExec` or `OverExec`), shared by the tasks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,12 +30,14 @@ mod align;
 mod decode;
 mod filter_project;
 mod join;
+mod over;
 pub mod processing_log;
 
 pub use aggregate::AggregateExec;
 pub(crate) use decode::decode_records;
 pub use filter_project::FilterProjectExec;
 pub use join::JoinExec;
+pub use over::OverExec;
 pub use processing_log::{Failure, ProcessingLog};
 
 const FETCH_BYTES_MAX: usize = 1 << 20;
@@ -77,23 +80,9 @@ pub(crate) async fn run_query(
     query_id: String,
     plan: Arc<PersistentPlan>,
     output: Output,
+    held: Arc<std::sync::atomic::AtomicUsize>,
     stopped: watch::Receiver<bool>,
 ) {
-    let executor = Arc::new(match &plan.operator {
-        Operator::FilterProject => {
-            Executor::FilterProject(FilterProjectExec::new(Arc::clone(&plan)))
-        }
-        Operator::Aggregate(aggregate) => {
-            let exec = AggregateExec::new(Arc::clone(&plan), aggregate.clone());
-            match &aggregate.join {
-                Some(join) => {
-                    Executor::JoinAggregate(JoinExec::new(Arc::clone(&plan), join.clone()), exec)
-                }
-                None => Executor::Aggregate(exec),
-            }
-        }
-        Operator::Join(join) => Executor::Join(JoinExec::new(Arc::clone(&plan), join.clone())),
-    });
     // What the query reads: its source, or both sides of a join.
     let sides: Vec<(Arc<Source>, SchemaRef)> = match &plan.operator {
         Operator::Join(join)
@@ -118,9 +107,30 @@ pub(crate) async fn run_query(
         }
     }
     // Stateful operators share stream time across the tasks: keep the tasks together.
-    let stateful = !matches!(*executor, Executor::FilterProject(_));
+    let stateful = !matches!(plan.operator, Operator::FilterProject);
     let alignment =
         (stateful && partitions.len() > 1).then(|| Arc::new(Alignment::new(partitions.len())));
+    let executor = Arc::new(match &plan.operator {
+        Operator::FilterProject => {
+            Executor::FilterProject(FilterProjectExec::new(Arc::clone(&plan)))
+        }
+        Operator::Aggregate(aggregate) => {
+            let exec = AggregateExec::new(Arc::clone(&plan), aggregate.clone());
+            match &aggregate.join {
+                Some(join) => {
+                    Executor::JoinAggregate(JoinExec::new(Arc::clone(&plan), join.clone()), exec)
+                }
+                None => Executor::Aggregate(exec),
+            }
+        }
+        Operator::Join(join) => Executor::Join(JoinExec::new(Arc::clone(&plan), join.clone())),
+        Operator::Over(over) => Executor::Over(OverExec::new(
+            Arc::clone(&plan),
+            over.clone(),
+            partitions.len(),
+            held,
+        )),
+    });
     let mut tasks = Vec::new();
     for (index, (side, source, schema, partition)) in partitions.into_iter().enumerate() {
         let task = PartitionTask {
@@ -134,6 +144,7 @@ pub(crate) async fn run_query(
             schema,
             partition,
             output: output.clone(),
+            reader: index,
             alignment: alignment.as_ref().map(|a| (Arc::clone(a), index)),
         };
         tasks.push(tokio::spawn(task.run(stopped.clone())));
@@ -156,6 +167,8 @@ struct PartitionTask {
     schema: SchemaRef,
     partition: i32,
     output: Output,
+    /// This task's place among the query's tasks.
+    reader: usize,
     /// The query's alignment in event time, and this task's place in it.
     alignment: Option<(Arc<Alignment>, usize)>,
 }
@@ -168,6 +181,7 @@ enum Executor {
     Join(JoinExec),
     /// An aggregation over a join's rows.
     JoinAggregate(JoinExec, AggregateExec),
+    Over(OverExec),
 }
 
 impl PartitionTask {
@@ -237,6 +251,19 @@ impl PartitionTask {
             let Some(last) = records.last() else {
                 if let Some((alignment, task)) = &self.alignment {
                     alignment.idle(*task);
+                }
+                // An idle reader may move the watermark that OVER windows' rows wait for.
+                if let Executor::Over(exec) = &*self.executor {
+                    let emitted = match exec.idle(self.reader) {
+                        Ok(emitted) => emitted,
+                        Err(e) => {
+                            tracing::error!(query = %self.query_id, error = %e, "OVER window failed");
+                            Emitted::default()
+                        }
+                    };
+                    if !self.write(emitted, &mut stopped).await {
+                        return;
+                    }
                 }
                 continue;
             };
@@ -376,6 +403,7 @@ impl PartitionTask {
             Executor::FilterProject(exec) => exec.process(&input),
             Executor::Aggregate(exec) => exec.process(&input),
             Executor::Join(exec) => exec.process(self.side, &input),
+            Executor::Over(exec) => exec.process(self.reader, &input),
             Executor::JoinAggregate(join, aggregate) => {
                 match join.process_for_aggregate(self.side, &input)? {
                     Some(joined) => aggregate.process(&joined),
