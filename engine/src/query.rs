@@ -2,8 +2,9 @@
 //!
 //! Planning: the SELECT (ksqlDB clauses already cut out by the parser) becomes a DataFusion
 //! `LogicalPlan` over schema-only tables, one per catalog source. Its shape is then lowered to
-//! one of Eddy's operators ([`Operator`]: filter and projection, aggregation, or join, whose
-//! planning is in [`join`]), with WHERE, the projection, GROUP BY keys and join keys as
+//! one of Eddy's operators ([`Operator`]: filter and projection, aggregation, join (planned
+//! in [`join`]), or aggregates OVER windows (planned in `over`)), with WHERE, the
+//! projection, GROUP BY keys, join keys and window partitions as
 //! DataFusion physical expressions evaluated on Arrow batches.
 //!
 //! Running: one task per source partition (of both sources, for a join) reads from the query's
