@@ -2,13 +2,24 @@
 //!
 //! Data directory layout (Kafka's, plus one folder of topic metadata):
 //! ```text
+//! DATA/.lock                                  held (OS lock) by the broker using the directory
 //! DATA/<topic>-<partition>/<base offset:020>.{log,index,timeindex}
+//! DATA/<topic>-<partition>.<uuid>-delete/     a deleted partition, removed in the background
 //! DATA/recovery-point-offset-checkpoint      "0\n<count>\n<topic> <partition> <offset>\n..."
-//! DATA/__eddy_metadata/<topic>.properties     topic.id, partitions and topic configs
+//! DATA/__eddy_metadata/<topic id>.properties  topic.name, topic.id, partitions, topic configs
 //! DATA/__eddy_metadata/producer-id-block      next producer id to hand out
 //! ```
+//! Older versions named metadata files `<topic>.properties`; they are still read. Every name
+//! above fits the usual 255-byte file name limit for any valid topic name (at most 249 bytes).
+//!
+//! A topic exists exactly when its metadata file does. Creation writes it last, after every
+//! partition directory is open; deletion removes it first, then renames the partition
+//! directories to `-delete` names. Partition directories no metadata file owns (a crash
+//! mid-way through either) are moved aside when a topic of that name is created, so a new
+//! topic never sees an old one's records.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -21,13 +32,23 @@ use crate::config::{BrokerConfig, TopicConfig};
 use crate::error::{BrokerError, Result};
 use crate::group::GroupCoordinator;
 use crate::limits::PARTITIONS_MAX;
-use crate::log::{compaction, write_state_file, Log};
+use crate::log::{compaction, sync_dir, write_state_file, Log};
 use crate::partition::Partition;
 
 const METADATA_DIR: &str = "__eddy_metadata";
 const RECOVERY_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
 const PRODUCER_ID_BLOCK: &str = "producer-id-block";
 const PRODUCER_ID_BLOCK_SIZE: i64 = 1_000;
+const LOCK_FILE: &str = ".lock";
+const DELETE_SUFFIX: &str = "-delete";
+/// Longest file name most file systems accept (ext4, xfs, btrfs, apfs).
+const FILE_NAME_BYTES_MAX: usize = 255;
+/// Longest topic name (Kafka's): `<topic>-<partition>` stays within a file name.
+const TOPIC_NAME_BYTES_MAX: usize = 249;
+
+// A partition directory's name is the topic, a dash and up to 4 digits (PARTITIONS_MAX - 1).
+const _: () = assert!(PARTITIONS_MAX <= 10_000);
+const _: () = assert!(TOPIC_NAME_BYTES_MAX + "-9999".len() <= FILE_NAME_BYTES_MAX);
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -53,18 +74,28 @@ pub struct Broker {
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Serialises topic creation and deletion (metadata files and directories).
     topic_admin: Mutex<()>,
+    /// Serialises checkpoint writes: one that read the topics before a deletion must not land
+    /// after the deletion's own write and bring the deleted topic's entries back.
+    checkpoint_writer: Mutex<()>,
     pub groups: GroupCoordinator,
     next_producer_id: AtomicI64,
     producer_id_limit: Mutex<i64>,
     pub cluster_id: String,
+    /// `DATA/.lock`, exclusively locked while this value lives, so no second broker (in this
+    /// process or another) opens the same data directory. The background tasks hold the broker,
+    /// so the lock is released when its tokio runtime shuts down (or the process exits).
+    _data_dir_lock: File,
 }
 
 impl Broker {
     /// Opens the data directory, recovering every partition, and starts background work.
-    /// Must be called inside a tokio runtime.
+    /// Must be called inside a tokio runtime. Fails if another broker has the directory open.
     pub async fn open(config: BrokerConfig) -> Result<Arc<Broker>> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let data_dir_lock = lock_data_dir(&config.data_dir)?;
         let metadata = config.data_dir.join(METADATA_DIR);
         std::fs::create_dir_all(&metadata)?;
+        remove_in_background(deleted_partition_dirs(&config.data_dir)?);
         let checkpoint = read_recovery_checkpoint(&config.data_dir.join(RECOVERY_CHECKPOINT));
         let producer_block = std::fs::read_to_string(metadata.join(PRODUCER_ID_BLOCK))
             .ok()
@@ -76,9 +107,11 @@ impl Broker {
             config,
             topics: RwLock::new(HashMap::new()),
             topic_admin: Mutex::new(()),
+            checkpoint_writer: Mutex::new(()),
             next_producer_id: AtomicI64::new(producer_block),
             producer_id_limit: Mutex::new(producer_block),
             cluster_id,
+            _data_dir_lock: data_dir_lock,
         });
         broker.load_topics(&metadata, &checkpoint)?;
         crate::group::offsets::restore(&broker)?;
@@ -112,53 +145,40 @@ impl Broker {
             let count: i32 = count
                 .parse()
                 .map_err(|_| BrokerError::Internal("bad count".into()))?;
-            let topic = self.open_topic(&name, id, count, props, checkpoint)?;
+            let config = self.topic_config(&props)?;
+            let mut logs = Vec::with_capacity(count.max(0) as usize);
+            for index in 0..count {
+                let recovery_point = checkpoint.get(&(name.clone(), index)).copied();
+                let (log, report) = Log::open(
+                    &self.partition_dir(&name, index),
+                    config.clone(),
+                    recovery_point.unwrap_or(0),
+                    now_ms(),
+                )?;
+                if report.truncated_bytes > 0 || report.rebuilt_index {
+                    tracing::info!(topic = %name, partition = index, ?report, "recovered partition");
+                }
+                logs.push(log);
+            }
+            let topic = start_topic(&name, id, config, props, logs);
             self.topics.write().insert(name, topic);
         }
         Ok(())
     }
 
-    fn open_topic(
-        &self,
-        name: &str,
-        id: Uuid,
-        count: i32,
-        overrides: BTreeMap<String, String>,
-        checkpoint: &HashMap<(String, i32), i64>,
-    ) -> Result<Arc<Topic>> {
-        let config = self
-            .config
+    fn topic_config(&self, overrides: &BTreeMap<String, String>) -> Result<TopicConfig> {
+        self.config
             .topic_defaults
             .clone()
-            .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-        let name: Arc<str> = Arc::from(name);
-        let mut partitions = Vec::with_capacity(count as usize);
-        for index in 0..count {
-            let dir = self.partition_dir(&name, index);
-            let recovery_point = checkpoint
-                .get(&(name.to_string(), index))
-                .copied()
-                .unwrap_or(0);
-            let (log, report) = Log::open(&dir, config.clone(), recovery_point, now_ms())?;
-            if report.truncated_bytes > 0 || report.rebuilt_index {
-                tracing::info!(topic = %name, partition = index, ?report, "recovered partition");
-            }
-            partitions.push(Partition::start(Arc::clone(&name), index, log));
-        }
-        Ok(Arc::new(Topic {
-            name,
-            id,
-            config,
-            partitions,
-            overrides,
-        }))
+            .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 
     fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
         self.config.data_dir.join(format!("{topic}-{index}"))
     }
 
-    /// Creates a topic with `partitions` partitions and the given config overrides.
+    /// Creates a topic with `partitions` partitions and the given config overrides. Either the
+    /// whole topic is created or nothing is left behind: no directory, file or open handle.
     pub fn create_topic(
         &self,
         name: &str,
@@ -169,27 +189,22 @@ impl Broker {
         if !(1..=PARTITIONS_MAX).contains(&partitions) {
             return Err(BrokerError::InvalidPartitions(partitions));
         }
+        self.check_request_partitions(partitions.into())?;
         // Validate before touching the disk.
-        self.config
-            .topic_defaults
-            .clone()
-            .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        let config = self.topic_config(&overrides)?;
         let _admin = self.topic_admin.lock();
         if self.topics.read().contains_key(name) {
             return Err(BrokerError::TopicAlreadyExists(name.to_string()));
         }
+        self.check_broker_partitions(partitions)?;
         let id = Uuid::new_v4();
-        let topic = self.open_topic(name, id, partitions, overrides.clone(), &HashMap::new())?;
-        let mut text = format!("topic.name={name}\ntopic.id={id}\npartitions={partitions}\n");
-        for (k, v) in &overrides {
-            text.push_str(&format!("{k}={v}\n"));
+        let logs = self.create_logs(name, partitions, &config)?;
+        if let Err(e) = self.write_topic_metadata(name, id, partitions, &overrides) {
+            drop(logs);
+            self.remove_created_dirs(name, partitions);
+            return Err(e);
         }
-        let path = self
-            .config
-            .data_dir
-            .join(METADATA_DIR)
-            .join(format!("{name}.properties"));
-        write_state_file(&path, text.as_bytes())?;
+        let topic = start_topic(name, id, config, overrides, logs);
         self.topics
             .write()
             .insert(name.to_string(), Arc::clone(&topic));
@@ -197,7 +212,151 @@ impl Broker {
         Ok(topic)
     }
 
-    /// Deletes a topic and its data.
+    /// Refuses one request (or call) creating more than `create.topics.partitions.max`.
+    pub(crate) fn check_request_partitions(&self, requested: i64) -> Result<()> {
+        let max = self.config.create_topics_partitions_max;
+        if requested > max.into() {
+            return Err(BrokerError::PartitionLimit {
+                scope: "this request",
+                requested,
+                limit: "create.topics.partitions.max",
+                max: max.into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses creation that would take the broker past `max.broker.partitions`.
+    fn check_broker_partitions(&self, new: i32) -> Result<()> {
+        let existing: usize = self
+            .topics
+            .read()
+            .values()
+            .map(|t| t.partitions.len())
+            .sum();
+        let requested = existing as i64 + i64::from(new);
+        let max = self.config.broker_partitions_max as i64;
+        if requested > max {
+            return Err(BrokerError::PartitionLimit {
+                scope: "this broker",
+                requested,
+                limit: "max.broker.partitions",
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Opens a new, empty log per partition; on any failure closes and removes all of them.
+    fn create_logs(&self, name: &str, count: i32, config: &TopicConfig) -> Result<Vec<Log>> {
+        let mut logs = Vec::with_capacity(count as usize);
+        for index in 0..count {
+            match self.create_log(name, index, config) {
+                Ok(log) => logs.push(log),
+                Err(e) => {
+                    drop(logs);
+                    self.remove_created_dirs(name, index + 1);
+                    tracing::warn!(topic = name, partition = index, error = %e,
+                        "creating the topic failed; removed what was created");
+                    return Err(e);
+                }
+            }
+        }
+        Ok(logs)
+    }
+
+    fn create_log(&self, name: &str, index: i32, config: &TopicConfig) -> Result<Log> {
+        let dir = self.partition_dir(name, index);
+        if std::fs::symlink_metadata(&dir).is_ok() {
+            // No topic owns it (the caller holds the admin lock and the name is free): it is
+            // left from a deletion or creation a crash interrupted. Its records are not ours.
+            tracing::warn!(dir = %dir.display(), "moving aside a partition directory no topic owns");
+            remove_in_background(vec![self.rename_for_deletion(name, index)?]);
+        }
+        let (log, _) = Log::open(&dir, config.clone(), 0, now_ms())?;
+        #[cfg(test)]
+        faults::check_create(index)?;
+        Ok(log)
+    }
+
+    /// Removes the directories of partitions `0..count` of a topic that was never committed.
+    fn remove_created_dirs(&self, name: &str, count: i32) {
+        for index in 0..count {
+            let dir = self.partition_dir(name, index);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove");
+                }
+            }
+        }
+        let _ = sync_dir(&self.config.data_dir);
+    }
+
+    /// Renames a partition directory to its `-delete` name (Kafka's
+    /// `<topic>-<partition>.<uuid>-delete`, the topic cut short so the name fits) and syncs the
+    /// rename. Returns the new path.
+    fn rename_for_deletion(&self, name: &str, index: i32) -> Result<PathBuf> {
+        let suffix = format!("-{index}.{}{DELETE_SUFFIX}", Uuid::new_v4().simple());
+        let keep = name.len().min(FILE_NAME_BYTES_MAX - suffix.len());
+        let target = self
+            .config
+            .data_dir
+            .join(format!("{}{suffix}", &name[..keep]));
+        std::fs::rename(self.partition_dir(name, index), &target)?;
+        sync_dir(&self.config.data_dir)?;
+        Ok(target)
+    }
+
+    fn metadata_path(&self, file_stem: &str) -> PathBuf {
+        self.config
+            .data_dir
+            .join(METADATA_DIR)
+            .join(format!("{file_stem}.properties"))
+    }
+
+    /// Writes the topic's metadata file, named by topic id: the moment the topic exists.
+    fn write_topic_metadata(
+        &self,
+        name: &str,
+        id: Uuid,
+        partitions: i32,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        let mut text = format!("topic.name={name}\ntopic.id={id}\npartitions={partitions}\n");
+        for (k, v) in overrides {
+            text.push_str(&format!("{k}={v}\n"));
+        }
+        let path = self.metadata_path(&id.to_string());
+        #[cfg(test)]
+        faults::check_metadata()?;
+        if let Err(e) = write_state_file(&path, text.as_bytes()) {
+            let _ = std::fs::remove_file(path.with_extension("tmp"));
+            let _ = std::fs::remove_file(&path);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Removes the topic's metadata file (by id, or by name as older versions wrote it): the
+    /// moment the topic stops existing.
+    fn remove_topic_metadata(&self, topic: &Topic) -> Result<()> {
+        let legacy = topic.name.to_string();
+        // A name too long for the legacy file name never had such a file.
+        let legacy_fits = legacy.len() + ".properties".len() <= FILE_NAME_BYTES_MAX;
+        let stems = [Some(topic.id.to_string()), legacy_fits.then_some(legacy)];
+        for stem in stems.into_iter().flatten() {
+            match std::fs::remove_file(self.metadata_path(&stem)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        sync_dir(&self.config.data_dir.join(METADATA_DIR))?;
+        Ok(())
+    }
+
+    /// Deletes a topic and its data. Once this returns the topic is gone for good, even across
+    /// a crash; its directories are renamed at once and removed in the background.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         let _admin = self.topic_admin.lock();
         let topic = self.topics.write().remove(name).ok_or_else(|| {
@@ -206,15 +365,23 @@ impl Broker {
                 partition: -1,
             }
         })?;
-        let path = self
-            .config
-            .data_dir
-            .join(METADATA_DIR)
-            .join(format!("{name}.properties"));
-        std::fs::remove_file(&path)?;
+        if let Err(e) = self.remove_topic_metadata(&topic) {
+            self.topics.write().insert(name.to_string(), topic);
+            return Err(e);
+        }
+        let mut doomed = Vec::with_capacity(topic.partitions.len());
         for partition in &topic.partitions {
             partition.close();
-            let _ = std::fs::remove_dir_all(self.partition_dir(name, partition.index));
+            // A directory that cannot be renamed now is moved aside when the name is reused.
+            match self.rename_for_deletion(name, partition.index) {
+                Ok(dir) => doomed.push(dir),
+                Err(e) => tracing::warn!(topic = name, partition = partition.index, error = %e,
+                    "could not rename a deleted partition's directory"),
+            }
+        }
+        remove_in_background(doomed);
+        if let Err(e) = self.write_checkpoint() {
+            tracing::warn!(error = %e, "could not write the recovery-point checkpoint");
         }
         tracing::info!(topic = name, "deleted topic");
         Ok(())
@@ -281,6 +448,7 @@ impl Broker {
 
     /// Writes the recovery-point checkpoint: offsets below which each partition is on disk.
     pub fn write_checkpoint(&self) -> Result<()> {
+        let _writer = self.checkpoint_writer.lock();
         let mut lines = Vec::new();
         for topic in self.topics() {
             for p in &topic.partitions {
@@ -352,11 +520,87 @@ async fn checkpointer(broker: Arc<Broker>) {
     }
 }
 
+/// Wraps opened logs as the partitions of a topic, starting their flushers.
+fn start_topic(
+    name: &str,
+    id: Uuid,
+    config: TopicConfig,
+    overrides: BTreeMap<String, String>,
+    logs: Vec<Log>,
+) -> Arc<Topic> {
+    let name: Arc<str> = Arc::from(name);
+    let partitions = logs
+        .into_iter()
+        .zip(0..)
+        .map(|(log, index)| Partition::start(Arc::clone(&name), index, log))
+        .collect();
+    Arc::new(Topic {
+        name,
+        id,
+        config,
+        partitions,
+        overrides,
+    })
+}
+
+/// Opens `DATA/.lock` and takes an exclusive lock on it, or says who has the directory.
+fn lock_data_dir(dir: &Path) -> Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(BrokerError::DataDirLocked(dir.to_path_buf())),
+        Err(TryLockError::Error(e)) => Err(e.into()),
+    }
+}
+
+/// Partition directories renamed for deletion whose removal a crash or an error interrupted.
+fn deleted_partition_dirs(data_dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(data_dir)? {
+        let entry = entry?;
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && entry.file_name().to_string_lossy().ends_with(DELETE_SUFFIX) {
+            found.push(entry.path());
+        }
+    }
+    Ok(found)
+}
+
+/// Removes directories (or files) off the caller's thread when a tokio runtime is at hand: a
+/// large partition takes a while to remove and nothing waits for it.
+fn remove_in_background(paths: Vec<PathBuf>) {
+    if paths.is_empty() {
+        return;
+    }
+    let remove = move || {
+        for path in paths {
+            let removed = match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
+                Ok(_) => std::fs::remove_file(&path),
+                Err(_) => Ok(()),
+            };
+            if let Err(e) = removed {
+                tracing::warn!(path = %path.display(), error = %e,
+                    "could not remove a deleted partition; it is retried at the next start");
+            }
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(remove)),
+        Err(_) => remove(),
+    }
+}
+
 fn validate_topic_name(name: &str) -> Result<()> {
     let valid_chars = name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-    if name.is_empty() || name.len() > 249 || name == "." || name == ".." || !valid_chars {
+    let too_long = name.len() > TOPIC_NAME_BYTES_MAX;
+    if name.is_empty() || too_long || name == "." || name == ".." || !valid_chars {
         return Err(BrokerError::InvalidTopic(name.to_string()));
     }
     Ok(())
@@ -385,4 +629,354 @@ fn cluster_id(metadata: &Path) -> Result<String> {
     let id = Uuid::new_v4().simple().to_string();
     write_state_file(&path, id.as_bytes())?;
     Ok(id)
+}
+
+/// Test-only faults in topic creation. Per thread, so tests running in parallel do not see
+/// each other's; creation runs on the caller's thread.
+#[cfg(test)]
+mod faults {
+    use std::cell::Cell;
+
+    thread_local! {
+        static CREATE_FAILS_AT: Cell<Option<i32>> = const { Cell::new(None) };
+        static METADATA_FAILS: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Makes opening partition `index` of the next topic created on this thread fail.
+    pub(super) fn fail_create_at(index: Option<i32>) {
+        CREATE_FAILS_AT.set(index);
+    }
+
+    /// Makes writing topic metadata on this thread fail.
+    pub(super) fn fail_metadata(fails: bool) {
+        METADATA_FAILS.set(fails);
+    }
+
+    pub(super) fn check_create(index: i32) -> std::io::Result<()> {
+        if CREATE_FAILS_AT.get() == Some(index) {
+            return Err(std::io::Error::other(
+                "injected: opening the partition failed",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn check_metadata() -> std::io::Result<()> {
+        if METADATA_FAILS.get() {
+            return Err(std::io::Error::other(
+                "injected: writing the metadata failed",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::log::batch::{decode_records, BatchBuilder};
+
+    /// A broker on its own runtime: dropping both stops its background tasks, which releases
+    /// the broker and its data directory lock, as a process exit would.
+    fn start(config: &BrokerConfig) -> (tokio::runtime::Runtime, Arc<Broker>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let broker = runtime
+            .block_on(Broker::open(config.clone()))
+            .expect("open");
+        (runtime, broker)
+    }
+
+    fn stop(runtime: tokio::runtime::Runtime, broker: Arc<Broker>) {
+        runtime.block_on(broker.shutdown()).expect("shutdown");
+        drop(broker);
+        drop(runtime);
+    }
+
+    fn append(broker: &Broker, topic: &str, records: usize) {
+        let partition = broker.partition(topic, 0).expect("partition");
+        for i in 0..records {
+            let mut builder = BatchBuilder::new(0, 64);
+            builder.push(0, Some(format!("k{i}").as_bytes()), Some(b"old"), &[]);
+            partition
+                .append(&mut builder.finish(), now_ms())
+                .expect("append");
+        }
+    }
+
+    fn records_in(broker: &Broker, topic: &str) -> usize {
+        let partition = broker.partition(topic, 0).expect("partition");
+        let bytes = partition.read(0, 1 << 20).expect("read");
+        decode_records(&bytes).expect("decode").len()
+    }
+
+    /// Every path under `dir`, relative to it.
+    fn tree(dir: &Path) -> BTreeSet<PathBuf> {
+        let mut found = BTreeSet::new();
+        let mut pending = vec![dir.to_path_buf()];
+        while let Some(next) = pending.pop() {
+            for entry in std::fs::read_dir(&next).expect("read_dir") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    pending.push(path.clone());
+                }
+                found.insert(path.strip_prefix(dir).expect("under dir").to_path_buf());
+            }
+        }
+        found
+    }
+
+    /// Open descriptors of this process on files whose path starts with `prefix` (none where
+    /// /proc is missing).
+    fn open_fds_under(prefix: &Path) -> usize {
+        let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+            return 0;
+        };
+        fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .filter(|target| {
+                target
+                    .to_string_lossy()
+                    .starts_with(&*prefix.to_string_lossy())
+            })
+            .count()
+    }
+
+    /// Waits (bounded) until no entry of `dir` starts with `prefix`.
+    fn wait_until_gone(dir: &Path, prefix: &str) {
+        for _ in 0..1_000 {
+            let left = std::fs::read_dir(dir)
+                .expect("read_dir")
+                .filter(|e| {
+                    let name = e.as_ref().expect("entry").file_name();
+                    name.to_string_lossy().starts_with(prefix)
+                })
+                .count();
+            if left == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("entries starting with {prefix} were not removed");
+    }
+
+    /// Kafka allows 249-character topic names; every file name derived from one must fit in
+    /// 255 bytes. Before, the metadata file `<name>.properties` (260 bytes) could not be
+    /// written, so creation failed after opening the partitions. Method: create, append,
+    /// restart, read back, delete, restart.
+    #[test]
+    fn a_249_character_topic_name_creates_survives_a_restart_and_deletes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = BrokerConfig::new(dir.path());
+        let name = "n".repeat(249);
+        let (runtime, broker) = start(&config);
+        runtime.block_on(async {
+            broker
+                .create_topic(&name, 2, BTreeMap::new())
+                .expect("create");
+            append(&broker, &name, 3);
+        });
+        stop(runtime, broker);
+
+        let (runtime, broker) = start(&config);
+        assert_eq!(
+            records_in(&broker, &name),
+            3,
+            "the topic survives a restart"
+        );
+        runtime.block_on(async { broker.delete_topic(&name).expect("delete") });
+        wait_until_gone(dir.path(), &name);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(METADATA_DIR))
+                .expect("metadata dir")
+                .filter(|e| e.as_ref().expect("entry").path().extension()
+                    == Some("properties".as_ref()))
+                .count(),
+            0,
+            "no metadata file is left"
+        );
+        stop(runtime, broker);
+
+        let (runtime, broker) = start(&config);
+        assert!(
+            broker.topic(&name).is_none(),
+            "a deleted topic stays deleted"
+        );
+        stop(runtime, broker);
+    }
+
+    /// Metadata files named `<topic>.properties` (older versions) still load, and deleting the
+    /// topic removes them.
+    #[test]
+    fn metadata_files_named_by_topic_still_load_and_delete() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = BrokerConfig::new(dir.path());
+        let metadata = dir.path().join(METADATA_DIR);
+        std::fs::create_dir_all(&metadata).expect("metadata dir");
+        let legacy = metadata.join("old.properties");
+        let text = format!(
+            "topic.name=old\ntopic.id={}\npartitions=2\n",
+            Uuid::new_v4()
+        );
+        std::fs::write(&legacy, text).expect("legacy file");
+        let (runtime, broker) = start(&config);
+        assert_eq!(broker.topic("old").expect("loaded").partitions.len(), 2);
+        runtime.block_on(async { broker.delete_topic("old").expect("delete") });
+        assert!(!legacy.exists());
+        stop(runtime, broker);
+    }
+
+    /// Creation that fails part-way must leave the data directory as it found it. Method: make
+    /// opening partition 37 of 100 fail (then the metadata write), and compare the directory
+    /// tree and this process's open descriptors before and after.
+    #[test]
+    fn a_creation_failing_part_way_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (runtime, broker) = start(&BrokerConfig::new(dir.path()));
+        let before = tree(dir.path());
+        let fds_before = open_fds_under(dir.path());
+        runtime.block_on(async {
+            faults::fail_create_at(Some(37));
+            let failed = broker.create_topic("doomed", 100, BTreeMap::new());
+            faults::fail_create_at(None);
+            assert!(matches!(failed, Err(BrokerError::Storage(_))));
+            assert_eq!(tree(dir.path()), before, "partition 37 failing");
+            assert_eq!(open_fds_under(dir.path()), fds_before);
+
+            faults::fail_metadata(true);
+            let failed = broker.create_topic("doomed", 100, BTreeMap::new());
+            faults::fail_metadata(false);
+            assert!(matches!(failed, Err(BrokerError::Storage(_))));
+            assert_eq!(tree(dir.path()), before, "the metadata write failing");
+            assert_eq!(open_fds_under(dir.path()), fds_before);
+
+            assert!(broker.topic("doomed").is_none());
+            broker
+                .create_topic("doomed", 100, BTreeMap::new())
+                .expect("the name is free and creation works");
+        });
+        stop(runtime, broker);
+    }
+
+    /// Creation is bounded per call (`create.topics.partitions.max`) and per broker
+    /// (`max.broker.partitions`), with errors that name the limit.
+    #[test]
+    fn partition_limits_refuse_creation_with_the_limit_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = BrokerConfig::new(dir.path());
+        config.create_topics_partitions_max = 4;
+        config.broker_partitions_max = 6;
+        let (runtime, broker) = start(&config);
+        runtime.block_on(async {
+            let too_many = broker.create_topic("a", 5, BTreeMap::new());
+            let Err(e @ BrokerError::PartitionLimit { .. }) = too_many else {
+                panic!("expected a partition limit error, got {:?}", too_many.err());
+            };
+            assert!(
+                e.to_string().contains("create.topics.partitions.max=4"),
+                "{e}"
+            );
+            broker.create_topic("a", 4, BTreeMap::new()).expect("a");
+            let over = broker.create_topic("b", 3, BTreeMap::new());
+            let Err(e @ BrokerError::PartitionLimit { .. }) = over else {
+                panic!("expected a partition limit error, got {:?}", over.err());
+            };
+            assert!(e.to_string().contains("max.broker.partitions=6"), "{e}");
+            broker
+                .create_topic("b", 2, BTreeMap::new())
+                .expect("b fits");
+        });
+        stop(runtime, broker);
+    }
+
+    /// A deletion cut short by a crash must not hand the old records to a new topic of the
+    /// same name. Method: stop the broker, remove the topic's metadata file by hand (a crash
+    /// right after deletion's commit point, before its directories were renamed), leave a
+    /// `-delete` directory behind too, restart and create the name again.
+    #[test]
+    fn a_crash_mid_deletion_gives_no_old_records_to_a_new_topic_of_that_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = BrokerConfig::new(dir.path());
+        let (runtime, broker) = start(&config);
+        let id = runtime.block_on(async {
+            let topic = broker
+                .create_topic("t", 1, BTreeMap::new())
+                .expect("create");
+            append(&broker, "t", 5);
+            topic.id
+        });
+        stop(runtime, broker);
+        std::fs::remove_file(
+            dir.path()
+                .join(METADATA_DIR)
+                .join(format!("{id}.properties")),
+        )
+        .expect("remove metadata");
+        let leftover = dir
+            .path()
+            .join(format!("t-1.{}-delete", Uuid::new_v4().simple()));
+        std::fs::create_dir(&leftover).expect("leftover");
+
+        let (runtime, broker) = start(&config);
+        assert!(broker.topic("t").is_none());
+        runtime.block_on(async {
+            broker
+                .create_topic("t", 1, BTreeMap::new())
+                .expect("create again");
+        });
+        assert_eq!(broker.partition("t", 0).expect("p").high_watermark(), 0);
+        assert_eq!(records_in(&broker, "t"), 0, "no old record is visible");
+        wait_until_gone(dir.path(), "t-0.");
+        wait_until_gone(dir.path(), "t-1.");
+        stop(runtime, broker);
+    }
+
+    /// Deletion renames partition directories before removing them, and the name can be
+    /// reused at once.
+    #[test]
+    fn a_deleted_topic_name_can_be_reused_at_once_without_its_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (runtime, broker) = start(&BrokerConfig::new(dir.path()));
+        runtime.block_on(async {
+            broker
+                .create_topic("t", 3, BTreeMap::new())
+                .expect("create");
+            append(&broker, "t", 4);
+            broker.delete_topic("t").expect("delete");
+            assert!(
+                !dir.path().join("t-0").exists(),
+                "renamed before delete returns"
+            );
+            broker
+                .create_topic("t", 3, BTreeMap::new())
+                .expect("create again");
+            assert_eq!(records_in(&broker, "t"), 0);
+        });
+        wait_until_gone(dir.path(), "t-0.");
+        stop(runtime, broker);
+    }
+
+    /// One data directory, one broker: a second open fails naming the directory, and works
+    /// again once the first broker is gone (its runtime stopped).
+    #[test]
+    fn a_data_directory_opens_in_one_broker_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = BrokerConfig::new(dir.path());
+        let (runtime, broker) = start(&config);
+        let second = runtime.block_on(Broker::open(config.clone()));
+        let Err(e @ BrokerError::DataDirLocked(_)) = second else {
+            panic!("a second open must fail");
+        };
+        assert!(
+            e.to_string().contains(&*dir.path().to_string_lossy()),
+            "{e}"
+        );
+        stop(runtime, broker);
+        let (runtime, broker) = start(&config);
+        stop(runtime, broker);
+    }
 }

@@ -1,6 +1,6 @@
 //! Broker and topic configuration, named and defaulted as Kafka names them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -219,6 +219,29 @@ pub struct BrokerConfig {
     pub group_initial_rebalance_delay: Duration,
     /// How often the recovery-point checkpoint is written.
     pub checkpoint_interval: Duration,
+    /// Topics that belong to the system besides Kafka's own `__`-prefixed ones (the embedded
+    /// SQL engine's command topic and processing log): Kafka clients may not produce to or
+    /// delete them. See [`BrokerConfig::is_internal_topic`].
+    pub internal_topics: BTreeSet<String>,
+    /// `max.connections`: client connections served at once; a connection accepted beyond
+    /// this is closed at once (and logged), so a flood of connections cannot exhaust file
+    /// descriptors or memory.
+    pub connections_max: usize,
+    /// `connections.max.idle.ms`: a connection that completes no request for this long is
+    /// closed (slow or silent clients cannot hold a connection slot forever).
+    pub connections_max_idle: Duration,
+    /// `fetch.max.bytes`: the most record bytes one Fetch response carries, whatever the
+    /// request's `max_bytes` (the first batch found may still exceed it, as in Kafka).
+    pub fetch_max_bytes: i32,
+    /// `replica.fetch.response.max.bytes`: the same bound for fetches from replicas
+    /// (`replica_id >= 0`).
+    pub replica_fetch_response_max_bytes: i32,
+    /// `create.topics.partitions.max` (Eddy's name): most partitions one CreateTopics request,
+    /// or one [`crate::Broker::create_topic`] call, may create across all its topics.
+    pub create_topics_partitions_max: i32,
+    /// `max.broker.partitions` (KIP-578's name): most partitions this broker holds in all. Each
+    /// partition holds open files and a flusher task, so unbounded creation would exhaust them.
+    pub broker_partitions_max: usize,
 }
 
 impl BrokerConfig {
@@ -235,7 +258,20 @@ impl BrokerConfig {
             retention_check_interval: Duration::from_secs(300),
             group_initial_rebalance_delay: Duration::from_millis(3000),
             checkpoint_interval: Duration::from_secs(5),
+            internal_topics: BTreeSet::new(),
+            connections_max: 1_000,
+            connections_max_idle: Duration::from_millis(600_000),
+            fetch_max_bytes: 55 * 1024 * 1024,
+            replica_fetch_response_max_bytes: 10 * 1024 * 1024,
+            create_topics_partitions_max: 10_000,
+            broker_partitions_max: 100_000,
         }
+    }
+
+    /// Whether `topic` is the system's: Kafka's internal topics (`__consumer_offsets`,
+    /// `__transaction_state`, any `__` name) or one listed in `internal_topics`.
+    pub fn is_internal_topic(&self, topic: &str) -> bool {
+        topic.starts_with("__") || self.internal_topics.contains(topic)
     }
 }
 

@@ -11,6 +11,29 @@ pub enum BrokerError {
     TopicAlreadyExists(String),
     #[error("topic name '{0}' is invalid: use 1 to 249 of [a-zA-Z0-9._-], not '.' or '..'")]
     InvalidTopic(String),
+    #[error("cannot append to internal topic '{0}': it belongs to the broker")]
+    InternalTopic(String),
+    #[error(
+        "cannot {action} internal topic '{topic}' over the Kafka protocol: it belongs to the \
+         broker"
+    )]
+    InternalTopicAdmin { topic: String, action: &'static str },
+    #[error(
+        "{scope} would hold {requested} partitions, over {limit}={max}: create fewer \
+         partitions or raise {limit}"
+    )]
+    PartitionLimit {
+        scope: &'static str,
+        requested: i64,
+        limit: &'static str,
+        max: i64,
+    },
+    #[error(
+        "data directory '{}' is in use by another broker (it holds the lock on .lock): stop it \
+         or use another data directory",
+        .0.display()
+    )]
+    DataDirLocked(std::path::PathBuf),
     #[error("partition count {0} is invalid: it must be between 1 and 10000")]
     InvalidPartitions(i32),
     #[error("replication factor {0} is not possible on this single-node cluster (use 1 or -1)")]
@@ -80,7 +103,12 @@ impl BrokerError {
         let error = match self {
             BrokerError::UnknownTopicOrPartition { .. } => ResponseError::UnknownTopicOrPartition,
             BrokerError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
-            BrokerError::InvalidTopic(_) => ResponseError::InvalidTopicException,
+            BrokerError::InvalidTopic(_) | BrokerError::InternalTopic(_) => {
+                ResponseError::InvalidTopicException
+            }
+            BrokerError::InternalTopicAdmin { .. } => ResponseError::InvalidTopicException,
+            BrokerError::PartitionLimit { .. } => ResponseError::PolicyViolation,
+            BrokerError::DataDirLocked(_) => ResponseError::KafkaStorageError,
             BrokerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
             BrokerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
             BrokerError::InvalidConfig { .. } | BrokerError::UnknownConfig { .. } => {

@@ -17,5 +17,24 @@ pub const FETCH_WAIT_MS_MAX: u64 = 30_000;
 pub const PARTITIONS_MAX: i32 = 10_000;
 /// Most members one consumer group may have.
 pub const GROUP_MEMBERS_MAX: usize = 1_000;
+/// First pause after `accept` fails for want of resources (out of file descriptors, say); it
+/// doubles on each further failure up to [`ACCEPT_BACKOFF_MS_MAX`], and resets on success.
+pub const ACCEPT_BACKOFF_MS_MIN: u64 = 10;
+/// Longest pause between two failed `accept`s.
+pub const ACCEPT_BACKOFF_MS_MAX: u64 = 1_000;
+/// Response bytes one connection may have queued (computed or reserved, not yet written). The
+/// connection stops reading requests beyond this, so a client that never reads its responses
+/// cannot grow the broker's memory.
+pub const RESPONSE_QUEUE_BYTES_MAX: usize = 100 * 1024 * 1024;
+/// Most bytes a compressed batch may inflate to when validated on produce: a guard against
+/// decompression bombs. Far above what any batch within `max.message.bytes` holds in practice.
+pub const BATCH_UNCOMPRESSED_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Most topics one Metadata request may auto-create; the rest are answered
+/// LEADER_NOT_AVAILABLE (retriable), so a client asking for many is served over a few refreshes
+/// while a request naming a million topics cannot create them all at once.
+pub const AUTO_CREATE_TOPICS_PER_REQUEST_MAX: usize = 100;
+/// Longest metadata string an offset commit may carry (`offset.metadata.max.bytes`); longer
+/// ones are answered OFFSET_METADATA_TOO_LARGE, as Kafka does.
+pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
 
 const _: () = assert!(SCAN_CHUNK_BYTES as u64 >= INDEX_INTERVAL_BYTES);

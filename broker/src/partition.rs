@@ -5,8 +5,14 @@
 //! flusher runs when the flush policy asks (`flush.messages`, `flush.ms`) or when an acknowledgement
 //! waits for it (`flush.messages=1`: fsync before ack). One fdatasync covers every batch appended
 //! before it started, so concurrent producers share syncs (group commit).
+//!
+//! A failed sync takes the partition offline (as Kafka takes a failed log directory offline):
+//! after fsync reports an error the kernel may have dropped the dirty pages, so a later sync
+//! that succeeds proves nothing. The recovery point stays where the last good sync left it,
+//! appends and waits for durability fail with a storage error, and a restart recovers from the
+//! log itself.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -27,20 +33,24 @@ pub struct Partition {
     durable_offset: watch::Sender<i64>,
     flush_wanted: Notify,
     closed: watch::Sender<bool>,
+    /// Why the partition went offline (a sync failed), once it has.
+    offline: OnceLock<String>,
 }
 
 impl Partition {
     /// Wraps an opened log and starts its flusher.
     pub fn start(topic: Arc<str>, index: i32, log: Log) -> Arc<Partition> {
         let end = log.log_end_offset();
+        let durable = log.recovery_point();
         let partition = Arc::new(Partition {
             topic,
             index,
             log: Mutex::new(log),
             end_offset: watch::Sender::new(end),
-            durable_offset: watch::Sender::new(end),
+            durable_offset: watch::Sender::new(durable),
             flush_wanted: Notify::new(),
             closed: watch::Sender::new(false),
+            offline: OnceLock::new(),
         });
         tokio::spawn(flusher(Arc::clone(&partition)));
         partition
@@ -54,6 +64,7 @@ impl Partition {
     /// Appends a produce request's batches. Returns once they are in the log; call
     /// [`Partition::wait_durable`] when the acknowledgement must wait for disk.
     pub fn append(&self, records: &mut BytesMut, now_ms: i64) -> Result<AppendInfo> {
+        self.check_online()?;
         let (info, end, flush) = {
             let mut log = self.log.lock();
             let info = log.append(records, now_ms).map_err(|e| self.named(e))?;
@@ -76,10 +87,36 @@ impl Partition {
         let mut durable = self.durable_offset.subscribe();
         self.flush_wanted.notify_one();
         durable
-            .wait_for(|d| *d > last_offset)
+            .wait_for(|d| *d > last_offset || self.offline.get().is_some())
             .await
             .map_err(|_| BrokerError::Internal("flusher stopped".into()))?;
-        Ok(())
+        self.check_online()
+    }
+
+    /// Refuses work once a sync has failed.
+    fn check_online(&self) -> Result<()> {
+        match self.offline.get() {
+            None => Ok(()),
+            Some(reason) => Err(BrokerError::Storage(std::io::Error::other(format!(
+                "partition {}-{} is offline after a failed sync ({reason}); restart the broker \
+                 to recover it from its log",
+                self.topic, self.index
+            )))),
+        }
+    }
+
+    /// Takes the partition offline after a failed sync and wakes everyone waiting for one.
+    fn sync_failed(&self, reason: String) {
+        if *self.closed.borrow() {
+            // Its topic was deleted (the directory renamed away): nothing is lost, say little.
+            tracing::debug!(topic = %self.topic, partition = self.index, error = %reason,
+                "last sync of a closed partition failed");
+        } else {
+            tracing::error!(topic = %self.topic, partition = self.index, error = %reason,
+                "sync failed; the partition is offline until the broker restarts");
+        }
+        let _ = self.offline.set(reason);
+        self.durable_offset.send_modify(|_| {});
     }
 
     /// Reads from `offset`; see [`Log::read`].
@@ -145,27 +182,78 @@ async fn flusher(partition: Arc<Partition>) {
             _ = partition.flush_wanted.notified() => {}
             _ = tokio::time::sleep(interval) => {}
         }
-        let (files, end) = partition.log.lock().prepare_flush();
+        let job = partition.log.lock().prepare_flush();
         let already = *partition.durable_offset.borrow();
-        if end > already || files.len() > 1 {
-            let synced =
-                tokio::task::spawn_blocking(move || files.iter().try_for_each(|f| f.sync_data()))
-                    .await;
-            match synced {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    // A failed fsync may have dropped dirty pages: never retry and trust it.
-                    tracing::error!(topic = %partition.topic, partition = partition.index,
-                        error = %e, "fsync failed; stopping the broker to protect the log");
-                    std::process::abort();
+        if job.end > already || job.has_rolled() {
+            let end = job.end;
+            // Offsets become durable only when the sync that covers them succeeded.
+            match tokio::task::spawn_blocking(move || job.run()).await {
+                Ok(Ok(())) => {
+                    partition.log.lock().flushed(end);
+                    partition.durable_offset.send_replace(end);
                 }
-                Err(e) => tracing::error!(error = %e, "flush task panicked"),
+                Ok(Err(e)) => return partition.sync_failed(e.to_string()),
+                Err(e) => return partition.sync_failed(format!("sync task failed: {e}")),
             }
-            partition.log.lock().flushed(end);
-            partition.durable_offset.send_replace(end);
         }
         if *closed.borrow_and_update() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TopicConfig;
+    use crate::log::batch::BatchBuilder;
+
+    fn one_record() -> BytesMut {
+        let mut builder = BatchBuilder::new(0, 64);
+        builder.push(0, Some(b"k"), Some(b"v"), &[]);
+        builder.finish()
+    }
+
+    /// A sync that fails must not mark anything durable: before, the flusher aborted the process
+    /// (and after a failed sync task it even advanced the recovery point). Method: a log whose
+    /// syncs fail (test-only fault), one append, then wait for durability.
+    #[tokio::test]
+    async fn a_failed_sync_keeps_the_recovery_point_and_takes_the_partition_offline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _) = Log::open(dir.path(), TopicConfig::default(), 0, 0).expect("open");
+        log.fail_syncs = true;
+        let partition = Partition::start("t".into(), 0, log);
+        let recovery_point = partition.log().lock().recovery_point();
+        let info = partition.append(&mut one_record(), 0).expect("append");
+        let waited = tokio::time::timeout(
+            Duration::from_secs(10),
+            partition.wait_durable(info.last_offset),
+        )
+        .await
+        .expect("a failed sync answers the waiter");
+        assert!(matches!(waited, Err(BrokerError::Storage(_))), "{waited:?}");
+        assert_eq!(partition.log().lock().recovery_point(), recovery_point);
+        assert_eq!(*partition.durable_offset.borrow(), recovery_point);
+        assert!(
+            partition.append(&mut one_record(), 0).is_err(),
+            "an offline partition refuses appends"
+        );
+    }
+
+    /// The same log with working syncs: the waiter is answered and the recovery point moves.
+    #[tokio::test]
+    async fn a_successful_sync_advances_the_recovery_point() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log, _) = Log::open(dir.path(), TopicConfig::default(), 0, 0).expect("open");
+        let partition = Partition::start("t".into(), 0, log);
+        let info = partition.append(&mut one_record(), 0).expect("append");
+        partition
+            .wait_durable(info.last_offset)
+            .await
+            .expect("synced");
+        assert_eq!(
+            partition.log().lock().recovery_point(),
+            info.last_offset + 1
+        );
     }
 }

@@ -13,6 +13,8 @@
 //! 57 record_count i32    61 records...
 //! ```
 
+use std::io::Read;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 pub use kafka_protocol::records::Compression;
 use kafka_protocol::records::{
@@ -229,6 +231,272 @@ pub fn decode_records(buf: &Bytes) -> Result<Vec<ConsumedRecord>, String> {
         }));
     }
     Ok(out)
+}
+
+/// Checks a batch a client produced before it is stored: everything [`validate`] checks (magic
+/// 2, length within the bytes present, CRC-32C), and that the records agree with the header.
+/// The batch must hold `record_count >= 1` records, `last_offset_delta` must be
+/// `record_count - 1`, and the records section (decompressed, for a compressed batch, to at
+/// most `uncompressed_bytes_max`) must be exactly `record_count` records whose varint lengths
+/// fit, whose fields fill each record exactly, and whose offset deltas are 0, 1, 2, ...
+///
+/// Storage trusts these facts when it assigns offsets and when consumers and compaction decode
+/// the batch, so a batch that breaks them is refused here with CORRUPT_MESSAGE. Records are
+/// parsed as a stream, so memory stays small whatever a batch inflates to (bar snappy, whose
+/// blocks inflate whole, to at most 32 times their size and never past the cap).
+pub fn validate_produced(
+    buf: &[u8],
+    uncompressed_bytes_max: usize,
+) -> Result<BatchHeader, BatchError> {
+    let header = validate(buf)?;
+    if header.record_count < 1 {
+        return Err(BatchError::Inconsistent(
+            "a batch holds at least one record",
+        ));
+    }
+    if header.last_offset_delta != header.record_count - 1 {
+        return Err(BatchError::Inconsistent(
+            "last offset delta is not record count - 1",
+        ));
+    }
+    if header.is_control() {
+        return Err(BatchError::Inconsistent(
+            "control batches are written by the broker only",
+        ));
+    }
+    let records = &buf[BATCH_HEADER_BYTES..header.total_bytes()];
+    let count = header.record_count as usize;
+    match header.attributes & 0x7 {
+        0 => check_records(records, count, uncompressed_bytes_max),
+        1 => check_records(
+            std::io::BufReader::new(flate2::read::GzDecoder::new(records)),
+            count,
+            uncompressed_bytes_max,
+        ),
+        2 => {
+            let inflated = snappy_decompress(records, uncompressed_bytes_max)?;
+            check_records(&inflated[..], count, uncompressed_bytes_max)
+        }
+        3 => {
+            let decoder = lz4::Decoder::new(records).map_err(codec_error)?;
+            check_records(
+                std::io::BufReader::new(decoder),
+                count,
+                uncompressed_bytes_max,
+            )
+        }
+        4 => {
+            let decoder = zstd::stream::read::Decoder::new(records).map_err(codec_error)?;
+            check_records(decoder, count, uncompressed_bytes_max)
+        }
+        _ => Err(BatchError::Inconsistent("unknown compression codec")),
+    }?;
+    Ok(header)
+}
+
+fn codec_error(_: std::io::Error) -> BatchError {
+    BatchError::Inconsistent("records do not decompress")
+}
+
+/// Reads exactly `count` records from `records`, checking each one's framing and offset delta,
+/// and then that nothing follows them.
+fn check_records(
+    records: impl std::io::Read,
+    count: usize,
+    bytes_max: usize,
+) -> Result<(), BatchError> {
+    let mut section = Field {
+        reader: records,
+        left: bytes_max,
+    };
+    for index in 0..count {
+        let length = section.varint()?;
+        if length < 1 || length as u64 > section.left as u64 {
+            return Err(BatchError::Inconsistent("record length is out of bounds"));
+        }
+        let mut record = Field {
+            reader: &mut section.reader,
+            left: length as usize,
+        };
+        record.check_record(index as i64)?;
+        section.left -= length as usize;
+    }
+    let mut trailing = [0u8; 1];
+    match section.reader.read(&mut trailing) {
+        Ok(0) => Ok(()),
+        Ok(_) => Err(BatchError::Inconsistent(
+            "records section is longer than its records",
+        )),
+        Err(e) => Err(codec_error(e)),
+    }
+}
+
+/// A reader that may yield at most `left` more bytes: a record body, or a records section.
+struct Field<R> {
+    reader: R,
+    left: usize,
+}
+
+impl<R: std::io::Read> Field<R> {
+    /// A record body after its length: attributes, timestamp delta, offset delta (which must
+    /// be `offset_delta`), key, value and headers (keys non-null UTF-8), filling the body
+    /// exactly.
+    fn check_record(&mut self, offset_delta: i64) -> Result<(), BatchError> {
+        self.skip(1)?;
+        self.varlong()?;
+        if self.varint()? != offset_delta {
+            return Err(BatchError::Inconsistent(
+                "record offset deltas are not 0, 1, 2, ...",
+            ));
+        }
+        self.bytes_field()?;
+        self.bytes_field()?;
+        let header_count = self.varint()?;
+        if header_count < 0 || header_count as u64 > self.left as u64 {
+            return Err(BatchError::Inconsistent(
+                "record header count is out of bounds",
+            ));
+        }
+        for _ in 0..header_count {
+            self.header_key()?;
+            self.bytes_field()?;
+        }
+        if self.left != 0 {
+            return Err(BatchError::Inconsistent("record is longer than its fields"));
+        }
+        Ok(())
+    }
+
+    /// A length-prefixed field (-1 is null), skipped.
+    fn bytes_field(&mut self) -> Result<(), BatchError> {
+        match self.varint()? {
+            length if length < -1 => {
+                Err(BatchError::Inconsistent("record field length is negative"))
+            }
+            length if length > 0 => self.skip(length as usize),
+            _ => Ok(()),
+        }
+    }
+
+    /// A header key: a non-null string, checked to be UTF-8 a chunk at a time (consumers and
+    /// compaction decode it as a string).
+    fn header_key(&mut self) -> Result<(), BatchError> {
+        let length = self.varint()?;
+        if length < 0 || length as u64 > self.left as u64 {
+            return Err(BatchError::Inconsistent(
+                "record header key length is out of bounds",
+            ));
+        }
+        let mut left = length as usize;
+        let mut chunk = [0u8; 4096];
+        let mut carried = 0;
+        while left > 0 {
+            let take = (chunk.len() - carried).min(left);
+            self.read(&mut chunk[carried..carried + take])?;
+            left -= take;
+            let filled = carried + take;
+            carried = match std::str::from_utf8(&chunk[..filled]) {
+                Ok(_) => 0,
+                // A character cut by the chunk's end continues in the next chunk.
+                Err(e) if e.error_len().is_none() && left > 0 => filled - e.valid_up_to(),
+                Err(_) => return Err(BatchError::Inconsistent("record header key is not UTF-8")),
+            };
+            chunk.copy_within(filled - carried..filled, 0);
+        }
+        Ok(())
+    }
+
+    /// A zigzag varint of at most 5 bytes (32 bits), as Kafka writes lengths and deltas.
+    fn varint(&mut self) -> Result<i64, BatchError> {
+        let zigzag = self.unsigned_varint(5)?;
+        let value = (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64);
+        if i32::try_from(value).is_err() {
+            return Err(BatchError::Inconsistent("varint does not fit 32 bits"));
+        }
+        Ok(value)
+    }
+
+    /// A zigzag varint of at most 10 bytes (64 bits), as Kafka writes timestamp deltas.
+    fn varlong(&mut self) -> Result<i64, BatchError> {
+        let zigzag = self.unsigned_varint(10)?;
+        Ok((zigzag >> 1) as i64 ^ -((zigzag & 1) as i64))
+    }
+
+    fn unsigned_varint(&mut self, bytes_max: u32) -> Result<u64, BatchError> {
+        let mut value = 0u64;
+        for index in 0..bytes_max {
+            let mut byte = [0u8; 1];
+            self.read(&mut byte)?;
+            value |= u64::from(byte[0] & 0x7f) << (7 * index);
+            if byte[0] & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(BatchError::Inconsistent("varint is too long"))
+    }
+
+    /// Fills `buf`, within the bytes left.
+    fn read(&mut self, buf: &mut [u8]) -> Result<(), BatchError> {
+        if buf.len() > self.left {
+            return Err(BatchError::Inconsistent(
+                "record is shorter than its fields",
+            ));
+        }
+        self.reader
+            .read_exact(buf)
+            .map_err(|_| BatchError::Incomplete)?;
+        self.left -= buf.len();
+        Ok(())
+    }
+
+    fn skip(&mut self, bytes: usize) -> Result<(), BatchError> {
+        if bytes > self.left {
+            return Err(BatchError::Inconsistent(
+                "record field is longer than the record",
+            ));
+        }
+        let mut taken = (&mut self.reader).take(bytes as u64);
+        let copied = std::io::copy(&mut taken, &mut std::io::sink()).map_err(codec_error)?;
+        if copied != bytes as u64 {
+            return Err(BatchError::Incomplete);
+        }
+        self.left -= bytes;
+        Ok(())
+    }
+}
+
+/// Decompresses snappy as Kafka clients write it: Xerial-framed blocks (Java) or one raw block
+/// (librdkafka and others), refusing to inflate past `bytes_max`.
+fn snappy_decompress(records: &[u8], bytes_max: usize) -> Result<Vec<u8>, BatchError> {
+    // Magic, version 1, compatible version 1: the whole header, as kafka-protocol (which
+    // consumers and compaction decode with) recognises it; anything else is one raw block.
+    const XERIAL_HEADER: &[u8] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
+    let Some(mut rest) = records.strip_prefix(XERIAL_HEADER) else {
+        return snappy_block(records, bytes_max);
+    };
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let length = rest.get(..4).ok_or(BatchError::Incomplete)?;
+        let length = u32::from_be_bytes(length.try_into().expect("four bytes")) as usize;
+        let block = rest.get(4..4 + length).ok_or(BatchError::Incomplete)?;
+        out.extend(snappy_block(block, bytes_max - out.len())?);
+        rest = &rest[4 + length..];
+    }
+    Ok(out)
+}
+
+/// One raw snappy block. Its declared size is checked before anything is allocated: against
+/// `bytes_max`, and against 32 times the block, as no snappy element of at least two bytes
+/// yields more than 64, so a block claiming more is corrupt.
+fn snappy_block(block: &[u8], bytes_max: usize) -> Result<Vec<u8>, BatchError> {
+    let declared = snap::raw::decompress_len(block)
+        .map_err(|_| BatchError::Inconsistent("records do not decompress"))?;
+    if declared > bytes_max || declared > block.len().saturating_mul(32) {
+        return Err(BatchError::Inconsistent("records inflate beyond the limit"));
+    }
+    snap::raw::Decoder::new()
+        .decompress_vec(block)
+        .map_err(|_| BatchError::Inconsistent("records do not decompress"))
 }
 
 /// Encodes records that keep their own offsets (which may have gaps, as after compaction) into
@@ -507,6 +775,186 @@ mod tests {
             let _ = validate(&bytes);
             let _ = headers(&bytes).count();
             let _ = decode_records(&Bytes::from(bytes));
+        }
+    }
+}
+
+/// Validation of produced batches (`validate_produced`): what it refuses, and that nothing a
+/// client sends makes it, or the append behind it, panic.
+#[cfg(test)]
+mod produced_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const CAP: usize = 1 << 20;
+    const CODECS: [Compression; 4] = [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+
+    fn built(records: usize, value_bytes: usize) -> BytesMut {
+        let mut builder = BatchBuilder::new(1_000, 1024);
+        for i in 0..records {
+            let value = vec![b'a' + (i % 26) as u8; value_bytes];
+            builder.push(
+                1_000 + i as i64,
+                Some(b"k"),
+                Some(&value),
+                &[("h", Some(b"x"))],
+            );
+        }
+        builder.finish()
+    }
+
+    /// Recomputes the CRC after a test edited the batch, so only the edit is wrong.
+    fn reseal(batch: &mut [u8]) {
+        let crc = crc32c::crc32c(&batch[CRC_START..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    fn refused(batch: &[u8]) -> bool {
+        validate_produced(batch, CAP).is_err()
+    }
+
+    #[test]
+    fn batches_of_every_codec_validate() {
+        let plain = built(3, 100);
+        assert!(validate_produced(&plain, CAP).is_ok());
+        for codec in CODECS {
+            let packed = recompress(&plain, codec).expect("recompress");
+            assert_eq!(
+                validate_produced(&packed, CAP).map(|h| h.record_count),
+                Ok(3)
+            );
+        }
+    }
+
+    #[test]
+    fn record_count_disagreeing_with_the_records_is_refused() {
+        for count in [0i32, 1, 3, 1_000_000] {
+            let mut batch = built(2, 10);
+            batch[23..27].copy_from_slice(&(count - 1).to_be_bytes());
+            batch[57..61].copy_from_slice(&count.to_be_bytes());
+            reseal(&mut batch);
+            assert!(refused(&batch), "record count {count} for 2 records");
+        }
+        let mut batch = built(2, 10);
+        batch[23..27].copy_from_slice(&0i32.to_be_bytes()); // last offset delta only
+        reseal(&mut batch);
+        assert!(refused(&batch));
+    }
+
+    #[test]
+    fn bad_record_framing_is_refused() {
+        // The first record starts at 61: length, attributes, timestamp delta, offset delta.
+        let mut wrong_delta = built(2, 10);
+        wrong_delta[64] = 2; // zigzag 1: the first record claims offset delta 1
+        reseal(&mut wrong_delta);
+        assert!(refused(&wrong_delta));
+        let mut too_long = built(2, 10);
+        too_long[61] = 0x7e; // length 63: runs into the next record
+        reseal(&mut too_long);
+        assert!(refused(&too_long));
+        let mut beyond = built(1, 10);
+        beyond[61] = 0xfe; // length 127 in two bytes' worth: past the batch
+        reseal(&mut beyond);
+        assert!(refused(&beyond));
+        let mut not_utf8 = built(1, 10);
+        let key_at = not_utf8.len() - 3; // header key "h", then value length and "x"
+        assert_eq!(not_utf8[key_at], b'h');
+        not_utf8[key_at] = 0xff;
+        reseal(&mut not_utf8);
+        assert!(refused(&not_utf8));
+    }
+
+    /// A batch inflating past the cap is refused whatever the codec, without inflating it
+    /// all (snappy's declared length is checked before allocating).
+    #[test]
+    fn a_decompression_bomb_is_refused_at_the_cap() {
+        let bomb = built(4, 1 << 20);
+        for codec in CODECS {
+            let packed = recompress(&bomb, codec).expect("recompress");
+            assert!(
+                packed.len() < bomb.len() / 10,
+                "{codec:?} compresses the bomb"
+            );
+            assert!(
+                validate_produced(&packed, 8 << 20).is_ok(),
+                "{codec:?} under the cap"
+            );
+            assert!(
+                validate_produced(&packed, CAP).is_err(),
+                "{codec:?} over the cap"
+            );
+        }
+    }
+
+    /// Bytes that are not a batch at all are refused without a panic.
+    #[test]
+    fn truncated_and_empty_input_is_refused() {
+        let batch = built(2, 10);
+        for len in [0, 1, 60, 61, batch.len() - 1] {
+            assert!(refused(&batch[..len]), "{len} bytes");
+        }
+    }
+
+    fn mutated() -> impl Strategy<Value = (Vec<u8>, bool)> {
+        let bases: Vec<Vec<u8>> = std::iter::once(built(3, 20).to_vec())
+            .chain(
+                CODECS
+                    .iter()
+                    .map(|c| recompress(&built(3, 20), *c).expect("recompress").to_vec()),
+            )
+            .collect();
+        (
+            proptest::sample::select(bases),
+            proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(mut batch, edits, truncate, seal)| {
+                for (at, byte) in edits {
+                    let at = at.index(batch.len());
+                    if truncate {
+                        batch.truncate(at.max(1));
+                    } else {
+                        batch[at] = byte;
+                    }
+                }
+                if seal && batch.len() > BATCH_HEADER_BYTES {
+                    reseal(&mut batch);
+                }
+                (batch, seal)
+            })
+    }
+
+    proptest! {
+        /// Mutated batches (most with a recomputed CRC, so the records are read) never make
+        /// validation or the append after it panic, and whatever validation accepts is
+        /// stored and decodes: storage and validation agree on what a batch is.
+        #[test]
+        fn mutated_batches_never_panic_validation_or_append((batch, _) in mutated()) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let config = crate::config::TopicConfig::default();
+            let (mut log, _) = crate::log::Log::open(dir.path(), config, 0, 0).expect("log");
+            if validate_produced(&batch, CAP).is_ok() {
+                let size = BatchHeader::parse(&batch).expect("valid").total_bytes();
+                let mut stored = BytesMut::from(&batch[..size]);
+                log.append(&mut stored, 1_000).expect("a valid batch is stored");
+                let read = log.read(0, 1 << 20).expect("read");
+                prop_assert!(decode_records(&read).is_ok(), "accepted batch must decode");
+            } else {
+                let _ = log.append(&mut BytesMut::from(&batch[..]), 1_000);
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_validation(
+            bytes in proptest::collection::vec(any::<u8>(), 0..400)
+        ) {
+            let _ = validate_produced(&bytes, CAP);
         }
     }
 }

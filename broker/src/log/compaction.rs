@@ -201,5 +201,24 @@ mod tests {
             "newest per key, tombstone gone, offsets kept"
         );
         assert_eq!(all[0].value.as_deref(), Some(&b"v25"[..]));
+        let dir_syncs = super::super::synced_dirs::count(dir.path());
+        assert!(
+            dir_syncs >= 3,
+            "the swap and the new indexes are synced ({dir_syncs})"
+        );
+        let end = guard.log_end_offset();
+        drop(guard);
+        drop(log);
+        // A trusted reopen (recovery point at the end) uses the indexes written by the swap.
+        let config = TopicConfig {
+            segment_bytes: 300,
+            cleanup_policy: CleanupPolicy::Compact,
+            ..TopicConfig::default()
+        };
+        let (reopened, report) = Log::open(dir.path(), config, end, 0).expect("reopen");
+        assert!(!report.rebuilt_index);
+        let bytes = reopened.read(25, 1 << 20).expect("read");
+        let first = batch::decode_records(&bytes).expect("decode");
+        assert_eq!(first[0].offset, 25);
     }
 }

@@ -9,6 +9,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One offset-index entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,8 +29,8 @@ pub(super) struct TimeEntry {
 pub(super) struct SegmentIndex {
     offset_path: PathBuf,
     time_path: PathBuf,
-    offset_file: File,
-    time_file: File,
+    offset_file: Arc<File>,
+    time_file: Arc<File>,
     pub offsets: Vec<OffsetEntry>,
     pub times: Vec<TimeEntry>,
 }
@@ -45,8 +46,8 @@ impl SegmentIndex {
                 .open(p)
         };
         Ok(SegmentIndex {
-            offset_file: open(offset_path)?,
-            time_file: open(time_path)?,
+            offset_file: Arc::new(open(offset_path)?),
+            time_file: Arc::new(open(time_path)?),
             offset_path: offset_path.to_path_buf(),
             time_path: time_path.to_path_buf(),
             offsets: Vec::new(),
@@ -96,8 +97,8 @@ impl SegmentIndex {
         }
         let append = |p: &Path| OpenOptions::new().append(true).open(p);
         Ok(Some(SegmentIndex {
-            offset_file: append(offset_path)?,
-            time_file: append(time_path)?,
+            offset_file: Arc::new(append(offset_path)?),
+            time_file: Arc::new(append(time_path)?),
             offset_path: offset_path.to_path_buf(),
             time_path: time_path.to_path_buf(),
             offsets,
@@ -123,7 +124,7 @@ impl SegmentIndex {
         let mut raw = [0u8; 8];
         raw[0..4].copy_from_slice(&relative_offset.to_be_bytes());
         raw[4..8].copy_from_slice(&position.to_be_bytes());
-        self.offset_file.write_all(&raw)?;
+        (&*self.offset_file).write_all(&raw)?;
         self.offsets.push(entry);
         Ok(())
     }
@@ -142,7 +143,7 @@ impl SegmentIndex {
         let mut raw = [0u8; 12];
         raw[0..8].copy_from_slice(&timestamp.to_be_bytes());
         raw[8..12].copy_from_slice(&relative_offset.to_be_bytes());
-        self.time_file.write_all(&raw)?;
+        (&*self.time_file).write_all(&raw)?;
         self.times.push(TimeEntry {
             timestamp,
             relative_offset,
@@ -177,6 +178,11 @@ impl SegmentIndex {
     pub(super) fn sync(&self) -> std::io::Result<()> {
         self.offset_file.sync_data()?;
         self.time_file.sync_data()
+    }
+
+    /// Handles on both index files, for syncing them without holding the log.
+    pub(super) fn files(&self) -> [Arc<File>; 2] {
+        [Arc::clone(&self.offset_file), Arc::clone(&self.time_file)]
     }
 
     /// Removes the index files (the segment is being deleted).

@@ -19,6 +19,28 @@ pub(super) fn file_name(base_offset: i64, extension: &str) -> String {
     format!("{base_offset:020}.{extension}")
 }
 
+/// Whether the last offset-index entry names a batch that really starts there. Indexes are
+/// only checked for order and bounds when loaded; ones left from before the `.log` changed
+/// under them (a compaction swap cut short) would point into the middle of batches.
+fn index_matches_log(
+    file: &File,
+    log_bytes: u64,
+    base_offset: i64,
+    index: &SegmentIndex,
+) -> std::io::Result<bool> {
+    let Some(last) = index.offsets.last() else {
+        return Ok(true);
+    };
+    let position = u64::from(last.position);
+    if position + BATCH_HEADER_BYTES as u64 > log_bytes {
+        return Ok(false);
+    }
+    let mut header = vec![0u8; BATCH_HEADER_BYTES];
+    file.read_exact_at(&mut header, position)?;
+    let expected = base_offset + i64::from(last.relative_offset);
+    Ok(BatchHeader::parse(&header).is_ok_and(|h| h.base_offset == expected))
+}
+
 /// One segment of a partition's log.
 pub struct Segment {
     pub base_offset: i64,
@@ -88,10 +110,13 @@ impl Segment {
         let size = file.metadata()?.len();
         let offset_path = dir.join(file_name(base_offset, "index"));
         let time_path = dir.join(file_name(base_offset, "timeindex"));
-        let loaded = if verify {
-            None
-        } else {
-            SegmentIndex::load(&offset_path, &time_path, size)?
+        let loaded = match verify {
+            true => None,
+            false => SegmentIndex::load(&offset_path, &time_path, size)?,
+        };
+        let loaded = match loaded {
+            Some(index) if index_matches_log(&file, size, base_offset, &index)? => Some(index),
+            _ => None,
         };
         let rebuild = loaded.is_none();
         let index = match loaded {
@@ -292,10 +317,23 @@ impl Segment {
         (Arc::clone(&self.file), self.size)
     }
 
+    /// Handles on the `.log` and both index files: what a sync of this segment must cover.
+    pub fn files(&self) -> [Arc<File>; 3] {
+        let [offsets, times] = self.index.files();
+        [Arc::clone(&self.file), offsets, times]
+    }
+
     /// Syncs the `.log` and its indexes.
     pub fn sync(&self) -> std::io::Result<()> {
         self.file.sync_data()?;
         self.index.sync()
+    }
+
+    /// Removes the index files only: compaction does this before it replaces the `.log`, so a
+    /// crash between the two leaves a segment without indexes (rebuilt on start-up) rather than
+    /// old indexes pointing into the middle of the new file's batches.
+    pub fn delete_index_files(&self) {
+        self.index.delete_files();
     }
 
     /// Removes the segment's files.

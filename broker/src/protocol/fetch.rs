@@ -3,11 +3,16 @@
 //! A fetch answers at once when it has `min_bytes` of data or an error; otherwise it waits until
 //! any requested partition's high watermark moves or `max_wait_ms` passes, without polling.
 //! Reads start at the whole batch holding the fetch offset (clients skip earlier records) and
-//! return whole batches: at least one per partition, more while they fit the byte limits.
+//! return whole batches while they fit the byte limits: the partition's `partition_max_bytes` and
+//! the response's min(`max_bytes`, `fetch.max.bytes`). The first partition with data returns at
+//! least one batch even if it is larger (KIP-74); later ones return only what fits.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -19,22 +24,18 @@ use tokio::time::Instant;
 
 use super::RequestContext;
 use crate::broker::Broker;
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
 use crate::limits::FETCH_WAIT_MS_MAX;
-use crate::log::batch::decode_records;
+use crate::log::batch::{decode_records, headers};
 use crate::partition::Partition;
 
 pub(super) async fn handle(context: RequestContext, request: FetchRequest) -> FetchResponse {
     let wait_ms = (request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MS_MAX);
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
-    let mut watches: Vec<_> = request
-        .topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions
-                .iter()
-                .map(move |p| (t.topic.to_string(), p.partition))
-        })
-        .filter_map(|(t, p)| context.broker.partition(&t, p).ok().map(|p| p.watch_end()))
+    let mut watches: Vec<_> = unique_partitions(&request)
+        .into_iter()
+        .filter_map(|(t, p)| context.broker.partition(t, p).ok().map(|p| p.watch_end()))
         .collect();
     loop {
         let (response, bytes, errors) = read_all(&context.broker, &request);
@@ -54,70 +55,164 @@ pub(super) async fn handle(context: RequestContext, request: FetchRequest) -> Fe
     }
 }
 
+/// The most record bytes a response to `request` carries (bar the one batch KIP-74 allows):
+/// the request's `max_bytes`, capped by `fetch.max.bytes`, or for a replica by
+/// `replica.fetch.response.max.bytes`.
+pub(super) fn response_bytes_max(config: &BrokerConfig, request: &FetchRequest) -> usize {
+    let cap = if request.replica_id.0 >= 0 {
+        config.replica_fetch_response_max_bytes
+    } else {
+        config.fetch_max_bytes
+    };
+    request.max_bytes.min(cap).max(0) as usize
+}
+
+/// Each (topic, partition) the request lists, once, in request order.
+fn unique_partitions(request: &FetchRequest) -> Vec<(&str, i32)> {
+    let mut seen = HashSet::new();
+    request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.topic.as_str(), p.partition))
+        })
+        .filter(|key| seen.insert(*key))
+        .collect()
+}
+
+/// What one pass over the requested partitions has used so far.
+struct ReadState<'a> {
+    /// Record bytes still allowed in the response.
+    remaining: usize,
+    /// Whether the next partition with data may return one whole batch beyond the limits
+    /// (KIP-74): only while no partition has returned records yet.
+    min_one_batch: bool,
+    /// Record bytes in the response.
+    total: usize,
+    /// Whether any partition answered with an error.
+    errors: bool,
+    /// Partitions already answered: one listed again gets INVALID_REQUEST.
+    seen: HashSet<(&'a str, i32)>,
+}
+
 /// Reads every requested partition once: the response, bytes of records, and whether any
 /// partition answered with an error.
+///
+/// A partition listed twice is answered twice, the second time with INVALID_REQUEST and no
+/// records: listing it again must not return its data again (a request naming one partition
+/// thousands of times would build a response thousands of times its data). Answering the
+/// entry, rather than failing the whole request, keeps the other partitions served and fits
+/// every Fetch version (a top-level error code exists only from v7); clients never list a
+/// partition twice, and Java's and librdkafka's consumers match response entries by name.
 fn read_all(broker: &Broker, request: &FetchRequest) -> (FetchResponse, usize, bool) {
-    let mut remaining = request.max_bytes.max(0) as usize;
-    let mut total = 0usize;
-    let mut errors = false;
+    let mut state = ReadState {
+        remaining: response_bytes_max(&broker.config, request),
+        min_one_batch: true,
+        total: 0,
+        errors: false,
+        seen: HashSet::new(),
+    };
     let mut topics = Vec::new();
     for topic in &request.topics {
-        let mut partitions = Vec::new();
-        for p in &topic.partitions {
-            let mut data = PartitionData::default()
-                .with_partition_index(p.partition)
-                .with_high_watermark(-1)
-                .with_last_stable_offset(-1)
-                .with_log_start_offset(-1)
-                .with_preferred_read_replica((-1).into());
-            match broker.partition(&topic.topic, p.partition) {
-                Ok(partition) => {
-                    let result =
-                        read_one(&partition, p.fetch_offset, p.partition_max_bytes, remaining);
-                    fill(&mut data, &partition);
-                    match result {
-                        Ok(records) => {
-                            remaining = remaining.saturating_sub(records.len());
-                            total += records.len();
-                            data.records = Some(records);
-                        }
-                        Err(e) => {
-                            errors = true;
-                            data.error_code = e.code();
-                        }
-                    }
-                }
-                Err(e) => {
-                    errors = true;
-                    data.error_code = e.code();
-                }
-            }
-            partitions.push(data);
-        }
+        let partitions = topic
+            .partitions
+            .iter()
+            .map(|p| read_partition(broker, topic.topic.as_str(), p, &mut state))
+            .collect();
         topics.push(
             FetchableTopicResponse::default()
                 .with_topic(topic.topic.clone())
                 .with_partitions(partitions),
         );
     }
-    (
-        FetchResponse::default().with_responses(topics),
-        total,
-        errors,
-    )
+    let response = FetchResponse::default().with_responses(topics);
+    (response, state.total, state.errors)
 }
 
+fn read_partition<'a>(
+    broker: &Broker,
+    topic: &'a str,
+    request: &FetchPartition,
+    state: &mut ReadState<'a>,
+) -> PartitionData {
+    let mut data = PartitionData::default()
+        .with_partition_index(request.partition)
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_preferred_read_replica((-1).into());
+    let result = if state.seen.insert((topic, request.partition)) {
+        broker
+            .partition(topic, request.partition)
+            .and_then(|partition| {
+                fill(&mut data, &partition);
+                let limit = (request.partition_max_bytes.max(0) as usize).min(state.remaining);
+                read_one(&partition, request.fetch_offset, limit, state.min_one_batch)
+            })
+    } else {
+        Err(BrokerError::InvalidRequest(format!(
+            "partition {topic}-{} is listed twice in one fetch",
+            request.partition
+        )))
+    };
+    match result {
+        Ok(records) => {
+            state.remaining = state.remaining.saturating_sub(records.len());
+            state.total += records.len();
+            state.min_one_batch &= records.is_empty();
+            data.records = Some(records);
+        }
+        Err(e) => {
+            state.errors = true;
+            data.error_code = e.code();
+        }
+    }
+    data
+}
+
+/// Whole batches from `offset`, within `limit` bytes; with `min_one_batch`, at least the first
+/// batch even when it is larger (KIP-74), so a consumer always makes progress.
 fn read_one(
     partition: &Partition,
     offset: i64,
-    partition_max_bytes: i32,
-    remaining: usize,
-) -> crate::error::Result<bytes::Bytes> {
-    let limit = (partition_max_bytes.max(0) as usize).min(remaining);
-    if offset == partition.high_watermark() {
-        return Ok(bytes::Bytes::new());
+    limit: usize,
+    min_one_batch: bool,
+) -> crate::error::Result<Bytes> {
+    let high_watermark = partition.high_watermark();
+    if offset == high_watermark {
+        return Ok(Bytes::new());
     }
-    partition.read(offset, limit.max(1))
+    if limit == 0 && !min_one_batch {
+        // Nothing may be returned, but a bad offset is still reported, as Kafka does.
+        let log_start_offset = partition.log_start_offset();
+        if !(log_start_offset..=high_watermark).contains(&offset) {
+            return Err(BrokerError::OffsetOutOfRange {
+                topic: partition.topic.to_string(),
+                partition: partition.index,
+                offset,
+                log_start_offset,
+                log_end_offset: high_watermark,
+            });
+        }
+        return Ok(Bytes::new());
+    }
+    let records = partition.read(offset, limit.max(1))?;
+    if min_one_batch {
+        return Ok(records);
+    }
+    Ok(whole_batches_within(records, limit))
+}
+
+/// The longest prefix of whole batches in `records` that fits in `limit` bytes.
+fn whole_batches_within(records: Bytes, limit: usize) -> Bytes {
+    let end = headers(&records)
+        .map(|(at, header)| at + header.total_bytes())
+        .take_while(|end| *end <= limit)
+        .last()
+        .unwrap_or(0);
+    records.slice(..end)
 }
 
 fn fill(data: &mut PartitionData, partition: &Arc<Partition>) {
@@ -178,5 +273,137 @@ fn lookup(partition: &Partition, timestamp: i64) -> crate::error::Result<(i64, i
                 .and_then(|records| records.into_iter().find(|r| r.timestamp_ms >= target));
             Ok(found.map_or((-1, -1), |r| (r.offset, r.timestamp_ms)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use kafka_protocol::messages::fetch_request::FetchTopic;
+    use kafka_protocol::messages::{ApiKey, BrokerId, TopicName};
+
+    use super::*;
+    use crate::log::batch::BatchBuilder;
+    use crate::protocol::{round_trip, str_bytes};
+    use crate::BrokerConfig;
+
+    const VERSION: i16 = 11;
+    const BATCH_VALUE_BYTES: usize = 10_000;
+
+    /// A broker with topic `t` of `partitions` partitions, each holding `batches` batches of
+    /// one record of [`BATCH_VALUE_BYTES`].
+    async fn broker_with_data(
+        config: BrokerConfig,
+        partitions: i32,
+        batches: usize,
+    ) -> Arc<Broker> {
+        let broker = Broker::open(config).await.expect("open");
+        let topic = broker
+            .create_topic("t", partitions, BTreeMap::new())
+            .expect("topic");
+        let value = vec![b'v'; BATCH_VALUE_BYTES];
+        for partition in &topic.partitions {
+            for _ in 0..batches {
+                let mut builder = BatchBuilder::new(1_000, BATCH_VALUE_BYTES + 100);
+                builder.push(1_000, None, Some(&value), &[]);
+                partition
+                    .append(&mut builder.finish(), 1_000)
+                    .expect("append");
+            }
+        }
+        broker
+    }
+
+    fn fetch(max_bytes: i32, partitions: impl IntoIterator<Item = i32>) -> FetchRequest {
+        let partitions = partitions
+            .into_iter()
+            .map(|p| {
+                FetchPartition::default()
+                    .with_partition(p)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20)
+            })
+            .collect();
+        FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_bytes(max_bytes)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(str_bytes("t")))
+                .with_partitions(partitions)])
+    }
+
+    async fn answer(broker: &Arc<Broker>, request: &FetchRequest) -> Vec<PartitionData> {
+        let response: FetchResponse = round_trip(broker, ApiKey::Fetch, VERSION, request).await;
+        response
+            .responses
+            .into_iter()
+            .flat_map(|t| t.partitions)
+            .collect()
+    }
+
+    fn record_bytes(partitions: &[PartitionData]) -> usize {
+        partitions
+            .iter()
+            .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+            .sum()
+    }
+
+    /// A fetch naming one partition 500 times once built a response of 500 copies of its data;
+    /// now the first entry is served and the others are refused with INVALID_REQUEST.
+    #[tokio::test]
+    async fn a_partition_listed_500_times_is_read_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = broker_with_data(BrokerConfig::new(dir.path()), 1, 100).await;
+        let partitions = answer(&broker, &fetch(50 << 20, vec![0; 500])).await;
+        assert_eq!(partitions.len(), 500);
+        assert_eq!(partitions[0].error_code, 0);
+        let first = partitions[0].records.as_ref().map_or(0, |r| r.len());
+        assert!(
+            first > 900_000,
+            "the first entry gets about 1 MB, got {first}"
+        );
+        assert_eq!(
+            record_bytes(&partitions),
+            first,
+            "no entry but the first has data"
+        );
+        let invalid_request = kafka_protocol::ResponseError::InvalidRequest.code();
+        assert!(partitions[1..]
+            .iter()
+            .all(|p| p.error_code == invalid_request));
+    }
+
+    /// KIP-74 lets the first partition with data exceed max_bytes by one batch; later
+    /// partitions must then return nothing rather than a batch each.
+    #[tokio::test]
+    async fn max_bytes_below_one_batch_returns_one_batch_in_all() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = broker_with_data(BrokerConfig::new(dir.path()), 3, 3).await;
+        let partitions = answer(&broker, &fetch(100, [0, 1, 2])).await;
+        let first = partitions[0].records.clone().expect("records");
+        assert_eq!(headers(&first).count(), 1);
+        assert!(first.len() > BATCH_VALUE_BYTES);
+        for later in &partitions[1..] {
+            assert_eq!(later.error_code, 0);
+            assert_eq!(later.records.as_ref().map_or(0, |r| r.len()), 0);
+        }
+    }
+
+    /// `fetch.max.bytes` bounds a response whatever the request asks, and
+    /// `replica.fetch.response.max.bytes` does for a replica's fetch.
+    #[tokio::test]
+    async fn broker_caps_bound_the_response_whatever_the_request_asks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = BrokerConfig::new(dir.path());
+        config.fetch_max_bytes = 50_000;
+        config.replica_fetch_response_max_bytes = 25_000;
+        let broker = broker_with_data(config, 3, 20).await;
+        let consumer = answer(&broker, &fetch(i32::MAX, [0, 1, 2])).await;
+        let bytes = record_bytes(&consumer);
+        assert!((40_000..=50_000).contains(&bytes), "got {bytes}");
+        let replica = fetch(i32::MAX, [0, 1, 2]).with_replica_id(BrokerId(1));
+        let bytes = record_bytes(&answer(&broker, &replica).await);
+        assert!((20_000..=25_000).contains(&bytes), "got {bytes}");
     }
 }

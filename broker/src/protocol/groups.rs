@@ -24,6 +24,11 @@ use super::{str_bytes, RequestContext};
 use crate::broker::now_ms;
 use crate::error::BrokerError;
 use crate::group::{offsets, CommittedOffset, JoinRequest, JoinStarted};
+use crate::limits::OFFSET_METADATA_BYTES_MAX;
+
+/// Longest group id whose offsets can be committed: `__consumer_offsets` records store it with
+/// an i16 length.
+const GROUP_ID_STORED_BYTES_MAX: usize = i16::MAX as usize;
 
 pub(super) fn find_coordinator(
     context: &RequestContext,
@@ -181,19 +186,31 @@ pub(super) async fn offset_commit(
     request: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
     let broker = &context.broker;
-    let check = broker.groups.validate_commit(
-        &request.group_id,
-        request.generation_id_or_member_epoch,
-        &request.member_id,
-    );
+    let check = if request.group_id.len() > GROUP_ID_STORED_BYTES_MAX {
+        // `__consumer_offsets` stores the group id with an i16 length.
+        Err(BrokerError::InvalidRequest(format!(
+            "group id of {} bytes is longer than {GROUP_ID_STORED_BYTES_MAX}",
+            request.group_id.len()
+        )))
+    } else {
+        broker.groups.validate_commit(
+            &request.group_id,
+            request.generation_id_or_member_epoch,
+            &request.member_id,
+        )
+    };
     let now = now_ms();
     let mut accepted = Vec::new();
     let mut topics = Vec::new();
     for topic in &request.topics {
         let mut partitions = Vec::new();
         for p in &topic.partitions {
+            let metadata_bytes = p.committed_metadata.as_ref().map_or(0, |m| m.len());
             let error = match &check {
                 Err(e) => e.code(),
+                Ok(()) if metadata_bytes > OFFSET_METADATA_BYTES_MAX => {
+                    ResponseError::OffsetMetadataTooLarge.code()
+                }
                 Ok(()) => match broker.partition(&topic.name, p.partition_index) {
                     Err(e) => e.code(),
                     Ok(_) => {
@@ -289,4 +306,49 @@ pub(super) fn offset_fetch(
         })
         .collect();
     OffsetFetchResponse::default().with_topics(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::ApiKey;
+
+    use super::*;
+    use crate::protocol::round_trip;
+    use crate::{Broker, BrokerConfig};
+
+    /// Offset metadata is kept in memory and in `__consumer_offsets` (with an i16 length):
+    /// Kafka's `offset.metadata.max.bytes` bounds it, and so does Eddy.
+    #[tokio::test]
+    async fn offset_metadata_over_4096_bytes_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = Broker::open(BrokerConfig::new(dir.path()))
+            .await
+            .expect("open");
+        broker.create_topic("t", 2, BTreeMap::new()).expect("topic");
+        let partition = |index, metadata_bytes| {
+            OffsetCommitRequestPartition::default()
+                .with_partition_index(index)
+                .with_committed_offset(0)
+                .with_committed_metadata(Some(str_bytes("m".repeat(metadata_bytes))))
+        };
+        let request = OffsetCommitRequest::default()
+            .with_group_id(str_bytes("g").into())
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(str_bytes("t")))
+                .with_partitions(vec![partition(0, 4096), partition(1, 40_000)])]);
+        let response: OffsetCommitResponse =
+            round_trip(&broker, ApiKey::OffsetCommit, 8, &request).await;
+        let codes: Vec<i16> = response.topics[0]
+            .partitions
+            .iter()
+            .map(|p| p.error_code)
+            .collect();
+        assert_eq!(codes, [0, ResponseError::OffsetMetadataTooLarge.code()]);
+    }
 }

@@ -2,7 +2,9 @@
 //! InitProducerId.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
@@ -21,8 +23,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 
 use super::{str_bytes, RequestContext};
-use crate::broker::Topic;
+use crate::broker::{Broker, Topic};
 use crate::error::BrokerError;
+use crate::limits::AUTO_CREATE_TOPICS_PER_REQUEST_MAX;
 
 const RESOURCE_TOPIC: i8 = 2;
 const SOURCE_TOPIC_CONFIG: i8 = 1;
@@ -32,29 +35,20 @@ pub(super) fn metadata(context: &RequestContext, request: MetadataRequest) -> Me
     let broker = &context.broker;
     // Before v4 there was no flag and clients expected auto-creation.
     let allow_create = request.allow_auto_topic_creation || context.version < 4;
+    let mut creations_left = AUTO_CREATE_TOPICS_PER_REQUEST_MAX;
     let topics = match request.topics {
         None => broker.topics().iter().map(|t| describe_topic(t)).collect(),
         Some(requested) => requested
             .into_iter()
             .filter_map(|t| t.name)
-            .map(|name| {
-                let found = if allow_create {
-                    broker.topic_or_create(&name)
-                } else {
-                    broker
-                        .topic(&name)
-                        .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
-                            topic: name.to_string(),
-                            partition: -1,
-                        })
-                };
-                match found {
+            .map(
+                |name| match find_or_create(broker, &name, allow_create, &mut creations_left) {
                     Ok(topic) => describe_topic(&topic),
-                    Err(e) => MetadataResponseTopic::default()
+                    Err(code) => MetadataResponseTopic::default()
                         .with_name(Some(name))
-                        .with_error_code(e.code()),
-                }
-            })
+                        .with_error_code(code),
+                },
+            )
             .collect(),
     };
     let config = &broker.config;
@@ -66,6 +60,31 @@ pub(super) fn metadata(context: &RequestContext, request: MetadataRequest) -> Me
         .with_cluster_id(Some(str_bytes(broker.cluster_id.clone())))
         .with_controller_id(config.node_id.into())
         .with_topics(topics)
+}
+
+/// The topic, auto-created if allowed while `creations_left` lasts; otherwise the error code
+/// to answer. Internal topics are never auto-created: the broker creates them itself, with
+/// their own partition counts and configs.
+fn find_or_create(
+    broker: &Broker,
+    name: &str,
+    allow_create: bool,
+    creations_left: &mut usize,
+) -> Result<Arc<Topic>, i16> {
+    if let Some(topic) = broker.topic(name) {
+        return Ok(topic);
+    }
+    let creatable = allow_create && broker.config.auto_create_topics;
+    if !creatable || broker.config.is_internal_topic(name) {
+        return Err(ResponseError::UnknownTopicOrPartition.code());
+    }
+    if *creations_left == 0 {
+        // Kafka answers LEADER_NOT_AVAILABLE while a topic is being created: clients retry, so
+        // one asking for many new topics gets them over a few requests.
+        return Err(ResponseError::LeaderNotAvailable.code());
+    }
+    *creations_left -= 1;
+    broker.topic_or_create(name).map_err(|e| e.code())
 }
 
 fn describe_topic(topic: &Topic) -> MetadataResponseTopic {
@@ -95,80 +114,129 @@ pub(super) fn create_topics(
     request: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
     let broker = &context.broker;
+    let wanted = |t: &CreatableTopic| match t.num_partitions {
+        -1 => broker.config.default_partitions,
+        n => n,
+    };
+    // The cap is on the whole request: either all its topics are considered or none.
+    let requested: i64 = request
+        .topics
+        .iter()
+        .map(|t| i64::from(wanted(t).max(0)))
+        .sum();
     let results = request
         .topics
         .into_iter()
         .map(|t| {
-            let mut result = CreatableTopicResult::default().with_name(t.name.clone());
-            let partitions = if t.num_partitions == -1 {
-                broker.config.default_partitions
-            } else {
-                t.num_partitions
+            let partitions = wanted(&t);
+            let created = match broker.check_request_partitions(requested) {
+                Ok(()) => create_one(broker, &t, partitions, request.validate_only),
+                Err(e) => Err(e),
             };
-            let overrides: BTreeMap<String, String> = t
-                .configs
-                .iter()
-                .filter_map(|c| {
-                    c.value
-                        .as_ref()
-                        .map(|v| (c.name.to_string(), v.to_string()))
-                })
-                .collect();
-            let created = if !matches!(t.replication_factor, -1 | 1) {
-                Err(BrokerError::InvalidReplicationFactor(t.replication_factor))
-            } else if request.validate_only {
-                broker
-                    .config
-                    .topic_defaults
-                    .clone()
-                    .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                    .map(|_| None)
-            } else {
-                broker
-                    .create_topic(&t.name, partitions, overrides)
-                    .map(Some)
-            };
-            match created {
-                Ok(topic) => {
-                    result.num_partitions = partitions;
-                    result.replication_factor = 1;
-                    if let Some(topic) = topic {
-                        result.topic_id = topic.id;
-                        result.configs = Some(
-                            topic
-                                .config
-                                .to_map()
-                                .into_iter()
-                                .map(|(k, v)| {
-                                    CreatableTopicConfigs::default()
-                                        .with_name(str_bytes(k))
-                                        .with_value(Some(str_bytes(v)))
-                                })
-                                .collect(),
-                        );
-                    }
-                }
-                Err(e) => {
-                    result.error_code = e.code();
-                    result.error_message = Some(str_bytes(e.to_string()));
-                }
-            }
-            result
+            creatable_topic_result(t.name, partitions, created)
         })
         .collect();
     CreateTopicsResponse::default().with_topics(results)
 }
 
+/// Creates (or with `validate_only`, checks) one topic of a CreateTopics request. Internal
+/// topics are the broker's own: a client may not create one, though asking for one that
+/// exists answers TOPIC_ALREADY_EXISTS as usual.
+fn create_one(
+    broker: &Broker,
+    topic: &CreatableTopic,
+    partitions: i32,
+    validate_only: bool,
+) -> Result<Option<Arc<Topic>>, BrokerError> {
+    let overrides: BTreeMap<String, String> = topic
+        .configs
+        .iter()
+        .filter_map(|c| {
+            c.value
+                .as_ref()
+                .map(|v| (c.name.to_string(), v.to_string()))
+        })
+        .collect();
+    if !matches!(topic.replication_factor, -1 | 1) {
+        return Err(BrokerError::InvalidReplicationFactor(
+            topic.replication_factor,
+        ));
+    }
+    if broker.config.is_internal_topic(&topic.name) && broker.topic(&topic.name).is_none() {
+        return Err(BrokerError::InternalTopicAdmin {
+            topic: topic.name.to_string(),
+            action: "create",
+        });
+    }
+    if validate_only {
+        return broker
+            .config
+            .topic_defaults
+            .clone()
+            .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map(|_| None);
+    }
+    broker
+        .create_topic(&topic.name, partitions, overrides)
+        .map(Some)
+}
+
+fn creatable_topic_result(
+    name: TopicName,
+    partitions: i32,
+    created: Result<Option<Arc<Topic>>, BrokerError>,
+) -> CreatableTopicResult {
+    let mut result = CreatableTopicResult::default().with_name(name);
+    match created {
+        Ok(topic) => {
+            result.num_partitions = partitions;
+            result.replication_factor = 1;
+            if let Some(topic) = topic {
+                result.topic_id = topic.id;
+                result.configs = Some(
+                    topic
+                        .config
+                        .to_map()
+                        .into_iter()
+                        .map(|(k, v)| {
+                            CreatableTopicConfigs::default()
+                                .with_name(str_bytes(k))
+                                .with_value(Some(str_bytes(v)))
+                        })
+                        .collect(),
+                );
+            }
+        }
+        Err(e) => {
+            result.error_code = e.code();
+            result.error_message = Some(str_bytes(e.to_string()));
+        }
+    }
+    result
+}
+
+/// Deletes topics by name. Internal topics are refused with INVALID_TOPIC_EXCEPTION, the code
+/// Kafka's broker gives for other operations refused on internal topics (producing to one,
+/// DeleteRecords on one); TOPIC_AUTHORIZATION_FAILED would send the user looking for ACLs.
 pub(super) fn delete_topics(
     context: &RequestContext,
     request: DeleteTopicsRequest,
 ) -> DeleteTopicsResponse {
+    let broker = &context.broker;
     let responses = request
         .topic_names
         .into_iter()
         .map(|name| {
             let mut result = DeletableTopicResult::default().with_name(Some(name.clone()));
-            if let Err(e) = context.broker.delete_topic(&name) {
+            let deleted = if broker.config.is_internal_topic(&name) {
+                Err(BrokerError::InternalTopicAdmin {
+                    topic: name.to_string(),
+                    action: "delete",
+                })
+            } else {
+                broker.delete_topic(&name)
+            };
+            if let Err(e) = deleted {
                 result.error_code = e.code();
                 result.error_message = Some(str_bytes(e.to_string()));
             }
@@ -237,5 +305,140 @@ pub(super) fn init_producer_id(
     match context.broker.allocate_producer_id() {
         Ok(id) => response.with_producer_id(id.into()).with_producer_epoch(0),
         Err(e) => response.with_error_code(e.code()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::ApiKey;
+
+    use super::*;
+    use crate::BrokerConfig;
+
+    async fn context(config: BrokerConfig, api_key: ApiKey, version: i16) -> RequestContext {
+        RequestContext {
+            broker: Broker::open(config).await.expect("open"),
+            api_key,
+            version,
+            correlation_id: 1,
+            client_id: "test".into(),
+            request_bytes: 0,
+        }
+    }
+
+    fn topic_name(name: &str) -> TopicName {
+        TopicName(str_bytes(name.to_string()))
+    }
+
+    fn creatable(name: &str, partitions: i32) -> CreatableTopic {
+        CreatableTopic::default()
+            .with_name(topic_name(name))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)
+    }
+
+    /// Kafka clients may not delete the broker's topics (`__` names and `internal_topics`),
+    /// nor create one that does not exist yet; the broker's own API still can.
+    #[tokio::test]
+    async fn internal_topics_cannot_be_deleted_or_created_over_the_wire() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = BrokerConfig::new(dir.path());
+        config.internal_topics.insert("_eddy_command_topic".into());
+        let context = context(config, ApiKey::DeleteTopics, 6).await;
+        let broker = Arc::clone(&context.broker);
+        broker
+            .create_topic("__consumer_offsets", 1, BTreeMap::new())
+            .expect("the broker's API creates internal topics");
+        broker
+            .create_topic("_eddy_command_topic", 1, BTreeMap::new())
+            .expect("and configured ones");
+        let names = ["__consumer_offsets", "_eddy_command_topic"].map(topic_name);
+        let deleted = delete_topics(
+            &context,
+            DeleteTopicsRequest::default().with_topic_names(names.to_vec()),
+        );
+        for result in &deleted.responses {
+            assert_eq!(
+                result.error_code,
+                ResponseError::InvalidTopicException.code()
+            );
+        }
+        assert!(broker.topic("__consumer_offsets").is_some());
+        assert!(broker.topic("_eddy_command_topic").is_some());
+
+        let created = create_topics(
+            &context,
+            CreateTopicsRequest::default().with_topics(vec![
+                creatable("__transaction_state", 1),
+                creatable("__consumer_offsets", 1),
+            ]),
+        );
+        let codes: Vec<i16> = created.topics.iter().map(|t| t.error_code).collect();
+        assert_eq!(
+            codes,
+            [
+                ResponseError::InvalidTopicException.code(),
+                ResponseError::TopicAlreadyExists.code()
+            ]
+        );
+        assert!(broker.topic("__transaction_state").is_none());
+    }
+
+    /// A CreateTopics request asking for more partitions in all than
+    /// `create.topics.partitions.max` creates none of its topics and says why.
+    #[tokio::test]
+    async fn create_topics_caps_partitions_per_request() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = BrokerConfig::new(dir.path());
+        config.create_topics_partitions_max = 10;
+        let context = context(config, ApiKey::CreateTopics, 7).await;
+        let created = create_topics(
+            &context,
+            CreateTopicsRequest::default().with_topics(vec![creatable("a", 6), creatable("b", 6)]),
+        );
+        for result in &created.topics {
+            assert_eq!(result.error_code, ResponseError::PolicyViolation.code());
+            let message = result.error_message.as_deref().unwrap_or_default();
+            assert!(
+                message.contains("create.topics.partitions.max=10"),
+                "{message}"
+            );
+        }
+        assert!(context.broker.topics().is_empty());
+    }
+
+    /// One Metadata request auto-creates at most AUTO_CREATE_TOPICS_PER_REQUEST_MAX topics;
+    /// the rest are answered LEADER_NOT_AVAILABLE (retriable), and internal names never are.
+    #[tokio::test]
+    async fn metadata_auto_creates_a_bounded_number_of_topics() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let context = context(BrokerConfig::new(dir.path()), ApiKey::Metadata, 12).await;
+        let asked = AUTO_CREATE_TOPICS_PER_REQUEST_MAX + 5;
+        let mut topics: Vec<MetadataRequestTopic> = (0..asked)
+            .map(|i| MetadataRequestTopic::default().with_name(Some(topic_name(&format!("t{i}")))))
+            .collect();
+        topics.push(
+            MetadataRequestTopic::default().with_name(Some(topic_name("__consumer_offsets"))),
+        );
+        let answer = metadata(
+            &context,
+            MetadataRequest::default()
+                .with_topics(Some(topics))
+                .with_allow_auto_topic_creation(true),
+        );
+        let count = |code: ResponseError| {
+            answer
+                .topics
+                .iter()
+                .filter(|t| t.error_code == code.code())
+                .count()
+        };
+        assert_eq!(
+            context.broker.topics().len(),
+            AUTO_CREATE_TOPICS_PER_REQUEST_MAX
+        );
+        assert_eq!(count(ResponseError::LeaderNotAvailable), 5);
+        assert_eq!(count(ResponseError::UnknownTopicOrPartition), 1);
     }
 }

@@ -4,9 +4,16 @@
 //! order; each one's answer is a task whose result the writer awaits in that same order, so a
 //! long-polling fetch does not hold up requests read after it, yet responses leave in request
 //! order as Kafka requires. Produce appends happen synchronously at dispatch, so batches to one
-//! partition are appended in the order they arrived. A frame over [`FRAME_BYTES_MAX`] closes the
-//! connection before anything is allocated; an undecodable request closes it too (as Kafka does).
+//! partition are appended in the order they arrived.
+//!
+//! Bounds: a frame over [`FRAME_BYTES_MAX`] closes the connection before anything is allocated,
+//! and a frame's buffer grows only as its bytes arrive; an undecodable request closes the
+//! connection too (as Kafka does). A connection that completes no request within
+//! `connections.max.idle.ms`, or whose responses cannot be written for that long, is closed.
+//! Queued responses are bounded in number ([`IN_FLIGHT_REQUESTS_MAX`]) and in bytes
+//! ([`RESPONSE_QUEUE_BYTES_MAX`], see `budget.rs`).
 
+mod budget;
 mod fetch;
 mod groups;
 mod metadata;
@@ -19,13 +26,14 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::broker::Broker;
-use crate::limits::{FRAME_BYTES_MAX, IN_FLIGHT_REQUESTS_MAX};
+use crate::limits::{FRAME_BYTES_MAX, IN_FLIGHT_REQUESTS_MAX, RESPONSE_QUEUE_BYTES_MAX};
+use budget::{Reservation, ResponseBudget};
 
 /// A response on its way to the writer.
 enum Pending {
@@ -33,8 +41,22 @@ enum Pending {
     Silent,
     /// Ready now; `None` when the response could not be encoded (the connection closes).
     Ready(Option<BytesMut>),
-    /// Computed by a task.
-    Later(JoinHandle<Option<BytesMut>>),
+    /// Computed by a task, whose response is at most about `bytes_max` bytes.
+    Later {
+        task: JoinHandle<Option<BytesMut>>,
+        bytes_max: usize,
+    },
+}
+
+impl Pending {
+    /// The response bytes to reserve from the connection's budget while this is queued.
+    fn bytes_max(&self) -> usize {
+        match self {
+            Pending::Silent | Pending::Ready(None) => 0,
+            Pending::Ready(Some(bytes)) => bytes.len(),
+            Pending::Later { bytes_max, .. } => *bytes_max,
+        }
+    }
 }
 
 /// What a handler needs to know about the request it answers.
@@ -45,6 +67,8 @@ pub(crate) struct RequestContext {
     pub version: i16,
     pub correlation_id: i32,
     pub client_id: String,
+    /// Size of the request frame.
+    pub request_bytes: usize,
 }
 
 impl RequestContext {
@@ -68,17 +92,28 @@ impl RequestContext {
         Some(buf)
     }
 
-    /// Runs `future` as a task and encodes what it returns.
+    /// Runs `future` as a task and encodes what it returns. Its response is taken to be about
+    /// as large as the request (they list the same partitions or members).
     fn later<R, F>(&self, future: F) -> Pending
     where
         R: Encodable + Send + 'static,
         F: Future<Output = R> + Send + 'static,
     {
+        self.later_bounded(self.request_bytes, future)
+    }
+
+    /// [`RequestContext::later`] for a response of at most about `bytes_max` bytes.
+    fn later_bounded<R, F>(&self, bytes_max: usize, future: F) -> Pending
+    where
+        R: Encodable + Send + 'static,
+        F: Future<Output = R> + Send + 'static,
+    {
         let context = self.clone();
-        Pending::Later(tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let body = future.await;
             context.encode(&body)
-        }))
+        });
+        Pending::Later { task, bytes_max }
     }
 }
 
@@ -89,57 +124,106 @@ pub async fn serve_connection(broker: Arc<Broker>, stream: TcpStream) {
         .map(|a| a.to_string())
         .unwrap_or_default();
     let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
-    let (sender, mut receiver) = mpsc::channel::<Pending>(IN_FLIGHT_REQUESTS_MAX);
-    let write_task = tokio::spawn(async move {
-        while let Some(pending) = receiver.recv().await {
-            let bytes = match pending {
-                Pending::Silent => continue,
-                Pending::Ready(bytes) => bytes,
-                Pending::Later(task) => task.await.unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "request handler failed");
-                    None
-                }),
-            };
-            let Some(bytes) = bytes else {
-                return;
-            };
-            if writer.write_all(&bytes).await.is_err() {
-                return;
-            }
-        }
-    });
+    let idle = broker.config.connections_max_idle;
+    let (mut reader, writer) = stream.into_split();
+    let (sender, receiver) = mpsc::channel::<(Pending, Reservation)>(IN_FLIGHT_REQUESTS_MAX);
+    let write_task = tokio::spawn(write_responses(writer, receiver, idle));
+    let budget = ResponseBudget::new(RESPONSE_QUEUE_BYTES_MAX);
     loop {
-        let size = match reader.read_i32().await {
-            Ok(size) => size,
-            Err(_) => break,
-        };
-        if size < 8 || size as usize > FRAME_BYTES_MAX {
-            tracing::warn!(%peer, size, max = FRAME_BYTES_MAX, "refusing frame size; closing");
-            break;
-        }
-        let mut frame = BytesMut::zeroed(size as usize);
-        if reader.read_exact(&mut frame).await.is_err() {
-            break;
-        }
-        match dispatch(&broker, frame.freeze()) {
-            Ok(pending) => {
-                if sender.send(pending).await.is_err() {
-                    break;
-                }
+        let frame = match tokio::time::timeout(idle, read_frame(&mut reader)).await {
+            Ok(Ok(frame)) => frame,
+            Ok(Err(FrameError::Closed)) => break,
+            Ok(Err(FrameError::Size(size))) => {
+                tracing::warn!(%peer, size, max = FRAME_BYTES_MAX, "refusing frame size; closing");
+                break;
             }
+            Err(_) => {
+                tracing::debug!(%peer, idle_ms = idle.as_millis() as u64, "idle; closing");
+                break;
+            }
+        };
+        let pending = match dispatch(&broker, frame) {
+            Ok(pending) => pending,
             Err(reason) => {
                 tracing::warn!(%peer, %reason, "bad request; closing the connection");
                 break;
             }
+        };
+        // Waiting here stops reading: the client gets no further requests in until it reads.
+        let reservation = budget.reserve(pending.bytes_max()).await;
+        if sender.send((pending, reservation)).await.is_err() {
+            break;
         }
     }
     drop(sender);
     let _ = write_task.await;
 }
 
+/// Writes responses in request order, releasing each one's reservation once written. Stops at
+/// the first response that could not be encoded, or cannot be written within `idle`.
+async fn write_responses(
+    mut writer: tokio::net::tcp::OwnedWriteHalf,
+    mut receiver: mpsc::Receiver<(Pending, Reservation)>,
+    idle: std::time::Duration,
+) {
+    while let Some((pending, _reservation)) = receiver.recv().await {
+        let bytes = match pending {
+            Pending::Silent => continue,
+            Pending::Ready(bytes) => bytes,
+            Pending::Later { task, .. } => task.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "request handler failed");
+                None
+            }),
+        };
+        let Some(bytes) = bytes else {
+            return;
+        };
+        match tokio::time::timeout(idle, writer.write_all(&bytes)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::debug!("client does not read its responses; closing");
+                return;
+            }
+        }
+    }
+}
+
+/// Why no request frame was read.
+#[derive(Debug)]
+enum FrameError {
+    /// The connection ended (or failed) before a whole frame arrived.
+    Closed,
+    /// The declared size is below a request header or above [`FRAME_BYTES_MAX`].
+    Size(i32),
+}
+
+/// Reads one size-prefixed frame. The buffer grows as bytes arrive rather than to the declared
+/// size at once, so a client announcing a large frame holds only the memory it actually sent.
+async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Bytes, FrameError> {
+    let size = reader.read_i32().await.map_err(|_| FrameError::Closed)?;
+    if size < 8 || size as usize > FRAME_BYTES_MAX {
+        return Err(FrameError::Size(size));
+    }
+    let size = size as usize;
+    let mut frame = Vec::with_capacity(size.min(FRAME_FIRST_READ_BYTES));
+    (&mut *reader)
+        .take(size as u64)
+        .read_to_end(&mut frame)
+        .await
+        .map_err(|_| FrameError::Closed)?;
+    if frame.len() != size {
+        return Err(FrameError::Closed);
+    }
+    Ok(Bytes::from(frame))
+}
+
+/// The buffer first allocated for a frame; larger frames grow it as their bytes arrive.
+const FRAME_FIRST_READ_BYTES: usize = 64 * 1024;
+
 /// Decodes one request frame and starts answering it.
 fn dispatch(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Pending, String> {
+    let request_bytes = frame.len();
     let api_key_raw = (&frame[0..2]).get_i16();
     let version = (&frame[2..4]).get_i16();
     let correlation_id = (&frame[4..8]).get_i32();
@@ -162,6 +246,7 @@ fn dispatch(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Pending, String> {
         version,
         correlation_id,
         client_id: header.client_id.map(|s| s.to_string()).unwrap_or_default(),
+        request_bytes,
     };
     route(context, frame).map_err(|e| format!("{api_key:?} v{version}: {e}"))
 }
@@ -177,7 +262,9 @@ fn route(context: RequestContext, mut body: Bytes) -> Result<Pending, String> {
         ApiKey::Produce => produce::handle(context, decode(&mut body, v)?),
         ApiKey::Fetch => {
             let request = decode(&mut body, v)?;
-            context.later(fetch::handle(context.clone(), request))
+            let bytes_max = fetch::response_bytes_max(&context.broker.config, &request)
+                .saturating_add(context.request_bytes);
+            context.later_bounded(bytes_max, fetch::handle(context.clone(), request))
         }
         ApiKey::ListOffsets => {
             let response = fetch::list_offsets(&context, decode(&mut body, v)?);
@@ -240,6 +327,37 @@ pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
+/// Sends `request` through [`dispatch`] as a client would and decodes the answer: for handler
+/// tests that need no socket.
+#[cfg(test)]
+pub(crate) async fn round_trip<Request: Encodable, Response: Decodable>(
+    broker: &Arc<Broker>,
+    api_key: ApiKey,
+    version: i16,
+    request: &Request,
+) -> Response {
+    let mut frame = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(api_key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(1)
+        .encode(&mut frame, api_key.request_header_version(version))
+        .expect("header encodes");
+    request
+        .encode(&mut frame, version)
+        .expect("request encodes");
+    let bytes = match dispatch(broker, frame.freeze()).expect("request is valid") {
+        Pending::Silent => panic!("{api_key:?} must be answered"),
+        Pending::Ready(bytes) => bytes,
+        Pending::Later { task, .. } => task.await.expect("handler task"),
+    };
+    let mut bytes = bytes.expect("response encodes").freeze();
+    bytes.advance(4);
+    ResponseHeader::decode(&mut bytes, api_key.response_header_version(version))
+        .expect("response header");
+    Response::decode(&mut bytes, version).expect("response body")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,13 +417,40 @@ mod tests {
                 let response = match pending {
                     Pending::Silent => continue,
                     Pending::Ready(r) => r,
-                    Pending::Later(task) => task.await.expect("task"),
+                    Pending::Later { task, .. } => task.await.expect("task"),
                 };
                 assert!(
                     response.is_some(),
                     "{api_key:?} v{version} response did not encode"
                 );
             }
+        }
+    }
+
+    /// A 25-byte Fetch declaring 2^31 topics once made the decoder reserve memory for them
+    /// all, and the failed allocation aborted the broker (kafka-protocol is patched in
+    /// vendor/ to cap a declared length by the bytes left). Now it is a bad request.
+    #[tokio::test]
+    async fn a_request_declaring_a_huge_array_is_refused_not_allocated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = Broker::open(crate::BrokerConfig::new(dir.path()))
+            .await
+            .expect("open");
+        for (api_key, version) in [(ApiKey::Fetch, 4), (ApiKey::Metadata, 1)] {
+            let mut frame = BytesMut::new();
+            frame.put_i16(api_key as i16);
+            frame.put_i16(version);
+            frame.put_i32(1);
+            frame.put_i16(-1); // null client id
+            if api_key == ApiKey::Fetch {
+                frame.put_i32(-1); // replica id
+                frame.put_i32(0); // max wait
+                frame.put_i32(0); // min bytes
+                frame.put_i32(1024); // max bytes
+                frame.put_i8(0); // isolation level
+            }
+            frame.put_i32(0x7fff_fff0); // the topics array's declared length
+            assert!(dispatch(&broker, frame.freeze()).is_err(), "{api_key:?}");
         }
     }
 
