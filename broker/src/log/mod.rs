@@ -670,6 +670,16 @@ mod tests {
         }
     }
 
+    /// Writes 30 batches of two records into a new log in `dir` over small segments and
+    /// closes it; its log end offset.
+    fn thirty_batches_closed(dir: &Path) -> i64 {
+        let (mut log, _) = Log::open(dir, small_segments(), 0, 0).expect("open");
+        for i in 0..30 {
+            log.append(&mut batch(2, i), i).expect("append");
+        }
+        log.log_end_offset()
+    }
+
     #[test]
     fn offsets_are_assigned_in_order_and_read_back_across_segments() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -728,13 +738,7 @@ mod tests {
     #[test]
     fn segments_before_the_recovery_point_are_trusted_and_still_readable() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let recovery_point = {
-            let (mut log, _) = Log::open(dir.path(), small_segments(), 0, 0).expect("open");
-            for i in 0..30 {
-                log.append(&mut batch(2, i), i).expect("append");
-            }
-            log.log_end_offset()
-        };
+        let recovery_point = thirty_batches_closed(dir.path());
         let (log, report) =
             Log::open(dir.path(), small_segments(), recovery_point, 0).expect("reopen");
         assert!(
@@ -754,13 +758,7 @@ mod tests {
     #[test]
     fn damaged_or_missing_indexes_are_rebuilt_from_the_log() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let end = {
-            let (mut log, _) = Log::open(dir.path(), small_segments(), 0, 0).expect("open");
-            for i in 0..30 {
-                log.append(&mut batch(2, i), i).expect("append");
-            }
-            log.log_end_offset()
-        };
+        let end = thirty_batches_closed(dir.path());
         let bases = segment_bases(dir.path()).expect("bases");
         std::fs::remove_file(dir.path().join(segment::file_name(bases[0], "index"))).expect("rm");
         std::fs::write(
@@ -818,13 +816,7 @@ mod tests {
     #[test]
     fn an_index_pointing_mid_batch_is_rebuilt() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let end = {
-            let (mut log, _) = Log::open(dir.path(), small_segments(), 0, 0).expect("open");
-            for i in 0..30 {
-                log.append(&mut batch(2, i), i).expect("append");
-            }
-            log.log_end_offset()
-        };
+        let end = thirty_batches_closed(dir.path());
         let mut entry = Vec::new();
         entry.extend_from_slice(&2u32.to_be_bytes());
         entry.extend_from_slice(&10u32.to_be_bytes());
