@@ -38,8 +38,8 @@ pub enum StatementResult {
     },
     /// SHOW TOPICS: name and partition count.
     Topics(Vec<(String, i32)>),
-    /// SHOW QUERIES: id, the statement, sink.
-    Queries(Vec<(String, String, String)>),
+    /// SHOW QUERIES.
+    Queries(Vec<QuerySummary>),
     /// SHOW PROPERTIES.
     Properties(BTreeMap<String, String>),
     /// DESCRIBE [EXTENDED]; EXTENDED adds the statistics.
@@ -55,13 +55,47 @@ pub enum StatementResult {
     FunctionDescription(FunctionDescription),
 }
 
+/// One query as SHOW QUERIES lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuerySummary {
+    pub id: String,
+    pub statement: String,
+    /// The stream or table it writes; empty for a push query.
+    pub sink: String,
+    /// ksqlDB's state: RUNNING or ERROR.
+    pub state: &'static str,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+}
+
+impl QuerySummary {
+    fn of(id: &str, query: &RunningQuery) -> QuerySummary {
+        QuerySummary {
+            id: id.to_string(),
+            statement: query.statement.clone(),
+            sink: query.sink.clone(),
+            state: query.state(),
+            error: query.failure.get(),
+        }
+    }
+}
+
+/// One client's properties (SET, UNSET) and variables (DEFINE, UNDEFINE). They belong to the
+/// session or request that set them, never to the whole server: the HTTP API gives each
+/// request its own, from `streamsProperties` and `sessionVariables`, as ksqlDB does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Session {
+    pub properties: BTreeMap<String, String>,
+    pub variables: BTreeMap<String, String>,
+}
+
 /// What DESCRIBE EXTENDED adds: the queries around a source and its topic's figures.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceStatistics {
     /// Persistent queries reading the source's topic.
-    pub read_queries: Vec<String>,
+    pub read_queries: Vec<QuerySummary>,
     /// Persistent queries writing into the source.
-    pub write_queries: Vec<String>,
+    pub write_queries: Vec<QuerySummary>,
     pub partitions: i32,
     /// Records in the topic (high watermarks less log starts, summed over partitions).
     pub total_messages: i64,
@@ -86,6 +120,9 @@ pub struct PushQuery {
     pub columns: Vec<ColumnDef>,
     pub rows: tokio::sync::mpsc::Receiver<PushRow>,
     pub limit: Option<usize>,
+    /// Why the query failed, once it has: when `rows` ends without a LIMIT or a close, this
+    /// tells the client the query died rather than finished.
+    pub failure: crate::runtime::QueryFailure,
 }
 
 /// A query's answer: a push query's stream of rows, a pull query's rows, or PRINT's lines.
@@ -100,8 +137,8 @@ const PUSH_BUFFER_ROWS: usize = 1024;
 
 struct EngineState {
     catalog: Catalog,
-    properties: BTreeMap<String, String>,
-    variables: BTreeMap<String, String>,
+    /// The session of callers that bring none ([`Engine::execute`], [`Engine::query`]).
+    session: Session,
     queries: BTreeMap<String, RunningQuery>,
     /// Push queries, by id; finished ones are swept on access.
     transient: BTreeMap<String, RunningQuery>,
@@ -118,10 +155,37 @@ pub struct Engine {
     state: Mutex<EngineState>,
     /// Whether statements are recorded in the command topic ([`Engine::open`]).
     durable: bool,
+    /// Held by statements that change the catalog or the queries, from their checks to their
+    /// effect: they are accepted one at a time, in the order the command topic records.
+    changes: tokio::sync::Mutex<()>,
 }
+
+/// How long CREATE OR REPLACE waits for the replaced query to finish its batch.
+const REPLACE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The topic [`Engine::open`] keeps statements in.
 pub const COMMAND_TOPIC: &str = "_eddy_command_topic";
+
+/// Whether `topic` belongs to the system rather than to users: Kafka's internal topics (`__`),
+/// Eddy's own (`_eddy_`: the command topic, and the internal topics of queries) and the
+/// processing log's. Users may read them (PRINT, the KSQL_PROCESSING_LOG stream) but not
+/// create sources over, insert into or drop them.
+pub fn is_internal_topic(topic: &str) -> bool {
+    topic.starts_with("__")
+        || topic.starts_with("_eddy_")
+        || topic == crate::runtime::processing_log::TOPIC
+}
+
+/// Refuses `action` (what the statement would do, as a phrase) on an internal topic.
+fn refuse_internal(topic: &str, action: &str) -> Result<()> {
+    match is_internal_topic(topic) {
+        true => Err(EngineError::Plan(format!(
+            "Cannot {action} topic '{topic}': it is internal to Eddy (topics named __*, \
+             _eddy_* and the processing log's belong to the system)"
+        ))),
+        false => Ok(()),
+    }
+}
 
 impl Engine {
     /// An engine reading and writing topics through `client`.
@@ -133,14 +197,14 @@ impl Engine {
             client,
             state: Mutex::new(EngineState {
                 catalog,
-                properties: BTreeMap::new(),
-                variables: BTreeMap::new(),
+                session: Session::default(),
                 queries: BTreeMap::new(),
                 transient: BTreeMap::new(),
                 next_query_number: 1,
                 next_push_number: 0,
             }),
             durable: false,
+            changes: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -154,7 +218,11 @@ impl Engine {
         match engine.client.partition_count(COMMAND_TOPIC).await {
             Ok(_) => {}
             Err(BrokerError::UnknownTopicOrPartition { .. }) => {
-                let configs = BTreeMap::from([("retention.ms".to_string(), "-1".to_string())]);
+                // Kept forever, and synced before a statement is acknowledged.
+                let configs = BTreeMap::from([
+                    ("retention.ms".to_string(), "-1".to_string()),
+                    ("flush.messages".to_string(), "1".to_string()),
+                ]);
                 match engine.client.create_topic(COMMAND_TOPIC, 1, configs).await {
                     Ok(()) | Err(BrokerError::TopicAlreadyExists(_)) => {}
                     Err(e) => return Err(e.into()),
@@ -183,7 +251,8 @@ impl Engine {
                     }
                 };
                 for statement in statements {
-                    if let Err(e) = engine.execute_one(statement).await {
+                    let mut session = Session::default();
+                    if let Err(e) = engine.execute_one(statement, false, &mut session).await {
                         tracing::error!(statement = %text, error = %e, "replaying a command failed");
                     }
                     replayed += 1;
@@ -195,28 +264,31 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Runs one statement and, for a durable engine, records it in the command topic when it
-    /// changed the catalog or the queries.
-    async fn run_and_record(&self, parsed: ParsedStatement) -> Result<StatementResult> {
-        let recorded = self.durable
-            && matches!(
-                parsed.statement,
-                Statement::CreateSource { .. }
-                    | Statement::CreateAsSelect { .. }
-                    | Statement::InsertInto { .. }
-                    | Statement::Drop { .. }
-                    | Statement::Terminate { .. }
-            );
-        let text = parsed.text.clone();
-        let result = self.execute_one(parsed).await?;
-        if recorded {
-            let record = ProducerRecord {
-                value: Some(Bytes::from(format!("{text};"))),
-                ..Default::default()
-            };
-            self.client.produce(COMMAND_TOPIC, vec![record]).await?;
+    /// Runs one statement; a durable engine records the statements that change the catalog or
+    /// the queries in the command topic, after checking and before they take effect.
+    async fn run_and_record(
+        &self,
+        parsed: ParsedStatement,
+        session: &mut Session,
+    ) -> Result<StatementResult> {
+        self.execute_one(parsed, self.durable, session).await
+    }
+
+    /// Accepts a statement that changes the catalog or the queries: when `record`, it is
+    /// written to the command topic (synced: the topic flushes every record) before it takes
+    /// effect, so a restart replays exactly the statements accepted, in order. Each caller
+    /// has checked and planned the statement, and taken its query id, before calling this:
+    /// replay does the same steps, so ids come out the same.
+    async fn accept(&self, text: &str, record: bool) -> Result<()> {
+        if !record {
+            return Ok(());
         }
-        Ok(result)
+        let record = ProducerRecord {
+            value: Some(Bytes::from(format!("{text};"))),
+            ..Default::default()
+        };
+        self.client.produce(COMMAND_TOPIC, vec![record]).await?;
+        Ok(())
     }
 
     /// Records skipped by query `query_id` because they could not be processed.
@@ -228,12 +300,12 @@ impl Engine {
     async fn statistics(&self, source: &Source) -> SourceStatistics {
         let (read_queries, write_queries) = {
             let state = self.state.lock();
-            let ids = |wanted: &dyn Fn(&RunningQuery) -> bool| -> Vec<String> {
+            let ids = |wanted: &dyn Fn(&RunningQuery) -> bool| -> Vec<QuerySummary> {
                 state
                     .queries
                     .iter()
                     .filter(|(_, q)| wanted(q))
-                    .map(|(id, _)| id.clone())
+                    .map(|(id, q)| QuerySummary::of(id, q))
                     .collect()
             };
             (
@@ -269,13 +341,26 @@ impl Engine {
     /// Runs every statement in `sql` until one fails: the results so far, each with its
     /// statement's text, and the failure with its statement's text. A script that does not
     /// parse fails as a whole.
+    /// Uses and changes the engine's own session.
     pub async fn execute_each(&self, sql: &str) -> Result<ExecutedScript> {
-        let variables = self.state.lock().variables.clone();
-        let statements = parser::parse(sql, &variables)?;
+        let mut session = self.state.lock().session.clone();
+        let script = self.execute_each_in(sql, &mut session).await;
+        self.state.lock().session = session;
+        script
+    }
+
+    /// [`Engine::execute_each`] in a caller's `session`, which SET, DEFINE and their undoing
+    /// change (`${name}` takes the variables the session had when the call began).
+    pub async fn execute_each_in(
+        &self,
+        sql: &str,
+        session: &mut Session,
+    ) -> Result<ExecutedScript> {
+        let statements = parser::parse(sql, &session.variables)?;
         let mut script = ExecutedScript::default();
         for statement in statements {
             let text = statement.text.clone();
-            match self.run_and_record(statement).await {
+            match self.run_and_record(statement, session).await {
                 Ok(result) => script.results.push((text, result)),
                 Err(error) => {
                     script.failure = Some((text, error));
@@ -287,20 +372,40 @@ impl Engine {
     }
 
     /// Runs every statement in `sql`, stopping at the first error.
+    /// Uses and changes the engine's own session.
     pub async fn execute(&self, sql: &str) -> Result<Vec<StatementResult>> {
-        let variables = self.state.lock().variables.clone();
-        let statements = parser::parse(sql, &variables)?;
-        let mut results = Vec::with_capacity(statements.len());
-        for statement in statements {
-            results.push(self.run_and_record(statement).await?);
+        let mut session = self.state.lock().session.clone();
+        let statements = parser::parse(sql, &session.variables);
+        let mut results = Vec::new();
+        let mut outcome = Ok(());
+        for statement in statements? {
+            match self.run_and_record(statement, &mut session).await {
+                Ok(result) => results.push(result),
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            }
         }
-        Ok(results)
+        self.state.lock().session = session;
+        outcome.map(|()| results)
     }
 
-    async fn execute_one(&self, parsed: ParsedStatement) -> Result<StatementResult> {
+    /// Runs one statement; `record` says whether statements that change the catalog or the
+    /// queries go to the command topic first ([`Engine::accept`]).
+    async fn execute_one(
+        &self,
+        parsed: ParsedStatement,
+        record: bool,
+        session: &mut Session,
+    ) -> Result<StatementResult> {
         let ParsedStatement {
             statement, text, ..
         } = parsed;
+        let _changes = match changes_catalog(&statement) {
+            true => Some(self.changes.lock().await),
+            false => None,
+        };
         match statement {
             Statement::CreateSource {
                 kind,
@@ -316,6 +421,8 @@ impl Engine {
                 }
                 let definition =
                     Source::from_definition(kind, &name, columns, &properties, source, &text)?;
+                refuse_internal(&definition.topic, "create a source over")?;
+                self.accept(&text, record).await?;
                 self.ensure_topic(&definition.topic, &properties, kind)
                     .await?;
                 self.state.lock().catalog.insert(definition);
@@ -342,13 +449,34 @@ impl Engine {
                     &text,
                 )
                 .await?;
-                self.ensure_topic(&plan.sink.topic, &plan.sink_topic_properties(), kind)
-                    .await?;
+                refuse_internal(&plan.sink.topic, "write a query's results to")?;
                 let prefix = match kind {
                     SourceKind::Stream => "CSAS",
                     SourceKind::Table => "CTAS",
                 };
-                let query_id = self.next_query_id(prefix, Some(&name));
+                let replaced = match or_replace {
+                    true => self.replaced_query(&name, &plan)?,
+                    false => None,
+                };
+                let query_id = match &replaced {
+                    Some(id) => id.clone(),
+                    None => self.next_query_id(prefix, Some(&name)),
+                };
+                self.accept(&text, record).await?;
+                if replaced.is_none() {
+                    self.take_query_number();
+                }
+                self.ensure_topic(&plan.sink.topic, &plan.sink_topic_properties(), kind)
+                    .await?;
+                if let Some(id) = &replaced {
+                    // The old query ends (finishing and committing its batch) before its
+                    // replacement resumes from its committed offsets under the same id.
+                    let old = self.state.lock().queries.remove(id);
+                    if let Some(old) = old {
+                        old.stop();
+                        old.wait_finished(REPLACE_WAIT).await;
+                    }
+                }
                 let running = query::start(
                     Arc::clone(&self.client),
                     Arc::clone(&self.log),
@@ -404,7 +532,10 @@ impl Engine {
                     statement: text.clone(),
                     ..(*sink).clone()
                 };
+                refuse_internal(&sink.topic, "insert into")?;
                 let query_id = self.next_query_id("INSERTQUERY", None);
+                self.accept(&text, record).await?;
+                self.take_query_number();
                 let running = query::start(
                     Arc::clone(&self.client),
                     Arc::clone(&self.log),
@@ -432,8 +563,8 @@ impl Engine {
                 if_exists,
                 delete_topic,
             } => {
-                let removed = {
-                    let mut state = self.state.lock();
+                let found = {
+                    let state = self.state.lock();
                     let writers: Vec<String> = state
                         .queries
                         .iter()
@@ -460,11 +591,16 @@ impl Engine {
                                 "Cannot delete topic for read-only source: {name}"
                             )))
                         }
-                        Ok(_) => state.catalog.remove(&name),
+                        Ok(source) => Some(source),
                         Err(_) if if_exists => None,
                         Err(e) => return Err(e),
                     }
                 };
+                if let Some(source) = &found {
+                    refuse_internal(&source.topic, "drop the source over")?;
+                    self.accept(&text, record).await?;
+                }
+                let removed = found.and_then(|_| self.state.lock().catalog.remove(&name));
                 if let (Some(source), true) = (&removed, delete_topic) {
                     self.client.delete_topic(&source.topic).await?;
                 }
@@ -473,7 +609,7 @@ impl Engine {
                     removed.map(|s| s.topic.clone()).unwrap_or_default()
                 )))
             }
-            Statement::Show { kind, .. } => self.show(kind).await,
+            Statement::Show { kind, .. } => self.show(kind, session).await,
             Statement::Describe { name, extended } => {
                 let source = self.state.lock().catalog.get(&name)?;
                 let statistics = match extended {
@@ -489,20 +625,24 @@ impl Engine {
                     name: name.to_uppercase(),
                 }),
             Statement::Terminate { query_id } => {
-                let mut state = self.state.lock();
-                let ids: Vec<String> = match query_id {
-                    Some(id) => {
-                        let id = id.to_uppercase();
-                        if !state.queries.contains_key(&id) {
-                            return Err(EngineError::NotFound {
-                                kind: "query",
-                                name: id,
-                            });
+                let ids: Vec<String> = {
+                    let state = self.state.lock();
+                    match query_id {
+                        Some(id) => {
+                            let id = id.to_uppercase();
+                            if !state.queries.contains_key(&id) {
+                                return Err(EngineError::NotFound {
+                                    kind: "query",
+                                    name: id,
+                                });
+                            }
+                            vec![id]
                         }
-                        vec![id]
+                        None => state.queries.keys().cloned().collect(),
                     }
-                    None => state.queries.keys().cloned().collect(),
                 };
+                self.accept(&text, record).await?;
+                let mut state = self.state.lock();
                 for id in &ids {
                     if let Some(query) = state.queries.remove(id) {
                         query.stop();
@@ -511,22 +651,19 @@ impl Engine {
                 Ok(status(format!("Query terminated: {}", ids.join(", "))))
             }
             Statement::Set { name, value } => {
-                self.state
-                    .lock()
-                    .properties
-                    .insert(name.clone(), value.clone());
+                session.properties.insert(name.clone(), value.clone());
                 Ok(status(format!("Property '{name}' set to '{value}'")))
             }
             Statement::Unset { name } => {
-                self.state.lock().properties.remove(&name);
+                session.properties.remove(&name);
                 Ok(status(format!("Property '{name}' unset")))
             }
             Statement::Define { name, value } => {
-                self.state.lock().variables.insert(name, value);
+                session.variables.insert(name, value);
                 Ok(status(String::new()))
             }
             Statement::Undefine { name } => {
-                self.state.lock().variables.remove(&name);
+                session.variables.remove(&name);
                 Ok(status(String::new()))
             }
             Statement::Explain(inner) => {
@@ -579,13 +716,21 @@ impl Engine {
     /// Runs a SELECT: with EMIT CHANGES a push query (rows stream until LIMIT or close),
     /// otherwise a pull query over a snapshot. `properties` are the request's streams
     /// properties (`auto.offset.reset`: `earliest` or `latest`, the default).
+    /// The engine's own session applies, `properties` over its properties.
     pub async fn query(
         &self,
         sql: &str,
         properties: &BTreeMap<String, String>,
     ) -> Result<QueryResult> {
-        let variables = self.state.lock().variables.clone();
-        let mut statements = parser::parse(sql, &variables)?;
+        let mut session = self.state.lock().session.clone();
+        session.properties.extend(properties.clone());
+        self.query_in(sql, &session).await
+    }
+
+    /// [`Engine::query`] in a caller's session: its variables fill `${name}`, its properties
+    /// (`auto.offset.reset`) steer a push query.
+    pub async fn query_in(&self, sql: &str, session: &Session) -> Result<QueryResult> {
+        let mut statements = parser::parse(sql, &session.variables)?;
         if statements.len() != 1 {
             return Err(EngineError::Plan(format!(
                 "expected one SELECT statement, found {}",
@@ -625,15 +770,7 @@ impl Engine {
             ));
         }
         let (plan, limit) = query::plan_push(&catalog, &select, &parsed.text).await?;
-        let reset_name = match properties.get("auto.offset.reset") {
-            Some(value) => Some(value.clone()),
-            None => self
-                .state
-                .lock()
-                .properties
-                .get("auto.offset.reset")
-                .cloned(),
-        };
+        let reset_name = session.properties.get("auto.offset.reset").cloned();
         let reset = match reset_name.as_deref().map(str::to_lowercase).as_deref() {
             None | Some("latest") => eddy_broker::OffsetReset::Latest,
             Some("earliest") => eddy_broker::OffsetReset::Earliest,
@@ -657,6 +794,7 @@ impl Engine {
             plan,
             Output::Rows { sender, reset },
         );
+        let failure = running.failure.clone();
         let mut state = self.state.lock();
         state.transient.retain(|_, q| !q.finished());
         state.transient.insert(query_id.clone(), running);
@@ -665,6 +803,7 @@ impl Engine {
             columns,
             rows,
             limit,
+            failure,
         }))
     }
 
@@ -684,6 +823,65 @@ impl Engine {
         let mut state = self.state.lock();
         state.transient.retain(|_, q| !q.finished());
         state.transient.keys().cloned().collect()
+    }
+
+    /// For CREATE OR REPLACE ... AS SELECT over a source a query writes: the id of that query,
+    /// which the new plan replaces in place, if ksqlDB's upgrade rules allow it (a stateless
+    /// query over the same sources, keeping the key columns and the value columns as a
+    /// prefix of the new ones); `None` when no query writes the source.
+    fn replaced_query(&self, name: &str, plan: &query::PersistentPlan) -> Result<Option<String>> {
+        let state = self.state.lock();
+        let Ok(existing) = state.catalog.get(name) else {
+            return Ok(None);
+        };
+        let writer = state
+            .queries
+            .iter()
+            .find(|(id, q)| q.sink == name && !id.starts_with("INSERTQUERY"));
+        let Some((id, old)) = writer else {
+            return Ok(None);
+        };
+        let refuse = |reason: String| {
+            Err(EngineError::Plan(format!(
+                "Cannot upgrade data source '{name}' (query {id}): {reason}"
+            )))
+        };
+        if existing.kind != plan.sink.kind {
+            return refuse(format!(
+                "it is a {}, not a {}",
+                existing.kind.name(),
+                plan.sink.kind.name()
+            ));
+        }
+        if !old.stateless || !matches!(plan.operator, query::Operator::FilterProject) {
+            return refuse(
+                "upgrades are supported for stateless queries only (filters and projections); \
+                 DROP and recreate it"
+                    .into(),
+            );
+        }
+        if old.source_topics != plan.source_topics() {
+            return refuse("the new query reads other sources".into());
+        }
+        let columns = |columns: &[ColumnDef]| -> Vec<(String, String, bool)> {
+            columns
+                .iter()
+                .map(|c| (c.name.clone(), c.data_type.to_string(), c.key))
+                .collect()
+        };
+        let (old_columns, new_columns) = (columns(&existing.columns), columns(&plan.sink.columns));
+        let keys = |columns: &[(String, String, bool)]| -> Vec<(String, String, bool)> {
+            columns.iter().filter(|c| c.2).cloned().collect()
+        };
+        let kept = old_columns.iter().all(|c| new_columns.contains(c));
+        if keys(&old_columns) != keys(&new_columns) || !kept {
+            return refuse(format!(
+                "its schema {} is not upgrade compatible with {}: columns may only be added",
+                schema_text(&existing.columns),
+                schema_text(&plan.sink.columns)
+            ));
+        }
+        Ok(Some(id.clone()))
     }
 
     /// For CREATE: an answer when a source of that name exists and IF NOT EXISTS says to stop,
@@ -749,6 +947,8 @@ impl Engine {
                 .lock()
                 .queries
                 .iter()
+                // A failed query never catches up: it is not waited for.
+                .filter(|(_, q)| q.failure.get().is_none())
                 .flat_map(|(id, q)| q.source_topics.iter().map(|t| (id.clone(), t.clone())))
                 .collect();
             // A query holding rows back (OVER windows) has committed rows it has not emitted.
@@ -785,14 +985,19 @@ impl Engine {
     }
 
     /// The next persistent query id: `<prefix>_<name>_<n>`, or `<prefix>_<n>` without a name.
+    /// The id the next persistent query gets; [`Engine::take_query_number`] uses it up once
+    /// the statement is accepted (a statement refused by the command topic leaves it free, so
+    /// ids stay the same on replay).
     fn next_query_id(&self, prefix: &str, name: Option<&str>) -> String {
-        let mut state = self.state.lock();
-        let n = state.next_query_number;
-        state.next_query_number += 1;
+        let n = self.state.lock().next_query_number;
         match name {
             Some(name) => format!("{prefix}_{name}_{n}"),
             None => format!("{prefix}_{n}"),
         }
+    }
+
+    fn take_query_number(&self) {
+        self.state.lock().next_query_number += 1;
     }
 
     /// Creates the source's topic when it does not exist and PARTITIONS says how.
@@ -827,7 +1032,7 @@ impl Engine {
         }
     }
 
-    async fn show(&self, kind: ShowKind) -> Result<StatementResult> {
+    async fn show(&self, kind: ShowKind, session: &Session) -> Result<StatementResult> {
         Ok(match kind {
             ShowKind::Streams | ShowKind::Tables => {
                 let wanted = if kind == ShowKind::Streams {
@@ -849,19 +1054,14 @@ impl Engine {
                 let mut state = self.state.lock();
                 state.transient.retain(|_, q| !q.finished());
                 // Persistent queries with their sink; push queries have none.
-                let persistent = state
-                    .queries
-                    .iter()
-                    .map(|(id, q)| (id.clone(), q.statement.clone(), q.sink.clone()));
-                let push = state
-                    .transient
-                    .iter()
-                    .map(|(id, q)| (id.clone(), q.statement.clone(), String::new()));
+                let persistent = state.queries.iter().map(|(id, q)| QuerySummary::of(id, q));
+                let push = state.transient.iter().map(|(id, q)| QuerySummary {
+                    sink: String::new(),
+                    ..QuerySummary::of(id, q)
+                });
                 StatementResult::Queries(persistent.chain(push).collect())
             }
-            ShowKind::Properties => {
-                StatementResult::Properties(self.state.lock().properties.clone())
-            }
+            ShowKind::Properties => StatementResult::Properties(session.properties.clone()),
             ShowKind::Topics => {
                 let topics: Vec<String> = self
                     .state
@@ -929,6 +1129,7 @@ impl Engine {
                 source.kind.name().to_lowercase()
             )));
         }
+        refuse_internal(&source.topic, "insert into")?;
         let mut results = Vec::with_capacity(rows.len());
         let mut records = Vec::with_capacity(rows.len());
         for row in rows {
@@ -945,6 +1146,18 @@ impl Engine {
         }
         Ok(results)
     }
+}
+
+/// Whether a statement changes the catalog or the queries (and so goes to the command topic).
+fn changes_catalog(statement: &Statement) -> bool {
+    matches!(
+        statement,
+        Statement::CreateSource { .. }
+            | Statement::CreateAsSelect { .. }
+            | Statement::InsertInto { .. }
+            | Statement::Drop { .. }
+            | Statement::Terminate { .. }
+    )
 }
 
 /// KSQL_PROCESSING_LOG: the stream over the processing log's topic.

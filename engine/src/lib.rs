@@ -21,6 +21,7 @@ pub mod engine;
 pub mod error;
 pub mod formats;
 pub mod functions;
+pub mod limits;
 pub mod parser;
 pub mod print;
 pub mod pull;
@@ -30,7 +31,8 @@ pub mod types;
 mod values;
 
 pub use engine::{
-    Engine, ExecutedScript, PushQuery, QueryResult, SourceStatistics, StatementResult,
+    Engine, ExecutedScript, PushQuery, QueryResult, QuerySummary, Session, SourceStatistics,
+    StatementResult,
 };
 pub use error::{EngineError, Position, SqlError};
 pub use parser::{parse, split_statements, Statement};

@@ -31,7 +31,7 @@ use crate::error::{EngineError, Result};
 use crate::formats::Format;
 use crate::functions;
 use crate::parser::{ColumnDef, Emit, Properties, SelectQuery, SourceKind, WindowSpec};
-use crate::runtime::{Output, ProcessingLog};
+use crate::runtime::{Output, ProcessingLog, QueryFailure};
 use crate::types::SqlType;
 
 pub mod join;
@@ -1139,6 +1139,10 @@ pub struct RunningQuery {
     finished: Arc<std::sync::atomic::AtomicBool>,
     /// Rows the query has read but holds back (OVER windows' rows waiting for the watermark).
     held: Arc<std::sync::atomic::AtomicUsize>,
+    /// Why the query stopped on its own, if it did.
+    pub failure: QueryFailure,
+    /// Whether it filters and projects only (no state): such queries may be replaced.
+    pub stateless: bool,
 }
 
 impl RunningQuery {
@@ -1151,6 +1155,22 @@ impl RunningQuery {
     /// with its input, although it has committed it.
     pub fn holds_rows(&self) -> bool {
         self.held.load(std::sync::atomic::Ordering::Acquire) > 0
+    }
+
+    /// ksqlDB's query state: ERROR once the query failed, RUNNING otherwise.
+    pub fn state(&self) -> &'static str {
+        match self.failure.get() {
+            Some(_) => "ERROR",
+            None => "RUNNING",
+        }
+    }
+
+    /// Waits until the query's tasks have ended, at most `timeout`.
+    pub async fn wait_finished(&self, timeout: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.finished() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// Whether the query's tasks have ended (stopped, or a push query's caller went away).
@@ -1175,12 +1195,16 @@ pub fn start(
         stop,
         finished: Default::default(),
         held: Default::default(),
+        failure: QueryFailure::default(),
+        stateless: matches!(plan.operator, Operator::FilterProject),
     };
     let plan = Arc::new(plan);
     let finished = Arc::clone(&running.finished);
     let held = Arc::clone(&running.held);
+    let failure = running.failure.clone();
     tokio::spawn(async move {
-        crate::runtime::run_query(client, log, query_id, plan, output, held, stopped).await;
+        crate::runtime::run_query(client, log, query_id, plan, output, held, failure, stopped)
+            .await;
         finished.store(true, std::sync::atomic::Ordering::Release);
     });
     running

@@ -325,7 +325,7 @@ async fn histogram_counts_values_per_key_and_describe_extended_shows_the_queries
     };
     let statistics = statistics.expect("EXTENDED adds statistics");
     assert_eq!(statistics.read_queries.len(), 1);
-    assert!(statistics.read_queries[0].starts_with("CTAS_PAGES"));
+    assert!(statistics.read_queries[0].id.starts_with("CTAS_PAGES"));
     assert_eq!(statistics.total_messages, 5);
     assert_eq!(statistics.failed_messages, 1);
     assert_eq!(statistics.partitions, 1);

@@ -6,6 +6,12 @@
 //! a missing or wrong one gets 401 with ksqlDB's error body. Argon2 is slow on purpose, so a
 //! header that verified once is remembered (in memory, bounded) and later requests with it
 //! skip the hash.
+//!
+//! A check runs on tokio's blocking pool, at most [`PASSWORD_CHECKS_CONCURRENT_MAX`] at once,
+//! so a flood of bad passwords queues for those slots instead of stalling the async runtime
+//! (and every other request with it). An unknown user is checked against a dummy hash made
+//! with the same parameters, so the answer takes as long as for a known user and its timing
+//! does not tell which users exist.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,8 +28,10 @@ use base64::Engine as _;
 use parking_lot::Mutex;
 use rand_core::OsRng;
 use serde_json::json;
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use crate::limits::PASSWORD_CHECKS_CONCURRENT_MAX;
 use crate::server::AppState;
 
 /// ksqlDB's error code for a request without valid credentials.
@@ -35,7 +43,13 @@ const REMEMBERED_HEADERS: usize = 1024;
 /// The users allowed in, by name, with their password hashes.
 pub struct Users {
     hashes: BTreeMap<String, String>,
+    /// What an unknown user's password is checked against, so it costs a known user's time.
+    dummy_hash: String,
     remembered: Mutex<HashSet<String>>,
+    /// Slots for Argon2 checks: [`PASSWORD_CHECKS_CONCURRENT_MAX`] of them.
+    password_checks: Arc<Semaphore>,
+    /// Argon2 checks run so far, known users and unknown alike.
+    password_checks_run: AtomicU64,
 }
 
 impl Users {
@@ -48,37 +62,27 @@ impl Users {
         }
         Ok(Users {
             hashes,
+            dummy_hash: hash_password("a password no user has"),
             remembered: Mutex::new(HashSet::new()),
+            password_checks: Arc::new(Semaphore::new(PASSWORD_CHECKS_CONCURRENT_MAX)),
+            password_checks_run: AtomicU64::new(0),
         })
     }
 
     /// Whether `authorization` (the header's value) names a user with the right password.
-    fn admits(&self, authorization: &str) -> bool {
+    async fn admits(&self, authorization: &str) -> bool {
         if self.remembered.lock().contains(authorization) {
             return true;
         }
-        let Some(encoded) = authorization.strip_prefix("Basic ") else {
+        let Some((user, password)) = basic_credentials(authorization) else {
             return false;
         };
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-            return false;
+        let (hash, known) = match self.hashes.get(&user) {
+            Some(hash) => (hash.clone(), true),
+            None => (self.dummy_hash.clone(), false),
         };
-        let Ok(decoded) = String::from_utf8(decoded) else {
-            return false;
-        };
-        let Some((user, password)) = decoded.split_once(':') else {
-            return false;
-        };
-        let Some(hash) = self.hashes.get(user) else {
-            return false;
-        };
-        let admitted = PasswordHash::new(hash)
-            .map(|hash| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &hash)
-                    .is_ok()
-            })
-            .unwrap_or(false);
+        let verified = self.verify(password, hash).await;
+        let admitted = known && verified;
         if admitted {
             let mut remembered = self.remembered.lock();
             if remembered.len() >= REMEMBERED_HEADERS {
@@ -88,6 +92,38 @@ impl Users {
         }
         admitted
     }
+
+    /// Checks `password` against the PHC string `hash` on the blocking pool, once one of the
+    /// [`PASSWORD_CHECKS_CONCURRENT_MAX`] slots is free.
+    async fn verify(&self, password: String, hash: String) -> bool {
+        let Ok(_slot) = Arc::clone(&self.password_checks).acquire_owned().await else {
+            // The semaphore is never closed.
+            return false;
+        };
+        self.password_checks_run.fetch_add(1, Ordering::Relaxed);
+        let checked = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash)
+                .map(|hash| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &hash)
+                        .is_ok()
+                })
+                .unwrap_or(false)
+        })
+        .await;
+        checked.unwrap_or(false)
+    }
+}
+
+/// The user and password of a `Basic` authorization header, if it is one.
+fn basic_credentials(authorization: &str) -> Option<(String, String)> {
+    let encoded = authorization.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
 }
 
 /// An Argon2id hash of `password` with a fresh salt, as a PHC string for the config file.
@@ -116,7 +152,7 @@ pub(crate) async fn authenticate(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if users.admits(authorization) {
+    if users.admits(authorization).await {
         return next.run(request).await;
     }
     let message = if authorization.is_empty() {
@@ -170,19 +206,61 @@ mod tests {
         format!("Basic {encoded}")
     }
 
-    #[test]
-    fn only_the_right_password_is_admitted() {
-        let users = Users::new(BTreeMap::from([(
+    fn ann() -> Users {
+        Users::new(BTreeMap::from([(
             "ann".to_string(),
             hash_password("s3cret"),
         )]))
-        .unwrap();
-        assert!(users.admits(&basic("ann", "s3cret")));
-        assert!(users.admits(&basic("ann", "s3cret")), "remembered");
-        assert!(!users.admits(&basic("ann", "wrong")));
-        assert!(!users.admits(&basic("bob", "s3cret")));
-        assert!(!users.admits("Bearer x"));
-        assert!(!users.admits(""));
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_the_right_password_is_admitted() {
+        let users = ann();
+        assert!(users.admits(&basic("ann", "s3cret")).await);
+        assert!(users.admits(&basic("ann", "s3cret")).await, "remembered");
+        assert!(!users.admits(&basic("ann", "wrong")).await);
+        assert!(!users.admits(&basic("bob", "s3cret")).await);
+        assert!(!users.admits("Bearer x").await);
+        assert!(!users.admits("").await);
+    }
+
+    /// An unknown user's password is checked with Argon2 like a known user's (against the
+    /// dummy hash), so the answer's timing does not say whether the user exists; a header
+    /// that is not Basic is refused without a check.
+    #[tokio::test]
+    async fn an_unknown_user_costs_an_argon2_check_like_a_known_one() {
+        let users = ann();
+        assert!(!users.admits(&basic("ann", "wrong")).await);
+        assert_eq!(users.password_checks_run.load(Ordering::Relaxed), 1);
+        assert!(!users.admits(&basic("nobody", "wrong")).await);
+        assert_eq!(users.password_checks_run.load(Ordering::Relaxed), 2);
+        assert!(!users.admits("Bearer x").await);
+        assert_eq!(users.password_checks_run.load(Ordering::Relaxed), 2);
+    }
+
+    /// Checks wait for one of the PASSWORD_CHECKS_CONCURRENT_MAX slots and run off the async
+    /// runtime. Method: take every slot, start a check on a one-thread runtime, and see that
+    /// another task still runs while the check waits; then free the slots and see it finish.
+    #[tokio::test(flavor = "current_thread")]
+    async fn password_checks_are_bounded_and_leave_the_runtime_free() {
+        let users = Arc::new(ann());
+        let all_slots = Arc::clone(&users.password_checks)
+            .acquire_many_owned(PASSWORD_CHECKS_CONCURRENT_MAX as u32)
+            .await
+            .unwrap();
+        let check = tokio::spawn({
+            let users = Arc::clone(&users);
+            async move { users.admits(&basic("ann", "s3cret")).await }
+        });
+        let other = tokio::spawn(async { "ran" });
+        assert_eq!(other.await.unwrap(), "ran");
+        tokio::task::yield_now().await;
+        assert!(!check.is_finished(), "the check waits for a free slot");
+        assert_eq!(users.password_checks_run.load(Ordering::Relaxed), 0);
+        drop(all_slots);
+        assert!(check.await.unwrap());
+        assert_eq!(users.password_checks_run.load(Ordering::Relaxed), 1);
     }
 
     #[test]

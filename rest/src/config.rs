@@ -15,6 +15,13 @@
 //! tls.key=/etc/eddy/server.key
 //! # a push-query client that reads nothing for this long is disconnected (default 30 s)
 //! push.slow.client.timeout.ms=30000
+//! # a client must send a request's line and headers within this long (default 30 s)
+//! http.header.read.timeout.ms=30000
+//! # ... and its body within this long (default 60 s; on /inserts-stream: between pieces)
+//! http.body.read.timeout.ms=60000
+//! # a pull query that would hold more rows, or more bytes of its source or result, fails
+//! ksql.query.pull.max.rows=100000
+//! ksql.query.pull.max.bytes=67108864
 //! ```
 //!
 //! An unknown key is an error naming its line, so a typo is not silently ignored.
@@ -23,8 +30,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use eddy_engine::pull::PullLimits;
+
 use crate::auth::Users;
+use crate::limits::{BODY_READ_TIMEOUT_DEFAULT, HEADER_READ_TIMEOUT_DEFAULT};
 use crate::tls::TlsConfig;
+
+/// The keys a config file may set, for the error on an unknown one.
+const KNOWN_KEYS: &str = "listeners, bootstrap.servers, data.dir, authentication.users.<name>, \
+    tls.cert, tls.key, push.slow.client.timeout.ms, http.header.read.timeout.ms, \
+    http.body.read.timeout.ms, ksql.query.pull.max.rows, ksql.query.pull.max.bytes";
 
 /// How the HTTP API treats its clients: who may call, over what, and how long a push-query
 /// client may fall behind.
@@ -37,6 +52,13 @@ pub struct ApiSettings {
     /// `push.slow.client.timeout.ms`: a push query whose client leaves its buffer full this
     /// long is ended and the client disconnected, so it cannot hold rows back for others.
     pub slow_client_limit: Duration,
+    /// `http.header.read.timeout.ms`: how long a connection may take to send a request's line
+    /// and headers (see [`crate::limits::HEADER_READ_TIMEOUT_DEFAULT`]).
+    pub header_read_timeout: Duration,
+    /// `http.body.read.timeout.ms`: how long a request body may take to arrive; on
+    /// `/inserts-stream`, the longest pause between two pieces of it (see
+    /// [`crate::limits::BODY_READ_TIMEOUT_DEFAULT`]).
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ApiSettings {
@@ -45,6 +67,8 @@ impl Default for ApiSettings {
             users: None,
             tls: None,
             slow_client_limit: Duration::from_secs(30),
+            header_read_timeout: HEADER_READ_TIMEOUT_DEFAULT,
+            body_read_timeout: BODY_READ_TIMEOUT_DEFAULT,
         }
     }
 }
@@ -58,8 +82,11 @@ pub struct ServerConfig {
     pub bootstrap: Option<String>,
     /// `data.dir`.
     pub data_dir: Option<PathBuf>,
-    /// Authentication, TLS and push-client settings.
+    /// Authentication, TLS, timeouts and push-client settings.
     pub api: ApiSettings,
+    /// `ksql.query.pull.max.rows` and `ksql.query.pull.max.bytes`: what one pull query may
+    /// hold; the server hands them to [`eddy_engine::pull::set_limits`].
+    pub pull: PullLimits,
 }
 
 impl ServerConfig {
@@ -104,26 +131,25 @@ impl ServerConfig {
                 "tls.cert" => tls_cert = Some(base.join(value)),
                 "tls.key" => tls_key = Some(base.join(value)),
                 "push.slow.client.timeout.ms" => {
-                    let ms: u64 = value.parse().map_err(|_| {
-                        format!(
-                            "line {}: push.slow.client.timeout.ms must be a number of \
-                             milliseconds, not '{value}'",
-                            number + 1
-                        )
-                    })?;
-                    config.api.slow_client_limit = Duration::from_millis(ms.max(1));
+                    config.api.slow_client_limit = milliseconds(key, &value, number)?;
                 }
+                "http.header.read.timeout.ms" => {
+                    config.api.header_read_timeout = milliseconds(key, &value, number)?;
+                }
+                "http.body.read.timeout.ms" => {
+                    config.api.body_read_timeout = milliseconds(key, &value, number)?;
+                }
+                "ksql.query.pull.max.rows" => config.pull.rows_max = count(key, &value, number)?,
+                "ksql.query.pull.max.bytes" => config.pull.bytes_max = count(key, &value, number)?,
                 _ => match key.strip_prefix("authentication.users.") {
                     Some(user) if !user.is_empty() => {
                         users.insert(user.to_string(), value);
                     }
                     _ => {
                         return Err(format!(
-                        "line {}: unknown setting '{key}' (known: listeners, bootstrap.servers, \
-                             data.dir, authentication.users.<name>, tls.cert, tls.key, \
-                             push.slow.client.timeout.ms)",
-                        number + 1
-                    ))
+                            "line {}: unknown setting '{key}' (known: {KNOWN_KEYS})",
+                            number + 1
+                        ))
                     }
                 },
             }
@@ -142,6 +168,28 @@ impl ServerConfig {
         };
         Ok(config)
     }
+}
+
+/// A duration setting in milliseconds (at least 1); `number` is the line's, from 0.
+fn milliseconds(key: &str, value: &str, number: usize) -> Result<Duration, String> {
+    let ms: u64 = value.parse().map_err(|_| {
+        format!(
+            "line {}: {key} must be a number of milliseconds, not '{value}'",
+            number + 1
+        )
+    })?;
+    Ok(Duration::from_millis(ms.max(1)))
+}
+
+/// A count setting (rows, bytes), at least 1; `number` is the line's, from 0.
+fn count(key: &str, value: &str, number: usize) -> Result<usize, String> {
+    let count: usize = value.parse().map_err(|_| {
+        format!(
+            "line {}: {key} must be a whole number, not '{value}'",
+            number + 1
+        )
+    })?;
+    Ok(count.max(1))
 }
 
 #[cfg(test)]
@@ -179,5 +227,30 @@ mod tests {
             .err()
             .unwrap();
         assert!(error.contains("/nonexistent.pem"), "{error}");
+    }
+
+    #[test]
+    fn timeouts_and_pull_limits_are_read_with_defaults() {
+        let config = ServerConfig::parse("", Path::new(".")).unwrap();
+        assert_eq!(config.api.header_read_timeout, HEADER_READ_TIMEOUT_DEFAULT);
+        assert_eq!(config.api.body_read_timeout, BODY_READ_TIMEOUT_DEFAULT);
+        assert_eq!(config.pull, PullLimits::default());
+        let config = ServerConfig::parse(
+            "http.header.read.timeout.ms=250\nhttp.body.read.timeout.ms=500\n\
+             ksql.query.pull.max.rows=10\nksql.query.pull.max.bytes=2048\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(config.api.header_read_timeout, Duration::from_millis(250));
+        assert_eq!(config.api.body_read_timeout, Duration::from_millis(500));
+        assert_eq!(config.pull.rows_max, 10);
+        assert_eq!(config.pull.bytes_max, 2048);
+        let error = ServerConfig::parse("http.body.read.timeout.ms=soon", Path::new("."))
+            .err()
+            .unwrap();
+        assert!(
+            error.contains("http.body.read.timeout.ms must be a number"),
+            "{error}"
+        );
     }
 }

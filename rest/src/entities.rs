@@ -3,7 +3,7 @@
 use eddy_engine::catalog::Source;
 use eddy_engine::parser::{ColumnDef, ShowKind, SourceKind};
 use eddy_engine::types::SqlType;
-use eddy_engine::StatementResult;
+use eddy_engine::{QuerySummary, StatementResult};
 use serde_json::{json, Value};
 
 /// One statement's entity. `sequence` numbers commands as ksqlDB's command topic does.
@@ -46,16 +46,18 @@ pub(crate) fn entity(text: &str, result: &StatementResult, sequence: u64) -> Val
         StatementResult::Queries(queries) => json!({
             "@type": "queries",
             "statementText": text,
-            "queries": queries.iter().map(|(id, statement, sink)| {
-                let sinks: Vec<&String> = std::iter::once(sink).filter(|s| !s.is_empty()).collect();
+            "queries": queries.iter().map(|query| {
+                let sinks: Vec<&String> =
+                    std::iter::once(&query.sink).filter(|s| !s.is_empty()).collect();
                 json!({
-                    "queryString": statement,
+                    "queryString": query.statement,
                     "sinks": sinks,
                     "sinkKafkaTopics": sinks,
-                    "id": id,
-                    "statusCount": {"RUNNING": 1},
+                    "id": query.id,
+                    "statusCount": {query.state: 1},
                     "queryType": if sinks.is_empty() { "PUSH" } else { "PERSISTENT" },
-                    "state": "RUNNING",
+                    "state": query.state,
+                    "errorMessage": query.error,
                 })
             }).collect::<Vec<_>>(),
             "warnings": [],
@@ -154,11 +156,19 @@ pub(crate) fn entity(text: &str, result: &StatementResult, sequence: u64) -> Val
     }
 }
 
-/// DESCRIBE EXTENDED's read and write queries: `{"id": ...}` each.
-fn query_ids(ids: Option<&Vec<String>>) -> Vec<Value> {
-    ids.into_iter()
+/// DESCRIBE EXTENDED's read and write queries: `{"id": ..., "state": ...}` each.
+fn query_ids(queries: Option<&Vec<QuerySummary>>) -> Vec<Value> {
+    queries
+        .into_iter()
         .flatten()
-        .map(|id| json!({"id": id, "state": "RUNNING", "queryType": "PERSISTENT"}))
+        .map(|query| {
+            json!({
+                "id": query.id,
+                "state": query.state,
+                "queryType": "PERSISTENT",
+                "errorMessage": query.error,
+            })
+        })
         .collect()
 }
 

@@ -12,6 +12,8 @@ pub(crate) const BAD_REQUEST: u32 = 40000;
 pub(crate) const BAD_STATEMENT: u32 = 40001;
 pub(crate) const QUERY_ENDPOINT: u32 = 40002;
 pub(crate) const NOT_FOUND: u32 = 40400;
+pub(crate) const REQUEST_TIMEOUT: u32 = 40800;
+pub(crate) const PAYLOAD_TOO_LARGE: u32 = 41300;
 pub(crate) const SERVER_ERROR: u32 = 50000;
 
 /// An error response.
@@ -36,12 +38,26 @@ impl ApiError {
     }
 
     pub(crate) fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::generic(StatusCode::NOT_FOUND, NOT_FOUND, message.into())
+    }
+
+    /// A request whose body did not arrive in time.
+    pub(crate) fn request_timeout(message: String) -> ApiError {
+        ApiError::generic(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT, message)
+    }
+
+    /// A request whose body is over the size limit.
+    pub(crate) fn too_large(message: String) -> ApiError {
+        ApiError::generic(StatusCode::PAYLOAD_TOO_LARGE, PAYLOAD_TOO_LARGE, message)
+    }
+
+    fn generic(status: StatusCode, code: u32, message: String) -> ApiError {
         ApiError {
-            status: StatusCode::NOT_FOUND,
+            status,
             body: json!({
                 "@type": "generic_error",
-                "error_code": NOT_FOUND,
-                "message": message.into(),
+                "error_code": code,
+                "message": message,
                 "stackTrace": [],
             }),
         }

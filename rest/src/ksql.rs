@@ -9,11 +9,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use eddy_engine::parser::Statement;
-use eddy_engine::EngineError;
+use eddy_engine::{EngineError, Session};
 use serde_json::Value;
 
 use crate::entities::entity;
-use crate::errors::{parse_body, string_field, ApiError, QUERY_ENDPOINT};
+use crate::errors::{parse_body, properties, string_field, ApiError, QUERY_ENDPOINT};
 use crate::server::AppState;
 
 /// Runs the statements of `{"ksql": "...", "streamsProperties": {...}}` in order; the answer
@@ -28,8 +28,13 @@ pub(crate) async fn handle(State(app): State<Arc<AppState>>, body: Bytes) -> Res
 async fn run(app: &AppState, body: &[u8]) -> Result<Vec<Value>, ApiError> {
     let body = parse_body(body)?;
     let sql = string_field(&body, "ksql")?;
+    // SET and DEFINE last for this request only: the client sends its session with each.
+    let mut session = Session {
+        properties: properties(&body, "streamsProperties"),
+        variables: properties(&body, "sessionVariables"),
+    };
     // Queries belong on /query: say so before running anything, as ksqlDB does.
-    let parsed = eddy_engine::parse(sql, &Default::default())
+    let parsed = eddy_engine::parse(sql, &session.variables)
         .map_err(|e| ApiError::statement(sql, &e, Vec::new()))?;
     if let Some(select) = parsed
         .iter()
@@ -46,7 +51,7 @@ async fn run(app: &AppState, body: &[u8]) -> Result<Vec<Value>, ApiError> {
     }
     let script = app
         .engine
-        .execute_each(sql)
+        .execute_each_in(sql, &mut session)
         .await
         .map_err(|e: EngineError| ApiError::statement(sql, &e, Vec::new()))?;
     let entities: Vec<Value> = script

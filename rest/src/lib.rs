@@ -10,6 +10,8 @@
 //!     /info, /healthcheck, /clusterStatus, /status/{id}    server.rs
 //! errors.rs: ksqlDB's error bodies and codes
 //! auth.rs: basic authentication and request ids; config.rs: the server's config file
+//! timeouts.rs: the server loop, and header and body read timeouts for slow clients
+//! limits.rs: every bound on clients, with its default
 //! ```
 //! [`serve`] runs the server on a listener over an [`eddy_engine::Engine`]. Push queries are
 //! engine queries whose rows reach the client through a bounded buffer: a client that goes
@@ -21,8 +23,10 @@ mod entities;
 mod errors;
 mod inserts;
 mod ksql;
+pub mod limits;
 mod query;
 mod server;
+mod timeouts;
 mod tls;
 
 pub use auth::{hash_password, Users};

@@ -15,7 +15,7 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use eddy_engine::print::TopicPrint;
-use eddy_engine::{PullResult, PushQuery, QueryResult};
+use eddy_engine::{PullResult, PushQuery, QueryResult, Session};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -175,10 +175,13 @@ async fn start(
 ) -> Result<Answer, ApiError> {
     let body = parse_body(body)?;
     let sql = string_field(&body, sql_field)?;
-    let properties = properties(&body, properties_field);
+    let session = Session {
+        properties: properties(&body, properties_field),
+        variables: properties(&body, "sessionVariables"),
+    };
     let result = app
         .engine
-        .query(sql, &properties)
+        .query_in(sql, &session)
         .await
         .map_err(|e| ApiError::statement(sql, &e, Vec::new()))?;
     let (to_client, answer) = ToClient::new(app.slow_client_limit);
@@ -294,6 +297,18 @@ fn end_chunk(shape: Shape, message: Option<&str>) -> String {
     }
 }
 
+/// The end of an answer whose query failed while running: ksqlDB's error entity in place of
+/// the final message.
+fn error_chunk(shape: Shape, message: &str) -> String {
+    let error = json!({"@type": "generic_error", "error_code": 50000, "message": message});
+    match shape {
+        Shape::Legacy => format!(",\n{}]\n", json!({"errorMessage": error})),
+        Shape::WebSocket => format!("{}\n", json!({"errorMessage": error})),
+        Shape::JsonArray => format!(",\n{error}]\n"),
+        Shape::Delimited => format!("{error}\n"),
+    }
+}
+
 async fn write_pull(pull: PullResult, shape: Shape, to_client: ToClient) {
     // `/query` headers mark a pull query's key columns; `/query-stream` lists bare types.
     let marked: Vec<(String, String)> = pull
@@ -364,7 +379,11 @@ async fn forward_push(mut push: PushQuery, shape: Shape, to_client: ToClient) {
         tokio::select! {
             row = push.rows.recv() => {
                 let Some(row) = row else {
-                    send(end_chunk(shape, Some("Query Completed"))).await;
+                    let end = match push.failure.get() {
+                        Some(failure) => error_chunk(shape, &failure),
+                        None => end_chunk(shape, Some("Query Completed")),
+                    };
+                    send(end).await;
                     return;
                 };
                 // Rows that are already waiting go out in one chunk: one write, not one each.

@@ -17,13 +17,12 @@ use tokio::net::TcpListener;
 
 use crate::auth::Users;
 use crate::config::ApiSettings;
+use crate::limits::BODY_BYTES_MAX;
+use crate::timeouts::serve_connections;
 use crate::tls::TlsListener;
 
 /// The ksqlDB version whose API Eddy speaks, as `/info` reports it.
 pub const SERVER_VERSION: &str = "0.29.0";
-
-/// The largest request body: statements and insert batches, not bulk loads.
-const BODY_LIMIT_BYTES: usize = 16 << 20;
 
 /// What every handler shares.
 pub(crate) struct AppState {
@@ -32,6 +31,8 @@ pub(crate) struct AppState {
     pub(crate) users: Option<Users>,
     /// How long a push-query client may leave its buffer full.
     pub(crate) slow_client_limit: Duration,
+    /// How long a request body may take to arrive (on /inserts-stream: to pause).
+    pub(crate) body_read_timeout: Duration,
     /// Numbers the commands `/ksql` ran, for `commandSequenceNumber`.
     pub(crate) commands: AtomicU64,
 }
@@ -42,6 +43,7 @@ pub fn router(engine: Arc<Engine>, api: ApiSettings) -> Router {
         engine,
         users: api.users,
         slow_client_limit: api.slow_client_limit,
+        body_read_timeout: api.body_read_timeout,
         commands: AtomicU64::new(1),
     });
     Router::new()
@@ -55,7 +57,12 @@ pub fn router(engine: Arc<Engine>, api: ApiSettings) -> Router {
         .route("/healthcheck", get(healthcheck))
         .route("/clusterStatus", get(cluster_status))
         .route("/status/{*command}", get(command_status))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        // Bodies are read after authentication: an unknown client cannot make us buffer one.
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            crate::timeouts::read_body,
+        ))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             crate::auth::authenticate,
@@ -66,7 +73,8 @@ pub fn router(engine: Arc<Engine>, api: ApiSettings) -> Router {
 
 /// Serves HTTP/1.1 and HTTP/2 on `listener` until `shutdown` resolves, then stops accepting
 /// and lets open requests finish. With `api.tls`, connections are TLS (HTTP/2 by ALPN);
-/// without, plain TCP (HTTP/2 by prior knowledge).
+/// without, plain TCP (HTTP/2 by prior knowledge). A connection that does not send a request
+/// head within `api.header_read_timeout` is closed (timeouts.rs).
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
@@ -74,12 +82,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let tls = api.tls.clone();
+    let header_read_timeout = api.header_read_timeout;
     let router = router(engine, api);
     if let Some(tls) = tls {
         let listener = TlsListener::new(listener, &tls)?;
-        return axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        return serve_connections(listener, router, header_read_timeout, shutdown).await;
     }
     // Rows are small writes: without TCP_NODELAY, Nagle's algorithm holds each one back until
     // the client's delayed ACK (about 40 ms).
@@ -88,9 +95,7 @@ pub async fn serve(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_connections(listener, router, header_read_timeout, shutdown).await
 }
 
 async fn info() -> Response {

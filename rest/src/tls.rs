@@ -4,7 +4,7 @@
 //!
 //! [`TlsListener`] accepts TCP connections and runs each handshake in its own task, so a
 //! client that stalls its handshake cannot hold up others; finished connections are handed to
-//! axum's server loop, which then treats them like plain TCP streams.
+//! the server loop (timeouts.rs), which then treats them like plain TCP streams.
 
 use std::io;
 use std::net::SocketAddr;

@@ -1,11 +1,11 @@
 //! The shell's side of ksqlDB's HTTP API: statements to `POST /ksql`, queries to
 //! `POST /query-stream` (one JSON row per line, read as it arrives), `GET /info`.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
+use eddy_engine::Session as Settings;
 use serde_json::{json, Value};
 
 /// The content type of `/query-stream`'s line-per-row answer.
@@ -88,12 +88,12 @@ impl Client {
     }
 
     /// Runs statements (not queries) through `POST /ksql`; one entity per statement.
-    pub(crate) async fn ksql(
-        &self,
-        sql: &str,
-        properties: &BTreeMap<String, String>,
-    ) -> Result<Vec<Value>> {
-        let body = json!({"ksql": sql, "streamsProperties": properties});
+    pub(crate) async fn ksql(&self, sql: &str, session: &Settings) -> Result<Vec<Value>> {
+        let body = json!({
+            "ksql": sql,
+            "streamsProperties": session.properties,
+            "sessionVariables": session.variables,
+        });
         let request = self
             .http
             .post(format!("{}/ksql", self.url))
@@ -111,12 +111,8 @@ impl Client {
 
     /// Starts a push or pull query through `POST /query-stream`; its rows are read from the
     /// returned stream as the server sends them.
-    pub(crate) async fn query(
-        &self,
-        sql: &str,
-        properties: &BTreeMap<String, String>,
-    ) -> Result<RowStream> {
-        let mut stream = self.stream(sql, properties).await?;
+    pub(crate) async fn query(&self, sql: &str, session: &Settings) -> Result<RowStream> {
+        let mut stream = self.stream(sql, session).await?;
         let header = stream
             .next_line()
             .await?
@@ -148,16 +144,16 @@ impl Client {
 
     /// Starts PRINT through `POST /query-stream`; its text lines are read from the returned
     /// stream with [`RowStream::next_text_line`].
-    pub(crate) async fn print(
-        &self,
-        sql: &str,
-        properties: &BTreeMap<String, String>,
-    ) -> Result<RowStream> {
-        self.stream(sql, properties).await
+    pub(crate) async fn print(&self, sql: &str, session: &Settings) -> Result<RowStream> {
+        self.stream(sql, session).await
     }
 
-    async fn stream(&self, sql: &str, properties: &BTreeMap<String, String>) -> Result<RowStream> {
-        let body = json!({"sql": sql, "properties": properties});
+    async fn stream(&self, sql: &str, session: &Settings) -> Result<RowStream> {
+        let body = json!({
+            "sql": sql,
+            "properties": session.properties,
+            "sessionVariables": session.variables,
+        });
         let request = self
             .http
             .post(format!("{}/query-stream", self.url))

@@ -71,10 +71,12 @@ struct ShellArgs {
     /// A running server to use (such as http://127.0.0.1:8088) instead of an embedded one.
     #[arg(long)]
     server: Option<String>,
-    /// User name for a server with basic authentication.
-    #[arg(long, requires = "password")]
+    /// User name for a server with basic authentication. The password comes from
+    /// --password, else the EDDY_PASSWORD environment variable, else a prompt on the terminal.
+    #[arg(long)]
     user: Option<String>,
-    /// Password for a server with basic authentication.
+    /// Password for a server with basic authentication (visible to other users of this
+    /// machine in the process list: prefer EDDY_PASSWORD or the prompt).
     #[arg(long, requires = "user")]
     password: Option<String>,
     /// A PEM certificate (or CA) to trust for an https:// server, besides the system's.
@@ -131,7 +133,9 @@ struct ServerArgs {
     #[arg(long)]
     bootstrap: Option<String>,
     /// A config file (properties: listeners, bootstrap.servers, data.dir,
-    /// authentication.users.<name>, tls.cert, tls.key); flags override it.
+    /// authentication.users.<name>, tls.cert, tls.key, push.slow.client.timeout.ms,
+    /// http.header.read.timeout.ms, http.body.read.timeout.ms, ksql.query.pull.max.rows,
+    /// ksql.query.pull.max.bytes); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -185,7 +189,10 @@ fn run_shell(args: ShellArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let credentials = args.user.clone().zip(args.password.clone());
+    let credentials = match &args.user {
+        Some(user) => Some((user.clone(), password(args.password.clone())?)),
+        None => None,
+    };
     let (client, embedded) = match &args.server {
         Some(url) => (Client::new(url, credentials, args.tls_ca.as_deref())?, None),
         None => {
@@ -305,6 +312,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         .or(config.data_dir)
         .unwrap_or_else(|| PathBuf::from("./eddy-data"));
     let bootstrap = args.bootstrap.or(config.bootstrap);
+    eddy_engine::pull::set_limits(config.pull);
     let (engine, broker) = server::open_engine(&data_dir, bootstrap.as_deref()).await?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -326,6 +334,48 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         .await
         .context("serving HTTP")?;
     server::shutdown_broker(broker).await
+}
+
+/// The environment variable the shell takes its password from when --password is not given.
+const PASSWORD_VARIABLE: &str = "EDDY_PASSWORD";
+
+/// The password for --user: `given` (--password), else `EDDY_PASSWORD`, else asked for on the
+/// terminal without echoing it, so it need not be on the command line.
+fn password(given: Option<String>) -> anyhow::Result<String> {
+    if let Some(password) = given {
+        return Ok(password);
+    }
+    if let Ok(password) = std::env::var(PASSWORD_VARIABLE) {
+        return Ok(password);
+    }
+    read_password_from_terminal().with_context(|| {
+        format!("--user needs a password: give --password, set {PASSWORD_VARIABLE}, or run on a terminal")
+    })
+}
+
+/// Prompts on the controlling terminal and reads a line with echo off (restored after, even
+/// when reading fails).
+fn read_password_from_terminal() -> anyhow::Result<String> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    use std::io::{BufRead, Write};
+    let terminal = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .context("no terminal to ask for the password on")?;
+    let echoing = tcgetattr(&terminal).context("reading the terminal's settings")?;
+    let mut silent = echoing.clone();
+    silent.local_flags.remove(LocalFlags::ECHO);
+    silent.local_flags.insert(LocalFlags::ECHONL);
+    tcsetattr(&terminal, SetArg::TCSANOW, &silent).context("turning the terminal's echo off")?;
+    let mut line = String::new();
+    let read = (&terminal)
+        .write_all(b"Password: ")
+        .and_then(|()| std::io::BufReader::new(&terminal).read_line(&mut line));
+    let restored = tcsetattr(&terminal, SetArg::TCSANOW, &echoing);
+    read.context("reading the password from the terminal")?;
+    restored.context("turning the terminal's echo back on")?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
 fn hash_password() -> anyhow::Result<()> {

@@ -24,7 +24,13 @@ pub(crate) async fn open_engine(
             (Arc::new(client), None)
         }
         None => {
-            let broker = Broker::open(BrokerConfig::new(data_dir))
+            let mut config = BrokerConfig::new(data_dir);
+            // The engine's own topics: Kafka clients may not write or delete them.
+            config.internal_topics.extend([
+                eddy_engine::engine::COMMAND_TOPIC.to_string(),
+                eddy_engine::runtime::processing_log::TOPIC.to_string(),
+            ]);
+            let broker = Broker::open(config)
                 .await
                 .with_context(|| format!("opening data directory {}", data_dir.display()))?;
             let client = eddy_broker::InProcessClient::new(Arc::clone(&broker));

@@ -2,9 +2,11 @@
 //! FORMAT, server, version, help), queries through `/query-stream` with rows printed as they
 //! arrive, and every other statement through `/ksql`. Interactive and scripted use share it.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
+
+use eddy_engine::parser::Statement;
+use eddy_engine::Session as Settings;
 
 use crate::client::{Client, ClientError};
 use crate::render::{self, OutputFormat, RowTable};
@@ -36,8 +38,9 @@ pub(crate) const LINE_COMMANDS: &[&str] = &["exit", "quit", "help", "version", "
 /// The shell's state: where statements go and what goes with them.
 pub(crate) struct Session {
     pub(crate) client: Client,
-    /// Properties set with SET, sent with every later statement and query.
-    pub(crate) properties: BTreeMap<String, String>,
+    /// Properties set with SET and variables set with DEFINE, kept here and sent with every
+    /// later statement and query (the server keeps no session between requests).
+    pub(crate) settings: Settings,
     pub(crate) format: OutputFormat,
 }
 
@@ -45,7 +48,7 @@ impl Session {
     pub(crate) fn new(client: Client) -> Session {
         Session {
             client,
-            properties: BTreeMap::new(),
+            settings: Settings::default(),
             format: OutputFormat::Tabular,
         }
     }
@@ -164,7 +167,7 @@ impl Session {
                     ));
                 };
                 println!("Successfully changed local property '{name}' to '{value}'.");
-                self.properties.insert(name, value);
+                self.settings.properties.insert(name, value);
                 Ok(Next::Continue)
             }
             ["UNSET", ..] => {
@@ -173,7 +176,7 @@ impl Session {
                         "UNSET takes a quoted property: UNSET 'auto.offset.reset';".into(),
                     )
                 })?;
-                match self.properties.remove(&name) {
+                match self.settings.properties.remove(&name) {
                     Some(old) => {
                         println!("Successfully unset local property '{name}' (value was '{old}').")
                     }
@@ -181,10 +184,25 @@ impl Session {
                 }
                 Ok(Next::Continue)
             }
+            ["DEFINE", ..] | ["UNDEFINE", ..] => {
+                match eddy_engine::parser::parse_one(statement) {
+                    Ok(parsed) => match parsed.statement {
+                        Statement::Define { name, value } => {
+                            self.settings.variables.insert(name, value);
+                        }
+                        Statement::Undefine { name } => {
+                            self.settings.variables.remove(&name);
+                        }
+                        _ => {}
+                    },
+                    Err(e) => return Err(ShellError::Usage(e.to_string())),
+                }
+                Ok(Next::Continue)
+            }
             ["SELECT", ..] => self.query(statement).await.map(|()| Next::Continue),
             ["PRINT", ..] => self.print(statement).await.map(|()| Next::Continue),
             _ => {
-                let entities = self.client.ksql(statement, &self.properties).await?;
+                let entities = self.client.ksql(statement, &self.settings).await?;
                 let mut out = std::io::stdout().lock();
                 // INSERT VALUES and a few others answer with no message: nothing to show.
                 let silent = |e: &&serde_json::Value| {
@@ -202,7 +220,7 @@ impl Session {
     /// are drawn as they arrive until its LIMIT or Ctrl-C.
     async fn query(&mut self, sql: &str) -> Result<(), ShellError> {
         let push = sql.to_ascii_uppercase().contains("EMIT ");
-        let mut stream = self.client.query(sql, &self.properties).await?;
+        let mut stream = self.client.query(sql, &self.settings).await?;
         let columns = stream.columns.clone();
         if !push {
             let mut rows = Vec::new();
@@ -227,6 +245,7 @@ impl Session {
         }
         let table = RowTable::for_columns(&columns);
         let reads_latest = self
+            .settings
             .properties
             .get("auto.offset.reset")
             .is_none_or(|reset| reset != "earliest");
@@ -277,7 +296,7 @@ impl Session {
 
     /// PRINT: the topic's records as the server prints them, until its LIMIT or Ctrl-C.
     async fn print(&mut self, sql: &str) -> Result<(), ShellError> {
-        let mut stream = self.client.print(sql, &self.properties).await?;
+        let mut stream = self.client.print(sql, &self.settings).await?;
         println!("Press CTRL-C to interrupt");
         flush();
         let interrupted = tokio::signal::ctrl_c();

@@ -378,3 +378,28 @@ pub fn assert_lines_in_order(printed: &str, expected: &str, what: &str) {
         from += at + line.len();
     }
 }
+
+/// An Argon2 hash of `password`, as `eddy hash-password` prints it for a config file's users.
+pub fn hashed_password(password: &str) -> String {
+    use std::io::Write;
+    let mut hashing = Command::new(eddy_binary())
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("running eddy hash-password");
+    let mut stdin = hashing.stdin.take().expect("piped stdin");
+    writeln!(stdin, "{password}").expect("writing the password");
+    drop(stdin);
+    let output = hashing.wait_with_output().expect("eddy hash-password");
+    assert!(output.status.success(), "eddy hash-password failed");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// Starts `eddy server` with its data in `dir/data` and a config file `dir/eddy.properties`
+/// holding `properties`.
+pub fn server_with_config(dir: &Path, properties: &str) -> EddyProcess {
+    let config = dir.join("eddy.properties");
+    std::fs::write(&config, properties).expect("writing the config file");
+    EddyProcess::server(&dir.join("data"), &["--config", arg(&config)])
+}

@@ -126,7 +126,7 @@ impl sqllogictest::AsyncDB for Eddy {
                 sources.iter().map(|s| s.name.clone()).collect()
             }
             Some(StatementResult::Queries(queries)) => {
-                queries.into_iter().map(|(id, ..)| id).collect()
+                queries.into_iter().map(|q| q.id).collect()
             }
             Some(StatementResult::Functions(functions)) => {
                 functions.iter().map(|f| f.name.to_string()).collect()

@@ -170,7 +170,8 @@ impl ScalarUDFImpl for DateTimeFunction {
                         return exec_err!("timestamp {ms} is out of range");
                     };
                     let local = time.with_timezone(&zone);
-                    out.push(Some(local.format_with_items(format.iter()).to_string()));
+                    let text = formatted(local.format_with_items(format.iter()), pattern)?;
+                    out.push(Some(text));
                 }
                 Arc::new(StringArray::from(out))
             }
@@ -189,7 +190,8 @@ impl ScalarUDFImpl for DateTimeFunction {
                         .ok_or_else(|| {
                             DataFusionError::Execution(format!("date {day} out of range"))
                         })?;
-                    out.push(Some(date.format_with_items(format.iter()).to_string()));
+                    let text = formatted(date.format_with_items(format.iter()), pattern)?;
+                    out.push(Some(text));
                 }
                 Arc::new(StringArray::from(out))
             }
@@ -489,6 +491,21 @@ fn strftime(pattern: &str) -> Result<String> {
     Ok(out)
 }
 
+/// Writes a formatted value, or says which pattern could not format it: chrono's formatting
+/// fails (rather than writing) when a pattern asks for a field the value lacks, such as an
+/// hour of a DATE, and `to_string()` would panic on that.
+fn formatted(value: impl std::fmt::Display, pattern: &str) -> Result<String> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    write!(out, "{value}").map_err(|_| {
+        DataFusionError::Execution(format!(
+            "pattern '{pattern}' asks for a field this value does not have (an hour of a DATE, \
+             a zone of a local time)"
+        ))
+    })?;
+    Ok(out)
+}
+
 fn push_literal(out: &mut String, c: char) {
     if c == '%' {
         out.push_str("%%");
@@ -513,6 +530,23 @@ mod tests {
         );
         assert_eq!(strftime("'It''s' d MMM").unwrap(), "It's %-d %b");
         assert!(strftime("yyyy-qq").is_err());
+    }
+
+    /// FORMAT_DATE(d, 'HH:mm') once panicked the query task: chrono fails to format a
+    /// field the value lacks, and `to_string()` panics on a failed Display.
+    #[test]
+    fn patterns_asking_for_fields_a_value_lacks_are_errors() {
+        let mut cache = Cache::default();
+        let date = epoch_date();
+        let hours = cache.pattern("yyyy-MM-dd HH:mm").unwrap().to_vec();
+        let error = formatted(date.format_with_items(hours.iter()), "yyyy-MM-dd HH:mm");
+        assert!(error
+            .unwrap_err()
+            .to_string()
+            .contains("'yyyy-MM-dd HH:mm'"));
+        let day = cache.pattern("yyyy-MM-dd").unwrap().to_vec();
+        let text = formatted(date.format_with_items(day.iter()), "yyyy-MM-dd").unwrap();
+        assert_eq!(text, "1970-01-01");
     }
 
     #[test]

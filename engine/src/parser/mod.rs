@@ -19,13 +19,23 @@ use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 pub use ast::*;
 
 use crate::error::{EngineError, Position, Result};
+use crate::limits;
 use crate::types::SqlType;
 
 /// Parses every `;`-separated statement in `sql`, substituting `${name}` variables first.
 /// The last statement may leave out its `;`.
+///
+/// Texts and expressions past the limits in [`crate::limits`] are refused here, so nothing
+/// later meets a tree deep enough to overflow a stack.
 pub fn parse(sql: &str, variables: &BTreeMap<String, String>) -> Result<Vec<ParsedStatement>> {
+    limits::check_text(sql)?;
     let sql = substitute(sql, variables)?;
-    let (mut groups, rest) = statement_tokens(&sql)?;
+    limits::check_text(&sql)?;
+    limits::on_parse_stack(&sql, || parse_checked(&sql))
+}
+
+fn parse_checked(sql: &str) -> Result<Vec<ParsedStatement>> {
+    let (mut groups, rest) = statement_tokens(sql)?;
     if !rest.is_empty() {
         groups.push(rest);
     }
@@ -33,8 +43,9 @@ pub fn parse(sql: &str, variables: &BTreeMap<String, String>) -> Result<Vec<Pars
         .into_iter()
         .map(|tokens| {
             let position = position_of(&tokens[0]);
-            let text = text_of(&sql, &tokens);
+            let text = text_of(sql, &tokens);
             let statement = Cursor::new(tokens).statement()?;
+            check_statement(&statement, position)?;
             Ok(ParsedStatement {
                 statement,
                 text,
@@ -42,6 +53,22 @@ pub fn parse(sql: &str, variables: &BTreeMap<String, String>) -> Result<Vec<Pars
             })
         })
         .collect()
+}
+
+/// Checks the expressions of a statement against [`limits::check_expressions`].
+fn check_statement(statement: &Statement, position: Position) -> Result<()> {
+    let check_select = |select: &SelectQuery| {
+        limits::check_expressions(&select.query, position)?;
+        limits::check_expressions(&select.partition_by, position)
+    };
+    match statement {
+        Statement::CreateAsSelect { query, .. }
+        | Statement::InsertInto { query, .. }
+        | Statement::Select(query) => check_select(query),
+        Statement::InsertValues { values, .. } => limits::check_expressions(values, position),
+        Statement::Explain(inner) => check_statement(inner, position),
+        _ => Ok(()),
+    }
 }
 
 /// Cuts `sql` into the text of each statement ended by `;` (quotes and comments respected),
@@ -926,7 +953,7 @@ impl Cursor {
         self.expect_token(&Token::RParen)?;
         let missing =
             |what: &str| EngineError::sql(format!("{kind} window needs {what}"), self.position());
-        Ok(match kind.as_str() {
+        let spec = match kind.as_str() {
             "TUMBLING" => WindowSpec::Tumbling {
                 size_ms: size.ok_or_else(|| missing("SIZE"))?,
                 grace_ms: grace,
@@ -943,7 +970,9 @@ impl Cursor {
                 grace_ms: grace,
                 retention_ms: retention,
             },
-        })
+        };
+        validate_window(&spec).map_err(|message| EngineError::sql(message, self.position()))?;
+        Ok(spec)
     }
 
     /// After WITHIN: `n unit` or `(n unit, n unit)`, then `GRACE PERIOD n unit` or nothing.
@@ -977,8 +1006,57 @@ impl Cursor {
         let Some(unit_ms) = self.word().and_then(time_unit_ms) else {
             return self.error("a time unit (MILLISECONDS, SECONDS, MINUTES, HOURS, DAYS)");
         };
+        let position = self.position();
         self.index += 1;
-        Ok(n * unit_ms)
+        n.checked_mul(unit_ms)
+            .filter(|ms| *ms <= limits::DURATION_MS_MAX)
+            .ok_or_else(|| {
+                EngineError::sql(
+                    format!(
+                        "duration of {n} x {unit_ms} ms is longer than the limit of {} ms \
+                         (100 years)",
+                        limits::DURATION_MS_MAX
+                    ),
+                    position,
+                )
+            })
+    }
+}
+
+/// Refuses windows Kafka Streams refuses (with its words), and hopping windows that would put
+/// one row in more than [`limits::WINDOWS_PER_ROW_MAX`] windows.
+fn validate_window(spec: &WindowSpec) -> std::result::Result<(), String> {
+    match *spec {
+        WindowSpec::Tumbling { size_ms, .. } if size_ms <= 0 => {
+            Err("Window size (sizeMs) must be larger than zero.".into())
+        }
+        WindowSpec::Hopping { size_ms, .. } if size_ms <= 0 => {
+            Err("Window size (sizeMs) must be larger than zero.".into())
+        }
+        WindowSpec::Hopping {
+            size_ms,
+            advance_ms,
+            ..
+        } if advance_ms <= 0 || advance_ms > size_ms => Err(format!(
+            "Window advancement interval should be more than zero and less than window \
+             duration which is {size_ms} ms, but given advancement interval is: {advance_ms} ms"
+        )),
+        WindowSpec::Hopping {
+            size_ms,
+            advance_ms,
+            ..
+        } if size_ms / advance_ms > limits::WINDOWS_PER_ROW_MAX => Err(format!(
+            "a HOPPING window of SIZE {size_ms} ms and ADVANCE BY {advance_ms} ms puts each \
+             row in {} windows; the limit is {} (sql.window.windows.per.row.max): advance by \
+             at least {} ms",
+            size_ms / advance_ms,
+            limits::WINDOWS_PER_ROW_MAX,
+            (size_ms + limits::WINDOWS_PER_ROW_MAX - 1) / limits::WINDOWS_PER_ROW_MAX
+        )),
+        WindowSpec::Session { gap_ms, .. } if gap_ms <= 0 => {
+            Err("Gap time cannot be zero or negative.".into())
+        }
+        _ => Ok(()),
     }
 }
 
@@ -1002,7 +1080,8 @@ pub fn duration_text_ms(text: &str) -> Result<i64> {
             .parse::<i64>()
             .ok()
             .zip(time_unit_ms(&unit.to_uppercase()))
-            .map(|(n, unit)| n * unit),
+            .and_then(|(n, unit)| n.checked_mul(unit))
+            .filter(|ms| (0..=limits::DURATION_MS_MAX).contains(ms)),
         _ => None,
     };
     parsed.ok_or_else(|| {
@@ -1038,9 +1117,11 @@ pub fn parse_expression(sql: &str) -> Result<Expr> {
         .filter(|t| !matches!(t.token, Token::Whitespace(_)))
         .map(normalize)
         .collect();
-    sql_parser(tokens.clone())
+    let expr = sql_parser(tokens.clone())
         .parse_expr()
-        .map_err(|e| sql_error(e, &tokens))
+        .map_err(|e| sql_error(e, &tokens))?;
+    limits::check_expressions(&expr, Position { line: 1, column: 1 })?;
+    Ok(expr)
 }
 
 #[cfg(test)]

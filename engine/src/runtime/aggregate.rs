@@ -42,7 +42,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 use parking_lot::Mutex;
 
-use super::{evaluate_predicate, project, row_times, Emitted, Input, RowMeta};
+use super::{evaluate_predicate_rows, row_times, rows_passing, Emitted, Input, RowMeta};
 use crate::catalog::{WINDOWEND, WINDOWSTART};
 use crate::error::{EngineError, Result};
 use crate::functions::retractable::{Extreme, RetractableExtreme};
@@ -144,14 +144,10 @@ impl AggregateExec {
         self.state.lock().late_rows
     }
 
-    /// Updates the state with each row of an input batch, in order, and returns the records
-    /// to emit.
-    pub(crate) fn process(&self, input: &Input) -> Result<Emitted> {
-        let batch = &input.batch;
-        let rows = batch.num_rows();
-        let evaluate = |e: &Arc<dyn PhysicalExpr>| -> Result<ArrayRef> {
-            Ok(e.evaluate(batch)?.into_array(rows)?)
-        };
+    /// The GROUP BY keys and the aggregates' arguments of a batch's rows.
+    fn evaluate_inputs(&self, batch: &RecordBatch) -> Result<(Vec<ArrayRef>, Vec<Vec<ArrayRef>>)> {
+        let evaluate =
+            |e: &Arc<dyn PhysicalExpr>| -> Result<ArrayRef> { super::evaluate(e, batch) };
         let groups: Vec<ArrayRef> = self
             .aggregate
             .group_by
@@ -164,6 +160,64 @@ impl AggregateExec {
             .iter()
             .map(|a| a.expressions().iter().map(evaluate).collect())
             .collect::<Result<_>>()?;
+        Ok((groups, arguments))
+    }
+
+    /// Updates the state with each row of an input batch, in order, and returns the records
+    /// to emit. Rows whose keys or arguments cannot be evaluated are left out before the
+    /// state changes; once it has, a row that fails (an accumulator's error) is left out
+    /// alone and the batch goes on, so `process` never fails after changing the state.
+    pub(crate) fn process(&self, input: &Input) -> Result<Emitted> {
+        match self.evaluate_inputs(&input.batch) {
+            Ok(inputs) => Ok(self.apply(input, inputs, Vec::new())),
+            Err(_) => {
+                let (input, failures) =
+                    rows_passing(input, |batch| self.evaluate_inputs(batch).map(|_| ()))?;
+                let inputs = self.evaluate_inputs(&input.batch)?;
+                Ok(self.apply(&input, inputs, failures))
+            }
+        }
+    }
+
+    fn apply(
+        &self,
+        input: &Input,
+        (groups, arguments): (Vec<ArrayRef>, Vec<Vec<ArrayRef>>),
+        mut failures: Vec<String>,
+    ) -> Emitted {
+        let batch = &input.batch;
+        let rows = batch.num_rows();
+        let mut state = self.state.lock();
+        match self.update(&mut state, input, &groups, &arguments, &mut failures) {
+            Ok(updates) => {
+                let mut emitted = Emitted::or_failure(self.encode(&mut state, updates));
+                failures.append(&mut emitted.failures);
+                emitted.failures = failures;
+                emitted
+            }
+            Err(e) => {
+                failures.push(format!("a batch of {rows} rows was left out: {e}"));
+                Emitted {
+                    failures,
+                    ..Emitted::default()
+                }
+            }
+        }
+    }
+
+    /// Applies the batch's rows to the state; the changed groups' new values. Fails only
+    /// before changing anything (setting up the batch's keys); a row that fails later is left
+    /// out with its error in `failures`.
+    fn update(
+        &self,
+        state: &mut State,
+        input: &Input,
+        groups: &[ArrayRef],
+        arguments: &[Vec<ArrayRef>],
+        failures: &mut Vec<String>,
+    ) -> Result<Vec<Update>> {
+        let batch = &input.batch;
+        let rows = batch.num_rows();
         // A table's row is identified by its key, and a windowed table's by its window too.
         let source_keys: Vec<ArrayRef> = if self.aggregate.retracting {
             let window = [WINDOWSTART, WINDOWEND]
@@ -189,26 +243,25 @@ impl AggregateExec {
             Some(_) => Some(int64_column(batch, WINDOWEND)?),
             None => None,
         };
-        let keys = RowKeys::new(&groups)?;
+        let keys = RowKeys::new(groups)?;
         let source_keys = RowKeys::new(&source_keys)?;
         // Logical nulls: an untyped NULL (DataType::Null) has no physical null buffer.
         let key_nulls: Vec<_> = groups.iter().filter_map(|g| g.logical_nulls()).collect();
         let times = row_times(batch)?;
         let mut updates = Vec::new();
-        let mut state = self.state.lock();
-        for row in 0..rows {
+        let apply_row = |state: &mut State, updates: &mut Vec<Update>, row: usize| {
             let usable = !input.deleted[row] && key_nulls.iter().all(|n| n.is_valid(row));
             let key = keys.row(row);
-            let key_values: &dyn Fn() -> Result<Key> = &|| scalars(&groups, row);
+            let key_values: &dyn Fn() -> Result<Key> = &|| scalars(groups, row);
             let timestamp = times[row];
             if self.aggregate.retracting {
                 let source_key = source_keys.row(row);
                 self.update_table(
-                    &mut state,
-                    &mut updates,
+                    state,
+                    updates,
                     source_key,
                     usable.then_some((key, key_values)),
-                    &arguments,
+                    arguments,
                     row,
                     timestamp,
                 )?;
@@ -218,10 +271,10 @@ impl AggregateExec {
                     let keys = state.table_windows.entry(end).or_default();
                     keys.push(source_key.into());
                 }
-                continue;
+                return Ok(());
             }
             if !usable {
-                continue;
+                return Ok(());
             }
             let args: Vec<Vec<ArrayRef>> = arguments
                 .iter()
@@ -237,8 +290,8 @@ impl AggregateExec {
                 Some(WindowSpec::Session { gap_ms, .. }) => {
                     let grace = self.grace();
                     self.update_session(
-                        &mut state,
-                        &mut updates,
+                        state,
+                        updates,
                         key_values()?,
                         &args,
                         timestamp,
@@ -249,7 +302,7 @@ impl AggregateExec {
                 Some(WindowSpec::Tumbling { .. } | WindowSpec::Hopping { .. }) => {
                     let (size, advance) = self.time_window();
                     state.stream_time = state.stream_time.max(timestamp);
-                    let expired = self.expire(&mut state);
+                    let expired = self.expire(state);
                     let close = state.stream_time.saturating_sub(self.grace());
                     for (start, end) in time_windows(timestamp, size, advance) {
                         if end <= close || start < expired {
@@ -269,7 +322,12 @@ impl AggregateExec {
                     }
                 }
             }
-            self.evict_closed(&mut state, &mut updates)?;
+            self.evict_closed(state, updates)
+        };
+        for row in 0..rows {
+            if let Err(e) = apply_row(state, &mut updates, row) {
+                failures.push(format!("a row was left out: {e}"));
+            }
         }
         if let Some(retention) = source_retention {
             let horizon = state.source_window_end.saturating_sub(retention);
@@ -282,7 +340,7 @@ impl AggregateExec {
                 }
             }
         }
-        self.encode(&mut state, updates)
+        Ok(updates)
     }
 
     /// A tumbling or hopping window's size and advance.
@@ -568,6 +626,7 @@ impl AggregateExec {
             return Ok(Emitted::default());
         }
         let schema = &self.aggregate.output_schema;
+        let mut failures = Vec::new();
         let mut columns: Vec<Vec<ScalarValue>> =
             vec![Vec::with_capacity(updates.len()); schema.fields().len()];
         let mut meta = Vec::with_capacity(updates.len());
@@ -613,7 +672,7 @@ impl AggregateExec {
         let (rows, meta) = match &self.aggregate.having {
             None => (rows, meta),
             Some(having) => {
-                let mask = evaluate_predicate(&rows, having, "HAVING")?;
+                let mask = evaluate_predicate_rows(&rows, having, "HAVING", &mut failures);
                 let mut keep = Vec::with_capacity(meta.len());
                 let mut kept_meta = Vec::with_capacity(meta.len());
                 for (row, (mut meta, id)) in meta.into_iter().zip(ids).enumerate() {
@@ -635,12 +694,14 @@ impl AggregateExec {
             }
         };
         if meta.is_empty() {
-            return Ok(Emitted::default());
+            return Ok(Emitted {
+                failures,
+                ..Emitted::default()
+            });
         }
-        Ok(Emitted {
-            rows: Some(project(&self.plan, &rows)?),
-            meta,
-        })
+        let mut emitted = Emitted::projected(&self.plan, &rows, meta);
+        emitted.failures.append(&mut failures);
+        Ok(emitted)
     }
 }
 

@@ -39,12 +39,14 @@ impl FilterProjectExec {
             return Ok(Emitted {
                 rows: Some(rows),
                 meta,
+                failures: Vec::new(),
             });
         }
         let (rows, meta) = explode(&rows, &self.plan.explode, &meta)?;
         Ok(Emitted {
             rows: Some(rows),
             meta,
+            failures: Vec::new(),
         })
     }
 }

@@ -22,7 +22,7 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::{HashMap, HashSet, ScalarValue};
 use parking_lot::Mutex;
 
-use super::{evaluate_predicate, project, row_times, Emitted, Input, RowMeta};
+use super::{evaluate_predicate_rows, row_times, Emitted, Input, RowMeta};
 use crate::error::Result;
 use crate::parser::SourceKind;
 use crate::query::{JoinPlan, PersistentPlan};
@@ -79,6 +79,10 @@ struct Change {
 }
 
 /// A joined row to emit: each side's values (None: nulls), key and time.
+/// The joined rows of a batch with their metadata (none when nothing joined), and the
+/// errors of rows left out.
+type JoinedRows = (Option<(RecordBatch, Vec<RowMeta>)>, Vec<String>);
+
 struct Joined {
     sides: [Option<Arc<Vec<ScalarValue>>>; 2],
     /// The join key (ROWKEY).
@@ -112,13 +116,13 @@ impl JoinExec {
     /// Joins decoded rows of `side` (0 left, 1 right) with the state of the other side, and
     /// projects the joined rows.
     pub(crate) fn process(&self, side: usize, input: &Input) -> Result<Emitted> {
-        match self.join_rows(side, input)? {
-            Some((batch, meta)) => Ok(Emitted {
-                rows: Some(project(&self.plan, &batch)?),
-                meta,
-            }),
-            None => Ok(Emitted::default()),
-        }
+        let (joined, mut failures) = self.join_rows(side, input)?;
+        let mut emitted = match joined {
+            Some((batch, meta)) => Emitted::projected(&self.plan, &batch, meta),
+            None => Emitted::default(),
+        };
+        emitted.failures.append(&mut failures);
+        Ok(emitted)
     }
 
     /// Joins decoded rows of `side` for an aggregation over the join: the joined rows (WHERE
@@ -127,9 +131,10 @@ impl JoinExec {
         &self,
         side: usize,
         input: &Input,
-    ) -> Result<Option<Input>> {
-        let Some((batch, meta)) = self.join_rows(side, input)? else {
-            return Ok(None);
+    ) -> Result<(Option<Input>, Vec<String>)> {
+        let (joined, failures) = self.join_rows(side, input)?;
+        let Some((batch, meta)) = joined else {
+            return Ok((None, failures));
         };
         let mut columns = batch.columns().to_vec();
         let rowtime = batch.schema().index_of(crate::catalog::ROWTIME)?;
@@ -137,15 +142,16 @@ impl JoinExec {
             meta.iter().map(|m| m.timestamp).collect::<Vec<_>>(),
         ));
         let batch = RecordBatch::try_new(batch.schema(), columns)?;
-        Ok(Some(Input {
+        let input = Input {
             batch,
             deleted: meta.iter().map(|m| m.tombstone).collect(),
-        }))
+        };
+        Ok((Some(input), failures))
     }
 
     /// The joined rows (both sides' columns and ROWKEY) that rows of `side` produce, WHERE
-    /// applied, with their times.
-    fn join_rows(&self, side: usize, input: &Input) -> Result<Option<(RecordBatch, Vec<RowMeta>)>> {
+    /// applied, with their times; and the errors of rows left out after the state took them.
+    fn join_rows(&self, side: usize, input: &Input) -> Result<JoinedRows> {
         let batch = &input.batch;
         let rows = batch.num_rows();
         let key_type = self
@@ -154,10 +160,7 @@ impl JoinExec {
             .fields()
             .last()
             .map(|f| f.data_type().clone());
-        let mut keys = self.join.sides[side]
-            .key
-            .evaluate(batch)?
-            .into_array(rows)?;
+        let mut keys = super::evaluate(&self.join.sides[side].key, batch)?;
         if let Some(key_type) = key_type.filter(|t| t != keys.data_type()) {
             keys = cast(&keys, &key_type)?;
         }
@@ -215,9 +218,16 @@ impl JoinExec {
         if self.join.foreign_key {
             self.forget_final_left_rows(&mut state);
         }
-        let output = self.joined_batch(&mut state, joined);
+        let mut failures = Vec::new();
+        let output = self.joined_batch(&mut state, joined, &mut failures);
         drop(state);
-        output
+        match output {
+            Ok(rows) => Ok((rows, failures)),
+            Err(e) => {
+                failures.push(format!("joined rows were left out: {e}"));
+                Ok((None, failures))
+            }
+        }
     }
 
     fn stream_table(
@@ -647,6 +657,7 @@ impl JoinExec {
         &self,
         state: &mut JoinState,
         joined: Vec<Joined>,
+        failures: &mut Vec<String>,
     ) -> Result<Option<(RecordBatch, Vec<RowMeta>)>> {
         if joined.is_empty() {
             return Ok(None);
@@ -673,7 +684,7 @@ impl JoinExec {
         let batch = RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)?;
         let keep = match &self.join.filter {
             Some(filter) => {
-                let mask = evaluate_predicate(&batch, filter, "WHERE")?;
+                let mask = evaluate_predicate_rows(&batch, filter, "WHERE", failures);
                 (0..joined.len())
                     .map(|row| mask.is_valid(row) && mask.value(row))
                     .collect()

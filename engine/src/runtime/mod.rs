@@ -67,13 +67,67 @@ pub struct PushRow {
 
 /// An operator's output for one input batch: projected rows (named after the sink's
 /// columns) and what goes with each.
+///
+/// A stateful operator's `process` fails (returns `Err`) only before it changes its state, so
+/// the caller may run the batch again record by record to find the records at fault; once its
+/// state has taken a batch, what fails is one row's output, left out and listed in `failures`
+/// rather than failing the batch (which would apply its records twice).
 #[derive(Default)]
 pub(crate) struct Emitted {
     pub rows: Option<RecordBatch>,
     pub meta: Vec<RowMeta>,
+    /// Why rows were left out after the operator's state took them, for the processing log.
+    pub failures: Vec<String>,
 }
 
-/// Runs a query until it is stopped.
+/// Why a query stopped on its own (a task panicked, its source vanished): set once, read by
+/// SHOW QUERIES (state ERROR), DESCRIBE EXTENDED and a push query's client.
+#[derive(Clone, Default, Debug)]
+pub struct QueryFailure(Arc<parking_lot::Mutex<Option<String>>>);
+
+impl QueryFailure {
+    /// The failure, if the query failed.
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().clone()
+    }
+
+    /// Records the first failure; later ones are consequences of it.
+    fn set(&self, message: String) {
+        self.0.lock().get_or_insert(message);
+    }
+}
+
+/// Evaluates `expr` on every row of `batch`. Some of DataFusion's functions panic on some
+/// arguments (LPAD to a negative length once did): the panic becomes this batch's error, so
+/// the records at fault go to the processing log like any other failing record.
+pub(crate) fn evaluate(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
+    let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        expr.evaluate(batch)?.into_array(batch.num_rows())
+    }));
+    match evaluated {
+        Ok(array) => Ok(array?),
+        Err(panic) => Err(EngineError::Execution(format!(
+            "evaluating {expr} failed: {}",
+            panic_message(panic)
+        ))),
+    }
+}
+
+/// What a panic carried, as text.
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    match panic.downcast::<String>() {
+        Ok(message) => *message,
+        Err(panic) => match panic.downcast::<&'static str>() {
+            Ok(message) => message.to_string(),
+            Err(_) => "a panic without a message".to_string(),
+        },
+    }
+}
+
+/// Runs a query until it is stopped. A panic in one of its tasks is caught: the other tasks
+/// are stopped, the query's `failure` says why, and the processing log has it; nothing
+/// outside the query stops.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_query(
     client: Arc<dyn LogClient>,
     log: Arc<ProcessingLog>,
@@ -81,6 +135,7 @@ pub(crate) async fn run_query(
     plan: Arc<PersistentPlan>,
     output: Output,
     held: Arc<std::sync::atomic::AtomicUsize>,
+    failure: QueryFailure,
     stopped: watch::Receiver<bool>,
 ) {
     // What the query reads: its source, or both sides of a join.
@@ -102,6 +157,10 @@ pub(crate) async fn run_query(
                 .extend((0..n).map(|p| (side, Arc::clone(&source), Arc::clone(&schema), p))),
             Err(e) => {
                 tracing::error!(query = %query_id, error = %e, "cannot read the source topic");
+                failure.set(format!(
+                    "cannot read the source topic {}: {e}",
+                    source.topic
+                ));
                 return;
             }
         }
@@ -131,8 +190,10 @@ pub(crate) async fn run_query(
             held,
         )),
     });
-    let mut tasks = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut readers = std::collections::HashMap::new();
     for (index, (side, source, schema, partition)) in partitions.into_iter().enumerate() {
+        let reader = (source.topic.clone(), partition);
         let task = PartitionTask {
             client: Arc::clone(&client),
             log: Arc::clone(&log),
@@ -147,10 +208,30 @@ pub(crate) async fn run_query(
             reader: index,
             alignment: alignment.as_ref().map(|a| (Arc::clone(a), index)),
         };
-        tasks.push(tokio::spawn(task.run(stopped.clone())));
+        let handle = tasks.spawn(task.run(stopped.clone()));
+        readers.insert(handle.id(), reader);
     }
-    for task in tasks {
-        let _ = task.await;
+    while let Some(joined) = tasks.join_next_with_id().await {
+        let Err(error) = joined else { continue };
+        if !error.is_panic() {
+            continue; // aborted below, after another task's panic
+        }
+        let (topic, partition) = readers.remove(&error.id()).unwrap_or_default();
+        let message = format!(
+            "the query stopped: its task reading {topic}-{partition} panicked (this is a bug \
+             in Eddy): {}",
+            panic_message(error.into_panic())
+        );
+        tracing::error!(query = %query_id, %message, "query failed");
+        failure.set(message.clone());
+        let record = Failure {
+            topic,
+            partition,
+            offset: -1,
+            message,
+        };
+        log.log(&query_id, vec![record]).await;
+        tasks.abort_all();
     }
 }
 
@@ -368,6 +449,9 @@ impl PartitionTask {
         let output = match self.compute(records, &mut failures) {
             Ok(output) => output,
             Err(_) => {
+                // The records one by one log their own failures: those of the failed batch
+                // would log each of them twice.
+                failures.clear();
                 let mut parts = Vec::new();
                 for record in records {
                     match self.compute(std::slice::from_ref(record), &mut failures) {
@@ -383,6 +467,13 @@ impl PartitionTask {
                 Emitted::concat(parts)
             }
         };
+        let offset = records.last().map_or(-1, |r| r.offset);
+        failures.extend(output.failures.iter().map(|message| Failure {
+            topic: self.source.topic.clone(),
+            partition: self.partition,
+            offset,
+            message: message.clone(),
+        }));
         self.log.log(&self.query_id, failures).await;
         output
     }
@@ -405,10 +496,14 @@ impl PartitionTask {
             Executor::Join(exec) => exec.process(self.side, &input),
             Executor::Over(exec) => exec.process(self.reader, &input),
             Executor::JoinAggregate(join, aggregate) => {
-                match join.process_for_aggregate(self.side, &input)? {
-                    Some(joined) => aggregate.process(&joined),
-                    None => Ok(Emitted::default()),
-                }
+                // The join's state has taken the rows: what fails from here is left out.
+                let (joined, mut failures) = join.process_for_aggregate(self.side, &input)?;
+                let mut emitted = match joined {
+                    Some(joined) => Emitted::or_failure(aggregate.process(&joined)),
+                    None => Emitted::default(),
+                };
+                emitted.failures.append(&mut failures);
+                Ok(emitted)
             }
         }
     }
@@ -442,20 +537,126 @@ impl Emitted {
     /// One output from several, in order.
     fn concat(parts: Vec<Emitted>) -> Emitted {
         let batches: Vec<RecordBatch> = parts.iter().filter_map(|p| p.rows.clone()).collect();
+        let mut failures: Vec<String> = parts
+            .iter()
+            .flat_map(|p| p.failures.iter().cloned())
+            .collect();
         let Some(first) = batches.first() else {
-            return Emitted::default();
+            return Emitted {
+                failures,
+                ..Emitted::default()
+            };
         };
         match datafusion::arrow::compute::concat_batches(&first.schema(), &batches) {
             Ok(rows) => Emitted {
                 rows: Some(rows),
                 meta: parts.into_iter().flat_map(|p| p.meta).collect(),
+                failures,
             },
             Err(e) => {
-                tracing::error!(error = %e, "cannot join output batches");
-                Emitted::default()
+                failures.push(format!("cannot join output batches: {e}"));
+                Emitted {
+                    failures,
+                    ..Emitted::default()
+                }
             }
         }
     }
+
+    /// The sink's rows for `batch` (with `meta`, one per row): projected all at once or, when
+    /// that fails (one row's division by zero), row by row, leaving out the rows it fails on.
+    /// Never fails: stateful operators call it after their state took the batch.
+    pub(crate) fn projected(
+        plan: &PersistentPlan,
+        batch: &RecordBatch,
+        meta: Vec<RowMeta>,
+    ) -> Emitted {
+        if let Ok(rows) = project(plan, batch) {
+            return Emitted {
+                rows: Some(rows),
+                meta,
+                failures: Vec::new(),
+            };
+        }
+        let parts = meta
+            .into_iter()
+            .enumerate()
+            .map(|(row, meta)| match project(plan, &batch.slice(row, 1)) {
+                Ok(rows) => Emitted {
+                    rows: Some(rows),
+                    meta: vec![meta],
+                    failures: Vec::new(),
+                },
+                Err(e) => Emitted {
+                    failures: vec![format!("an output row was left out: {e}")],
+                    ..Emitted::default()
+                },
+            })
+            .collect();
+        Emitted::concat(parts)
+    }
+
+    /// An operator's output, or its error as the one failure of an empty output (for errors
+    /// after the operator's state took the batch).
+    pub(crate) fn or_failure(result: Result<Emitted>) -> Emitted {
+        result.unwrap_or_else(|e| Emitted {
+            failures: vec![format!("the output of a batch was left out: {e}")],
+            ..Emitted::default()
+        })
+    }
+}
+
+/// Evaluates a boolean clause over `batch`; when it fails on the batch, row by row: a row it
+/// fails on does not pass, and its error goes to `failures`.
+pub(crate) fn evaluate_predicate_rows(
+    batch: &RecordBatch,
+    predicate: &Arc<dyn PhysicalExpr>,
+    clause: &str,
+    failures: &mut Vec<String>,
+) -> BooleanArray {
+    if let Ok(mask) = evaluate_predicate(batch, predicate, clause) {
+        return mask;
+    }
+    (0..batch.num_rows())
+        .map(
+            |row| match evaluate_predicate(&batch.slice(row, 1), predicate, clause) {
+                Ok(mask) => Some(mask.is_valid(0) && mask.value(0)),
+                Err(e) => {
+                    failures.push(format!("{clause} failed on a row: {e}"));
+                    Some(false)
+                }
+            },
+        )
+        .collect()
+}
+
+/// The rows of `input` on which `check` succeeds, and the errors of the others: operators
+/// evaluate their input expressions before changing their state, and leave out the rows
+/// those fail on.
+pub(crate) fn rows_passing(
+    input: &Input,
+    check: impl Fn(&RecordBatch) -> Result<()>,
+) -> Result<(Input, Vec<String>)> {
+    let mut keep = Vec::with_capacity(input.batch.num_rows());
+    let mut failures = Vec::new();
+    for row in 0..input.batch.num_rows() {
+        match check(&input.batch.slice(row, 1)) {
+            Ok(()) => keep.push(true),
+            Err(e) => {
+                keep.push(false);
+                failures.push(format!("a row was left out: {e}"));
+            }
+        }
+    }
+    let batch = filter_record_batch(&input.batch, &BooleanArray::from(keep.clone()))?;
+    let deleted = input
+        .deleted
+        .iter()
+        .zip(&keep)
+        .filter(|(_, kept)| **kept)
+        .map(|(deleted, _)| *deleted)
+        .collect();
+    Ok((Input { batch, deleted }, failures))
 }
 
 /// Resolves when a push query's receiver is gone; never for a persistent query.
@@ -511,7 +712,7 @@ fn evaluate_predicate(
     predicate: &Arc<dyn PhysicalExpr>,
     clause: &str,
 ) -> Result<BooleanArray> {
-    let mask = predicate.evaluate(batch)?.into_array(batch.num_rows())?;
+    let mask = evaluate(predicate, batch)?;
     mask.as_any()
         .downcast_ref::<BooleanArray>()
         .cloned()
@@ -534,7 +735,7 @@ fn row_times(batch: &RecordBatch) -> Result<Vec<i64>> {
 fn project(plan: &PersistentPlan, batch: &RecordBatch) -> Result<RecordBatch> {
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(plan.projection.len());
     for expr in &plan.projection {
-        columns.push(expr.evaluate(batch)?.into_array(batch.num_rows())?);
+        columns.push(evaluate(expr, batch)?);
     }
     let fields: Vec<Field> = plan
         .sink

@@ -23,7 +23,7 @@ use datafusion::scalar::ScalarValue;
 use parking_lot::Mutex;
 
 use super::aggregate::{RowKey, RowKeys};
-use super::{project, row_times, row_windows, Emitted, Input, RowMeta};
+use super::{row_times, row_windows, Emitted, Input, RowMeta};
 use crate::error::{EngineError, Result};
 use crate::query::{Frame, OverFunction, OverPlan, PersistentPlan};
 
@@ -93,7 +93,7 @@ impl OverExec {
         let mut order = Vec::with_capacity(self.over.order_by.len());
         let mut fields = Vec::with_capacity(self.over.order_by.len());
         for (expr, descending) in &self.over.order_by {
-            let column = expr.evaluate(&batch)?.into_array(rows)?;
+            let column = super::evaluate(expr, &batch)?;
             fields.push(SortField::new_with_options(
                 column.data_type().clone(),
                 SortOptions {
@@ -110,8 +110,8 @@ impl OverExec {
             .over
             .partition_by
             .iter()
-            .map(|e| e.evaluate(&batch)?.into_array(rows))
-            .collect::<datafusion::error::Result<Vec<_>>>()?;
+            .map(|e| super::evaluate(e, &batch))
+            .collect::<Result<Vec<_>>>()?;
         let partitions = RowKeys::new(&partitions)?;
         let mut state = self.state.lock();
         let latest = times.iter().flatten().max().unwrap_or(i64::MIN);
@@ -197,7 +197,6 @@ impl OverExec {
             columns.push(values);
         }
         let windowed = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
-        let output = project(&self.plan, &windowed)?;
         let windows = row_windows(&rows);
         let meta = row_times(&rows)?
             .into_iter()
@@ -208,10 +207,8 @@ impl OverExec {
                 tombstone: false,
             })
             .collect();
-        Ok(Emitted {
-            rows: Some(output),
-            meta,
-        })
+        // The frames have taken the rows: a row whose projection fails is left out alone.
+        Ok(Emitted::projected(&self.plan, &windowed, meta))
     }
 
     /// Each function's value for each of `rows` (in ORDER BY order; `places` says where
