@@ -125,9 +125,7 @@ impl sqllogictest::AsyncDB for Eddy {
             Some(StatementResult::Sources { sources, .. }) => {
                 sources.iter().map(|s| s.name.clone()).collect()
             }
-            Some(StatementResult::Queries(queries)) => {
-                queries.into_iter().map(|q| q.id).collect()
-            }
+            Some(StatementResult::Queries(queries)) => queries.into_iter().map(|q| q.id).collect(),
             Some(StatementResult::Functions(functions)) => {
                 functions.iter().map(|f| f.name.to_string()).collect()
             }
