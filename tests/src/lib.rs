@@ -130,6 +130,18 @@ pub fn kcat() -> &'static str {
     "kcat"
 }
 
+/// A curl call with `args`: the HTTP status code (0 when curl got none) and the body.
+pub fn curl_request(args: &[&str]) -> (u16, String) {
+    let output = std::process::Command::new(curl())
+        .args(["-s", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("running curl");
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_string())
+}
+
 /// curl (with HTTP/2), installed from Debian's packages if it is missing.
 pub fn curl() -> &'static str {
     static CURL: OnceLock<()> = OnceLock::new();

@@ -8,20 +8,10 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use eddy_tests::{curl, eddy_binary, hashed_password, server_with_config, EddyProcess};
+use eddy_tests::{
+    curl, curl_request as request, eddy_binary, hashed_password, server_with_config, EddyProcess,
+};
 use serde_json::{json, Value};
-
-/// A curl call: status code and body.
-fn request(args: &[&str]) -> (u16, String) {
-    let output = Command::new(curl())
-        .args(["-s", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .expect("running curl");
-    let text = String::from_utf8_lossy(&output.stdout).to_string();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (status.trim().parse().unwrap_or(0), body.to_string())
-}
 
 fn post(url: &str, path: &str, body: &Value) -> (u16, String) {
     request(&[

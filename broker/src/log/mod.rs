@@ -680,6 +680,21 @@ mod tests {
         log.log_end_offset()
     }
 
+    /// Reopens the log in `dir` trusting it up to `end`: it must rebuild an index and read
+    /// every offset below `end`.
+    fn reopens_with_rebuilt_indexes_reading_every_offset(dir: &Path, end: i64) {
+        let (log, report) = Log::open(dir, small_segments(), end, 0).expect("reopen");
+        assert!(report.rebuilt_index);
+        for offset in 0..end {
+            let records =
+                batch::decode_records(&log.read(offset, 1).expect("read")).expect("decode");
+            assert!(
+                records.iter().any(|r| r.offset == offset),
+                "offset {offset}"
+            );
+        }
+    }
+
     #[test]
     fn offsets_are_assigned_in_order_and_read_back_across_segments() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -766,16 +781,7 @@ mod tests {
             [0xff; 13],
         )
         .expect("garbage index");
-        let (log, report) = Log::open(dir.path(), small_segments(), end, 0).expect("reopen");
-        assert!(report.rebuilt_index);
-        for offset in 0..end {
-            let records =
-                batch::decode_records(&log.read(offset, 1).expect("read")).expect("decode");
-            assert!(
-                records.iter().any(|r| r.offset == offset),
-                "offset {offset}"
-            );
-        }
+        reopens_with_rebuilt_indexes_reading_every_offset(dir.path(), end);
     }
 
     /// A new partition directory is synced into its parent, and the sync after a roll covers
@@ -821,16 +827,7 @@ mod tests {
         entry.extend_from_slice(&2u32.to_be_bytes());
         entry.extend_from_slice(&10u32.to_be_bytes());
         std::fs::write(dir.path().join(segment::file_name(0, "index")), entry).expect("index");
-        let (log, report) = Log::open(dir.path(), small_segments(), end, 0).expect("reopen");
-        assert!(report.rebuilt_index);
-        for offset in 0..end {
-            let records =
-                batch::decode_records(&log.read(offset, 1).expect("read")).expect("decode");
-            assert!(
-                records.iter().any(|r| r.offset == offset),
-                "offset {offset}"
-            );
-        }
+        reopens_with_rebuilt_indexes_reading_every_offset(dir.path(), end);
     }
 
     #[test]
