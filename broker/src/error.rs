@@ -91,6 +91,8 @@ pub enum BrokerError {
     MemberIdRequired,
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("the broker at {address} could not be reached: {reason}")]
+    Network { address: String, reason: String },
     #[error("storage failed: {0}")]
     Storage(#[from] std::io::Error),
     #[error("internal error (this is a bug in Eddy): {0}")]
@@ -128,6 +130,7 @@ impl BrokerError {
             BrokerError::InvalidGroupId => ResponseError::InvalidGroupId,
             BrokerError::MemberIdRequired => ResponseError::MemberIdRequired,
             BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+            BrokerError::Network { .. } => ResponseError::NetworkException,
             BrokerError::Storage(_) => ResponseError::KafkaStorageError,
             BrokerError::Internal(_) => ResponseError::UnknownServerError,
         };

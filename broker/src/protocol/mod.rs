@@ -15,6 +15,8 @@
 
 mod budget;
 mod fetch;
+#[cfg(test)]
+mod fuzz;
 mod groups;
 mod metadata;
 mod produce;

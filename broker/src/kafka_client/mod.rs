@@ -2,16 +2,17 @@
 //! any Kafka-compatible cluster.
 //!
 //! Requests for a partition go to its leader (from Metadata); group requests go to the group's
-//! coordinator (from FindCoordinator). One connection per node carries one request at a time.
-//! Versions are fixed ones every Kafka since 2.4 (and Eddy) serves.
+//! coordinator (from FindCoordinator); a failed partition request forgets the leader, so the next
+//! one asks Metadata again. Connections are pooled per node and lane, one request at a time each
+//! ([`connection`]). Versions are fixed ones every Kafka since 2.4 (and Eddy) serves.
+
+mod connection;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -22,20 +23,22 @@ use kafka_protocol::messages::offset_commit_request::{
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request};
+use kafka_protocol::protocol::Request;
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::client::{
     encode_batch, partition_records, split_batches, LogClient, OffsetRange, ProducerRecord,
 };
 use crate::error::{BrokerError, Result};
 use crate::group::PartitionLag;
-use crate::limits::FRAME_BYTES_MAX;
 use crate::log::batch::{decode_records, ConsumedRecord};
 use crate::partitioner::StickyPartitioner;
 use crate::protocol::str_bytes;
+use connection::{Connections, Lane, Retry};
+
+pub use connection::{
+    CONNECT_TIMEOUT, CONTROL_CONNECTIONS_MAX, FETCH_CONNECTIONS_MAX, REQUEST_TIMEOUT,
+};
 
 const PRODUCE_VERSION: i16 = 8;
 const FETCH_VERSION: i16 = 11;
@@ -46,58 +49,6 @@ const DELETE_TOPICS_VERSION: i16 = 4;
 const FIND_COORDINATOR_VERSION: i16 = 2;
 const OFFSET_COMMIT_VERSION: i16 = 7;
 const OFFSET_FETCH_VERSION: i16 = 6;
-
-/// One TCP connection to one node, one request in flight.
-struct Connection {
-    stream: tokio::sync::Mutex<TcpStream>,
-    correlation_id: AtomicI32,
-}
-
-impl Connection {
-    async fn open(address: &str) -> Result<Connection> {
-        let stream = TcpStream::connect(address).await?;
-        stream.set_nodelay(true)?;
-        Ok(Connection {
-            stream: tokio::sync::Mutex::new(stream),
-            correlation_id: AtomicI32::new(1),
-        })
-    }
-
-    async fn send<R: Request>(&self, version: i16, request: &R) -> Result<R::Response> {
-        let correlation_id = self.correlation_id.fetch_add(1, Ordering::Relaxed);
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(str_bytes("eddy")));
-        let mut buf = BytesMut::new();
-        buf.put_i32(0);
-        let internal = |e: anyhow::Error| BrokerError::Internal(e.to_string());
-        header
-            .encode(&mut buf, R::header_version(version))
-            .map_err(internal)?;
-        request.encode(&mut buf, version).map_err(internal)?;
-        let size = (buf.len() - 4) as i32;
-        buf[0..4].copy_from_slice(&size.to_be_bytes());
-        let mut stream = self.stream.lock().await;
-        stream.write_all(&buf).await?;
-        let size = stream.read_i32().await?;
-        if size < 4 || size as usize > FRAME_BYTES_MAX {
-            return Err(BrokerError::InvalidRequest(format!(
-                "response frame of {size} bytes"
-            )));
-        }
-        let mut frame = BytesMut::zeroed(size as usize);
-        stream.read_exact(&mut frame).await?;
-        let mut frame = frame.freeze();
-        let header = ResponseHeader::decode(&mut frame, R::Response::header_version(version))
-            .map_err(internal)?;
-        if header.correlation_id != correlation_id {
-            return Err(BrokerError::Internal("response out of order".into()));
-        }
-        R::Response::decode(&mut frame, version).map_err(internal)
-    }
-}
 
 fn code_error(code: i16, context: &str) -> Result<()> {
     if code == 0 {
@@ -120,8 +71,9 @@ fn code_error(code: i16, context: &str) -> Result<()> {
 
 /// A [`LogClient`] speaking the Kafka protocol.
 pub struct KafkaClient {
-    bootstrap: String,
-    connections: tokio::sync::Mutex<HashMap<String, Arc<Connection>>>,
+    /// "host:port" of the nodes to ask when no particular one is needed, in turn.
+    bootstrap: Vec<String>,
+    connections: Connections,
     /// node id -> "host:port"
     nodes: Mutex<HashMap<i32, String>>,
     /// (topic, partition) -> leader node id
@@ -146,46 +98,121 @@ impl KafkaClient {
             .with_topic_data(vec![TopicProduceData::default()
                 .with_name(TopicName(str_bytes(topic)))
                 .with_partition_data(vec![data])]);
+        // Never resent: without an idempotent producer a resend could append the batch twice.
         let response = self
-            .leader(topic, index)
-            .await?
-            .send(PRODUCE_VERSION, &request)
+            .send_to_leader(
+                topic,
+                index,
+                Lane::Control,
+                Retry::Never,
+                PRODUCE_VERSION,
+                &request,
+                Duration::ZERO,
+            )
             .await?;
         let p = response
             .responses
             .first()
             .and_then(|t| t.partition_responses.first())
             .ok_or_else(|| BrokerError::Internal("empty produce response".into()))?;
-        code_error(p.error_code, topic)?;
+        self.partition_error(p.error_code, topic, index)?;
         Ok(p.base_offset)
     }
 
-    /// A client that discovers the cluster through `bootstrap` ("host:port").
+    /// A client that discovers the cluster through `bootstrap`: "host:port", or several
+    /// separated by commas. Fails when none of them answers Metadata.
     pub async fn connect(bootstrap: &str) -> Result<KafkaClient> {
         let client = KafkaClient {
-            bootstrap: bootstrap.to_string(),
-            connections: tokio::sync::Mutex::new(HashMap::new()),
+            bootstrap: bootstrap
+                .split(',')
+                .map(|a| a.trim().to_string())
+                .filter(|a| !a.is_empty())
+                .collect(),
+            connections: Connections::default(),
             nodes: Mutex::new(HashMap::new()),
             leaders: Mutex::new(HashMap::new()),
             sticky: Mutex::new(StickyPartitioner::new()),
         };
-        client.connection(bootstrap).await?;
+        if client.bootstrap.is_empty() {
+            return Err(BrokerError::InvalidRequest(
+                "no bootstrap address given (host:port[,host:port...])".into(),
+            ));
+        }
+        client
+            .send_to_any(
+                Retry::Safe,
+                METADATA_VERSION,
+                &MetadataRequest::default().with_topics(Some(vec![])),
+            )
+            .await?;
         Ok(client)
     }
 
-    async fn connection(&self, address: &str) -> Result<Arc<Connection>> {
-        let mut connections = self.connections.lock().await;
-        if let Some(c) = connections.get(address) {
-            return Ok(Arc::clone(c));
+    /// Sends a request that any node can answer: to each bootstrap address in turn until one
+    /// answers.
+    async fn send_to_any<R: Request>(
+        &self,
+        retry: Retry,
+        version: i16,
+        request: &R,
+    ) -> Result<R::Response> {
+        let mut failure = None;
+        for address in &self.bootstrap {
+            match self
+                .connections
+                .send(
+                    address,
+                    Lane::Control,
+                    retry,
+                    version,
+                    request,
+                    Duration::ZERO,
+                )
+                .await
+            {
+                Err(e @ BrokerError::Network { .. }) => failure = Some(e),
+                answered => return answered,
+            }
         }
-        let connection = Arc::new(Connection::open(address).await?);
-        connections.insert(address.to_string(), Arc::clone(&connection));
-        Ok(connection)
+        Err(failure.expect("at least one bootstrap address"))
     }
 
-    async fn any_node(&self) -> Result<Arc<Connection>> {
-        let bootstrap = self.bootstrap.clone();
-        self.connection(&bootstrap).await
+    /// Sends a request about one partition to its leader (`wait`: how long the request asks
+    /// the broker to wait for data). A failure to reach it forgets the leader, so the next
+    /// request asks Metadata where the partition lives now.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_to_leader<R: Request>(
+        &self,
+        topic: &str,
+        partition: i32,
+        lane: Lane,
+        retry: Retry,
+        version: i16,
+        request: &R,
+        wait: Duration,
+    ) -> Result<R::Response> {
+        let address = self.leader(topic, partition).await?;
+        let answer = self
+            .connections
+            .send(&address, lane, retry, version, request, wait)
+            .await;
+        if answer.is_err() {
+            self.forget_leader(topic, partition);
+        }
+        answer
+    }
+
+    /// The error for a partition's error code; any error forgets the partition's leader (it
+    /// may have moved: NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION after a re-creation).
+    fn partition_error(&self, code: i16, topic: &str, partition: i32) -> Result<()> {
+        if code != 0 {
+            self.forget_leader(topic, partition);
+        }
+        code_error(code, topic)
+    }
+
+    fn forget_leader(&self, topic: &str, partition: i32) {
+        self.leaders.lock().remove(&(topic.to_string(), partition));
     }
 
     /// Refreshes metadata for `topic` and returns its partition count.
@@ -196,9 +223,7 @@ impl KafkaClient {
             ]))
             .with_allow_auto_topic_creation(false);
         let response = self
-            .any_node()
-            .await?
-            .send(METADATA_VERSION, &request)
+            .send_to_any(Retry::Safe, METADATA_VERSION, &request)
             .await?;
         {
             let mut nodes = self.nodes.lock();
@@ -216,48 +241,56 @@ impl KafkaClient {
             })?;
         code_error(t.error_code, topic)?;
         let mut leaders = self.leaders.lock();
+        leaders.retain(|(t, _), _| t != topic);
         for p in &t.partitions {
             leaders.insert((topic.to_string(), p.partition_index), p.leader_id.0);
         }
         Ok(t.partitions.len() as i32)
     }
 
-    async fn leader(&self, topic: &str, partition: i32) -> Result<Arc<Connection>> {
-        let known = self
-            .leaders
-            .lock()
-            .get(&(topic.to_string(), partition))
-            .copied();
+    /// The address of a partition's leader, from Metadata when it is not known.
+    async fn leader(&self, topic: &str, partition: i32) -> Result<String> {
+        let key = (topic.to_string(), partition);
+        let known = self.leaders.lock().get(&key).copied();
         let node = match known {
             Some(node) => node,
             None => {
                 self.refresh(topic).await?;
-                self.leaders
-                    .lock()
-                    .get(&(topic.to_string(), partition))
-                    .copied()
-                    .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
+                self.leaders.lock().get(&key).copied().ok_or_else(|| {
+                    BrokerError::UnknownTopicOrPartition {
                         topic: topic.into(),
                         partition,
-                    })?
+                    }
+                })?
             }
         };
         let address = self.nodes.lock().get(&node).cloned();
-        match address {
-            Some(address) => self.connection(&address).await,
-            None => self.any_node().await,
-        }
+        Ok(address.unwrap_or_else(|| self.bootstrap[0].clone()))
     }
 
-    async fn coordinator(&self, group: &str) -> Result<Arc<Connection>> {
-        let request = FindCoordinatorRequest::default().with_key(str_bytes(group));
+    /// Sends a group request to the group's coordinator (asked for each time: it may move).
+    async fn send_to_coordinator<R: Request>(
+        &self,
+        group: &str,
+        version: i16,
+        request: &R,
+    ) -> Result<R::Response> {
+        let find = FindCoordinatorRequest::default().with_key(str_bytes(group));
         let response = self
-            .any_node()
-            .await?
-            .send(FIND_COORDINATOR_VERSION, &request)
+            .send_to_any(Retry::Safe, FIND_COORDINATOR_VERSION, &find)
             .await?;
         code_error(response.error_code, group)?;
-        self.connection(&format!("{}:{}", response.host, response.port))
+        let address = format!("{}:{}", response.host, response.port);
+        // Offset commits set absolute offsets: sending one twice changes nothing.
+        self.connections
+            .send(
+                &address,
+                Lane::Control,
+                Retry::Safe,
+                version,
+                request,
+                Duration::ZERO,
+            )
             .await
     }
 }
@@ -287,10 +320,10 @@ impl LogClient for KafkaClient {
         let request = CreateTopicsRequest::default()
             .with_topics(vec![topic])
             .with_timeout_ms(30_000);
+        // Not resent: a second CreateTopics would answer TOPIC_ALREADY_EXISTS for a topic the
+        // first one made.
         let response = self
-            .any_node()
-            .await?
-            .send(CREATE_TOPICS_VERSION, &request)
+            .send_to_any(Retry::Never, CREATE_TOPICS_VERSION, &request)
             .await?;
         for t in response.topics {
             code_error(t.error_code, name)?;
@@ -303,9 +336,7 @@ impl LogClient for KafkaClient {
             .with_topic_names(vec![TopicName(str_bytes(name))])
             .with_timeout_ms(30_000);
         let response = self
-            .any_node()
-            .await?
-            .send(DELETE_TOPICS_VERSION, &request)
+            .send_to_any(Retry::Never, DELETE_TOPICS_VERSION, &request)
             .await?;
         for t in response.responses {
             code_error(t.error_code, name)?;
@@ -356,11 +387,17 @@ impl LogClient for KafkaClient {
                     .with_log_start_offset(-1)
                     .with_partition_max_bytes(max_bytes as i32)])]);
         let response = self
-            .leader(topic, partition)
-            .await?
-            .send(FETCH_VERSION, &request)
+            .send_to_leader(
+                topic,
+                partition,
+                Lane::Fetch,
+                Retry::Safe,
+                FETCH_VERSION,
+                &request,
+                max_wait,
+            )
             .await?;
-        code_error(response.error_code, topic)?;
+        self.partition_error(response.error_code, topic, partition)?;
         let data = response
             .responses
             .first()
@@ -375,7 +412,7 @@ impl LogClient for KafkaClient {
                 log_end_offset: data.high_watermark,
             });
         }
-        code_error(data.error_code, topic)?;
+        self.partition_error(data.error_code, topic, partition)?;
         let bytes = data.records.clone().unwrap_or_else(Bytes::new);
         let records = decode_records(&bytes).map_err(BrokerError::CorruptMessage)?;
         Ok(records.into_iter().filter(|r| r.offset >= offset).collect())
@@ -393,16 +430,22 @@ impl LogClient for KafkaClient {
                         .with_current_leader_epoch(-1)
                         .with_timestamp(timestamp)])]);
             let response = self
-                .leader(topic, partition)
-                .await?
-                .send(LIST_OFFSETS_VERSION, &request)
+                .send_to_leader(
+                    topic,
+                    partition,
+                    Lane::Control,
+                    Retry::Safe,
+                    LIST_OFFSETS_VERSION,
+                    &request,
+                    Duration::ZERO,
+                )
                 .await?;
             let p = response
                 .topics
                 .first()
                 .and_then(|t| t.partitions.first())
                 .ok_or_else(|| BrokerError::Internal("empty list offsets response".into()))?;
-            code_error(p.error_code, topic)?;
+            self.partition_error(p.error_code, topic, partition)?;
             found[slot] = p.offset;
         }
         Ok(OffsetRange {
@@ -435,9 +478,7 @@ impl LogClient for KafkaClient {
                     .collect(),
             );
         let response = self
-            .coordinator(group)
-            .await?
-            .send(OFFSET_COMMIT_VERSION, &request)
+            .send_to_coordinator(group, OFFSET_COMMIT_VERSION, &request)
             .await?;
         for t in response.topics {
             for p in t.partitions {
@@ -454,9 +495,7 @@ impl LogClient for KafkaClient {
                 .with_name(TopicName(str_bytes(topic)))
                 .with_partition_indexes(vec![partition])]));
         let response = self
-            .coordinator(group)
-            .await?
-            .send(OFFSET_FETCH_VERSION, &request)
+            .send_to_coordinator(group, OFFSET_FETCH_VERSION, &request)
             .await?;
         code_error(response.error_code, group)?;
         let offset = response
@@ -473,9 +512,7 @@ impl LogClient for KafkaClient {
             .with_group_id(GroupId(str_bytes(group)))
             .with_topics(None);
         let response = self
-            .coordinator(group)
-            .await?
-            .send(OFFSET_FETCH_VERSION, &request)
+            .send_to_coordinator(group, OFFSET_FETCH_VERSION, &request)
             .await?;
         code_error(response.error_code, group)?;
         let mut lags = Vec::new();
