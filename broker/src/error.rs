@@ -73,6 +73,8 @@ pub enum BrokerError {
     InvalidRequiredAcks(i16),
     #[error("group '{0}' is not known")]
     GroupIdNotFound(String),
+    #[error("group '{0}' has members: stop its consumers before deleting it")]
+    NonEmptyGroup(String),
     #[error("member '{member_id}' is not a member of group '{group_id}'")]
     UnknownMemberId { group_id: String, member_id: String },
     #[error("generation {got} of group '{group_id}' is stale; the current one is {current}")]
@@ -123,6 +125,7 @@ impl BrokerError {
             BrokerError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
             BrokerError::InvalidRequiredAcks(_) => ResponseError::InvalidRequiredAcks,
             BrokerError::GroupIdNotFound(_) => ResponseError::GroupIdNotFound,
+            BrokerError::NonEmptyGroup(_) => ResponseError::NonEmptyGroup,
             BrokerError::UnknownMemberId { .. } => ResponseError::UnknownMemberId,
             BrokerError::IllegalGeneration { .. } => ResponseError::IllegalGeneration,
             BrokerError::RebalanceInProgress(_) => ResponseError::RebalanceInProgress,

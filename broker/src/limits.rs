@@ -36,5 +36,13 @@ pub const AUTO_CREATE_TOPICS_PER_REQUEST_MAX: usize = 100;
 /// Longest metadata string an offset commit may carry (`offset.metadata.max.bytes`); longer
 /// ones are answered OFFSET_METADATA_TOO_LARGE, as Kafka does.
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+/// Bytes of group descriptions one DescribeGroups response may carry (members' ids, metadata and
+/// assignments, counted as the groups are described). A request naming a large group many times
+/// would otherwise have the broker build that many copies; groups past this are answered
+/// INVALID_REQUEST.
+pub const DESCRIBE_GROUPS_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Longest an OffsetFetch waits for the offset writes dispatched before it to reach disk (they
+/// normally take one fsync); past it, it answers with what is on disk.
+pub const OFFSET_FETCH_WAIT_MS_MAX: u64 = 5_000;
 
 const _: () = assert!(SCAN_CHUNK_BYTES as u64 >= INDEX_INTERVAL_BYTES);

@@ -4,22 +4,34 @@
 //! leader member computes the assignment, client side) -> Stable (members heartbeat). Any join,
 //! leave or session timeout starts a new rebalance and bumps the generation; requests from an
 //! older generation are fenced with ILLEGAL_GENERATION. Committed offsets live in the compacted
-//! topic `__consumer_offsets` ([`offsets`]) and are restored from it on start-up.
+//! topic `__consumer_offsets` ([`offsets`]) and are restored from it on start-up; membership is
+//! kept in memory only, so after a restart a group is known by its offsets alone (state Empty,
+//! no protocol type) until its members rejoin.
+//!
+//! The admin side, as Kafka's classic coordinator answers it: [`GroupCoordinator::list`],
+//! [`GroupCoordinator::describe`], [`GroupCoordinator::check_delete`] (DeleteGroups) and
+//! [`GroupCoordinator::check_offset_delete`] (OffsetDelete).
 
 pub mod assignor;
 pub mod offsets;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
+use kafka_protocol::messages::ConsumerProtocolSubscription;
+use kafka_protocol::protocol::Decodable;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
 use crate::limits::GROUP_MEMBERS_MAX;
+use offsets::OffsetStore;
+
+/// The protocol type of groups run by Kafka consumers; only their subscriptions can be read.
+const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum GroupState {
@@ -47,6 +59,8 @@ pub struct JoinRequest {
     pub member_id: String,
     pub group_instance_id: Option<String>,
     pub client_id: String,
+    /// The member's address as Kafka shows it (`/127.0.0.1`).
+    pub client_host: String,
     pub protocol_type: String,
     /// (protocol name, member metadata) in the member's order of preference.
     pub protocols: Vec<(String, Bytes)>,
@@ -78,6 +92,8 @@ pub struct JoinOutcome {
 
 struct Member {
     group_instance_id: Option<String>,
+    client_id: String,
+    client_host: String,
     protocols: Vec<(String, Bytes)>,
     session_timeout: Duration,
     rebalance_timeout: Duration,
@@ -135,10 +151,43 @@ pub struct PartitionLag {
     pub lag_records: i64,
 }
 
+/// A group as ListGroups shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    pub group_id: String,
+    /// `consumer` for Kafka consumers; empty for a group known only by its offsets.
+    pub protocol_type: String,
+    pub state: &'static str,
+}
+
+/// A group as DescribeGroups shows it (Kafka's `GroupSummary`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    /// Stable, PreparingRebalance, CompletingRebalance, Empty, or Dead for an unknown group.
+    pub state: &'static str,
+    pub protocol_type: String,
+    /// The assignor chosen (for example `range`); empty unless the group is Stable.
+    pub protocol_name: String,
+    pub members: Vec<MemberDescription>,
+}
+
+/// A member as DescribeGroups shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    /// Its metadata for the chosen protocol; empty unless the group is Stable.
+    pub metadata: Bytes,
+    /// What the leader assigned it; empty unless the group is Stable.
+    pub assignment: Bytes,
+}
+
 /// The group coordinator of this node (every group is coordinated here on a single node).
 pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Group>>,
-    committed: Mutex<BTreeMap<(String, String, i32), CommittedOffset>>,
+    pub(crate) offsets: OffsetStore,
     initial_rebalance_delay: Duration,
 }
 
@@ -146,7 +195,7 @@ impl GroupCoordinator {
     pub(crate) fn new(initial_rebalance_delay: Duration) -> GroupCoordinator {
         GroupCoordinator {
             groups: Mutex::new(HashMap::new()),
-            committed: Mutex::new(BTreeMap::new()),
+            offsets: OffsetStore::new(),
             initial_rebalance_delay,
         }
     }
@@ -193,6 +242,8 @@ impl GroupCoordinator {
             .entry(member_id.clone())
             .or_insert_with(|| Member {
                 group_instance_id: request.group_instance_id.clone(),
+                client_id: request.client_id.clone(),
+                client_host: request.client_host.clone(),
                 protocols: Vec::new(),
                 session_timeout: request.session_timeout,
                 rebalance_timeout: request.rebalance_timeout,
@@ -431,54 +482,173 @@ impl GroupCoordinator {
         Ok(())
     }
 
-    pub(crate) fn set_committed(
-        &self,
-        group: &str,
-        topic: &str,
-        partition: i32,
-        offset: Option<CommittedOffset>,
-    ) {
-        let key = (group.to_string(), topic.to_string(), partition);
-        let mut committed = self.committed.lock();
-        match offset {
-            Some(o) => committed.insert(key, o),
-            None => committed.remove(&key),
-        };
-    }
-
     /// The committed offset of one partition for a group.
     pub fn committed(&self, group: &str, topic: &str, partition: i32) -> Option<CommittedOffset> {
-        self.committed
-            .lock()
-            .get(&(group.to_string(), topic.to_string(), partition))
-            .cloned()
+        self.offsets.committed(group, topic, partition)
     }
 
     /// Every committed offset of a group: (topic, partition, offset).
     pub fn committed_for_group(&self, group: &str) -> Vec<(String, i32, CommittedOffset)> {
-        self.committed
-            .lock()
-            .iter()
-            .filter(|((g, _, _), _)| g == group)
-            .map(|((_, t, p), o)| (t.clone(), *p, o.clone()))
-            .collect()
+        self.offsets.committed_for_group(group)
     }
 
-    /// The state name and member count of a group, if it exists.
-    pub fn describe(&self, group_id: &str) -> Option<(String, usize, i32)> {
-        self.groups
-            .lock()
-            .get(group_id)
-            .map(|g| (g.state.name().to_string(), g.members.len(), g.generation))
+    /// Every group this coordinator knows, as Kafka lists them: those with members or that had
+    /// some since start-up, and those known only by committed offsets (Empty, no protocol type).
+    pub fn list(&self) -> Vec<GroupListing> {
+        let mut listed: BTreeMap<String, GroupListing> = self
+            .offsets
+            .group_ids()
+            .into_iter()
+            .map(|group_id| {
+                let listing = GroupListing {
+                    group_id: group_id.clone(),
+                    protocol_type: String::new(),
+                    state: GroupState::Empty.name(),
+                };
+                (group_id, listing)
+            })
+            .collect();
+        for (group_id, group) in self.groups.lock().iter() {
+            let listing = GroupListing {
+                group_id: group_id.clone(),
+                protocol_type: group.protocol_type.clone(),
+                state: group.state.name(),
+            };
+            listed.insert(group_id.clone(), listing);
+        }
+        listed.into_values().collect()
+    }
+
+    /// A group's state, protocol and members, as Kafka's DescribeGroups answers: an unknown
+    /// group is Dead (not an error), and metadata and assignments are given only when Stable.
+    pub fn describe(&self, group_id: &str) -> GroupDescription {
+        let groups = self.groups.lock();
+        let Some(group) = groups.get(group_id) else {
+            let state = match self.offsets.has_offsets(group_id) {
+                true => GroupState::Empty.name(),
+                false => DEAD,
+            };
+            return GroupDescription {
+                state,
+                protocol_type: String::new(),
+                protocol_name: String::new(),
+                members: Vec::new(),
+            };
+        };
+        let stable = group.state == GroupState::Stable;
+        let members = group
+            .members
+            .iter()
+            .map(|(member_id, m)| MemberDescription {
+                member_id: member_id.clone(),
+                group_instance_id: m.group_instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                metadata: match stable {
+                    true => m.metadata(&group.protocol_name).unwrap_or_default(),
+                    false => Bytes::new(),
+                },
+                assignment: match stable {
+                    true => m.assignment.clone(),
+                    false => Bytes::new(),
+                },
+            })
+            .collect();
+        GroupDescription {
+            state: group.state.name(),
+            protocol_type: group.protocol_type.clone(),
+            protocol_name: match stable {
+                true => group.protocol_name.clone(),
+                false => String::new(),
+            },
+            members,
+        }
+    }
+
+    /// DeleteGroups' check, as Kafka's: a group with members is NON_EMPTY_GROUP, an unknown one
+    /// GROUP_ID_NOT_FOUND. An empty group is forgotten here; the caller then deletes its
+    /// committed offsets (which keep it listed until their tombstones are on disk).
+    pub fn check_delete(&self, group_id: &str) -> Result<()> {
+        let mut groups = self.groups.lock();
+        match groups.get(group_id) {
+            Some(group) if group.state != GroupState::Empty => {
+                Err(BrokerError::NonEmptyGroup(group_id.to_string()))
+            }
+            Some(_) => {
+                groups.remove(group_id);
+                Ok(())
+            }
+            None if self.offsets.has_offsets(group_id) => Ok(()),
+            None => Err(BrokerError::GroupIdNotFound(group_id.to_string())),
+        }
+    }
+
+    /// OffsetDelete's check, as Kafka's: for each topic, whether the group's active members
+    /// subscribe to it (its offsets are then refused with GROUP_SUBSCRIBED_TO_TOPIC). An empty
+    /// group subscribes to nothing; an active group of another protocol type than `consumer`
+    /// is NON_EMPTY_GROUP; an unknown group is GROUP_ID_NOT_FOUND.
+    pub fn check_offset_delete(&self, group_id: &str, topics: &[&str]) -> Result<Vec<bool>> {
+        if group_id.is_empty() {
+            return Err(BrokerError::InvalidGroupId);
+        }
+        let groups = self.groups.lock();
+        let Some(group) = groups.get(group_id) else {
+            return match self.offsets.has_offsets(group_id) {
+                true => Ok(vec![false; topics.len()]),
+                false => Err(BrokerError::GroupIdNotFound(group_id.to_string())),
+            };
+        };
+        if group.state == GroupState::Empty {
+            return Ok(vec![false; topics.len()]);
+        }
+        if group.protocol_type != CONSUMER_PROTOCOL_TYPE {
+            return Err(BrokerError::NonEmptyGroup(group_id.to_string()));
+        }
+        // Kafka treats a group whose subscriptions it cannot read as subscribed to everything.
+        Ok(match group.subscribed_topics() {
+            Some(subscribed) => topics.iter().map(|t| subscribed.contains(*t)).collect(),
+            None => vec![true; topics.len()],
+        })
     }
 
     /// Ids of the groups known to this coordinator, with any committed offsets.
     pub fn group_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.groups.lock().keys().cloned().collect();
-        ids.extend(self.committed.lock().keys().map(|(g, _, _)| g.clone()));
-        ids.sort();
-        ids.dedup();
-        ids
+        self.list().into_iter().map(|g| g.group_id).collect()
+    }
+}
+
+/// The state Kafka reports for a group it does not know.
+const DEAD: &str = "Dead";
+
+impl Member {
+    /// This member's metadata for `protocol`, if it offered that protocol.
+    fn metadata(&self, protocol: &str) -> Option<Bytes> {
+        self.protocols
+            .iter()
+            .find(|(name, _)| name == protocol)
+            .map(|(_, metadata)| metadata.clone())
+    }
+}
+
+impl Group {
+    /// The topics the members' subscriptions name (consumer protocol, read as version 0, the
+    /// prefix every version shares, as Kafka reads it). `None` before a protocol is chosen or
+    /// when a member's metadata cannot be read.
+    fn subscribed_topics(&self) -> Option<BTreeSet<String>> {
+        if self.protocol_name.is_empty() {
+            return None;
+        }
+        let mut topics = BTreeSet::new();
+        for member in self.members.values() {
+            let mut metadata = member.metadata(&self.protocol_name)?;
+            if metadata.remaining() < 2 {
+                return None;
+            }
+            metadata.advance(2); // the subscription's version
+            let subscription = ConsumerProtocolSubscription::decode(&mut metadata, 0).ok()?;
+            topics.extend(subscription.topics.iter().map(|t| t.to_string()));
+        }
+        Some(topics)
     }
 }
 

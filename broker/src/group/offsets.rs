@@ -3,17 +3,25 @@
 //!
 //! Key (version 1): `i16 version, string group, string topic, i32 partition`.
 //! Value (version 3): `i16 version, i64 offset, i32 leader epoch, string metadata, i64 timestamp`.
-//! A null value (tombstone) deletes the offset. A commit is acknowledged once its record is
-//! synced to disk (the topic is created with `flush.messages=1`).
+//! A null value (tombstone) deletes the offset: DeleteGroups and OffsetDelete write them, so a
+//! deletion survives a restart. A commit or deletion is acknowledged once its records are synced
+//! to disk (the topic is created with `flush.messages=1`); [`OffsetStore`] keeps memory in step
+//! with the log. Group metadata records (key version 2: members, generation, assignments) are
+//! neither written nor read: group membership lives in memory only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use parking_lot::Mutex;
+use tokio::sync::watch;
 
 use super::CommittedOffset;
 use crate::broker::{now_ms, Broker};
 use crate::error::{BrokerError, Result};
 use crate::log::batch::{decode_records, BatchBuilder};
+use crate::partition::Partition;
 
 /// The internal topic holding committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -100,6 +108,240 @@ fn offsets_topic_config() -> BTreeMap<String, String> {
     .collect()
 }
 
+/// A change to one partition's committed offset for a group: a new offset, or `None` to delete
+/// it (a tombstone).
+pub type OffsetChange = (String, i32, Option<CommittedOffset>);
+
+/// Which committed offsets of a group a deletion removes.
+pub(crate) enum Deletion<'a> {
+    /// All of them (DeleteGroups).
+    Group,
+    /// Those of these partitions that have one (OffsetDelete).
+    Partitions(&'a BTreeSet<(String, i32)>),
+}
+
+/// Committed offsets in memory, changed in the order their records stand in
+/// `__consumer_offsets`.
+///
+/// A write is appended to the log when its request arrives, so requests on one connection take
+/// effect in the order they were sent, and it is applied here once it is on disk. A write whose
+/// sync completes first also applies every write before it (they are on disk too), so memory
+/// always equals a prefix of the log, whatever order the waiting tasks resume in.
+pub(crate) struct OffsetStore {
+    state: Mutex<StoreState>,
+    /// Bumped whenever a pending write settles (applied or failed), to wake waiting fetches.
+    settled: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct StoreState {
+    committed: BTreeMap<(String, String, i32), CommittedOffset>,
+    /// Writes in the log but not yet on disk, in log order.
+    pending: VecDeque<PendingWrite>,
+}
+
+struct PendingWrite {
+    /// Offset in `__consumer_offsets` of the write's last record.
+    last_offset: i64,
+    group: String,
+    changes: Vec<OffsetChange>,
+}
+
+impl PendingWrite {
+    fn touches(&self, group: &str, partitions: Option<&BTreeSet<(String, i32)>>) -> bool {
+        self.group == group
+            && self.changes.iter().any(|(t, p, _)| {
+                // Cloning the key costs less than scanning a client's long list.
+                partitions.is_none_or(|wanted| wanted.contains(&(t.clone(), *p)))
+            })
+    }
+}
+
+impl StoreState {
+    fn apply(&mut self, group: &str, (topic, partition, value): OffsetChange) {
+        let key = (group.to_string(), topic, partition);
+        match value {
+            Some(offset) => self.committed.insert(key, offset),
+            None => self.committed.remove(&key),
+        };
+    }
+
+    /// Partitions of `group` with an offset, committed or on its way to disk.
+    fn partitions_of(&self, group: &str) -> BTreeSet<(String, i32)> {
+        let committed = self
+            .committed
+            .range((group.to_string(), String::new(), i32::MIN)..)
+            .take_while(|((g, _, _), _)| g == group)
+            .map(|((_, t, p), _)| (t.clone(), *p));
+        let pending = self
+            .pending
+            .iter()
+            .filter(|w| w.group == group)
+            .flat_map(|w| w.changes.iter())
+            .filter(|(_, _, value)| value.is_some())
+            .map(|(t, p, _)| (t.clone(), *p));
+        committed.chain(pending).collect()
+    }
+}
+
+impl OffsetStore {
+    pub(crate) fn new() -> OffsetStore {
+        OffsetStore {
+            state: Mutex::new(StoreState::default()),
+            settled: watch::Sender::new(0),
+        }
+    }
+
+    /// The committed offset of one partition for a group.
+    pub(crate) fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Option<CommittedOffset> {
+        self.state
+            .lock()
+            .committed
+            .get(&(group.to_string(), topic.to_string(), partition))
+            .cloned()
+    }
+
+    /// Every committed offset of a group: (topic, partition, offset).
+    pub(crate) fn committed_for_group(&self, group: &str) -> Vec<(String, i32, CommittedOffset)> {
+        self.state
+            .lock()
+            .committed
+            .range((group.to_string(), String::new(), i32::MIN)..)
+            .take_while(|((g, _, _), _)| g == group)
+            .map(|((_, t, p), o)| (t.clone(), *p, o.clone()))
+            .collect()
+    }
+
+    /// Groups with at least one committed offset.
+    pub(crate) fn group_ids(&self) -> BTreeSet<String> {
+        let state = self.state.lock();
+        state.committed.keys().map(|(g, _, _)| g.clone()).collect()
+    }
+
+    /// Whether a group has offsets, committed or on their way to disk.
+    pub(crate) fn has_offsets(&self, group: &str) -> bool {
+        !self.state.lock().partitions_of(group).is_empty()
+    }
+
+    /// Whether a write to one partition's offset is in the log but not yet applied.
+    pub(crate) fn is_pending(&self, group: &str, topic: &str, partition: i32) -> bool {
+        let state = self.state.lock();
+        state.pending.iter().any(|w| {
+            w.group == group
+                && w.changes
+                    .iter()
+                    .any(|(t, p, _)| t == topic && *p == partition)
+        })
+    }
+
+    /// The last pending write of `group` touching `partitions` (all of the group's when `None`),
+    /// as a log offset to wait for with [`OffsetStore::wait_settled`].
+    pub(crate) fn pending_through(
+        &self,
+        group: &str,
+        partitions: Option<&BTreeSet<(String, i32)>>,
+    ) -> Option<i64> {
+        let state = self.state.lock();
+        state
+            .pending
+            .iter()
+            .rev()
+            .find(|w| w.touches(group, partitions))
+            .map(|w| w.last_offset)
+    }
+
+    /// Waits, at most `wait`, until no write of `group` touching `partitions` at or before log
+    /// offset `through` is pending. Later writes are not waited for, so a stream of commits from
+    /// other clients cannot hold a fetch up.
+    pub(crate) async fn wait_settled(
+        &self,
+        group: &str,
+        partitions: Option<&BTreeSet<(String, i32)>>,
+        through: i64,
+        wait: Duration,
+    ) {
+        let mut settled = self.settled.subscribe();
+        let waited = tokio::time::timeout(wait, async {
+            loop {
+                settled.borrow_and_update();
+                let still_pending = self
+                    .state
+                    .lock()
+                    .pending
+                    .iter()
+                    .take_while(|w| w.last_offset <= through)
+                    .any(|w| w.touches(group, partitions));
+                if !still_pending || settled.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        if waited.is_err() {
+            tracing::warn!(group, through, "offset writes did not reach disk in time");
+        }
+    }
+
+    /// Applies a change read back from the log (at start-up, in log order).
+    fn restore(&self, group: &str, change: OffsetChange) {
+        self.state.lock().apply(group, change);
+    }
+
+    /// Applies, in log order, every pending write up to `durable_through` (now on disk).
+    fn apply_durable(&self, durable_through: i64) {
+        let mut state = self.state.lock();
+        while state
+            .pending
+            .front()
+            .is_some_and(|w| w.last_offset <= durable_through)
+        {
+            let write = state.pending.pop_front().expect("front checked");
+            for change in write.changes {
+                state.apply(&write.group, change);
+            }
+        }
+        drop(state);
+        self.settled.send_modify(|n| *n += 1);
+    }
+
+    /// Drops a write that failed to reach disk: it is not applied.
+    fn forget(&self, last_offset: i64) {
+        self.state
+            .lock()
+            .pending
+            .retain(|w| w.last_offset != last_offset);
+        self.settled.send_modify(|n| *n += 1);
+    }
+}
+
+/// A write appended to `__consumer_offsets`; [`Appended::settle`] applies it once on disk.
+#[must_use = "an appended write is applied only when settled"]
+pub(crate) struct Appended {
+    partition: Arc<Partition>,
+    last_offset: i64,
+}
+
+impl Appended {
+    /// Waits until the write is on disk and applies it (with every write before it).
+    pub(crate) async fn settle(self, store: &OffsetStore) -> Result<()> {
+        match self.partition.wait_durable(self.last_offset).await {
+            Ok(()) => {
+                store.apply_durable(self.last_offset);
+                Ok(())
+            }
+            Err(e) => {
+                store.forget(self.last_offset);
+                Err(e)
+            }
+        }
+    }
+}
+
 /// Commits offsets for a group: appends them to `__consumer_offsets`, waits until they are on
 /// disk, then makes them visible.
 pub async fn commit(
@@ -107,27 +349,125 @@ pub async fn commit(
     group: &str,
     offsets: Vec<(String, i32, CommittedOffset)>,
 ) -> Result<()> {
-    if offsets.is_empty() {
-        return Ok(());
+    let changes = offsets
+        .into_iter()
+        .map(|(t, p, o)| (t, p, Some(o)))
+        .collect();
+    match append_commit(broker, group, changes)? {
+        Some(appended) => appended.settle(&broker.groups.offsets).await,
+        None => Ok(()),
     }
+}
+
+/// Appends committed offsets to `__consumer_offsets` now; they apply once settled.
+pub(crate) fn append_commit(
+    broker: &Broker,
+    group: &str,
+    changes: Vec<OffsetChange>,
+) -> Result<Option<Appended>> {
+    append(broker, group, |_| changes)
+}
+
+/// Appends tombstones for a group's offsets to `__consumer_offsets` now; they apply once
+/// settled. `None` when there was no offset to delete.
+pub(crate) fn append_deletion(
+    broker: &Broker,
+    group: &str,
+    deletion: Deletion<'_>,
+) -> Result<Option<Appended>> {
+    append(broker, group, |state| {
+        let mut partitions = state.partitions_of(group);
+        if let Deletion::Partitions(wanted) = deletion {
+            partitions.retain(|key| wanted.contains(key));
+        }
+        partitions.into_iter().map(|(t, p)| (t, p, None)).collect()
+    })
+}
+
+/// Appends the changes `changes_of` picks, under the store's lock so that what it reads and the
+/// order of the records agree.
+fn append(
+    broker: &Broker,
+    group: &str,
+    changes_of: impl FnOnce(&StoreState) -> Vec<OffsetChange>,
+) -> Result<Option<Appended>> {
     let topic = offsets_topic(broker)?;
-    let partition = &topic.partitions[partition_for(group)];
-    let mut builder = BatchBuilder::new(now_ms(), offsets.len() * 64);
-    for (t, p, offset) in &offsets {
-        let key = encode_key(group, t, *p);
-        builder.push(
-            offset.commit_timestamp_ms,
-            Some(&key),
-            Some(&encode_value(offset)),
-            &[],
-        );
+    let partition = Arc::clone(&topic.partitions[partition_for(group)]);
+    let store = &broker.groups.offsets;
+    let mut state = store.state.lock();
+    let changes = changes_of(&state);
+    if changes.is_empty() {
+        return Ok(None);
     }
-    let info = partition.append(&mut builder.finish(), now_ms())?;
-    partition.wait_durable(info.last_offset).await?;
-    for (t, p, offset) in offsets {
-        broker.groups.set_committed(group, &t, p, Some(offset));
+    let now = now_ms();
+    let mut appended = 0;
+    let mut last_offset = -1;
+    let mut failure = None;
+    // Records go in batches within the topic's max.message.bytes: a group may have many.
+    for chunk in chunks_by_bytes(group, &changes, RECORD_BATCH_BYTES_MAX) {
+        let mut builder = BatchBuilder::new(now, RECORD_BATCH_BYTES_MAX);
+        for (topic, partition, value) in chunk {
+            let key = encode_key(group, topic, *partition);
+            let timestamp_ms = value.as_ref().map_or(now, |o| o.commit_timestamp_ms);
+            let value = value.as_ref().map(encode_value);
+            builder.push(timestamp_ms, Some(&key), value.as_deref(), &[]);
+        }
+        match partition.append(&mut builder.finish(), now) {
+            Ok(info) => (appended, last_offset) = (appended + chunk.len(), info.last_offset),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
     }
-    Ok(())
+    if appended > 0 {
+        // What is in the log applies in order with the rest, even if a later batch failed.
+        let mut changes = changes;
+        changes.truncate(appended);
+        state.pending.push_back(PendingWrite {
+            last_offset,
+            group: group.to_string(),
+            changes,
+        });
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(Some(Appended {
+        partition,
+        last_offset,
+    }))
+}
+
+/// Bytes of records in one batch written to `__consumer_offsets`, well within its
+/// max.message.bytes (1 MiB by default).
+const RECORD_BATCH_BYTES_MAX: usize = 256 * 1024;
+
+/// Bytes a record takes besides its group, topic and metadata strings (an upper bound).
+const RECORD_OVERHEAD_BYTES: usize = 64;
+
+/// Splits `changes` into runs whose keys and values take at most about `bytes_max` (a run
+/// holds at least one change).
+fn chunks_by_bytes<'a>(
+    group: &str,
+    changes: &'a [OffsetChange],
+    bytes_max: usize,
+) -> Vec<&'a [OffsetChange]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, (topic, _, value)) in changes.iter().enumerate() {
+        let metadata_bytes = value.as_ref().map_or(0, |o| o.metadata.len());
+        let size = RECORD_OVERHEAD_BYTES + group.len() + topic.len() + metadata_bytes;
+        if i > start && bytes + size > bytes_max {
+            chunks.push(&changes[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < changes.len() {
+        chunks.push(&changes[start..]);
+    }
+    chunks
 }
 
 fn offsets_topic(broker: &Broker) -> Result<std::sync::Arc<crate::broker::Topic>> {
@@ -159,10 +499,11 @@ pub(crate) fn restore(broker: &Broker) -> Result<()> {
     };
     let mut restored = 0usize;
     for partition in &topic.partitions {
-        let log = partition.log().lock();
-        let mut offset = log.log_start_offset();
-        while offset < log.log_end_offset() {
-            let bytes = log.read(offset, 1 << 20)?;
+        // The log's lock is taken per read, never while the store's is held (appends take the
+        // store's lock, then the log's).
+        let mut offset = partition.log_start_offset();
+        while offset < partition.high_watermark() {
+            let bytes = partition.read(offset, 1 << 20)?;
             let records = decode_records(&bytes).map_err(BrokerError::CorruptMessage)?;
             let Some(last) = records.last() else { break };
             offset = last.offset + 1;
@@ -171,7 +512,7 @@ pub(crate) fn restore(broker: &Broker) -> Result<()> {
                     continue;
                 };
                 let value = record.value.and_then(decode_value);
-                broker.groups.set_committed(&group, &t, p, value);
+                broker.groups.offsets.restore(&group, (t, p, value));
                 restored += 1;
             }
         }

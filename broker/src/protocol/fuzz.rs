@@ -137,6 +137,24 @@ fn corpus() -> Vec<Bytes> {
     let delete = DeleteTopicsRequest::default()
         .with_topic_names(vec![TopicName(str_bytes("fuzzed"))])
         .with_timeout_ms(1000);
+    let list_groups = ListGroupsRequest::default()
+        .with_states_filter(vec![str_bytes("Empty")])
+        .with_types_filter(vec![str_bytes("classic")]);
+    let describe_groups = DescribeGroupsRequest::default()
+        .with_groups(vec![GroupId(str_bytes("g")), GroupId(str_bytes("h"))])
+        .with_include_authorized_operations(true);
+    let delete_groups =
+        DeleteGroupsRequest::default().with_groups_names(vec![GroupId(str_bytes("gone"))]);
+    let offset_delete = OffsetDeleteRequest::default()
+        .with_group_id(GroupId(str_bytes("g")))
+        .with_topics(vec![
+            offset_delete_request::OffsetDeleteRequestTopic::default()
+                .with_name(topic())
+                .with_partitions(vec![
+                    offset_delete_request::OffsetDeleteRequestPartition::default()
+                        .with_partition_index(1),
+                ]),
+        ]);
     vec![
         frame(8, &produce),
         frame(3, &produce),
@@ -157,6 +175,17 @@ fn corpus() -> Vec<Bytes> {
         frame(2, &describe),
         frame(4, &delete),
         frame(3, &ApiVersionsRequest::default()),
+        frame(5, &list_groups),
+        frame(2, &ListGroupsRequest::default()),
+        frame(5, &describe_groups),
+        frame(
+            0,
+            &describe_groups
+                .clone()
+                .with_include_authorized_operations(false),
+        ),
+        frame(2, &delete_groups),
+        frame(0, &offset_delete),
     ]
 }
 

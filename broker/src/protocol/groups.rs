@@ -1,30 +1,51 @@
 //! The group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit
-//! and OffsetFetch. Every group is coordinated by this node.
+//! and OffsetFetch; and the admin ones: ListGroups, DescribeGroups, DeleteGroups, OffsetDelete.
+//! Every group is coordinated by this node.
+//!
+//! Offset writes (commits and deletions) are appended to `__consumer_offsets` when the request
+//! is dispatched, and an OffsetFetch waits for the writes to its partitions dispatched before it:
+//! Kafka answers a connection's requests one at a time, so a client reading its offsets right
+//! after an asynchronous commit sees that commit, and so it does here, though requests are
+//! answered concurrently.
 
+use std::collections::{BTreeSet, HashSet};
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponsePartition, OffsetFetchResponseTopic,
 };
 use kafka_protocol::messages::{
-    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
-    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    SyncGroupRequest, SyncGroupResponse, TopicName,
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
+    OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
+    SyncGroupResponse, TopicName,
 };
 use kafka_protocol::ResponseError;
 
 use super::{str_bytes, RequestContext};
 use crate::broker::now_ms;
-use crate::error::BrokerError;
-use crate::group::{offsets, CommittedOffset, JoinRequest, JoinStarted};
-use crate::limits::OFFSET_METADATA_BYTES_MAX;
+use crate::error::{BrokerError, Result};
+use crate::group::offsets::{self, Appended, Deletion};
+use crate::group::{CommittedOffset, GroupDescription, JoinRequest, JoinStarted};
+use crate::limits::{
+    DESCRIBE_GROUPS_RESPONSE_BYTES_MAX, OFFSET_FETCH_WAIT_MS_MAX, OFFSET_METADATA_BYTES_MAX,
+};
 
 /// Longest group id whose offsets can be committed: `__consumer_offsets` records store it with
 /// an i16 length.
@@ -64,6 +85,7 @@ pub(super) async fn join_group(
         member_id: request.member_id.to_string(),
         group_instance_id: request.group_instance_id.map(|s| s.to_string()),
         client_id: context.client_id.clone(),
+        client_host: context.client_host.clone(),
         protocol_type: request.protocol_type.to_string(),
         protocols: request
             .protocols
@@ -181,11 +203,13 @@ pub(super) fn leave_group(
     response
 }
 
-pub(super) async fn offset_commit(
-    context: RequestContext,
+/// Validates a commit and appends its offsets now (so later requests on the connection see
+/// them in order); the returned future answers once they are on disk.
+pub(super) fn offset_commit(
+    context: &RequestContext,
     request: OffsetCommitRequest,
-) -> OffsetCommitResponse {
-    let broker = &context.broker;
+) -> impl Future<Output = OffsetCommitResponse> + Send + 'static {
+    let broker = Arc::clone(&context.broker);
     let check = if request.group_id.len() > GROUP_ID_STORED_BYTES_MAX {
         // `__consumer_offsets` stores the group id with an i16 length.
         Err(BrokerError::InvalidRequest(format!(
@@ -214,20 +238,17 @@ pub(super) async fn offset_commit(
                 Ok(()) => match broker.partition(&topic.name, p.partition_index) {
                     Err(e) => e.code(),
                     Ok(_) => {
-                        accepted.push((
-                            topic.name.to_string(),
-                            p.partition_index,
-                            CommittedOffset {
-                                offset: p.committed_offset,
-                                leader_epoch: p.committed_leader_epoch,
-                                metadata: p
-                                    .committed_metadata
-                                    .as_ref()
-                                    .map(|m| m.to_string())
-                                    .unwrap_or_default(),
-                                commit_timestamp_ms: now,
-                            },
-                        ));
+                        let committed = CommittedOffset {
+                            offset: p.committed_offset,
+                            leader_epoch: p.committed_leader_epoch,
+                            metadata: p
+                                .committed_metadata
+                                .as_ref()
+                                .map(|m| m.to_string())
+                                .unwrap_or_default(),
+                            commit_timestamp_ms: now,
+                        };
+                        accepted.push((topic.name.to_string(), p.partition_index, Some(committed)));
                         0
                     }
                 },
@@ -236,76 +257,345 @@ pub(super) async fn offset_commit(
         }
         topics.push((topic.name.clone(), partitions));
     }
-    let stored = offsets::commit(broker, &request.group_id, accepted).await;
-    let topics = topics
-        .into_iter()
-        .map(|(name, partitions)| {
-            let partitions = partitions
-                .into_iter()
-                .map(|(index, error)| {
-                    let error = match (&stored, error) {
-                        (Err(e), 0) => e.code(),
-                        (_, error) => error,
-                    };
-                    OffsetCommitResponsePartition::default()
-                        .with_partition_index(index)
-                        .with_error_code(error)
-                })
-                .collect();
-            OffsetCommitResponseTopic::default()
-                .with_name(name)
-                .with_partitions(partitions)
-        })
-        .collect();
-    OffsetCommitResponse::default().with_topics(topics)
+    let appended = offsets::append_commit(&broker, &request.group_id, accepted);
+    async move {
+        let stored = settle(appended, &broker).await;
+        let topics = topics
+            .into_iter()
+            .map(|(name, partitions)| {
+                let partitions = partitions
+                    .into_iter()
+                    .map(|(index, error)| {
+                        let error = match (&stored, error) {
+                            (Err(e), 0) => e.code(),
+                            (_, error) => error,
+                        };
+                        OffsetCommitResponsePartition::default()
+                            .with_partition_index(index)
+                            .with_error_code(error)
+                    })
+                    .collect();
+                OffsetCommitResponseTopic::default()
+                    .with_name(name)
+                    .with_partitions(partitions)
+            })
+            .collect();
+        OffsetCommitResponse::default().with_topics(topics)
+    }
 }
 
+/// Waits for an appended offset write to reach disk and apply.
+async fn settle(appended: Result<Option<Appended>>, broker: &crate::Broker) -> Result<()> {
+    match appended? {
+        Some(appended) => appended.settle(&broker.groups.offsets).await,
+        None => Ok(()),
+    }
+}
+
+/// Answers with the group's committed offsets once the writes to them dispatched before this
+/// request are on disk (at most [`OFFSET_FETCH_WAIT_MS_MAX`]). With `require_stable` (v7), a
+/// partition whose offset still has a write pending is answered UNSTABLE_OFFSET_COMMIT, as Kafka
+/// answers it, and the client retries.
 pub(super) fn offset_fetch(
     context: &RequestContext,
     request: OffsetFetchRequest,
-) -> OffsetFetchResponse {
-    let groups = &context.broker.groups;
+) -> impl Future<Output = OffsetFetchResponse> + Send + 'static {
+    let broker = Arc::clone(&context.broker);
     let group = request.group_id.to_string();
-    let requested: Vec<(TopicName, Vec<i32>)> = match request.topics {
-        Some(topics) => topics
+    let requested: Option<Vec<(TopicName, Vec<i32>)>> = request.topics.map(|topics| {
+        topics
             .into_iter()
             .map(|t| (t.name, t.partition_indexes))
-            .collect(),
-        None => {
-            let mut all: Vec<(TopicName, Vec<i32>)> = Vec::new();
-            for (topic, partition, _) in groups.committed_for_group(&group) {
-                match all.iter_mut().find(|(t, _)| t.as_str() == topic) {
-                    Some((_, ps)) => ps.push(partition),
-                    None => all.push((TopicName(str_bytes(topic)), vec![partition])),
-                }
-            }
-            all
+            .collect()
+    });
+    let partitions: Option<BTreeSet<(String, i32)>> = requested.as_ref().map(|topics| {
+        topics
+            .iter()
+            .flat_map(|(t, ps)| ps.iter().map(|p| (t.to_string(), *p)))
+            .collect()
+    });
+    // Fixed now, at dispatch: the writes sent before this request, not those sent after.
+    let through = broker
+        .groups
+        .offsets
+        .pending_through(&group, partitions.as_ref());
+    let require_stable = request.require_stable;
+    async move {
+        let store = &broker.groups.offsets;
+        if let Some(through) = through {
+            let wait = Duration::from_millis(OFFSET_FETCH_WAIT_MS_MAX);
+            store
+                .wait_settled(&group, partitions.as_ref(), through, wait)
+                .await;
         }
-    };
-    let topics = requested
+        let requested = requested.unwrap_or_else(|| all_committed(&broker.groups, &group));
+        let topics = requested
+            .into_iter()
+            .map(|(name, partitions)| {
+                let partitions = partitions
+                    .into_iter()
+                    .map(|index| {
+                        if require_stable && store.is_pending(&group, &name, index) {
+                            return OffsetFetchResponsePartition::default()
+                                .with_partition_index(index)
+                                .with_committed_offset(-1)
+                                .with_metadata(Some(str_bytes("")))
+                                .with_error_code(ResponseError::UnstableOffsetCommit.code());
+                        }
+                        let committed = store.committed(&group, &name, index);
+                        OffsetFetchResponsePartition::default()
+                            .with_partition_index(index)
+                            .with_committed_offset(committed.as_ref().map_or(-1, |c| c.offset))
+                            .with_committed_leader_epoch(
+                                committed.as_ref().map_or(-1, |c| c.leader_epoch),
+                            )
+                            .with_metadata(Some(str_bytes(
+                                committed.map(|c| c.metadata).unwrap_or_default(),
+                            )))
+                    })
+                    .collect();
+                OffsetFetchResponseTopic::default()
+                    .with_name(name)
+                    .with_partitions(partitions)
+            })
+            .collect();
+        OffsetFetchResponse::default().with_topics(topics)
+    }
+}
+
+/// Every partition a group has committed, by topic.
+fn all_committed(groups: &crate::GroupCoordinator, group: &str) -> Vec<(TopicName, Vec<i32>)> {
+    let mut all: Vec<(TopicName, Vec<i32>)> = Vec::new();
+    for (topic, partition, _) in groups.committed_for_group(group) {
+        match all.iter_mut().find(|(t, _)| t.as_str() == topic) {
+            Some((_, ps)) => ps.push(partition),
+            None => all.push((TopicName(str_bytes(topic)), vec![partition])),
+        }
+    }
+    all
+}
+
+/// The group type ListGroups v5 reports: every group here runs the classic protocol.
+const CLASSIC_GROUP_TYPE: &str = "classic";
+
+/// Lists every group, filtered by state (v4+, case-insensitive) and type (v5: only `classic`
+/// groups exist here, so any other type filter lists none, as Kafka's classic coordinator does).
+pub(super) fn list_groups(
+    context: &RequestContext,
+    request: ListGroupsRequest,
+) -> ListGroupsResponse {
+    let states: Vec<String> = request
+        .states_filter
+        .iter()
+        .map(|s| s.to_lowercase())
+        .collect();
+    let type_listed = request.types_filter.is_empty()
+        || request
+            .types_filter
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(CLASSIC_GROUP_TYPE));
+    let groups = context
+        .broker
+        .groups
+        .list()
         .into_iter()
-        .map(|(name, partitions)| {
-            let partitions = partitions
-                .into_iter()
-                .map(|index| {
-                    let committed = groups.committed(&group, &name, index);
-                    OffsetFetchResponsePartition::default()
-                        .with_partition_index(index)
-                        .with_committed_offset(committed.as_ref().map_or(-1, |c| c.offset))
-                        .with_committed_leader_epoch(
-                            committed.as_ref().map_or(-1, |c| c.leader_epoch),
-                        )
-                        .with_metadata(Some(str_bytes(
-                            committed.map(|c| c.metadata).unwrap_or_default(),
-                        )))
-                })
-                .collect();
-            OffsetFetchResponseTopic::default()
-                .with_name(name)
-                .with_partitions(partitions)
+        .filter(|g| type_listed && (states.is_empty() || states.contains(&g.state.to_lowercase())))
+        .map(|g| {
+            ListedGroup::default()
+                .with_group_id(str_bytes(g.group_id).into())
+                .with_protocol_type(str_bytes(g.protocol_type))
+                .with_group_state(str_bytes(g.state))
+                .with_group_type(str_bytes(CLASSIC_GROUP_TYPE))
         })
         .collect();
-    OffsetFetchResponse::default().with_topics(topics)
+    ListGroupsResponse::default().with_groups(groups)
+}
+
+/// What Kafka reports as a group's authorized operations when it has no authorizer: every
+/// operation on a group (READ 3, DELETE 6, DESCRIBE 8), as a bit field.
+const GROUP_OPERATIONS_ALL: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+
+/// Describes each group named (an unknown one is Dead, error NONE, as in Kafka). Descriptions
+/// stop at [`DESCRIBE_GROUPS_RESPONSE_BYTES_MAX`]: groups past it are answered INVALID_REQUEST.
+pub(super) fn describe_groups(
+    context: &RequestContext,
+    request: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
+    let operations = (context.version >= 3 && request.include_authorized_operations)
+        .then_some(GROUP_OPERATIONS_ALL);
+    let mut bytes = 0usize;
+    let groups = request
+        .groups
+        .into_iter()
+        .map(|group_id| {
+            let description = context.broker.groups.describe(&group_id);
+            bytes = bytes.saturating_add(description_bytes(&group_id, &description));
+            if bytes > DESCRIBE_GROUPS_RESPONSE_BYTES_MAX {
+                return DescribedGroup::default()
+                    .with_group_id(group_id)
+                    .with_error_code(ResponseError::InvalidRequest.code());
+            }
+            described_group(group_id, description, operations)
+        })
+        .collect();
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+/// About how many bytes a group's description takes in a response.
+fn description_bytes(group_id: &str, description: &GroupDescription) -> usize {
+    let members: usize = description
+        .members
+        .iter()
+        .map(|m| {
+            let instance = m.group_instance_id.as_ref().map_or(0, |i| i.len());
+            let strings = m.member_id.len() + instance + m.client_id.len() + m.client_host.len();
+            strings + m.metadata.len() + m.assignment.len() + 32
+        })
+        .sum();
+    group_id.len()
+        + description.protocol_type.len()
+        + description.protocol_name.len()
+        + 32
+        + members
+}
+
+fn described_group(
+    group_id: GroupId,
+    description: GroupDescription,
+    operations: Option<i32>,
+) -> DescribedGroup {
+    let members = description
+        .members
+        .into_iter()
+        .map(|m| {
+            DescribedGroupMember::default()
+                .with_member_id(str_bytes(m.member_id))
+                .with_group_instance_id(m.group_instance_id.map(str_bytes))
+                .with_client_id(str_bytes(m.client_id))
+                .with_client_host(str_bytes(m.client_host))
+                .with_member_metadata(m.metadata)
+                .with_member_assignment(m.assignment)
+        })
+        .collect();
+    let group = DescribedGroup::default()
+        .with_group_id(group_id)
+        .with_group_state(str_bytes(description.state))
+        .with_protocol_type(str_bytes(description.protocol_type))
+        .with_protocol_data(str_bytes(description.protocol_name))
+        .with_members(members);
+    match operations {
+        Some(operations) => group.with_authorized_operations(operations),
+        None => group,
+    }
+}
+
+/// Deletes empty groups and their committed offsets, durably (tombstones in
+/// `__consumer_offsets`); a group with members is NON_EMPTY_GROUP, an unknown one
+/// GROUP_ID_NOT_FOUND. Each group is answered once, however often it is named, as in Kafka.
+pub(super) fn delete_groups(
+    context: &RequestContext,
+    request: DeleteGroupsRequest,
+) -> impl Future<Output = DeleteGroupsResponse> + Send + 'static {
+    let broker = Arc::clone(&context.broker);
+    let mut seen = HashSet::new();
+    let names: Vec<GroupId> = request
+        .groups_names
+        .into_iter()
+        .filter(|name| seen.insert(name.clone()))
+        .collect();
+    let started: Vec<(GroupId, Result<Option<Appended>>)> = names
+        .into_iter()
+        .map(|name| {
+            let appended = broker
+                .groups
+                .check_delete(&name)
+                .and_then(|()| offsets::append_deletion(&broker, &name, Deletion::Group));
+            (name, appended)
+        })
+        .collect();
+    async move {
+        let mut results = Vec::with_capacity(started.len());
+        for (name, appended) in started {
+            let deleted = settle(appended, &broker).await;
+            if deleted.is_ok() {
+                tracing::info!(group = %name.as_str(), "deleted group");
+            }
+            results.push(
+                DeletableGroupResult::default()
+                    .with_group_id(name)
+                    .with_error_code(deleted.err().map_or(0, |e| e.code())),
+            );
+        }
+        DeleteGroupsResponse::default().with_results(results)
+    }
+}
+
+/// Deletes a group's committed offsets of the partitions named, durably; partitions of topics
+/// the group's active members subscribe to are refused GROUP_SUBSCRIBED_TO_TOPIC, and those of
+/// unknown topics UNKNOWN_TOPIC_OR_PARTITION, as in Kafka. A group-level error (unknown group,
+/// active group of another protocol) is answered alone, without partitions.
+pub(super) fn offset_delete(
+    context: &RequestContext,
+    request: OffsetDeleteRequest,
+) -> impl Future<Output = OffsetDeleteResponse> + Send + 'static {
+    let broker = Arc::clone(&context.broker);
+    let group = request.group_id.to_string();
+    let topic_names: Vec<&str> = request.topics.iter().map(|t| t.name.as_str()).collect();
+    let checked = broker.groups.check_offset_delete(&group, &topic_names);
+    let mut answers: Vec<(TopicName, Vec<(i32, i16)>)> = Vec::new();
+    let mut deletable: BTreeSet<(String, i32)> = BTreeSet::new();
+    if let Ok(subscribed) = &checked {
+        for (topic, subscribed) in request.topics.iter().zip(subscribed) {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let index = p.partition_index;
+                    let error = match broker.partition(&topic.name, index) {
+                        Err(e) => e.code(),
+                        Ok(_) if *subscribed => ResponseError::GroupSubscribedToTopic.code(),
+                        Ok(_) => {
+                            deletable.insert((topic.name.to_string(), index));
+                            0
+                        }
+                    };
+                    (index, error)
+                })
+                .collect();
+            answers.push((topic.name.clone(), partitions));
+        }
+    }
+    let appended = match &checked {
+        Ok(_) => offsets::append_deletion(&broker, &group, Deletion::Partitions(&deletable)),
+        Err(_) => Ok(None),
+    };
+    async move {
+        if let Err(e) = checked {
+            return OffsetDeleteResponse::default().with_error_code(e.code());
+        }
+        let deleted = settle(appended, &broker).await;
+        let topics = answers
+            .into_iter()
+            .map(|(name, partitions)| {
+                let partitions = partitions
+                    .into_iter()
+                    .map(|(index, error)| {
+                        let error = match (&deleted, error) {
+                            (Err(e), 0) => e.code(),
+                            (_, error) => error,
+                        };
+                        OffsetDeleteResponsePartition::default()
+                            .with_partition_index(index)
+                            .with_error_code(error)
+                    })
+                    .collect();
+                OffsetDeleteResponseTopic::default()
+                    .with_name(name)
+                    .with_partitions(partitions)
+            })
+            .collect();
+        OffsetDeleteResponse::default().with_topics(topics)
+    }
 }
 
 #[cfg(test)]

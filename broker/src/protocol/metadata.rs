@@ -323,6 +323,7 @@ mod tests {
             version,
             correlation_id: 1,
             client_id: "test".into(),
+            client_host: "/127.0.0.1".into(),
             request_bytes: 0,
         }
     }

@@ -69,6 +69,8 @@ pub(crate) struct RequestContext {
     pub version: i16,
     pub correlation_id: i32,
     pub client_id: String,
+    /// The client's address as Kafka shows it in group descriptions (`/127.0.0.1`).
+    pub client_host: String,
     /// Size of the request frame.
     pub request_bytes: usize,
 }
@@ -125,6 +127,10 @@ pub async fn serve_connection(broker: Arc<Broker>, stream: TcpStream) {
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
+    let client_host = stream
+        .peer_addr()
+        .map(|a| format!("/{}", a.ip()))
+        .unwrap_or_default();
     let _ = stream.set_nodelay(true);
     let idle = broker.config.connections_max_idle;
     let (mut reader, writer) = stream.into_split();
@@ -144,7 +150,7 @@ pub async fn serve_connection(broker: Arc<Broker>, stream: TcpStream) {
                 break;
             }
         };
-        let pending = match dispatch(&broker, frame) {
+        let pending = match dispatch_from(&broker, &client_host, frame) {
             Ok(pending) => pending,
             Err(reason) => {
                 tracing::warn!(%peer, %reason, "bad request; closing the connection");
@@ -223,8 +229,18 @@ async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Bytes, Frame
 /// The buffer first allocated for a frame; larger frames grow it as their bytes arrive.
 const FRAME_FIRST_READ_BYTES: usize = 64 * 1024;
 
-/// Decodes one request frame and starts answering it.
-fn dispatch(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Pending, String> {
+/// [`dispatch_from`] for tests, as from a client on the loopback address.
+#[cfg(test)]
+fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Result<Pending, String> {
+    dispatch_from(broker, "/127.0.0.1", frame)
+}
+
+/// Decodes one request frame from the client at `client_host` and starts answering it.
+fn dispatch_from(
+    broker: &Arc<Broker>,
+    client_host: &str,
+    mut frame: Bytes,
+) -> Result<Pending, String> {
     let request_bytes = frame.len();
     let api_key_raw = (&frame[0..2]).get_i16();
     let version = (&frame[2..4]).get_i16();
@@ -248,6 +264,7 @@ fn dispatch(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Pending, String> {
         version,
         correlation_id,
         client_id: header.client_id.map(|s| s.to_string()).unwrap_or_default(),
+        client_host: client_host.to_string(),
         request_bytes,
     };
     route(context, frame).map_err(|e| format!("{api_key:?} v{version}: {e}"))
@@ -314,11 +331,27 @@ fn route(context: RequestContext, mut body: Bytes) -> Result<Pending, String> {
         }
         ApiKey::OffsetCommit => {
             let request = decode(&mut body, v)?;
-            context.later(groups::offset_commit(context.clone(), request))
+            context.later(groups::offset_commit(&context, request))
         }
         ApiKey::OffsetFetch => {
-            let response = groups::offset_fetch(&context, decode(&mut body, v)?);
+            let request = decode(&mut body, v)?;
+            context.later(groups::offset_fetch(&context, request))
+        }
+        ApiKey::ListGroups => {
+            let response = groups::list_groups(&context, decode(&mut body, v)?);
             Pending::Ready(context.encode(&response))
+        }
+        ApiKey::DescribeGroups => {
+            let response = groups::describe_groups(&context, decode(&mut body, v)?);
+            Pending::Ready(context.encode(&response))
+        }
+        ApiKey::DeleteGroups => {
+            let request = decode(&mut body, v)?;
+            context.later(groups::delete_groups(&context, request))
+        }
+        ApiKey::OffsetDelete => {
+            let request = decode(&mut body, v)?;
+            context.later(groups::offset_delete(&context, request))
         }
         other => return Err(format!("{other:?} is not implemented")),
     })
@@ -404,6 +437,10 @@ mod tests {
                     ApiKey::DeleteTopics => body::<DeleteTopicsRequest>(version),
                     ApiKey::InitProducerId => body::<InitProducerIdRequest>(version),
                     ApiKey::DescribeConfigs => body::<DescribeConfigsRequest>(version),
+                    ApiKey::DescribeGroups => body::<DescribeGroupsRequest>(version),
+                    ApiKey::ListGroups => body::<ListGroupsRequest>(version),
+                    ApiKey::DeleteGroups => body::<DeleteGroupsRequest>(version),
+                    ApiKey::OffsetDelete => body::<OffsetDeleteRequest>(version),
                     _ => unreachable!("every supported api is listed"),
                 };
                 let mut frame = BytesMut::new();

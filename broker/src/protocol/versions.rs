@@ -22,11 +22,15 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 4),
     (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 5),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// Whether `version` of `api_key` is implemented.
@@ -97,6 +101,10 @@ pub(crate) fn decode_any(
         ApiKey::DeleteTopics => d::<DeleteTopicsRequest>(body, version),
         ApiKey::InitProducerId => d::<InitProducerIdRequest>(body, version),
         ApiKey::DescribeConfigs => d::<DescribeConfigsRequest>(body, version),
+        ApiKey::DescribeGroups => d::<DescribeGroupsRequest>(body, version),
+        ApiKey::ListGroups => d::<ListGroupsRequest>(body, version),
+        ApiKey::DeleteGroups => d::<DeleteGroupsRequest>(body, version),
+        ApiKey::OffsetDelete => d::<OffsetDeleteRequest>(body, version),
         _ => Ok(()),
     }
 }
