@@ -546,4 +546,92 @@ mod tests {
         }
         assert_eq!(decode_value(Bytes::from_static(&[0, 3, 1])), None);
     }
+
+    fn committed(offset: i64) -> CommittedOffset {
+        CommittedOffset {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: 0,
+        }
+    }
+
+    /// Memory follows the log's order whichever write's task resumes first: before, each commit
+    /// applied itself when its own wait ended, so a later commit could be overwritten by an
+    /// earlier one. Method: append two commits to one partition, settle the later one first.
+    #[tokio::test]
+    async fn writes_apply_in_log_order_whichever_settles_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = Broker::open(crate::BrokerConfig::new(dir.path()))
+            .await
+            .expect("open");
+        broker.create_topic("t", 1, BTreeMap::new()).expect("topic");
+        let change = |offset| vec![("t".to_string(), 0, Some(committed(offset)))];
+        let earlier = append_commit(&broker, "g", change(1))
+            .expect("append")
+            .expect("write");
+        let later = append_commit(&broker, "g", change(2))
+            .expect("append")
+            .expect("write");
+        let store = &broker.groups.offsets;
+        assert!(store.is_pending("g", "t", 0));
+        later.settle(store).await.expect("settles");
+        assert_eq!(store.committed("g", "t", 0), Some(committed(2)));
+        assert!(
+            !store.is_pending("g", "t", 0),
+            "the earlier write applied with it"
+        );
+        earlier.settle(store).await.expect("settles");
+        assert_eq!(store.committed("g", "t", 0), Some(committed(2)));
+    }
+
+    /// A group's tombstones cover offsets still on their way to disk, so a commit in flight
+    /// when its group is deleted does not bring it back (the tombstone follows it in the log,
+    /// so a restart agrees).
+    #[tokio::test]
+    async fn deleting_a_group_covers_its_pending_commits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = Broker::open(crate::BrokerConfig::new(dir.path()))
+            .await
+            .expect("open");
+        broker.create_topic("t", 2, BTreeMap::new()).expect("topic");
+        let settled = vec![("t".to_string(), 0, Some(committed(1)))];
+        append_commit(&broker, "g", settled)
+            .expect("append")
+            .expect("write")
+            .settle(&broker.groups.offsets)
+            .await
+            .expect("settles");
+        let in_flight = vec![("t".to_string(), 1, Some(committed(2)))];
+        let commit = append_commit(&broker, "g", in_flight)
+            .expect("append")
+            .expect("write");
+        let deletion = append_deletion(&broker, "g", Deletion::Group)
+            .expect("append")
+            .expect("there are offsets to delete");
+        let store = &broker.groups.offsets;
+        deletion.settle(store).await.expect("settles");
+        commit.settle(store).await.expect("settles");
+        assert!(store.committed_for_group("g").is_empty());
+        assert!(!store.has_offsets("g"));
+        let nothing_left = append_deletion(&broker, "g", Deletion::Group).expect("no write");
+        assert!(nothing_left.is_none());
+    }
+
+    /// A deletion larger than one batch goes in several, all applied (and restored) together.
+    #[test]
+    fn changes_are_cut_into_batches_by_size() {
+        let change = |i: i32| ("t".repeat(100), i, None);
+        let changes: Vec<OffsetChange> = (0..100).map(change).collect();
+        let chunks = chunks_by_bytes("g", &changes, 1_000);
+        assert!(chunks.len() > 1);
+        assert!(chunks.iter().all(|c| !c.is_empty()));
+        assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), 100);
+        let huge = [("t".repeat(5_000), 0, None)];
+        assert_eq!(
+            chunks_by_bytes("g", &huge, 1_000).len(),
+            1,
+            "one change always fits"
+        );
+    }
 }

@@ -641,4 +641,88 @@ mod tests {
             .collect();
         assert_eq!(codes, [0, ResponseError::OffsetMetadataTooLarge.code()]);
     }
+
+    fn committed(offset: i64) -> CommittedOffset {
+        CommittedOffset {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: 0,
+        }
+    }
+
+    /// An OffsetFetch frame for partition 0 of `t` in group `g`, dispatched but not yet run.
+    fn dispatch_fetch(
+        broker: &Arc<Broker>,
+        require_stable: bool,
+    ) -> tokio::task::JoinHandle<Option<bytes::BytesMut>> {
+        use bytes::BytesMut;
+        use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+        use kafka_protocol::messages::RequestHeader;
+        use kafka_protocol::protocol::Encodable;
+        let request = OffsetFetchRequest::default()
+            .with_group_id(str_bytes("g").into())
+            .with_require_stable(require_stable)
+            .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                .with_name(TopicName(str_bytes("t")))
+                .with_partition_indexes(vec![0])]));
+        let mut frame = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(ApiKey::OffsetFetch as i16)
+            .with_request_api_version(7)
+            .with_correlation_id(1)
+            .encode(&mut frame, ApiKey::OffsetFetch.request_header_version(7))
+            .expect("header");
+        request.encode(&mut frame, 7).expect("request");
+        match crate::protocol::dispatch(broker, frame.freeze()).expect("valid") {
+            crate::protocol::Pending::Later { task, .. } => task,
+            _ => panic!("OffsetFetch is answered by a task"),
+        }
+    }
+
+    fn decode_fetch(bytes: Option<bytes::BytesMut>) -> (i64, i16) {
+        use bytes::Buf;
+        use kafka_protocol::messages::ResponseHeader;
+        use kafka_protocol::protocol::Decodable;
+        let mut bytes = bytes.expect("encodes").freeze();
+        bytes.advance(4);
+        let header_version = ApiKey::OffsetFetch.response_header_version(7);
+        ResponseHeader::decode(&mut bytes, header_version).expect("header");
+        let response = OffsetFetchResponse::decode(&mut bytes, 7).expect("body");
+        let partition = &response.topics[0].partitions[0];
+        (partition.committed_offset, partition.error_code)
+    }
+
+    /// require_stable (OffsetFetch v7) refuses an offset with a write still on its way to disk
+    /// (UNSTABLE_OFFSET_COMMIT, which clients retry), as Kafka does; without it the offset on
+    /// disk is answered. Method: on a single-threaded runtime, dispatch the fetches (their tasks
+    /// cannot run yet), append a commit without letting it settle, then run the fetches.
+    #[tokio::test]
+    async fn require_stable_refuses_an_offset_with_a_write_pending() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = Broker::open(BrokerConfig::new(dir.path()))
+            .await
+            .expect("open");
+        broker.create_topic("t", 1, BTreeMap::new()).expect("topic");
+        offsets::commit(&broker, "g", vec![("t".to_string(), 0, committed(5))])
+            .await
+            .expect("first commit");
+        let stable = dispatch_fetch(&broker, true);
+        let plain = dispatch_fetch(&broker, false);
+        let second = vec![("t".to_string(), 0, Some(committed(9)))];
+        let pending = offsets::append_commit(&broker, "g", second)
+            .expect("append")
+            .expect("a write");
+        let unstable = ResponseError::UnstableOffsetCommit.code();
+        assert_eq!(decode_fetch(stable.await.expect("task")), (-1, unstable));
+        assert_eq!(decode_fetch(plain.await.expect("task")), (5, 0));
+        pending
+            .settle(&broker.groups.offsets)
+            .await
+            .expect("settles");
+        assert_eq!(
+            decode_fetch(dispatch_fetch(&broker, true).await.expect("task")),
+            (9, 0)
+        );
+    }
 }
