@@ -9,7 +9,13 @@ import json
 import sys
 import time
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 
@@ -191,6 +197,79 @@ def committed(args):
     print(json.dumps(result))
 
 
+def group_admin(args):
+    """Takes a consumer group through the admin APIs, as kafka-consumer-groups or a lag checker
+    would: consumes with asynchronous commits, each read back at once with committed(); lists
+    and describes the group and tries to delete it while its member is in it; then, once the
+    member has left, reads its offsets and deletes it. Prints what each step saw."""
+    client = admin(args)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": args.bootstrap,
+            "group.id": args.group,
+            "client.id": "group-admin-member",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 500,
+        }
+    )
+    consumer.subscribe([args.topic])
+    consumed, stale = 0, 0
+    deadline = time.time() + args.max_seconds
+    while consumed < args.count and time.time() < deadline:
+        msg = consumer.poll(0.2)
+        if msg is None or msg.error():
+            continue
+        consumed += 1
+        consumer.commit(message=msg, asynchronous=True)
+        read = consumer.committed([TopicPartition(msg.topic(), msg.partition())], timeout=10)
+        if read[0].offset != msg.offset() + 1:
+            stale += 1
+
+    def listed():
+        groups = client.list_consumer_groups(request_timeout=10).result().valid
+        return sorted(
+            ({"group": g.group_id, "state": g.state.name, "simple": g.is_simple_consumer_group} for g in groups),
+            key=lambda g: g["group"],
+        )
+
+    def deleted():
+        try:
+            client.delete_consumer_groups([args.group], request_timeout=10)[args.group].result()
+            return "NONE"
+        except KafkaException as e:
+            return e.args[0].name()
+
+    described = {}
+    futures = client.describe_consumer_groups([args.group, "never-seen"], include_authorized_operations=True)
+    for group_id, future in futures.items():
+        d = future.result()
+        described[group_id] = {
+            "state": d.state.name,
+            "assignor": d.partition_assignor,
+            "operations": sorted(op.name for op in (d.authorized_operations or [])),
+            "members": [
+                {
+                    "client_id": m.client_id,
+                    "host": m.host,
+                    "partitions": sorted(tp.partition for tp in m.assignment.topic_partitions),
+                }
+                for m in d.members
+            ],
+        }
+    busy = {"listed": listed(), "described": described, "delete": deleted()}
+    consumer.close()
+    request = [ConsumerGroupTopicPartitions(args.group)]
+    offsets = client.list_consumer_group_offsets(request)[args.group].result().topic_partitions
+    left = {
+        "offsets": {str(tp.partition): tp.offset for tp in offsets},
+        "delete": deleted(),
+        "listed_after_delete": listed(),
+    }
+    print(json.dumps({"consumed": consumed, "stale_committed": stale, "busy": busy, "left": left}))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--bootstrap", required=True)
@@ -262,6 +341,13 @@ def main():
     p.add_argument("--group", required=True)
     p.add_argument("--partitions", type=int, default=1)
     p.set_defaults(run=committed)
+
+    p = sub.add_parser("group-admin")
+    p.add_argument("--topic", required=True)
+    p.add_argument("--group", required=True)
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--max-seconds", type=float, default=30.0)
+    p.set_defaults(run=group_admin)
 
     args = parser.parse_args()
     try:
