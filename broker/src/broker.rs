@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions, TryLockError};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -185,23 +186,18 @@ impl Broker {
         partitions: i32,
         overrides: BTreeMap<String, String>,
     ) -> Result<Arc<Topic>> {
-        validate_topic_name(name)?;
-        if !(1..=PARTITIONS_MAX).contains(&partitions) {
-            return Err(BrokerError::InvalidPartitions(partitions));
-        }
-        self.check_request_partitions(partitions.into())?;
-        // Validate before touching the disk.
-        let config = self.topic_config(&overrides)?;
+        let config = self.validate_new_topic(name, partitions, &overrides)?;
+        let overrides = config.canonical_overrides(&overrides);
         let _admin = self.topic_admin.lock();
         if self.topics.read().contains_key(name) {
             return Err(BrokerError::TopicAlreadyExists(name.to_string()));
         }
         self.check_broker_partitions(partitions)?;
         let id = Uuid::new_v4();
-        let logs = self.create_logs(name, partitions, &config)?;
+        let logs = self.create_logs(name, 0..partitions, &config)?;
         if let Err(e) = self.write_topic_metadata(name, id, partitions, &overrides) {
             drop(logs);
-            self.remove_created_dirs(name, partitions);
+            self.remove_created_dirs(name, 0..partitions);
             return Err(e);
         }
         let topic = start_topic(name, id, config, overrides, logs);
@@ -210,6 +206,128 @@ impl Broker {
             .insert(name.to_string(), Arc::clone(&topic));
         tracing::info!(topic = name, partitions, "created topic");
         Ok(topic)
+    }
+
+    /// Checks everything [`Broker::create_topic`] would, without creating anything (for
+    /// CreateTopics with `validate_only`), and returns the topic's config.
+    pub fn validate_topic_creation(
+        &self,
+        name: &str,
+        partitions: i32,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<TopicConfig> {
+        let config = self.validate_new_topic(name, partitions, overrides)?;
+        if self.topics.read().contains_key(name) {
+            return Err(BrokerError::TopicAlreadyExists(name.to_string()));
+        }
+        self.check_broker_partitions(partitions)?;
+        Ok(config)
+    }
+
+    /// The checks of a new topic that need no lock: name, partition count, configs.
+    fn validate_new_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<TopicConfig> {
+        validate_topic_name(name)?;
+        if !(1..=PARTITIONS_MAX).contains(&partitions) {
+            return Err(BrokerError::InvalidPartitions(partitions));
+        }
+        self.check_request_partitions(partitions.into())?;
+        self.topic_config(overrides)
+    }
+
+    /// Grows topic `name` to `count` partitions (CreatePartitions); with `validate_only`, only
+    /// checks that it could. Partitions are only ever added. The new partitions' directories
+    /// are created first and the metadata file rewritten last, so a crash in between leaves the
+    /// old count and directories no topic owns (moved aside when next created). Limits are
+    /// those of topic creation: [`PARTITIONS_MAX`] per topic, `max.broker.partitions` in all.
+    pub fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<()> {
+        let _admin = self.topic_admin.lock();
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
+                topic: name.to_string(),
+                partition: -1,
+            })?;
+        let current = topic.partitions.len() as i32;
+        if count <= current {
+            return Err(BrokerError::PartitionCountNotIncreased {
+                topic: name.to_string(),
+                current,
+                requested: count,
+            });
+        }
+        if count > PARTITIONS_MAX {
+            return Err(BrokerError::InvalidPartitions(count));
+        }
+        self.check_broker_partitions(count - current)?;
+        if validate_only {
+            return Ok(());
+        }
+        let logs = self.create_logs(name, current..count, &topic.config)?;
+        if let Err(e) = self.rewrite_topic_metadata(&topic, count, &topic.overrides) {
+            drop(logs);
+            self.remove_created_dirs(name, current..count);
+            return Err(e);
+        }
+        let mut partitions = topic.partitions.clone();
+        partitions.extend(
+            logs.into_iter()
+                .zip(current..)
+                .map(|(log, index)| Partition::start(Arc::clone(&topic.name), index, log)),
+        );
+        let grown = Arc::new(Topic {
+            name: Arc::clone(&topic.name),
+            id: topic.id,
+            config: topic.config.clone(),
+            partitions,
+            overrides: topic.overrides.clone(),
+        });
+        self.topics.write().insert(name.to_string(), grown);
+        tracing::info!(topic = name, from = current, to = count, "added partitions");
+        Ok(())
+    }
+
+    /// Replaces topic `name`'s config overrides with `overrides` (every config not in it goes
+    /// back to the broker default); with `validate_only`, only checks them. The metadata file is
+    /// rewritten before the new config applies to the live partitions, so what a client was
+    /// told took effect survives a restart.
+    pub fn alter_topic_config(
+        &self,
+        name: &str,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<()> {
+        let config = self.topic_config(&overrides)?;
+        let overrides = config.canonical_overrides(&overrides);
+        let _admin = self.topic_admin.lock();
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
+                topic: name.to_string(),
+                partition: -1,
+            })?;
+        if validate_only {
+            return Ok(());
+        }
+        let count = topic.partitions.len() as i32;
+        self.rewrite_topic_metadata(&topic, count, &overrides)?;
+        for partition in &topic.partitions {
+            partition.set_config(config.clone());
+        }
+        let altered = Arc::new(Topic {
+            name: Arc::clone(&topic.name),
+            id: topic.id,
+            config,
+            partitions: topic.partitions.clone(),
+            overrides,
+        });
+        self.topics.write().insert(name.to_string(), altered);
+        tracing::info!(topic = name, "altered topic configs");
+        Ok(())
     }
 
     /// Refuses one request (or call) creating more than `create.topics.partitions.max`.
@@ -247,15 +365,21 @@ impl Broker {
         Ok(())
     }
 
-    /// Opens a new, empty log per partition; on any failure closes and removes all of them.
-    fn create_logs(&self, name: &str, count: i32, config: &TopicConfig) -> Result<Vec<Log>> {
-        let mut logs = Vec::with_capacity(count as usize);
-        for index in 0..count {
+    /// Opens a new, empty log per partition in `indexes`; on any failure closes and removes
+    /// all of them.
+    fn create_logs(
+        &self,
+        name: &str,
+        indexes: Range<i32>,
+        config: &TopicConfig,
+    ) -> Result<Vec<Log>> {
+        let mut logs = Vec::with_capacity(indexes.len());
+        for index in indexes.clone() {
             match self.create_log(name, index, config) {
                 Ok(log) => logs.push(log),
                 Err(e) => {
                     drop(logs);
-                    self.remove_created_dirs(name, index + 1);
+                    self.remove_created_dirs(name, indexes.start..index + 1);
                     tracing::warn!(topic = name, partition = index, error = %e,
                         "creating the topic failed; removed what was created");
                     return Err(e);
@@ -279,9 +403,9 @@ impl Broker {
         Ok(log)
     }
 
-    /// Removes the directories of partitions `0..count` of a topic that was never committed.
-    fn remove_created_dirs(&self, name: &str, count: i32) {
-        for index in 0..count {
+    /// Removes the directories of partitions `indexes` of a topic, created but never committed.
+    fn remove_created_dirs(&self, name: &str, indexes: Range<i32>) {
+        for index in indexes {
             let dir = self.partition_dir(name, index);
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 if e.kind() != std::io::ErrorKind::NotFound {
@@ -322,16 +446,39 @@ impl Broker {
         partitions: i32,
         overrides: &BTreeMap<String, String>,
     ) -> Result<()> {
-        let mut text = format!("topic.name={name}\ntopic.id={id}\npartitions={partitions}\n");
-        for (k, v) in overrides {
-            text.push_str(&format!("{k}={v}\n"));
-        }
         let path = self.metadata_path(&id.to_string());
+        let text = topic_metadata_text(name, id, partitions, overrides);
         #[cfg(test)]
         faults::check_metadata()?;
         if let Err(e) = write_state_file(&path, text.as_bytes()) {
             let _ = std::fs::remove_file(path.with_extension("tmp"));
             let _ = std::fs::remove_file(&path);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Rewrites an existing topic's metadata file with a new partition count or overrides.
+    /// The file is replaced by a rename, so a crash leaves the old or the new one whole; if the
+    /// write fails after the rename (the directory sync), the old contents are put back.
+    fn rewrite_topic_metadata(
+        &self,
+        topic: &Topic,
+        partitions: i32,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        let path = self.metadata_path(&topic.id.to_string());
+        let text = topic_metadata_text(&topic.name, topic.id, partitions, overrides);
+        #[cfg(test)]
+        faults::check_metadata()?;
+        if let Err(e) = write_state_file(&path, text.as_bytes()) {
+            let _ = std::fs::remove_file(path.with_extension("tmp"));
+            let count = topic.partitions.len() as i32;
+            let old = topic_metadata_text(&topic.name, topic.id, count, &topic.overrides);
+            if let Err(again) = write_state_file(&path, old.as_bytes()) {
+                tracing::error!(topic = %topic.name, error = %again,
+                    "could not restore the topic's metadata file after a failed rewrite");
+            }
             return Err(e.into());
         }
         Ok(())
@@ -593,6 +740,20 @@ fn remove_in_background(paths: Vec<PathBuf>) {
         Ok(runtime) => drop(runtime.spawn_blocking(remove)),
         Err(_) => remove(),
     }
+}
+
+/// A topic's metadata file: name, id, partition count, then its config overrides.
+fn topic_metadata_text(
+    name: &str,
+    id: Uuid,
+    partitions: i32,
+    overrides: &BTreeMap<String, String>,
+) -> String {
+    let mut text = format!("topic.name={name}\ntopic.id={id}\npartitions={partitions}\n");
+    for (k, v) in overrides {
+        text.push_str(&format!("{k}={v}\n"));
+    }
+    text
 }
 
 fn validate_topic_name(name: &str) -> Result<()> {
