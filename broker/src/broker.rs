@@ -4,6 +4,7 @@
 //! ```text
 //! DATA/.lock                                  held (OS lock) by the broker using the directory
 //! DATA/<topic>-<partition>/<base offset:020>.{log,index,timeindex}
+//! DATA/<topic>-<partition>/log-start-offset   the log start DeleteRecords moved (log/mod.rs)
 //! DATA/<topic>-<partition>.<uuid>-delete/     a deleted partition, removed in the background
 //! DATA/recovery-point-offset-checkpoint      "0\n<count>\n<topic> <partition> <offset>\n..."
 //! DATA/__eddy_metadata/<topic id>.properties  topic.name, topic.id, partitions, topic configs
@@ -14,9 +15,11 @@
 //!
 //! A topic exists exactly when its metadata file does. Creation writes it last, after every
 //! partition directory is open; deletion removes it first, then renames the partition
-//! directories to `-delete` names. Partition directories no metadata file owns (a crash
-//! mid-way through either) are moved aside when a topic of that name is created, so a new
-//! topic never sees an old one's records.
+//! directories to `-delete` names. Adding partitions and altering configs rewrite it (by
+//! rename) after any new partition directory is open and before the change applies, so a change
+//! that was answered survives a crash. Partition directories no metadata file owns (a crash
+//! mid-way through any of these) are moved aside when a partition of that name is next
+//! created, so a new partition never sees an old one's records.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions, TryLockError};
@@ -756,7 +759,7 @@ fn topic_metadata_text(
     text
 }
 
-fn validate_topic_name(name: &str) -> Result<()> {
+pub(crate) fn validate_topic_name(name: &str) -> Result<()> {
     let valid_chars = name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));

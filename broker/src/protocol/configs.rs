@@ -165,6 +165,7 @@ fn describe_topic(
     name: &str,
     request: &DescribeConfigsRequest,
 ) -> Result<Vec<DescribeConfigsResourceResult>, BrokerError> {
+    crate::broker::validate_topic_name(name)?;
     let topic = broker
         .topic(name)
         .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
