@@ -981,7 +981,8 @@ fn describe_cluster_and_log_dirs_describe_this_node() {
             .map(|b| (b.broker_id.0, b.port))
             .collect();
         assert_eq!(brokers, [(3, config.advertised_port)]);
-        // CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE.
+        // CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS and
+        // IDEMPOTENT_WRITE.
         let operations = [5, 7, 8, 9, 10, 11, 12]
             .iter()
             .fold(0, |bits, op| bits | 1 << op);

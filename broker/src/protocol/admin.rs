@@ -59,7 +59,6 @@ pub(super) fn create_partitions(
             Some((i64::from(t.count) - current).max(0))
         })
         .sum();
-    let request_cap = broker.check_request_partitions(added);
     let mut results: Vec<CreatePartitionsTopicResult> = duplicates
         .iter()
         .map(|name| {
@@ -71,31 +70,12 @@ pub(super) fn create_partitions(
         if duplicates.contains(topic.name.as_str()) {
             continue;
         }
-        let outcome = match &request_cap {
-            Err(e) => Err(copy_limit_error(e)),
-            Ok(()) => add_partitions(broker, &topic, request.validate_only),
-        };
+        let outcome = broker
+            .check_request_partitions(added)
+            .and_then(|()| add_partitions(broker, &topic, request.validate_only));
         results.push(partitions_result(topic.name, outcome));
     }
     CreatePartitionsResponse::default().with_results(results)
-}
-
-/// The per-request limit error again, for each topic of the request it refused.
-fn copy_limit_error(error: &BrokerError) -> BrokerError {
-    match error {
-        BrokerError::PartitionLimit {
-            scope,
-            requested,
-            limit,
-            max,
-        } => BrokerError::PartitionLimit {
-            scope,
-            requested: *requested,
-            limit,
-            max: *max,
-        },
-        other => BrokerError::Internal(other.to_string()),
-    }
 }
 
 /// Grows one topic of a CreatePartitions request, checking its explicit assignments first.
