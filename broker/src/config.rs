@@ -80,19 +80,100 @@ impl Default for TopicConfig {
     }
 }
 
-/// The topic config names Eddy understands, in the order DescribeConfigs lists them.
-pub const TOPIC_CONFIG_NAMES: &[&str] = &[
-    "cleanup.policy",
-    "compression.type",
-    "delete.retention.ms",
-    "flush.messages",
-    "flush.ms",
-    "max.message.bytes",
-    "retention.bytes",
-    "retention.ms",
-    "segment.bytes",
-    "segment.ms",
+/// The wire type of a config, as DescribeConfigs (v3+) reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Long = 5,
+    List = 7,
+}
+
+/// What Kafka says about one topic config: its type, the broker config it defaults from (its
+/// synonym in DescribeConfigs) and its documentation.
+#[derive(Debug)]
+pub struct TopicConfigSpec {
+    pub name: &'static str,
+    pub config_type: ConfigType,
+    pub broker_name: &'static str,
+    pub documentation: &'static str,
+}
+
+/// The topic configs Eddy understands, in the order DescribeConfigs lists them.
+pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
+    TopicConfigSpec {
+        name: "cleanup.policy",
+        config_type: ConfigType::List,
+        broker_name: "log.cleanup.policy",
+        documentation: "What happens to old segments: delete (by retention.ms and \
+            retention.bytes), compact (keep the newest record per key), or both.",
+    },
+    TopicConfigSpec {
+        name: "compression.type",
+        config_type: ConfigType::String,
+        broker_name: "compression.type",
+        documentation: "The codec batches are stored with: producer keeps the producer's, or \
+            one of uncompressed, gzip, snappy, lz4, zstd.",
+    },
+    TopicConfigSpec {
+        name: "delete.retention.ms",
+        config_type: ConfigType::Long,
+        broker_name: "log.cleaner.delete.retention.ms",
+        documentation: "How long compaction keeps tombstones, so consumers can see deletions.",
+    },
+    TopicConfigSpec {
+        name: "flush.messages",
+        config_type: ConfigType::Long,
+        broker_name: "log.flush.interval.messages",
+        documentation: "Sync the log after this many records; 1 syncs every batch before it is \
+            acknowledged.",
+    },
+    TopicConfigSpec {
+        name: "flush.ms",
+        config_type: ConfigType::Long,
+        broker_name: "log.flush.interval.ms",
+        documentation: "Sync the log at least this often, in milliseconds.",
+    },
+    TopicConfigSpec {
+        name: "max.message.bytes",
+        config_type: ConfigType::Int,
+        broker_name: "message.max.bytes",
+        documentation: "The largest record batch the topic accepts, in bytes.",
+    },
+    TopicConfigSpec {
+        name: "retention.bytes",
+        config_type: ConfigType::Long,
+        broker_name: "log.retention.bytes",
+        documentation: "Delete the oldest segments while a partition is larger than this; -1 \
+            means no size limit.",
+    },
+    TopicConfigSpec {
+        name: "retention.ms",
+        config_type: ConfigType::Long,
+        broker_name: "log.retention.ms",
+        documentation: "Delete segments whose newest record is older than this; -1 keeps \
+            records forever.",
+    },
+    TopicConfigSpec {
+        name: "segment.bytes",
+        config_type: ConfigType::Int,
+        broker_name: "log.segment.bytes",
+        documentation: "Roll to a new segment file once the active one would grow past this.",
+    },
+    TopicConfigSpec {
+        name: "segment.ms",
+        config_type: ConfigType::Long,
+        broker_name: "log.roll.ms",
+        documentation: "Roll to a new segment file once the active one is this old, so \
+            retention and compaction can act on it.",
+    },
 ];
+
+/// The spec of topic config `name`, if Eddy knows it.
+pub fn topic_config_spec(name: &str) -> Option<&'static TopicConfigSpec> {
+    TOPIC_CONFIGS.iter().find(|spec| spec.name == name)
+}
 
 impl TopicConfig {
     /// Applies `name=value` overrides on top of `self`, refusing unknown names and bad values.
@@ -167,12 +248,12 @@ impl TopicConfig {
 
     /// Every config as `name -> value`, for persisting and describing.
     pub fn to_map(&self) -> BTreeMap<String, String> {
-        TOPIC_CONFIG_NAMES
+        TOPIC_CONFIGS
             .iter()
-            .map(|n| {
+            .map(|spec| {
                 (
-                    n.to_string(),
-                    self.get(n).expect("every listed name has a value"),
+                    spec.name.to_string(),
+                    self.get(spec.name).expect("every listed name has a value"),
                 )
             })
             .collect()
@@ -189,6 +270,18 @@ impl TopicConfig {
             "zstd" => Some(Compression::Zstd),
             _ => None,
         }
+    }
+
+    /// `overrides` with each value as this config holds it (`delete, compact` becomes
+    /// `compact,delete`): what is stored is what was validated, one line per value.
+    pub fn canonical_overrides(
+        &self,
+        overrides: &BTreeMap<String, String>,
+    ) -> BTreeMap<String, String> {
+        overrides
+            .keys()
+            .filter_map(|name| Some((name.clone(), self.get(name)?)))
+            .collect()
     }
 
     /// Whether every batch must be on disk before it is acknowledged.
@@ -244,7 +337,83 @@ pub struct BrokerConfig {
     pub broker_partitions_max: usize,
 }
 
+/// One broker config as DescribeConfigs lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerConfigEntry {
+    pub name: &'static str,
+    pub value: String,
+    /// Whether the value is Kafka's (or Eddy's) default rather than set for this broker.
+    pub is_default: bool,
+    pub config_type: ConfigType,
+    pub documentation: &'static str,
+}
+
 impl BrokerConfig {
+    /// The broker's configs under Kafka's names, for DescribeConfigs: its own settings, then
+    /// the topic defaults under their broker names (`log.retention.ms`, ...). All read-only:
+    /// Eddy has no dynamic broker configs.
+    pub fn describe(&self) -> Vec<BrokerConfigEntry> {
+        let defaults = BrokerConfig::new(&self.data_dir);
+        let entry =
+            |name, config_type, documentation, value: String, default: String| BrokerConfigEntry {
+                name,
+                is_default: value == default,
+                value,
+                config_type,
+                documentation,
+            };
+        let ms = |d: Duration| d.as_millis().to_string();
+        let mut entries =
+            vec![
+            entry("node.id", ConfigType::Int, "This broker's id in the cluster.",
+                self.node_id.to_string(), defaults.node_id.to_string()),
+            entry("log.dirs", ConfigType::String, "The directory holding the partitions' logs.",
+                // Kafka's default; Eddy is always given one.
+                self.data_dir.display().to_string(), "/tmp/kafka-logs".to_string()),
+            entry("advertised.listeners", ConfigType::String,
+                "The address clients are told to connect to.",
+                format!("PLAINTEXT://{}:{}", self.advertised_host, self.advertised_port),
+                format!("PLAINTEXT://{}:{}", defaults.advertised_host, defaults.advertised_port)),
+            entry("num.partitions", ConfigType::Int, "Partitions of an auto-created topic.",
+                self.default_partitions.to_string(), defaults.default_partitions.to_string()),
+            entry("auto.create.topics.enable", ConfigType::Boolean,
+                "Whether producing to or asking metadata of an unknown topic creates it.",
+                self.auto_create_topics.to_string(), defaults.auto_create_topics.to_string()),
+            entry("log.retention.check.interval.ms", ConfigType::Long,
+                "How often retention and compaction run.",
+                ms(self.retention_check_interval), ms(defaults.retention_check_interval)),
+            entry("group.initial.rebalance.delay.ms", ConfigType::Int,
+                "How long a new consumer group waits for more members before its first rebalance.",
+                ms(self.group_initial_rebalance_delay), ms(defaults.group_initial_rebalance_delay)),
+            entry("max.connections", ConfigType::Int, "Client connections served at once.",
+                self.connections_max.to_string(), defaults.connections_max.to_string()),
+            entry("connections.max.idle.ms", ConfigType::Long,
+                "Close connections that complete no request for this long.",
+                ms(self.connections_max_idle), ms(defaults.connections_max_idle)),
+            entry("fetch.max.bytes", ConfigType::Int, "The most record bytes one fetch returns.",
+                self.fetch_max_bytes.to_string(), defaults.fetch_max_bytes.to_string()),
+            entry("create.topics.partitions.max", ConfigType::Int,
+                "The most partitions one CreateTopics or CreatePartitions request may create.",
+                self.create_topics_partitions_max.to_string(),
+                defaults.create_topics_partitions_max.to_string()),
+            entry("max.broker.partitions", ConfigType::Int,
+                "The most partitions this broker holds in all.",
+                self.broker_partitions_max.to_string(), defaults.broker_partitions_max.to_string()),
+        ];
+        for spec in TOPIC_CONFIGS {
+            let value = self.topic_defaults.get(spec.name).expect("listed");
+            let default = defaults.topic_defaults.get(spec.name).expect("listed");
+            entries.push(entry(
+                spec.broker_name,
+                spec.config_type,
+                spec.documentation,
+                value,
+                default,
+            ));
+        }
+        entries
+    }
+
     /// A config with Kafka's defaults for a node storing its data in `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> BrokerConfig {
         BrokerConfig {

@@ -36,10 +36,27 @@ pub enum BrokerError {
     DataDirLocked(std::path::PathBuf),
     #[error("partition count {0} is invalid: it must be between 1 and 10000")]
     InvalidPartitions(i32),
+    #[error(
+        "topic '{topic}' has {current} partitions; {requested} would not be an increase \
+         (partitions can be added, never removed)"
+    )]
+    PartitionCountNotIncreased {
+        topic: String,
+        current: i32,
+        requested: i32,
+    },
     #[error("replication factor {0} is not possible on this single-node cluster (use 1 or -1)")]
     InvalidReplicationFactor(i16),
     #[error("config '{name}' has an invalid value '{value}'")]
     InvalidConfig { name: String, value: String },
+    #[error(
+        "config value {operation} is not allowed for config key: {name} (only list configs, \
+         such as cleanup.policy, take append and subtract)"
+    )]
+    ConfigOperationNotAllowed {
+        name: String,
+        operation: &'static str,
+    },
     #[error("config '{name}' is not a topic config Eddy knows")]
     UnknownConfig { name: String },
     #[error(
@@ -53,6 +70,18 @@ pub enum BrokerError {
         log_start_offset: i64,
         log_end_offset: i64,
     },
+    #[error(
+        "records of {topic}-{partition} cannot be deleted: its cleanup.policy is compact only \
+         (add delete to the policy first)"
+    )]
+    RecordDeletionRefused { topic: String, partition: i32 },
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    #[error(
+        "cannot update these configs dynamically: {0} (Eddy's broker configs are read-only; set \
+         them at startup)"
+    )]
+    BrokerConfigReadOnly(String),
     #[error("record batch is corrupt: {0}")]
     CorruptMessage(String),
     #[error("record batch of {size} bytes is larger than max.message.bytes {max}")]
@@ -113,12 +142,17 @@ impl BrokerError {
             BrokerError::InternalTopicAdmin { .. } => ResponseError::InvalidTopicException,
             BrokerError::PartitionLimit { .. } => ResponseError::PolicyViolation,
             BrokerError::DataDirLocked(_) => ResponseError::KafkaStorageError,
-            BrokerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
-            BrokerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
-            BrokerError::InvalidConfig { .. } | BrokerError::UnknownConfig { .. } => {
-                ResponseError::InvalidConfig
+            BrokerError::InvalidPartitions(_) | BrokerError::PartitionCountNotIncreased { .. } => {
+                ResponseError::InvalidPartitions
             }
+            BrokerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+            BrokerError::InvalidConfig { .. }
+            | BrokerError::UnknownConfig { .. }
+            | BrokerError::ConfigOperationNotAllowed { .. } => ResponseError::InvalidConfig,
             BrokerError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+            BrokerError::RecordDeletionRefused { .. } => ResponseError::PolicyViolation,
+            BrokerError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+            BrokerError::BrokerConfigReadOnly(_) => ResponseError::InvalidRequest,
             BrokerError::CorruptMessage(_) => ResponseError::CorruptMessage,
             BrokerError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
             BrokerError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,

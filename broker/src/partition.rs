@@ -19,6 +19,7 @@ use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::sync::{watch, Notify};
 
+use crate::config::TopicConfig;
 use crate::error::{BrokerError, Result};
 use crate::log::{AppendInfo, Log};
 
@@ -137,6 +138,40 @@ impl Partition {
         self.log.lock().log_start_offset()
     }
 
+    /// Deletes the records below `offset` (DeleteRecords): `-1` means the high watermark, an
+    /// offset past the high watermark is out of range, and a topic that is only compacted
+    /// refuses (as Kafka does: deleting records is a form of the delete policy). Returns the new
+    /// log start offset (Kafka's low watermark).
+    pub fn delete_records(&self, offset: i64) -> Result<i64> {
+        self.check_online()?;
+        let mut log = self.log.lock();
+        if !log.config().cleanup_policy.deletes() {
+            return Err(BrokerError::RecordDeletionRefused {
+                topic: self.topic.to_string(),
+                partition: self.index,
+            });
+        }
+        let high_watermark = self.high_watermark();
+        let offset = if offset == -1 { high_watermark } else { offset };
+        if offset < 0 || offset > high_watermark {
+            return Err(BrokerError::OffsetOutOfRange {
+                topic: self.topic.to_string(),
+                partition: self.index,
+                offset,
+                log_start_offset: log.log_start_offset(),
+                log_end_offset: high_watermark,
+            });
+        }
+        log.delete_records_before(offset).map_err(|e| self.named(e))
+    }
+
+    /// Replaces the topic config this partition's log follows (an AlterConfigs took effect).
+    pub fn set_config(&self, config: TopicConfig) {
+        self.log.lock().set_config(config);
+        // The flusher reads flush.ms when it next sleeps: wake it so a shorter one applies now.
+        self.flush_wanted.notify_one();
+    }
+
     /// A receiver that sees the high watermark move.
     pub fn watch_end(&self) -> watch::Receiver<i64> {
         self.end_offset.subscribe()
@@ -205,7 +240,6 @@ async fn flusher(partition: Arc<Partition>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TopicConfig;
     use crate::log::batch::BatchBuilder;
 
     fn one_record() -> BytesMut {

@@ -16,7 +16,15 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ConfigSource,
+    NewPartitions,
+    NewTopic,
+)
 
 
 def admin(args):
@@ -268,6 +276,67 @@ def group_admin(args):
         "listed_after_delete": listed(),
     }
     print(json.dumps({"consumed": consumed, "stale_committed": stale, "busy": busy, "left": left}))
+def create_partitions(args):
+    client = admin(args)
+    futures = client.create_partitions([NewPartitions(args.topic, args.count)], request_timeout=15)
+    futures[args.topic].result(timeout=20)
+    metadata = client.list_topics(args.topic, timeout=10)
+    print(json.dumps({"partitions": len(metadata.topics[args.topic].partitions)}))
+
+
+def delete_records(args):
+    client = admin(args)
+    futures = client.delete_records(
+        [TopicPartition(args.topic, args.partition, args.offset)], request_timeout=15
+    )
+    deleted = list(futures.values())[0].result(timeout=20)
+    print(json.dumps({"low_watermark": deleted.low_watermark}))
+
+
+def alter_configs(args):
+    """Incremental changes (--set/--delete/--append/--subtract), or with --replace the legacy
+    AlterConfigs, which replaces every override of the topic with the --set ones."""
+    client = admin(args)
+    if args.replace:
+        configs = dict(c.split("=", 1) for c in args.set)
+        resource = ConfigResource(ConfigResource.Type.TOPIC, args.topic, set_config=configs)
+        future = client.alter_configs([resource], request_timeout=15)[resource]
+    else:
+        operations = []
+        for flag, op in [("set", AlterConfigOpType.SET), ("append", AlterConfigOpType.APPEND),
+                         ("subtract", AlterConfigOpType.SUBTRACT)]:
+            for entry in getattr(args, flag):
+                name, value = entry.split("=", 1)
+                operations.append(ConfigEntry(name, value, incremental_operation=op))
+        for name in args.delete:
+            operations.append(ConfigEntry(name, None, incremental_operation=AlterConfigOpType.DELETE))
+        resource = ConfigResource(ConfigResource.Type.TOPIC, args.topic, incremental_configs=operations)
+        future = client.incremental_alter_configs([resource], request_timeout=15)[resource]
+    future.result(timeout=20)
+    print(json.dumps({"altered": args.topic}))
+
+
+def describe_config_sources(args):
+    """Each config's value and source name (DYNAMIC_TOPIC_CONFIG, DEFAULT_CONFIG, ...)."""
+    client = admin(args)
+    kind = ConfigResource.Type.BROKER if args.broker is not None else ConfigResource.Type.TOPIC
+    resource = ConfigResource(kind, args.broker if args.broker is not None else args.topic)
+    configs = client.describe_configs([resource], request_timeout=15)[resource].result(timeout=20)
+    print(json.dumps({
+        name: {"value": e.value, "source": ConfigSource(e.source).name,
+               "read_only": e.is_read_only, "synonyms": [s.name for s in e.synonyms.values()]}
+        for name, e in configs.items()
+    }))
+
+
+def describe_cluster(args):
+    client = admin(args)
+    cluster = client.describe_cluster(request_timeout=15).result(timeout=20)
+    print(json.dumps({
+        "cluster_id": cluster.cluster_id,
+        "controller": cluster.controller.id if cluster.controller else None,
+        "nodes": [{"id": n.id, "host": n.host, "port": n.port} for n in cluster.nodes],
+    }))
 
 
 def main():
@@ -348,6 +417,34 @@ def main():
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--max-seconds", type=float, default=30.0)
     p.set_defaults(run=group_admin)
+
+    p = sub.add_parser("create-partitions")
+    p.add_argument("--topic", required=True)
+    p.add_argument("--count", type=int, required=True)
+    p.set_defaults(run=create_partitions)
+
+    p = sub.add_parser("delete-records")
+    p.add_argument("--topic", required=True)
+    p.add_argument("--partition", type=int, default=0)
+    p.add_argument("--offset", type=int, required=True)
+    p.set_defaults(run=delete_records)
+
+    p = sub.add_parser("alter-configs")
+    p.add_argument("--topic", required=True)
+    p.add_argument("--replace", action="store_true")
+    p.add_argument("--set", action="append", default=[])
+    p.add_argument("--append", action="append", default=[])
+    p.add_argument("--subtract", action="append", default=[])
+    p.add_argument("--delete", action="append", default=[])
+    p.set_defaults(run=alter_configs)
+
+    p = sub.add_parser("describe-config-sources")
+    p.add_argument("--topic")
+    p.add_argument("--broker")
+    p.set_defaults(run=describe_config_sources)
+
+    p = sub.add_parser("describe-cluster")
+    p.set_defaults(run=describe_cluster)
 
     args = parser.parse_args()
     try:

@@ -3,6 +3,12 @@
 //! The log is the truth; indexes, the recovery point and producer state are hints rebuilt from
 //! it. Appends happen under the partition's lock, one writer at a time; syncing happens outside it
 //! (see `partition.rs`), so many appends share one fdatasync.
+//!
+//! The log start offset is the first segment's base offset, or higher once DeleteRecords moved
+//! it inside a segment. A moved start is kept in `<dir>/log-start-offset` (Kafka keeps one
+//! `log-start-offset-checkpoint` per data directory; a file inside the partition's directory
+//! goes wherever the directory goes, so a deleted topic's start can never apply to a new topic
+//! of the same name).
 
 pub mod batch;
 pub mod compaction;
@@ -155,9 +161,59 @@ impl Log {
             log.segments.insert(0, Segment::create(dir, 0, now_ms)?);
         }
         log.log_start_offset = *log.segments.keys().next().expect("at least one segment");
+        if let Some(stored) = read_log_start_offset(dir) {
+            // A torn tail may have cut the log below the stored start: the log end bounds it.
+            let start = stored.min(log.log_end_offset());
+            log.log_start_offset = log.log_start_offset.max(start);
+            log.delete_segments_below_start();
+        }
         log.sync_opened(&verified, created)?;
         log.recovery_point = log.log_end_offset();
         Ok((log, total))
+    }
+
+    /// Moves the log start offset up to `offset` (DeleteRecords), durably, and deletes the
+    /// segments wholly below it; the active segment stays, as in Kafka. Reads below the new start
+    /// are then out of range. An offset at or below the current start changes nothing. Returns
+    /// the log start offset after the call.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64> {
+        let end = self.log_end_offset();
+        if offset < 0 || offset > end {
+            return Err(BrokerError::OffsetOutOfRange {
+                topic: String::new(),
+                partition: -1,
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: end,
+            });
+        }
+        if offset <= self.log_start_offset {
+            return Ok(self.log_start_offset);
+        }
+        // Durable before it takes effect: an answered DeleteRecords survives a crash.
+        write_state_file(
+            &self.dir.join(LOG_START_OFFSET_FILE),
+            offset.to_string().as_bytes(),
+        )?;
+        self.log_start_offset = offset;
+        self.delete_segments_below_start();
+        Ok(self.log_start_offset)
+    }
+
+    /// Deletes closed segments whose every offset is below the log start offset: those the
+    /// next segment starts at or before it.
+    fn delete_segments_below_start(&mut self) {
+        loop {
+            let mut bases = self.segments.keys();
+            let (Some(&oldest), Some(&next)) = (bases.next(), bases.next()) else {
+                return;
+            };
+            if next > self.log_start_offset {
+                return;
+            }
+            let segment = self.segments.remove(&oldest).expect("oldest exists");
+            segment.delete_files();
+        }
     }
 
     /// Makes what recovery read durable before the recovery point claims it: verified segments
@@ -531,6 +587,21 @@ fn remember_producer(producers: &mut HashMap<i64, ProducerState>, header: &Batch
     if state.batches.len() > PRODUCER_BATCHES_KEPT {
         state.batches.pop_front();
     }
+}
+
+/// The file keeping a log start offset that DeleteRecords moved.
+const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+
+/// The log start offset stored in `dir`, if DeleteRecords ever moved it. An unreadable file
+/// counts as absent: the start then falls back to the first segment, showing records that were
+/// deleted rather than losing any that were not.
+fn read_log_start_offset(dir: &Path) -> Option<i64> {
+    let text = std::fs::read_to_string(dir.join(LOG_START_OFFSET_FILE)).ok()?;
+    let offset = text.trim().parse::<i64>().ok();
+    if offset.is_none() {
+        tracing::warn!(dir = %dir.display(), "ignoring an unreadable log-start-offset file");
+    }
+    offset.filter(|o| *o >= 0)
 }
 
 /// Base offsets of the segments in `dir`, ascending.
@@ -913,5 +984,38 @@ mod tests {
             log.read(0, 100),
             Err(BrokerError::OffsetOutOfRange { .. })
         ));
+    }
+
+    /// DeleteRecords moves the start inside a segment, deletes the segments wholly below it,
+    /// refuses reads below it, and the start survives reopening. Method: 20 batches of three
+    /// records over small segments, delete before offset 31, reopen.
+    #[test]
+    fn deleting_records_moves_the_start_durably_and_drops_whole_segments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _) = Log::open(dir.path(), small_segments(), 0, 0).expect("open");
+        for i in 0..20 {
+            log.append(&mut batch(3, i), i).expect("append");
+        }
+        let segments = log.segment_count();
+        assert_eq!(log.delete_records_before(31).expect("delete"), 31);
+        assert!(log.segment_count() < segments, "whole segments below 31 go");
+        assert!(*log.segments.keys().next().expect("a segment") <= 31);
+        assert!(matches!(
+            log.read(30, 100),
+            Err(BrokerError::OffsetOutOfRange { .. })
+        ));
+        assert!(log.read(31, 100).is_ok());
+        assert_eq!(
+            log.delete_records_before(5).expect("lower"),
+            31,
+            "never moves back"
+        );
+        assert!(log.delete_records_before(61).is_err(), "past the log end");
+        drop(log);
+
+        let (log, _) = Log::open(dir.path(), small_segments(), 0, 0).expect("reopen");
+        assert_eq!(log.log_start_offset(), 31);
+        assert!(log.read(30, 100).is_err());
+        assert_eq!(log.log_end_offset(), 60);
     }
 }

@@ -134,6 +134,41 @@ fn corpus() -> Vec<Bytes> {
             .with_resource_type(2)
             .with_resource_name(str_bytes("t")),
     ]);
+    let delete_records = DeleteRecordsRequest::default().with_topics(vec![
+        delete_records_request::DeleteRecordsTopic::default()
+            .with_name(topic())
+            .with_partitions(vec![
+                delete_records_request::DeleteRecordsPartition::default()
+                    .with_partition_index(1)
+                    .with_offset(0),
+            ]),
+    ]);
+    let alter = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        incremental_alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(str_bytes("t"))
+            .with_configs(vec![
+                incremental_alter_configs_request::AlterableConfig::default()
+                    .with_name(str_bytes("cleanup.policy"))
+                    .with_config_operation(2)
+                    .with_value(Some(str_bytes("delete"))),
+            ]),
+    ]);
+    let describe_broker = DescribeConfigsRequest::default()
+        .with_resources(vec![
+            describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(str_bytes("0")),
+        ])
+        .with_include_synonyms(true)
+        .with_include_documentation(true);
+    let log_dirs = DescribeLogDirsRequest::default().with_topics(Some(vec![
+        describe_log_dirs_request::DescribableLogDirTopic::default()
+            .with_topic(topic())
+            .with_partitions(vec![0, 1]),
+    ]));
+    let cluster =
+        DescribeClusterRequest::default().with_include_cluster_authorized_operations(true);
     let delete = DeleteTopicsRequest::default()
         .with_topic_names(vec![TopicName(str_bytes("fuzzed"))])
         .with_timeout_ms(1000);
@@ -174,6 +209,11 @@ fn corpus() -> Vec<Bytes> {
         frame(1, &init),
         frame(2, &describe),
         frame(4, &delete),
+        frame(2, &delete_records),
+        frame(1, &alter),
+        frame(4, &describe_broker),
+        frame(4, &log_dirs),
+        frame(1, &cluster),
         frame(3, &ApiVersionsRequest::default()),
         frame(5, &list_groups),
         frame(2, &ListGroupsRequest::default()),

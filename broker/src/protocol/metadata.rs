@@ -1,35 +1,29 @@
-//! Metadata, topic administration (CreateTopics, DeleteTopics, DescribeConfigs) and
-//! InitProducerId.
+//! Metadata, topic creation and deletion (CreateTopics, DeleteTopics) and InitProducerId.
+//!
+//! CreateTopics follows Kafka's checks: explicit replica assignments need `num_partitions` and
+//! `replication_factor` of -1 and may name only this broker (INVALID_REPLICA_ASSIGNMENT
+//! otherwise), and `validate_only` runs every check and creates nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::create_topics_response::{
-    CreatableTopicConfigs, CreatableTopicResult,
-};
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
-};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, InitProducerIdRequest, InitProducerIdResponse,
-    MetadataRequest, MetadataResponse, TopicName,
+    InitProducerIdRequest, InitProducerIdResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::ResponseError;
 
-use super::{str_bytes, RequestContext};
+use super::{admin, configs, str_bytes, RequestContext};
 use crate::broker::{Broker, Topic};
+use crate::config::TopicConfig;
 use crate::error::BrokerError;
 use crate::limits::AUTO_CREATE_TOPICS_PER_REQUEST_MAX;
-
-const RESOURCE_TOPIC: i8 = 2;
-const SOURCE_TOPIC_CONFIG: i8 = 1;
-const SOURCE_DEFAULT_CONFIG: i8 = 5;
 
 pub(super) fn metadata(context: &RequestContext, request: MetadataRequest) -> MetadataResponse {
     let broker = &context.broker;
@@ -114,9 +108,10 @@ pub(super) fn create_topics(
     request: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
     let broker = &context.broker;
-    let wanted = |t: &CreatableTopic| match t.num_partitions {
-        -1 => broker.config.default_partitions,
-        n => n,
+    let wanted = |t: &CreatableTopic| match (t.num_partitions, t.assignments.len()) {
+        (-1, 0) => broker.config.default_partitions,
+        (-1, assigned) => i32::try_from(assigned).unwrap_or(i32::MAX),
+        (n, _) => n,
     };
     // The cap is on the whole request: either all its topics are considered or none.
     let requested: i64 = request
@@ -133,10 +128,17 @@ pub(super) fn create_topics(
                 Ok(()) => create_one(broker, &t, partitions, request.validate_only),
                 Err(e) => Err(e),
             };
-            creatable_topic_result(t.name, partitions, created)
+            creatable_topic_result(broker, t.name, partitions, created)
         })
         .collect();
     CreateTopicsResponse::default().with_topics(results)
+}
+
+/// A created (or, with `validate_only`, validated) topic: what the response describes.
+struct Created {
+    id: uuid::Uuid,
+    config: TopicConfig,
+    overrides: BTreeMap<String, String>,
 }
 
 /// Creates (or with `validate_only`, checks) one topic of a CreateTopics request. Internal
@@ -147,7 +149,7 @@ fn create_one(
     topic: &CreatableTopic,
     partitions: i32,
     validate_only: bool,
-) -> Result<Option<Arc<Topic>>, BrokerError> {
+) -> Result<Created, BrokerError> {
     let overrides: BTreeMap<String, String> = topic
         .configs
         .iter()
@@ -157,7 +159,9 @@ fn create_one(
                 .map(|v| (c.name.to_string(), v.to_string()))
         })
         .collect();
-    if !matches!(topic.replication_factor, -1 | 1) {
+    if !topic.assignments.is_empty() {
+        check_assignments(broker, topic)?;
+    } else if !matches!(topic.replication_factor, -1 | 1) {
         return Err(BrokerError::InvalidReplicationFactor(
             topic.replication_factor,
         ));
@@ -169,43 +173,71 @@ fn create_one(
         });
     }
     if validate_only {
-        return broker
-            .config
-            .topic_defaults
-            .clone()
-            .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .map(|_| None);
+        let config = broker.validate_topic_creation(&topic.name, partitions, &overrides)?;
+        let overrides = config.canonical_overrides(&overrides);
+        return Ok(Created {
+            id: uuid::Uuid::nil(),
+            config,
+            overrides,
+        });
     }
-    broker
-        .create_topic(&topic.name, partitions, overrides)
-        .map(Some)
+    let created = broker.create_topic(&topic.name, partitions, overrides)?;
+    Ok(Created {
+        id: created.id,
+        config: created.config.clone(),
+        overrides: created.overrides.clone(),
+    })
+}
+
+/// Kafka's checks of a manual assignment: it replaces `num_partitions` and
+/// `replication_factor` (both must be -1), names each partition once, 0 to n-1, and each
+/// replica list must be exactly this broker.
+fn check_assignments(broker: &Broker, topic: &CreatableTopic) -> Result<(), BrokerError> {
+    for (field, value) in [
+        ("replication factor", topic.replication_factor.into()),
+        ("numPartitions", topic.num_partitions),
+    ] {
+        if value != -1 {
+            return Err(BrokerError::InvalidRequest(format!(
+                "A manual partition assignment was specified, but {field} was not set to -1."
+            )));
+        }
+    }
+    let mut indexes = std::collections::BTreeSet::new();
+    for assignment in &topic.assignments {
+        if !indexes.insert(assignment.partition_index) {
+            return Err(BrokerError::InvalidReplicaAssignment(format!(
+                "Found multiple manual partition assignments for partition {}",
+                assignment.partition_index
+            )));
+        }
+        admin::check_replicas(broker, &assignment.broker_ids)?;
+    }
+    if !indexes.iter().copied().eq(0..indexes.len() as i32) {
+        return Err(BrokerError::InvalidReplicaAssignment(
+            "partitions should be a consecutive 0-based integer sequence".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn creatable_topic_result(
+    broker: &Broker,
     name: TopicName,
     partitions: i32,
-    created: Result<Option<Arc<Topic>>, BrokerError>,
+    created: Result<Created, BrokerError>,
 ) -> CreatableTopicResult {
     let mut result = CreatableTopicResult::default().with_name(name);
     match created {
-        Ok(topic) => {
+        Ok(created) => {
             result.num_partitions = partitions;
             result.replication_factor = 1;
-            if let Some(topic) = topic {
-                result.topic_id = topic.id;
-                result.configs = Some(
-                    topic
-                        .config
-                        .to_map()
-                        .into_iter()
-                        .map(|(k, v)| {
-                            CreatableTopicConfigs::default()
-                                .with_name(str_bytes(k))
-                                .with_value(Some(str_bytes(v)))
-                        })
-                        .collect(),
-                );
-            }
+            result.topic_id = created.id;
+            result.configs = Some(configs::created_topic_configs(
+                broker,
+                &created.config,
+                &created.overrides,
+            ));
         }
         Err(e) => {
             result.error_code = e.code();
@@ -244,51 +276,6 @@ pub(super) fn delete_topics(
         })
         .collect();
     DeleteTopicsResponse::default().with_responses(responses)
-}
-
-pub(super) fn describe_configs(
-    context: &RequestContext,
-    request: DescribeConfigsRequest,
-) -> DescribeConfigsResponse {
-    let results = request
-        .resources
-        .into_iter()
-        .map(|resource| {
-            let mut result = DescribeConfigsResult::default()
-                .with_resource_type(resource.resource_type)
-                .with_resource_name(resource.resource_name.clone());
-            if resource.resource_type != RESOURCE_TOPIC {
-                // Broker configs are not described yet: an empty list, no error.
-                return result;
-            }
-            let Some(topic) = context.broker.topic(&resource.resource_name) else {
-                result.error_code = ResponseError::UnknownTopicOrPartition.code();
-                return result;
-            };
-            let wanted = resource
-                .configuration_keys
-                .map(|keys| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>());
-            result.configs = topic
-                .config
-                .to_map()
-                .into_iter()
-                .filter(|(k, _)| wanted.as_ref().is_none_or(|w| w.contains(k)))
-                .map(|(k, v)| {
-                    let source = if topic.overrides.contains_key(&k) {
-                        SOURCE_TOPIC_CONFIG
-                    } else {
-                        SOURCE_DEFAULT_CONFIG
-                    };
-                    DescribeConfigsResourceResult::default()
-                        .with_name(str_bytes(k))
-                        .with_value(Some(str_bytes(v)))
-                        .with_config_source(source)
-                })
-                .collect();
-            result
-        })
-        .collect();
-    DescribeConfigsResponse::default().with_results(results)
 }
 
 pub(super) fn init_producer_id(

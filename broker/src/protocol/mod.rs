@@ -13,7 +13,9 @@
 //! Queued responses are bounded in number ([`IN_FLIGHT_REQUESTS_MAX`]) and in bytes
 //! ([`RESPONSE_QUEUE_BYTES_MAX`], see `budget.rs`).
 
+mod admin;
 mod budget;
+mod configs;
 mod fetch;
 #[cfg(test)]
 mod fuzz;
@@ -302,7 +304,31 @@ fn route(context: RequestContext, mut body: Bytes) -> Result<Pending, String> {
             Pending::Ready(context.encode(&response))
         }
         ApiKey::DescribeConfigs => {
-            let response = metadata::describe_configs(&context, decode(&mut body, v)?);
+            let response = configs::describe_configs(&context, decode(&mut body, v)?);
+            Pending::Ready(context.encode(&response))
+        }
+        ApiKey::AlterConfigs => {
+            let response = configs::alter_configs(&context, decode(&mut body, v)?);
+            Pending::Ready(context.encode(&response))
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let response = configs::incremental_alter_configs(&context, decode(&mut body, v)?);
+            Pending::Ready(context.encode(&response))
+        }
+        ApiKey::CreatePartitions => {
+            let response = admin::create_partitions(&context, decode(&mut body, v)?);
+            Pending::Ready(context.encode(&response))
+        }
+        ApiKey::DeleteRecords => {
+            let response = admin::delete_records(&context, decode(&mut body, v)?);
+            Pending::Ready(context.encode(&response))
+        }
+        ApiKey::DescribeCluster => {
+            let response = admin::describe_cluster(&context, decode(&mut body, v)?);
+            Pending::Ready(context.encode(&response))
+        }
+        ApiKey::DescribeLogDirs => {
+            let response = admin::describe_log_dirs(&context, decode(&mut body, v)?);
             Pending::Ready(context.encode(&response))
         }
         ApiKey::InitProducerId => {
@@ -441,6 +467,14 @@ mod tests {
                     ApiKey::ListGroups => body::<ListGroupsRequest>(version),
                     ApiKey::DeleteGroups => body::<DeleteGroupsRequest>(version),
                     ApiKey::OffsetDelete => body::<OffsetDeleteRequest>(version),
+                    ApiKey::AlterConfigs => body::<AlterConfigsRequest>(version),
+                    ApiKey::IncrementalAlterConfigs => {
+                        body::<IncrementalAlterConfigsRequest>(version)
+                    }
+                    ApiKey::CreatePartitions => body::<CreatePartitionsRequest>(version),
+                    ApiKey::DeleteRecords => body::<DeleteRecordsRequest>(version),
+                    ApiKey::DescribeCluster => body::<DescribeClusterRequest>(version),
+                    ApiKey::DescribeLogDirs => body::<DescribeLogDirsRequest>(version),
                     _ => unreachable!("every supported api is listed"),
                 };
                 let mut frame = BytesMut::new();

@@ -1,7 +1,8 @@
 //! The APIs and versions Eddy implements: the single table ApiVersions advertises.
 //!
 //! Only versions whose request and response shapes the handlers fill are listed (for example
-//! Fetch stops at v12, before topics are addressed by id). See `../shared/kafka-reference.md` 2.2.
+//! Fetch stops at v12, before topics are addressed by id). DescribeConfigs and DescribeLogDirs
+//! start at v1: Kafka 3.9 still serves their v0, but the codec (Kafka 4's schemas) has dropped it. See `../shared/kafka-reference.md` 2.2.
 
 use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
@@ -31,6 +32,12 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::DescribeLogDirs, 1, 4),
 ];
 
 /// Whether `version` of `api_key` is implemented.
@@ -105,6 +112,12 @@ pub(crate) fn decode_any(
         ApiKey::ListGroups => d::<ListGroupsRequest>(body, version),
         ApiKey::DeleteGroups => d::<DeleteGroupsRequest>(body, version),
         ApiKey::OffsetDelete => d::<OffsetDeleteRequest>(body, version),
+        ApiKey::AlterConfigs => d::<AlterConfigsRequest>(body, version),
+        ApiKey::IncrementalAlterConfigs => d::<IncrementalAlterConfigsRequest>(body, version),
+        ApiKey::CreatePartitions => d::<CreatePartitionsRequest>(body, version),
+        ApiKey::DeleteRecords => d::<DeleteRecordsRequest>(body, version),
+        ApiKey::DescribeCluster => d::<DescribeClusterRequest>(body, version),
+        ApiKey::DescribeLogDirs => d::<DescribeLogDirsRequest>(body, version),
         _ => Ok(()),
     }
 }

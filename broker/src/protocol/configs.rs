@@ -1,0 +1,535 @@
+//! Configs over the wire: DescribeConfigs, AlterConfigs, IncrementalAlterConfigs, and the
+//! configs a CreateTopics response lists.
+//!
+//! Topic configs are the ten Eddy knows (`config::TOPIC_CONFIGS`). Each one's source is
+//! DYNAMIC_TOPIC_CONFIG when set on the topic, otherwise that of the broker default it falls
+//! back to: STATIC_BROKER_CONFIG when the broker was started with another value than Kafka's (or
+//! Eddy's) default, DEFAULT_CONFIG when not. Broker configs are all read-only: Eddy has no dynamic
+//! broker configs, so altering one is answered INVALID_REQUEST ("Cannot update these configs
+//! dynamically"), as Kafka answers for its own read-only broker configs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::create_topics_response::CreatableTopicConfigs;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig;
+use kafka_protocol::messages::{
+    incremental_alter_configs_response, AlterConfigsRequest, AlterConfigsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{str_bytes, RequestContext};
+use crate::broker::{Broker, Topic};
+use crate::config::{topic_config_spec, ConfigType, TopicConfig, TOPIC_CONFIGS};
+use crate::error::BrokerError;
+
+/// Config resource types (Kafka's `ConfigResource.Type`).
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+const RESOURCE_BROKER_LOGGER: i8 = 8;
+
+/// Config sources (Kafka's `DescribeConfigsResponse.ConfigSource`).
+const SOURCE_DYNAMIC_TOPIC_CONFIG: i8 = 1;
+const SOURCE_STATIC_BROKER_CONFIG: i8 = 4;
+const SOURCE_DEFAULT_CONFIG: i8 = 5;
+
+/// IncrementalAlterConfigs operations (Kafka's `AlterConfigOp.OpType`).
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+/// One topic config as described: value, source, and the synonyms it falls back through.
+struct TopicConfigValue {
+    name: &'static str,
+    value: String,
+    source: i8,
+    synonyms: Vec<(String, String, i8)>,
+    config_type: ConfigType,
+    documentation: &'static str,
+}
+
+/// Every config of `topic`, with its real source and synonyms (most specific first).
+fn topic_config_values(broker: &Broker, topic: &Topic) -> Vec<TopicConfigValue> {
+    let kafka_defaults = TopicConfig::default();
+    TOPIC_CONFIGS
+        .iter()
+        .map(|spec| {
+            let broker_value = broker.config.topic_defaults.get(spec.name).expect("listed");
+            let broker_source = if kafka_defaults.get(spec.name).as_ref() == Some(&broker_value) {
+                SOURCE_DEFAULT_CONFIG
+            } else {
+                SOURCE_STATIC_BROKER_CONFIG
+            };
+            let mut synonyms = vec![(spec.broker_name.to_string(), broker_value, broker_source)];
+            let value = topic.config.get(spec.name).expect("listed");
+            if topic.overrides.contains_key(spec.name) {
+                let topic_value = (spec.name.to_string(), value.clone());
+                synonyms.insert(
+                    0,
+                    (topic_value.0, topic_value.1, SOURCE_DYNAMIC_TOPIC_CONFIG),
+                );
+            }
+            TopicConfigValue {
+                name: spec.name,
+                value,
+                source: synonyms[0].2,
+                synonyms,
+                config_type: spec.config_type,
+                documentation: spec.documentation,
+            }
+        })
+        .collect()
+}
+
+/// The configs a CreateTopics response lists for a created (or validated) topic.
+pub(super) fn created_topic_configs(
+    broker: &Broker,
+    config: &TopicConfig,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<CreatableTopicConfigs> {
+    let topic = Topic {
+        name: "".into(),
+        id: Default::default(),
+        config: config.clone(),
+        partitions: Vec::new(),
+        overrides: overrides.clone(),
+    };
+    topic_config_values(broker, &topic)
+        .into_iter()
+        .map(|c| {
+            CreatableTopicConfigs::default()
+                .with_name(str_bytes(c.name))
+                .with_value(Some(str_bytes(c.value)))
+                .with_config_source(c.source)
+        })
+        .collect()
+}
+
+pub(super) fn describe_configs(
+    context: &RequestContext,
+    mut request: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
+    let broker = &context.broker;
+    let resources = std::mem::take(&mut request.resources);
+    let results = resources
+        .into_iter()
+        .map(|resource| {
+            let result = DescribeConfigsResult::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone());
+            // Kafka treats an empty key list like a missing one: every config.
+            let wanted: Option<BTreeSet<String>> = resource
+                .configuration_keys
+                .filter(|keys| !keys.is_empty())
+                .map(|keys| keys.iter().map(|k| k.to_string()).collect());
+            let entries = match resource.resource_type {
+                RESOURCE_TOPIC => describe_topic(broker, &resource.resource_name, &request),
+                RESOURCE_BROKER => describe_broker(broker, &resource.resource_name, &request),
+                other => Err(unsupported_resource(other)),
+            };
+            match entries {
+                Ok(entries) => result.with_configs(
+                    entries
+                        .into_iter()
+                        .filter(|e| wanted.as_ref().is_none_or(|w| w.contains(e.name.as_str())))
+                        .collect(),
+                ),
+                Err(e) => result
+                    .with_error_code(e.code())
+                    .with_error_message(Some(str_bytes(e.to_string()))),
+            }
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+fn unsupported_resource(resource_type: i8) -> BrokerError {
+    let what = match resource_type {
+        RESOURCE_BROKER_LOGGER => "broker loggers (set log levels with RUST_LOG at startup)",
+        _ => "this resource type",
+    };
+    BrokerError::InvalidRequest(format!(
+        "unsupported resource type {resource_type}: Eddy has no configs for {what}; it has topic \
+         (2) and broker (4) configs"
+    ))
+}
+
+fn describe_topic(
+    broker: &Broker,
+    name: &str,
+    request: &DescribeConfigsRequest,
+) -> Result<Vec<DescribeConfigsResourceResult>, BrokerError> {
+    crate::broker::validate_topic_name(name)?;
+    let topic = broker
+        .topic(name)
+        .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
+            topic: name.to_string(),
+            partition: -1,
+        })?;
+    Ok(topic_config_values(broker, &topic)
+        .into_iter()
+        .map(|c| {
+            let synonyms = c
+                .synonyms
+                .into_iter()
+                .map(|(name, value, source)| synonym(name, value, source))
+                .collect();
+            config_entry(c.name, c.value, c.source, c.config_type)
+                .with_synonyms(if request.include_synonyms {
+                    synonyms
+                } else {
+                    Vec::new()
+                })
+                .with_documentation(
+                    request
+                        .include_documentation
+                        .then(|| str_bytes(c.documentation)),
+                )
+        })
+        .collect())
+}
+
+/// The broker resource: by this broker's id, every broker config; by the empty name (the
+/// cluster-wide dynamic defaults), none, since Eddy has no dynamic configs.
+fn describe_broker(
+    broker: &Broker,
+    name: &str,
+    request: &DescribeConfigsRequest,
+) -> Result<Vec<DescribeConfigsResourceResult>, BrokerError> {
+    if name.is_empty() {
+        return Ok(Vec::new());
+    }
+    check_broker_name(broker, name)?;
+    Ok(broker
+        .config
+        .describe()
+        .into_iter()
+        .map(|c| {
+            let source = if c.is_default {
+                SOURCE_DEFAULT_CONFIG
+            } else {
+                SOURCE_STATIC_BROKER_CONFIG
+            };
+            let synonyms = if request.include_synonyms {
+                vec![synonym(c.name.to_string(), c.value.clone(), source)]
+            } else {
+                Vec::new()
+            };
+            config_entry(c.name, c.value, source, c.config_type)
+                .with_read_only(true)
+                .with_synonyms(synonyms)
+                .with_documentation(
+                    request
+                        .include_documentation
+                        .then(|| str_bytes(c.documentation)),
+                )
+        })
+        .collect())
+}
+
+/// Refuses a broker resource named other than by this broker's id, in Kafka's words.
+fn check_broker_name(broker: &Broker, name: &str) -> Result<(), BrokerError> {
+    let node_id = broker.config.node_id;
+    match name.parse::<i32>() {
+        Ok(id) if id == node_id => Ok(()),
+        Ok(_) => Err(BrokerError::InvalidRequest(format!(
+            "Unexpected broker id, expected {node_id} or empty string, but received {name}"
+        ))),
+        Err(_) => Err(BrokerError::InvalidRequest(format!(
+            "Broker id must be an integer, but it is: {name}"
+        ))),
+    }
+}
+
+fn config_entry(
+    name: &str,
+    value: String,
+    source: i8,
+    config_type: ConfigType,
+) -> DescribeConfigsResourceResult {
+    DescribeConfigsResourceResult::default()
+        .with_name(str_bytes(name))
+        .with_value(Some(str_bytes(value)))
+        .with_config_source(source)
+        .with_config_type(config_type as i8)
+}
+
+fn synonym(name: String, value: String, source: i8) -> DescribeConfigsSynonym {
+    DescribeConfigsSynonym::default()
+        .with_name(str_bytes(name))
+        .with_value(Some(str_bytes(value)))
+        .with_source(source)
+}
+
+/// Resources named more than once in one request: Kafka refuses each of them.
+fn repeated_resources<'a>(
+    resources: impl Iterator<Item = (i8, &'a str)>,
+) -> BTreeSet<(i8, String)> {
+    let mut seen = BTreeSet::new();
+    resources
+        .filter(|(kind, name)| !seen.insert((*kind, name.to_string())))
+        .map(|(kind, name)| (kind, name.to_string()))
+        .collect()
+}
+
+/// Kafka's checks of one resource's config list before anything else: no name twice, and a
+/// value wherever the operation needs one.
+fn check_config_list<'a>(
+    configs: impl Iterator<Item = (&'a StrBytes, bool)> + Clone,
+) -> Result<(), BrokerError> {
+    let mut names = BTreeSet::new();
+    if !configs.clone().all(|(name, _)| names.insert(name.as_str())) {
+        return Err(BrokerError::InvalidRequest(
+            "Error due to duplicate config keys".into(),
+        ));
+    }
+    let missing: Vec<&str> = configs
+        .filter(|(_, needs_value_but_null)| *needs_value_but_null)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(BrokerError::InvalidRequest(format!(
+            "Null value not supported for : {}",
+            missing.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// A change to the broker resource: refused unless empty, since no broker config of Eddy's
+/// can change while it runs.
+fn alter_broker(broker: &Broker, name: &str, configs: Vec<String>) -> Result<(), BrokerError> {
+    if !name.is_empty() {
+        check_broker_name(broker, name)?;
+    }
+    if configs.is_empty() {
+        return Ok(());
+    }
+    Err(BrokerError::BrokerConfigReadOnly(configs.join(", ")))
+}
+
+fn existing_topic(broker: &Broker, name: &str) -> Result<std::sync::Arc<Topic>, BrokerError> {
+    broker
+        .topic(name)
+        .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
+            topic: name.to_string(),
+            partition: -1,
+        })
+}
+
+/// AlterConfigs: a topic's overrides become exactly the configs given (the rest return to the
+/// broker defaults), validated as CreateTopics validates them.
+pub(super) fn alter_configs(
+    context: &RequestContext,
+    request: AlterConfigsRequest,
+) -> AlterConfigsResponse {
+    let broker = &context.broker;
+    let repeated = repeated_resources(
+        request
+            .resources
+            .iter()
+            .map(|r| (r.resource_type, r.resource_name.as_str())),
+    );
+    let responses = request
+        .resources
+        .into_iter()
+        .map(|resource| {
+            let key = (resource.resource_type, resource.resource_name.to_string());
+            let outcome = if repeated.contains(&key) {
+                Err(each_resource_once())
+            } else {
+                check_config_list(
+                    resource
+                        .configs
+                        .iter()
+                        .map(|c| (&c.name, c.value.is_none())),
+                )
+                .and_then(|()| {
+                    let configs: BTreeMap<String, String> = resource
+                        .configs
+                        .iter()
+                        .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+                        .collect();
+                    alter_resource(broker, &key, configs, request.validate_only)
+                })
+            };
+            let mut response = AlterConfigsResourceResponse::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name);
+            if let Err(e) = outcome {
+                response.error_code = e.code();
+                response.error_message = Some(str_bytes(e.to_string()));
+            }
+            response
+        })
+        .collect();
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+fn each_resource_once() -> BrokerError {
+    BrokerError::InvalidRequest("Each resource must appear at most once.".into())
+}
+
+/// Sets a resource's configs to `configs` (AlterConfigs' replace semantics).
+fn alter_resource(
+    broker: &Broker,
+    (resource_type, name): &(i8, String),
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<(), BrokerError> {
+    match *resource_type {
+        RESOURCE_TOPIC => {
+            existing_topic(broker, name)?;
+            broker.alter_topic_config(name, configs, validate_only)
+        }
+        RESOURCE_BROKER => alter_broker(broker, name, configs.into_keys().collect()),
+        other => Err(unsupported_resource(other)),
+    }
+}
+
+/// IncrementalAlterConfigs: SET, DELETE, APPEND and SUBTRACT on a topic's overrides, applied
+/// in order on top of the current ones; the result is validated as a whole.
+pub(super) fn incremental_alter_configs(
+    context: &RequestContext,
+    request: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let broker = &context.broker;
+    let repeated = repeated_resources(
+        request
+            .resources
+            .iter()
+            .map(|r| (r.resource_type, r.resource_name.as_str())),
+    );
+    let responses = request
+        .resources
+        .into_iter()
+        .map(|resource| {
+            let name = resource.resource_name.to_string();
+            let outcome = if repeated.contains(&(resource.resource_type, name.clone())) {
+                Err(each_resource_once())
+            } else {
+                check_config_list(resource.configs.iter().map(|c| {
+                    let needs_value = c.config_operation != OP_DELETE;
+                    (&c.name, needs_value && c.value.is_none())
+                }))
+                .and_then(|()| {
+                    incremental_alter_resource(
+                        broker,
+                        resource.resource_type,
+                        &name,
+                        &resource.configs,
+                        request.validate_only,
+                    )
+                })
+            };
+            let mut response =
+                incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_resource_type(resource.resource_type)
+                    .with_resource_name(resource.resource_name);
+            if let Err(e) = outcome {
+                response.error_code = e.code();
+                response.error_message = Some(str_bytes(e.to_string()));
+            }
+            response
+        })
+        .collect();
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+fn incremental_alter_resource(
+    broker: &Broker,
+    resource_type: i8,
+    name: &str,
+    operations: &[AlterableConfig],
+    validate_only: bool,
+) -> Result<(), BrokerError> {
+    if let Some(op) = operations
+        .iter()
+        .find(|c| !(OP_SET..=OP_SUBTRACT).contains(&c.config_operation))
+    {
+        return Err(BrokerError::InvalidRequest(format!(
+            "Unknown operations type {}",
+            op.config_operation
+        )));
+    }
+    match resource_type {
+        RESOURCE_TOPIC => {
+            let topic = existing_topic(broker, name)?;
+            let mut overrides = topic.overrides.clone();
+            for operation in operations {
+                apply_operation(broker, &mut overrides, operation)?;
+            }
+            broker.alter_topic_config(name, overrides, validate_only)
+        }
+        RESOURCE_BROKER => alter_broker(
+            broker,
+            name,
+            operations.iter().map(|c| c.name.to_string()).collect(),
+        ),
+        other => Err(unsupported_resource(other)),
+    }
+}
+
+/// Applies one incremental operation to a topic's overrides. APPEND and SUBTRACT work on list
+/// configs only, starting from the current value (the override, else the broker default).
+fn apply_operation(
+    broker: &Broker,
+    overrides: &mut BTreeMap<String, String>,
+    operation: &AlterableConfig,
+) -> Result<(), BrokerError> {
+    let name = operation.name.to_string();
+    let value = operation
+        .value
+        .as_ref()
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    let op = operation.config_operation;
+    if op == OP_SET {
+        overrides.insert(name, value);
+        return Ok(());
+    }
+    if op == OP_DELETE {
+        overrides.remove(&name);
+        return Ok(());
+    }
+    let spec = topic_config_spec(&name)
+        .ok_or_else(|| BrokerError::UnknownConfig { name: name.clone() })?;
+    if spec.config_type != ConfigType::List {
+        return Err(BrokerError::ConfigOperationNotAllowed {
+            name,
+            operation: if op == OP_APPEND {
+                "append"
+            } else {
+                "subtract"
+            },
+        });
+    }
+    let current = match overrides.get(&name) {
+        Some(value) => value.clone(),
+        None => broker.config.topic_defaults.get(&name).unwrap_or_default(),
+    };
+    let mut items: Vec<String> = current
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let given = value.split(',').map(|s| s.trim().to_string());
+    if op == OP_APPEND {
+        for item in given {
+            if !items.contains(&item) {
+                items.push(item);
+            }
+        }
+    } else {
+        let removed: Vec<String> = given.collect();
+        items.retain(|item| !removed.contains(item));
+    }
+    overrides.insert(name, items.join(","));
+    Ok(())
+}
