@@ -14,16 +14,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_request::ListOffsetsPartition;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{
     FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
 };
+use kafka_protocol::ResponseError;
 use tokio::time::Instant;
 
 use super::RequestContext;
-use crate::broker::Broker;
+use crate::broker::{now_ms, Broker};
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::limits::FETCH_WAIT_MS_MAX;
@@ -241,6 +243,10 @@ pub(super) fn list_offsets(
                         .with_timestamp(-1)
                         .with_offset(-1)
                         .with_leader_epoch(-1);
+                    if context.version == 0 {
+                        let consumer = request.replica_id.0 == CONSUMER_REPLICA_ID;
+                        return lookup_v0(&context.broker, &topic.name, p, consumer, out);
+                    }
                     match context.broker.partition(&topic.name, p.partition_index) {
                         Ok(partition) => match lookup(&partition, p.timestamp) {
                             Ok((offset, timestamp)) => {
@@ -260,6 +266,45 @@ pub(super) fn list_offsets(
         })
         .collect();
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// The replica id a consumer (rather than a follower) sends in ListOffsets and Fetch.
+const CONSUMER_REPLICA_ID: i32 = -1;
+
+/// One partition of a ListOffsets v0 request, answered as Kafka 3.x answers it: up to
+/// `max_num_offsets` segment boundaries "before" the timestamp (see
+/// [`crate::log::Log::legacy_offsets_before`]), newest first. Timestamps below -2 get
+/// UNSUPPORTED_VERSION, since v0 knows only -1 (latest) and -2 (earliest). A consumer never
+/// sees an offset above the high watermark: those are replaced by the high watermark.
+fn lookup_v0(
+    broker: &Broker,
+    topic: &str,
+    request: &ListOffsetsPartition,
+    consumer: bool,
+    out: ListOffsetsPartitionResponse,
+) -> ListOffsetsPartitionResponse {
+    if request.timestamp < -2 {
+        return out.with_error_code(ResponseError::UnsupportedVersion.code());
+    }
+    let offsets = broker
+        .partition(topic, request.partition_index)
+        .and_then(|partition| {
+            let offsets = partition.log().lock().legacy_offsets_before(
+                request.timestamp,
+                request.max_num_offsets,
+                now_ms(),
+            )?;
+            let high_watermark = partition.high_watermark();
+            if !consumer || offsets.iter().all(|o| *o <= high_watermark) {
+                return Ok(offsets);
+            }
+            let below = offsets.into_iter().skip_while(|o| *o > high_watermark);
+            Ok(std::iter::once(high_watermark).chain(below).collect())
+        });
+    match offsets {
+        Ok(offsets) => out.with_old_style_offsets(offsets),
+        Err(e) => out.with_error_code(e.code()),
+    }
 }
 
 fn lookup(partition: &Partition, timestamp: i64) -> crate::error::Result<(i64, i64)> {

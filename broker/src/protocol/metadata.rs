@@ -36,7 +36,11 @@ pub(super) fn metadata(context: &RequestContext, request: MetadataRequest) -> Me
     // Before v4 there was no flag and clients expected auto-creation.
     let allow_create = request.allow_auto_topic_creation || context.version < 4;
     let mut creations_left = AUTO_CREATE_TOPICS_PER_REQUEST_MAX;
-    let topics = match request.topics {
+    // v0 cannot send null: there, an empty list asks for every topic.
+    let requested = request
+        .topics
+        .filter(|topics| context.version > 0 || !topics.is_empty());
+    let topics = match requested {
         None => broker.topics().iter().map(|t| describe_topic(t)).collect(),
         Some(requested) => requested
             .into_iter()
@@ -169,6 +173,10 @@ fn create_one(
         });
     }
     if validate_only {
+        // Validation answers as creation would, an existing topic included (as Kafka does).
+        if broker.topic(&topic.name).is_some() {
+            return Err(BrokerError::TopicAlreadyExists(topic.name.to_string()));
+        }
         return broker
             .config
             .topic_defaults
@@ -283,6 +291,8 @@ pub(super) fn describe_configs(
                         .with_name(str_bytes(k))
                         .with_value(Some(str_bytes(v)))
                         .with_config_source(source)
+                        // v0 has a flag where later versions name the source.
+                        .with_is_default(context.version == 0 && source == SOURCE_DEFAULT_CONFIG)
                 })
                 .collect();
             result

@@ -1,0 +1,308 @@
+//! Older request versions that Kafka 3.x still serves and some clients still send (Burrow lists
+//! offsets with ListOffsets v0, librdkafka falls back to them without ApiVersions). Each test
+//! serves a broker on a loopback port, sends the old version as a raw frame built with
+//! kafka-protocol's encoders, and checks the decoded answer.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use eddy_broker::log::batch::BatchBuilder;
+use eddy_broker::{bind, now_ms, serve, Broker, BrokerConfig};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::ResponseError;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Longest any step may take before the test fails.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn start(dir: &tempfile::TempDir) -> (Arc<Broker>, SocketAddr) {
+    let broker = Broker::open(BrokerConfig::new(dir.path()))
+        .await
+        .expect("open");
+    let (listener, address) = bind("127.0.0.1:0").await.expect("bind");
+    tokio::spawn(serve(Arc::clone(&broker), listener));
+    (broker, address)
+}
+
+fn name(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// A request frame: size, header, body.
+fn frame<R: Encodable>(api_key: ApiKey, version: i16, request: &R) -> BytesMut {
+    let mut body = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(api_key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(7)
+        .with_client_id(Some(name("old-client")))
+        .encode(&mut body, api_key.request_header_version(version))
+        .expect("header encodes");
+    request.encode(&mut body, version).expect("request encodes");
+    let mut frame = BytesMut::new();
+    frame.put_i32(body.len() as i32);
+    frame.put_slice(&body);
+    frame
+}
+
+/// Sends `request` at `version` on a new connection and decodes the answer at that version.
+async fn call<Request: Encodable, Response: Decodable>(
+    address: SocketAddr,
+    api_key: ApiKey,
+    version: i16,
+    request: &Request,
+) -> Response {
+    let exchange = async {
+        let mut stream = TcpStream::connect(address).await.expect("connect");
+        stream
+            .write_all(&frame(api_key, version, request))
+            .await
+            .expect("send");
+        let size = stream
+            .read_i32()
+            .await
+            .expect("an answer, not a closed connection");
+        let mut response = vec![0u8; size as usize];
+        stream.read_exact(&mut response).await.expect("answer");
+        response
+    };
+    let response = tokio::time::timeout(STEP_TIMEOUT, exchange)
+        .await
+        .expect("answered in time");
+    let mut response = Bytes::from(response);
+    let header = ResponseHeader::decode(&mut response, api_key.response_header_version(version))
+        .expect("response header");
+    assert_eq!(header.correlation_id, 7);
+    let decoded = Response::decode(&mut response, version).expect("response body");
+    assert!(
+        !response.has_remaining(),
+        "{api_key:?} v{version}: bytes left over"
+    );
+    decoded
+}
+
+/// Appends `records` one-record batches to partition 0 of `topic`.
+fn append(broker: &Broker, topic: &str, records: usize) {
+    let partition = broker.partition(topic, 0).expect("partition");
+    for _ in 0..records {
+        let mut builder = BatchBuilder::new(now_ms(), 64);
+        builder.push(now_ms(), Some(b"k"), Some(b"v"), &[]);
+        partition
+            .append(&mut builder.finish(), now_ms())
+            .expect("append");
+    }
+}
+
+/// Metadata v0 cannot send a null topic list: an empty one asks for every topic.
+#[tokio::test]
+async fn metadata_v0_empty_list_means_every_topic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, address) = start(&dir).await;
+    for topic in ["a", "b"] {
+        broker
+            .create_topic(topic, 2, BTreeMap::new())
+            .expect("topic");
+    }
+    let request = MetadataRequest::default().with_topics(Some(Vec::new()));
+    let response: MetadataResponse = call(address, ApiKey::Metadata, 0, &request).await;
+    let mut names: Vec<String> = response
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(response.brokers.len(), 1);
+    assert!(response.topics.iter().all(|t| t.partitions.len() == 2));
+
+    let response: MetadataResponse = call(address, ApiKey::Metadata, 1, &request).await;
+    assert!(
+        response.topics.is_empty(),
+        "v1: an empty list asks for none"
+    );
+}
+
+fn list_offsets_v0(topic: &str, partitions: &[(i32, i64, i32)]) -> ListOffsetsRequest {
+    let partitions = partitions
+        .iter()
+        .map(|(index, timestamp, max)| {
+            ListOffsetsPartition::default()
+                .with_partition_index(*index)
+                .with_timestamp(*timestamp)
+                .with_max_num_offsets(*max)
+        })
+        .collect();
+    ListOffsetsRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(name(topic)))
+            .with_partitions(partitions)])
+}
+
+/// ListOffsets v0 answers `old_style_offsets` as Kafka 3.x does: latest (-1) is the log end
+/// offset, earliest (-2) the log start offset, more than one offset lists segment boundaries
+/// newest first; v0 knows no other negative timestamp, and a missing partition is reported.
+#[tokio::test]
+async fn list_offsets_v0_answers_old_style_offsets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, address) = start(&dir).await;
+    broker.create_topic("t", 1, BTreeMap::new()).expect("topic");
+    append(&broker, "t", 3);
+    let request = list_offsets_v0(
+        "t",
+        &[(0, -1, 1), (0, -2, 1), (0, -1, 10), (0, -3, 1), (9, -1, 1)],
+    );
+    let response: ListOffsetsResponse = call(address, ApiKey::ListOffsets, 0, &request).await;
+    let answers: Vec<(i16, Vec<i64>)> = response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.error_code, p.old_style_offsets.clone()))
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            (0, vec![3]),
+            (0, vec![0]),
+            (0, vec![3, 0]),
+            (ResponseError::UnsupportedVersion.code(), vec![]),
+            (ResponseError::UnknownTopicOrPartition.code(), vec![]),
+        ]
+    );
+    // A time before the segment was written finds no boundary at or before it.
+    let request = list_offsets_v0("t", &[(0, 1_000, 5)]);
+    let response: ListOffsetsResponse = call(address, ApiKey::ListOffsets, 0, &request).await;
+    assert_eq!(
+        response.topics[0].partitions[0].old_style_offsets,
+        [0i64; 0]
+    );
+}
+
+fn commit(version: i16, partitions: &[(i32, i64, i64)]) -> OffsetCommitRequest {
+    let partitions = partitions
+        .iter()
+        .map(|(index, offset, timestamp)| {
+            OffsetCommitRequestPartition::default()
+                .with_partition_index(*index)
+                .with_committed_offset(*offset)
+                .with_commit_timestamp(if version == 1 { *timestamp } else { -1 })
+                .with_committed_metadata(Some(name("m")))
+        })
+        .collect();
+    OffsetCommitRequest::default()
+        .with_group_id(GroupId(name("g")))
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(name("t")))
+            .with_partitions(partitions)])
+}
+
+/// OffsetCommit v0 (no generation) and v1 (with a commit timestamp) store offsets that
+/// OffsetFetch returns; v1's timestamp is kept, and -1 there means now, as in Kafka.
+#[tokio::test]
+async fn offset_commit_v0_and_v1_store_offsets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, address) = start(&dir).await;
+    broker.create_topic("t", 3, BTreeMap::new()).expect("topic");
+    let response: OffsetCommitResponse =
+        call(address, ApiKey::OffsetCommit, 0, &commit(0, &[(0, 5, -1)])).await;
+    assert_eq!(response.topics[0].partitions[0].error_code, 0);
+    let before = now_ms();
+    let request = commit(1, &[(1, 6, 1_234), (2, 7, -1), (9, 1, -1)]);
+    let response: OffsetCommitResponse = call(address, ApiKey::OffsetCommit, 1, &request).await;
+    let codes: Vec<i16> = response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
+    assert_eq!(codes, [0, 0, ResponseError::UnknownTopicOrPartition.code()]);
+    let stamped = |partition| {
+        broker
+            .groups
+            .committed("g", "t", partition)
+            .expect("committed")
+            .commit_timestamp_ms
+    };
+    assert_eq!(stamped(1), 1_234);
+    assert!(stamped(2) >= before);
+
+    let request = OffsetFetchRequest::default()
+        .with_group_id(GroupId(name("g")))
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(TopicName(name("t")))
+            .with_partition_indexes(vec![0, 1, 2])]));
+    let response: OffsetFetchResponse = call(address, ApiKey::OffsetFetch, 1, &request).await;
+    let offsets: Vec<i64> = response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.committed_offset)
+        .collect();
+    assert_eq!(offsets, [5, 6, 7]);
+}
+
+/// CreateTopics v0 creates; v1 adds validate_only and an error message.
+#[tokio::test]
+async fn create_topics_v0_and_v1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, address) = start(&dir).await;
+    let topic = |n: &str| {
+        CreatableTopic::default()
+            .with_name(TopicName(name(n)))
+            .with_num_partitions(2)
+            .with_replication_factor(1)
+    };
+    let request = CreateTopicsRequest::default().with_topics(vec![topic("a"), topic("a")]);
+    let response: CreateTopicsResponse = call(address, ApiKey::CreateTopics, 0, &request).await;
+    let codes: Vec<i16> = response.topics.iter().map(|t| t.error_code).collect();
+    assert_eq!(codes, [0, ResponseError::TopicAlreadyExists.code()]);
+    assert!(
+        response.topics[1].error_message.is_none(),
+        "v0 has no message"
+    );
+    assert_eq!(broker.topic("a").expect("created").partitions.len(), 2);
+
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![topic("a"), topic("b")])
+        .with_validate_only(true);
+    let response: CreateTopicsResponse = call(address, ApiKey::CreateTopics, 1, &request).await;
+    let codes: Vec<i16> = response.topics.iter().map(|t| t.error_code).collect();
+    assert_eq!(codes, [ResponseError::TopicAlreadyExists.code(), 0]);
+    assert!(response.topics[0].error_message.is_some(), "v1 says why");
+    assert!(broker.topic("b").is_none(), "validate_only creates nothing");
+}
+
+/// DescribeConfigs v0 flags defaults with `is_default` where later versions name a source.
+#[tokio::test]
+async fn describe_configs_v0_flags_defaults() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, address) = start(&dir).await;
+    let overrides = BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]);
+    broker.create_topic("t", 1, overrides).expect("topic");
+    let request =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(name("t"))
+            .with_configuration_keys(Some(vec![name("retention.ms"), name("segment.bytes")]))]);
+    let response: DescribeConfigsResponse =
+        call(address, ApiKey::DescribeConfigs, 0, &request).await;
+    let configs: BTreeMap<String, (Option<String>, bool)> = response.results[0]
+        .configs
+        .iter()
+        .map(|c| {
+            let value = c.value.as_ref().map(|v| v.to_string());
+            (c.name.to_string(), (value, c.is_default))
+        })
+        .collect();
+    assert_eq!(configs["retention.ms"], (Some("1000".into()), false));
+    assert!(configs["segment.bytes"].1, "segment.bytes is a default");
+}
