@@ -36,5 +36,10 @@ pub const AUTO_CREATE_TOPICS_PER_REQUEST_MAX: usize = 100;
 /// Longest metadata string an offset commit may carry (`offset.metadata.max.bytes`); longer
 /// ones are answered OFFSET_METADATA_TOO_LARGE, as Kafka does.
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+/// Most record errors (`record_errors`) one produce response lists, over all its partitions;
+/// records refused beyond them are still refused, under the partition's error code and
+/// message. Kafka lists every one, but a batch of a hundred thousand tiny keyless records
+/// would then get a response many times the request's size.
+pub const RECORD_ERRORS_MAX: usize = 1_000;
 
 const _: () = assert!(SCAN_CHUNK_BYTES as u64 >= INDEX_INTERVAL_BYTES);
