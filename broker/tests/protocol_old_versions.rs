@@ -306,3 +306,33 @@ async fn describe_configs_v0_flags_defaults() {
     assert_eq!(configs["retention.ms"], (Some("1000".into()), false));
     assert!(configs["segment.bytes"].1, "segment.bytes is a default");
 }
+
+/// A version older than any we serve closes the connection without an answer, as Kafka 3.x's
+/// SocketServer does: the client's decoder would misread any answer shaped for another version.
+#[tokio::test]
+async fn a_version_older_than_ours_closes_the_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_broker, address) = start(&dir).await;
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    // OffsetFetch v0 (group "g", no topics), written by hand: the codec no longer has v0.
+    let mut body = BytesMut::new();
+    body.put_i16(ApiKey::OffsetFetch as i16);
+    body.put_i16(0);
+    body.put_i32(7);
+    body.put_i16(-1); // null client id
+    body.put_i16(1);
+    body.put_slice(b"g");
+    body.put_i32(0);
+    let mut request = BytesMut::new();
+    request.put_i32(body.len() as i32);
+    request.put_slice(&body);
+    stream.write_all(&request).await.expect("send");
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(STEP_TIMEOUT, stream.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "no answer, a closed connection"
+    );
+}

@@ -36,6 +36,14 @@ pub fn supports(api_key: ApiKey, version: i16) -> bool {
         .any(|(k, min, max)| *k == api_key && (*min..=*max).contains(&version))
 }
 
+/// The lowest and highest versions of `api_key` implemented, if any.
+pub fn range(api_key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == api_key)
+        .map(|(_, min, max)| (*min, *max))
+}
+
 /// The ApiVersions response body listing [`SUPPORTED`].
 pub fn api_versions_response() -> ApiVersionsResponse {
     let mut response = ApiVersionsResponse::default();
