@@ -336,3 +336,168 @@ async fn a_version_older_than_ours_closes_the_connection() {
         "no answer, a closed connection"
     );
 }
+
+/// A magic 1 message (offset, create time, key, value) as an old producer writes it.
+fn put_message_v1(
+    out: &mut BytesMut,
+    offset: i64,
+    timestamp_ms: i64,
+    key: Option<&[u8]>,
+    value: &[u8],
+) {
+    let mut body = BytesMut::new();
+    body.put_i8(1); // magic
+    body.put_i8(0); // attributes: uncompressed, create time
+    body.put_i64(timestamp_ms);
+    match key {
+        None => body.put_i32(-1),
+        Some(key) => {
+            body.put_i32(key.len() as i32);
+            body.put_slice(key);
+        }
+    }
+    body.put_i32(value.len() as i32);
+    body.put_slice(value);
+    let mut crc = flate2::Crc::new();
+    crc.update(&body);
+    out.put_i64(offset);
+    out.put_i32(body.len() as i32 + 4);
+    out.put_u32(crc.sum());
+    out.put_slice(&body);
+}
+
+/// (offset, timestamp, key, value) of each message in a magic 1 message set, checking every
+/// message's CRC, magic and attributes as an old consumer would.
+fn read_message_set_v1(mut set: Bytes) -> Vec<(i64, i64, Option<Bytes>, Option<Bytes>)> {
+    let mut out = Vec::new();
+    let field = |body: &mut Bytes| match body.get_i32() {
+        -1 => None,
+        length => Some(body.split_to(length as usize)),
+    };
+    while set.has_remaining() {
+        let offset = set.get_i64();
+        let size = set.get_i32() as usize;
+        let mut body = set.split_to(size);
+        let crc = body.get_u32();
+        let mut computed = flate2::Crc::new();
+        computed.update(&body);
+        assert_eq!(computed.sum(), crc, "message crc");
+        assert_eq!(body.get_i8(), 1, "magic");
+        assert_eq!(body.get_i8(), 0, "attributes");
+        let timestamp = body.get_i64();
+        let key = field(&mut body);
+        let value = field(&mut body);
+        assert!(!body.has_remaining());
+        out.push((offset, timestamp, key, value));
+    }
+    out
+}
+
+fn produce_v2(topic: &str, records: BytesMut) -> ProduceRequest {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(5_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(name(topic)))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(records.freeze()))])])
+}
+
+fn fetch_from(topic: &str, offset: i64) -> FetchRequest {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    FetchRequest::default()
+        .with_replica_id((-1).into())
+        .with_max_wait_ms(0)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(name(topic)))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])])
+}
+
+/// Produce v2 carries a magic 1 message set, which is stored up-converted to a v2 batch (a v4
+/// fetch reads it as one); Fetch v2 and v3 get the records down-converted to magic 1, from the
+/// offset asked, with keys, values and timestamps intact.
+#[tokio::test]
+async fn produce_v2_and_fetch_v2_v3_speak_message_sets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, address) = start(&dir).await;
+    broker.create_topic("t", 1, BTreeMap::new()).expect("topic");
+    let mut set = BytesMut::new();
+    put_message_v1(&mut set, 0, 1_000, Some(b"k1"), b"v1");
+    put_message_v1(&mut set, 1, 2_000, None, b"v2");
+    let response: ProduceResponse = call(address, ApiKey::Produce, 2, &produce_v2("t", set)).await;
+    let answer = &response.responses[0].partition_responses[0];
+    assert_eq!((answer.error_code, answer.base_offset), (0, 0));
+    assert_eq!(
+        broker
+            .partition("t", 0)
+            .expect("partition")
+            .high_watermark(),
+        2
+    );
+
+    let response: FetchResponse = call(address, ApiKey::Fetch, 2, &fetch_from("t", 0)).await;
+    let data = &response.responses[0].partitions[0];
+    assert_eq!((data.error_code, data.high_watermark), (0, 2));
+    let messages = read_message_set_v1(data.records.clone().expect("records"));
+    assert_eq!(
+        messages,
+        [
+            (0, 1_000, Some(Bytes::from("k1")), Some(Bytes::from("v1"))),
+            (1, 2_000, None, Some(Bytes::from("v2"))),
+        ]
+    );
+    let response: FetchResponse = call(address, ApiKey::Fetch, 3, &fetch_from("t", 1)).await;
+    let records = response.responses[0].partitions[0].records.clone();
+    let offsets: Vec<i64> = read_message_set_v1(records.expect("records"))
+        .into_iter()
+        .map(|m| m.0)
+        .collect();
+    assert_eq!(offsets, [1], "from the offset asked, not the batch start");
+
+    let response: FetchResponse = call(address, ApiKey::Fetch, 4, &fetch_from("t", 0)).await;
+    let stored = response.responses[0].partitions[0]
+        .records
+        .clone()
+        .expect("records");
+    assert_eq!(stored[16], 2, "stored as one v2 batch");
+}
+
+/// An up-converted message set meets the same rules as a v2 batch: a compacted topic refuses
+/// a keyless record (INVALID_RECORD; v2 cannot name it), and a broken CRC is CORRUPT_MESSAGE.
+#[tokio::test]
+async fn produce_v2_message_sets_are_validated_like_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, address) = start(&dir).await;
+    let compact = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+    broker.create_topic("c", 1, compact).expect("topic");
+    let mut keyless = BytesMut::new();
+    put_message_v1(&mut keyless, 0, 1_000, None, b"v");
+    let response: ProduceResponse = call(
+        address,
+        ApiKey::Produce,
+        2,
+        &produce_v2("c", keyless.clone()),
+    )
+    .await;
+    let code = response.responses[0].partition_responses[0].error_code;
+    assert_eq!(code, ResponseError::InvalidRecord.code());
+
+    let last = keyless.len() - 1;
+    keyless[last] ^= 1;
+    let response: ProduceResponse =
+        call(address, ApiKey::Produce, 2, &produce_v2("c", keyless)).await;
+    let code = response.responses[0].partition_responses[0].error_code;
+    assert_eq!(code, ResponseError::CorruptMessage.code());
+    assert_eq!(
+        broker
+            .partition("c", 0)
+            .expect("partition")
+            .high_watermark(),
+        0
+    );
+}

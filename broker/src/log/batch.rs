@@ -502,7 +502,7 @@ impl<R: std::io::Read> Field<R> {
 
 /// Decompresses snappy as Kafka clients write it: Xerial-framed blocks (Java) or one raw block
 /// (librdkafka and others), refusing to inflate past `bytes_max`.
-fn snappy_decompress(records: &[u8], bytes_max: usize) -> Result<Vec<u8>, BatchError> {
+pub(crate) fn snappy_decompress(records: &[u8], bytes_max: usize) -> Result<Vec<u8>, BatchError> {
     // Magic, version 1, compatible version 1: the whole header, as kafka-protocol (which
     // consumers and compaction decode with) recognises it; anything else is one raw block.
     const XERIAL_HEADER: &[u8] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";

@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod compaction;
 mod index;
+pub mod message_set;
 mod segment;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

@@ -4,6 +4,9 @@
 //! for topics with `flush.messages=1`, synced to disk (on a single node every replica is the
 //! leader, so the two mean the same).
 //!
+//! Produce v2 may carry a message set of magic 0 or 1 instead of v2 batches: it is up-converted
+//! to one v2 batch first (`log/message_set.rs`), as Kafka does, and then treated like any other.
+//!
 //! Before anything is stored, every batch is checked whole (`batch::validate_produced`: CRC,
 //! record framing, offset deltas, decompressed size), and internal topics are refused with
 //! INVALID_TOPIC_EXCEPTION, as Kafka answers "Cannot append to internal topic": only the broker
@@ -23,6 +26,7 @@ use crate::broker::{now_ms, Broker};
 use crate::error::BrokerError;
 use crate::limits::{BATCH_UNCOMPRESSED_BYTES_MAX, RECORD_ERRORS_MAX};
 use crate::log::batch::{validate_produced, BatchError, BatchHeader};
+use crate::log::message_set::{self, up_convert, MessageSetError};
 use crate::log::AppendInfo;
 use crate::partition::Partition;
 
@@ -43,7 +47,13 @@ pub(super) fn handle(context: RequestContext, request: ProduceRequest) -> Pendin
             let outcome = if !matches!(acks, -1..=1) {
                 Err(BrokerError::InvalidRequiredAcks(acks))
             } else {
-                append(&context.broker, &topic.name, data.index, data.records)
+                append(
+                    &context.broker,
+                    &topic.name,
+                    data.index,
+                    data.records,
+                    context.version,
+                )
             };
             match outcome {
                 Ok((partition, info)) => {
@@ -109,12 +119,18 @@ fn append(
     topic: &str,
     index: i32,
     records: Option<Bytes>,
+    version: i16,
 ) -> crate::error::Result<(Arc<Partition>, AppendInfo)> {
     if broker.config.is_internal_topic(topic) {
         return Err(BrokerError::InternalTopic(topic.to_string()));
     }
     let partition = broker.partition(topic, index)?;
-    let records = records.unwrap_or_default();
+    let mut records = records.unwrap_or_default();
+    if version < MAGIC_2_PRODUCE_VERSION_MIN && message_set::is_legacy(&records) {
+        records = up_convert(&records, BATCH_UNCOMPRESSED_BYTES_MAX)
+            .map_err(legacy_refused)?
+            .freeze();
+    }
     let (max_message_bytes, keys_required) = {
         let log = partition.log().lock();
         let config = log.config();
@@ -152,6 +168,22 @@ fn check_batches(
         rest = &rest[size..];
     }
     Ok(())
+}
+
+/// The first Produce version whose records must be v2 batches; older ones may carry message
+/// sets of magic 0 or 1, which are up-converted before anything else, as Kafka does.
+const MAGIC_2_PRODUCE_VERSION_MIN: i16 = 3;
+
+/// The error for a message set that could not be up-converted.
+fn legacy_refused(error: MessageSetError) -> BrokerError {
+    match error {
+        MessageSetError::Corrupt(why) => BrokerError::CorruptMessage(why),
+        MessageSetError::Invalid(why) => BrokerError::InvalidRecords {
+            summary: why.clone(),
+            record_message: why,
+            indices: Vec::new(),
+        },
+    }
 }
 
 /// Kafka's INVALID_RECORD for a compacted topic's records without a key, worded as Kafka's

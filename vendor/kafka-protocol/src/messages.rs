@@ -1523,8 +1523,10 @@ impl ApiKey {
     /// Returns the valid versions that can be used with this ApiKey
     pub fn valid_versions(&self) -> VersionRange {
         match self {
-            ApiKey::Produce => VersionRange { min: 3, max: 13 },
-            ApiKey::Fetch => VersionRange { min: 4, max: 18 },
+            // Eddy: older versions restored from Kafka 3.x's schemas.
+            ApiKey::Produce => VersionRange { min: 2, max: 13 },
+            // Eddy: older versions restored from Kafka 3.x's schemas.
+            ApiKey::Fetch => VersionRange { min: 2, max: 18 },
             // Eddy: older versions restored from Kafka 3.x's schemas.
             ApiKey::ListOffsets => VersionRange { min: 0, max: 10 },
             ApiKey::Metadata => VersionRange { min: 0, max: 13 },
