@@ -501,3 +501,26 @@ async fn produce_v2_message_sets_are_validated_like_batches() {
         0
     );
 }
+
+/// Each message of a Produce v2 message set is held to max.message.bytes, as Kafka holds each
+/// v2 batch: one above it gets MESSAGE_TOO_LARGE and nothing is stored.
+#[tokio::test]
+async fn produce_v2_holds_each_message_to_max_message_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, address) = start(&dir).await;
+    let small = BTreeMap::from([("max.message.bytes".to_string(), "100".to_string())]);
+    broker.create_topic("s", 1, small).expect("topic");
+    let mut set = BytesMut::new();
+    put_message_v1(&mut set, 0, 1_000, Some(b"k"), b"fits");
+    put_message_v1(&mut set, 1, 1_000, Some(b"k"), &[b'x'; 200]);
+    let response: ProduceResponse = call(address, ApiKey::Produce, 2, &produce_v2("s", set)).await;
+    let code = response.responses[0].partition_responses[0].error_code;
+    assert_eq!(code, ResponseError::MessageTooLarge.code());
+    assert_eq!(
+        broker
+            .partition("s", 0)
+            .expect("partition")
+            .high_watermark(),
+        0
+    );
+}

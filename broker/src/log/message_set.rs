@@ -65,6 +65,27 @@ pub fn is_legacy(records: &[u8]) -> bool {
     matches!(records.get(16), Some(0 | 1))
 }
 
+/// Bytes of the largest message in `records`, offset and size included: Kafka holds each one to
+/// `max.message.bytes`, as it holds each v2 batch. Stops at the first message whose size is
+/// out of bounds ([`up_convert`] reports that).
+pub fn largest_message_bytes(records: &[u8]) -> usize {
+    let mut rest = records;
+    let mut largest = 0;
+    while rest.len() >= LOG_OVERHEAD_BYTES {
+        let size = i32::from_be_bytes(rest[8..12].try_into().expect("four bytes"));
+        let Some(total) = usize::try_from(size)
+            .ok()
+            .map(|size| LOG_OVERHEAD_BYTES + size)
+            .filter(|total| *total <= rest.len())
+        else {
+            break;
+        };
+        largest = largest.max(total);
+        rest = &rest[total..];
+    }
+    largest
+}
+
 /// Turns a produced message set into one uncompressed-then-recompressed v2 batch holding the
 /// same records in order, as Kafka's `LogValidator` does for an older producer: keys, values
 /// and (magic 1) timestamps are kept, magic 0 records get no timestamp (-1), and a batch built

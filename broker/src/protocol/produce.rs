@@ -125,17 +125,25 @@ fn append(
         return Err(BrokerError::InternalTopic(topic.to_string()));
     }
     let partition = broker.partition(topic, index)?;
-    let mut records = records.unwrap_or_default();
-    if version < MAGIC_2_PRODUCE_VERSION_MIN && message_set::is_legacy(&records) {
-        records = up_convert(&records, BATCH_UNCOMPRESSED_BYTES_MAX)
-            .map_err(legacy_refused)?
-            .freeze();
-    }
     let (max_message_bytes, keys_required) = {
         let log = partition.log().lock();
         let config = log.config();
         (config.max_message_bytes, config.cleanup_policy.compacts())
     };
+    let mut records = records.unwrap_or_default();
+    if version < MAGIC_2_PRODUCE_VERSION_MIN && message_set::is_legacy(&records) {
+        // Each message of the set stands for a batch: Kafka holds each to max.message.bytes.
+        let size = message_set::largest_message_bytes(&records);
+        if size > max_message_bytes.max(0) as usize {
+            return Err(BrokerError::MessageTooLarge {
+                size,
+                max: max_message_bytes,
+            });
+        }
+        records = up_convert(&records, BATCH_UNCOMPRESSED_BYTES_MAX)
+            .map_err(legacy_refused)?
+            .freeze();
+    }
     check_batches(&records, max_message_bytes, keys_required, &partition)?;
     let mut batch = BytesMut::from(&records[..]);
     let info = partition.append(&mut batch, now_ms())?;
