@@ -122,6 +122,17 @@ pub enum BrokerError {
     MemberIdRequired,
     #[error("{0}")]
     InvalidRequest(String),
+    /// Records a topic refuses (a compacted topic's records without a key), each named by its
+    /// index within its batch, as Kafka reports them in `record_errors`.
+    #[error("{summary}")]
+    InvalidRecords {
+        /// Kafka's top-level message, naming the first three.
+        summary: String,
+        /// The message for each refused record.
+        record_message: String,
+        /// Indices within the batch, at most [`crate::limits::RECORD_ERRORS_MAX`].
+        indices: Vec<i32>,
+    },
     #[error("the broker at {address} could not be reached: {reason}")]
     Network { address: String, reason: String },
     #[error("storage failed: {0}")]
@@ -167,6 +178,7 @@ impl BrokerError {
             BrokerError::InvalidGroupId => ResponseError::InvalidGroupId,
             BrokerError::MemberIdRequired => ResponseError::MemberIdRequired,
             BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+            BrokerError::InvalidRecords { .. } => ResponseError::InvalidRecord,
             BrokerError::Network { .. } => ResponseError::NetworkException,
             BrokerError::Storage(_) => ResponseError::KafkaStorageError,
             BrokerError::Internal(_) => ResponseError::UnknownServerError,

@@ -44,5 +44,10 @@ pub const DESCRIBE_GROUPS_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Longest an OffsetFetch waits for the offset writes dispatched before it to reach disk (they
 /// normally take one fsync); past it, it answers with what is on disk.
 pub const OFFSET_FETCH_WAIT_MS_MAX: u64 = 5_000;
+/// Most record errors (`record_errors`) one produce response lists, over all its partitions;
+/// records refused beyond them are still refused, under the partition's error code and
+/// message. Kafka lists every one, but a batch of a hundred thousand tiny keyless records
+/// would then get a response many times the request's size.
+pub const RECORD_ERRORS_MAX: usize = 1_000;
 
 const _: () = assert!(SCAN_CHUNK_BYTES as u64 >= INDEX_INTERVAL_BYTES);

@@ -21,6 +21,8 @@ use kafka_protocol::records::{
     Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
+use crate::limits::RECORD_ERRORS_MAX;
+
 /// Size of the fixed v2 batch header, up to the first record.
 pub const BATCH_HEADER_BYTES: usize = 61;
 /// Bytes before `batch_length` counts: base offset and the length field itself.
@@ -41,6 +43,9 @@ pub enum BatchError {
     CrcMismatch { stored: u32, computed: u32 },
     /// The header disagrees with itself (record count versus offset delta, say).
     Inconsistent(&'static str),
+    /// Records without a key where keys are required (a compacted topic): `count` of them, the
+    /// first at these indices within the batch (at most [`RECORD_ERRORS_MAX`]).
+    KeylessRecords { indices: Vec<i32>, count: usize },
 }
 
 impl std::fmt::Display for BatchError {
@@ -57,6 +62,12 @@ impl std::fmt::Display for BatchError {
             }
             BatchError::Inconsistent(why) => {
                 write!(f, "record batch header is inconsistent: {why}")
+            }
+            BatchError::KeylessRecords { count, .. } => {
+                write!(
+                    f,
+                    "{count} records have no key, which a compacted topic requires"
+                )
             }
         }
     }
@@ -241,12 +252,15 @@ pub fn decode_records(buf: &Bytes) -> Result<Vec<ConsumedRecord>, String> {
 /// fit, whose fields fill each record exactly, and whose offset deltas are 0, 1, 2, ...
 ///
 /// Storage trusts these facts when it assigns offsets and when consumers and compaction decode
-/// the batch, so a batch that breaks them is refused here with CORRUPT_MESSAGE. Records are
+/// the batch, so a batch that breaks them is refused here with CORRUPT_MESSAGE. With
+/// `keys_required` (a compacted topic), a well-formed batch holding records without a key is
+/// refused with [`BatchError::KeylessRecords`], which names them, as Kafka does. Records are
 /// parsed as a stream, so memory stays small whatever a batch inflates to (bar snappy, whose
 /// blocks inflate whole, to at most 32 times their size and never past the cap).
 pub fn validate_produced(
     buf: &[u8],
     uncompressed_bytes_max: usize,
+    keys_required: bool,
 ) -> Result<BatchHeader, BatchError> {
     let header = validate(buf)?;
     if header.record_count < 1 {
@@ -266,7 +280,7 @@ pub fn validate_produced(
     }
     let records = &buf[BATCH_HEADER_BYTES..header.total_bytes()];
     let count = header.record_count as usize;
-    match header.attributes & 0x7 {
+    let keyless = match header.attributes & 0x7 {
         0 => check_records(records, count, uncompressed_bytes_max),
         1 => check_records(
             std::io::BufReader::new(flate2::read::GzDecoder::new(records)),
@@ -291,7 +305,21 @@ pub fn validate_produced(
         }
         _ => Err(BatchError::Inconsistent("unknown compression codec")),
     }?;
+    if keys_required && keyless.count > 0 {
+        return Err(BatchError::KeylessRecords {
+            indices: keyless.indices,
+            count: keyless.count,
+        });
+    }
     Ok(header)
+}
+
+/// The records without a key that [`check_records`] met.
+#[derive(Default)]
+struct Keyless {
+    /// Their indices within the batch, the first [`RECORD_ERRORS_MAX`].
+    indices: Vec<i32>,
+    count: usize,
 }
 
 fn codec_error(_: std::io::Error) -> BatchError {
@@ -299,12 +327,13 @@ fn codec_error(_: std::io::Error) -> BatchError {
 }
 
 /// Reads exactly `count` records from `records`, checking each one's framing and offset delta,
-/// and then that nothing follows them.
+/// and then that nothing follows them. Returns the records without a key.
 fn check_records(
     records: impl std::io::Read,
     count: usize,
     bytes_max: usize,
-) -> Result<(), BatchError> {
+) -> Result<Keyless, BatchError> {
+    let mut keyless = Keyless::default();
     let mut section = Field {
         reader: records,
         left: bytes_max,
@@ -318,12 +347,18 @@ fn check_records(
             reader: &mut section.reader,
             left: length as usize,
         };
-        record.check_record(index as i64)?;
+        let has_key = record.check_record(index as i64)?;
+        if !has_key {
+            keyless.count += 1;
+            if keyless.indices.len() < RECORD_ERRORS_MAX {
+                keyless.indices.push(index as i32);
+            }
+        }
         section.left -= length as usize;
     }
     let mut trailing = [0u8; 1];
     match section.reader.read(&mut trailing) {
-        Ok(0) => Ok(()),
+        Ok(0) => Ok(keyless),
         Ok(_) => Err(BatchError::Inconsistent(
             "records section is longer than its records",
         )),
@@ -340,8 +375,8 @@ struct Field<R> {
 impl<R: std::io::Read> Field<R> {
     /// A record body after its length: attributes, timestamp delta, offset delta (which must
     /// be `offset_delta`), key, value and headers (keys non-null UTF-8), filling the body
-    /// exactly.
-    fn check_record(&mut self, offset_delta: i64) -> Result<(), BatchError> {
+    /// exactly. Returns whether the record has a key (an empty one counts; null does not).
+    fn check_record(&mut self, offset_delta: i64) -> Result<bool, BatchError> {
         self.skip(1)?;
         self.varlong()?;
         if self.varint()? != offset_delta {
@@ -349,7 +384,7 @@ impl<R: std::io::Read> Field<R> {
                 "record offset deltas are not 0, 1, 2, ...",
             ));
         }
-        self.bytes_field()?;
+        let has_key = self.bytes_field()? >= 0;
         self.bytes_field()?;
         let header_count = self.varint()?;
         if header_count < 0 || header_count as u64 > self.left as u64 {
@@ -364,17 +399,17 @@ impl<R: std::io::Read> Field<R> {
         if self.left != 0 {
             return Err(BatchError::Inconsistent("record is longer than its fields"));
         }
-        Ok(())
+        Ok(has_key)
     }
 
-    /// A length-prefixed field (-1 is null), skipped.
-    fn bytes_field(&mut self) -> Result<(), BatchError> {
+    /// A length-prefixed field (-1 is null), skipped. Returns its length.
+    fn bytes_field(&mut self) -> Result<i64, BatchError> {
         match self.varint()? {
             length if length < -1 => {
                 Err(BatchError::Inconsistent("record field length is negative"))
             }
-            length if length > 0 => self.skip(length as usize),
-            _ => Ok(()),
+            length if length > 0 => self.skip(length as usize).map(|_| length),
+            length => Ok(length),
         }
     }
 
@@ -467,7 +502,7 @@ impl<R: std::io::Read> Field<R> {
 
 /// Decompresses snappy as Kafka clients write it: Xerial-framed blocks (Java) or one raw block
 /// (librdkafka and others), refusing to inflate past `bytes_max`.
-fn snappy_decompress(records: &[u8], bytes_max: usize) -> Result<Vec<u8>, BatchError> {
+pub(crate) fn snappy_decompress(records: &[u8], bytes_max: usize) -> Result<Vec<u8>, BatchError> {
     // Magic, version 1, compatible version 1: the whole header, as kafka-protocol (which
     // consumers and compaction decode with) recognises it; anything else is one raw block.
     const XERIAL_HEADER: &[u8] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
@@ -815,17 +850,17 @@ mod produced_tests {
     }
 
     fn refused(batch: &[u8]) -> bool {
-        validate_produced(batch, CAP).is_err()
+        validate_produced(batch, CAP, false).is_err()
     }
 
     #[test]
     fn batches_of_every_codec_validate() {
         let plain = built(3, 100);
-        assert!(validate_produced(&plain, CAP).is_ok());
+        assert!(validate_produced(&plain, CAP, false).is_ok());
         for codec in CODECS {
             let packed = recompress(&plain, codec).expect("recompress");
             assert_eq!(
-                validate_produced(&packed, CAP).map(|h| h.record_count),
+                validate_produced(&packed, CAP, false).map(|h| h.record_count),
                 Ok(3)
             );
         }
@@ -881,11 +916,11 @@ mod produced_tests {
                 "{codec:?} compresses the bomb"
             );
             assert!(
-                validate_produced(&packed, 8 << 20).is_ok(),
+                validate_produced(&packed, 8 << 20, false).is_ok(),
                 "{codec:?} under the cap"
             );
             assert!(
-                validate_produced(&packed, CAP).is_err(),
+                validate_produced(&packed, CAP, false).is_err(),
                 "{codec:?} over the cap"
             );
         }
@@ -947,7 +982,7 @@ mod produced_tests {
             };
             let (mut log, _) =
                 crate::log::Log::open(dir.path(), config.clone(), 0, 0).expect("log");
-            let accepted = validate_produced(&batch, CAP).is_ok();
+            let accepted = validate_produced(&batch, CAP, false).is_ok();
             if accepted {
                 let size = BatchHeader::parse(&batch).expect("valid").total_bytes();
                 let mut stored = BytesMut::from(&batch[..size]);
@@ -981,7 +1016,7 @@ mod produced_tests {
         fn arbitrary_bytes_never_panic_validation(
             bytes in proptest::collection::vec(any::<u8>(), 0..400)
         ) {
-            let _ = validate_produced(&bytes, CAP);
+            let _ = validate_produced(&bytes, CAP, false);
         }
     }
 }

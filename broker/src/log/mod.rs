@@ -13,6 +13,7 @@
 pub mod batch;
 pub mod compaction;
 mod index;
+pub mod message_set;
 mod segment;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -459,6 +460,42 @@ impl Log {
             }
         }
         Ok(None)
+    }
+
+    /// ListOffsets v0's answer ("offsets before"), as Kafka's `legacyFetchOffsetsBefore`: the
+    /// candidates are each segment's base offset (at least the log start offset), stamped with
+    /// the segment file's modification time, and the log end offset stamped `now_ms` when the
+    /// active segment holds data. -1 starts from the last candidate, -2 from the first, any
+    /// other timestamp from the last candidate stamped at or before it; from there up to
+    /// `offsets_max` candidates are returned, newest first.
+    pub fn legacy_offsets_before(
+        &self,
+        timestamp: i64,
+        offsets_max: i32,
+        now_ms: i64,
+    ) -> Result<Vec<i64>> {
+        let mut candidates = Vec::with_capacity(self.segments.len() + 1);
+        for segment in self.segments.values() {
+            let offset = segment.base_offset.max(self.log_start_offset);
+            candidates.push((offset, segment.last_modified_ms()?));
+        }
+        if self.active().size() > 0 {
+            candidates.push((self.log_end_offset(), now_ms));
+        }
+        let start = match timestamp {
+            -1 => candidates.len(),
+            -2 => candidates.len().min(1),
+            _ => candidates
+                .iter()
+                .rposition(|(_, modified_ms)| *modified_ms <= timestamp)
+                .map_or(0, |i| i + 1),
+        };
+        let count = start.min(offsets_max.max(0) as usize);
+        Ok(candidates[start - count..start]
+            .iter()
+            .rev()
+            .map(|(offset, _)| *offset)
+            .collect())
     }
 
     /// Whether the flush policy asks for a sync now.

@@ -241,6 +241,15 @@ impl Segment {
         self.size
     }
 
+    /// When the `.log` file was last written, in ms since the epoch: what ListOffsets v0 reports
+    /// a segment by, as Kafka does.
+    pub fn last_modified_ms(&self) -> std::io::Result<i64> {
+        let modified = self.file.metadata()?.modified()?;
+        Ok(modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64))
+    }
+
     /// A handle for syncing the file without holding the log.
     pub fn file(&self) -> Arc<File> {
         Arc::clone(&self.file)

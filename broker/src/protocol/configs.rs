@@ -146,7 +146,18 @@ pub(super) fn describe_configs(
             }
         })
         .collect();
-    DescribeConfigsResponse::default().with_results(results)
+    let mut response = DescribeConfigsResponse::default().with_results(results);
+    if context.version == 0 {
+        // v0 has a flag where later versions name the source.
+        for config in response
+            .results
+            .iter_mut()
+            .flat_map(|r| r.configs.iter_mut())
+        {
+            config.is_default = config.config_source != SOURCE_DYNAMIC_TOPIC_CONFIG;
+        }
+    }
+    response
 }
 
 fn unsupported_resource(resource_type: i8) -> BrokerError {

@@ -5,7 +5,9 @@
 //! Reads start at the whole batch holding the fetch offset (clients skip earlier records) and
 //! return whole batches while they fit the byte limits: the partition's `partition_max_bytes` and
 //! the response's min(`max_bytes`, `fetch.max.bytes`). The first partition with data returns at
-//! least one batch even if it is larger (KIP-74); later ones return only what fits.
+//! least one batch even if it is larger (KIP-74); later ones return only what fits. Fetch v2-3
+//! predate v2 batches: their records are down-converted to a magic 1 message set within the same
+//! limits (`log/message_set.rs`), from the offset asked rather than the batch's start.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,20 +16,23 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_request::ListOffsetsPartition;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{
     FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
 };
+use kafka_protocol::ResponseError;
 use tokio::time::Instant;
 
 use super::RequestContext;
-use crate::broker::Broker;
+use crate::broker::{now_ms, Broker};
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::limits::FETCH_WAIT_MS_MAX;
 use crate::log::batch::{decode_records, headers};
+use crate::log::message_set::down_convert;
 use crate::partition::Partition;
 
 pub(super) async fn handle(context: RequestContext, request: FetchRequest) -> FetchResponse {
@@ -38,7 +43,7 @@ pub(super) async fn handle(context: RequestContext, request: FetchRequest) -> Fe
         .filter_map(|(t, p)| context.broker.partition(t, p).ok().map(|p| p.watch_end()))
         .collect();
     loop {
-        let (response, bytes, errors) = read_all(&context.broker, &request);
+        let (response, bytes, errors) = read_all(&context, &request);
         let enough = bytes >= request.min_bytes.max(0) as usize;
         if enough || errors || Instant::now() >= deadline || watches.is_empty() {
             return response;
@@ -49,7 +54,7 @@ pub(super) async fn handle(context: RequestContext, request: FetchRequest) -> Fe
             .await
             .is_err()
         {
-            let (response, _, _) = read_all(&context.broker, &request);
+            let (response, _, _) = read_all(&context, &request);
             return response;
         }
     }
@@ -106,7 +111,8 @@ struct ReadState<'a> {
 /// entry, rather than failing the whole request, keeps the other partitions served and fits
 /// every Fetch version (a top-level error code exists only from v7); clients never list a
 /// partition twice, and Java's and librdkafka's consumers match response entries by name.
-fn read_all(broker: &Broker, request: &FetchRequest) -> (FetchResponse, usize, bool) {
+fn read_all(context: &RequestContext, request: &FetchRequest) -> (FetchResponse, usize, bool) {
+    let broker = &context.broker;
     let mut state = ReadState {
         remaining: response_bytes_max(&broker.config, request),
         min_one_batch: true,
@@ -119,7 +125,7 @@ fn read_all(broker: &Broker, request: &FetchRequest) -> (FetchResponse, usize, b
         let partitions = topic
             .partitions
             .iter()
-            .map(|p| read_partition(broker, topic.topic.as_str(), p, &mut state))
+            .map(|p| read_partition(context, topic.topic.as_str(), p, &mut state))
             .collect();
         topics.push(
             FetchableTopicResponse::default()
@@ -132,11 +138,12 @@ fn read_all(broker: &Broker, request: &FetchRequest) -> (FetchResponse, usize, b
 }
 
 fn read_partition<'a>(
-    broker: &Broker,
+    context: &RequestContext,
     topic: &'a str,
     request: &FetchPartition,
     state: &mut ReadState<'a>,
 ) -> PartitionData {
+    let broker = &context.broker;
     let mut data = PartitionData::default()
         .with_partition_index(request.partition)
         .with_high_watermark(-1)
@@ -149,7 +156,13 @@ fn read_partition<'a>(
             .and_then(|partition| {
                 fill(&mut data, &partition);
                 let limit = (request.partition_max_bytes.max(0) as usize).min(state.remaining);
-                read_one(&partition, request.fetch_offset, limit, state.min_one_batch)
+                let records =
+                    read_one(&partition, request.fetch_offset, limit, state.min_one_batch)?;
+                if context.version >= MAGIC_2_FETCH_VERSION_MIN || records.is_empty() {
+                    return Ok(records);
+                }
+                down_convert(&records, request.fetch_offset, limit, state.min_one_batch)
+                    .map_err(|e| BrokerError::Internal(format!("stored batch: {e}")))
             })
     } else {
         Err(BrokerError::InvalidRequest(format!(
@@ -171,6 +184,10 @@ fn read_partition<'a>(
     }
     data
 }
+
+/// The first Fetch version whose responses carry v2 batches; older ones get magic 1 message
+/// sets, down-converted from the log, as Kafka does.
+const MAGIC_2_FETCH_VERSION_MIN: i16 = 4;
 
 /// Whole batches from `offset`, within `limit` bytes; with `min_one_batch`, at least the first
 /// batch even when it is larger (KIP-74), so a consumer always makes progress.
@@ -241,6 +258,10 @@ pub(super) fn list_offsets(
                         .with_timestamp(-1)
                         .with_offset(-1)
                         .with_leader_epoch(-1);
+                    if context.version == 0 {
+                        let consumer = request.replica_id.0 == CONSUMER_REPLICA_ID;
+                        return lookup_v0(&context.broker, &topic.name, p, consumer, out);
+                    }
                     match context.broker.partition(&topic.name, p.partition_index) {
                         Ok(partition) => match lookup(&partition, p.timestamp) {
                             Ok((offset, timestamp)) => {
@@ -260,6 +281,45 @@ pub(super) fn list_offsets(
         })
         .collect();
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// The replica id a consumer (rather than a follower) sends in ListOffsets and Fetch.
+const CONSUMER_REPLICA_ID: i32 = -1;
+
+/// One partition of a ListOffsets v0 request, answered as Kafka 3.x answers it: up to
+/// `max_num_offsets` segment boundaries "before" the timestamp (see
+/// [`crate::log::Log::legacy_offsets_before`]), newest first. Timestamps below -2 get
+/// UNSUPPORTED_VERSION, since v0 knows only -1 (latest) and -2 (earliest). A consumer never
+/// sees an offset above the high watermark: those are replaced by the high watermark.
+fn lookup_v0(
+    broker: &Broker,
+    topic: &str,
+    request: &ListOffsetsPartition,
+    consumer: bool,
+    out: ListOffsetsPartitionResponse,
+) -> ListOffsetsPartitionResponse {
+    if request.timestamp < -2 {
+        return out.with_error_code(ResponseError::UnsupportedVersion.code());
+    }
+    let offsets = broker
+        .partition(topic, request.partition_index)
+        .and_then(|partition| {
+            let offsets = partition.log().lock().legacy_offsets_before(
+                request.timestamp,
+                request.max_num_offsets,
+                now_ms(),
+            )?;
+            let high_watermark = partition.high_watermark();
+            if !consumer || offsets.iter().all(|o| *o <= high_watermark) {
+                return Ok(offsets);
+            }
+            let below = offsets.into_iter().skip_while(|o| *o > high_watermark);
+            Ok(std::iter::once(high_watermark).chain(below).collect())
+        });
+    match offsets {
+        Ok(offsets) => out.with_old_style_offsets(offsets),
+        Err(e) => out.with_error_code(e.code()),
+    }
 }
 
 fn lookup(partition: &Partition, timestamp: i64) -> crate::error::Result<(i64, i64)> {

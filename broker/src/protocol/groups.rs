@@ -246,7 +246,12 @@ pub(super) fn offset_commit(
                                 .as_ref()
                                 .map(|m| m.to_string())
                                 .unwrap_or_default(),
-                            commit_timestamp_ms: now,
+                            // Only v1 carries a commit timestamp; -1 (the default)
+                            // means now, as in Kafka.
+                            commit_timestamp_ms: match p.commit_timestamp {
+                                -1 => now,
+                                timestamp => timestamp,
+                            },
                         };
                         accepted.push((topic.name.to_string(), p.partition_index, Some(committed)));
                         0

@@ -30,7 +30,11 @@ pub(super) fn metadata(context: &RequestContext, request: MetadataRequest) -> Me
     // Before v4 there was no flag and clients expected auto-creation.
     let allow_create = request.allow_auto_topic_creation || context.version < 4;
     let mut creations_left = AUTO_CREATE_TOPICS_PER_REQUEST_MAX;
-    let topics = match request.topics {
+    // v0 cannot send null: there, an empty list asks for every topic.
+    let requested = request
+        .topics
+        .filter(|topics| context.version > 0 || !topics.is_empty());
+    let topics = match requested {
         None => broker.topics().iter().map(|t| describe_topic(t)).collect(),
         Some(requested) => requested
             .into_iter()

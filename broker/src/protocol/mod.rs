@@ -247,8 +247,13 @@ fn dispatch_from(
     let api_key_raw = (&frame[0..2]).get_i16();
     let version = (&frame[2..4]).get_i16();
     let correlation_id = (&frame[4..8]).get_i32();
-    let api_key =
-        ApiKey::try_from(api_key_raw).map_err(|_| format!("unknown api key {api_key_raw}"))?;
+    // An unknown API, or a version we do not implement, closes the connection, as Kafka 3.x's
+    // SocketServer does (it refuses the header before any handler sees it). Answering instead
+    // is not possible in general: the client decodes the response at the version it sent, and
+    // most APIs have no top-level error code, so an answer shaped like a lower version would
+    // read as an empty success (no topics, no partitions) rather than an error.
+    let api_key = ApiKey::try_from(api_key_raw)
+        .map_err(|_| format!("unknown API key {api_key_raw} (version {version})"))?;
     if api_key == ApiKey::ApiVersions && !versions::supports(api_key, version) {
         // Answer in v0 with UNSUPPORTED_VERSION and our list, so the client can retry lower.
         return Ok(Pending::Ready(Some(
@@ -256,7 +261,12 @@ fn dispatch_from(
         )));
     }
     if !versions::supports(api_key, version) {
-        return Err(format!("{api_key:?} v{version} is not supported"));
+        return Err(match versions::range(api_key) {
+            Some((min, max)) => {
+                format!("{api_key:?} v{version} is not supported (v{min} to v{max} are)")
+            }
+            None => format!("{api_key:?} is not implemented (asked v{version})"),
+        });
     }
     let header_version = api_key.request_header_version(version);
     let header = RequestHeader::decode(&mut frame, header_version).map_err(|e| e.to_string())?;
@@ -524,6 +534,36 @@ mod tests {
             }
             frame.put_i32(0x7fff_fff0); // the topics array's declared length
             assert!(dispatch(&broker, frame.freeze()).is_err(), "{api_key:?}");
+        }
+    }
+
+    /// A version we do not implement, or an unknown API, is refused (the connection closes, as
+    /// Kafka's does) with a reason that names the API and the version, for the broker's log.
+    #[tokio::test]
+    async fn unsupported_versions_and_unknown_apis_are_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = Broker::open(crate::BrokerConfig::new(dir.path()))
+            .await
+            .expect("open");
+        for (api_key, version, expected) in [
+            (ApiKey::Produce as i16, 1, "Produce v1 is not supported (v"),
+            (ApiKey::Fetch as i16, 99, "Fetch v99 is not supported (v"),
+            (
+                ApiKey::DescribeAcls as i16,
+                0,
+                "DescribeAcls is not implemented (asked v0)",
+            ),
+            (999, 3, "unknown API key 999 (version 3)"),
+        ] {
+            let mut frame = BytesMut::new();
+            frame.put_i16(api_key);
+            frame.put_i16(version);
+            frame.put_i32(1);
+            frame.put_i16(-1); // null client id
+            let Err(reason) = dispatch(&broker, frame.freeze()) else {
+                panic!("api {api_key} v{version} must be refused");
+            };
+            assert!(reason.starts_with(expected), "{reason}");
         }
     }
 

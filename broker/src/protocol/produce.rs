@@ -4,6 +4,9 @@
 //! for topics with `flush.messages=1`, synced to disk (on a single node every replica is the
 //! leader, so the two mean the same).
 //!
+//! Produce v2 may carry a message set of magic 0 or 1 instead of v2 batches: it is up-converted
+//! to one v2 batch first (`log/message_set.rs`), as Kafka does, and then treated like any other.
+//!
 //! Before anything is stored, every batch is checked whole (`batch::validate_produced`: CRC,
 //! record framing, offset deltas, decompressed size), and internal topics are refused with
 //! INVALID_TOPIC_EXCEPTION, as Kafka answers "Cannot append to internal topic": only the broker
@@ -13,20 +16,24 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{Pending, RequestContext};
 use crate::broker::{now_ms, Broker};
 use crate::error::BrokerError;
-use crate::limits::BATCH_UNCOMPRESSED_BYTES_MAX;
-use crate::log::batch::{validate_produced, BatchHeader};
+use crate::limits::{BATCH_UNCOMPRESSED_BYTES_MAX, RECORD_ERRORS_MAX};
+use crate::log::batch::{validate_produced, BatchError, BatchHeader};
+use crate::log::message_set::{self, up_convert, MessageSetError};
 use crate::log::AppendInfo;
 use crate::partition::Partition;
 
 /// Appends synchronously (preserving arrival order), then answers from a task.
 pub(super) fn handle(context: RequestContext, request: ProduceRequest) -> Pending {
     let acks = request.acks;
+    let mut record_errors_left = RECORD_ERRORS_MAX;
     let mut responses = Vec::new();
     let mut waits = Vec::new();
     for topic in request.topic_data {
@@ -40,7 +47,13 @@ pub(super) fn handle(context: RequestContext, request: ProduceRequest) -> Pendin
             let outcome = if !matches!(acks, -1..=1) {
                 Err(BrokerError::InvalidRequiredAcks(acks))
             } else {
-                append(&context.broker, &topic.name, data.index, data.records)
+                append(
+                    &context.broker,
+                    &topic.name,
+                    data.index,
+                    data.records,
+                    context.version,
+                )
             };
             match outcome {
                 Ok((partition, info)) => {
@@ -54,6 +67,7 @@ pub(super) fn handle(context: RequestContext, request: ProduceRequest) -> Pendin
                     tracing::debug!(topic = %topic.name.0, partition = data.index, error = %e, "produce refused");
                     response.error_code = e.code();
                     response.error_message = Some(super::str_bytes(e.to_string()));
+                    response.record_errors = record_errors(&e, &mut record_errors_left);
                 }
             }
             partitions.push(response);
@@ -77,42 +91,131 @@ pub(super) fn handle(context: RequestContext, request: ProduceRequest) -> Pendin
     })
 }
 
+/// The `record_errors` entries for `error`, while `left` lasts (v8+ carry them).
+fn record_errors(error: &BrokerError, left: &mut usize) -> Vec<BatchIndexAndErrorMessage> {
+    let BrokerError::InvalidRecords {
+        record_message,
+        indices,
+        ..
+    } = error
+    else {
+        return Vec::new();
+    };
+    let shown = indices.len().min(*left);
+    *left -= shown;
+    indices[..shown]
+        .iter()
+        .map(|index| {
+            BatchIndexAndErrorMessage::default()
+                .with_batch_index(*index)
+                .with_batch_index_error_message(Some(super::str_bytes(record_message.clone())))
+        })
+        .collect()
+}
+
 /// Checks and appends one partition's records from a client.
 fn append(
     broker: &Broker,
     topic: &str,
     index: i32,
     records: Option<Bytes>,
+    version: i16,
 ) -> crate::error::Result<(Arc<Partition>, AppendInfo)> {
     if broker.config.is_internal_topic(topic) {
         return Err(BrokerError::InternalTopic(topic.to_string()));
     }
     let partition = broker.partition(topic, index)?;
-    let records = records.unwrap_or_default();
-    let max_message_bytes = partition.log().lock().config().max_message_bytes;
-    check_batches(&records, max_message_bytes)?;
-    let mut batch = BytesMut::from(&records[..]);
-    let info = partition.append(&mut batch, now_ms())?;
-    Ok((partition, info))
-}
-
-/// Validates every batch in a produce request's records, refusing a batch above
-/// `max.message.bytes` before reading (or decompressing) its records.
-fn check_batches(records: &[u8], max_message_bytes: i32) -> crate::error::Result<()> {
-    let corrupt = |e: crate::log::batch::BatchError| BrokerError::CorruptMessage(e.to_string());
-    let mut rest = records;
-    while !rest.is_empty() {
-        let size = BatchHeader::parse(rest).map_err(corrupt)?.total_bytes();
+    let (max_message_bytes, keys_required) = {
+        let log = partition.log().lock();
+        let config = log.config();
+        (config.max_message_bytes, config.cleanup_policy.compacts())
+    };
+    let mut records = records.unwrap_or_default();
+    if version < MAGIC_2_PRODUCE_VERSION_MIN && message_set::is_legacy(&records) {
+        // Each message of the set stands for a batch: Kafka holds each to max.message.bytes.
+        let size = message_set::largest_message_bytes(&records);
         if size > max_message_bytes.max(0) as usize {
             return Err(BrokerError::MessageTooLarge {
                 size,
                 max: max_message_bytes,
             });
         }
-        validate_produced(rest, BATCH_UNCOMPRESSED_BYTES_MAX).map_err(corrupt)?;
+        records = up_convert(&records, BATCH_UNCOMPRESSED_BYTES_MAX)
+            .map_err(legacy_refused)?
+            .freeze();
+    }
+    check_batches(&records, max_message_bytes, keys_required, &partition)?;
+    let mut batch = BytesMut::from(&records[..]);
+    let info = partition.append(&mut batch, now_ms())?;
+    Ok((partition, info))
+}
+
+/// Validates every batch in a produce request's records, refusing a batch above
+/// `max.message.bytes` before reading (or decompressing) its records. The first batch refused
+/// decides the error, as in Kafka.
+fn check_batches(
+    records: &[u8],
+    max_message_bytes: i32,
+    keys_required: bool,
+    partition: &Partition,
+) -> crate::error::Result<()> {
+    let refused = |e: BatchError| match e {
+        BatchError::KeylessRecords { indices, count } => keyless_records(partition, indices, count),
+        other => BrokerError::CorruptMessage(other.to_string()),
+    };
+    let mut rest = records;
+    while !rest.is_empty() {
+        let size = BatchHeader::parse(rest).map_err(refused)?.total_bytes();
+        if size > max_message_bytes.max(0) as usize {
+            return Err(BrokerError::MessageTooLarge {
+                size,
+                max: max_message_bytes,
+            });
+        }
+        validate_produced(rest, BATCH_UNCOMPRESSED_BYTES_MAX, keys_required).map_err(refused)?;
         rest = &rest[size..];
     }
     Ok(())
+}
+
+/// The first Produce version whose records must be v2 batches; older ones may carry message
+/// sets of magic 0 or 1, which are up-converted before anything else, as Kafka does.
+const MAGIC_2_PRODUCE_VERSION_MIN: i16 = 3;
+
+/// The error for a message set that could not be up-converted.
+fn legacy_refused(error: MessageSetError) -> BrokerError {
+    match error {
+        MessageSetError::Corrupt(why) => BrokerError::CorruptMessage(why),
+        MessageSetError::Invalid(why) => BrokerError::InvalidRecords {
+            summary: why.clone(),
+            record_message: why,
+            indices: Vec::new(),
+        },
+    }
+}
+
+/// Kafka's INVALID_RECORD for a compacted topic's records without a key, worded as Kafka's
+/// `LogValidator` words it: one message per record, and a summary naming the first three.
+fn keyless_records(partition: &Partition, indices: Vec<i32>, count: usize) -> BrokerError {
+    let record_message = format!(
+        "Compacted topic cannot accept message without key in topic partition {}-{}",
+        partition.topic, partition.index
+    );
+    let first_three: Vec<String> = indices
+        .iter()
+        .take(3)
+        .map(|index| format!("RecordError(batchIndex={index}, message='{record_message}')"))
+        .collect();
+    let summary = format!(
+        "One or more records have been rejected due to {count} record errors in total, and \
+         only showing the first three errors at most: [{}]",
+        first_three.join(", ")
+    );
+    BrokerError::InvalidRecords {
+        summary,
+        record_message,
+        indices,
+    }
 }
 
 #[cfg(test)]
@@ -141,6 +244,20 @@ mod tests {
 
     /// Error codes of a produce of `records` to partition 0 of `topic`, over the protocol.
     async fn produce(broker: &Arc<Broker>, topic: &str, records: BytesMut) -> Vec<i16> {
+        produce_at(broker, topic, records, 9)
+            .await
+            .iter()
+            .map(|p| p.error_code)
+            .collect()
+    }
+
+    /// The partition answers to a produce of `records` to partition 0 of `topic` at `version`.
+    async fn produce_at(
+        broker: &Arc<Broker>,
+        topic: &str,
+        records: BytesMut,
+        version: i16,
+    ) -> Vec<PartitionProduceResponse> {
         let request = ProduceRequest::default().with_acks(1).with_topic_data(vec![
             TopicProduceData::default()
                 .with_name(TopicName(str_bytes(topic)))
@@ -148,11 +265,12 @@ mod tests {
                     .with_index(0)
                     .with_records(Some(records.freeze()))]),
         ]);
-        let response: ProduceResponse = round_trip(broker, ApiKey::Produce, 9, &request).await;
+        let response: ProduceResponse =
+            round_trip(broker, ApiKey::Produce, version, &request).await;
         response
             .responses
-            .iter()
-            .flat_map(|t| t.partition_responses.iter().map(|p| p.error_code))
+            .into_iter()
+            .flat_map(|t| t.partition_responses)
             .collect()
     }
 
@@ -214,5 +332,75 @@ mod tests {
         let partition = broker.partition("t", 0).expect("partition");
         assert_eq!(partition.high_watermark(), 0, "nothing was stored");
         assert_eq!(produce(&broker, "t", batch(2)).await, [0]);
+    }
+
+    /// A compacted topic refuses records without a key, as Kafka does: the batch is refused
+    /// with INVALID_RECORD, and from v8 the response names each keyless record by its index in
+    /// the batch (`record_errors`) under Kafka's summary message. A delete topic takes them.
+    #[tokio::test]
+    async fn a_compacted_topic_refuses_keyless_records_by_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = Broker::open(BrokerConfig::new(dir.path()))
+            .await
+            .expect("open");
+        let compact = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+        broker.create_topic("c", 1, compact).expect("topic");
+        broker.create_topic("d", 1, BTreeMap::new()).expect("topic");
+        let mixed = || {
+            let mut builder = BatchBuilder::new(1_000, 256);
+            for key in [Some(&b"k"[..]), None, Some(&b""[..]), None] {
+                builder.push(1_000, key, Some(b"v"), &[]);
+            }
+            builder.finish()
+        };
+        let answers = produce_at(&broker, "c", mixed(), 9).await;
+        let invalid_record = ResponseError::InvalidRecord.code();
+        assert_eq!(answers[0].error_code, invalid_record);
+        let record_message =
+            "Compacted topic cannot accept message without key in topic partition c-0";
+        let named: Vec<(i32, Option<String>)> = answers[0]
+            .record_errors
+            .iter()
+            .map(|e| {
+                let message = e.batch_index_error_message.as_ref().map(|m| m.to_string());
+                (e.batch_index, message)
+            })
+            .collect();
+        assert_eq!(
+            named,
+            [
+                (1, Some(record_message.to_string())),
+                (3, Some(record_message.to_string()))
+            ]
+        );
+        let summary = answers[0].error_message.as_deref().unwrap_or_default();
+        assert_eq!(
+            summary,
+            format!(
+                "One or more records have been rejected due to 2 record errors in total, and \
+                 only showing the first three errors at most: [RecordError(batchIndex=1, \
+                 message='{record_message}'), RecordError(batchIndex=3, \
+                 message='{record_message}')]"
+            )
+        );
+        let partition = broker.partition("c", 0).expect("partition");
+        assert_eq!(partition.high_watermark(), 0, "nothing was stored");
+
+        let before_v8 = produce_at(&broker, "c", mixed(), 7).await;
+        assert_eq!(before_v8[0].error_code, invalid_record);
+        assert!(
+            before_v8[0].record_errors.is_empty(),
+            "v7 cannot carry them"
+        );
+        assert_eq!(
+            produce(&broker, "c", batch(2)).await,
+            [0],
+            "keyed records pass"
+        );
+        assert_eq!(
+            produce(&broker, "d", mixed()).await,
+            [0],
+            "delete topics take any"
+        );
     }
 }

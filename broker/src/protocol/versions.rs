@@ -1,8 +1,11 @@
 //! The APIs and versions Eddy implements: the single table ApiVersions advertises.
 //!
 //! Only versions whose request and response shapes the handlers fill are listed (for example
-//! Fetch stops at v12, before topics are addressed by id). DescribeConfigs and DescribeLogDirs
-//! start at v1: Kafka 3.9 still serves their v0, but the codec (Kafka 4's schemas) has dropped it. See `../shared/kafka-reference.md` 2.2.
+//! Fetch stops at v12, before topics are addressed by id). See `../shared/kafka-reference.md` 2.2.
+//! The floors reach back to versions Kafka 3.x still serves and older clients still send
+//! (ListOffsets v0 for Burrow, Produce v2 and Fetch v2 for 0.10-era clients); a request below a
+//! floor closes the connection, as Kafka's does (see `dispatch`). DescribeLogDirs starts at v1:
+//! the vendored codec has no v0 of it yet.
 
 use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
@@ -12,11 +15,11 @@ use kafka_protocol::ResponseError;
 
 /// (API, lowest version, highest version) implemented.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 9),
-    (ApiKey::Fetch, 4, 12),
-    (ApiKey::ListOffsets, 1, 7),
-    (ApiKey::Metadata, 1, 12),
-    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::Produce, 2, 9),
+    (ApiKey::Fetch, 2, 12),
+    (ApiKey::ListOffsets, 0, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::OffsetCommit, 0, 8),
     (ApiKey::OffsetFetch, 1, 7),
     (ApiKey::FindCoordinator, 0, 3),
     (ApiKey::JoinGroup, 0, 7),
@@ -26,10 +29,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::ApiVersions, 0, 3),
-    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::CreateTopics, 0, 7),
     (ApiKey::DeleteTopics, 1, 5),
     (ApiKey::InitProducerId, 0, 4),
-    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::DescribeConfigs, 0, 4),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::AlterConfigs, 0, 2),
@@ -45,6 +48,14 @@ pub fn supports(api_key: ApiKey, version: i16) -> bool {
     SUPPORTED
         .iter()
         .any(|(k, min, max)| *k == api_key && (*min..=*max).contains(&version))
+}
+
+/// The lowest and highest versions of `api_key` implemented, if any.
+pub fn range(api_key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == api_key)
+        .map(|(_, min, max)| (*min, *max))
 }
 
 /// The ApiVersions response body listing [`SUPPORTED`].

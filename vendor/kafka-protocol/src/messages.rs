@@ -1523,11 +1523,15 @@ impl ApiKey {
     /// Returns the valid versions that can be used with this ApiKey
     pub fn valid_versions(&self) -> VersionRange {
         match self {
-            ApiKey::Produce => VersionRange { min: 3, max: 13 },
-            ApiKey::Fetch => VersionRange { min: 4, max: 18 },
-            ApiKey::ListOffsets => VersionRange { min: 1, max: 10 },
+            // Eddy: older versions restored from Kafka 3.x's schemas.
+            ApiKey::Produce => VersionRange { min: 2, max: 13 },
+            // Eddy: older versions restored from Kafka 3.x's schemas.
+            ApiKey::Fetch => VersionRange { min: 2, max: 18 },
+            // Eddy: older versions restored from Kafka 3.x's schemas.
+            ApiKey::ListOffsets => VersionRange { min: 0, max: 10 },
             ApiKey::Metadata => VersionRange { min: 0, max: 13 },
-            ApiKey::OffsetCommit => VersionRange { min: 2, max: 10 },
+            // Eddy: older versions restored from Kafka 3.x's schemas.
+            ApiKey::OffsetCommit => VersionRange { min: 0, max: 10 },
             ApiKey::OffsetFetch => VersionRange { min: 1, max: 10 },
             ApiKey::FindCoordinator => VersionRange { min: 0, max: 6 },
             ApiKey::JoinGroup => VersionRange { min: 0, max: 9 },
@@ -1538,7 +1542,8 @@ impl ApiKey {
             ApiKey::ListGroups => VersionRange { min: 0, max: 5 },
             ApiKey::SaslHandshake => VersionRange { min: 0, max: 1 },
             ApiKey::ApiVersions => VersionRange { min: 0, max: 4 },
-            ApiKey::CreateTopics => VersionRange { min: 2, max: 7 },
+            // Eddy: older versions restored from Kafka 3.x's schemas.
+            ApiKey::CreateTopics => VersionRange { min: 0, max: 7 },
             ApiKey::DeleteTopics => VersionRange { min: 1, max: 6 },
             ApiKey::DeleteRecords => VersionRange { min: 0, max: 2 },
             ApiKey::InitProducerId => VersionRange { min: 0, max: 6 },
@@ -1551,7 +1556,8 @@ impl ApiKey {
             ApiKey::DescribeAcls => VersionRange { min: 1, max: 3 },
             ApiKey::CreateAcls => VersionRange { min: 1, max: 3 },
             ApiKey::DeleteAcls => VersionRange { min: 1, max: 3 },
-            ApiKey::DescribeConfigs => VersionRange { min: 1, max: 4 },
+            // Eddy: older versions restored from Kafka 3.x's schemas.
+            ApiKey::DescribeConfigs => VersionRange { min: 0, max: 4 },
             ApiKey::AlterConfigs => VersionRange { min: 0, max: 2 },
             ApiKey::AlterReplicaLogDirs => VersionRange { min: 1, max: 2 },
             ApiKey::DescribeLogDirs => VersionRange { min: 1, max: 4 },
