@@ -261,3 +261,60 @@ async fn a_record_that_cannot_be_decoded_goes_to_the_processing_log() {
         .source("KSQL_PROCESSING_LOG")
         .expect("the log is a stream");
 }
+
+/// Partitions added to a source topic (Kafka's CreatePartitions) are picked up by the running
+/// persistent queries over it: records produced to a new partition reach the sink, once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_query_reads_partitions_added_to_its_source() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = eddy_broker::Broker::open(eddy_broker::BrokerConfig::new(dir.path()))
+        .await
+        .expect("broker");
+    let client: Arc<dyn LogClient> =
+        Arc::new(eddy_broker::InProcessClient::new(Arc::clone(&broker)));
+    let engine = eddy_engine::Engine::new(Arc::clone(&client));
+    engine
+        .execute(
+            "CREATE STREAM grow (n INT) WITH (kafka_topic='grow', value_format='JSON', partitions=1);\
+             CREATE STREAM grown AS SELECT n * 10 AS m FROM grow;\
+             INSERT INTO grow (n) VALUES (1);",
+        )
+        .await
+        .expect("setup");
+    assert_eq!(read(&client, "GROWN", 1).await.len(), 1);
+
+    broker
+        .create_partitions("grow", 3, false)
+        .expect("add partitions");
+    client
+        .produce(
+            "grow",
+            vec![eddy_broker::ProducerRecord {
+                partition: Some(2),
+                value: Some(bytes::Bytes::from_static(b"{\"N\":2}")),
+                ..Default::default()
+            }],
+        )
+        .await
+        .expect("produce to the new partition");
+    // The query notices within its partition check interval (5 s) and restarts its tasks.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut values = Vec::new();
+    while Instant::now() < deadline {
+        values = read(&client, "GROWN", 2)
+            .await
+            .into_iter()
+            .filter_map(|(_, value, _)| value)
+            .collect();
+        if values.len() >= 2 {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all: Vec<String> = read(&client, "GROWN", 3)
+        .await
+        .into_iter()
+        .filter_map(|(_, value, _)| value)
+        .collect();
+    assert_eq!(all, ["{\"M\":10}", "{\"M\":20}"], "seen before: {values:?}");
+}

@@ -124,9 +124,16 @@ fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
+/// How often a persistent query looks for partitions added to its source topics (Kafka's
+/// consumers notice them at their next metadata refresh, `metadata.max.age.ms`).
+const PARTITION_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Runs a query until it is stopped. A panic in one of its tasks is caught: the other tasks
 /// are stopped, the query's `failure` says why, and the processing log has it; nothing
-/// outside the query stops.
+/// outside the query stops. When partitions are added to a persistent query's source topics
+/// (CreatePartitions), its tasks stop between batches and start again over every partition,
+/// as after a restart: state is rebuilt from the log, and the new partitions are read from
+/// their start.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_query(
     client: Arc<dyn LogClient>,
@@ -136,7 +143,7 @@ pub(crate) async fn run_query(
     output: Output,
     held: Arc<std::sync::atomic::AtomicUsize>,
     failure: QueryFailure,
-    stopped: watch::Receiver<bool>,
+    mut stopped: watch::Receiver<bool>,
 ) {
     // What the query reads: its source, or both sides of a join.
     let sides: Vec<(Arc<Source>, SchemaRef)> = match &plan.operator {
@@ -150,88 +157,185 @@ pub(crate) async fn run_query(
             .collect(),
         _ => vec![(Arc::clone(&plan.source), Arc::clone(&plan.input_schema))],
     };
-    let mut partitions = Vec::new();
-    for (side, (source, schema)) in sides.into_iter().enumerate() {
-        match client.partition_count(&source.topic).await {
-            Ok(n) => partitions
-                .extend((0..n).map(|p| (side, Arc::clone(&source), Arc::clone(&schema), p))),
-            Err(e) => {
-                tracing::error!(query = %query_id, error = %e, "cannot read the source topic");
-                failure.set(format!(
-                    "cannot read the source topic {}: {e}",
-                    source.topic
-                ));
+    let query = QueryTasks {
+        client,
+        log,
+        query_id,
+        plan,
+        output,
+        held,
+        failure,
+        sides,
+    };
+    loop {
+        let Some(counts) = query.partition_counts().await else {
+            return;
+        };
+        let (stop_tasks, tasks_stopped) = watch::channel(false);
+        let run = query.run(&counts, tasks_stopped);
+        tokio::pin!(run);
+        tokio::select! {
+            () = &mut run => return,
+            () = until_stopped(&mut stopped) => {
+                let _ = stop_tasks.send(true);
+                run.await;
                 return;
             }
-        }
-    }
-    // Stateful operators share stream time across the tasks: keep the tasks together.
-    let stateful = !matches!(plan.operator, Operator::FilterProject);
-    let alignment =
-        (stateful && partitions.len() > 1).then(|| Arc::new(Alignment::new(partitions.len())));
-    let executor = Arc::new(match &plan.operator {
-        Operator::FilterProject => {
-            Executor::FilterProject(FilterProjectExec::new(Arc::clone(&plan)))
-        }
-        Operator::Aggregate(aggregate) => {
-            let exec = AggregateExec::new(Arc::clone(&plan), aggregate.clone());
-            match &aggregate.join {
-                Some(join) => {
-                    Executor::JoinAggregate(JoinExec::new(Arc::clone(&plan), join.clone()), exec)
-                }
-                None => Executor::Aggregate(exec),
+            () = query.partitions_added(&counts) => {
+                tracing::info!(query = %query.query_id, "partitions were added to a source topic; restarting the query's tasks");
+                let _ = stop_tasks.send(true);
+                run.await;
             }
         }
-        Operator::Join(join) => Executor::Join(JoinExec::new(Arc::clone(&plan), join.clone())),
-        Operator::Over(over) => Executor::Over(OverExec::new(
-            Arc::clone(&plan),
-            over.clone(),
-            partitions.len(),
-            held,
-        )),
-    });
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut readers = std::collections::HashMap::new();
-    for (index, (side, source, schema, partition)) in partitions.into_iter().enumerate() {
-        let reader = (source.topic.clone(), partition);
-        let task = PartitionTask {
-            client: Arc::clone(&client),
-            log: Arc::clone(&log),
-            query_id: query_id.clone(),
-            plan: Arc::clone(&plan),
-            executor: Arc::clone(&executor),
-            side,
-            source,
-            schema,
-            partition,
-            output: output.clone(),
-            reader: index,
-            alignment: alignment.as_ref().map(|a| (Arc::clone(a), index)),
-        };
-        let handle = tasks.spawn(task.run(stopped.clone()));
-        readers.insert(handle.id(), reader);
     }
-    while let Some(joined) = tasks.join_next_with_id().await {
-        let Err(error) = joined else { continue };
-        if !error.is_panic() {
-            continue; // aborted below, after another task's panic
+}
+
+/// Resolves once `stopped` says stop (or its sender is gone).
+async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
+    while !*stopped.borrow_and_update() {
+        if stopped.changed().await.is_err() {
+            return;
         }
-        let (topic, partition) = readers.remove(&error.id()).unwrap_or_default();
-        let message = format!(
-            "the query stopped: its task reading {topic}-{partition} panicked (this is a bug \
-             in Eddy): {}",
-            panic_message(error.into_panic())
-        );
-        tracing::error!(query = %query_id, %message, "query failed");
-        failure.set(message.clone());
-        let record = Failure {
-            topic,
-            partition,
-            offset: -1,
-            message,
-        };
-        log.log(&query_id, vec![record]).await;
-        tasks.abort_all();
+    }
+}
+
+/// What a query's partition tasks share.
+struct QueryTasks {
+    client: Arc<dyn LogClient>,
+    log: Arc<ProcessingLog>,
+    query_id: String,
+    plan: Arc<PersistentPlan>,
+    output: Output,
+    held: Arc<std::sync::atomic::AtomicUsize>,
+    failure: QueryFailure,
+    sides: Vec<(Arc<Source>, SchemaRef)>,
+}
+
+impl QueryTasks {
+    /// The partition count of each side's topic; `None` (and the query failed) when one
+    /// cannot be read.
+    async fn partition_counts(&self) -> Option<Vec<i32>> {
+        let mut counts = Vec::new();
+        for (source, _) in &self.sides {
+            match self.client.partition_count(&source.topic).await {
+                Ok(n) => counts.push(n),
+                Err(e) => {
+                    tracing::error!(query = %self.query_id, error = %e, "cannot read the source topic");
+                    self.failure.set(format!(
+                        "cannot read the source topic {}: {e}",
+                        source.topic
+                    ));
+                    return None;
+                }
+            }
+        }
+        Some(counts)
+    }
+
+    /// Resolves when a persistent query's source topics have more partitions than `counts`;
+    /// never for a push query (it reads what it started on).
+    async fn partitions_added(&self, counts: &[i32]) {
+        if !matches!(self.output, Output::Topic) {
+            return std::future::pending().await;
+        }
+        loop {
+            tokio::time::sleep(PARTITION_CHECK_INTERVAL).await;
+            for ((source, _), known) in self.sides.iter().zip(counts) {
+                if let Ok(now) = self.client.partition_count(&source.topic).await {
+                    if now > *known {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one task per partition of every side until they all end.
+    async fn run(&self, counts: &[i32], stopped: watch::Receiver<bool>) {
+        let QueryTasks {
+            client,
+            log,
+            query_id,
+            plan,
+            output,
+            held,
+            failure,
+            sides,
+        } = self;
+        let mut partitions = Vec::new();
+        for (side, ((source, schema), count)) in sides.iter().zip(counts).enumerate() {
+            partitions
+                .extend((0..*count).map(|p| (side, Arc::clone(source), Arc::clone(schema), p)));
+        }
+        // Stateful operators share stream time across the tasks: keep the tasks together.
+        let stateful = !matches!(plan.operator, Operator::FilterProject);
+        let alignment =
+            (stateful && partitions.len() > 1).then(|| Arc::new(Alignment::new(partitions.len())));
+        let executor = Arc::new(match &plan.operator {
+            Operator::FilterProject => {
+                Executor::FilterProject(FilterProjectExec::new(Arc::clone(&plan)))
+            }
+            Operator::Aggregate(aggregate) => {
+                let exec = AggregateExec::new(Arc::clone(&plan), aggregate.clone());
+                match &aggregate.join {
+                    Some(join) => Executor::JoinAggregate(
+                        JoinExec::new(Arc::clone(&plan), join.clone()),
+                        exec,
+                    ),
+                    None => Executor::Aggregate(exec),
+                }
+            }
+            Operator::Join(join) => Executor::Join(JoinExec::new(Arc::clone(&plan), join.clone())),
+            Operator::Over(over) => Executor::Over(OverExec::new(
+                Arc::clone(&plan),
+                over.clone(),
+                partitions.len(),
+                Arc::clone(held),
+            )),
+        });
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut readers = std::collections::HashMap::new();
+        for (index, (side, source, schema, partition)) in partitions.into_iter().enumerate() {
+            let reader = (source.topic.clone(), partition);
+            let task = PartitionTask {
+                client: Arc::clone(&client),
+                log: Arc::clone(&log),
+                query_id: query_id.clone(),
+                plan: Arc::clone(&plan),
+                executor: Arc::clone(&executor),
+                side,
+                source,
+                schema,
+                partition,
+                output: output.clone(),
+                reader: index,
+                alignment: alignment.as_ref().map(|a| (Arc::clone(a), index)),
+            };
+            let handle = tasks.spawn(task.run(stopped.clone()));
+            readers.insert(handle.id(), reader);
+        }
+        while let Some(joined) = tasks.join_next_with_id().await {
+            let Err(error) = joined else { continue };
+            if !error.is_panic() {
+                continue; // aborted below, after another task's panic
+            }
+            let (topic, partition) = readers.remove(&error.id()).unwrap_or_default();
+            let message = format!(
+                "the query stopped: its task reading {topic}-{partition} panicked (this is a bug \
+                 in Eddy): {}",
+                panic_message(error.into_panic())
+            );
+            tracing::error!(query = %query_id, %message, "query failed");
+            failure.set(message.clone());
+            let record = Failure {
+                topic,
+                partition,
+                offset: -1,
+                message,
+            };
+            log.log(&query_id, vec![record]).await;
+            tasks.abort_all();
+        }
     }
 }
 
