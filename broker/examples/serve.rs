@@ -10,7 +10,9 @@ use eddy_broker::{bind, serve, Broker, BrokerConfig};
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let listen = args.next().unwrap_or_else(|| "127.0.0.1:9092".to_string());
-    let data_dir = args.next().unwrap_or_else(|| "/tmp/eddy-broker-data".to_string());
+    let data_dir = args
+        .next()
+        .unwrap_or_else(|| "/tmp/eddy-broker-data".to_string());
     let (listener, address) = bind(&listen).await?;
     let mut config = BrokerConfig::new(std::path::Path::new(&data_dir));
     config.advertised_port = address.port() as i32;
