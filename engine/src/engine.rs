@@ -36,12 +36,14 @@ pub enum StatementResult {
         kind: ShowKind,
         sources: Vec<Arc<Source>>,
     },
+    /// INSERT ... VALUES wrote its row: ksqlDB answers it with no entity at all.
+    Inserted,
     /// SHOW TOPICS: name and partition count.
     Topics(Vec<(String, i32)>),
     /// SHOW QUERIES.
     Queries(Vec<QuerySummary>),
-    /// SHOW PROPERTIES.
-    Properties(BTreeMap<String, String>),
+    /// SHOW PROPERTIES: every property in effect for the session.
+    Properties(Vec<crate::properties::Property>),
     /// DESCRIBE [EXTENDED]; EXTENDED adds the statistics.
     Description {
         source: Arc<Source>,
@@ -356,6 +358,9 @@ impl Engine {
         sql: &str,
         session: &mut Session,
     ) -> Result<ExecutedScript> {
+        if let Some(texts) = parser::statements_defining_variables(sql) {
+            return Ok(self.execute_stepwise(texts, session).await);
+        }
         let statements = parser::parse(sql, &session.variables)?;
         let mut script = ExecutedScript::default();
         for statement in statements {
@@ -369,6 +374,32 @@ impl Engine {
             }
         }
         Ok(script)
+    }
+
+    /// Runs a script that DEFINEs or UNDEFINEs variables a statement at a time, as ksqlDB
+    /// does: each statement's `${name}` takes the variables the statements before it left.
+    async fn execute_stepwise(&self, texts: Vec<String>, session: &mut Session) -> ExecutedScript {
+        let mut script = ExecutedScript::default();
+        for text in texts {
+            let parsed = parser::parse(&text, &session.variables);
+            let outcome = match parsed {
+                Ok(mut statements) if statements.len() == 1 => {
+                    self.run_and_record(statements.remove(0), session).await
+                }
+                Ok(_) => Err(EngineError::Internal(format!(
+                    "'{text}' did not parse as one statement"
+                ))),
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Ok(result) => script.results.push((text, result)),
+                Err(error) => {
+                    script.failure = Some((text, error));
+                    break;
+                }
+            }
+        }
+        script
     }
 
     /// Runs every statement in `sql`, stopping at the first error.
@@ -555,7 +586,7 @@ impl Engine {
                 values,
             } => {
                 self.insert_values(&target, &columns, &values).await?;
-                Ok(status(String::new()))
+                Ok(StatementResult::Inserted)
             }
             Statement::Drop {
                 kind,
@@ -563,21 +594,10 @@ impl Engine {
                 if_exists,
                 delete_topic,
             } => {
-                let found = {
+                let (found, creator) = {
                     let state = self.state.lock();
-                    let writers: Vec<String> = state
-                        .queries
-                        .iter()
-                        .filter(|(_, q)| q.sink == name)
-                        .map(|(id, _)| id.clone())
-                        .collect();
-                    if !writers.is_empty() {
-                        return Err(EngineError::Plan(format!(
-                            "cannot drop {name}: queries write to it ({}); TERMINATE them first",
-                            writers.join(", ")
-                        )));
-                    }
-                    match state.catalog.get(&name) {
+                    let creator = drop_constraints(&state, &name)?;
+                    let found = match state.catalog.get(&name) {
                         Ok(source) if source.kind != kind => {
                             return Err(EngineError::Plan(format!(
                                 "{name} is a {}, not a {}: use DROP {}",
@@ -594,13 +614,21 @@ impl Engine {
                         Ok(source) => Some(source),
                         Err(_) if if_exists => None,
                         Err(e) => return Err(e),
-                    }
+                    };
+                    (found, creator)
                 };
                 if let Some(source) = &found {
                     refuse_internal(&source.topic, "drop the source over")?;
                     self.accept(&text, record).await?;
                 }
-                let removed = found.and_then(|_| self.state.lock().catalog.remove(&name));
+                let removed = found.and_then(|_| {
+                    let mut state = self.state.lock();
+                    // The query that created the source goes with it, as in ksqlDB.
+                    if let Some(query) = creator.and_then(|id| state.queries.remove(&id)) {
+                        query.stop();
+                    }
+                    state.catalog.remove(&name)
+                });
                 if let (Some(source), true) = (&removed, delete_topic) {
                     self.client.delete_topic(&source.topic).await?;
                 }
@@ -770,8 +798,11 @@ impl Engine {
             ));
         }
         let (plan, limit) = query::plan_push(&catalog, &select, &parsed.text).await?;
-        let reset_name = session.properties.get("auto.offset.reset").cloned();
-        let reset = match reset_name.as_deref().map(str::to_lowercase).as_deref() {
+        let reset_name = crate::properties::session_value(
+            &session.properties,
+            crate::properties::AUTO_OFFSET_RESET,
+        );
+        let reset = match reset_name.map(str::to_lowercase).as_deref() {
             None | Some("latest") => eddy_broker::OffsetReset::Latest,
             Some("earliest") => eddy_broker::OffsetReset::Earliest,
             Some(other) => {
@@ -1061,7 +1092,9 @@ impl Engine {
                 });
                 StatementResult::Queries(persistent.chain(push).collect())
             }
-            ShowKind::Properties => StatementResult::Properties(session.properties.clone()),
+            ShowKind::Properties => {
+                StatementResult::Properties(crate::properties::effective(&session.properties))
+            }
             ShowKind::Topics => {
                 let topics: Vec<String> = self
                     .state
@@ -1146,6 +1179,47 @@ impl Engine {
         }
         Ok(results)
     }
+}
+
+/// What dropping source `name` must respect, as in ksqlDB: no other persistent query may read
+/// it (drop their sinks first) or INSERT INTO it (terminate them first). The query that
+/// created it (CREATE ... AS SELECT) is returned, to be terminated with the drop.
+fn drop_constraints(state: &EngineState, name: &str) -> Result<Option<String>> {
+    let mut creator = None;
+    let mut inserters = Vec::new();
+    let mut readers = Vec::new();
+    let topic = state.catalog.get(name).ok().map(|s| s.topic.clone());
+    for (id, query) in &state.queries {
+        if query.sink == name {
+            match id.starts_with("INSERTQUERY") {
+                true => inserters.push(id.clone()),
+                false => creator = Some(id.clone()),
+            }
+        } else if topic
+            .as_ref()
+            .is_some_and(|t| query.source_topics.contains(t))
+        {
+            readers.push(query.sink.clone());
+        }
+    }
+    if !readers.is_empty() {
+        readers.sort();
+        readers.dedup();
+        return Err(EngineError::Plan(format!(
+            "Cannot drop {name}.\nThe following streams and/or tables read from this source: \
+             [{}].\nYou need to drop them before dropping {name}.",
+            readers.join(", ")
+        )));
+    }
+    if !inserters.is_empty() {
+        inserters.sort();
+        return Err(EngineError::Plan(format!(
+            "Cannot drop {name}.\nThe following queries write into this source: [{}].\nYou \
+             need to terminate them before dropping {name}.",
+            inserters.join(", ")
+        )));
+    }
+    Ok(creator)
 }
 
 /// Whether a statement changes the catalog or the queries (and so goes to the command topic).

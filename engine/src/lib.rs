@@ -24,6 +24,7 @@ pub mod functions;
 pub mod limits;
 pub mod parser;
 pub mod print;
+pub mod properties;
 pub mod pull;
 pub mod query;
 pub mod runtime;

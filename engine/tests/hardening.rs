@@ -510,3 +510,58 @@ async fn a_function_panicking_on_a_record_sends_it_to_the_processing_log() {
         .expect("sink topic");
     assert_eq!(range.high_watermark, 2, "the two good records went through");
 }
+
+/// DEFINE belongs to the session that ran it and takes effect for the statements after it in
+/// the same script, as in ksqlDB; UNDEFINE ends it; another session never sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variables_defined_in_a_script_apply_to_its_later_statements_in_that_session_only() {
+    let (_dir, engine) = common::engine().await;
+    let mut session = eddy_engine::Session::default();
+    let script = engine
+        .execute_each_in(
+            "DEFINE topic = 'vars_topic'; DEFINE col = 'n';\n\
+             CREATE STREAM vars_s (${col} INT) \
+             WITH (kafka_topic='${topic}', value_format='JSON', partitions=1);\n\
+             UNDEFINE col;",
+            &mut session,
+        )
+        .await
+        .expect("the script parses");
+    assert!(script.failure.is_none(), "{:?}", script.failure);
+    assert_eq!(script.results.len(), 4);
+    let described = engine
+        .execute_each_in("DESCRIBE vars_s;", &mut session)
+        .await
+        .expect("describe");
+    assert!(described.failure.is_none(), "{:?}", described.failure);
+    // Variable names are case-insensitive (kept upper case).
+    let variable = |name: &str| {
+        session
+            .variables
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(variable("topic").as_deref(), Some("vars_topic"));
+    assert_eq!(variable("col"), None);
+
+    // The UNDEFINE took effect for the statements after it.
+    let after = engine
+        .execute_each_in(
+            "UNDEFINE topic; CREATE STREAM vars_t (n INT) WITH (kafka_topic='${topic}', \
+             value_format='JSON', partitions=1);",
+            &mut session,
+        )
+        .await
+        .expect("split");
+    let (_, error) = after.failure.expect("an undefined variable fails");
+    assert!(
+        error.to_string().contains("'topic' is not defined"),
+        "{error}"
+    );
+
+    let other = engine
+        .execute_each_in("DESCRIBE ${col};", &mut eddy_engine::Session::default())
+        .await;
+    assert!(other.is_err(), "another session has no variables");
+}

@@ -6,9 +6,11 @@ use eddy_engine::types::SqlType;
 use eddy_engine::{QuerySummary, StatementResult};
 use serde_json::{json, Value};
 
-/// One statement's entity. `sequence` numbers commands as ksqlDB's command topic does.
-pub(crate) fn entity(text: &str, result: &StatementResult, sequence: u64) -> Value {
-    match result {
+/// One statement's entity, if ksqlDB answers it with one (INSERT ... VALUES has none).
+/// `sequence` numbers commands as ksqlDB's command topic does.
+pub(crate) fn entity(text: &str, result: &StatementResult, sequence: u64) -> Option<Value> {
+    let entity = match result {
+        StatementResult::Inserted => return None,
         StatementResult::Status { message, query_id } => json!({
             "@type": "currentStatus",
             "statementText": text,
@@ -65,13 +67,17 @@ pub(crate) fn entity(text: &str, result: &StatementResult, sequence: u64) -> Val
         StatementResult::Properties(properties) => json!({
             "@type": "properties",
             "statementText": text,
-            "properties": properties.iter().map(|(name, value)| json!({
-                "name": name,
-                "scope": "KSQL",
-                "value": value,
+            "properties": properties.iter().map(|p| json!({
+                "name": p.name,
+                "scope": p.scope,
+                "level": if p.overridden { "SESSION" } else { "SERVER" },
+                "editable": true,
+                "value": p.value,
             })).collect::<Vec<_>>(),
-            "overwrittenProperties": [],
-            "defaultProperties": [],
+            "overwrittenProperties": properties.iter()
+                .filter(|p| p.overridden).map(|p| &p.name).collect::<Vec<_>>(),
+            "defaultProperties": properties.iter()
+                .filter(|p| !p.overridden).map(|p| &p.name).collect::<Vec<_>>(),
             "warnings": [],
         }),
         StatementResult::Explain { logical, physical } => json!({
@@ -153,7 +159,8 @@ pub(crate) fn entity(text: &str, result: &StatementResult, sequence: u64) -> Val
             },
             "warnings": [],
         }),
-    }
+    };
+    Some(entity)
 }
 
 /// DESCRIBE EXTENDED's read and write queries: `{"id": ..., "state": ...}` each.

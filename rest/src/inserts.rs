@@ -2,32 +2,53 @@
 //! The rows of a request are written with the engine's INSERT path in one write to the topic,
 //! and each is acknowledged on its own line (`{"status":"ok","seq":n}`) once the broker
 //! acknowledged it, or answered with an error for that row; the rows after a bad one still go
-//! in.
+//! in. A client that accepts `application/json` (and not the delimited type) gets the answers
+//! as one JSON array instead, as ksqlDB answers it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use crate::errors::{string_field, ApiError, BAD_STATEMENT};
 use crate::server::AppState;
 
-pub(crate) async fn handle(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
-    match run(&app, &body).await {
-        Ok(text) => (
-            [(header::CONTENT_TYPE, "application/vnd.ksqlapi.delimited.v1")],
-            text,
+pub(crate) async fn handle(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let answers = match run(&app, &body).await {
+        Ok(answers) => answers,
+        Err(e) => return e.into_response(),
+    };
+    // As ksqlDB: one JSON array for a client that accepts JSON, else one object per line.
+    if crate::query::accepts_json_array(&headers) {
+        let array = Value::Array(answers);
+        return (
+            [(header::CONTENT_TYPE, "application/json")],
+            array.to_string(),
         )
-            .into_response(),
-        Err(e) => e.into_response(),
+            .into_response();
     }
+    let mut text = String::new();
+    for answer in answers {
+        text.push_str(&answer.to_string());
+        text.push('\n');
+    }
+    (
+        [(header::CONTENT_TYPE, "application/vnd.ksqlapi.delimited.v1")],
+        text,
+    )
+        .into_response()
 }
 
-async fn run(app: &AppState, body: &[u8]) -> Result<String, ApiError> {
+/// The answer for each row, in order.
+async fn run(app: &AppState, body: &[u8]) -> Result<Vec<Value>, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::bad_request("the request body is not UTF-8"))?;
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
@@ -68,12 +89,7 @@ async fn run(app: &AppState, body: &[u8]) -> Result<String, ApiError> {
             }
         }
     }
-    let mut out = String::new();
-    for answer in answers.into_iter().flatten() {
-        out.push_str(&answer.to_string());
-        out.push('\n');
-    }
-    Ok(out)
+    Ok(answers.into_iter().flatten().collect())
 }
 
 fn error_row(seq: usize, message: String) -> Value {

@@ -57,7 +57,7 @@ async fn run(app: &AppState, body: &[u8]) -> Result<Vec<Value>, ApiError> {
     let entities: Vec<Value> = script
         .results
         .iter()
-        .map(|(text, result)| {
+        .filter_map(|(text, result)| {
             let sequence = app.commands.fetch_add(1, Ordering::Relaxed);
             entity(text, result, sequence)
         })

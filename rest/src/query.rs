@@ -61,18 +61,23 @@ pub(crate) async fn query_stream(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let shape = if accept.contains("application/json") && !accept.contains(DELIMITED) {
-        Shape::JsonArray
-    } else {
-        Shape::Delimited
+    let shape = match accepts_json_array(&headers) {
+        true => Shape::JsonArray,
+        false => Shape::Delimited,
     };
     run(&app, &body, "sql", "properties", shape)
         .await
         .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Whether a client asked for one JSON array (`Accept: application/json`, without the
+/// delimited type) rather than one JSON value per line.
+pub(crate) fn accepts_json_array(headers: &HeaderMap) -> bool {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    accept.contains("application/json") && !accept.contains(DELIMITED)
 }
 
 /// `POST /close-query`: `{"queryId": "..."}`.
@@ -386,7 +391,9 @@ async fn forward_push(mut push: PushQuery, shape: Shape, to_client: ToClient) {
                     send(end).await;
                     return;
                 };
-                // Rows that are already waiting go out in one chunk: one write, not one each.
+                // Rows that are already waiting go out in one chunk: one write, not one each;
+                // but the delimited answer writes one row per write, as ksqlDB does (clients
+                // read it a data frame at a time).
                 let mut chunk = String::new();
                 let mut next = Some(row);
                 while let Some(row) = next.take() {
@@ -399,7 +406,7 @@ async fn forward_push(mut push: PushQuery, shape: Shape, to_client: ToClient) {
                             return;
                         }
                     }
-                    if chunk.len() < CHUNK_BYTES {
+                    if chunk.len() < CHUNK_BYTES && shape != Shape::Delimited {
                         next = push.rows.try_recv().ok();
                     }
                 }

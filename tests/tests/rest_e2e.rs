@@ -769,3 +769,126 @@ fn pull_count_of_doubled(url: &str) -> usize {
     assert!(status == 200 || status == 0, "{status}: {body}");
     body.lines().filter(|l| l.contains("value:")).count()
 }
+
+/// The HTTP/1.1 chunks of a `/query-stream` answer read off a raw socket, until the answer
+/// ends: each chunk is one write of the server.
+fn query_stream_chunks(url: &str, sql: &str) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let address = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let body = json!({"sql": sql, "properties": {"ksql.streams.auto.offset.reset": "earliest"}})
+        .to_string();
+    write!(
+        stream,
+        "POST /query-stream HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("request");
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).expect("head");
+        if line == "\r\n" {
+            break;
+        }
+        assert!(
+            !line.is_empty() && !line.to_lowercase().starts_with("content-length"),
+            "the answer is not chunked: {line}"
+        );
+    }
+    let mut chunks = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).expect("chunk size");
+        let size = usize::from_str_radix(line.trim(), 16).expect("hex chunk size");
+        if size == 0 {
+            return chunks;
+        }
+        let mut chunk = vec![0u8; size + 2];
+        reader.read_exact(&mut chunk).expect("chunk");
+        chunk.truncate(size);
+        chunks.push(String::from_utf8(chunk).expect("UTF-8"));
+    }
+}
+
+/// Goal: the REST shapes ksqlDB clients rely on. Method: /inserts-stream answered as a JSON
+/// array to a client accepting JSON and as lines otherwise; /query-stream's delimited answer
+/// one row per write even when the rows are ready together; SHOW PROPERTIES with server values
+/// and a request's override; DROP of a CSAS sink terminating its query.
+#[test]
+fn rest_shapes_match_ksqldb() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = EddyProcess::server(dir.path(), &[]);
+    let url = server.url();
+    ksql(
+        &url,
+        "CREATE STREAM shapes (n INT) WITH (kafka_topic='shapes', value_format='JSON', partitions=1);",
+    );
+    let rows = "{\"target\":\"SHAPES\"}\n{\"N\":1}\n{\"N\":2}\n";
+    let (status, text) = request(&[
+        "-X",
+        "POST",
+        &format!("{url}/inserts-stream"),
+        "-H",
+        "Accept: application/json",
+        "-d",
+        rows,
+    ]);
+    assert_eq!(status, 200, "{text}");
+    let answer: Value = serde_json::from_str(&text).expect("one JSON value");
+    assert_eq!(
+        answer,
+        json!([{"status": "ok", "seq": 0}, {"status": "ok", "seq": 1}])
+    );
+    let (status, text) = request(&["-X", "POST", &format!("{url}/inserts-stream"), "-d", rows]);
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(text.lines().count(), 2, "{text}");
+    for n in 3..=6 {
+        ksql(&url, &format!("INSERT INTO shapes (n) VALUES ({n});"));
+    }
+
+    let chunks = query_stream_chunks(&url, "SELECT n FROM shapes EMIT CHANGES LIMIT 6;");
+    let rows: Vec<&String> = chunks.iter().filter(|c| c.starts_with('[')).collect();
+    assert_eq!(rows.len(), 6, "one row per write: {chunks:?}");
+    for row in rows {
+        assert_eq!(row.trim_end().lines().count(), 1, "{row:?}");
+    }
+
+    let (status, listed) = post_json(
+        &url,
+        "/ksql",
+        &json!({"ksql": "SHOW PROPERTIES;", "streamsProperties": {"auto.offset.reset": "earliest"}}),
+    );
+    assert_eq!(status, 200, "{listed}");
+    let properties = listed[0]["properties"].as_array().expect("properties");
+    let find = |name: &str| {
+        properties
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not listed: {listed}"))
+    };
+    assert_eq!(find("ksql.query.pull.max.rows")["level"], "SERVER");
+    let reset = find("ksql.streams.auto.offset.reset");
+    assert_eq!(
+        (&reset["value"], &reset["level"]),
+        (&json!("earliest"), &json!("SESSION"))
+    );
+    assert!(listed[0]["overwrittenProperties"]
+        .as_array()
+        .expect("names")
+        .contains(&json!("ksql.streams.auto.offset.reset")));
+
+    ksql(&url, "CREATE STREAM shapes_copy AS SELECT n FROM shapes;");
+    let dropped = ksql(&url, "DROP STREAM shapes_copy;");
+    assert_eq!(
+        dropped[0]["commandStatus"]["status"], "SUCCESS",
+        "{dropped}"
+    );
+    let queries = ksql(&url, "SHOW QUERIES;");
+    assert_eq!(queries[0]["queries"], json!([]), "{queries}");
+}

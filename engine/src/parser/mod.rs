@@ -80,6 +80,24 @@ pub fn split_statements(sql: &str) -> Result<(Vec<String>, String)> {
     Ok((statements, text_of(sql, &rest)))
 }
 
+/// The statements of `sql`, when one of them DEFINEs or UNDEFINEs a variable: such a script
+/// must be substituted a statement at a time. `None` for any other script (or one that does
+/// not split: parsing it whole reports the error with its position).
+pub fn statements_defining_variables(sql: &str) -> Option<Vec<String>> {
+    let (mut statements, rest) = split_statements(sql).ok()?;
+    let defines = |text: &String| {
+        let word = text.split_whitespace().next().unwrap_or_default();
+        word.eq_ignore_ascii_case("DEFINE") || word.eq_ignore_ascii_case("UNDEFINE")
+    };
+    if !statements.iter().any(defines) {
+        return None;
+    }
+    if !rest.trim().is_empty() {
+        statements.push(rest);
+    }
+    Some(statements)
+}
+
 /// The tokens of each `;`-ended statement (without whitespace, comments or the `;`), and
 /// those after the last `;`.
 type StatementTokens = (Vec<Vec<TokenWithSpan>>, Vec<TokenWithSpan>);
