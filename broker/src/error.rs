@@ -123,22 +123,27 @@ pub enum BrokerError {
     #[error("{0}")]
     InvalidRequest(String),
     /// Records a topic refuses (a compacted topic's records without a key), each named by its
-    /// index within its batch, as Kafka reports them in `record_errors`.
-    #[error("{summary}")]
-    InvalidRecords {
-        /// Kafka's top-level message, naming the first three.
-        summary: String,
-        /// The message for each refused record.
-        record_message: String,
-        /// Indices within the batch, at most [`crate::limits::RECORD_ERRORS_MAX`].
-        indices: Vec<i32>,
-    },
+    /// index within its batch, as Kafka reports them in `record_errors` (boxed: the error
+    /// type stays small).
+    #[error("{}", .0.summary)]
+    InvalidRecords(Box<RecordErrors>),
     #[error("the broker at {address} could not be reached: {reason}")]
     Network { address: String, reason: String },
     #[error("storage failed: {0}")]
     Storage(#[from] std::io::Error),
     #[error("internal error (this is a bug in Eddy): {0}")]
     Internal(String),
+}
+
+/// The records of a batch a topic refused, as Kafka lists them.
+#[derive(Debug)]
+pub struct RecordErrors {
+    /// Kafka's top-level message, naming the first three.
+    pub summary: String,
+    /// The message for each refused record.
+    pub record_message: String,
+    /// Indices within the batch, at most [`crate::limits::RECORD_ERRORS_MAX`].
+    pub indices: Vec<i32>,
 }
 
 impl BrokerError {
@@ -178,7 +183,7 @@ impl BrokerError {
             BrokerError::InvalidGroupId => ResponseError::InvalidGroupId,
             BrokerError::MemberIdRequired => ResponseError::MemberIdRequired,
             BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
-            BrokerError::InvalidRecords { .. } => ResponseError::InvalidRecord,
+            BrokerError::InvalidRecords(_) => ResponseError::InvalidRecord,
             BrokerError::Network { .. } => ResponseError::NetworkException,
             BrokerError::Storage(_) => ResponseError::KafkaStorageError,
             BrokerError::Internal(_) => ResponseError::UnknownServerError,
@@ -190,4 +195,5 @@ impl BrokerError {
 /// Results in the broker.
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 
-const _: () = assert!(std::mem::size_of::<BrokerError>() <= 80);
+// Small enough that errors wrapping it (the engine's EngineError) stay small too.
+const _: () = assert!(std::mem::size_of::<BrokerError>() <= 56);

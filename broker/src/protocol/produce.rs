@@ -23,7 +23,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{Pending, RequestContext};
 use crate::broker::{now_ms, Broker};
-use crate::error::BrokerError;
+use crate::error::{BrokerError, RecordErrors};
 use crate::limits::{BATCH_UNCOMPRESSED_BYTES_MAX, RECORD_ERRORS_MAX};
 use crate::log::batch::{validate_produced, BatchError, BatchHeader};
 use crate::log::message_set::{self, up_convert, MessageSetError};
@@ -93,14 +93,14 @@ pub(super) fn handle(context: RequestContext, request: ProduceRequest) -> Pendin
 
 /// The `record_errors` entries for `error`, while `left` lasts (v8+ carry them).
 fn record_errors(error: &BrokerError, left: &mut usize) -> Vec<BatchIndexAndErrorMessage> {
-    let BrokerError::InvalidRecords {
+    let BrokerError::InvalidRecords(refused) = error else {
+        return Vec::new();
+    };
+    let RecordErrors {
         record_message,
         indices,
         ..
-    } = error
-    else {
-        return Vec::new();
-    };
+    } = &**refused;
     let shown = indices.len().min(*left);
     *left -= shown;
     indices[..shown]
@@ -186,11 +186,11 @@ const MAGIC_2_PRODUCE_VERSION_MIN: i16 = 3;
 fn legacy_refused(error: MessageSetError) -> BrokerError {
     match error {
         MessageSetError::Corrupt(why) => BrokerError::CorruptMessage(why),
-        MessageSetError::Invalid(why) => BrokerError::InvalidRecords {
+        MessageSetError::Invalid(why) => BrokerError::InvalidRecords(Box::new(RecordErrors {
             summary: why.clone(),
             record_message: why,
             indices: Vec::new(),
-        },
+        })),
     }
 }
 
@@ -211,11 +211,11 @@ fn keyless_records(partition: &Partition, indices: Vec<i32>, count: usize) -> Br
          only showing the first three errors at most: [{}]",
         first_three.join(", ")
     );
-    BrokerError::InvalidRecords {
+    BrokerError::InvalidRecords(Box::new(RecordErrors {
         summary,
         record_message,
         indices,
-    }
+    }))
 }
 
 #[cfg(test)]

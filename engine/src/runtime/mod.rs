@@ -271,6 +271,8 @@ impl QueryTasks {
         let stateful = !matches!(plan.operator, Operator::FilterProject);
         let alignment =
             (stateful && partitions.len() > 1).then(|| Arc::new(Alignment::new(partitions.len())));
+        let output_order =
+            (stateful && partitions.len() > 1).then(|| Arc::new(tokio::sync::Mutex::new(())));
         let executor = Arc::new(match &plan.operator {
             Operator::FilterProject => {
                 Executor::FilterProject(FilterProjectExec::new(Arc::clone(&plan)))
@@ -310,6 +312,7 @@ impl QueryTasks {
                 output: output.clone(),
                 reader: index,
                 alignment: alignment.as_ref().map(|a| (Arc::clone(a), index)),
+                output_order: output_order.clone(),
             };
             let handle = tasks.spawn(task.run(stopped.clone()));
             readers.insert(handle.id(), reader);
@@ -356,6 +359,9 @@ struct PartitionTask {
     reader: usize,
     /// The query's alignment in event time, and this task's place in it.
     alignment: Option<(Arc<Alignment>, usize)>,
+    /// Held from a stateful operator's update to the end of its output's write (see
+    /// [`PartitionTask::in_order`]); `None` for stateless queries.
+    output_order: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 /// The operator a query runs, shared by its partition tasks (an aggregate's state is per key,
@@ -439,6 +445,7 @@ impl PartitionTask {
                 }
                 // An idle reader may move the watermark that OVER windows' rows wait for.
                 if let Executor::Over(exec) = &*self.executor {
+                    let _in_order = self.in_order().await;
                     let emitted = match exec.idle(self.reader) {
                         Ok(emitted) => emitted,
                         Err(e) => {
@@ -480,6 +487,7 @@ impl PartitionTask {
                     }
                     chunk = &chunk[split..];
                 }
+                let _in_order = self.in_order().await;
                 let emitted = self.process(chunk).await;
                 if let Some((alignment, task)) = &self.alignment {
                     let position = rest.first().unwrap_or(last).timestamp_ms;
@@ -497,6 +505,17 @@ impl PartitionTask {
             if let Err(e) = self.client.commit(&self.query_id, &commit).await {
                 tracing::warn!(query = %self.query_id, error = %e, "commit failed");
             }
+        }
+    }
+
+    /// The turn to update a stateful operator's shared state and write what it emits. Its
+    /// tasks share the state, so without it one task's older update of a key (MAX 100) could
+    /// reach the sink after another task's newer one (MAX 120), and a table's topic would end
+    /// on the older value. Stateless queries order nothing across partitions (`None`).
+    async fn in_order(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.output_order {
+            Some(order) => Some(order.lock().await),
+            None => None,
         }
     }
 
