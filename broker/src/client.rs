@@ -62,6 +62,8 @@ pub trait LogClient: Send + Sync {
     async fn delete_topic(&self, name: &str) -> Result<()>;
     /// The number of partitions of a topic.
     async fn partition_count(&self, topic: &str) -> Result<i32>;
+    /// Every topic, with its partition count.
+    async fn topics(&self) -> Result<Vec<(String, i32)>>;
     /// Produces records; returns each record's (partition, offset) once acknowledged.
     async fn produce(&self, topic: &str, records: Vec<ProducerRecord>) -> Result<Vec<(i32, i64)>>;
     /// Reads records from `offset`, waiting up to `max_wait` for some to arrive.
@@ -235,6 +237,15 @@ impl LogClient for InProcessClient {
 
     async fn delete_topic(&self, name: &str) -> Result<()> {
         self.broker.delete_topic(name)
+    }
+
+    async fn topics(&self) -> Result<Vec<(String, i32)>> {
+        Ok(self
+            .broker
+            .topics()
+            .iter()
+            .map(|t| (t.name.to_string(), t.partitions.len() as i32))
+            .collect())
     }
 
     async fn partition_count(&self, topic: &str) -> Result<i32> {

@@ -32,6 +32,8 @@ async fn contract(client: &dyn LogClient) {
         Err(BrokerError::TopicAlreadyExists(_))
     ));
     assert_eq!(client.partition_count("t").await.expect("count"), 3);
+    let topics = client.topics().await.expect("topics");
+    assert!(topics.contains(&("t".to_string(), 3)), "{topics:?}");
     assert!(matches!(
         client.partition_count("missing").await,
         Err(BrokerError::UnknownTopicOrPartition { .. })

@@ -1095,23 +1095,15 @@ impl Engine {
             ShowKind::Properties => {
                 StatementResult::Properties(crate::properties::effective(&session.properties))
             }
-            ShowKind::Topics => {
-                let topics: Vec<String> = self
-                    .state
-                    .lock()
-                    .catalog
-                    .sources()
-                    .map(|s| s.topic.clone())
-                    .collect();
-                let mut out = Vec::new();
-                for topic in topics {
-                    if let Ok(n) = self.client.partition_count(&topic).await {
-                        out.push((topic, n));
-                    }
+            ShowKind::Topics | ShowKind::AllTopics => {
+                // Every topic of the cluster, as ksqlDB lists them: names starting with `_`
+                // (Kafka's and Eddy's internal topics) only with SHOW ALL TOPICS.
+                let mut topics = self.client.topics().await?;
+                if kind == ShowKind::Topics {
+                    topics.retain(|(name, _)| !name.starts_with('_'));
                 }
-                out.sort();
-                out.dedup();
-                StatementResult::Topics(out)
+                topics.sort();
+                StatementResult::Topics(topics)
             }
             ShowKind::Functions => StatementResult::Functions(functions::catalog::list()),
         })

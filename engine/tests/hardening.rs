@@ -57,6 +57,9 @@ impl LogClient for FaultyClient {
     async fn partition_count(&self, topic: &str) -> Result<i32> {
         self.inner.partition_count(topic).await
     }
+    async fn topics(&self) -> Result<Vec<(String, i32)>> {
+        self.inner.topics().await
+    }
     async fn produce(&self, topic: &str, records: Vec<ProducerRecord>) -> Result<Vec<(i32, i64)>> {
         if topic == COMMAND_TOPIC && self.command_topic_down.load(Ordering::SeqCst) {
             let error = std::io::Error::other("injected fault: disk gone");

@@ -318,3 +318,40 @@ async fn a_persistent_query_reads_partitions_added_to_its_source() {
         .collect();
     assert_eq!(all, ["{\"M\":10}", "{\"M\":20}"], "seen before: {values:?}");
 }
+
+/// SHOW TOPICS lists the cluster's topics, those no source reads too (as ksqlDB does), but
+/// not names starting with `_`; SHOW ALL TOPICS lists those as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_topics_lists_every_topic_and_all_topics_the_internal_ones_too() {
+    let (_dir, engine) = engine().await;
+    engine
+        .execute(
+            "CREATE STREAM side (n INT) WITH (kafka_topic='side_topic', value_format='JSON', partitions=2);\
+             DROP STREAM side;\
+             CREATE STREAM hidden (n INT) WITH (kafka_topic='_hidden', value_format='JSON', partitions=1);",
+        )
+        .await
+        .expect("setup");
+    let listed = |sql: &'static str| {
+        let engine = &engine;
+        async move {
+            let mut results = engine.execute(sql).await.expect("show");
+            let Some(StatementResult::Topics(topics)) = results.pop() else {
+                panic!("{sql} listed no topics");
+            };
+            topics
+        }
+    };
+    let topics = listed("SHOW TOPICS;").await;
+    assert!(
+        topics.contains(&("side_topic".to_string(), 2)),
+        "{topics:?}"
+    );
+    assert!(
+        topics.iter().all(|(name, _)| !name.starts_with('_')),
+        "{topics:?}"
+    );
+    let all = listed("SHOW ALL TOPICS;").await;
+    assert!(all.contains(&("_hidden".to_string(), 1)), "{all:?}");
+    assert!(all.contains(&("side_topic".to_string(), 2)), "{all:?}");
+}

@@ -126,6 +126,9 @@ impl sqllogictest::AsyncDB for Eddy {
                 sources.iter().map(|s| s.name.clone()).collect()
             }
             Some(StatementResult::Queries(queries)) => queries.into_iter().map(|q| q.id).collect(),
+            Some(StatementResult::Topics(topics)) => {
+                topics.into_iter().map(|(name, _)| name).collect()
+            }
             Some(StatementResult::Functions(functions)) => {
                 functions.iter().map(|f| f.name.to_string()).collect()
             }

@@ -349,6 +349,21 @@ impl LogClient for KafkaClient {
         self.refresh(topic).await
     }
 
+    async fn topics(&self) -> Result<Vec<(String, i32)>> {
+        let request = MetadataRequest::default()
+            .with_topics(None)
+            .with_allow_auto_topic_creation(false);
+        let response = self
+            .send_to_any(Retry::Safe, METADATA_VERSION, &request)
+            .await?;
+        Ok(response
+            .topics
+            .iter()
+            .filter(|t| t.error_code == 0)
+            .filter_map(|t| Some((t.name.as_deref()?.to_string(), t.partitions.len() as i32)))
+            .collect())
+    }
+
     async fn produce(&self, topic: &str, records: Vec<ProducerRecord>) -> Result<Vec<(i32, i64)>> {
         let count = self.partition_count(topic).await?;
         let total = records.len();

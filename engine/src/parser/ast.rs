@@ -128,7 +128,10 @@ pub struct SelectQuery {
 pub enum ShowKind {
     Streams,
     Tables,
+    /// SHOW TOPICS: the cluster's topics but those whose names start with `_`.
     Topics,
+    /// SHOW ALL TOPICS: every topic, internal ones too.
+    AllTopics,
     Queries,
     Properties,
     Functions,

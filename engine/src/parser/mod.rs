@@ -709,6 +709,14 @@ impl Cursor {
 
     fn show(&mut self) -> Result<Statement> {
         self.index += 1;
+        if self.eat("ALL") {
+            self.expect("TOPICS")?;
+            let extended = self.eat("EXTENDED");
+            return Ok(Statement::Show {
+                kind: ShowKind::AllTopics,
+                extended,
+            });
+        }
         let kind = match self.word() {
             Some("STREAMS") => ShowKind::Streams,
             Some("TABLES") => ShowKind::Tables,
@@ -716,7 +724,10 @@ impl Cursor {
             Some("QUERIES") => ShowKind::Queries,
             Some("PROPERTIES") => ShowKind::Properties,
             Some("FUNCTIONS") => ShowKind::Functions,
-            _ => return self.error("STREAMS, TABLES, TOPICS, QUERIES, PROPERTIES or FUNCTIONS"),
+            _ => {
+                return self
+                    .error("STREAMS, TABLES, [ALL] TOPICS, QUERIES, PROPERTIES or FUNCTIONS")
+            }
         };
         self.index += 1;
         let extended = self.eat("EXTENDED");
