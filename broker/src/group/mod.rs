@@ -4,9 +4,11 @@
 //! leader member computes the assignment, client side) -> Stable (members heartbeat). Any join,
 //! leave or session timeout starts a new rebalance and bumps the generation; requests from an
 //! older generation are fenced with ILLEGAL_GENERATION. Committed offsets live in the compacted
-//! topic `__consumer_offsets` ([`offsets`]) and are restored from it on start-up; membership is
-//! kept in memory only, so after a restart a group is known by its offsets alone (state Empty,
-//! no protocol type) until its members rejoin.
+//! topic `__consumer_offsets` ([`offsets`]) and are restored from it on start-up. So is each
+//! group's metadata ([`stored`]), written when a rebalance completes (Stable) and when the group
+//! becomes Empty, and deleted with the group: after a restart a group comes back Empty with its
+//! protocol type, protocol, leader and generation, and the next rebalance continues from that
+//! generation. Its members are not restored: they rejoin, as after a coordinator move.
 //!
 //! The admin side, as Kafka's classic coordinator answers it: [`GroupCoordinator::list`],
 //! [`GroupCoordinator::describe`], [`GroupCoordinator::check_delete`] (DeleteGroups) and
@@ -14,6 +16,7 @@
 
 pub mod assignor;
 pub mod offsets;
+pub(crate) mod stored;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -25,10 +28,11 @@ use kafka_protocol::protocol::Decodable;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use crate::broker::Broker;
+use crate::broker::{now_ms, Broker};
 use crate::error::{BrokerError, Result};
 use crate::limits::GROUP_MEMBERS_MAX;
 use offsets::OffsetStore;
+use stored::{StoredGroup, StoredMember};
 
 /// The protocol type of groups run by Kafka consumers; only their subscriptions can be read.
 const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
@@ -187,6 +191,9 @@ pub struct MemberDescription {
 /// The group coordinator of this node (every group is coordinated here on a single node).
 pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Group>>,
+    /// Group metadata records to write to `__consumer_offsets` (`None` deletes the group), in
+    /// the order the changes happened; pushed under the groups' lock.
+    metadata_changes: Mutex<Vec<(String, Option<StoredGroup>)>>,
     pub(crate) offsets: OffsetStore,
     initial_rebalance_delay: Duration,
 }
@@ -195,6 +202,7 @@ impl GroupCoordinator {
     pub(crate) fn new(initial_rebalance_delay: Duration) -> GroupCoordinator {
         GroupCoordinator {
             groups: Mutex::new(HashMap::new()),
+            metadata_changes: Mutex::new(Vec::new()),
             offsets: OffsetStore::new(),
             initial_rebalance_delay,
         }
@@ -261,7 +269,7 @@ impl GroupCoordinator {
         if group.state != GroupState::PreparingRebalance {
             self.start_rebalance(group);
         }
-        self.try_complete_join(group, now);
+        self.try_complete_join(&request.group_id, group, now);
         Ok(JoinStarted::Waiting(receiver))
     }
 
@@ -291,7 +299,7 @@ impl GroupCoordinator {
 
     /// Completes the join phase once every member has rejoined (or the deadline removed those
     /// that did not).
-    fn try_complete_join(&self, group: &mut Group, now: Instant) {
+    fn try_complete_join(&self, group_id: &str, group: &mut Group, now: Instant) {
         if group.state != GroupState::PreparingRebalance || now < group.earliest_completion {
             return;
         }
@@ -303,6 +311,7 @@ impl GroupCoordinator {
         group.generation += 1;
         if group.members.is_empty() {
             group.state = GroupState::Empty;
+            self.record_metadata(group_id, group);
             return;
         }
         if !group.members.contains_key(&group.leader) {
@@ -388,6 +397,7 @@ impl GroupCoordinator {
                             let _ = waiter.send(Ok(m.assignment.clone()));
                         }
                     }
+                    self.record_metadata(group_id, group);
                 }
             }
         }
@@ -424,20 +434,54 @@ impl GroupCoordinator {
                 None => Err(unknown_member(group_id, id)),
             })
             .collect();
-        self.after_removal(group);
+        self.after_removal(group_id, group);
         results
     }
 
-    fn after_removal(&self, group: &mut Group) {
+    fn after_removal(&self, group_id: &str, group: &mut Group) {
         if group.members.is_empty() {
             group.state = GroupState::Empty;
             group.generation += 1;
+            self.record_metadata(group_id, group);
             return;
         }
         if group.state != GroupState::PreparingRebalance {
             self.start_rebalance(group);
         }
-        self.try_complete_join(group, Instant::now());
+        self.try_complete_join(group_id, group, Instant::now());
+    }
+
+    /// Queues a group's metadata record, as it stands now, for `__consumer_offsets`.
+    fn record_metadata(&self, group_id: &str, group: &Group) {
+        let record = (group_id.to_string(), Some(group.stored()));
+        self.metadata_changes.lock().push(record);
+    }
+
+    /// Whether group metadata records wait to be written.
+    pub(crate) fn has_metadata_changes(&self) -> bool {
+        !self.metadata_changes.lock().is_empty()
+    }
+
+    /// The group metadata records queued since the last call, in the order of their changes.
+    pub(crate) fn take_metadata_changes(&self) -> Vec<(String, Option<StoredGroup>)> {
+        std::mem::take(&mut *self.metadata_changes.lock())
+    }
+
+    /// Puts back groups read from `__consumer_offsets` at start-up: Empty, with the protocol
+    /// type, protocol, leader and generation of their last record, and no members (they
+    /// rejoin, and their next rebalance takes the next generation).
+    pub(crate) fn restore(&self, stored: BTreeMap<String, StoredGroup>) {
+        let mut groups = self.groups.lock();
+        for (group_id, record) in stored {
+            let group = Group {
+                generation: record.generation,
+                protocol_type: record.protocol_type,
+                protocol_name: record.protocol_name.unwrap_or_default(),
+                leader: record.leader.unwrap_or_default(),
+                ..Group::new()
+            };
+            groups.insert(group_id, group);
+        }
     }
 
     /// Expires members whose session ran out and completes rebalances past their deadline.
@@ -455,9 +499,9 @@ impl GroupCoordinator {
                 alive
             });
             if group.members.len() != before {
-                self.after_removal(group);
+                self.after_removal(group_id, group);
             } else {
-                self.try_complete_join(group, now);
+                self.try_complete_join(group_id, group, now);
             }
         }
     }
@@ -576,6 +620,9 @@ impl GroupCoordinator {
             }
             Some(_) => {
                 groups.remove(group_id);
+                self.metadata_changes
+                    .lock()
+                    .push((group_id.to_string(), None));
                 Ok(())
             }
             None if self.offsets.has_offsets(group_id) => Ok(()),
@@ -631,6 +678,36 @@ impl Member {
 }
 
 impl Group {
+    /// The group as its metadata record stores it: members with their metadata for the chosen
+    /// protocol and their assignment (Kafka stores no protocol or leader for an Empty group).
+    fn stored(&self) -> StoredGroup {
+        let empty = self.state == GroupState::Empty;
+        let chosen = |s: &String| (!empty && !s.is_empty()).then(|| s.clone());
+        let millis = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+        let members = self
+            .members
+            .iter()
+            .map(|(member_id, m)| StoredMember {
+                member_id: member_id.clone(),
+                group_instance_id: m.group_instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                rebalance_timeout_ms: millis(m.rebalance_timeout),
+                session_timeout_ms: millis(m.session_timeout),
+                subscription: m.metadata(&self.protocol_name).unwrap_or_default(),
+                assignment: m.assignment.clone(),
+            })
+            .collect();
+        StoredGroup {
+            protocol_type: self.protocol_type.clone(),
+            generation: self.generation,
+            protocol_name: chosen(&self.protocol_name),
+            leader: chosen(&self.leader),
+            state_timestamp_ms: now_ms(),
+            members,
+        }
+    }
+
     /// The topics the members' subscriptions name (consumer protocol, read as version 0, the
     /// prefix every version shares, as Kafka reads it). `None` before a protocol is chosen or
     /// when a member's metadata cannot be read.
@@ -700,5 +777,6 @@ pub(crate) async fn expire_members(broker: Arc<Broker>) {
     loop {
         tick.tick().await;
         broker.groups.tick();
+        offsets::persist_group_metadata(&broker);
     }
 }
