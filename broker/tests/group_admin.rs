@@ -679,9 +679,10 @@ fn a_deletion_survives_a_restart() {
 }
 
 /// A group's metadata is a record in `__consumer_offsets`, as in Kafka: after a restart a group
-/// that completed a rebalance is listed and described as an Empty `consumer` group (its members
-/// rejoin), and its next rebalance continues from its generation; a group that emptied keeps
-/// its generation too, and a deleted group stays deleted. Method: each broker life on its own
+/// that completed a rebalance is listed and described as a Stable `consumer` group with its
+/// member and assignment, the member's heartbeats of its generation are accepted, and its next
+/// rebalance continues from that generation; a group that emptied keeps its generation too,
+/// and a deleted group stays deleted. Method: each broker life on its own
 /// runtime, dropped without a clean shutdown, as in `a_deletion_survives_a_restart`.
 #[test]
 fn a_rebalanced_group_survives_a_restart() {
@@ -694,12 +695,13 @@ fn a_rebalanced_group_survives_a_restart() {
             .expect("runtime")
     };
     let first = runtime();
-    first.block_on(async {
+    let stable_member = first.block_on(async {
         let (broker, address) = start(dir.path()).await;
         broker
             .create_topic("orders", 2, Default::default())
             .expect("topic");
         let mut tool = Client::connect(address, "admin-tool").await;
+        let mut stable_member = String::new();
         for group_id in ["stable", "left", "deleted"] {
             let mut member = Client::connect(address, "member").await;
             let joined = join(&mut member, group_id, "", None, &["orders"]).await;
@@ -708,6 +710,7 @@ fn a_rebalanced_group_survives_a_restart() {
             let synced = sync(&mut member, group_id, &joined, &[(&id, b"a")]).await;
             assert_eq!(synced.error_code, 0);
             if group_id == "stable" {
+                stable_member = id;
                 continue;
             }
             let leave = LeaveGroupRequest::default()
@@ -723,6 +726,7 @@ fn a_rebalanced_group_survives_a_restart() {
             describe(&mut tool, 5, "stable").await.group_state.as_str(),
             "Stable"
         );
+        stable_member
     });
     drop(first);
 
@@ -731,22 +735,39 @@ fn a_rebalanced_group_survives_a_restart() {
         let (_broker, address) = start(dir.path()).await;
         let mut tool = Client::connect(address, "admin-tool").await;
         let listed = list(&mut tool, &[], &[]).await;
-        let empty = |id: &str| (id.to_string(), "Empty".to_string());
-        assert_eq!(listed, [empty("left"), empty("stable")]);
+        let state = |id: &str, state: &str| (id.to_string(), state.to_string());
+        assert_eq!(listed, [state("left", "Empty"), state("stable", "Stable")]);
         let v0 = tool.call(0, &ListGroupsRequest::default()).await;
         let types: Vec<&str> = v0.groups.iter().map(|g| g.protocol_type.as_str()).collect();
         assert_eq!(types, ["consumer", "consumer"]);
         let stable = describe(&mut tool, 5, "stable").await;
-        assert_eq!(stable.group_state.as_str(), "Empty");
+        assert_eq!(stable.group_state.as_str(), "Stable");
         assert_eq!(stable.protocol_type.as_str(), "consumer");
-        assert!(stable.members.is_empty(), "members rejoin after a restart");
+        assert_eq!(stable.protocol_data.as_str(), "range");
+        assert_eq!(
+            stable.members.len(),
+            1,
+            "members are restored, as Kafka does"
+        );
+        assert_eq!(stable.members[0].member_id.as_str(), stable_member);
+        assert_eq!(stable.members[0].member_assignment.as_ref(), b"a");
+        assert_eq!(stable.members[0].member_metadata, subscription(&["orders"]));
+        let left = describe(&mut tool, 5, "left").await;
+        assert_eq!(left.protocol_type.as_str(), "consumer");
+        assert!(left.members.is_empty());
         assert_eq!(
             describe(&mut tool, 5, "deleted").await.group_state.as_str(),
             "Dead"
         );
 
         let mut member = Client::connect(address, "member").await;
-        let joined = join(&mut member, "stable", "", None, &["orders"]).await;
+        let heartbeat = HeartbeatRequest::default()
+            .with_group_id(group("stable"))
+            .with_generation_id(1)
+            .with_member_id(s(&stable_member));
+        let beat = member.call(4, &heartbeat).await;
+        assert_eq!(beat.error_code, 0, "the restored member carries on");
+        let joined = join(&mut member, "stable", &stable_member, None, &["orders"]).await;
         assert_eq!((joined.error_code, joined.generation_id), (0, 2));
         let joined = join(&mut member, "left", "", None, &["orders"]).await;
         assert_eq!(

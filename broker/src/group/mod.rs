@@ -6,9 +6,10 @@
 //! older generation are fenced with ILLEGAL_GENERATION. Committed offsets live in the compacted
 //! topic `__consumer_offsets` ([`offsets`]) and are restored from it on start-up. So is each
 //! group's metadata ([`stored`]), written when a rebalance completes (Stable) and when the group
-//! becomes Empty, and deleted with the group: after a restart a group comes back Empty with its
+//! becomes Empty, and deleted with the group: after a restart a group comes back with its
 //! protocol type, protocol, leader and generation, and the next rebalance continues from that
-//! generation. Its members are not restored: they rejoin, as after a coordinator move.
+//! generation. Its members come back too, as Kafka loads them: Stable, their sessions
+//! restarted, so a consumer that keeps heartbeating carries on and one that is gone expires.
 //!
 //! The admin side, as Kafka's classic coordinator answers it: [`GroupCoordinator::list`],
 //! [`GroupCoordinator::describe`], [`GroupCoordinator::check_delete`] (DeleteGroups) and
@@ -467,17 +468,39 @@ impl GroupCoordinator {
         std::mem::take(&mut *self.metadata_changes.lock())
     }
 
-    /// Puts back groups read from `__consumer_offsets` at start-up: Empty, with the protocol
-    /// type, protocol, leader and generation of their last record, and no members (they
-    /// rejoin, and their next rebalance takes the next generation).
+    /// Puts back groups read from `__consumer_offsets` at start-up, as Kafka loads them: a
+    /// group with members is Stable with those members and their assignments, their sessions
+    /// starting now (a member that does not heartbeat in time expires, and the group
+    /// rebalances); a group without is Empty. Either keeps its protocol type, protocol, leader
+    /// and generation, so its next rebalance takes the next generation.
     pub(crate) fn restore(&self, stored: BTreeMap<String, StoredGroup>) {
+        let now = Instant::now();
         let mut groups = self.groups.lock();
         for (group_id, record) in stored {
+            let protocol_name = record.protocol_name.unwrap_or_default();
+            let members: BTreeMap<String, Member> = match protocol_name.is_empty() {
+                true => BTreeMap::new(),
+                false => record
+                    .members
+                    .into_iter()
+                    .map(|m| {
+                        (
+                            m.member_id.clone(),
+                            Member::restored(m, &protocol_name, now),
+                        )
+                    })
+                    .collect(),
+            };
             let group = Group {
+                state: match members.is_empty() {
+                    true => GroupState::Empty,
+                    false => GroupState::Stable,
+                },
                 generation: record.generation,
                 protocol_type: record.protocol_type,
-                protocol_name: record.protocol_name.unwrap_or_default(),
+                protocol_name,
                 leader: record.leader.unwrap_or_default(),
+                members,
                 ..Group::new()
             };
             groups.insert(group_id, group);
@@ -668,6 +691,23 @@ impl GroupCoordinator {
 const DEAD: &str = "Dead";
 
 impl Member {
+    /// A member read back from its group's record, its session starting `now`.
+    fn restored(stored: StoredMember, protocol_name: &str, now: Instant) -> Member {
+        let millis = |ms: i32| Duration::from_millis(ms.max(1) as u64);
+        Member {
+            group_instance_id: stored.group_instance_id,
+            client_id: stored.client_id,
+            client_host: stored.client_host,
+            protocols: vec![(protocol_name.to_string(), stored.subscription)],
+            session_timeout: millis(stored.session_timeout_ms),
+            rebalance_timeout: millis(stored.rebalance_timeout_ms),
+            last_seen: now,
+            join_waiter: None,
+            sync_waiter: None,
+            assignment: stored.assignment,
+        }
+    }
+
     /// This member's metadata for `protocol`, if it offered that protocol.
     fn metadata(&self, protocol: &str) -> Option<Bytes> {
         self.protocols
@@ -778,5 +818,47 @@ pub(crate) async fn expire_members(broker: Arc<Broker>) {
         tick.tick().await;
         broker.groups.tick();
         offsets::persist_group_metadata(&broker);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A restored member that never heartbeats expires after its session, as in Kafka: the
+    /// group rebalances to Empty at the next generation and queues that record.
+    #[test]
+    fn a_restored_member_that_is_gone_expires() {
+        let coordinator = GroupCoordinator::new(Duration::ZERO);
+        let member = StoredMember {
+            member_id: "m".into(),
+            group_instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            rebalance_timeout_ms: 1,
+            session_timeout_ms: 1,
+            subscription: Bytes::new(),
+            assignment: Bytes::from_static(b"a"),
+        };
+        let record = StoredGroup {
+            protocol_type: CONSUMER_PROTOCOL_TYPE.into(),
+            generation: 7,
+            protocol_name: Some("range".into()),
+            leader: Some("m".into()),
+            state_timestamp_ms: 0,
+            members: vec![member],
+        };
+        coordinator.restore(BTreeMap::from([("g".to_string(), record)]));
+        assert_eq!(coordinator.describe("g").state, "Stable");
+        std::thread::sleep(Duration::from_millis(5));
+        coordinator.tick();
+        assert_eq!(coordinator.describe("g").state, "Empty");
+        let changes = coordinator.take_metadata_changes();
+        let stored = changes
+            .last()
+            .and_then(|(_, s)| s.as_ref())
+            .expect("a record");
+        assert_eq!((stored.generation, stored.members.len()), (8, 0));
+        assert_eq!(stored.protocol_type, CONSUMER_PROTOCOL_TYPE);
     }
 }
