@@ -633,8 +633,9 @@ impl GroupCoordinator {
     }
 
     /// DeleteGroups' check, as Kafka's: a group with members is NON_EMPTY_GROUP, an unknown one
-    /// GROUP_ID_NOT_FOUND. An empty group is forgotten here; the caller then deletes its
-    /// committed offsets (which keep it listed until their tombstones are on disk).
+    /// GROUP_ID_NOT_FOUND. An empty group is forgotten here and its metadata tombstone queued;
+    /// the caller then writes it and deletes the committed offsets (which keep the group listed
+    /// until their tombstones are on disk).
     pub fn check_delete(&self, group_id: &str) -> Result<()> {
         let mut groups = self.groups.lock();
         match groups.get(group_id) {
