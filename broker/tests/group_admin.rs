@@ -678,6 +678,106 @@ fn a_deletion_survives_a_restart() {
     });
 }
 
+/// A group's metadata is a record in `__consumer_offsets`, as in Kafka: after a restart a group
+/// that completed a rebalance is listed and described as a Stable `consumer` group with its
+/// member and assignment, the member's heartbeats of its generation are accepted, and its next
+/// rebalance continues from that generation; a group that emptied keeps its generation too,
+/// and a deleted group stays deleted. Method: each broker life on its own
+/// runtime, dropped without a clean shutdown, as in `a_deletion_survives_a_restart`.
+#[test]
+fn a_rebalanced_group_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    let first = runtime();
+    let stable_member = first.block_on(async {
+        let (broker, address) = start(dir.path()).await;
+        broker
+            .create_topic("orders", 2, Default::default())
+            .expect("topic");
+        let mut tool = Client::connect(address, "admin-tool").await;
+        let mut stable_member = String::new();
+        for group_id in ["stable", "left", "deleted"] {
+            let mut member = Client::connect(address, "member").await;
+            let joined = join(&mut member, group_id, "", None, &["orders"]).await;
+            assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+            let id = joined.member_id.to_string();
+            let synced = sync(&mut member, group_id, &joined, &[(&id, b"a")]).await;
+            assert_eq!(synced.error_code, 0);
+            if group_id == "stable" {
+                stable_member = id;
+                continue;
+            }
+            let leave = LeaveGroupRequest::default()
+                .with_group_id(group(group_id))
+                .with_members(vec![MemberIdentity::default().with_member_id(s(&id))]);
+            assert_eq!(member.call(3, &leave).await.error_code, 0);
+        }
+        // The leave's record is written in the background: wait until a fetch sees it applied.
+        wait_for_state(&mut tool, "deleted", "Empty").await;
+        let request = DeleteGroupsRequest::default().with_groups_names(vec![group("deleted")]);
+        assert_eq!(delete_results(&tool.call(2, &request).await)[0].1, 0);
+        assert_eq!(
+            describe(&mut tool, 5, "stable").await.group_state.as_str(),
+            "Stable"
+        );
+        stable_member
+    });
+    drop(first);
+
+    let second = runtime();
+    second.block_on(async {
+        let (_broker, address) = start(dir.path()).await;
+        let mut tool = Client::connect(address, "admin-tool").await;
+        let listed = list(&mut tool, &[], &[]).await;
+        let state = |id: &str, state: &str| (id.to_string(), state.to_string());
+        assert_eq!(listed, [state("left", "Empty"), state("stable", "Stable")]);
+        let v0 = tool.call(0, &ListGroupsRequest::default()).await;
+        let types: Vec<&str> = v0.groups.iter().map(|g| g.protocol_type.as_str()).collect();
+        assert_eq!(types, ["consumer", "consumer"]);
+        let stable = describe(&mut tool, 5, "stable").await;
+        assert_eq!(stable.group_state.as_str(), "Stable");
+        assert_eq!(stable.protocol_type.as_str(), "consumer");
+        assert_eq!(stable.protocol_data.as_str(), "range");
+        assert_eq!(
+            stable.members.len(),
+            1,
+            "members are restored, as Kafka does"
+        );
+        assert_eq!(stable.members[0].member_id.as_str(), stable_member);
+        assert_eq!(stable.members[0].member_assignment.as_ref(), b"a");
+        assert_eq!(stable.members[0].member_metadata, subscription(&["orders"]));
+        let left = describe(&mut tool, 5, "left").await;
+        assert_eq!(left.protocol_type.as_str(), "consumer");
+        assert!(left.members.is_empty());
+        assert_eq!(
+            describe(&mut tool, 5, "deleted").await.group_state.as_str(),
+            "Dead"
+        );
+
+        let mut member = Client::connect(address, "member").await;
+        let heartbeat = HeartbeatRequest::default()
+            .with_group_id(group("stable"))
+            .with_generation_id(1)
+            .with_member_id(s(&stable_member));
+        let beat = member.call(4, &heartbeat).await;
+        assert_eq!(beat.error_code, 0, "the restored member carries on");
+        let joined = join(&mut member, "stable", &stable_member, None, &["orders"]).await;
+        assert_eq!((joined.error_code, joined.generation_id), (0, 2));
+        let joined = join(&mut member, "left", "", None, &["orders"]).await;
+        assert_eq!(
+            (joined.error_code, joined.generation_id),
+            (0, 3),
+            "the leave made generation 2"
+        );
+    });
+}
+
 /// The advertised ranges are Kafka 3.9's for these APIs.
 #[tokio::test]
 async fn group_admin_apis_are_advertised_at_kafka_3_9_ranges() {

@@ -276,6 +276,38 @@ def group_admin(args):
         "listed_after_delete": listed(),
     }
     print(json.dumps({"consumed": consumed, "stale_committed": stale, "busy": busy, "left": left}))
+def groups(args):
+    """Deletes the --delete groups, then lists every group and describes the --describe ones, as
+    kafka-consumer-groups --list / --describe would. A group of protocol type "consumer" is not
+    simple; one known only by committed offsets (no protocol type) is."""
+    client = admin(args)
+    deleted = {}
+    if args.delete:
+        for group_id, future in client.delete_consumer_groups(args.delete, request_timeout=10).items():
+            try:
+                future.result()
+                deleted[group_id] = "NONE"
+            except KafkaException as e:
+                deleted[group_id] = e.args[0].name()
+    listed = sorted(
+        (
+            {"group": g.group_id, "state": g.state.name, "simple": g.is_simple_consumer_group}
+            for g in client.list_consumer_groups(request_timeout=10).result().valid
+        ),
+        key=lambda g: g["group"],
+    )
+    described = {}
+    if args.describe:
+        for group_id, future in client.describe_consumer_groups(args.describe, request_timeout=10).items():
+            d = future.result()
+            described[group_id] = {
+                "state": d.state.name,
+                "simple": d.is_simple_consumer_group,
+                "members": len(d.members),
+            }
+    print(json.dumps({"deleted": deleted, "listed": listed, "described": described}))
+
+
 def create_partitions(args):
     client = admin(args)
     futures = client.create_partitions([NewPartitions(args.topic, args.count)], request_timeout=15)
@@ -417,6 +449,11 @@ def main():
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--max-seconds", type=float, default=30.0)
     p.set_defaults(run=group_admin)
+
+    p = sub.add_parser("groups")
+    p.add_argument("--delete", action="append", default=[])
+    p.add_argument("--describe", action="append", default=[])
+    p.set_defaults(run=groups)
 
     p = sub.add_parser("create-partitions")
     p.add_argument("--topic", required=True)

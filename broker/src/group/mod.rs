@@ -4,9 +4,12 @@
 //! leader member computes the assignment, client side) -> Stable (members heartbeat). Any join,
 //! leave or session timeout starts a new rebalance and bumps the generation; requests from an
 //! older generation are fenced with ILLEGAL_GENERATION. Committed offsets live in the compacted
-//! topic `__consumer_offsets` ([`offsets`]) and are restored from it on start-up; membership is
-//! kept in memory only, so after a restart a group is known by its offsets alone (state Empty,
-//! no protocol type) until its members rejoin.
+//! topic `__consumer_offsets` ([`offsets`]) and are restored from it on start-up. So is each
+//! group's metadata ([`stored`]), written when a rebalance completes (Stable) and when the group
+//! becomes Empty, and deleted with the group: after a restart a group comes back with its
+//! protocol type, protocol, leader and generation, and the next rebalance continues from that
+//! generation. Its members come back too, as Kafka loads them: Stable, their sessions
+//! restarted, so a consumer that keeps heartbeating carries on and one that is gone expires.
 //!
 //! The admin side, as Kafka's classic coordinator answers it: [`GroupCoordinator::list`],
 //! [`GroupCoordinator::describe`], [`GroupCoordinator::check_delete`] (DeleteGroups) and
@@ -14,6 +17,7 @@
 
 pub mod assignor;
 pub mod offsets;
+pub(crate) mod stored;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -25,10 +29,11 @@ use kafka_protocol::protocol::Decodable;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use crate::broker::Broker;
+use crate::broker::{now_ms, Broker};
 use crate::error::{BrokerError, Result};
 use crate::limits::GROUP_MEMBERS_MAX;
 use offsets::OffsetStore;
+use stored::{StoredGroup, StoredMember};
 
 /// The protocol type of groups run by Kafka consumers; only their subscriptions can be read.
 const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
@@ -187,6 +192,9 @@ pub struct MemberDescription {
 /// The group coordinator of this node (every group is coordinated here on a single node).
 pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Group>>,
+    /// Group metadata records to write to `__consumer_offsets` (`None` deletes the group), in
+    /// the order the changes happened; pushed under the groups' lock.
+    metadata_changes: Mutex<Vec<(String, Option<StoredGroup>)>>,
     pub(crate) offsets: OffsetStore,
     initial_rebalance_delay: Duration,
 }
@@ -195,6 +203,7 @@ impl GroupCoordinator {
     pub(crate) fn new(initial_rebalance_delay: Duration) -> GroupCoordinator {
         GroupCoordinator {
             groups: Mutex::new(HashMap::new()),
+            metadata_changes: Mutex::new(Vec::new()),
             offsets: OffsetStore::new(),
             initial_rebalance_delay,
         }
@@ -261,7 +270,7 @@ impl GroupCoordinator {
         if group.state != GroupState::PreparingRebalance {
             self.start_rebalance(group);
         }
-        self.try_complete_join(group, now);
+        self.try_complete_join(&request.group_id, group, now);
         Ok(JoinStarted::Waiting(receiver))
     }
 
@@ -291,7 +300,7 @@ impl GroupCoordinator {
 
     /// Completes the join phase once every member has rejoined (or the deadline removed those
     /// that did not).
-    fn try_complete_join(&self, group: &mut Group, now: Instant) {
+    fn try_complete_join(&self, group_id: &str, group: &mut Group, now: Instant) {
         if group.state != GroupState::PreparingRebalance || now < group.earliest_completion {
             return;
         }
@@ -303,6 +312,7 @@ impl GroupCoordinator {
         group.generation += 1;
         if group.members.is_empty() {
             group.state = GroupState::Empty;
+            self.record_metadata(group_id, group);
             return;
         }
         if !group.members.contains_key(&group.leader) {
@@ -388,6 +398,7 @@ impl GroupCoordinator {
                             let _ = waiter.send(Ok(m.assignment.clone()));
                         }
                     }
+                    self.record_metadata(group_id, group);
                 }
             }
         }
@@ -424,20 +435,76 @@ impl GroupCoordinator {
                 None => Err(unknown_member(group_id, id)),
             })
             .collect();
-        self.after_removal(group);
+        self.after_removal(group_id, group);
         results
     }
 
-    fn after_removal(&self, group: &mut Group) {
+    fn after_removal(&self, group_id: &str, group: &mut Group) {
         if group.members.is_empty() {
             group.state = GroupState::Empty;
             group.generation += 1;
+            self.record_metadata(group_id, group);
             return;
         }
         if group.state != GroupState::PreparingRebalance {
             self.start_rebalance(group);
         }
-        self.try_complete_join(group, Instant::now());
+        self.try_complete_join(group_id, group, Instant::now());
+    }
+
+    /// Queues a group's metadata record, as it stands now, for `__consumer_offsets`.
+    fn record_metadata(&self, group_id: &str, group: &Group) {
+        let record = (group_id.to_string(), Some(group.stored()));
+        self.metadata_changes.lock().push(record);
+    }
+
+    /// Whether group metadata records wait to be written.
+    pub(crate) fn has_metadata_changes(&self) -> bool {
+        !self.metadata_changes.lock().is_empty()
+    }
+
+    /// The group metadata records queued since the last call, in the order of their changes.
+    pub(crate) fn take_metadata_changes(&self) -> Vec<(String, Option<StoredGroup>)> {
+        std::mem::take(&mut *self.metadata_changes.lock())
+    }
+
+    /// Puts back groups read from `__consumer_offsets` at start-up, as Kafka loads them: a
+    /// group with members is Stable with those members and their assignments, their sessions
+    /// starting now (a member that does not heartbeat in time expires, and the group
+    /// rebalances); a group without is Empty. Either keeps its protocol type, protocol, leader
+    /// and generation, so its next rebalance takes the next generation.
+    pub(crate) fn restore(&self, stored: BTreeMap<String, StoredGroup>) {
+        let now = Instant::now();
+        let mut groups = self.groups.lock();
+        for (group_id, record) in stored {
+            let protocol_name = record.protocol_name.unwrap_or_default();
+            let members: BTreeMap<String, Member> = match protocol_name.is_empty() {
+                true => BTreeMap::new(),
+                false => record
+                    .members
+                    .into_iter()
+                    .map(|m| {
+                        (
+                            m.member_id.clone(),
+                            Member::restored(m, &protocol_name, now),
+                        )
+                    })
+                    .collect(),
+            };
+            let group = Group {
+                state: match members.is_empty() {
+                    true => GroupState::Empty,
+                    false => GroupState::Stable,
+                },
+                generation: record.generation,
+                protocol_type: record.protocol_type,
+                protocol_name,
+                leader: record.leader.unwrap_or_default(),
+                members,
+                ..Group::new()
+            };
+            groups.insert(group_id, group);
+        }
     }
 
     /// Expires members whose session ran out and completes rebalances past their deadline.
@@ -455,9 +522,9 @@ impl GroupCoordinator {
                 alive
             });
             if group.members.len() != before {
-                self.after_removal(group);
+                self.after_removal(group_id, group);
             } else {
-                self.try_complete_join(group, now);
+                self.try_complete_join(group_id, group, now);
             }
         }
     }
@@ -566,8 +633,9 @@ impl GroupCoordinator {
     }
 
     /// DeleteGroups' check, as Kafka's: a group with members is NON_EMPTY_GROUP, an unknown one
-    /// GROUP_ID_NOT_FOUND. An empty group is forgotten here; the caller then deletes its
-    /// committed offsets (which keep it listed until their tombstones are on disk).
+    /// GROUP_ID_NOT_FOUND. An empty group is forgotten here and its metadata tombstone queued;
+    /// the caller then writes it and deletes the committed offsets (which keep the group listed
+    /// until their tombstones are on disk).
     pub fn check_delete(&self, group_id: &str) -> Result<()> {
         let mut groups = self.groups.lock();
         match groups.get(group_id) {
@@ -576,6 +644,9 @@ impl GroupCoordinator {
             }
             Some(_) => {
                 groups.remove(group_id);
+                self.metadata_changes
+                    .lock()
+                    .push((group_id.to_string(), None));
                 Ok(())
             }
             None if self.offsets.has_offsets(group_id) => Ok(()),
@@ -621,6 +692,23 @@ impl GroupCoordinator {
 const DEAD: &str = "Dead";
 
 impl Member {
+    /// A member read back from its group's record, its session starting `now`.
+    fn restored(stored: StoredMember, protocol_name: &str, now: Instant) -> Member {
+        let millis = |ms: i32| Duration::from_millis(ms.max(1) as u64);
+        Member {
+            group_instance_id: stored.group_instance_id,
+            client_id: stored.client_id,
+            client_host: stored.client_host,
+            protocols: vec![(protocol_name.to_string(), stored.subscription)],
+            session_timeout: millis(stored.session_timeout_ms),
+            rebalance_timeout: millis(stored.rebalance_timeout_ms),
+            last_seen: now,
+            join_waiter: None,
+            sync_waiter: None,
+            assignment: stored.assignment,
+        }
+    }
+
     /// This member's metadata for `protocol`, if it offered that protocol.
     fn metadata(&self, protocol: &str) -> Option<Bytes> {
         self.protocols
@@ -631,6 +719,36 @@ impl Member {
 }
 
 impl Group {
+    /// The group as its metadata record stores it: members with their metadata for the chosen
+    /// protocol and their assignment (Kafka stores no protocol or leader for an Empty group).
+    fn stored(&self) -> StoredGroup {
+        let empty = self.state == GroupState::Empty;
+        let chosen = |s: &String| (!empty && !s.is_empty()).then(|| s.clone());
+        let millis = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+        let members = self
+            .members
+            .iter()
+            .map(|(member_id, m)| StoredMember {
+                member_id: member_id.clone(),
+                group_instance_id: m.group_instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                rebalance_timeout_ms: millis(m.rebalance_timeout),
+                session_timeout_ms: millis(m.session_timeout),
+                subscription: m.metadata(&self.protocol_name).unwrap_or_default(),
+                assignment: m.assignment.clone(),
+            })
+            .collect();
+        StoredGroup {
+            protocol_type: self.protocol_type.clone(),
+            generation: self.generation,
+            protocol_name: chosen(&self.protocol_name),
+            leader: chosen(&self.leader),
+            state_timestamp_ms: now_ms(),
+            members,
+        }
+    }
+
     /// The topics the members' subscriptions name (consumer protocol, read as version 0, the
     /// prefix every version shares, as Kafka reads it). `None` before a protocol is chosen or
     /// when a member's metadata cannot be read.
@@ -700,5 +818,48 @@ pub(crate) async fn expire_members(broker: Arc<Broker>) {
     loop {
         tick.tick().await;
         broker.groups.tick();
+        offsets::persist_group_metadata(&broker);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A restored member that never heartbeats expires after its session, as in Kafka: the
+    /// group rebalances to Empty at the next generation and queues that record.
+    #[test]
+    fn a_restored_member_that_is_gone_expires() {
+        let coordinator = GroupCoordinator::new(Duration::ZERO);
+        let member = StoredMember {
+            member_id: "m".into(),
+            group_instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            rebalance_timeout_ms: 1,
+            session_timeout_ms: 1,
+            subscription: Bytes::new(),
+            assignment: Bytes::from_static(b"a"),
+        };
+        let record = StoredGroup {
+            protocol_type: CONSUMER_PROTOCOL_TYPE.into(),
+            generation: 7,
+            protocol_name: Some("range".into()),
+            leader: Some("m".into()),
+            state_timestamp_ms: 0,
+            members: vec![member],
+        };
+        coordinator.restore(BTreeMap::from([("g".to_string(), record)]));
+        assert_eq!(coordinator.describe("g").state, "Stable");
+        std::thread::sleep(Duration::from_millis(5));
+        coordinator.tick();
+        assert_eq!(coordinator.describe("g").state, "Empty");
+        let changes = coordinator.take_metadata_changes();
+        let stored = changes
+            .last()
+            .and_then(|(_, s)| s.as_ref())
+            .expect("a record");
+        assert_eq!((stored.generation, stored.members.len()), (8, 0));
+        assert_eq!(stored.protocol_type, CONSUMER_PROTOCOL_TYPE);
     }
 }

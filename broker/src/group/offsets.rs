@@ -6,8 +6,9 @@
 //! A null value (tombstone) deletes the offset: DeleteGroups and OffsetDelete write them, so a
 //! deletion survives a restart. A commit or deletion is acknowledged once its records are synced
 //! to disk (the topic is created with `flush.messages=1`); [`OffsetStore`] keeps memory in step
-//! with the log. Group metadata records (key version 2: members, generation, assignments) are
-//! neither written nor read: group membership lives in memory only.
+//! with the log. Group metadata records (key version 2, [`super::stored`]) share the topic:
+//! [`append_group_metadata`] writes those the coordinator queued, and [`restore`] reads the
+//! latest of each group back.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use super::stored::{self, StoredGroup};
 use super::CommittedOffset;
 use crate::broker::{now_ms, Broker};
 use crate::error::{BrokerError, Result};
@@ -439,6 +441,53 @@ fn append(
     }))
 }
 
+/// Appends the group metadata records the coordinator queued ([`super::GroupCoordinator`]), in
+/// their order; `None` when there were none. Taken under the store's lock, so two writers
+/// cannot put an older record of a group after a newer one.
+pub(crate) fn append_group_metadata(broker: &Broker) -> Result<Option<Appended>> {
+    if !broker.groups.has_metadata_changes() {
+        return Ok(None);
+    }
+    let topic = offsets_topic(broker)?;
+    let _order = broker.groups.offsets.state.lock();
+    let records = broker.groups.take_metadata_changes();
+    let now = now_ms();
+    let mut last = None;
+    for (group, value) in &records {
+        // One batch per record: a group's record holds every member's subscription and
+        // assignment, each group's record goes to its own partition.
+        let partition = Arc::clone(&topic.partitions[partition_for(group)]);
+        let key = stored::encode_key(group);
+        let value = value.as_ref().map(stored::encode_value);
+        let bytes = key.len() + value.as_ref().map_or(0, |v| v.len()) + RECORD_OVERHEAD_BYTES;
+        let mut builder = BatchBuilder::new(now, bytes);
+        builder.push(now, Some(&key), value.as_deref(), &[]);
+        let info = partition.append(&mut builder.finish(), now)?;
+        last = Some(Appended {
+            partition,
+            last_offset: info.last_offset,
+        });
+    }
+    Ok(last)
+}
+
+/// Appends the queued group metadata records and, in the background, waits until they are on
+/// disk (for callers that answer without waiting, such as LeaveGroup and session expiry).
+pub(crate) fn persist_group_metadata(broker: &Arc<Broker>) {
+    match append_group_metadata(broker) {
+        Ok(None) => {}
+        Ok(Some(appended)) => {
+            let broker = Arc::clone(broker);
+            tokio::spawn(async move {
+                if let Err(e) = appended.settle(&broker.groups.offsets).await {
+                    tracing::warn!(error = %e, "group metadata did not reach disk");
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "could not write group metadata"),
+    }
+}
+
 /// Bytes of records in one batch written to `__consumer_offsets`, well within its
 /// max.message.bytes (1 MiB by default).
 const RECORD_BATCH_BYTES_MAX: usize = 256 * 1024;
@@ -498,6 +547,7 @@ pub(crate) fn restore(broker: &Broker) -> Result<()> {
         return Ok(());
     };
     let mut restored = 0usize;
+    let mut groups: BTreeMap<String, Option<StoredGroup>> = BTreeMap::new();
     for partition in &topic.partitions {
         // The log's lock is taken per read, never while the store's is held (appends take the
         // store's lock, then the log's).
@@ -508,7 +558,22 @@ pub(crate) fn restore(broker: &Broker) -> Result<()> {
             let Some(last) = records.last() else { break };
             offset = last.offset + 1;
             for record in records {
-                let Some((group, t, p)) = record.key.and_then(decode_key) else {
+                let Some(key) = record.key else { continue };
+                if let Some(group) = stored::decode_key(key.clone()) {
+                    match record.value {
+                        None => groups.insert(group, None),
+                        Some(value) => match stored::decode_value(value) {
+                            Some(metadata) => groups.insert(group, Some(metadata)),
+                            None => {
+                                tracing::warn!(%group, "skipped an unreadable group record");
+                                continue;
+                            }
+                        },
+                    };
+                    restored += 1;
+                    continue;
+                }
+                let Some((group, t, p)) = decode_key(key) else {
                     continue;
                 };
                 let value = record.value.and_then(decode_value);
@@ -517,7 +582,12 @@ pub(crate) fn restore(broker: &Broker) -> Result<()> {
             }
         }
     }
-    tracing::info!(records = restored, "restored committed offsets");
+    let groups = groups
+        .into_iter()
+        .filter_map(|(group, metadata)| Some((group, metadata?)))
+        .collect();
+    broker.groups.restore(groups);
+    tracing::info!(records = restored, "restored committed offsets and groups");
     Ok(())
 }
 

@@ -156,11 +156,18 @@ pub(super) async fn sync_group(
         Ok(receiver) => receiver,
         Err(e) => return response.with_error_code(e.code()),
     };
-    match receiver.await {
+    // The leader's sync completes the rebalance: the group's record goes to disk before the
+    // leader is answered, as Kafka answers once it has stored the group.
+    let stored = offsets::append_group_metadata(&context.broker);
+    let response = match receiver.await {
         Ok(Ok(assignment)) => response.with_assignment(assignment),
         Ok(Err(e)) => response.with_error_code(e.code()),
         Err(_) => response.with_error_code(ResponseError::RebalanceInProgress.code()),
+    };
+    if let Err(e) = settle(stored, &context.broker).await {
+        tracing::warn!(error = %e, "group metadata did not reach disk");
     }
+    response
 }
 
 pub(super) fn heartbeat(context: &RequestContext, request: HeartbeatRequest) -> HeartbeatResponse {
@@ -186,6 +193,7 @@ pub(super) fn leave_group(
         vec![request.member_id.to_string()]
     };
     let results = context.broker.groups.leave(&request.group_id, &members);
+    offsets::persist_group_metadata(&context.broker);
     let mut response = LeaveGroupResponse::default();
     if context.version < 3 {
         response.error_code = results[0].as_ref().err().map_or(0, |e| e.code());
@@ -511,10 +519,13 @@ pub(super) fn delete_groups(
     let started: Vec<(GroupId, Result<Option<Appended>>)> = names
         .into_iter()
         .map(|name| {
-            let appended = broker
-                .groups
-                .check_delete(&name)
-                .and_then(|()| offsets::append_deletion(&broker, &name, Deletion::Group));
+            // The group's tombstone goes before its offsets', so waiting for the last write
+            // covers both.
+            let appended = broker.groups.check_delete(&name).and_then(|()| {
+                let tombstone = offsets::append_group_metadata(&broker)?;
+                let deletion = offsets::append_deletion(&broker, &name, Deletion::Group)?;
+                Ok(deletion.or(tombstone))
+            });
             (name, appended)
         })
         .collect();
