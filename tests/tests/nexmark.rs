@@ -6,9 +6,7 @@
 use std::process::Command;
 
 /// Runs `query` over `events` generated events with `--check`; the rows it compared. One
-/// check at a time: each bench is a whole engine using every core. (q4 has differed from its
-/// batch form in runs where several checks shared the two cores: a timing dependence to
-/// find, see the notes on the hardening issue; serialising makes it rarer, not impossible.)
+/// check at a time: each bench is a whole engine using every core.
 fn check(query: &str, events: u64, extra_args: &[&str]) -> usize {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
