@@ -13,7 +13,7 @@ use eddy_tests::workspace_root;
 fn resolved(args: &[&str]) -> BTreeMap<String, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let output = Command::new(cargo)
-        .args(["tree", "--offline", "--prefix", "none", "-f", "{p}|{f}"])
+        .args(["tree", "--prefix", "none", "-f", "{p}|{f}"])
         .args(args)
         .current_dir(workspace_root())
         .output()
