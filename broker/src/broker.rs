@@ -249,12 +249,7 @@ impl Broker {
     /// those of topic creation: [`PARTITIONS_MAX`] per topic, `max.broker.partitions` in all.
     pub fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<()> {
         let _admin = self.topic_admin.lock();
-        let topic = self
-            .topic(name)
-            .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
-                topic: name.to_string(),
-                partition: -1,
-            })?;
+        let topic = self.existing_topic(name)?;
         let current = topic.partitions.len() as i32;
         if count <= current {
             return Err(BrokerError::PartitionCountNotIncreased {
@@ -304,15 +299,13 @@ impl Broker {
         overrides: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<()> {
+        // An unknown topic is reported before a bad config, as Kafka does; checked again
+        // under the admin lock below, as a deletion may come in between.
+        self.existing_topic(name)?;
         let config = self.topic_config(&overrides)?;
         let overrides = config.canonical_overrides(&overrides);
         let _admin = self.topic_admin.lock();
-        let topic = self
-            .topic(name)
-            .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
-                topic: name.to_string(),
-                partition: -1,
-            })?;
+        let topic = self.existing_topic(name)?;
         if validate_only {
             return Ok(());
         }
@@ -566,6 +559,15 @@ impl Broker {
         let mut all: Vec<Arc<Topic>> = self.topics.read().values().cloned().collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
+    }
+
+    /// A topic that must exist: UNKNOWN_TOPIC_OR_PARTITION otherwise.
+    pub fn existing_topic(&self, name: &str) -> Result<Arc<Topic>> {
+        self.topic(name)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
+                topic: name.to_string(),
+                partition: -1,
+            })
     }
 
     /// One partition of a topic.

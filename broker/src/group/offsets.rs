@@ -591,6 +591,17 @@ pub(crate) fn restore(broker: &Broker) -> Result<()> {
     Ok(())
 }
 
+/// A committed offset with nothing else set, for tests here and in the protocol handlers.
+#[cfg(test)]
+pub(crate) fn committed_for_tests(offset: i64) -> CommittedOffset {
+    CommittedOffset {
+        offset,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp_ms: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,14 +628,7 @@ mod tests {
         assert_eq!(decode_value(Bytes::from_static(&[0, 3, 1])), None);
     }
 
-    fn committed(offset: i64) -> CommittedOffset {
-        CommittedOffset {
-            offset,
-            leader_epoch: -1,
-            metadata: String::new(),
-            commit_timestamp_ms: 0,
-        }
-    }
+    use super::committed_for_tests as committed;
 
     /// Memory follows the log's order whichever write's task resumes first: before, each commit
     /// applied itself when its own wait ended, so a later commit could be overwritten by an

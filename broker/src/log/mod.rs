@@ -173,6 +173,18 @@ impl Log {
         Ok((log, total))
     }
 
+    /// OFFSET_OUT_OF_RANGE for `offset`, with the log's bounds (the partition fills in its
+    /// name).
+    fn out_of_range(&self, offset: i64) -> BrokerError {
+        BrokerError::OffsetOutOfRange {
+            topic: String::new(),
+            partition: -1,
+            offset,
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset(),
+        }
+    }
+
     /// Moves the log start offset up to `offset` (DeleteRecords), durably, and deletes the
     /// segments wholly below it; the active segment stays, as in Kafka. Reads below the new start
     /// are then out of range. An offset at or below the current start changes nothing. Returns
@@ -180,13 +192,7 @@ impl Log {
     pub fn delete_records_before(&mut self, offset: i64) -> Result<i64> {
         let end = self.log_end_offset();
         if offset < 0 || offset > end {
-            return Err(BrokerError::OffsetOutOfRange {
-                topic: String::new(),
-                partition: -1,
-                offset,
-                log_start_offset: self.log_start_offset,
-                log_end_offset: end,
-            });
+            return Err(self.out_of_range(offset));
         }
         if offset <= self.log_start_offset {
             return Ok(self.log_start_offset);
@@ -425,13 +431,7 @@ impl Log {
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes> {
         let end = self.log_end_offset();
         if offset < self.log_start_offset || offset > end {
-            return Err(BrokerError::OffsetOutOfRange {
-                topic: String::new(),
-                partition: -1,
-                offset,
-                log_start_offset: self.log_start_offset,
-                log_end_offset: end,
-            });
+            return Err(self.out_of_range(offset));
         }
         // Compaction can empty a segment or leave a gap at its end: move on to the next one.
         for segment in self

@@ -325,15 +325,6 @@ fn alter_broker(broker: &Broker, name: &str, configs: Vec<String>) -> Result<(),
     Err(BrokerError::BrokerConfigReadOnly(configs.join(", ")))
 }
 
-fn existing_topic(broker: &Broker, name: &str) -> Result<std::sync::Arc<Topic>, BrokerError> {
-    broker
-        .topic(name)
-        .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
-            topic: name.to_string(),
-            partition: -1,
-        })
-}
-
 /// AlterConfigs: a topic's overrides become exactly the configs given (the rest return to the
 /// broker defaults), validated as CreateTopics validates them.
 pub(super) fn alter_configs(
@@ -395,10 +386,7 @@ fn alter_resource(
     validate_only: bool,
 ) -> Result<(), BrokerError> {
     match *resource_type {
-        RESOURCE_TOPIC => {
-            existing_topic(broker, name)?;
-            broker.alter_topic_config(name, configs, validate_only)
-        }
+        RESOURCE_TOPIC => broker.alter_topic_config(name, configs, validate_only),
         RESOURCE_BROKER => alter_broker(broker, name, configs.into_keys().collect()),
         other => Err(unsupported_resource(other)),
     }
@@ -471,7 +459,7 @@ fn incremental_alter_resource(
     }
     match resource_type {
         RESOURCE_TOPIC => {
-            let topic = existing_topic(broker, name)?;
+            let topic = broker.existing_topic(name)?;
             let mut overrides = topic.overrides.clone();
             for operation in operations {
                 apply_operation(broker, &mut overrides, operation)?;

@@ -658,14 +658,7 @@ mod tests {
         assert_eq!(codes, [0, ResponseError::OffsetMetadataTooLarge.code()]);
     }
 
-    fn committed(offset: i64) -> CommittedOffset {
-        CommittedOffset {
-            offset,
-            leader_epoch: -1,
-            metadata: String::new(),
-            commit_timestamp_ms: 0,
-        }
-    }
+    use crate::group::offsets::committed_for_tests as committed;
 
     /// An OffsetFetch frame for partition 0 of `t` in group `g`, dispatched but not yet run.
     fn dispatch_fetch(
