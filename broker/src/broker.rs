@@ -26,12 +26,13 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
 use uuid::Uuid;
 
+use crate::cluster::node::{ClusterConfig, ClusterNode};
 use crate::config::{BrokerConfig, TopicConfig};
 use crate::error::{BrokerError, Result};
 use crate::group::GroupCoordinator;
@@ -85,6 +86,9 @@ pub struct Broker {
     next_producer_id: AtomicI64,
     producer_id_limit: Mutex<i64>,
     pub cluster_id: String,
+    /// This broker's part in a cluster, when it is in one (`eddy broker --node-id ...`): then
+    /// partitions are the cluster's replicas, not the single-node topics above.
+    cluster: OnceLock<Arc<ClusterNode>>,
     /// `DATA/.lock`, exclusively locked while this value lives, so no second broker (in this
     /// process or another) opens the same data directory. The background tasks hold the broker,
     /// so the lock is released when its tokio runtime shuts down (or the process exits).
@@ -115,6 +119,7 @@ impl Broker {
             next_producer_id: AtomicI64::new(producer_block),
             producer_id_limit: Mutex::new(producer_block),
             cluster_id,
+            cluster: OnceLock::new(),
             _data_dir_lock: data_dir_lock,
         });
         broker.load_topics(&metadata, &checkpoint)?;
@@ -123,6 +128,26 @@ impl Broker {
         tokio::spawn(checkpointer(Arc::clone(&broker)));
         tokio::spawn(crate::group::expire_members(Arc::clone(&broker)));
         Ok(broker)
+    }
+
+    /// Opens the data directory as [`Broker::open`] does, then joins the cluster: starts the
+    /// metadata quorum on `controller_listener` and follows its image (`cluster/node.rs`).
+    pub async fn open_cluster(
+        config: BrokerConfig,
+        cluster: ClusterConfig,
+        controller_listener: tokio::net::TcpListener,
+    ) -> Result<Arc<Broker>> {
+        let broker = Broker::open(config).await?;
+        let node = ClusterNode::start(&broker, cluster, controller_listener).await?;
+        if broker.cluster.set(node).is_err() {
+            return Err(BrokerError::Internal("the broker joined a cluster twice".into()));
+        }
+        Ok(broker)
+    }
+
+    /// This broker's part in a cluster, if it is in one.
+    pub fn cluster(&self) -> Option<&Arc<ClusterNode>> {
+        self.cluster.get()
     }
 
     fn load_topics(&self, metadata: &Path, checkpoint: &HashMap<(String, i32), i64>) -> Result<()> {
@@ -170,15 +195,32 @@ impl Broker {
         Ok(())
     }
 
-    fn topic_config(&self, overrides: &BTreeMap<String, String>) -> Result<TopicConfig> {
+    pub(crate) fn topic_config(
+        &self,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<TopicConfig> {
         self.config
             .topic_defaults
             .clone()
             .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 
-    fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
+    pub(crate) fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
         self.config.data_dir.join(format!("{topic}-{index}"))
+    }
+
+    /// Moves a partition directory out of the way (renamed to a `-delete` name, removed in
+    /// the background); logs what it could not do.
+    pub(crate) fn discard_partition_dir(&self, dir: &Path) {
+        let suffix = format!(".{}{DELETE_SUFFIX}", Uuid::new_v4().simple());
+        let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let keep = name.len().min(FILE_NAME_BYTES_MAX - suffix.len());
+        let target = self.config.data_dir.join(format!("{}{suffix}", &name[..keep]));
+        match std::fs::rename(dir, &target).and_then(|()| sync_dir(&self.config.data_dir)) {
+            Ok(()) => remove_in_background(vec![target]),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "could not move aside"),
+        }
     }
 
     /// Creates a topic with `partitions` partitions and the given config overrides. Either the
@@ -570,8 +612,11 @@ impl Broker {
             })
     }
 
-    /// One partition of a topic.
+    /// One partition of a topic (in a cluster, this broker's replica of it).
     pub fn partition(&self, topic: &str, index: i32) -> Result<Arc<Partition>> {
+        if let Some(cluster) = self.cluster.get() {
+            return cluster.partition(topic, index);
+        }
         self.topic(topic)
             .and_then(|t| t.partitions.get(usize::try_from(index).ok()?).cloned())
             .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
@@ -624,6 +669,11 @@ impl Broker {
     pub async fn shutdown(&self) -> Result<()> {
         for topic in self.topics() {
             for p in &topic.partitions {
+                p.flush().await?;
+            }
+        }
+        if let Some(cluster) = self.cluster.get() {
+            for p in cluster.local_partitions() {
                 p.flush().await?;
             }
         }

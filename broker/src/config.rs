@@ -31,6 +31,11 @@ pub struct TopicConfig {
     /// `compression.type`: `producer` keeps the producer's codec; anything else is what a batch
     /// written by the broker itself (compaction, the in-process client) uses.
     pub compression_type: String,
+    /// `min.insync.replicas`: in a cluster, acks=all needs this many replicas in sync.
+    pub min_insync_replicas: i32,
+    /// `unclean.leader.election.enable`: in a cluster, whether a replica out of sync may lead
+    /// when no in-sync one is alive (losing acknowledged records).
+    pub unclean_leader_election: bool,
 }
 
 /// `cleanup.policy`.
@@ -76,6 +81,8 @@ impl Default for TopicConfig {
             flush_ms: 1_000,
             max_message_bytes: 1_048_588,
             compression_type: "producer".to_string(),
+            min_insync_replicas: 1,
+            unclean_leader_election: false,
         }
     }
 }
@@ -142,6 +149,13 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         documentation: "The largest record batch the topic accepts, in bytes.",
     },
     TopicConfigSpec {
+        name: "min.insync.replicas",
+        config_type: ConfigType::Int,
+        broker_name: "min.insync.replicas",
+        documentation: "With acks=all, the fewest replicas that must be in sync for a write to \
+            be accepted; fewer gets NOT_ENOUGH_REPLICAS.",
+    },
+    TopicConfigSpec {
         name: "retention.bytes",
         config_type: ConfigType::Long,
         broker_name: "log.retention.bytes",
@@ -160,6 +174,14 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         config_type: ConfigType::Int,
         broker_name: "log.segment.bytes",
         documentation: "Roll to a new segment file once the active one would grow past this.",
+    },
+    TopicConfigSpec {
+        name: "unclean.leader.election.enable",
+        config_type: ConfigType::Boolean,
+        broker_name: "unclean.leader.election.enable",
+        documentation: "Whether a replica that is not in sync may become leader when no in-sync \
+            replica is alive: the partition stays available, and acknowledged records may be \
+            lost.",
     },
     TopicConfigSpec {
         name: "segment.ms",
@@ -214,6 +236,19 @@ impl TopicConfig {
                     _ => return Err(bad()),
                 }
             }
+            "min.insync.replicas" => {
+                self.min_insync_replicas = i32::try_from(int()?)
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(bad)?
+            }
+            "unclean.leader.election.enable" => {
+                self.unclean_leader_election = match value.trim() {
+                    v if v.eq_ignore_ascii_case("true") => true,
+                    v if v.eq_ignore_ascii_case("false") => false,
+                    _ => return Err(bad()),
+                }
+            }
             "compression.type" => match value {
                 "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => {
                     self.compression_type = value.to_string()
@@ -242,6 +277,8 @@ impl TopicConfig {
             "max.message.bytes" => self.max_message_bytes.to_string(),
             "cleanup.policy" => self.cleanup_policy.name().to_string(),
             "compression.type" => self.compression_type.clone(),
+            "min.insync.replicas" => self.min_insync_replicas.to_string(),
+            "unclean.leader.election.enable" => self.unclean_leader_election.to_string(),
             _ => return None,
         })
     }

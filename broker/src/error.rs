@@ -127,12 +127,59 @@ pub enum BrokerError {
     /// type stays small).
     #[error("{}", .0.summary)]
     InvalidRecords(Box<RecordErrors>),
+    #[error("partition {topic}-{partition}: {kind}")]
+    Replication {
+        kind: ReplicationError,
+        topic: String,
+        partition: i32,
+    },
     #[error("the broker at {address} could not be reached: {reason}")]
     Network { address: String, reason: String },
     #[error("storage failed: {0}")]
     Storage(#[from] std::io::Error),
     #[error("internal error (this is a bug in Eddy): {0}")]
     Internal(String),
+}
+
+/// Why a replicated partition refused a request; the client's next step follows from the code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicationError {
+    #[error("this broker is not its leader; ask for metadata and retry at the leader")]
+    NotLeaderOrFollower,
+    #[error("it has no leader right now (no in-sync replica is alive); retry later")]
+    LeaderNotAvailable,
+    #[error(
+        "{in_sync} replica(s) are in sync, fewer than min.insync.replicas={min}; \
+         nothing was written"
+    )]
+    NotEnoughReplicas { in_sync: u16, min: u16 },
+    #[error(
+        "the records were written, but the in-sync set shrank below min.insync.replicas={min} \
+         before they were replicated; they may or may not survive"
+    )]
+    NotEnoughReplicasAfterAppend { min: u16 },
+    #[error("the request's leader epoch {requested} is older than the leader's {current}")]
+    FencedLeaderEpoch { requested: i32, current: i32 },
+    #[error("the request's leader epoch {requested} is newer than this broker knows ({current})")]
+    UnknownLeaderEpoch { requested: i32, current: i32 },
+    #[error("the records were not replicated within {timeout_ms} ms")]
+    RequestTimedOut { timeout_ms: i32 },
+}
+
+impl ReplicationError {
+    fn response_error(self) -> ResponseError {
+        match self {
+            ReplicationError::NotLeaderOrFollower => ResponseError::NotLeaderOrFollower,
+            ReplicationError::LeaderNotAvailable => ResponseError::LeaderNotAvailable,
+            ReplicationError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+            ReplicationError::NotEnoughReplicasAfterAppend { .. } => {
+                ResponseError::NotEnoughReplicasAfterAppend
+            }
+            ReplicationError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+            ReplicationError::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
+            ReplicationError::RequestTimedOut { .. } => ResponseError::RequestTimedOut,
+        }
+    }
 }
 
 /// The records of a batch a topic refused, as Kafka lists them.
@@ -184,6 +231,7 @@ impl BrokerError {
             BrokerError::MemberIdRequired => ResponseError::MemberIdRequired,
             BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
             BrokerError::InvalidRecords(_) => ResponseError::InvalidRecord,
+            BrokerError::Replication { kind, .. } => kind.response_error(),
             BrokerError::Network { .. } => ResponseError::NetworkException,
             BrokerError::Storage(_) => ResponseError::KafkaStorageError,
             BrokerError::Internal(_) => ResponseError::UnknownServerError,

@@ -1,4 +1,13 @@
-//! A partition: its log behind one lock, plus the signals readers and writers wait on.
+//! A partition: its log behind one lock, its replication role, and the signals readers and
+//! writers wait on.
+//!
+//! Replication (in a cluster; `cluster/replica.rs` has the rules): the log end offset is where
+//! the next append goes; the high watermark is where every in-sync replica has the records.
+//! Consumers read below the high watermark only; followers read up to the log end offset. An
+//! acks=all produce is answered once the high watermark has passed its records (and, for topics
+//! that fsync before acknowledging, once they are on the leader's disk: followers report an
+//! offset only after syncing it). A single-node broker is the only replica ([`Role::Sole`]): its
+//! high watermark is its log end offset.
 //!
 //! Durability: an append is in the operating system's page cache when it returns, so it survives
 //! the broker process being killed. It is on disk once the partition's flusher has synced it. The
@@ -19,8 +28,10 @@ use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::sync::{watch, Notify};
 
+use crate::cluster::replica::{Leadership, Role};
 use crate::config::TopicConfig;
-use crate::error::{BrokerError, Result};
+use crate::error::{BrokerError, ReplicationError, Result};
+use crate::log::batch::headers;
 use crate::log::{AppendInfo, Log};
 
 /// One partition of a topic, with the leader's view of its log.
@@ -28,8 +39,12 @@ pub struct Partition {
     pub topic: Arc<str>,
     pub index: i32,
     log: Mutex<Log>,
-    /// The log end offset (and, on one node, the high watermark); fetches wait on it.
+    /// The log end offset; followers' fetches wait on it.
     end_offset: watch::Sender<i64>,
+    /// The high watermark; consumers' fetches and acks=all wait on it. Also sent (unchanged)
+    /// when the role changes, to wake whoever waits for replication.
+    high_watermark: watch::Sender<i64>,
+    role: Mutex<Role>,
     /// Offsets below this are on disk.
     durable_offset: watch::Sender<i64>,
     flush_wanted: Notify,
@@ -39,8 +54,25 @@ pub struct Partition {
 }
 
 impl Partition {
-    /// Wraps an opened log and starts its flusher.
+    /// Wraps an opened log as the only replica (a single-node broker) and starts its flusher.
     pub fn start(topic: Arc<str>, index: i32, log: Log) -> Arc<Partition> {
+        let end = log.log_end_offset();
+        Partition::start_as(topic, index, log, Role::Sole, end)
+    }
+
+    /// Wraps an opened log as a replica in a cluster, following nobody until the cluster says
+    /// otherwise. Its high watermark starts at the log start: what is committed is learned
+    /// from the leader (or, leading, from the followers).
+    pub fn start_replica(topic: Arc<str>, index: i32, log: Log) -> Arc<Partition> {
+        let start = log.log_start_offset();
+        let role = Role::Follower {
+            leader: crate::cluster::metadata::NO_LEADER,
+            leader_epoch: -1,
+        };
+        Partition::start_as(topic, index, log, role, start)
+    }
+
+    fn start_as(topic: Arc<str>, index: i32, log: Log, role: Role, hw: i64) -> Arc<Partition> {
         let end = log.log_end_offset();
         let durable = log.recovery_point();
         let partition = Arc::new(Partition {
@@ -48,6 +80,8 @@ impl Partition {
             index,
             log: Mutex::new(log),
             end_offset: watch::Sender::new(end),
+            high_watermark: watch::Sender::new(hw),
+            role: Mutex::new(role),
             durable_offset: watch::Sender::new(durable),
             flush_wanted: Notify::new(),
             closed: watch::Sender::new(false),
@@ -64,18 +98,224 @@ impl Partition {
 
     /// Appends a produce request's batches. Returns once they are in the log; call
     /// [`Partition::wait_durable`] when the acknowledgement must wait for disk.
+    /// Refuses with NOT_LEADER_OR_FOLLOWER unless this broker leads the partition.
     pub fn append(&self, records: &mut BytesMut, now_ms: i64) -> Result<AppendInfo> {
         self.check_online()?;
         let (info, end, flush) = {
+            // The role lock is held across the append: a leader stepping down waits for it,
+            // so no record is appended after this broker became a follower.
+            let role = self.role.lock();
+            if matches!(*role, Role::Follower { .. }) {
+                return Err(self.replication(ReplicationError::NotLeaderOrFollower));
+            }
             let mut log = self.log.lock();
             let info = log.append(records, now_ms).map_err(|e| self.named(e))?;
             (info, log.log_end_offset(), log.flush_due())
         };
         self.end_offset.send_replace(end);
+        self.advance_high_watermark();
         if flush {
             self.flush_wanted.notify_one();
         }
         Ok(info)
+    }
+
+    /// The error `kind` for this partition.
+    pub fn replication(&self, kind: ReplicationError) -> BrokerError {
+        BrokerError::Replication {
+            kind,
+            topic: self.topic.to_string(),
+            partition: self.index,
+        }
+    }
+
+    /// This broker's role for the partition.
+    pub fn role(&self) -> Role {
+        self.role.lock().clone()
+    }
+
+    /// Checks that this broker leads the partition, and, when the client names a leader
+    /// epoch (`>= 0`), that it is the current one.
+    pub fn check_leader(&self, current_leader_epoch: i32) -> Result<()> {
+        let role = self.role.lock();
+        let epoch = match &*role {
+            Role::Sole => return Ok(()),
+            Role::Follower { .. } => {
+                return Err(self.replication(ReplicationError::NotLeaderOrFollower))
+            }
+            Role::Leader(leadership) => leadership.leader_epoch,
+        };
+        check_epoch(current_leader_epoch, epoch).map_err(|kind| self.replication(kind))
+    }
+
+    /// For acks=all: refuses (NOT_ENOUGH_REPLICAS) before anything is written when fewer than
+    /// `min.insync.replicas` replicas are in sync.
+    pub fn check_min_insync(&self) -> Result<()> {
+        let role = self.role.lock();
+        let Role::Leader(leadership) = &*role else {
+            return Ok(());
+        };
+        if leadership.isr.len() < leadership.min_insync {
+            return Err(self.replication(ReplicationError::NotEnoughReplicas {
+                in_sync: leadership.isr.len() as u16,
+                min: leadership.min_insync as u16,
+            }));
+        }
+        Ok(())
+    }
+
+    /// For acks=all: waits until every in-sync replica holds the records up to `last_offset`.
+    /// Fails when leadership is lost (NOT_LEADER_OR_FOLLOWER), when the in-sync set shrinks
+    /// below `min.insync.replicas` first (NOT_ENOUGH_REPLICAS_AFTER_APPEND), or after
+    /// `timeout_ms` (REQUEST_TIMED_OUT).
+    pub async fn wait_replicated(&self, last_offset: i64, leader_epoch: i32, timeout_ms: i32) -> Result<()> {
+        let mut high_watermark = self.high_watermark.subscribe();
+        let outcome = |partition: &Partition| -> Option<Result<()>> {
+            let role = partition.role.lock();
+            match &*role {
+                Role::Sole => Some(Ok(())),
+                Role::Leader(l) if l.leader_epoch == leader_epoch => {
+                    if *partition.high_watermark.borrow() > last_offset {
+                        Some(Ok(()))
+                    } else if l.isr.len() < l.min_insync {
+                        let min = l.min_insync as u16;
+                        let kind = ReplicationError::NotEnoughReplicasAfterAppend { min };
+                        Some(Err(partition.replication(kind)))
+                    } else {
+                        None
+                    }
+                }
+                _ => Some(Err(partition.replication(ReplicationError::NotLeaderOrFollower))),
+            }
+        };
+        let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
+        let waited = tokio::time::timeout(timeout, async {
+            loop {
+                if let Some(done) = outcome(self) {
+                    return done;
+                }
+                if high_watermark.changed().await.is_err() {
+                    return Err(BrokerError::Internal("partition closed".into()));
+                }
+            }
+        })
+        .await;
+        waited.unwrap_or_else(|_| {
+            let timeout_ms = timeout_ms.max(0);
+            Err(self.replication(ReplicationError::RequestTimedOut { timeout_ms }))
+        })
+    }
+
+    /// Makes this broker the partition's leader with `leadership` (the cluster decided so).
+    /// Starting a new epoch records it in the log's epoch cache.
+    pub fn lead(&self, leadership: Leadership) {
+        let mut role = self.role.lock();
+        let same_epoch = role.leader_epoch() == leadership.leader_epoch;
+        match &mut *role {
+            // The same leadership, with a new in-sync set: keep what is known of followers.
+            Role::Leader(current) if same_epoch => {
+                current.partition_epoch = leadership.partition_epoch;
+                current.isr = leadership.isr;
+                current.min_insync = leadership.min_insync;
+                if current.pending_isr.as_ref() == Some(&current.isr) {
+                    current.pending_isr = None;
+                }
+            }
+            _ => {
+                self.log.lock().become_leader(leadership.leader_epoch);
+                *role = Role::Leader(Box::new(leadership));
+            }
+        }
+        drop(role);
+        self.advance_high_watermark();
+        self.high_watermark.send_modify(|_| {});
+    }
+
+    /// Makes this broker a follower of `leader` at `leader_epoch`.
+    pub fn follow(&self, leader: i32, leader_epoch: i32) {
+        *self.role.lock() = Role::Follower {
+            leader,
+            leader_epoch,
+        };
+        // Wake acks=all waiters of a leadership that just ended.
+        self.high_watermark.send_modify(|_| {});
+    }
+
+    /// A follower's fetch from `fetch_offset` (its log end offset): the leader learns its
+    /// progress and the high watermark may move. Refused unless this broker leads at
+    /// `leader_epoch` (when given) and the fetcher is a replica.
+    pub fn record_follower_fetch(&self, replica: i32, fetch_offset: i64, leader_epoch: i32, now_ms: i64) -> Result<()> {
+        {
+            let mut role = self.role.lock();
+            let Role::Leader(leadership) = &mut *role else {
+                return Err(self.replication(ReplicationError::NotLeaderOrFollower));
+            };
+            check_epoch(leader_epoch, leadership.leader_epoch)
+                .map_err(|kind| self.replication(kind))?;
+            let end = *self.end_offset.borrow();
+            if !leadership.record_fetch(replica, fetch_offset, end, now_ms) {
+                return Err(BrokerError::InvalidRequest(format!(
+                    "broker {replica} is not a replica of {}-{}",
+                    self.topic, self.index
+                )));
+            }
+        }
+        self.advance_high_watermark();
+        Ok(())
+    }
+
+    /// The in-sync set this leader should ask the controller for, with the epochs to send:
+    /// `(leader, leader_epoch, partition_epoch, isr)`. Marks it pending.
+    pub fn isr_change(&self, now_ms: i64, lag_max_ms: i64) -> Option<(i32, i32, i32, Vec<i32>)> {
+        let mut role = self.role.lock();
+        let Role::Leader(leadership) = &mut *role else {
+            return None;
+        };
+        let wanted = leadership.wanted_isr(*self.high_watermark.borrow(), now_ms, lag_max_ms)?;
+        leadership.pending_isr = Some(wanted.clone());
+        Some((
+            leadership.broker,
+            leadership.leader_epoch,
+            leadership.partition_epoch,
+            wanted,
+        ))
+    }
+
+    /// Forgets a pending in-sync set change the controller did not take.
+    pub fn isr_change_failed(&self) {
+        if let Role::Leader(leadership) = &mut *self.role.lock() {
+            leadership.pending_isr = None;
+        }
+    }
+
+    /// A follower learns the high watermark from its leader's fetch responses.
+    pub fn follower_high_watermark(&self, leader_high_watermark: i64) {
+        let end = *self.end_offset.borrow();
+        let high_watermark = leader_high_watermark.min(end);
+        self.high_watermark.send_if_modified(|hw| {
+            let changed = *hw != high_watermark;
+            *hw = high_watermark;
+            changed
+        });
+    }
+
+    /// Moves the high watermark to what the role allows; on a leader it never moves back.
+    fn advance_high_watermark(&self) {
+        let end = *self.end_offset.borrow();
+        let allowed = match &*self.role.lock() {
+            Role::Sole => Some(end),
+            Role::Leader(leadership) => leadership.high_watermark(end),
+            Role::Follower { .. } => None,
+        };
+        if let Some(allowed) = allowed {
+            self.high_watermark.send_if_modified(|hw| {
+                let advance = allowed > *hw;
+                if advance {
+                    *hw = allowed;
+                }
+                advance
+            });
+        }
     }
 
     /// Whether acknowledgements of this partition wait for fsync.
@@ -120,16 +360,37 @@ impl Partition {
         self.durable_offset.send_modify(|_| {});
     }
 
-    /// Reads from `offset`; see [`Log::read`].
+    /// Reads committed records from `offset`: whole batches below the high watermark; see
+    /// [`Log::read`]. An offset between the high watermark and the log end reads nothing.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes> {
+        let high_watermark = self.high_watermark();
+        if offset >= high_watermark && offset <= self.log_end_offset() {
+            return Ok(Bytes::new());
+        }
+        let records = self.read_replica(offset, max_bytes)?;
+        let end = headers(&records)
+            .take_while(|(_, header)| header.base_offset < high_watermark)
+            .map(|(at, header)| at + header.total_bytes())
+            .last()
+            .unwrap_or(0);
+        Ok(records.slice(..end))
+    }
+
+    /// Reads from `offset` up to the log end, committed or not (for followers).
+    pub fn read_replica(&self, offset: i64, max_bytes: usize) -> Result<Bytes> {
         self.log
             .lock()
             .read(offset, max_bytes)
             .map_err(|e| self.named(e))
     }
 
-    /// The high watermark (the log end offset on a single node).
+    /// The high watermark: consumers read below it.
     pub fn high_watermark(&self) -> i64 {
+        *self.high_watermark.borrow()
+    }
+
+    /// The log end offset: the next append goes there.
+    pub fn log_end_offset(&self) -> i64 {
         *self.end_offset.borrow()
     }
 
@@ -174,12 +435,17 @@ impl Partition {
 
     /// A receiver that sees the high watermark move.
     pub fn watch_end(&self) -> watch::Receiver<i64> {
+        self.high_watermark.subscribe()
+    }
+
+    /// A receiver that sees the log end offset move (for followers' fetches).
+    pub fn watch_log_end(&self) -> watch::Receiver<i64> {
         self.end_offset.subscribe()
     }
 
     /// Syncs now and waits for it.
     pub async fn flush(&self) -> Result<()> {
-        let end = self.high_watermark();
+        let end = self.log_end_offset();
         self.wait_durable(end - 1).await
     }
 
@@ -205,6 +471,17 @@ impl Partition {
             },
             other => other,
         }
+    }
+}
+
+/// Checks a request's leader epoch against the current one; -1 (none given) always passes.
+fn check_epoch(requested: i32, current: i32) -> Result<(), ReplicationError> {
+    if requested < 0 || requested == current {
+        Ok(())
+    } else if requested < current {
+        Err(ReplicationError::FencedLeaderEpoch { requested, current })
+    } else {
+        Err(ReplicationError::UnknownLeaderEpoch { requested, current })
     }
 }
 

@@ -94,6 +94,9 @@ pub struct BrokerImage {
     pub port: i32,
     pub rack: Option<String>,
     pub fenced: bool,
+    /// The index of the record that registered this incarnation: the broker is unfenced once
+    /// it has applied the metadata log up to it.
+    pub registered_at: u64,
 }
 
 /// One partition's replication state.
@@ -148,7 +151,7 @@ impl ClusterImage {
                 host,
                 port,
                 rack,
-            } => self.register_broker(*id, incarnation, host, *port, rack),
+            } => self.register_broker(index, *id, incarnation, (host, *port), rack),
             MetadataRecord::FenceBroker { id, incarnation } => {
                 if self.is_incarnation(*id, incarnation) {
                     self.fence(*id);
@@ -228,14 +231,19 @@ impl ClusterImage {
 
     fn register_broker(
         &mut self,
+        index: u64,
         id: i32,
         incarnation: &str,
-        host: &str,
-        port: i32,
+        (host, port): (&str, i32),
         rack: &Option<String>,
     ) {
-        if self.is_incarnation(id, incarnation) {
-            return;
+        if let Some(broker) = self.brokers.get_mut(&id) {
+            if broker.incarnation == incarnation {
+                // The same incarnation moved (a new address): keep its state.
+                broker.host = host.to_string();
+                broker.port = port;
+                return;
+            }
         }
         // A restarted broker has lost its followers' progress and maybe its unflushed tail:
         // it leads nothing until it has rejoined.
@@ -251,6 +259,7 @@ impl ClusterImage {
                 port,
                 rack: rack.clone(),
                 fenced: true,
+                registered_at: index,
             },
         );
     }

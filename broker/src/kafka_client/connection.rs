@@ -39,7 +39,7 @@ pub const FETCH_CONNECTIONS_MAX: usize = 64;
 
 /// Which pool a request draws its connection from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(super) enum Lane {
+pub(crate) enum Lane {
     /// Produce, metadata, offsets, groups and admin requests: answered without waiting.
     Control,
     /// Fetches, which the broker may hold until data arrives.
@@ -58,7 +58,7 @@ impl Lane {
 /// Whether a request may be sent again after its connection failed: true for reads and for
 /// writes whose repetition changes nothing; false for produce, which could append twice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Retry {
+pub(crate) enum Retry {
     Safe,
     Never,
 }
@@ -71,7 +71,7 @@ struct Slot {
 
 /// Every pooled connection of one client, by node address and lane.
 #[derive(Default)]
-pub(super) struct Connections {
+pub(crate) struct Connections {
     slots: Mutex<HashMap<(String, Lane), Arc<Slot>>>,
     correlation_ids: AtomicI32,
 }
@@ -97,7 +97,7 @@ impl Connections {
     /// (what the request asks the broker to wait, if anything) plus [`REQUEST_TIMEOUT`]. A
     /// [`Retry::Safe`] request that fails on a connection taken from the pool is sent once more
     /// on a new one.
-    pub(super) async fn send<R: Request>(
+    pub(crate) async fn send<R: Request>(
         &self,
         address: &str,
         lane: Lane,

@@ -6,7 +6,7 @@
 //! one asks Metadata again. Connections are pooled per node and lane, one request at a time each
 //! ([`connection`]). Versions are fixed ones every Kafka since 2.4 (and Eddy) serves.
 
-mod connection;
+pub(crate) mod connection;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;

@@ -8,6 +8,11 @@
 //! least one batch even if it is larger (KIP-74); later ones return only what fits. Fetch v2-3
 //! predate v2 batches: their records are down-converted to a magic 1 message set within the same
 //! limits (`log/message_set.rs`), from the offset asked rather than the batch's start.
+//!
+//! A consumer fetches from the partition's leader and reads below the high watermark. A follower
+//! (a fetch with a replica id) reads up to the log end offset, and its fetch offset tells the
+//! leader how far its log reaches (`Partition::record_follower_fetch`); it waits on the log end
+//! offset rather than the high watermark.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -38,9 +43,14 @@ use crate::partition::Partition;
 pub(super) async fn handle(context: RequestContext, request: FetchRequest) -> FetchResponse {
     let wait_ms = (request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MS_MAX);
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    let replica = replica_id(&context, &request);
     let mut watches: Vec<_> = unique_partitions(&request)
         .into_iter()
-        .filter_map(|(t, p)| context.broker.partition(t, p).ok().map(|p| p.watch_end()))
+        .filter_map(|(t, p)| context.broker.partition(t, p).ok())
+        .map(|p| match replica {
+            Some(_) => p.watch_log_end(),
+            None => p.watch_end(),
+        })
         .collect();
     loop {
         let (response, bytes, errors) = read_all(&context, &request);
@@ -58,6 +68,17 @@ pub(super) async fn handle(context: RequestContext, request: FetchRequest) -> Fe
             return response;
         }
     }
+}
+
+/// The broker a follower's fetch comes from (None for a consumer): `replica_id` until v14, the
+/// replica state from v15.
+fn replica_id(context: &RequestContext, request: &FetchRequest) -> Option<i32> {
+    let id = if context.version >= 15 {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    (id >= 0).then_some(id)
 }
 
 /// The most record bytes a response to `request` carries (bar the one batch KIP-74 allows):
@@ -113,6 +134,7 @@ struct ReadState<'a> {
 /// partition twice, and Java's and librdkafka's consumers match response entries by name.
 fn read_all(context: &RequestContext, request: &FetchRequest) -> (FetchResponse, usize, bool) {
     let broker = &context.broker;
+    let replica = replica_id(context, request);
     let mut state = ReadState {
         remaining: response_bytes_max(&broker.config, request),
         min_one_batch: true,
@@ -125,7 +147,7 @@ fn read_all(context: &RequestContext, request: &FetchRequest) -> (FetchResponse,
         let partitions = topic
             .partitions
             .iter()
-            .map(|p| read_partition(context, topic.topic.as_str(), p, &mut state))
+            .map(|p| read_partition(context, (topic.topic.as_str(), replica), p, &mut state))
             .collect();
         topics.push(
             FetchableTopicResponse::default()
@@ -139,7 +161,7 @@ fn read_all(context: &RequestContext, request: &FetchRequest) -> (FetchResponse,
 
 fn read_partition<'a>(
     context: &RequestContext,
-    topic: &'a str,
+    (topic, replica): (&'a str, Option<i32>),
     request: &FetchPartition,
     state: &mut ReadState<'a>,
 ) -> PartitionData {
@@ -154,10 +176,23 @@ fn read_partition<'a>(
         broker
             .partition(topic, request.partition)
             .and_then(|partition| {
+                match replica {
+                    Some(replica) => partition.record_follower_fetch(
+                        replica,
+                        request.fetch_offset,
+                        request.current_leader_epoch,
+                        now_ms(),
+                    )?,
+                    None => partition.check_leader(request.current_leader_epoch)?,
+                }
                 fill(&mut data, &partition);
                 let limit = (request.partition_max_bytes.max(0) as usize).min(state.remaining);
-                let records =
-                    read_one(&partition, request.fetch_offset, limit, state.min_one_batch)?;
+                let records = read_one(
+                    &partition,
+                    (request.fetch_offset, replica.is_some()),
+                    limit,
+                    state.min_one_batch,
+                )?;
                 if context.version >= MAGIC_2_FETCH_VERSION_MIN || records.is_empty() {
                     return Ok(records);
                 }
@@ -189,15 +224,20 @@ fn read_partition<'a>(
 /// sets, down-converted from the log, as Kafka does.
 const MAGIC_2_FETCH_VERSION_MIN: i16 = 4;
 
-/// Whole batches from `offset`, within `limit` bytes; with `min_one_batch`, at least the first
-/// batch even when it is larger (KIP-74), so a consumer always makes progress.
+/// Whole batches from `offset`, within `limit` bytes, below the high watermark (for a
+/// follower, the log end); with `min_one_batch`, at least the first batch even when it is
+/// larger (KIP-74), so a consumer always makes progress.
 fn read_one(
     partition: &Partition,
-    offset: i64,
+    (offset, replica): (i64, bool),
     limit: usize,
     min_one_batch: bool,
 ) -> crate::error::Result<Bytes> {
-    let high_watermark = partition.high_watermark();
+    let high_watermark = if replica {
+        partition.log_end_offset()
+    } else {
+        partition.high_watermark()
+    };
     if offset == high_watermark {
         return Ok(Bytes::new());
     }
@@ -215,7 +255,11 @@ fn read_one(
         }
         return Ok(Bytes::new());
     }
-    let records = partition.read(offset, limit.max(1))?;
+    let records = if replica {
+        partition.read_replica(offset, limit.max(1))?
+    } else {
+        partition.read(offset, limit.max(1))?
+    };
     if min_one_batch {
         return Ok(records);
     }
@@ -262,7 +306,14 @@ pub(super) fn list_offsets(
                         let consumer = request.replica_id.0 == CONSUMER_REPLICA_ID;
                         return lookup_v0(&context.broker, &topic.name, p, consumer, out);
                     }
-                    match context.broker.partition(&topic.name, p.partition_index) {
+                    let found = context
+                        .broker
+                        .partition(&topic.name, p.partition_index)
+                        .and_then(|partition| {
+                            partition.check_leader(p.current_leader_epoch)?;
+                            Ok(partition)
+                        });
+                    match found {
                         Ok(partition) => match lookup(&partition, p.timestamp) {
                             Ok((offset, timestamp)) => {
                                 out.offset = offset;

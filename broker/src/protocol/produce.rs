@@ -1,8 +1,11 @@
 //! Produce: append each partition's batches now, acknowledge when the durability promise holds.
 //!
-//! acks=0 gets no response. acks=1 and acks=-1 are answered once the batches are in the log and,
-//! for topics with `flush.messages=1`, synced to disk (on a single node every replica is the
-//! leader, so the two mean the same).
+//! acks=0 gets no response. acks=1 is answered once the batches are in the leader's log and,
+//! for topics with `flush.messages=1`, synced to its disk. acks=-1 (all) is refused before
+//! anything is written while fewer than `min.insync.replicas` replicas are in sync, and answered
+//! once every in-sync replica holds the batches (see `partition.rs`); on a single node the
+//! broker is the only replica, so acks=1 and acks=-1 mean the same. A broker that does not lead
+//! the partition answers NOT_LEADER_OR_FOLLOWER.
 //!
 //! Produce v2 may carry a message set of magic 0 or 1 instead of v2 batches: it is up-converted
 //! to one v2 batch first (`log/message_set.rs`), as Kafka does, and then treated like any other.
@@ -33,6 +36,7 @@ use crate::partition::Partition;
 /// Appends synchronously (preserving arrival order), then answers from a task.
 pub(super) fn handle(context: RequestContext, request: ProduceRequest) -> Pending {
     let acks = request.acks;
+    let timeout_ms = request.timeout_ms;
     let mut record_errors_left = RECORD_ERRORS_MAX;
     let mut responses = Vec::new();
     let mut waits = Vec::new();
@@ -49,18 +53,20 @@ pub(super) fn handle(context: RequestContext, request: ProduceRequest) -> Pendin
             } else {
                 append(
                     &context.broker,
-                    &topic.name,
-                    data.index,
+                    (&topic.name, data.index),
                     data.records,
+                    acks,
                     context.version,
                 )
             };
             match outcome {
-                Ok((partition, info)) => {
+                Ok((partition, info, leader_epoch)) => {
                     response.base_offset = info.base_offset;
                     response.log_start_offset = partition.log_start_offset();
-                    if acks != 0 && partition.fsync_before_ack() {
-                        waits.push((partition, info.last_offset));
+                    let durable = partition.fsync_before_ack();
+                    if acks == -1 || (acks == 1 && durable) {
+                        let at = (responses.len(), partitions.len());
+                        waits.push((at, partition, info.last_offset, leader_epoch, durable));
                     }
                 }
                 Err(e) => {
@@ -82,9 +88,22 @@ pub(super) fn handle(context: RequestContext, request: ProduceRequest) -> Pendin
         return Pending::Silent;
     }
     context.later(async move {
-        for (partition, last_offset) in waits {
-            if let Err(e) = partition.wait_durable(last_offset).await {
-                tracing::error!(error = %e, "waiting for durability failed");
+        for ((topic, index), partition, last_offset, leader_epoch, durable) in waits {
+            let mut waited = Ok(());
+            if durable {
+                waited = partition.wait_durable(last_offset).await;
+            }
+            if waited.is_ok() && acks == -1 {
+                waited = partition
+                    .wait_replicated(last_offset, leader_epoch, timeout_ms)
+                    .await;
+            }
+            if let Err(e) = waited {
+                tracing::debug!(topic = %partition.topic, partition = partition.index,
+                    error = %e, "produce not acknowledged");
+                let answer = &mut responses[topic].partition_responses[index];
+                answer.error_code = e.code();
+                answer.error_message = Some(super::str_bytes(e.to_string()));
             }
         }
         ProduceResponse::default().with_responses(responses)
@@ -113,18 +132,24 @@ fn record_errors(error: &BrokerError, left: &mut usize) -> Vec<BatchIndexAndErro
         .collect()
 }
 
-/// Checks and appends one partition's records from a client.
+/// Checks and appends one partition's records from a client. Returns the partition, where the
+/// records went, and the leader epoch they were written in.
 fn append(
     broker: &Broker,
-    topic: &str,
-    index: i32,
+    (topic, index): (&str, i32),
     records: Option<Bytes>,
+    acks: i16,
     version: i16,
-) -> crate::error::Result<(Arc<Partition>, AppendInfo)> {
+) -> crate::error::Result<(Arc<Partition>, AppendInfo, i32)> {
     if broker.config.is_internal_topic(topic) {
         return Err(BrokerError::InternalTopic(topic.to_string()));
     }
     let partition = broker.partition(topic, index)?;
+    partition.check_leader(-1)?;
+    if acks == -1 {
+        partition.check_min_insync()?;
+    }
+    let leader_epoch = partition.role().leader_epoch();
     let (max_message_bytes, keys_required) = {
         let log = partition.log().lock();
         let config = log.config();
@@ -147,7 +172,7 @@ fn append(
     check_batches(&records, max_message_bytes, keys_required, &partition)?;
     let mut batch = BytesMut::from(&records[..]);
     let info = partition.append(&mut batch, now_ms())?;
-    Ok((partition, info))
+    Ok((partition, info, leader_epoch))
 }
 
 /// Validates every batch in a produce request's records, refusing a batch above

@@ -1,0 +1,294 @@
+//! The active controller: the node that leads the metadata quorum watches brokers' liveness.
+//!
+//! Brokers register each incarnation and then heartbeat the active controller every
+//! `broker.heartbeat.interval.ms`. A broker that has registered and caught up with the
+//! metadata log up to its registration is unfenced (it may lead partitions again); one the
+//! active controller has not heard from for `broker.session.timeout.ms` is fenced, and its
+//! partitions get new leaders (both in `metadata.rs`, applied alike on every node). A node that
+//! becomes the active controller gives every broker a full session from that moment, as KRaft
+//! does: it cannot know when the previous controller last heard from them.
+//!
+//! The controller also moves leadership back to each partition's preferred replica once that
+//! replica is alive and in sync (Kafka's `auto.leader.rebalance.enable`), checked every
+//! `leader.imbalance.check.interval.ms`.
+//!
+//! Requests travel over the controller listener as JSON ([`ControllerRequest`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::metadata::{ClusterImage, MetadataRecord};
+use super::quorum::{ControllerService, Quorum};
+
+/// How long a proposal of the controller's own may take before it is tried again later.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a broker asks the active controller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ControllerRequest {
+    Register {
+        id: i32,
+        incarnation: String,
+        host: String,
+        port: i32,
+        rack: Option<String>,
+    },
+    Heartbeat {
+        id: i32,
+        incarnation: String,
+        /// The index of the last metadata record the broker applied.
+        applied_index: u64,
+    },
+}
+
+/// The active controller's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ControllerResponse {
+    Ok,
+    /// This node is not the active controller; ask `leader`.
+    NotController { leader: Option<u64> },
+    Error(String),
+}
+
+/// Liveness settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ControllerTimes {
+    pub session_timeout: Duration,
+    pub check_interval: Duration,
+    pub leader_imbalance_check_interval: Duration,
+}
+
+/// The controller's state on one node (acting only while the node leads the quorum).
+pub struct Controller {
+    node_id: u64,
+    times: ControllerTimes,
+    image: watch::Receiver<Arc<ClusterImage>>,
+    quorum: Mutex<Weak<Quorum>>,
+    /// When the active controller last heard from each broker.
+    last_heartbeat: Mutex<HashMap<i32, Instant>>,
+    /// The brokers a fence or unfence record is on its way for (not proposed twice at once).
+    in_flight: Mutex<HashMap<i32, Instant>>,
+    /// Itself, for the futures its service hands out.
+    me: Weak<Controller>,
+}
+
+impl Controller {
+    pub fn new(
+        node_id: u64,
+        times: ControllerTimes,
+        image: watch::Receiver<Arc<ClusterImage>>,
+    ) -> Arc<Controller> {
+        Arc::new_cyclic(|me| Controller {
+            node_id,
+            times,
+            image,
+            quorum: Mutex::new(Weak::new()),
+            last_heartbeat: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            me: me.clone(),
+        })
+    }
+
+    /// Connects the controller to its quorum (which is started with the controller as its
+    /// service, hence after it) and starts the liveness checks.
+    pub fn start(self: &Arc<Controller>, quorum: &Arc<Quorum>) {
+        *self.quorum.lock() = Arc::downgrade(quorum);
+        tokio::spawn(check_liveness(Arc::clone(self), quorum.watch_leader()));
+    }
+
+    fn quorum(&self) -> Option<Arc<Quorum>> {
+        self.quorum.lock().upgrade()
+    }
+
+    fn is_active(&self) -> bool {
+        self.quorum()
+            .is_some_and(|q| q.leader() == Some(self.node_id))
+    }
+
+    async fn handle_request(self: Arc<Controller>, request: ControllerRequest) -> ControllerResponse {
+        let Some(quorum) = self.quorum() else {
+            return ControllerResponse::Error("the controller is shutting down".into());
+        };
+        if quorum.leader() != Some(self.node_id) {
+            return ControllerResponse::NotController {
+                leader: quorum.leader(),
+            };
+        }
+        match request {
+            ControllerRequest::Register {
+                id,
+                incarnation,
+                host,
+                port,
+                rack,
+            } => {
+                self.last_heartbeat.lock().insert(id, Instant::now());
+                let known = self.image.borrow().brokers.get(&id).is_some_and(|b| {
+                    b.incarnation == incarnation && b.host == host && b.port == port
+                });
+                if known {
+                    return ControllerResponse::Ok;
+                }
+                let record = MetadataRecord::RegisterBroker {
+                    id,
+                    incarnation,
+                    host,
+                    port,
+                    rack,
+                };
+                match quorum.propose(record.encode(), PROPOSE_TIMEOUT).await {
+                    Ok(_) => ControllerResponse::Ok,
+                    Err(e) => ControllerResponse::Error(e.to_string()),
+                }
+            }
+            ControllerRequest::Heartbeat {
+                id,
+                incarnation,
+                applied_index,
+            } => {
+                self.last_heartbeat.lock().insert(id, Instant::now());
+                let unfence = self.image.borrow().brokers.get(&id).is_some_and(|b| {
+                    b.fenced && b.incarnation == incarnation && applied_index >= b.registered_at
+                });
+                if unfence {
+                    let record = MetadataRecord::UnfenceBroker { id, incarnation };
+                    self.propose_once(&quorum, id, record);
+                }
+                ControllerResponse::Ok
+            }
+        }
+    }
+
+    /// Proposes a fence or unfence of broker `id` in the background, unless one is already
+    /// on its way.
+    fn propose_once(self: &Arc<Controller>, quorum: &Arc<Quorum>, id: i32, record: MetadataRecord) {
+        {
+            let mut in_flight = self.in_flight.lock();
+            let busy = in_flight
+                .get(&id)
+                .is_some_and(|since| since.elapsed() < PROPOSE_TIMEOUT);
+            if busy {
+                return;
+            }
+            in_flight.insert(id, Instant::now());
+        }
+        let controller = Arc::clone(self);
+        let quorum = Arc::clone(quorum);
+        tokio::spawn(async move {
+            if let Err(e) = quorum.propose(record.encode(), PROPOSE_TIMEOUT).await {
+                tracing::warn!(broker = id, error = %e, "could not record a broker's liveness");
+            }
+            controller.in_flight.lock().remove(&id);
+        });
+    }
+
+    /// Fences the unfenced brokers whose session expired.
+    fn fence_silent_brokers(self: &Arc<Controller>, quorum: &Arc<Quorum>) {
+        let now = Instant::now();
+        let image = Arc::clone(&self.image.borrow());
+        for broker in image.brokers.values().filter(|b| !b.fenced) {
+            let last = *self
+                .last_heartbeat
+                .lock()
+                .entry(broker.id)
+                .or_insert(now);
+            if now.duration_since(last) > self.times.session_timeout {
+                tracing::warn!(broker = broker.id, "broker missed its session; fencing it");
+                let record = MetadataRecord::FenceBroker {
+                    id: broker.id,
+                    incarnation: broker.incarnation.clone(),
+                };
+                self.propose_once(quorum, broker.id, record);
+            }
+        }
+    }
+
+    /// Proposes moving leadership back to preferred replicas that are alive and in sync.
+    fn restore_preferred_leaders(&self, quorum: &Arc<Quorum>) {
+        let image = Arc::clone(&self.image.borrow());
+        let mut records = Vec::new();
+        for topic in image.topics.values() {
+            for (index, partition) in topic.partitions.iter().enumerate() {
+                let Some(preferred) = partition.preferred_leader() else {
+                    continue;
+                };
+                if partition.leader != preferred
+                    && partition.isr.contains(&preferred)
+                    && image.is_live(preferred)
+                {
+                    records.push(MetadataRecord::ElectPreferredLeader {
+                        topic: topic.name.clone(),
+                        partition: index as i32,
+                    });
+                }
+            }
+        }
+        if records.is_empty() {
+            return;
+        }
+        let quorum = Arc::clone(quorum);
+        tokio::spawn(async move {
+            for record in records {
+                if let Err(e) = quorum.propose(record.encode(), PROPOSE_TIMEOUT).await {
+                    tracing::debug!(error = %e, "preferred leader election not recorded");
+                    return;
+                }
+            }
+        });
+    }
+}
+
+impl ControllerService for Controller {
+    fn handle(&self, _from: u64, request: Vec<u8>) -> BoxFuture<'static, Vec<u8>> {
+        let controller = self.me.upgrade();
+        Box::pin(async move {
+            let response = match (serde_json::from_slice(&request), controller) {
+                (Ok(request), Some(controller)) => controller.handle_request(request).await,
+                (Err(e), _) => ControllerResponse::Error(format!("bad controller request: {e}")),
+                (_, None) => ControllerResponse::Error("the controller is shutting down".into()),
+            };
+            serde_json::to_vec(&response).expect("controller responses serialise")
+        })
+    }
+}
+
+/// While this node is the active controller: fences silent brokers and restores preferred
+/// leaders. Every broker gets a full session when the node becomes active.
+async fn check_liveness(controller: Arc<Controller>, mut leader: watch::Receiver<Option<u64>>) {
+    let mut tick = tokio::time::interval(controller.times.check_interval);
+    let mut was_active = false;
+    let mut last_rebalance = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = leader.changed() => if changed.is_err() { return },
+        }
+        let Some(quorum) = controller.quorum() else {
+            return;
+        };
+        let active = controller.is_active();
+        if active && !was_active {
+            tracing::info!(node = controller.node_id, "this node is the active controller");
+            let now = Instant::now();
+            let mut last = controller.last_heartbeat.lock();
+            last.clear();
+            last.extend(controller.image.borrow().brokers.keys().map(|id| (*id, now)));
+            last_rebalance = now;
+        }
+        was_active = active;
+        if !active {
+            continue;
+        }
+        controller.fence_silent_brokers(&quorum);
+        if last_rebalance.elapsed() >= controller.times.leader_imbalance_check_interval {
+            last_rebalance = Instant::now();
+            controller.restore_preferred_leaders(&quorum);
+        }
+    }
+}
