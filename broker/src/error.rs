@@ -47,6 +47,11 @@ pub enum BrokerError {
     },
     #[error("replication factor {0} is not possible on this single-node cluster (use 1 or -1)")]
     InvalidReplicationFactor(i16),
+    #[error(
+        "replication factor {requested} is not possible: {brokers} broker(s) are available \
+         (use 1 to {brokers}, or -1 for default.replication.factor)"
+    )]
+    ReplicationFactorTooLarge { requested: i16, brokers: usize },
     #[error("config '{name}' has an invalid value '{value}'")]
     InvalidConfig { name: String, value: String },
     #[error(
@@ -208,7 +213,10 @@ impl BrokerError {
             BrokerError::InvalidPartitions(_) | BrokerError::PartitionCountNotIncreased { .. } => {
                 ResponseError::InvalidPartitions
             }
-            BrokerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+            BrokerError::InvalidReplicationFactor(_)
+            | BrokerError::ReplicationFactorTooLarge { .. } => {
+                ResponseError::InvalidReplicationFactor
+            }
             BrokerError::InvalidConfig { .. }
             | BrokerError::UnknownConfig { .. }
             | BrokerError::ConfigOperationNotAllowed { .. } => ResponseError::InvalidConfig,

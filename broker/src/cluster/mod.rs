@@ -15,3 +15,4 @@ pub mod metadata;
 pub mod node;
 pub mod quorum;
 pub mod replica;
+pub mod topics;

@@ -104,6 +104,8 @@ pub struct ClusterNode {
     pub quorum: Arc<Quorum>,
     image: watch::Receiver<Arc<ClusterImage>>,
     replicas: RwLock<HashMap<(String, i32), Replica>>,
+    /// The block of producer ids this broker hands out: [next, end).
+    pub(crate) producer_ids: parking_lot::Mutex<(i64, i64)>,
     pub(crate) connections: crate::kafka_client::connection::Connections,
 }
 
@@ -151,6 +153,7 @@ impl ClusterNode {
             quorum,
             image,
             replicas: RwLock::new(HashMap::new()),
+            producer_ids: parking_lot::Mutex::new((0, 0)),
             connections: Default::default(),
         });
         tokio::spawn(reconcile_forever(Arc::clone(broker), Arc::clone(&node)));

@@ -15,6 +15,7 @@
 
 mod admin;
 mod budget;
+mod cluster;
 mod configs;
 mod fetch;
 #[cfg(test)]
@@ -302,15 +303,29 @@ fn route(context: RequestContext, mut body: Bytes) -> Result<Pending, String> {
             Pending::Ready(context.encode(&response))
         }
         ApiKey::Metadata => {
-            let response = metadata::metadata(&context, decode(&mut body, v)?);
+            let request = decode(&mut body, v)?;
+            let response = match context.broker.cluster() {
+                Some(node) => cluster::metadata(&context, node, request),
+                None => metadata::metadata(&context, request),
+            };
             Pending::Ready(context.encode(&response))
         }
         ApiKey::CreateTopics => {
-            let response = metadata::create_topics(&context, decode(&mut body, v)?);
+            let request = decode(&mut body, v)?;
+            if let Some(node) = context.broker.cluster() {
+                let node = Arc::clone(node);
+                return Ok(context.later(cluster::create_topics(context.clone(), node, request)));
+            }
+            let response = metadata::create_topics(&context, request);
             Pending::Ready(context.encode(&response))
         }
         ApiKey::DeleteTopics => {
-            let response = metadata::delete_topics(&context, decode(&mut body, v)?);
+            let request = decode(&mut body, v)?;
+            if let Some(node) = context.broker.cluster() {
+                let node = Arc::clone(node);
+                return Ok(context.later(cluster::delete_topics(context.clone(), node, request)));
+            }
+            let response = metadata::delete_topics(&context, request);
             Pending::Ready(context.encode(&response))
         }
         ApiKey::DescribeConfigs => {
@@ -342,7 +357,12 @@ fn route(context: RequestContext, mut body: Bytes) -> Result<Pending, String> {
             Pending::Ready(context.encode(&response))
         }
         ApiKey::InitProducerId => {
-            let response = metadata::init_producer_id(&context, decode(&mut body, v)?);
+            let request = decode(&mut body, v)?;
+            if let Some(node) = context.broker.cluster() {
+                let node = Arc::clone(node);
+                return Ok(context.later(cluster::init_producer_id(node, request)));
+            }
+            let response = metadata::init_producer_id(&context, request);
             Pending::Ready(context.encode(&response))
         }
         ApiKey::FindCoordinator => {

@@ -1,0 +1,152 @@
+//! Topic administration in a cluster: every change is a record of the metadata log.
+//!
+//! A topic is created by proposing a `CreateTopic` record with the replicas placed by Kafka's
+//! rack-aware assignment (or the client's own assignment); the call returns once the record is
+//! applied on this node, and each broker then opens its replicas when its image shows them.
+
+use std::collections::BTreeMap;
+
+use super::metadata::{assign_replicas, MetadataRecord, TopicImage};
+use super::node::ClusterNode;
+use crate::broker::{validate_topic_name, Broker};
+use crate::config::TopicConfig;
+use crate::error::{BrokerError, Result};
+use crate::limits::PARTITIONS_MAX;
+
+/// What a topic creation asks for.
+pub struct NewTopic<'a> {
+    pub name: &'a str,
+    /// -1: the broker default.
+    pub partitions: i32,
+    /// -1: `default.replication.factor`.
+    pub replication_factor: i16,
+    /// Explicit replica lists, one per partition (then partitions and factor are -1).
+    pub assignments: Vec<Vec<i32>>,
+    pub configs: BTreeMap<String, String>,
+}
+
+impl ClusterNode {
+    /// Checks a new topic and places its replicas: the record to propose and the topic's
+    /// config. Nothing is changed.
+    pub fn plan_topic(&self, broker: &Broker, topic: &NewTopic) -> Result<(MetadataRecord, TopicConfig)> {
+        validate_topic_name(topic.name)?;
+        let image = self.image();
+        if image.topics.contains_key(topic.name) {
+            return Err(BrokerError::TopicAlreadyExists(topic.name.to_string()));
+        }
+        let config = broker.topic_config(&topic.configs)?;
+        let configs = config.canonical_overrides(&topic.configs);
+        let live: Vec<(i32, Option<String>)> = image
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| (b.id, b.rack.clone()))
+            .collect();
+        let replicas = if topic.assignments.is_empty() {
+            let partitions = match topic.partitions {
+                -1 => broker.config.default_partitions,
+                n => n,
+            };
+            if !(1..=PARTITIONS_MAX).contains(&partitions) {
+                return Err(BrokerError::InvalidPartitions(partitions));
+            }
+            broker.check_request_partitions(partitions.into())?;
+            let factor = match topic.replication_factor {
+                -1 => self.config.default_replication_factor,
+                n => n,
+            };
+            if factor < 1 || factor as usize > live.len() {
+                return Err(BrokerError::ReplicationFactorTooLarge {
+                    requested: factor,
+                    brokers: live.len(),
+                });
+            }
+            let start = rand::random_range(0..live.len());
+            assign_replicas(&live, 0..partitions, factor as usize, start)
+        } else {
+            for replicas in &topic.assignments {
+                let mut seen = std::collections::BTreeSet::new();
+                for id in replicas {
+                    if !image.brokers.contains_key(id) || !seen.insert(*id) {
+                        return Err(BrokerError::InvalidReplicaAssignment(format!(
+                            "replica list {replicas:?} names an unknown broker or one twice"
+                        )));
+                    }
+                }
+            }
+            topic.assignments.clone()
+        };
+        let record = MetadataRecord::CreateTopic {
+            name: topic.name.to_string(),
+            id: uuid::Uuid::new_v4().to_string(),
+            configs,
+            replicas,
+        };
+        Ok((record, config))
+    }
+
+    /// Creates a topic: returns it as the image holds it once created.
+    pub async fn create_topic(&self, broker: &Broker, topic: &NewTopic<'_>) -> Result<TopicImage> {
+        let (record, _) = self.plan_topic(broker, topic)?;
+        let MetadataRecord::CreateTopic { id, .. } = &record else {
+            unreachable!("plan_topic plans a CreateTopic");
+        };
+        let id = id.clone();
+        self.propose(&record).await?;
+        match self.image().topics.get(topic.name) {
+            Some(created) if created.id == id => Ok(created.clone()),
+            _ => Err(BrokerError::TopicAlreadyExists(topic.name.to_string())),
+        }
+    }
+
+    /// Deletes a topic.
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        let id = self
+            .image()
+            .topics
+            .get(name)
+            .map(|t| t.id.clone())
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
+                topic: name.to_string(),
+                partition: -1,
+            })?;
+        let record = MetadataRecord::DeleteTopic {
+            name: name.to_string(),
+            id,
+        };
+        self.propose(&record).await?;
+        Ok(())
+    }
+
+    /// Hands out a producer id unique across the cluster, from blocks recorded in the
+    /// metadata log.
+    pub async fn allocate_producer_id(&self) -> Result<i64> {
+        loop {
+            {
+                let mut block = self.producer_ids.lock();
+                if block.0 < block.1 {
+                    block.0 += 1;
+                    return Ok(block.0 - 1);
+                }
+            }
+            let me = self.config.node_id;
+            let record = MetadataRecord::AllocateProducerIds {
+                broker: me,
+                size: PRODUCER_ID_BLOCK_SIZE,
+            };
+            let index = self.propose(&record).await?;
+            let image = self.image();
+            if image.applied_index >= index {
+                if let Some(&(start, end)) = image.producer_id_blocks.get(&me) {
+                    let mut block = self.producer_ids.lock();
+                    if block.1 < end {
+                        *block = (start, end);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Producer ids a broker takes from the cluster at once.
+const PRODUCER_ID_BLOCK_SIZE: i64 = 1_000;
