@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use eddy_broker::cluster::node::{parse_voters, ClusterConfig};
 use eddy_broker::{Broker, BrokerConfig};
 
 use crate::client::Client;
@@ -119,6 +120,36 @@ struct BrokerArgs {
     /// Default `flush.messages` for topics (1 = fsync before every acknowledgement).
     #[arg(long)]
     flush_messages: Option<i64>,
+    /// `node.id`: this broker's id in a cluster (with --controller-listen and
+    /// --controller-quorum-voters; without them the broker runs alone).
+    #[arg(long, requires_all = ["controller_listen", "controller_quorum_voters"])]
+    node_id: Option<i32>,
+    /// Address of this node's controller listener (the metadata quorum's traffic).
+    #[arg(long, requires = "node_id")]
+    controller_listen: Option<String>,
+    /// `controller.quorum.voters`: every node of the metadata quorum, as
+    /// ID@HOST:PORT,ID@HOST:PORT,... (their controller listeners).
+    #[arg(long, requires = "node_id")]
+    controller_quorum_voters: Option<String>,
+    /// `broker.rack`: replicas of a partition are spread over racks.
+    #[arg(long, requires = "node_id")]
+    rack: Option<String>,
+    /// `default.replication.factor` of new topics in a cluster [default: min(3, voters)].
+    #[arg(long, requires = "node_id")]
+    default_replication_factor: Option<i16>,
+    /// `min.insync.replicas` default for topics: acks=all needs this many replicas in sync.
+    #[arg(long)]
+    min_insync_replicas: Option<i32>,
+    /// `broker.session.timeout.ms`: a broker silent this long is fenced and loses its
+    /// leaderships.
+    #[arg(long, default_value_t = 3_000)]
+    broker_session_timeout_ms: u64,
+    /// `broker.heartbeat.interval.ms`.
+    #[arg(long, default_value_t = 500)]
+    broker_heartbeat_interval_ms: u64,
+    /// `replica.lag.time.max.ms`: a follower not caught up this long leaves the in-sync set.
+    #[arg(long, default_value_t = 30_000)]
+    replica_lag_time_max_ms: u64,
 }
 
 #[derive(clap::Args)]
@@ -283,9 +314,30 @@ async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
     if let Some(flush_messages) = args.flush_messages {
         config.topic_defaults.flush_messages = flush_messages.max(1);
     }
-    let broker = Broker::open(config)
-        .await
-        .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
+    if let Some(min_insync_replicas) = args.min_insync_replicas {
+        config.topic_defaults.min_insync_replicas = min_insync_replicas.max(1);
+    }
+    let opened = match (&args.node_id, &args.controller_listen, &args.controller_quorum_voters) {
+        (Some(node_id), Some(controller_listen), Some(voters)) => {
+            config.node_id = *node_id;
+            let voters = parse_voters(voters).map_err(anyhow::Error::msg)?;
+            let mut cluster = ClusterConfig::new(*node_id, voters);
+            cluster.rack = args.rack.clone();
+            if let Some(factor) = args.default_replication_factor {
+                cluster.default_replication_factor = factor;
+            }
+            cluster.session_timeout = Duration::from_millis(args.broker_session_timeout_ms);
+            cluster.heartbeat_interval = Duration::from_millis(args.broker_heartbeat_interval_ms);
+            cluster.replica_lag_time_max = Duration::from_millis(args.replica_lag_time_max_ms);
+            let (controller, _) = eddy_broker::bind(controller_listen)
+                .await
+                .with_context(|| format!("binding {controller_listen}"))?;
+            Broker::open_cluster(config, cluster, controller).await
+        }
+        _ => Broker::open(config).await,
+    };
+    let broker =
+        opened.with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
     println!("eddy broker listening on {address}");
     tracing::info!(%address, data_dir = %args.data_dir.display(), "broker started");
     tokio::select! {

@@ -452,3 +452,36 @@ async fn check_isr_forever(node: Arc<ClusterNode>) {
     }
 }
 
+
+/// Parses `--controller-quorum-voters`: `1@host:port,2@host:port,...`.
+pub fn parse_voters(text: &str) -> std::result::Result<Vec<(u64, String)>, String> {
+    let voters: Vec<(u64, String)> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(|voter| {
+            let (id, address) = voter
+                .split_once('@')
+                .ok_or_else(|| format!("voter '{voter}' is not ID@HOST:PORT"))?;
+            let id: u64 = id
+                .parse()
+                .ok()
+                .filter(|id| *id >= 1)
+                .ok_or_else(|| format!("voter id '{id}' is not a positive number"))?;
+            if !address.contains(':') {
+                return Err(format!("voter address '{address}' is not HOST:PORT"));
+            }
+            Ok((id, address.to_string()))
+        })
+        .collect::<std::result::Result<_, String>>()?;
+    if voters.is_empty() {
+        return Err("no voters given (ID@HOST:PORT,...)".into());
+    }
+    let mut ids: Vec<u64> = voters.iter().map(|v| v.0).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() != voters.len() {
+        return Err("a voter id is listed twice".into());
+    }
+    Ok(voters)
+}
