@@ -56,6 +56,20 @@ pub(super) fn find_coordinator(
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
     let config = &context.broker.config;
+    if context.broker.cluster().is_some() {
+        // Groups in a cluster need __consumer_offsets replicated and its leaders as
+        // coordinators; until then, say so rather than coordinate from one node's memory.
+        let code = kafka_protocol::ResponseError::CoordinatorNotAvailable.code();
+        let message = "consumer groups are not available in a cluster yet";
+        return FindCoordinatorResponse::default()
+            .with_error_code(code)
+            .with_error_message(Some(str_bytes(message.to_string())))
+            .with_coordinators(vec![Coordinator::default()
+                .with_key(request.key)
+                .with_node_id((-1).into())
+                .with_error_code(code)
+                .with_error_message(Some(str_bytes(message.to_string())))]);
+    }
     let host = str_bytes(config.advertised_host.clone());
     if context.version >= 4 {
         // v4+ batches keys; not advertised yet, kept for when it is.
