@@ -103,6 +103,16 @@ pub enum BrokerError {
         epoch: i16,
         current: i16,
     },
+    #[error(
+        "leader epoch {epoch} is older than the current epoch {current}: a newer leader was \
+         elected; refresh the partition's metadata"
+    )]
+    FencedLeaderEpoch { epoch: i32, current: i32 },
+    #[error(
+        "a replicated batch starts at offset {offset}, below {expected_min} (the log end or the \
+         previous batch's end): truncate the follower's log first"
+    )]
+    UnexpectedAppendOffset { offset: i64, expected_min: i64 },
     #[error("acks must be -1, 0 or 1, not {0}")]
     InvalidRequiredAcks(i16),
     #[error("group '{0}' is not known")]
@@ -229,6 +239,10 @@ impl BrokerError {
             BrokerError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
             BrokerError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
             BrokerError::InvalidRequiredAcks(_) => ResponseError::InvalidRequiredAcks,
+            BrokerError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+            // Kafka's UnexpectedAppendOffsetException stays inside the broker (the replica
+            // fetcher handles it); should it reach a client, it is a server error.
+            BrokerError::UnexpectedAppendOffset { .. } => ResponseError::UnknownServerError,
             BrokerError::GroupIdNotFound(_) => ResponseError::GroupIdNotFound,
             BrokerError::NonEmptyGroup(_) => ResponseError::NonEmptyGroup,
             BrokerError::UnknownMemberId { .. } => ResponseError::UnknownMemberId,

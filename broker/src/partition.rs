@@ -426,6 +426,54 @@ impl Partition {
         log.delete_records_before(offset).map_err(|e| self.named(e))
     }
 
+    /// Appends batches fetched from the leader, as they are; see [`Log::append_as_follower`].
+    pub fn append_as_follower(&self, records: &mut BytesMut, now_ms: i64) -> Result<AppendInfo> {
+        self.check_online()?;
+        let (info, end, flush) = {
+            let mut log = self.log.lock();
+            let info = log
+                .append_as_follower(records, now_ms)
+                .map_err(|e| self.named(e))?;
+            (info, log.log_end_offset(), log.flush_due())
+        };
+        self.end_offset.send_replace(end);
+        if flush {
+            self.flush_wanted.notify_one();
+        }
+        Ok(info)
+    }
+
+    /// Removes every record at or after `offset`; see [`Log::truncate_to`]. The end offset
+    /// comes down with the log, and so does the durable offset, so that records appended in
+    /// place of the removed ones wait for a sync of their own.
+    pub fn truncate_to(&self, offset: i64) -> Result<bool> {
+        self.check_online()?;
+        let mut log = self.log.lock();
+        let truncated = log.truncate_to(offset).map_err(|e| self.named(e))?;
+        let end = log.log_end_offset();
+        self.durable_offset.send_if_modified(|durable| {
+            let lowered = *durable > end;
+            *durable = (*durable).min(end);
+            lowered
+        });
+        self.end_offset.send_replace(end);
+        Ok(truncated)
+    }
+
+    /// Makes this replica the leader in `epoch`; see [`Log::become_leader`].
+    pub fn become_leader(&self, epoch: i32) -> Result<()> {
+        self.check_online()?;
+        let mut log = self.log.lock();
+        log.become_leader(epoch)?;
+        self.end_offset.send_replace(log.log_end_offset());
+        Ok(())
+    }
+
+    /// Where `epoch` ends in this replica's log; see [`Log::end_offset_for_epoch`].
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.log.lock().end_offset_for_epoch(epoch)
+    }
+
     /// Replaces the topic config this partition's log follows (an AlterConfigs took effect).
     pub fn set_config(&self, config: TopicConfig) {
         self.log.lock().set_config(config);
@@ -501,8 +549,9 @@ async fn flusher(partition: Arc<Partition>) {
             // Offsets become durable only when the sync that covers them succeeded.
             match tokio::task::spawn_blocking(move || job.run()).await {
                 Ok(Ok(())) => {
-                    partition.log.lock().flushed(end);
-                    partition.durable_offset.send_replace(end);
+                    // Less than `end` when a truncation came in between (see `Log::flushed`).
+                    let durable = partition.log.lock().flushed(end);
+                    partition.durable_offset.send_replace(durable);
                 }
                 Ok(Err(e)) => return partition.sync_failed(e.to_string()),
                 Err(e) => return partition.sync_failed(format!("sync task failed: {e}")),

@@ -136,7 +136,15 @@ fn clean_segment(
         } else if !kept.is_empty() {
             let encoded = batch::encode_with_offsets(&kept, header.compression())
                 .map_err(BrokerError::Internal)?;
+            let start = out.len();
             out.extend_from_slice(&encoded);
+            // The leader epoch that wrote the records stays with them (it is outside the CRC):
+            // followers copy it and a rebuilt epoch cache reads it.
+            batch::stamp(
+                &mut out[start..],
+                kept[0].offset,
+                header.partition_leader_epoch,
+            );
         }
     }
     Ok((removed > 0).then_some((out, removed)))

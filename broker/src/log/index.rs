@@ -55,6 +55,11 @@ impl SegmentIndex {
         })
     }
 
+    /// Empty index files in place of these (the segment was truncated and is reindexed).
+    pub(super) fn recreate(&self) -> std::io::Result<SegmentIndex> {
+        SegmentIndex::create(&self.offset_path, &self.time_path)
+    }
+
     /// Loads existing index files if they are consistent with a log of `log_bytes` bytes;
     /// returns `None` when they are missing or damaged and must be rebuilt.
     pub(super) fn load(

@@ -9,9 +9,16 @@
 //! `log-start-offset-checkpoint` per data directory; a file inside the partition's directory
 //! goes wherever the directory goes, so a deleted topic's start can never apply to a new topic
 //! of the same name).
+//!
+//! Replication, on Kafka's model: a leader stamps every batch with its leader epoch
+//! ([`Log::become_leader`], [`Log::append`]); a follower appends the leader's batches as they
+//! are ([`Log::append_as_follower`]); both keep which epoch wrote which offsets in a
+//! [`LeaderEpochCache`], whose [`Log::end_offset_for_epoch`] answers OffsetsForLeaderEpoch; a
+//! follower that diverged cuts its log with [`Log::truncate_to`] (KIP-101, KIP-279).
 
 pub mod batch;
 pub mod compaction;
+pub mod epoch_cache;
 mod index;
 pub mod message_set;
 mod segment;
@@ -26,7 +33,8 @@ use bytes::{Bytes, BytesMut};
 use crate::config::TopicConfig;
 use crate::error::{BrokerError, Result};
 use crate::limits::PRODUCER_BATCHES_KEPT;
-use batch::BatchHeader;
+use batch::{BatchError, BatchHeader};
+pub use epoch_cache::{EpochEntry, LeaderEpochCache};
 pub use segment::{RecoveryReport, Segment};
 
 /// Where one append landed.
@@ -58,9 +66,27 @@ pub struct Log {
     /// them, with the directory that gained the new segment's entries.
     rolled_unsynced: Vec<Arc<File>>,
     producers: HashMap<i64, ProducerState>,
+    /// Which leader epoch wrote which offsets.
+    epochs: LeaderEpochCache,
+    /// The epoch this log stamps on the batches it appends as leader, once
+    /// [`Log::become_leader`] set it; until then the latest epoch in the cache, or 0.
+    leader_epoch: Option<i32>,
+    /// The lowest log end offset a truncation left since the last [`Log::prepare_flush`]: a
+    /// sync prepared before it must not count the offsets above it as durable (they hold
+    /// other records now).
+    truncated_since_prepare: Option<i64>,
     /// Test-only fault: every sync of this log fails, as a failing disk's would.
     #[cfg(test)]
     pub(crate) fail_syncs: bool,
+}
+
+/// Who is appending, which decides the checks a batch gets (Kafka's `AppendOrigin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AppendOrigin {
+    /// A producer: the broker assigns offsets and the leader epoch.
+    Client,
+    /// A follower copying its leader's batches, offsets and epochs already assigned.
+    Replication,
 }
 
 /// One sync of a log, prepared under its lock and run outside it: the files written since the
@@ -120,9 +146,15 @@ impl Log {
             records_since_flush: 0,
             rolled_unsynced: Vec::new(),
             producers: HashMap::new(),
+            epochs: LeaderEpochCache::empty(dir),
+            leader_epoch: None,
+            truncated_since_prepare: None,
             #[cfg(test)]
             fail_syncs: false,
         };
+        // Where each epoch starts in the segments recovery scans, as Kafka's recovery assigns
+        // them: epochs newer than the cache's latest only.
+        let mut scanned_epochs: Vec<EpochEntry> = Vec::new();
         let mut total = RecoveryReport::default();
         let mut cut = false;
         let mut verified = Vec::new();
@@ -137,6 +169,7 @@ impl Log {
             let mut producers = std::mem::take(&mut log.producers);
             let (mut segment, report) = Segment::open(dir, *base, verify, now_ms, &mut |h| {
                 remember_producer(&mut producers, h, h.base_offset);
+                remember_epoch_start(&mut scanned_epochs, h);
             })?;
             log.producers = producers;
             if let (Some(next), false) = (next_base, verify) {
@@ -168,9 +201,33 @@ impl Log {
             log.log_start_offset = log.log_start_offset.max(start);
             log.delete_segments_below_start();
         }
+        log.open_epochs(&scanned_epochs)?;
         log.sync_opened(&verified, created)?;
         log.recovery_point = log.log_end_offset();
         Ok((log, total))
+    }
+
+    /// Loads the leader epoch cache at open and fits it to the recovered log: entries past
+    /// the log end go (a torn tail, or a truncation cut short by a crash), epochs found in the
+    /// scanned segments are added, and history below the log start is forgotten. A missing or
+    /// unreadable checkpoint is rebuilt from the headers of every batch.
+    fn open_epochs(&mut self, scanned: &[EpochEntry]) -> Result<()> {
+        match LeaderEpochCache::open(&self.dir) {
+            Some(cache) => {
+                self.epochs = cache;
+                self.epochs.truncate_from_end(self.log_end_offset())?;
+                self.epochs.assign_all(scanned)?;
+            }
+            None => {
+                let mut starts = Vec::new();
+                for segment in self.segments.values() {
+                    segment.visit_headers(&mut |h| remember_epoch_start(&mut starts, h))?;
+                }
+                self.epochs.assign_all(&starts)?;
+            }
+        }
+        self.epochs.truncate_from_start(self.log_start_offset)?;
+        Ok(())
     }
 
     /// OFFSET_OUT_OF_RANGE for `offset`, with the log's bounds (the partition fills in its
@@ -204,7 +261,18 @@ impl Log {
         )?;
         self.log_start_offset = offset;
         self.delete_segments_below_start();
+        self.forget_epochs_below_start();
         Ok(self.log_start_offset)
+    }
+
+    /// Moves the leader epoch cache's first entry up to the log start offset (Kafka's
+    /// `truncateFromStart`). A failed write is logged, not returned: the entries in memory are
+    /// right, and opening the log fits the file to the log start again.
+    fn forget_epochs_below_start(&mut self) {
+        if let Err(e) = self.epochs.truncate_from_start(self.log_start_offset) {
+            tracing::warn!(dir = %self.dir.display(), error = %e,
+                "could not write the leader epoch checkpoint after the log start moved");
+        }
     }
 
     /// Deletes closed segments whose every offset is below the log start offset: those the
@@ -291,27 +359,7 @@ impl Log {
     /// Validates, stamps and appends every batch in `records` (as a produce request carries
     /// them). Returns where the first and last landed. Nothing is appended if any batch is bad.
     pub fn append(&mut self, records: &mut BytesMut, now_ms: i64) -> Result<AppendInfo> {
-        let mut batches = Vec::new();
-        let mut position = 0;
-        while position < records.len() {
-            let header = batch::validate(&records[position..])
-                .map_err(|e| BrokerError::CorruptMessage(e.to_string()))?;
-            let size = header.total_bytes();
-            if size > self.config.max_message_bytes as usize {
-                return Err(BrokerError::MessageTooLarge {
-                    size,
-                    max: self.config.max_message_bytes,
-                });
-            }
-            if header.record_count != header.last_offset_delta + 1 {
-                return Err(BrokerError::CorruptMessage(format!(
-                    "record count {} does not match last offset delta {}",
-                    header.record_count, header.last_offset_delta
-                )));
-            }
-            batches.push((position, header));
-            position += size;
-        }
+        let batches = self.validate_batches(records, AppendOrigin::Client)?;
         if batches.is_empty() {
             return Err(BrokerError::CorruptMessage(
                 "no record batch in request".into(),
@@ -351,16 +399,16 @@ impl Log {
             return Ok(duplicate);
         }
         let base_offset = self.log_end_offset();
-        let active = self.active();
-        let too_big = active.size() + batch.len() as u64 > self.config.segment_bytes;
-        let too_old = now_ms - active.created_at_ms >= self.config.segment_ms;
-        if active.size() > 0 && (too_big || too_old) {
-            self.roll(now_ms)?;
-        }
-        batch::stamp(batch, base_offset, 0);
+        let last_offset = base_offset + i64::from(header.last_offset_delta);
+        self.maybe_roll(batch.len(), base_offset, last_offset, now_ms)?;
+        let epoch = self.leader_epoch();
+        // The cache learns a new epoch before any batch of it is on disk, as in Kafka, so it
+        // never misses an epoch the log holds.
+        self.epochs.assign(epoch, base_offset)?;
+        batch::stamp(batch, base_offset, epoch);
         let stamped = BatchHeader {
             base_offset,
-            partition_leader_epoch: 0,
+            partition_leader_epoch: epoch,
             ..header
         };
         self.active_mut().append(batch, &stamped)?;
@@ -371,6 +419,160 @@ impl Log {
             last_offset: stamped.last_offset(),
             duplicate: false,
         })
+    }
+
+    /// Checks every whole batch in `records` as `origin` requires, before anything is
+    /// appended, and returns where each starts. Both origins check the header, the length and
+    /// the CRC-32C. A producer's batch must also fit `max.message.bytes` and hold exactly
+    /// `last_offset_delta + 1` records. A leader's batch keeps the offsets the leader gave it:
+    /// they must increase from batch to batch and start at or after the log end (gaps are
+    /// allowed: a compacted leader has them), a compacted batch may hold fewer records than
+    /// its offset range, and `max.message.bytes` is not applied (as in Kafka: the leader
+    /// accepted the batch, perhaps under an older limit). A leader's bytes may end in a
+    /// partial batch (a fetch response cut at its size limit), which is left out.
+    fn validate_batches(
+        &self,
+        records: &[u8],
+        origin: AppendOrigin,
+    ) -> Result<Vec<(usize, BatchHeader)>> {
+        let mut batches = Vec::new();
+        let mut position = 0;
+        let mut offset_min = self.log_end_offset();
+        while position < records.len() {
+            let header = match batch::validate(&records[position..]) {
+                Ok(header) => header,
+                Err(BatchError::Incomplete) if origin == AppendOrigin::Replication => break,
+                Err(e) => return Err(BrokerError::CorruptMessage(e.to_string())),
+            };
+            let size = header.total_bytes();
+            let range = header.last_offset_delta + 1;
+            match origin {
+                AppendOrigin::Client => {
+                    if size > self.config.max_message_bytes as usize {
+                        return Err(BrokerError::MessageTooLarge {
+                            size,
+                            max: self.config.max_message_bytes,
+                        });
+                    }
+                    if header.record_count != range {
+                        return Err(record_count_error(&header));
+                    }
+                }
+                AppendOrigin::Replication => {
+                    if header.record_count > range {
+                        return Err(record_count_error(&header));
+                    }
+                    if header.base_offset < offset_min {
+                        return Err(BrokerError::UnexpectedAppendOffset {
+                            offset: header.base_offset,
+                            expected_min: offset_min,
+                        });
+                    }
+                    offset_min = header.next_offset();
+                }
+            }
+            batches.push((position, header));
+            position += size;
+        }
+        Ok(batches)
+    }
+
+    /// Appends the batches a leader sent (a follower's fetch response), keeping their offsets,
+    /// leader epochs, codecs and bytes exactly: a follower ends byte-identical to its leader.
+    /// Every whole batch is checked first (see `validate_batches`); nothing is appended if any
+    /// is bad, and a partial batch at the end is left out. The epoch cache learns each newer
+    /// epoch at its first batch, producer state and the indexes follow each batch, and
+    /// segments roll as the leader's do, each new one starting at the base offset of the batch
+    /// that rolled it. Returns where the first and last whole batch landed; input with no
+    /// whole batch appends nothing and returns `base_offset` = the log end, `last_offset` one
+    /// below it.
+    pub fn append_as_follower(
+        &mut self,
+        records: &mut BytesMut,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
+        let batches = self.validate_batches(records, AppendOrigin::Replication)?;
+        let end = self.log_end_offset();
+        let (Some((_, first)), Some((_, last))) = (batches.first(), batches.last()) else {
+            return Ok(AppendInfo {
+                base_offset: end,
+                last_offset: end - 1,
+                duplicate: false,
+            });
+        };
+        let info = AppendInfo {
+            base_offset: first.base_offset,
+            last_offset: last.last_offset(),
+            duplicate: false,
+        };
+        for (position, header) in &batches {
+            let batch = &records[*position..*position + header.total_bytes()];
+            self.append_replicated(batch, header, now_ms)?;
+        }
+        Ok(info)
+    }
+
+    /// Appends one batch of the leader's as it is.
+    fn append_replicated(&mut self, batch: &[u8], header: &BatchHeader, now_ms: i64) -> Result<()> {
+        self.maybe_roll(
+            batch.len(),
+            header.base_offset,
+            header.last_offset(),
+            now_ms,
+        )?;
+        let epoch = header.partition_leader_epoch;
+        if epoch >= 0 {
+            // Entries at or past this batch's offset describe offsets the log never held (an
+            // epoch this replica led without writing): the leader's batch overrules them.
+            if self
+                .epochs
+                .latest_entry()
+                .is_some_and(|e| e.start_offset >= header.base_offset)
+            {
+                self.epochs.truncate_from_end(header.base_offset)?;
+            }
+            self.epochs.assign(epoch, header.base_offset)?;
+        }
+        self.active_mut().append(batch, header)?;
+        remember_producer(&mut self.producers, header, header.base_offset);
+        self.records_since_flush += i64::from(header.record_count);
+        Ok(())
+    }
+
+    /// Rolls to a new segment starting at `base_offset` when the active one is past
+    /// `segment.bytes` with this batch, older than `segment.ms`, or could not index
+    /// `last_offset` (index entries hold offsets relative to the segment's base in 31 bits,
+    /// as Kafka's do). An empty active segment never rolls; it is replaced by one at
+    /// `base_offset` when it could not index the batch (a follower's batch far past it, after
+    /// a gap compaction left in the leader's log).
+    fn maybe_roll(
+        &mut self,
+        batch_bytes: usize,
+        base_offset: i64,
+        last_offset: i64,
+        now_ms: i64,
+    ) -> Result<()> {
+        let active = self.active();
+        let (active_bytes, active_base) = (active.size(), active.base_offset);
+        let too_big = active_bytes + batch_bytes as u64 > self.config.segment_bytes;
+        let too_old = now_ms - active.created_at_ms >= self.config.segment_ms;
+        let too_far = last_offset - active_base > i64::from(i32::MAX);
+        if active_bytes > 0 && (too_big || too_old || too_far) {
+            return self.roll_at(base_offset, now_ms);
+        }
+        if active_bytes == 0 && too_far {
+            // An empty segment too far below the batch to index it: start one at the batch.
+            let empty = self
+                .segments
+                .remove(&active_base)
+                .expect("the active segment is in the map");
+            empty.delete_files();
+            let segment = Segment::create(&self.dir, base_offset, now_ms)?;
+            // The next sync covers the directory that gained it.
+            self.rolled_unsynced.push(segment.file());
+            self.segments.insert(base_offset, segment);
+        }
+        Ok(())
     }
 
     /// Checks an idempotent producer's sequence: a retry of a recent batch returns where it
@@ -415,7 +617,15 @@ impl Log {
 
     /// Closes the active segment and starts a new one at the log end.
     pub fn roll(&mut self, now_ms: i64) -> Result<()> {
-        let base = self.log_end_offset();
+        self.roll_at(self.log_end_offset(), now_ms)
+    }
+
+    /// Closes the active segment and starts a new one at `base` (at or past the log end).
+    fn roll_at(&mut self, base: i64, now_ms: i64) -> Result<()> {
+        assert!(
+            base >= self.log_end_offset(),
+            "a new segment starts at or past the log end"
+        );
         if self.active().base_offset == base {
             return Ok(());
         }
@@ -510,6 +720,7 @@ impl Log {
         let dir = (!files.is_empty()).then(|| self.dir.clone());
         files.push(self.active().file());
         self.records_since_flush = 0;
+        self.truncated_since_prepare = None;
         FlushJob {
             files,
             dir,
@@ -519,9 +730,15 @@ impl Log {
         }
     }
 
-    /// Records that everything below `offset` is on disk (a sync covering it succeeded).
-    pub fn flushed(&mut self, offset: i64) {
-        self.recovery_point = self.recovery_point.max(offset);
+    /// Records that everything below `offset` is on disk (the sync of the last
+    /// [`Log::prepare_flush`], whose `end` it is, succeeded), and returns the offset below which
+    /// everything is now known to be on disk. A truncation since the sync was prepared caps
+    /// what it proves at the log end that truncation left: above it are records the sync may
+    /// not have covered.
+    pub fn flushed(&mut self, offset: i64) -> i64 {
+        let proven = offset.min(self.truncated_since_prepare.unwrap_or(i64::MAX));
+        self.recovery_point = self.recovery_point.max(proven);
+        self.recovery_point
     }
 
     /// Deletes closed segments past `retention.ms` or beyond `retention.bytes`. Returns how many
@@ -559,6 +776,9 @@ impl Log {
                 .next()
                 .expect("the active segment stays"),
         );
+        if deleted > 0 {
+            self.forget_epochs_below_start();
+        }
         deleted
     }
 
@@ -605,6 +825,179 @@ impl Log {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Leader epochs and follower truncation (KIP-101, KIP-279).
+impl Log {
+    /// The leader epoch [`Log::append`] stamps: the one [`Log::become_leader`] set, else the
+    /// latest in the cache, else 0 (a single node's log, whose leader never changes).
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
+            .or_else(|| self.epochs.latest_epoch())
+            .unwrap_or(0)
+    }
+
+    /// The newest epoch in the leader epoch cache.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest_epoch()
+    }
+
+    /// The leader epoch cache's entries, oldest first.
+    pub fn epoch_entries(&self) -> &[EpochEntry] {
+        self.epochs.entries()
+    }
+
+    /// Makes this log its partition's leader in `epoch`: the cache records that `epoch`
+    /// starts at the log end (durably, as Kafka's `makeLeader` does), and later appends are
+    /// stamped with it. An epoch below the cache's latest is refused with FENCED_LEADER_EPOCH:
+    /// a newer leader has been elected since.
+    pub fn become_leader(&mut self, epoch: i32) -> Result<()> {
+        if epoch < 0 {
+            return Err(BrokerError::InvalidRequest(format!(
+                "leader epoch {epoch} is negative"
+            )));
+        }
+        if let Some(latest) = self.epochs.latest_epoch().filter(|l| epoch < *l) {
+            return Err(BrokerError::FencedLeaderEpoch {
+                epoch,
+                current: latest,
+            });
+        }
+        self.epochs.assign(epoch, self.log_end_offset())?;
+        self.leader_epoch = Some(epoch);
+        Ok(())
+    }
+
+    /// OffsetsForLeaderEpoch's answer for `epoch`: the largest epoch at or below it in this
+    /// log and the offset where that epoch ends (see [`LeaderEpochCache::end_offset_for`]);
+    /// `(-1, -1)` when the log knows no such epoch.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// Removes every record at or after `offset` (a follower found it diverged from its
+    /// leader there). Returns whether anything was removed.
+    ///
+    /// Truncation is at batch boundaries: a batch holding `offset` goes whole, so the log
+    /// end becomes that batch's base offset, at or below `offset` (Kafka cuts the segment at
+    /// the same place but then claims `offset` as its log end; ending at a batch boundary
+    /// keeps the log end where reopening would find it, and the follower fetches the cut
+    /// batch again whole). A log whose first segment starts past `offset` is emptied and
+    /// restarted at `offset` ([`Log::truncate_fully_and_start_at`]). An `offset` at or past the
+    /// log end removes nothing but epoch cache entries that start there (an epoch this replica
+    /// led without writing), as Kafka's does.
+    ///
+    /// Crash safety: later segments are deleted newest first and the segment holding `offset`
+    /// is cut and synced before the epoch cache and producer state forget anything, so a crash
+    /// part way leaves a longer log that agrees with its cache (opening a log drops cache
+    /// entries past its end). The log start offset comes down to the new log end if it was
+    /// above it; the recovery point too.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<bool> {
+        if offset < 0 {
+            return Err(self.out_of_range(offset));
+        }
+        let end = self.log_end_offset();
+        if offset >= end {
+            self.epochs.truncate_from_end(end)?;
+            return Ok(false);
+        }
+        let first_base = *self.segments.keys().next().expect("a log has a segment");
+        if first_base > offset {
+            self.truncate_fully_and_start_at(offset, crate::now_ms())?;
+            return Ok(true);
+        }
+        let later: Vec<i64> = self.segments.range(offset + 1..).map(|(b, _)| *b).collect();
+        for base in later.iter().rev() {
+            let segment = self.segments.remove(base).expect("listed above");
+            segment.delete_files();
+        }
+        if !later.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        self.active_mut().truncate_to(offset)?;
+        let new_end = self.log_end_offset();
+        self.forget_above(new_end);
+        if new_end < self.log_start_offset {
+            self.log_start_offset = new_end;
+            self.store_log_start_offset()?;
+        }
+        self.epochs.truncate_from_end(new_end)?;
+        self.rebuild_producers()?;
+        Ok(true)
+    }
+
+    /// Deletes every segment and starts the log over, empty, at `offset`, which becomes its
+    /// log start offset (a follower too far behind its leader's log start, or Kafka's
+    /// truncation below the first segment). The epoch cache and producer state are cleared.
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64, now_ms: i64) -> Result<()> {
+        if offset < 0 {
+            return Err(self.out_of_range(offset));
+        }
+        let bases: Vec<i64> = self.segments.keys().copied().collect();
+        for base in bases.iter().rev() {
+            let segment = self.segments.remove(base).expect("listed above");
+            segment.delete_files();
+        }
+        let segment = Segment::create(&self.dir, offset, now_ms)?;
+        self.segments.insert(offset, segment);
+        sync_dir(&self.dir)?;
+        self.log_start_offset = offset;
+        self.store_log_start_offset()?;
+        self.forget_above(offset);
+        self.epochs.clear()?;
+        self.producers.clear();
+        Ok(())
+    }
+
+    /// After a truncation to `end`: what was flushed above it is gone, so the recovery point
+    /// and a sync prepared earlier prove nothing above it.
+    fn forget_above(&mut self, end: i64) {
+        self.recovery_point = self.recovery_point.min(end);
+        let lowest = self.truncated_since_prepare.map_or(end, |t| t.min(end));
+        self.truncated_since_prepare = Some(lowest);
+    }
+
+    /// Writes the log start offset durably when DeleteRecords ever stored one: a truncation
+    /// lowered it, and the stored value must not lift it again at the next open.
+    fn store_log_start_offset(&self) -> Result<()> {
+        let path = self.dir.join(LOG_START_OFFSET_FILE);
+        if path.exists() {
+            write_state_file(&path, self.log_start_offset.to_string().as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Producer state as the log now holds it, from the header of every batch. Truncation is
+    /// rare (a leader change), so reading every header (61 bytes a batch) is affordable, and it
+    /// gives each producer exactly the sequences and epoch its remaining batches carry.
+    fn rebuild_producers(&mut self) -> Result<()> {
+        let mut producers = HashMap::new();
+        for segment in self.segments.values() {
+            segment.visit_headers(&mut |h| remember_producer(&mut producers, h, h.base_offset))?;
+        }
+        self.producers = producers;
+        Ok(())
+    }
+}
+
+/// Notes where `header`'s leader epoch starts, if it is newer than the last one noted (how
+/// recovery finds the epochs of a log's batches).
+fn remember_epoch_start(starts: &mut Vec<EpochEntry>, header: &BatchHeader) {
+    let epoch = header.partition_leader_epoch;
+    if epoch >= 0 && starts.last().is_none_or(|last| epoch > last.epoch) {
+        starts.push(EpochEntry {
+            epoch,
+            start_offset: header.base_offset,
+        });
+    }
+}
+
+/// CORRUPT_MESSAGE for a batch whose record count does not fit its offset range.
+fn record_count_error(header: &BatchHeader) -> BrokerError {
+    BrokerError::CorruptMessage(format!(
+        "record count {} does not match last offset delta {}",
+        header.record_count, header.last_offset_delta
+    ))
 }
 
 fn remember_producer(producers: &mut HashMap<i64, ProducerState>, header: &BatchHeader, base: i64) {

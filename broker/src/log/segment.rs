@@ -196,6 +196,48 @@ impl Segment {
         Ok(position)
     }
 
+    /// Calls `visit` with the header of every whole batch, in order, without checking CRCs
+    /// (the leader epoch cache and producer state are rebuilt this way).
+    pub fn visit_headers(&self, visit: &mut dyn FnMut(&BatchHeader)) -> std::io::Result<()> {
+        let mut position = 0u64;
+        let mut buf = BytesMut::new();
+        while let Some(header) = self.header_at(position, &mut buf)? {
+            visit(&header);
+            position += header.total_bytes() as u64;
+        }
+        Ok(())
+    }
+
+    /// Removes every batch holding an offset at or after `offset`: the file is cut at the
+    /// start of the first batch whose last offset reaches `offset` (so a batch that straddles
+    /// it goes whole), synced, and the indexes are rebuilt from what is left. Afterwards the
+    /// segment ends where its last kept batch ends, as reopening it would find. Returns the
+    /// bytes removed.
+    pub fn truncate_to(&mut self, offset: i64) -> std::io::Result<u64> {
+        let cut = self.position_of(offset)?.unwrap_or(self.size);
+        let removed = self.size - cut;
+        if removed > 0 {
+            self.file.set_len(cut)?;
+            self.size = cut;
+        }
+        // Durable before the caller forgets the records: a crash must not bring them back.
+        self.file.sync_all()?;
+        self.index = self.index.recreate()?;
+        self.bytes_since_index = 0;
+        self.max_timestamp = -1;
+        self.next_offset = self.base_offset;
+        self.last_batch_offset = self.base_offset;
+        let whole = self.rescan(false, true, &mut |_| {})?;
+        if whole < self.size {
+            // Bytes that are not whole batches cannot be here after an append; cut them too.
+            self.file.set_len(whole)?;
+            self.file.sync_all()?;
+            self.size = whole;
+        }
+        self.index.sync()?;
+        Ok(removed)
+    }
+
     /// Reads the header of the batch at `position`, if a whole batch lies there.
     fn header_at(&self, position: u64, buf: &mut BytesMut) -> std::io::Result<Option<BatchHeader>> {
         if position + BATCH_HEADER_BYTES as u64 > self.size {

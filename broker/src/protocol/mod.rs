@@ -21,6 +21,7 @@ mod fetch;
 #[cfg(test)]
 mod fuzz;
 mod groups;
+mod leader_epochs;
 mod metadata;
 mod produce;
 pub mod versions;
@@ -356,6 +357,11 @@ fn route(context: RequestContext, mut body: Bytes) -> Result<Pending, String> {
             let response = admin::describe_log_dirs(&context, decode(&mut body, v)?);
             Pending::Ready(context.encode(&response))
         }
+        ApiKey::OffsetForLeaderEpoch => {
+            let request = decode(&mut body, v)?;
+            let response = leader_epochs::offsets_for_leader_epoch(&context, request);
+            Pending::Ready(context.encode(&response))
+        }
         ApiKey::InitProducerId => {
             let request = decode(&mut body, v)?;
             if let Some(node) = context.broker.cluster() {
@@ -505,6 +511,7 @@ mod tests {
                     ApiKey::DeleteRecords => body::<DeleteRecordsRequest>(version),
                     ApiKey::DescribeCluster => body::<DescribeClusterRequest>(version),
                     ApiKey::DescribeLogDirs => body::<DescribeLogDirsRequest>(version),
+                    ApiKey::OffsetForLeaderEpoch => body::<OffsetForLeaderEpochRequest>(version),
                     _ => unreachable!("every supported api is listed"),
                 };
                 let mut frame = BytesMut::new();

@@ -41,6 +41,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::OffsetForLeaderEpoch, 0, 4),
 ];
 
 /// Whether `version` of `api_key` is implemented.
@@ -129,6 +130,7 @@ pub(crate) fn decode_any(
         ApiKey::DeleteRecords => d::<DeleteRecordsRequest>(body, version),
         ApiKey::DescribeCluster => d::<DescribeClusterRequest>(body, version),
         ApiKey::DescribeLogDirs => d::<DescribeLogDirsRequest>(body, version),
+        ApiKey::OffsetForLeaderEpoch => d::<OffsetForLeaderEpochRequest>(body, version),
         _ => Ok(()),
     }
 }
