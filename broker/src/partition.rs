@@ -222,7 +222,12 @@ impl Partition {
                 }
             }
             _ => {
-                self.log.lock().become_leader(leadership.leader_epoch);
+                if let Err(e) = self.log.lock().become_leader(leadership.leader_epoch) {
+                    // A newer epoch is already in the log: a later image will say so too.
+                    tracing::warn!(topic = %self.topic, partition = self.index, error = %e,
+                        "not taking an old leadership");
+                    return;
+                }
                 *role = Role::Leader(Box::new(leadership));
             }
         }
@@ -460,11 +465,13 @@ impl Partition {
         Ok(truncated)
     }
 
-    /// Makes this replica the leader in `epoch`; see [`Log::become_leader`].
-    pub fn become_leader(&self, epoch: i32) -> Result<()> {
+    /// Empties the log and restarts it at `offset` (a follower behind the leader's log start).
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<()> {
         self.check_online()?;
         let mut log = self.log.lock();
-        log.become_leader(epoch)?;
+        log.truncate_fully_and_start_at(offset, crate::broker::now_ms())
+            .map_err(|e| self.named(e))?;
+        self.durable_offset.send_replace(log.recovery_point());
         self.end_offset.send_replace(log.log_end_offset());
         Ok(())
     }

@@ -25,6 +25,8 @@ pub(super) fn offsets_for_leader_epoch(
     request: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
     let broker = &context.broker;
+    // v0-2 have no replica id: a consumer asking.
+    let replica_id = request.replica_id.0;
     let topics = request
         .topics
         .into_iter()
@@ -32,7 +34,7 @@ pub(super) fn offsets_for_leader_epoch(
             let partitions = topic
                 .partitions
                 .iter()
-                .map(|p| epoch_end_offset(broker, &topic.topic, p))
+                .map(|p| epoch_end_offset(broker, (&topic.topic, replica_id), p))
                 .collect();
             OffsetForLeaderTopicResult::default()
                 .with_topic(topic.topic)
@@ -42,10 +44,13 @@ pub(super) fn offsets_for_leader_epoch(
     OffsetForLeaderEpochResponse::default().with_topics(topics)
 }
 
+/// The replica id of a debugging tool, answered by any replica.
+const DEBUGGING_REPLICA_ID: i32 = -2;
+
 /// One partition's answer.
 fn epoch_end_offset(
     broker: &Broker,
-    topic: &str,
+    (topic, request_replica_id): (&str, i32),
     request: &OffsetForLeaderPartition,
 ) -> EpochEndOffset {
     let mut result = EpochEndOffset::default().with_partition(request.partition);
@@ -56,12 +61,14 @@ fn epoch_end_offset(
             return result;
         }
     };
-    // Leadership checks belong here once partitions have replicas (Kafka's
-    // `Partition.lastOffsetForLeaderEpoch`): NOT_LEADER_OR_FOLLOWER when this broker does not
-    // lead the partition (unless `replica_id` is -2, a debugging tool, which any replica
-    // answers), then `current_leader_epoch` (-1 = no check; always -1 before v2) against the
-    // partition's leader epoch: FENCED_LEADER_EPOCH when it is older, UNKNOWN_LEADER_EPOCH when
-    // newer. On one node this broker leads every partition, in its only epoch.
+    // Kafka's `Partition.lastOffsetForLeaderEpoch`: only the leader answers (a debugging
+    // tool, replica id -2, may ask any replica), in the epoch the asker names (-1: no check).
+    if request_replica_id != DEBUGGING_REPLICA_ID {
+        if let Err(e) = partition.check_leader(request.current_leader_epoch) {
+            result.error_code = e.code();
+            return result;
+        }
+    }
     let (leader_epoch, end_offset) = partition.end_offset_for_epoch(request.leader_epoch);
     result.leader_epoch = leader_epoch;
     result.end_offset = end_offset;
