@@ -10,6 +10,7 @@
 
 pub mod broker;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod group;

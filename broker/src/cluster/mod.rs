@@ -1,0 +1,3 @@
+//! The replicated cluster: the metadata quorum of the controller voters.
+
+pub mod quorum;
