@@ -566,9 +566,9 @@ async fn offsets_for_leader_epoch_v0_and_v4_over_the_wire() {
     let (broker, address) = start(&dir).await;
     broker.create_topic("t", 1, BTreeMap::new()).expect("topic");
     let partition = broker.partition("t", 0).expect("partition");
-    partition.become_leader(1).expect("leader");
+    partition.log().lock().become_leader(1).expect("leader");
     append(&broker, "t", 3);
-    partition.become_leader(4).expect("leader");
+    partition.log().lock().become_leader(4).expect("leader");
     append(&broker, "t", 2);
     let asked = [(0, 0), (0, 1), (0, 3), (0, 4), (0, 9), (1, 1)];
     let unknown = ResponseError::UnknownTopicOrPartition.code();

@@ -35,7 +35,14 @@ def create_topic(args):
     configs = dict(c.split("=", 1) for c in args.config)
     client = admin(args)  # kept alive until the future resolves
     futures = client.create_topics(
-        [NewTopic(args.topic, num_partitions=args.partitions, replication_factor=1, config=configs)],
+        [
+            NewTopic(
+                args.topic,
+                num_partitions=args.partitions,
+                replication_factor=args.replication_factor,
+                config=configs,
+            )
+        ],
         request_timeout=15,
     )
     futures[args.topic].result(timeout=20)
@@ -379,6 +386,7 @@ def main():
     p = sub.add_parser("create-topic")
     p.add_argument("--topic", required=True)
     p.add_argument("--partitions", type=int, default=1)
+    p.add_argument("--replication-factor", type=int, default=1)
     p.add_argument("--config", action="append", default=[])
     p.set_defaults(run=create_topic)
 

@@ -132,7 +132,7 @@ mod tests {
             .expect("topic");
         let partition = broker.partition("t", 0).expect("partition");
         for (epoch, records) in [(0, 2), (2, 3), (5, 1)] {
-            partition.become_leader(epoch).expect("leader");
+            partition.log().lock().become_leader(epoch).expect("leader");
             for _ in 0..records {
                 partition.append(&mut one_record(), 0).expect("append");
             }
