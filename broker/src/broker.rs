@@ -140,7 +140,9 @@ impl Broker {
         let broker = Broker::open(config).await?;
         let node = ClusterNode::start(&broker, cluster, controller_listener).await?;
         if broker.cluster.set(node).is_err() {
-            return Err(BrokerError::Internal("the broker joined a cluster twice".into()));
+            return Err(BrokerError::Internal(
+                "the broker joined a cluster twice".into(),
+            ));
         }
         Ok(broker)
     }
@@ -195,10 +197,7 @@ impl Broker {
         Ok(())
     }
 
-    pub(crate) fn topic_config(
-        &self,
-        overrides: &BTreeMap<String, String>,
-    ) -> Result<TopicConfig> {
+    pub(crate) fn topic_config(&self, overrides: &BTreeMap<String, String>) -> Result<TopicConfig> {
         self.config
             .topic_defaults
             .clone()
@@ -213,9 +212,15 @@ impl Broker {
     /// the background); logs what it could not do.
     pub(crate) fn discard_partition_dir(&self, dir: &Path) {
         let suffix = format!(".{}{DELETE_SUFFIX}", Uuid::new_v4().simple());
-        let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         let keep = name.len().min(FILE_NAME_BYTES_MAX - suffix.len());
-        let target = self.config.data_dir.join(format!("{}{suffix}", &name[..keep]));
+        let target = self
+            .config
+            .data_dir
+            .join(format!("{}{suffix}", &name[..keep]));
         match std::fs::rename(dir, &target).and_then(|()| sync_dir(&self.config.data_dir)) {
             Ok(()) => remove_in_background(vec![target]),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

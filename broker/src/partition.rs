@@ -168,7 +168,12 @@ impl Partition {
     /// Fails when leadership is lost (NOT_LEADER_OR_FOLLOWER), when the in-sync set shrinks
     /// below `min.insync.replicas` first (NOT_ENOUGH_REPLICAS_AFTER_APPEND), or after
     /// `timeout_ms` (REQUEST_TIMED_OUT).
-    pub async fn wait_replicated(&self, last_offset: i64, leader_epoch: i32, timeout_ms: i32) -> Result<()> {
+    pub async fn wait_replicated(
+        &self,
+        last_offset: i64,
+        leader_epoch: i32,
+        timeout_ms: i32,
+    ) -> Result<()> {
         let mut high_watermark = self.high_watermark.subscribe();
         let outcome = |partition: &Partition| -> Option<Result<()>> {
             let role = partition.role.lock();
@@ -185,7 +190,9 @@ impl Partition {
                         None
                     }
                 }
-                _ => Some(Err(partition.replication(ReplicationError::NotLeaderOrFollower))),
+                _ => Some(Err(
+                    partition.replication(ReplicationError::NotLeaderOrFollower)
+                )),
             }
         };
         let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
@@ -249,11 +256,22 @@ impl Partition {
     /// A follower's fetch from `fetch_offset` (its log end offset): the leader learns its
     /// progress and the high watermark may move. Refused unless this broker leads at
     /// `leader_epoch` (when given) and the fetcher is a replica.
-    pub fn record_follower_fetch(&self, replica: i32, fetch_offset: i64, leader_epoch: i32, now_ms: i64) -> Result<()> {
+    pub fn record_follower_fetch(
+        &self,
+        replica: i32,
+        fetch_offset: i64,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<()> {
         {
             let mut role = self.role.lock();
-            let Role::Leader(leadership) = &mut *role else {
-                return Err(self.replication(ReplicationError::NotLeaderOrFollower));
+            let leadership = match &mut *role {
+                Role::Leader(leadership) => leadership,
+                // A single node has no followers to track: the fetch just reads.
+                Role::Sole => return Ok(()),
+                Role::Follower { .. } => {
+                    return Err(self.replication(ReplicationError::NotLeaderOrFollower))
+                }
             };
             check_epoch(leader_epoch, leadership.leader_epoch)
                 .map_err(|kind| self.replication(kind))?;

@@ -787,7 +787,7 @@ fn describe_configs_reports_sources_synonyms_types_and_documentation() {
     for version in [1, 2, 3, 4] {
         let described = describe(&server, version, TOPIC, "t");
         assert_eq!(described.error_code, 0);
-        assert_eq!(described.configs.len(), 10, "every topic config is listed");
+        assert_eq!(described.configs.len(), 12, "every topic config is listed");
         let segment = described
             .configs
             .iter()
@@ -882,7 +882,7 @@ fn create_topics_reports_config_sources_validates_and_takes_assignments() {
     let result = &response.topics[0];
     assert_eq!((result.error_code, result.num_partitions), (0, 3));
     let configs = result.configs.as_ref().expect("configs are listed");
-    assert_eq!(configs.len(), 10);
+    assert_eq!(configs.len(), 12);
     for config in configs {
         let expected = if config.name.as_str() == "retention.ms" {
             DYNAMIC_TOPIC_CONFIG

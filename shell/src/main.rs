@@ -317,7 +317,11 @@ async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
     if let Some(min_insync_replicas) = args.min_insync_replicas {
         config.topic_defaults.min_insync_replicas = min_insync_replicas.max(1);
     }
-    let opened = match (&args.node_id, &args.controller_listen, &args.controller_quorum_voters) {
+    let opened = match (
+        &args.node_id,
+        &args.controller_listen,
+        &args.controller_quorum_voters,
+    ) {
         (Some(node_id), Some(controller_listen), Some(voters)) => {
             config.node_id = *node_id;
             let voters = parse_voters(voters).map_err(anyhow::Error::msg)?;

@@ -52,7 +52,9 @@ pub enum ControllerRequest {
 pub enum ControllerResponse {
     Ok,
     /// This node is not the active controller; ask `leader`.
-    NotController { leader: Option<u64> },
+    NotController {
+        leader: Option<u64>,
+    },
     Error(String),
 }
 
@@ -111,7 +113,10 @@ impl Controller {
             .is_some_and(|q| q.leader() == Some(self.node_id))
     }
 
-    async fn handle_request(self: Arc<Controller>, request: ControllerRequest) -> ControllerResponse {
+    async fn handle_request(
+        self: Arc<Controller>,
+        request: ControllerRequest,
+    ) -> ControllerResponse {
         let Some(quorum) = self.quorum() else {
             return ControllerResponse::Error("the controller is shutting down".into());
         };
@@ -193,11 +198,7 @@ impl Controller {
         let now = Instant::now();
         let image = Arc::clone(&self.image.borrow());
         for broker in image.brokers.values().filter(|b| !b.fenced) {
-            let last = *self
-                .last_heartbeat
-                .lock()
-                .entry(broker.id)
-                .or_insert(now);
+            let last = *self.last_heartbeat.lock().entry(broker.id).or_insert(now);
             if now.duration_since(last) > self.times.session_timeout {
                 tracing::warn!(broker = broker.id, "broker missed its session; fencing it");
                 let record = MetadataRecord::FenceBroker {
@@ -274,11 +275,21 @@ async fn check_liveness(controller: Arc<Controller>, mut leader: watch::Receiver
         };
         let active = controller.is_active();
         if active && !was_active {
-            tracing::info!(node = controller.node_id, "this node is the active controller");
+            tracing::info!(
+                node = controller.node_id,
+                "this node is the active controller"
+            );
             let now = Instant::now();
             let mut last = controller.last_heartbeat.lock();
             last.clear();
-            last.extend(controller.image.borrow().brokers.keys().map(|id| (*id, now)));
+            last.extend(
+                controller
+                    .image
+                    .borrow()
+                    .brokers
+                    .keys()
+                    .map(|id| (*id, now)),
+            );
             last_rebalance = now;
         }
         was_active = active;

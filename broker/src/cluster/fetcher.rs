@@ -20,9 +20,7 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
-use kafka_protocol::messages::{
-    BrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName,
-};
+use kafka_protocol::messages::{BrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName};
 use kafka_protocol::ResponseError;
 
 use super::node::ClusterNode;
@@ -41,7 +39,11 @@ const REPLICA_FETCH_BYTES_MAX: i32 = 1 << 20;
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Follows `leader` in `leader_epoch` for as long as the partition's role says so.
-pub async fn follow(node: Arc<ClusterNode>, partition: Arc<Partition>, (leader, leader_epoch): (i32, i32)) {
+pub async fn follow(
+    node: Arc<ClusterNode>,
+    partition: Arc<Partition>,
+    (leader, leader_epoch): (i32, i32),
+) {
     let following = Role::Follower {
         leader,
         leader_epoch,
@@ -69,7 +71,12 @@ pub async fn follow(node: Arc<ClusterNode>, partition: Arc<Partition>, (leader, 
 }
 
 /// Truncates the local log to where it agrees with the leader's (KIP-279).
-async fn truncate(node: &ClusterNode, partition: &Partition, address: &str, leader_epoch: i32) -> Result<()> {
+async fn truncate(
+    node: &ClusterNode,
+    partition: &Partition,
+    address: &str,
+    leader_epoch: i32,
+) -> Result<()> {
     let Some(local_epoch) = partition.log().lock().latest_epoch() else {
         // An empty log (or one written before epochs): everything in it is below any leader's.
         return Ok(());
@@ -119,7 +126,12 @@ async fn truncate(node: &ClusterNode, partition: &Partition, address: &str, lead
 }
 
 /// One fetch from the leader, appended.
-async fn fetch(node: &ClusterNode, partition: &Partition, address: &str, leader_epoch: i32) -> Result<()> {
+async fn fetch(
+    node: &ClusterNode,
+    partition: &Partition,
+    address: &str,
+    leader_epoch: i32,
+) -> Result<()> {
     let fetch_offset = partition.log_end_offset();
     let wait = node.config.replica_fetch_wait_max;
     let request = FetchRequest::default()
@@ -137,7 +149,14 @@ async fn fetch(node: &ClusterNode, partition: &Partition, address: &str, leader_
                 .with_partition_max_bytes(REPLICA_FETCH_BYTES_MAX)])]);
     let response = node
         .connections
-        .send(address, Lane::Fetch, Retry::Safe, FETCH_VERSION, &request, wait)
+        .send(
+            address,
+            Lane::Fetch,
+            Retry::Safe,
+            FETCH_VERSION,
+            &request,
+            wait,
+        )
         .await?;
     check(response.error_code)?;
     let answer = response
@@ -185,5 +204,7 @@ fn check(code: i16) -> Result<()> {
         return Ok(());
     }
     let name = ResponseError::try_from_code(code).map_or("unknown".into(), |e| format!("{e:?}"));
-    Err(BrokerError::InvalidRequest(format!("the leader answered {code} {name}")))
+    Err(BrokerError::InvalidRequest(format!(
+        "the leader answered {code} {name}"
+    )))
 }

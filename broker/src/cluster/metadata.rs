@@ -42,9 +42,15 @@ pub enum MetadataRecord {
     },
     /// The broker missed its session (or shut down): it leaves every in-sync set it is not the
     /// last member of, and its partitions get new leaders.
-    FenceBroker { id: i32, incarnation: String },
+    FenceBroker {
+        id: i32,
+        incarnation: String,
+    },
     /// The broker is alive and caught up with the metadata log: it may lead again.
-    UnfenceBroker { id: i32, incarnation: String },
+    UnfenceBroker {
+        id: i32,
+        incarnation: String,
+    },
     CreateTopic {
         name: String,
         id: String,
@@ -52,9 +58,15 @@ pub enum MetadataRecord {
         /// Replica lists, one per partition; the first replica is the preferred leader.
         replicas: Vec<Vec<i32>>,
     },
-    DeleteTopic { name: String, id: String },
+    DeleteTopic {
+        name: String,
+        id: String,
+    },
     /// New partitions appended to a topic.
-    CreatePartitions { name: String, replicas: Vec<Vec<i32>> },
+    CreatePartitions {
+        name: String,
+        replicas: Vec<Vec<i32>>,
+    },
     /// Replaces a topic's config overrides.
     AlterConfigs {
         name: String,
@@ -70,9 +82,15 @@ pub enum MetadataRecord {
         isr: Vec<i32>,
     },
     /// Moves leadership back to the preferred replica when it is in sync and unfenced.
-    ElectPreferredLeader { topic: String, partition: i32 },
+    ElectPreferredLeader {
+        topic: String,
+        partition: i32,
+    },
     /// Hands a block of producer ids to a broker (ids are unique across the cluster).
-    AllocateProducerIds { broker: i32, size: i64 },
+    AllocateProducerIds {
+        broker: i32,
+        size: i64,
+    },
 }
 
 impl MetadataRecord {
@@ -142,7 +160,10 @@ pub struct ClusterImage {
 impl ClusterImage {
     /// Applies one committed record. Records that no longer apply change nothing.
     pub fn apply(&mut self, index: u64, record: &MetadataRecord) {
-        assert!(index > self.applied_index, "metadata records apply in order");
+        assert!(
+            index > self.applied_index,
+            "metadata records apply in order"
+        );
         self.applied_index = index;
         match record {
             MetadataRecord::RegisterBroker {
@@ -428,7 +449,11 @@ impl PartitionImage {
 
 /// A new partition: every replica in sync (it is empty), led by the first unfenced one.
 fn new_partition(replicas: &[i32], brokers: &BTreeMap<i32, BrokerImage>) -> PartitionImage {
-    let live: Vec<i32> = brokers.values().filter(|b| !b.fenced).map(|b| b.id).collect();
+    let live: Vec<i32> = brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .map(|b| b.id)
+        .collect();
     let mut partition = PartitionImage {
         replicas: replicas.to_vec(),
         isr: replicas.to_vec(),
@@ -541,7 +566,10 @@ mod tests {
     fn fencing_elects_from_the_in_sync_set_and_keeps_the_last_member() {
         let (mut image, mut index) = three_brokers_one_topic();
         let p0 = image.partition("t", 0).expect("p0").clone();
-        assert_eq!((p0.leader, p0.leader_epoch, p0.isr.clone()), (1, 0, vec![1, 2, 3]));
+        assert_eq!(
+            (p0.leader, p0.leader_epoch, p0.isr.clone()),
+            (1, 0, vec![1, 2, 3])
+        );
         let fence = |id: i32| MetadataRecord::FenceBroker {
             id,
             incarnation: "a".into(),
@@ -549,7 +577,10 @@ mod tests {
         index += 1;
         image.apply(index, &fence(1));
         let p0 = image.partition("t", 0).expect("p0");
-        assert_eq!((p0.leader, p0.leader_epoch, p0.isr.clone()), (2, 1, vec![2, 3]));
+        assert_eq!(
+            (p0.leader, p0.leader_epoch, p0.isr.clone()),
+            (2, 1, vec![2, 3])
+        );
         assert_eq!(p0.partition_epoch, 1);
         index += 1;
         image.apply(index, &fence(2));
@@ -576,7 +607,11 @@ mod tests {
             },
         );
         let p0 = image.partition("t", 0).expect("p0");
-        assert_eq!((p0.leader, p0.leader_epoch), (3, 4), "epochs 1, 2, 3 went to 2, 3, none");
+        assert_eq!(
+            (p0.leader, p0.leader_epoch),
+            (3, 4),
+            "epochs 1, 2, 3 went to 2, 3, none"
+        );
     }
 
     /// With unclean election on, a live out-of-sync replica leads when no in-sync one is left.
@@ -629,7 +664,11 @@ mod tests {
         assert_eq!(image.partition("t", 0).expect("p0").isr, [1, 2]);
         index += 1;
         image.apply(index, &alter(0, 0, vec![1]));
-        assert_eq!(image.partition("t", 0).expect("p0").isr, [1, 2], "stale epoch");
+        assert_eq!(
+            image.partition("t", 0).expect("p0").isr,
+            [1, 2],
+            "stale epoch"
+        );
         index += 1;
         image.apply(
             index,
@@ -641,7 +680,11 @@ mod tests {
         let epoch = image.partition("t", 0).expect("p0").partition_epoch;
         index += 1;
         image.apply(index, &alter(0, epoch, vec![1, 2, 3]));
-        assert_eq!(image.partition("t", 0).expect("p0").isr, [1, 2], "3 is fenced");
+        assert_eq!(
+            image.partition("t", 0).expect("p0").isr,
+            [1, 2],
+            "3 is fenced"
+        );
     }
 
     /// A restarted broker (new incarnation) is fenced at registration: it leads nothing until
@@ -688,7 +731,11 @@ mod tests {
                 partition: 0,
             },
         );
-        assert_eq!(image.partition("t", 0).expect("p0").leader, 2, "1 not in sync");
+        assert_eq!(
+            image.partition("t", 0).expect("p0").leader,
+            2,
+            "1 not in sync"
+        );
         index += 1;
         image.apply(
             index,
@@ -737,8 +784,20 @@ mod tests {
     #[test]
     fn producer_id_blocks_do_not_overlap() {
         let mut image = ClusterImage::default();
-        image.apply(1, &MetadataRecord::AllocateProducerIds { broker: 1, size: 10 });
-        image.apply(2, &MetadataRecord::AllocateProducerIds { broker: 2, size: 10 });
+        image.apply(
+            1,
+            &MetadataRecord::AllocateProducerIds {
+                broker: 1,
+                size: 10,
+            },
+        );
+        image.apply(
+            2,
+            &MetadataRecord::AllocateProducerIds {
+                broker: 2,
+                size: 10,
+            },
+        );
         assert_eq!(image.producer_id_blocks[&1], (0, 10));
         assert_eq!(image.producer_id_blocks[&2], (10, 20));
     }

@@ -143,9 +143,14 @@ impl ClusterNode {
             tick: Duration::from_millis(100),
             election_ticks: 10,
         };
-        let quorum = Quorum::start(quorum_config, controller_listener, apply, controller.clone())
-            .await
-            .map_err(|e| BrokerError::Internal(format!("metadata quorum: {e}")))?;
+        let quorum = Quorum::start(
+            quorum_config,
+            controller_listener,
+            apply,
+            controller.clone(),
+        )
+        .await
+        .map_err(|e| BrokerError::Internal(format!("metadata quorum: {e}")))?;
         controller.start(&quorum);
         let node = Arc::new(ClusterNode {
             config,
@@ -221,9 +226,10 @@ impl ClusterNode {
     /// Sends a request to the active controller, following NotController answers.
     async fn call_controller(&self, request: &ControllerRequest) -> Result<()> {
         let bytes = serde_json::to_vec(request).expect("controller requests serialise");
-        let leader = self.quorum.leader().ok_or_else(|| {
-            BrokerError::Internal("the metadata quorum has no leader yet".into())
-        })?;
+        let leader = self
+            .quorum
+            .leader()
+            .ok_or_else(|| BrokerError::Internal("the metadata quorum has no leader yet".into()))?;
         let answer = self
             .quorum
             .call(leader, bytes, CONTROLLER_REQUEST_TIMEOUT)
@@ -362,9 +368,18 @@ fn apply_role(
         local.lead(leadership);
         return;
     }
-    let leader = if registered { partition.leader } else { NO_LEADER };
+    let leader = if registered {
+        partition.leader
+    } else {
+        NO_LEADER
+    };
     let following = (leader, partition.leader_epoch);
-    if local.role() != (Role::Follower { leader, leader_epoch: partition.leader_epoch }) {
+    if local.role()
+        != (Role::Follower {
+            leader,
+            leader_epoch: partition.leader_epoch,
+        })
+    {
         local.follow(leader, partition.leader_epoch);
     }
     let running = replica.fetcher.as_ref().map(|(f, _)| *f);
@@ -406,7 +421,11 @@ fn open_replica(broker: &Broker, topic: &TopicImage, index: i32) -> Result<Arc<P
     }
     let metadata = format!("version: 0\ntopic_id: {}\n", topic.id);
     write_state_file(&dir.join(PARTITION_METADATA), metadata.as_bytes())?;
-    Ok(Partition::start_replica(Arc::from(topic.name.as_str()), index, log))
+    Ok(Partition::start_replica(
+        Arc::from(topic.name.as_str()),
+        index,
+        log,
+    ))
 }
 
 /// The topic id a partition directory's `partition.metadata` names.
@@ -451,7 +470,6 @@ async fn check_isr_forever(node: Arc<ClusterNode>) {
         }
     }
 }
-
 
 /// Parses `--controller-quorum-voters`: `1@host:port,2@host:port,...`.
 pub fn parse_voters(text: &str) -> std::result::Result<Vec<(u64, String)>, String> {

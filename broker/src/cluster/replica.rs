@@ -140,7 +140,13 @@ impl Leadership {
 
     /// Records a follower's fetch from `fetch_offset` while the leader's log ends at
     /// `leader_end`. Returns false for a broker that is not a replica.
-    pub fn record_fetch(&mut self, replica: i32, fetch_offset: i64, leader_end: i64, now_ms: i64) -> bool {
+    pub fn record_fetch(
+        &mut self,
+        replica: i32,
+        fetch_offset: i64,
+        leader_end: i64,
+        now_ms: i64,
+    ) -> bool {
         let Some(progress) = self.followers.get_mut(&replica) else {
             return false;
         };
@@ -157,7 +163,12 @@ impl Leadership {
 
     /// The in-sync set the leader should ask for now, if it differs from the recorded one and
     /// no change is pending: lagging followers out, caught-up ones in.
-    pub fn wanted_isr(&self, high_watermark: i64, now_ms: i64, lag_max_ms: i64) -> Option<Vec<i32>> {
+    pub fn wanted_isr(
+        &self,
+        high_watermark: i64,
+        now_ms: i64,
+        lag_max_ms: i64,
+    ) -> Option<Vec<i32>> {
         if self.pending_isr.is_some() {
             return None;
         }
@@ -227,15 +238,23 @@ mod tests {
         l.record_fetch(2, 120, 120, 1_000);
         l.record_fetch(3, 90, 120, 1_000);
         assert_eq!(l.wanted_isr(90, 1_000, 30_000), None);
+        l.record_fetch(2, 120, 120, 31_000);
         assert_eq!(l.wanted_isr(90, 31_001, 30_000), Some(vec![1, 2]));
         l.isr = vec![1, 2];
-        l.record_fetch(2, 120, 120, 31_000);
         l.record_fetch(3, 99, 120, 31_000);
-        assert_eq!(l.wanted_isr(120, 31_000, 30_000), None, "3 below the epoch start");
+        assert_eq!(
+            l.wanted_isr(120, 31_000, 30_000),
+            None,
+            "3 below the epoch start"
+        );
         l.record_fetch(3, 120, 120, 31_100);
         assert_eq!(l.wanted_isr(120, 31_100, 30_000), Some(vec![1, 2, 3]));
         l.pending_isr = Some(vec![1, 2, 3]);
-        assert_eq!(l.wanted_isr(120, 31_100, 30_000), None, "one change at a time");
+        assert_eq!(
+            l.wanted_isr(120, 31_100, 30_000),
+            None,
+            "one change at a time"
+        );
     }
 
     /// Kafka's caught-up rule: fetching from where the leader's log ended at the previous

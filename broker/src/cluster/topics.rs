@@ -28,7 +28,11 @@ pub struct NewTopic<'a> {
 impl ClusterNode {
     /// Checks a new topic and places its replicas: the record to propose and the topic's
     /// config. Nothing is changed.
-    pub fn plan_topic(&self, broker: &Broker, topic: &NewTopic) -> Result<(MetadataRecord, TopicConfig)> {
+    pub fn plan_topic(
+        &self,
+        broker: &Broker,
+        topic: &NewTopic,
+    ) -> Result<(MetadataRecord, TopicConfig)> {
         validate_topic_name(topic.name)?;
         let image = self.image();
         if image.topics.contains_key(topic.name) {

@@ -15,9 +15,8 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse, InitProducerIdRequest, InitProducerIdResponse, MetadataRequest,
-    MetadataResponse, TopicName,
+    BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    InitProducerIdRequest, InitProducerIdResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::ResponseError;
 
@@ -163,7 +162,11 @@ pub(super) async fn create_topics(
         let configs: BTreeMap<String, String> = t
             .configs
             .iter()
-            .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+            .filter_map(|c| {
+                c.value
+                    .as_ref()
+                    .map(|v| (c.name.to_string(), v.to_string()))
+            })
             .collect();
         let mut assignments: Vec<_> = t.assignments.iter().collect();
         assignments.sort_by_key(|a| a.partition_index);
@@ -197,7 +200,11 @@ pub(super) async fn create_topics(
         } else {
             match node.create_topic(broker, &topic).await {
                 Ok(created) => broker.topic_config(&created.configs).map(|config| {
-                    let replicas = created.partitions.iter().map(|p| p.replicas.clone()).collect();
+                    let replicas = created
+                        .partitions
+                        .iter()
+                        .map(|p| p.replicas.clone())
+                        .collect();
                     let id = uuid::Uuid::parse_str(&created.id).unwrap_or_default();
                     (replicas, created.configs.clone(), config, id)
                 }),
