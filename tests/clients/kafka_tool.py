@@ -62,7 +62,7 @@ def produce(args):
             "message.max.bytes": args.message_max_bytes,
             "compression.type": args.compression,
             "enable.idempotence": args.idempotence,
-            "message.timeout.ms": 20000,
+            "message.timeout.ms": args.message_timeout_ms,
         }
     )
     out = open(args.out, "a", buffering=1) if args.out else None
@@ -403,6 +403,7 @@ def main():
     p.add_argument("--message-max-bytes", type=int, default=1000000)
     p.add_argument("--compression", default="none")
     p.add_argument("--idempotence", action="store_true")
+    p.add_argument("--message-timeout-ms", type=int, default=20000)
     p.add_argument("--out")
     p.set_defaults(run=produce)
 

@@ -285,6 +285,120 @@ impl EddyProcess {
     }
 }
 
+impl EddyProcess {
+    /// Sends a signal (`STOP`, `CONT`, ...) to the running process.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the process runs");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Whether the process runs (was not killed).
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+/// A cluster of `eddy broker` processes on loopback, each a metadata quorum voter (KRaft's
+/// combined mode): node `i` (from 1) has its data in `<dir>/node<i>`.
+pub struct EddyCluster {
+    pub nodes: Vec<EddyProcess>,
+}
+
+impl EddyCluster {
+    /// Starts `count` brokers with `extra_args` each; returns once all listen.
+    pub fn start(dir: &Path, count: usize, extra_args: &[&str]) -> EddyCluster {
+        let controller_ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
+        let voters = controller_ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| format!("{}@127.0.0.1:{port}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes = controller_ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                let node_id = (i + 1).to_string();
+                let controller = format!("127.0.0.1:{port}");
+                let mut args = vec![
+                    "--node-id",
+                    &node_id,
+                    "--controller-listen",
+                    &controller,
+                    "--controller-quorum-voters",
+                    &voters,
+                ];
+                args.extend_from_slice(extra_args);
+                EddyProcess::broker(&dir.join(format!("node{}", i + 1)), &args)
+            })
+            .collect();
+        EddyCluster { nodes }
+    }
+
+    /// Every running node's `host:port`, comma-separated (a client's bootstrap list).
+    pub fn bootstrap(&self) -> String {
+        self.nodes
+            .iter()
+            .filter(|n| n.running())
+            .map(EddyProcess::bootstrap)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node with id `id` (from 1).
+    pub fn node(&mut self, id: i32) -> &mut EddyProcess {
+        &mut self.nodes[id as usize - 1]
+    }
+
+    /// The cluster's metadata as kcat sees it (`kcat -L -J`), asked of a running node.
+    pub fn metadata(&self, topic: &str) -> Option<serde_json::Value> {
+        let output = Command::new(kcat())
+            .args(["-b", &self.bootstrap(), "-L", "-J", "-t", topic, "-m", "5"])
+            .output()
+            .ok()?;
+        serde_json::from_slice(&output.stdout).ok()
+    }
+
+    /// Partition `partition` of `topic`: (leader, replicas, in-sync replicas), when it has a
+    /// leader.
+    pub fn partition_state(&self, topic: &str, partition: i64) -> Option<(i64, Vec<i64>, Vec<i64>)> {
+        let metadata = self.metadata(topic)?;
+        let found = metadata["topics"]
+            .as_array()?
+            .iter()
+            .find(|t| t["topic"] == topic)?["partitions"]
+            .as_array()?
+            .iter()
+            .find(|p| p["partition"] == partition)?
+            .clone();
+        let ids = |field: &str| -> Vec<i64> {
+            found[field]
+                .as_array()
+                .map(|a| a.iter().filter_map(|r| r["id"].as_i64()).collect())
+                .unwrap_or_default()
+        };
+        let leader = found["leader"].as_i64().filter(|l| *l >= 0)?;
+        Some((leader, ids("replicas"), ids("isrs")))
+    }
+
+    /// Waits until every partition of `topic` has a leader and all `replicas` replicas in sync.
+    pub fn wait_fully_in_sync(&self, topic: &str, partitions: i64, replicas: usize) {
+        wait_for(Duration::from_secs(60), "every replica in sync", || {
+            (0..partitions)
+                .all(|p| {
+                    self.partition_state(topic, p)
+                        .is_some_and(|(_, _, isr)| isr.len() == replicas)
+                })
+                .then_some(())
+        });
+    }
+}
+
 impl Drop for EddyProcess {
     fn drop(&mut self) {
         self.kill9();
