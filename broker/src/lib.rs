@@ -6,7 +6,8 @@
 //! consumer groups and keeps committed offsets in `__consumer_offsets`. [`protocol`] speaks Kafka's
 //! wire protocol ([`serve`]); [`LogClient`] is what the engine uses, in-process
 //! ([`InProcessClient`]) or over the wire ([`KafkaClient`]). What an acknowledgement promises is
-//! stated in `partition.rs`. Not here: SQL (eddy-engine), HTTP (eddy-rest), replication (later).
+//! stated in `partition.rs`. [`cluster::quorum`] replicates the cluster metadata log among the
+//! controller voters (raft). Not here: SQL (eddy-engine), HTTP (eddy-rest), partition replication.
 
 pub mod broker;
 pub mod client;

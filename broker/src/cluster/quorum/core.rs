@@ -8,7 +8,7 @@
 //! the entries committed since the last call, to be applied in order.
 
 use protobuf::Message as _;
-use raft::eraftpb::{ConfState, Entry, EntryType, Message};
+use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType};
 use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
 use rand::rngs::StdRng;
@@ -197,10 +197,33 @@ impl<D: RaftDisk> Core<D> {
     }
 
     /// Hands raft a message from a peer.
-    pub(crate) fn step(&mut self, message: Message) -> Result<(), CoreError> {
+    pub(crate) fn step(&mut self, mut message: Message) -> Result<(), CoreError> {
+        let last_index = self.node.raft.raft_log.last_index();
+        if message.get_msg_type() == MessageType::MsgHeartbeat && message.commit > last_index {
+            // The leader believes this node has entries it lost (a damaged log tail, cut at
+            // recovery); raft-rs would abort. Entries up to `last_index` are a prefix of what
+            // this node acknowledged, so committing them is safe; the leader re-sends the rest
+            // after `peer_connected` reset its view of this node.
+            message.commit = last_index;
+        }
         let result = self.node.step(message);
         self.pin_election_timeout();
         Ok(result?)
+    }
+
+    /// A peer (re)connected, maybe restarted with a damaged log that lost entries it had
+    /// acknowledged. A leader forgets what it knew the peer holds and probes from the start: the
+    /// peer answers with its commit index, and the leader sends what is missing from there.
+    /// raft-rs alone never lowers what a follower matched, so it would wait forever on an entry
+    /// the follower no longer has. Costs one round trip for a healthy peer.
+    pub(crate) fn peer_connected(&mut self, peer: u64) {
+        if !self.is_leader() || peer == self.node.raft.id {
+            return;
+        }
+        if let Some(progress) = self.node.raft.mut_prs().get_mut(peer) {
+            progress.matched = 0;
+            progress.become_probe();
+        }
     }
 
     /// Appends `data` to the log if this node leads; returns the index it was given (not yet

@@ -38,6 +38,8 @@ pub(crate) enum Event {
         deadline: Instant,
         answers: mpsc::Sender<Vec<u8>>,
     },
+    /// A peer opened its connection to this node (it started, or reconnected).
+    PeerConnected(u64),
     /// The leader's answer to a proposal this node forwarded.
     ForwardAnswer {
         from: u64,
@@ -189,6 +191,7 @@ impl Driver {
                     let _ = answers.try_send(Frame::ForwardAnswer { request, result }.encode());
                 }
             }
+            Event::PeerConnected(peer) => self.core().peer_connected(peer),
             Event::ForwardAnswer {
                 from,
                 request,

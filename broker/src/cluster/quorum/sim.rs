@@ -186,6 +186,12 @@ impl Sim {
         }
         let node = &mut self.nodes[i];
         node.applied = node.core.as_ref().expect("running").applied();
+        // Its peers see it connect (the transport's hello).
+        for (j, other) in self.nodes.iter_mut().enumerate() {
+            if let (Some(core), true) = (other.core.as_mut(), j != i) {
+                core.peer_connected(i as u64 + 1);
+            }
+        }
     }
 
     fn crash(&mut self, i: usize) {

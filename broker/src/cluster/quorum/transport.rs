@@ -506,6 +506,10 @@ impl Transport {
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err("no hello in time".into()),
         };
+        self.events
+            .send(Event::PeerConnected(peer))
+            .await
+            .map_err(|_| "driver stopped")?;
         let (answers_tx, mut answers_rx) = mpsc::channel::<Vec<u8>>(ANSWER_QUEUE_FRAMES_MAX);
         let writer = tokio::spawn(async move {
             let mut writer = BufWriter::new(write_half);
