@@ -366,7 +366,11 @@ impl EddyCluster {
 
     /// Partition `partition` of `topic`: (leader, replicas, in-sync replicas), when it has a
     /// leader.
-    pub fn partition_state(&self, topic: &str, partition: i64) -> Option<(i64, Vec<i64>, Vec<i64>)> {
+    pub fn partition_state(
+        &self,
+        topic: &str,
+        partition: i64,
+    ) -> Option<(i64, Vec<i64>, Vec<i64>)> {
         let metadata = self.metadata(topic)?;
         let found = metadata["topics"]
             .as_array()?

@@ -140,7 +140,10 @@ fn check_history(cluster: &EddyCluster, topic: &str, partitions: i64, acked: &Pa
         }
         for (offset, value) in &records {
             if let Some(first) = stored.insert(value.clone(), (partition, *offset)) {
-                panic!("{value} is stored twice: at {first:?} and {:?}", (partition, offset));
+                panic!(
+                    "{value} is stored twice: at {first:?} and {:?}",
+                    (partition, offset)
+                );
             }
             by_position.insert((partition, *offset), value.clone());
         }
@@ -226,11 +229,15 @@ fn a_stopped_follower_leaves_the_in_sync_set_and_too_few_in_sync_refuse_acks_all
     let (leader, replicas, _) = cluster.partition_state("two", 0).expect("leader");
     let follower = *replicas.iter().find(|r| **r != leader).expect("a follower");
     cluster.node(follower as i32).signal("STOP");
-    wait_for(Duration::from_secs(30), "the stopped follower out of sync", || {
-        cluster
-            .partition_state("two", 0)
-            .filter(|(_, _, isr)| !isr.contains(&follower) && isr.len() == 2)
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "the stopped follower out of sync",
+        || {
+            cluster
+                .partition_state("two", 0)
+                .filter(|(_, _, isr)| !isr.contains(&follower) && isr.len() == 2)
+        },
+    );
     let produce = |topic: &str, out: &Path| {
         kafka_tool(
             &cluster.bootstrap(),
@@ -251,7 +258,9 @@ fn a_stopped_follower_leaves_the_in_sync_set_and_too_few_in_sync_refuse_acks_all
     };
     let with_two = produce("two", &dir.path().join("two.jsonl"));
     assert_eq!(with_two["acked"], 100, "{with_two}");
-    let three = cluster.partition_state("three", 0).expect("leader of three");
+    let three = cluster
+        .partition_state("three", 0)
+        .expect("leader of three");
     if three.0 != follower {
         let refused = produce("three", &dir.path().join("three.jsonl"));
         assert_eq!(refused["acked"], 0, "{refused}");
@@ -260,7 +269,11 @@ fn a_stopped_follower_leaves_the_in_sync_set_and_too_few_in_sync_refuse_acks_all
             errors.contains("NOT_ENOUGH_REPLICAS") || errors.contains("MSG_TIMED_OUT"),
             "{refused}"
         );
-        assert_eq!(read_partition(&cluster, "three", 0).len(), 0, "nothing stored");
+        assert_eq!(
+            read_partition(&cluster, "three", 0).len(),
+            0,
+            "nothing stored"
+        );
     }
     cluster.node(follower as i32).signal("CONT");
     cluster.wait_fully_in_sync("two", 1, 3);
@@ -294,7 +307,12 @@ fn a_zombie_leader_acknowledges_nothing_and_clients_follow_the_new_leader() {
     let seen = wait_for_acks(&acked, seen, 1_000, "acknowledgements from the new leader");
     cluster.node(leader as i32).signal("CONT");
     cluster.wait_fully_in_sync("zombie", 1, 3);
-    wait_for_acks(&acked, seen, 1_000, "acknowledgements after the old leader returned");
+    wait_for_acks(
+        &acked,
+        seen,
+        1_000,
+        "acknowledgements after the old leader returned",
+    );
     let _ = producer.kill();
     let _ = producer.wait();
     check_history(&cluster, "zombie", 1, &acked);

@@ -29,7 +29,7 @@ use parking_lot::Mutex;
 use crate::client::{
     encode_batch, partition_records, split_batches, LogClient, OffsetRange, ProducerRecord,
 };
-use crate::error::{BrokerError, Result};
+use crate::error::{BrokerError, ReplicationError, Result};
 use crate::group::PartitionLag;
 use crate::log::batch::{decode_records, ConsumedRecord};
 use crate::partitioner::StickyPartitioner;
@@ -50,6 +50,52 @@ const FIND_COORDINATOR_VERSION: i16 = 2;
 const OFFSET_COMMIT_VERSION: i16 = 7;
 const OFFSET_FETCH_VERSION: i16 = 6;
 
+/// How long a request waits, retrying, for a partition's leadership to settle (a failover).
+const LEADER_CHANGE_WAIT: Duration = Duration::from_secs(30);
+/// The first pause between such retries; it doubles up to [`LEADER_CHANGE_BACKOFF_MAX`].
+const LEADER_CHANGE_BACKOFF: Duration = Duration::from_millis(50);
+const LEADER_CHANGE_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Whether `error` says the partition's leadership is moving: the request was not carried
+/// out, and may go again once the client has asked where the partition lives now.
+fn is_leader_change(error: &BrokerError) -> bool {
+    matches!(
+        error,
+        BrokerError::Replication {
+            kind: ReplicationError::NotLeaderOrFollower
+                | ReplicationError::LeaderNotAvailable
+                | ReplicationError::FencedLeaderEpoch { .. }
+                | ReplicationError::UnknownLeaderEpoch { .. }
+                | ReplicationError::NotEnoughReplicas { .. },
+            ..
+        }
+    )
+}
+
+/// Runs `attempt` until it succeeds, fails otherwise than by a leader change (or, with
+/// `network`, a failure to reach the leader), or [`LEADER_CHANGE_WAIT`] has passed.
+async fn retry_leader_changes<T, F, Fut>(network: bool, mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + LEADER_CHANGE_WAIT;
+    let mut backoff = LEADER_CHANGE_BACKOFF;
+    loop {
+        let retry = match attempt().await {
+            Err(e) if is_leader_change(&e) => e,
+            Err(e @ BrokerError::Network { .. }) if network => e,
+            done => return done,
+        };
+        if tokio::time::Instant::now() + backoff > deadline {
+            return Err(retry);
+        }
+        tracing::debug!(error = %retry, "partition leadership moving; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(LEADER_CHANGE_BACKOFF_MAX);
+    }
+}
+
 fn code_error(code: i16, context: &str) -> Result<()> {
     if code == 0 {
         return Ok(());
@@ -57,7 +103,25 @@ fn code_error(code: i16, context: &str) -> Result<()> {
     let name = kafka_protocol::ResponseError::try_from_code(code)
         .map(|e| e.to_string())
         .unwrap_or_default();
+    let moving = |kind| {
+        Err(BrokerError::Replication {
+            kind,
+            topic: context.to_string(),
+            partition: -1,
+        })
+    };
     match code {
+        5 => moving(ReplicationError::LeaderNotAvailable),
+        6 => moving(ReplicationError::NotLeaderOrFollower),
+        19 => moving(ReplicationError::NotEnoughReplicas { in_sync: 0, min: 0 }),
+        74 => moving(ReplicationError::FencedLeaderEpoch {
+            requested: -1,
+            current: -1,
+        }),
+        76 => moving(ReplicationError::UnknownLeaderEpoch {
+            requested: -1,
+            current: -1,
+        }),
         3 => Err(BrokerError::UnknownTopicOrPartition {
             topic: context.to_string(),
             partition: -1,
@@ -370,7 +434,9 @@ impl LogClient for KafkaClient {
         let mut placed = vec![(0, 0); total];
         for (index, records) in partition_records(records, count, &self.sticky)? {
             for batch in split_batches(&records) {
-                let base_offset = self.produce_batch(topic, index, batch).await?;
+                // Retried only when the answer says nothing was written.
+                let base_offset =
+                    retry_leader_changes(false, || self.produce_batch(topic, index, batch)).await?;
                 for (n, (i, _)) in batch.iter().enumerate() {
                     placed[*i] = (index, base_offset + n as i64);
                 }
@@ -387,86 +453,92 @@ impl LogClient for KafkaClient {
         max_bytes: usize,
         max_wait: Duration,
     ) -> Result<Vec<ConsumedRecord>> {
-        let request = FetchRequest::default()
-            .with_replica_id((-1).into())
-            .with_max_wait_ms(max_wait.as_millis() as i32)
-            .with_min_bytes(1)
-            .with_max_bytes(max_bytes as i32)
-            .with_session_epoch(-1)
-            .with_topics(vec![FetchTopic::default()
-                .with_topic(TopicName(str_bytes(topic)))
-                .with_partitions(vec![FetchPartition::default()
-                    .with_partition(partition)
-                    .with_fetch_offset(offset)
-                    .with_current_leader_epoch(-1)
-                    .with_log_start_offset(-1)
-                    .with_partition_max_bytes(max_bytes as i32)])]);
-        let response = self
-            .send_to_leader(
-                topic,
-                partition,
-                Lane::Fetch,
-                Retry::Safe,
-                FETCH_VERSION,
-                &request,
-                max_wait,
-            )
-            .await?;
-        self.partition_error(response.error_code, topic, partition)?;
-        let data = response
-            .responses
-            .first()
-            .and_then(|t| t.partitions.first())
-            .ok_or_else(|| BrokerError::Internal("empty fetch response".into()))?;
-        if data.error_code == kafka_protocol::ResponseError::OffsetOutOfRange.code() {
-            return Err(BrokerError::OffsetOutOfRange {
-                topic: topic.to_string(),
-                partition,
-                offset,
-                log_start_offset: data.log_start_offset,
-                log_end_offset: data.high_watermark,
-            });
-        }
-        self.partition_error(data.error_code, topic, partition)?;
-        let bytes = data.records.clone().unwrap_or_else(Bytes::new);
-        let records = decode_records(&bytes).map_err(BrokerError::CorruptMessage)?;
-        Ok(records.into_iter().filter(|r| r.offset >= offset).collect())
-    }
-
-    async fn offsets(&self, topic: &str, partition: i32) -> Result<OffsetRange> {
-        let mut found = [0i64; 2];
-        for (slot, timestamp) in [(0usize, -2i64), (1, -1)] {
-            let request = ListOffsetsRequest::default()
+        retry_leader_changes(true, || async move {
+            let request = FetchRequest::default()
                 .with_replica_id((-1).into())
-                .with_topics(vec![ListOffsetsTopic::default()
-                    .with_name(TopicName(str_bytes(topic)))
-                    .with_partitions(vec![ListOffsetsPartition::default()
-                        .with_partition_index(partition)
+                .with_max_wait_ms(max_wait.as_millis() as i32)
+                .with_min_bytes(1)
+                .with_max_bytes(max_bytes as i32)
+                .with_session_epoch(-1)
+                .with_topics(vec![FetchTopic::default()
+                    .with_topic(TopicName(str_bytes(topic)))
+                    .with_partitions(vec![FetchPartition::default()
+                        .with_partition(partition)
+                        .with_fetch_offset(offset)
                         .with_current_leader_epoch(-1)
-                        .with_timestamp(timestamp)])]);
+                        .with_log_start_offset(-1)
+                        .with_partition_max_bytes(max_bytes as i32)])]);
             let response = self
                 .send_to_leader(
                     topic,
                     partition,
-                    Lane::Control,
+                    Lane::Fetch,
                     Retry::Safe,
-                    LIST_OFFSETS_VERSION,
+                    FETCH_VERSION,
                     &request,
-                    Duration::ZERO,
+                    max_wait,
                 )
                 .await?;
-            let p = response
-                .topics
+            self.partition_error(response.error_code, topic, partition)?;
+            let data = response
+                .responses
                 .first()
                 .and_then(|t| t.partitions.first())
-                .ok_or_else(|| BrokerError::Internal("empty list offsets response".into()))?;
-            self.partition_error(p.error_code, topic, partition)?;
-            found[slot] = p.offset;
-        }
-        Ok(OffsetRange {
-            log_start_offset: found[0],
-            high_watermark: found[1],
+                .ok_or_else(|| BrokerError::Internal("empty fetch response".into()))?;
+            if data.error_code == kafka_protocol::ResponseError::OffsetOutOfRange.code() {
+                return Err(BrokerError::OffsetOutOfRange {
+                    topic: topic.to_string(),
+                    partition,
+                    offset,
+                    log_start_offset: data.log_start_offset,
+                    log_end_offset: data.high_watermark,
+                });
+            }
+            self.partition_error(data.error_code, topic, partition)?;
+            let bytes = data.records.clone().unwrap_or_else(Bytes::new);
+            let records = decode_records(&bytes).map_err(BrokerError::CorruptMessage)?;
+            Ok(records.into_iter().filter(|r| r.offset >= offset).collect())
         })
+        .await
+    }
+
+    async fn offsets(&self, topic: &str, partition: i32) -> Result<OffsetRange> {
+        retry_leader_changes(true, || async move {
+            let mut found = [0i64; 2];
+            for (slot, timestamp) in [(0usize, -2i64), (1, -1)] {
+                let request = ListOffsetsRequest::default()
+                    .with_replica_id((-1).into())
+                    .with_topics(vec![ListOffsetsTopic::default()
+                        .with_name(TopicName(str_bytes(topic)))
+                        .with_partitions(vec![ListOffsetsPartition::default()
+                            .with_partition_index(partition)
+                            .with_current_leader_epoch(-1)
+                            .with_timestamp(timestamp)])]);
+                let response = self
+                    .send_to_leader(
+                        topic,
+                        partition,
+                        Lane::Control,
+                        Retry::Safe,
+                        LIST_OFFSETS_VERSION,
+                        &request,
+                        Duration::ZERO,
+                    )
+                    .await?;
+                let p = response
+                    .topics
+                    .first()
+                    .and_then(|t| t.partitions.first())
+                    .ok_or_else(|| BrokerError::Internal("empty list offsets response".into()))?;
+                self.partition_error(p.error_code, topic, partition)?;
+                found[slot] = p.offset;
+            }
+            Ok(OffsetRange {
+                log_start_offset: found[0],
+                high_watermark: found[1],
+            })
+        })
+        .await
     }
 
     async fn commit(&self, group: &str, offsets: &[(String, i32, i64)]) -> Result<()> {
