@@ -147,6 +147,14 @@ impl Broker {
         Ok(broker)
     }
 
+    /// The cluster's id: the one in the cluster's metadata in a cluster, else this node's.
+    pub fn cluster_id(&self) -> String {
+        self.cluster
+            .get()
+            .and_then(|c| c.image().cluster_id.clone())
+            .unwrap_or_else(|| self.cluster_id.clone())
+    }
+
     /// This broker's part in a cluster, if it is in one.
     pub fn cluster(&self) -> Option<&Arc<ClusterNode>> {
         self.cluster.get()

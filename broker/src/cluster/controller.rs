@@ -147,7 +147,10 @@ impl Controller {
                     port,
                     rack,
                 };
-                match quorum.propose(record.encode(), PROPOSE_TIMEOUT).await {
+                match quorum
+                    .propose_as_leader(record.encode(), PROPOSE_TIMEOUT)
+                    .await
+                {
                     Ok(_) => ControllerResponse::Ok,
                     Err(e) => ControllerResponse::Error(e.to_string()),
                 }
@@ -186,7 +189,10 @@ impl Controller {
         let controller = Arc::clone(self);
         let quorum = Arc::clone(quorum);
         tokio::spawn(async move {
-            if let Err(e) = quorum.propose(record.encode(), PROPOSE_TIMEOUT).await {
+            if let Err(e) = quorum
+                .propose_as_leader(record.encode(), PROPOSE_TIMEOUT)
+                .await
+            {
                 tracing::warn!(broker = id, error = %e, "could not record a broker's liveness");
             }
             controller.in_flight.lock().remove(&id);
@@ -236,7 +242,10 @@ impl Controller {
         let quorum = Arc::clone(quorum);
         tokio::spawn(async move {
             for record in records {
-                if let Err(e) = quorum.propose(record.encode(), PROPOSE_TIMEOUT).await {
+                if let Err(e) = quorum
+                    .propose_as_leader(record.encode(), PROPOSE_TIMEOUT)
+                    .await
+                {
                     tracing::debug!(error = %e, "preferred leader election not recorded");
                     return;
                 }
@@ -263,8 +272,10 @@ impl ControllerService for Controller {
 /// leaders. Every broker gets a full session when the node becomes active.
 async fn check_liveness(controller: Arc<Controller>, mut leader: watch::Receiver<Option<u64>>) {
     let mut tick = tokio::time::interval(controller.times.check_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_active = false;
     let mut last_rebalance = Instant::now();
+    let mut last_check = Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -273,12 +284,19 @@ async fn check_liveness(controller: Arc<Controller>, mut leader: watch::Receiver
         let Some(quorum) = controller.quorum() else {
             return;
         };
+        // A controller that did not run for a while (its process was stopped, or starved of
+        // CPU) heard no heartbeats meanwhile: that silence proves nothing, so every broker
+        // gets a fresh session, as when a controller becomes active.
+        let paused = last_check.elapsed() > controller.times.session_timeout / 2;
+        last_check = Instant::now();
         let active = controller.is_active();
-        if active && !was_active {
-            tracing::info!(
-                node = controller.node_id,
-                "this node is the active controller"
-            );
+        if active && (!was_active || paused) {
+            if !was_active {
+                tracing::info!(
+                    node = controller.node_id,
+                    "this node is the active controller"
+                );
+            }
             let now = Instant::now();
             let mut last = controller.last_heartbeat.lock();
             last.clear();
@@ -295,6 +313,16 @@ async fn check_liveness(controller: Arc<Controller>, mut leader: watch::Receiver
         was_active = active;
         if !active {
             continue;
+        }
+        if controller.image.borrow().cluster_id.is_none() {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            let record = MetadataRecord::InitializeCluster { id };
+            if let Err(e) = quorum
+                .propose_as_leader(record.encode(), PROPOSE_TIMEOUT)
+                .await
+            {
+                tracing::debug!(error = %e, "the cluster id is not recorded yet");
+            }
         }
         controller.fence_silent_brokers(&quorum);
         if last_rebalance.elapsed() >= controller.times.leader_imbalance_check_interval {

@@ -91,6 +91,10 @@ pub enum MetadataRecord {
         broker: i32,
         size: i64,
     },
+    /// Names the cluster, once: the first active controller proposes it.
+    InitializeCluster {
+        id: String,
+    },
 }
 
 impl MetadataRecord {
@@ -155,6 +159,8 @@ pub struct ClusterImage {
     pub next_producer_id: i64,
     /// The last block of producer ids handed to each broker: [start, end).
     pub producer_id_blocks: BTreeMap<i32, (i64, i64)>,
+    /// The cluster's id (Kafka's `cluster.id`), once named.
+    pub cluster_id: Option<String>,
 }
 
 impl ClusterImage {
@@ -221,6 +227,11 @@ impl ClusterImage {
             ),
             MetadataRecord::ElectPreferredLeader { topic, partition } => {
                 self.elect_preferred(topic, *partition)
+            }
+            MetadataRecord::InitializeCluster { id } => {
+                if self.cluster_id.is_none() {
+                    self.cluster_id = Some(id.clone());
+                }
             }
             MetadataRecord::AllocateProducerIds { broker, size } => {
                 let start = self.next_producer_id;

@@ -232,7 +232,7 @@ pub(super) fn describe_cluster(
         response.error_message = Some(str_bytes(format!("the request asked for {message}")));
         return response;
     }
-    response.cluster_id = str_bytes(broker.cluster_id.clone());
+    response.cluster_id = str_bytes(broker.cluster_id());
     response.controller_id = config.node_id.into();
     response.brokers = vec![DescribeClusterBroker::default()
         .with_broker_id(config.node_id.into())

@@ -91,7 +91,7 @@ pub(super) fn metadata(
     let controller = node.quorum.leader().map_or(-1, |l| l as i32);
     MetadataResponse::default()
         .with_brokers(brokers)
-        .with_cluster_id(Some(str_bytes(context.broker.cluster_id.clone())))
+        .with_cluster_id(Some(str_bytes(context.broker.cluster_id())))
         .with_controller_id(controller.into())
         .with_topics(topics)
 }

@@ -27,6 +27,8 @@ pub(crate) enum Event {
     Propose {
         data: Vec<u8>,
         deadline: Instant,
+        /// Refuse rather than forward when this node is not the leader.
+        local_only: bool,
         reply: oneshot::Sender<Result<u64, QuorumError>>,
     },
     /// A proposal a follower forwarded to this node as its leader.
@@ -175,8 +177,9 @@ impl Driver {
             Event::Propose {
                 data,
                 deadline,
+                local_only,
                 reply,
-            } => self.propose(data, deadline, reply),
+            } => self.propose(data, deadline, local_only, reply),
             Event::Forwarded {
                 from,
                 request,
@@ -209,6 +212,7 @@ impl Driver {
         &mut self,
         data: Vec<u8>,
         deadline: Instant,
+        local_only: bool,
         reply: oneshot::Sender<Result<u64, QuorumError>>,
     ) {
         let node = self.node_id;
@@ -243,6 +247,15 @@ impl Driver {
                     }));
                 }
             }
+            return;
+        }
+        if local_only {
+            let reason = "not the leader";
+            let _ = reply.send(Err(QuorumError::Refused {
+                node,
+                peer: node,
+                reason,
+            }));
             return;
         }
         let Some(leader) = self.core().leader() else {

@@ -322,6 +322,7 @@ impl Quorum {
             let event = Event::Propose {
                 data: entry.clone(),
                 deadline,
+                local_only: false,
                 reply: reply_tx,
             };
             let waited = |started: Instant| started.elapsed().as_millis() as u64;
@@ -349,6 +350,45 @@ impl Quorum {
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// Appends `entry` only if this node leads the quorum now: never forwarded, never retried.
+    /// For decisions only a leader may take (the controller's fencing): a node that was paused
+    /// and still believes it leads gets its entry dropped ([`QuorumError::NotCommitted`]) or
+    /// refused, instead of having it forwarded to the leader that replaced it.
+    pub async fn propose_as_leader(
+        &self,
+        entry: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<u64, QuorumError> {
+        if entry.len() > ENTRY_BYTES_MAX {
+            return Err(QuorumError::EntryTooLarge {
+                node: self.node_id,
+                bytes: entry.len(),
+                max: ENTRY_BYTES_MAX,
+            });
+        }
+        let started = Instant::now();
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let event = Event::Propose {
+            data: entry,
+            deadline: started + timeout,
+            local_only: true,
+            reply: reply_tx,
+        };
+        let result = tokio::time::timeout(timeout, async {
+            self.events.send(event).await.ok()?;
+            reply_rx.await.ok()
+        })
+        .await;
+        match result {
+            Err(_) => Err(QuorumError::Timeout {
+                node: self.node_id,
+                waited_ms: started.elapsed().as_millis() as u64,
+            }),
+            Ok(None) => Err(QuorumError::Shutdown { node: self.node_id }),
+            Ok(Some(result)) => result,
         }
     }
 
