@@ -94,8 +94,50 @@ struct ShellArgs {
     data_dir: PathBuf,
 }
 
+/// `eddy broker --config FILE`: each `name=value` line of the properties file becomes the flag
+/// `--name value` with dots as dashes (`node.id=1` is `--node-id 1`), placed before the flags
+/// given on the command line, which win. Lines starting with `#` or `!` are comments.
+fn broker_config_args(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ffi::OsString>> {
+    let broker = args.iter().position(|a| a == "broker");
+    let config = args.iter().position(|a| a == "--config");
+    let (Some(broker), Some(config)) = (broker, config) else {
+        return Ok(args);
+    };
+    if config < broker {
+        return Ok(args);
+    }
+    let path = args
+        .get(config + 1)
+        .context("--config needs a properties file")?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading {}", path.to_string_lossy()))?;
+    let mut from_file = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let (name, value) = line.split_once('=').with_context(|| {
+            format!("{} line {}: expected name=value", path.to_string_lossy(), number + 1)
+        })?;
+        from_file.push(format!("--{}", name.trim().replace('.', "-")).into());
+        from_file.push(value.trim().into());
+    }
+    let mut expanded = args[..=broker].to_vec();
+    expanded.extend(from_file);
+    expanded.extend(args[broker + 1..config].iter().cloned());
+    expanded.extend(args[config + 2..].iter().cloned());
+    Ok(expanded)
+}
+
 #[derive(clap::Args)]
+#[command(args_override_self = true)]
 struct BrokerArgs {
+    /// A properties file of these options (`node.id=1`, `controller.quorum.voters=...`, one per
+    /// line, named as the flags with dots for dashes); flags on the command line win.
+    #[arg(long, value_name = "FILE")]
+    #[allow(dead_code)] // expanded before parsing (`broker_config_args`); here for --help
+    config: Option<PathBuf>,
     /// Address to listen on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:9092")]
     listen: String,
@@ -177,7 +219,14 @@ struct ServerArgs {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    let cli = Cli::parse();
+    let args = match broker_config_args(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("eddy: {error:#}");
+            std::process::exit(1);
+        }
+    };
+    let cli = Cli::parse_from(args);
     let result = match cli.command {
         Some(Command::Server(args)) => {
             log_to_stderr();
