@@ -118,7 +118,11 @@ fn broker_config_args(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::
             continue;
         }
         let (name, value) = line.split_once('=').with_context(|| {
-            format!("{} line {}: expected name=value", path.to_string_lossy(), number + 1)
+            format!(
+                "{} line {}: expected name=value",
+                path.to_string_lossy(),
+                number + 1
+            )
         })?;
         from_file.push(format!("--{}", name.trim().replace('.', "-")).into());
         from_file.push(value.trim().into());

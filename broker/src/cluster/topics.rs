@@ -103,6 +103,72 @@ impl ClusterNode {
         }
     }
 
+    /// Grows topic `name` to `count` partitions, placing the new ones as a new topic's (or as
+    /// `assignments` say); with `validate_only`, only checks.
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        assignments: Vec<Vec<i32>>,
+        validate_only: bool,
+    ) -> Result<()> {
+        let image = self.image();
+        let topic = image
+            .topics
+            .get(name)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
+                topic: name.to_string(),
+                partition: -1,
+            })?;
+        let current = topic.partitions.len() as i32;
+        if count <= current {
+            return Err(BrokerError::PartitionCountNotIncreased {
+                topic: name.to_string(),
+                current,
+                requested: count,
+            });
+        }
+        if count > PARTITIONS_MAX {
+            return Err(BrokerError::InvalidPartitions(count));
+        }
+        let factor = topic.partitions.first().map_or(1, |p| p.replicas.len());
+        let replicas = if assignments.is_empty() {
+            let live: Vec<(i32, Option<String>)> = image
+                .brokers
+                .values()
+                .filter(|b| !b.fenced)
+                .map(|b| (b.id, b.rack.clone()))
+                .collect();
+            if factor > live.len() {
+                return Err(BrokerError::ReplicationFactorTooLarge {
+                    requested: factor as i16,
+                    brokers: live.len(),
+                });
+            }
+            assign_replicas(&live, current..count, factor, 0)
+        } else {
+            let known = assignments
+                .iter()
+                .all(|r| r.len() == factor && r.iter().all(|id| image.brokers.contains_key(id)));
+            if assignments.len() != (count - current) as usize || !known {
+                return Err(BrokerError::InvalidReplicaAssignment(format!(
+                    "{} new partition(s) need as many replica lists of {factor} known brokers",
+                    count - current
+                )));
+            }
+            assignments
+        };
+        if validate_only {
+            return Ok(());
+        }
+        let record = MetadataRecord::CreatePartitions {
+            name: name.to_string(),
+            replicas,
+        };
+        self.propose(&record).await?;
+        Ok(())
+    }
+
     /// Deletes a topic.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         let id = self

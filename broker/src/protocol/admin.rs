@@ -146,7 +146,7 @@ pub(super) fn check_replicas(broker: &Broker, replicas: &[BrokerId]) -> Result<(
     Ok(())
 }
 
-fn partitions_result(
+pub(super) fn partitions_result(
     name: TopicName,
     outcome: Result<(), BrokerError>,
 ) -> CreatePartitionsTopicResult {
@@ -238,6 +238,22 @@ pub(super) fn describe_cluster(
         .with_broker_id(config.node_id.into())
         .with_host(str_bytes(config.advertised_host.clone()))
         .with_port(config.advertised_port)];
+    if let Some(node) = broker.cluster() {
+        let image = node.image();
+        response.controller_id = node.quorum.leader().map_or(-1, |l| l as i32).into();
+        response.brokers = image
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| {
+                DescribeClusterBroker::default()
+                    .with_broker_id(b.id.into())
+                    .with_host(str_bytes(b.host.clone()))
+                    .with_port(b.port)
+                    .with_rack(b.rack.clone().map(str_bytes))
+            })
+            .collect();
+    }
     if request.include_cluster_authorized_operations {
         response.cluster_authorized_operations = CLUSTER_OPERATIONS
             .iter()

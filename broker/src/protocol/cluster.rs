@@ -15,12 +15,13 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    InitProducerIdRequest, InitProducerIdResponse, MetadataRequest, MetadataResponse, TopicName,
+    BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, InitProducerIdRequest,
+    InitProducerIdResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::ResponseError;
 
-use super::{configs, str_bytes, RequestContext};
+use super::{admin, configs, str_bytes, RequestContext};
 use crate::broker::Broker;
 use crate::cluster::metadata::{ClusterImage, TopicImage, NO_LEADER};
 use crate::cluster::node::ClusterNode;
@@ -252,6 +253,36 @@ pub(super) async fn delete_topics(
         responses.push(result);
     }
     DeleteTopicsResponse::default().with_responses(responses)
+}
+
+pub(super) async fn create_partitions(
+    context: RequestContext,
+    node: Arc<ClusterNode>,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let mut results = Vec::with_capacity(request.topics.len());
+    let mut seen = std::collections::BTreeSet::new();
+    for topic in request.topics {
+        let outcome = if !seen.insert(topic.name.to_string()) {
+            Err(BrokerError::InvalidRequest("Duplicate topic name.".into()))
+        } else if context.broker.config.is_internal_topic(&topic.name) {
+            Err(BrokerError::InternalTopicAdmin {
+                topic: topic.name.to_string(),
+                action: "add partitions to",
+            })
+        } else {
+            let assignments = topic
+                .assignments
+                .iter()
+                .flatten()
+                .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                .collect();
+            node.create_partitions(&topic.name, topic.count, assignments, request.validate_only)
+                .await
+        };
+        results.push(admin::partitions_result(topic.name, outcome));
+    }
+    CreatePartitionsResponse::default().with_results(results)
 }
 
 pub(super) async fn init_producer_id(

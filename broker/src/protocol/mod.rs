@@ -342,7 +342,16 @@ fn route(context: RequestContext, mut body: Bytes) -> Result<Pending, String> {
             Pending::Ready(context.encode(&response))
         }
         ApiKey::CreatePartitions => {
-            let response = admin::create_partitions(&context, decode(&mut body, v)?);
+            let request = decode(&mut body, v)?;
+            if let Some(node) = context.broker.cluster() {
+                let node = Arc::clone(node);
+                return Ok(context.later(cluster::create_partitions(
+                    context.clone(),
+                    node,
+                    request,
+                )));
+            }
+            let response = admin::create_partitions(&context, request);
             Pending::Ready(context.encode(&response))
         }
         ApiKey::DeleteRecords => {
