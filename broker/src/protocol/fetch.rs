@@ -318,6 +318,8 @@ pub(super) fn list_offsets(
                             Ok((offset, timestamp)) => {
                                 out.offset = offset;
                                 out.timestamp = timestamp;
+                                // KIP-320: the epoch the offset belongs to (-1 on one node).
+                                out.leader_epoch = partition.role().leader_epoch();
                             }
                             Err(e) => out.error_code = e.code(),
                         },
