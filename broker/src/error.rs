@@ -135,6 +135,16 @@ pub enum BrokerError {
     InvalidGroupId,
     #[error("a member id is required: rejoin with the one given")]
     MemberIdRequired,
+    /// In a cluster: this broker does not lead the group's `__consumer_offsets` partition.
+    #[error("this broker is not the coordinator of group '{0}'; find the coordinator again")]
+    NotCoordinator(String),
+    /// In a cluster: this broker is loading the group's `__consumer_offsets` partition.
+    #[error("the coordinator of group '{0}' is loading its offsets; retry shortly")]
+    CoordinatorLoadInProgress(String),
+    /// No coordinator can answer for the group now (its partition has no leader, or a write
+    /// could not be replicated); clients look the coordinator up again and retry.
+    #[error("no coordinator is available for group '{0}' now: {1}")]
+    CoordinatorNotAvailable(String, String),
     #[error("{0}")]
     InvalidRequest(String),
     /// Records a topic refuses (a compacted topic's records without a key), each named by its
@@ -251,6 +261,9 @@ impl BrokerError {
             BrokerError::InconsistentGroupProtocol(_) => ResponseError::InconsistentGroupProtocol,
             BrokerError::InvalidGroupId => ResponseError::InvalidGroupId,
             BrokerError::MemberIdRequired => ResponseError::MemberIdRequired,
+            BrokerError::NotCoordinator(_) => ResponseError::NotCoordinator,
+            BrokerError::CoordinatorLoadInProgress(_) => ResponseError::CoordinatorLoadInProgress,
+            BrokerError::CoordinatorNotAvailable(..) => ResponseError::CoordinatorNotAvailable,
             BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
             BrokerError::InvalidRecords(_) => ResponseError::InvalidRecord,
             BrokerError::Replication { kind, .. } => kind.response_error(),

@@ -315,6 +315,15 @@ def groups(args):
     print(json.dumps({"deleted": deleted, "listed": listed, "described": described}))
 
 
+def coordinator(args):
+    """Prints the broker coordinating --group, as DescribeGroups (after FindCoordinator) names it."""
+    client = admin(args)
+    future = client.describe_consumer_groups([args.group], request_timeout=10)[args.group]
+    description = future.result(timeout=15)
+    node = description.coordinator
+    print(json.dumps({"id": node.id, "host": node.host, "port": node.port, "state": description.state.name}))
+
+
 def create_partitions(args):
     client = admin(args)
     futures = client.create_partitions([NewPartitions(args.topic, args.count)], request_timeout=15)
@@ -463,6 +472,10 @@ def main():
     p.add_argument("--delete", action="append", default=[])
     p.add_argument("--describe", action="append", default=[])
     p.set_defaults(run=groups)
+
+    p = sub.add_parser("coordinator")
+    p.add_argument("--group", required=True)
+    p.set_defaults(run=coordinator)
 
     p = sub.add_parser("create-partitions")
     p.add_argument("--topic", required=True)

@@ -352,6 +352,11 @@ fn apply_role(
 ) {
     let me = node.config.node_id;
     let local = &replica.partition;
+    if topic.name == crate::group::offsets::OFFSETS_TOPIC {
+        // The group coordinator loads or unloads this partition's groups (`group/load.rs`).
+        let leading = registered && partition.leader == me;
+        crate::GroupCoordinator::partition_role_changed(broker, local.index, leading);
+    }
     if registered && partition.leader == me {
         if let Some((_, task)) = replica.fetcher.take() {
             task.abort();

@@ -11,11 +11,16 @@
 //! generation. Its members come back too, as Kafka loads them: Stable, their sessions
 //! restarted, so a consumer that keeps heartbeating carries on and one that is gone expires.
 //!
+//! In a cluster, `__consumer_offsets` is replicated and this node coordinates the groups of the
+//! partitions it leads, loading them when it becomes the leader and dropping them when it stops
+//! ([`load`]).
+//!
 //! The admin side, as Kafka's classic coordinator answers it: [`GroupCoordinator::list`],
 //! [`GroupCoordinator::describe`], [`GroupCoordinator::check_delete`] (DeleteGroups) and
 //! [`GroupCoordinator::check_offset_delete`] (OffsetDelete).
 
 pub mod assignor;
+mod load;
 pub mod offsets;
 pub(crate) mod stored;
 
@@ -189,9 +194,16 @@ pub struct MemberDescription {
     pub assignment: Bytes,
 }
 
-/// The group coordinator of this node (every group is coordinated here on a single node).
+/// The group coordinator of this node: of every group on a single node; in a cluster, of the
+/// groups whose `__consumer_offsets` partition this node leads ([`load`]).
 pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Group>>,
+    /// In a cluster: the partitions of `__consumer_offsets` this node leads, loading or loaded.
+    hosted: Mutex<BTreeMap<i32, load::Hosted>>,
+    /// Numbers each load, so that a load overtaken by a change of role applies nothing.
+    next_load: std::sync::atomic::AtomicU64,
+    /// In a cluster: whether this node is proposing the creation of `__consumer_offsets`.
+    creating_offsets_topic: std::sync::atomic::AtomicBool,
     /// Group metadata records to write to `__consumer_offsets` (`None` deletes the group), in
     /// the order the changes happened; pushed under the groups' lock.
     metadata_changes: Mutex<Vec<(String, Option<StoredGroup>)>>,
@@ -203,6 +215,9 @@ impl GroupCoordinator {
     pub(crate) fn new(initial_rebalance_delay: Duration) -> GroupCoordinator {
         GroupCoordinator {
             groups: Mutex::new(HashMap::new()),
+            hosted: Mutex::new(BTreeMap::new()),
+            next_load: Default::default(),
+            creating_offsets_topic: Default::default(),
             metadata_changes: Mutex::new(Vec::new()),
             offsets: OffsetStore::new(),
             initial_rebalance_delay,

@@ -8,7 +8,9 @@
 //! to disk (the topic is created with `flush.messages=1`); [`OffsetStore`] keeps memory in step
 //! with the log. Group metadata records (key version 2, [`super::stored`]) share the topic:
 //! [`append_group_metadata`] writes those the coordinator queued, and [`restore`] reads the
-//! latest of each group back.
+//! latest of each group back. In a cluster a write is acknowledged once also replicated to the
+//! in-sync set, and each partition is read back when this broker becomes its leader
+//! ([`PartitionContents`], `load.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -21,13 +23,17 @@ use tokio::sync::watch;
 use super::stored::{self, StoredGroup};
 use super::CommittedOffset;
 use crate::broker::{now_ms, Broker};
-use crate::error::{BrokerError, Result};
+use crate::error::{BrokerError, ReplicationError, Result};
 use crate::log::batch::{decode_records, BatchBuilder};
 use crate::partition::Partition;
 
 /// The internal topic holding committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
-const OFFSETS_PARTITIONS: i32 = 1;
+/// Partitions of `__consumer_offsets` (on a single node and in a cluster).
+pub(crate) const OFFSETS_PARTITIONS: i32 = 1;
+/// How long a write to `__consumer_offsets` in a cluster waits to be replicated to the in-sync
+/// set before it fails (Kafka's `offsets.commit.timeout.ms`).
+const COMMIT_TIMEOUT_MS: i32 = 5_000;
 const KEY_VERSION: i16 = 1;
 const VALUE_VERSION: i16 = 3;
 
@@ -99,7 +105,7 @@ fn decode_value(mut value: Bytes) -> Option<CommittedOffset> {
     })
 }
 
-fn offsets_topic_config() -> BTreeMap<String, String> {
+pub(crate) fn offsets_topic_config() -> BTreeMap<String, String> {
     [
         ("cleanup.policy", "compact"),
         ("flush.messages", "1"),
@@ -294,6 +300,17 @@ impl OffsetStore {
         self.state.lock().apply(group, change);
     }
 
+    /// Forgets every offset, and every write still pending, of the groups `dropped` picks (their
+    /// partition of `__consumer_offsets` is no longer led here). A pending write's waiter then
+    /// fails or applies nothing.
+    pub(crate) fn drop_groups(&self, dropped: impl Fn(&str) -> bool) {
+        let mut state = self.state.lock();
+        state.committed.retain(|(group, _, _), _| !dropped(group));
+        state.pending.retain(|w| !dropped(&w.group));
+        drop(state);
+        self.settled.send_modify(|n| *n += 1);
+    }
+
     /// Applies, in log order, every pending write up to `durable_through` (now on disk).
     fn apply_durable(&self, durable_through: i64) {
         let mut state = self.state.lock();
@@ -321,26 +338,62 @@ impl OffsetStore {
     }
 }
 
-/// A write appended to `__consumer_offsets`; [`Appended::settle`] applies it once on disk.
+/// A write appended to `__consumer_offsets`; [`Appended::settle`] applies it once on disk
+/// (and, in a cluster, replicated).
 #[must_use = "an appended write is applied only when settled"]
 pub(crate) struct Appended {
     partition: Arc<Partition>,
     last_offset: i64,
+    /// The leader epoch the write was appended in (-1 on a single node).
+    leader_epoch: i32,
+    /// The (last) group written, to name in errors.
+    group: String,
 }
 
 impl Appended {
-    /// Waits until the write is on disk and applies it (with every write before it).
+    /// Waits until the write is on disk and, in a cluster, on every in-sync replica (as
+    /// acks=all; Kafka's `offsets.commit.required.acks=-1`), then applies it (with every write
+    /// before it). Leadership lost meanwhile fails it with NOT_COORDINATOR.
     pub(crate) async fn settle(self, store: &OffsetStore) -> Result<()> {
-        match self.partition.wait_durable(self.last_offset).await {
+        let mut waited = self.partition.wait_durable(self.last_offset).await;
+        if waited.is_ok() {
+            // A single node's partition is the only replica: this returns at once.
+            waited = self
+                .partition
+                .wait_replicated(self.last_offset, self.leader_epoch, COMMIT_TIMEOUT_MS)
+                .await;
+        }
+        match waited {
             Ok(()) => {
                 store.apply_durable(self.last_offset);
                 Ok(())
             }
             Err(e) => {
                 store.forget(self.last_offset);
-                Err(e)
+                Err(coordinator_error(&self.group, e))
             }
         }
+    }
+}
+
+/// The group coordinator's error for a failed write to `__consumer_offsets`, as Kafka's
+/// GroupMetadataManager maps them: leadership lost is NOT_COORDINATOR (the client finds the
+/// new coordinator), too few replicas or a timeout is COORDINATOR_NOT_AVAILABLE (it retries).
+pub(crate) fn coordinator_error(group: &str, error: BrokerError) -> BrokerError {
+    match error {
+        BrokerError::Replication { kind, .. } => match kind {
+            ReplicationError::NotLeaderOrFollower
+            | ReplicationError::FencedLeaderEpoch { .. }
+            | ReplicationError::UnknownLeaderEpoch { .. } => {
+                BrokerError::NotCoordinator(group.to_string())
+            }
+            other => BrokerError::CoordinatorNotAvailable(group.to_string(), other.to_string()),
+        },
+        BrokerError::UnknownTopicOrPartition { .. } => BrokerError::CoordinatorNotAvailable(
+            group.to_string(),
+            format!("{OFFSETS_TOPIC} does not exist yet"),
+        ),
+        other => other,
     }
 }
 
@@ -393,14 +446,19 @@ fn append(
     group: &str,
     changes_of: impl FnOnce(&StoreState) -> Vec<OffsetChange>,
 ) -> Result<Option<Appended>> {
-    let topic = offsets_topic(broker)?;
-    let partition = Arc::clone(&topic.partitions[partition_for(group)]);
+    let partition = offsets_partition(broker, group)?;
     let store = &broker.groups.offsets;
     let mut state = store.state.lock();
     let changes = changes_of(&state);
     if changes.is_empty() {
         return Ok(None);
     }
+    // In a cluster, as an acks=all produce: refused before anything is written when too few
+    // replicas are in sync. Read before appending: a later epoch fails the wait, never passes.
+    partition
+        .check_min_insync()
+        .map_err(|e| coordinator_error(group, e))?;
+    let leader_epoch = partition.role().leader_epoch();
     let now = now_ms();
     let mut appended = 0;
     let mut last_offset = -1;
@@ -417,7 +475,7 @@ fn append(
         match partition.append(&mut builder.finish(), now) {
             Ok(info) => (appended, last_offset) = (appended + chunk.len(), info.last_offset),
             Err(e) => {
-                failure = Some(e);
+                failure = Some(coordinator_error(group, e));
                 break;
             }
         }
@@ -438,6 +496,8 @@ fn append(
     Ok(Some(Appended {
         partition,
         last_offset,
+        leader_epoch,
+        group: group.to_string(),
     }))
 }
 
@@ -448,7 +508,6 @@ pub(crate) fn append_group_metadata(broker: &Broker) -> Result<Option<Appended>>
     if !broker.groups.has_metadata_changes() {
         return Ok(None);
     }
-    let topic = offsets_topic(broker)?;
     let _order = broker.groups.offsets.state.lock();
     let records = broker.groups.take_metadata_changes();
     let now = now_ms();
@@ -456,16 +515,21 @@ pub(crate) fn append_group_metadata(broker: &Broker) -> Result<Option<Appended>>
     for (group, value) in &records {
         // One batch per record: a group's record holds every member's subscription and
         // assignment, each group's record goes to its own partition.
-        let partition = Arc::clone(&topic.partitions[partition_for(group)]);
+        let partition = offsets_partition(broker, group)?;
+        let leader_epoch = partition.role().leader_epoch();
         let key = stored::encode_key(group);
         let value = value.as_ref().map(stored::encode_value);
         let bytes = key.len() + value.as_ref().map_or(0, |v| v.len()) + RECORD_OVERHEAD_BYTES;
         let mut builder = BatchBuilder::new(now, bytes);
         builder.push(now, Some(&key), value.as_deref(), &[]);
-        let info = partition.append(&mut builder.finish(), now)?;
+        let info = partition
+            .append(&mut builder.finish(), now)
+            .map_err(|e| coordinator_error(group, e))?;
         last = Some(Appended {
             partition,
             last_offset: info.last_offset,
+            leader_epoch,
+            group: group.clone(),
         });
     }
     Ok(last)
@@ -533,60 +597,118 @@ fn offsets_topic(broker: &Broker) -> Result<std::sync::Arc<crate::broker::Topic>
     }
 }
 
-fn partition_for(group: &str) -> usize {
+/// The partition of `__consumer_offsets` a group's records go to, from which the group is
+/// written: in a cluster it must be led here (appends refuse otherwise).
+fn offsets_partition(broker: &Broker, group: &str) -> Result<Arc<Partition>> {
+    let index = partition_for(group);
+    if broker.cluster().is_some() {
+        return broker
+            .partition(OFFSETS_TOPIC, index)
+            .map_err(|e| coordinator_error(group, e));
+    }
+    let topic = offsets_topic(broker)?;
+    topic
+        .partitions
+        .get(index as usize)
+        .cloned()
+        .ok_or_else(|| BrokerError::Internal(format!("{OFFSETS_TOPIC} has no partition {index}")))
+}
+
+/// The partition of `__consumer_offsets` that holds a group's records: in a cluster, the
+/// leader of that partition coordinates the group.
+#[allow(clippy::modulo_one)] // OFFSETS_PARTITIONS is 1 today; the hash stays Kafka's.
+pub fn partition_for(group: &str) -> i32 {
     // Java's String.hashCode, made non-negative, as Kafka picks the partition for a group.
     let hash = group
         .encode_utf16()
         .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32));
-    ((hash & 0x7fff_ffff) % OFFSETS_PARTITIONS) as usize
+    (hash & 0x7fff_ffff) % OFFSETS_PARTITIONS
 }
 
-/// Loads every committed offset from `__consumer_offsets` (at start-up).
+/// What one partition of `__consumer_offsets` holds, read back in log order: the last value of
+/// each committed offset (`None`: deleted) and of each group's metadata record.
+#[derive(Default)]
+pub(crate) struct PartitionContents {
+    offsets: BTreeMap<(String, String, i32), Option<CommittedOffset>>,
+    groups: BTreeMap<String, Option<StoredGroup>>,
+    records: usize,
+}
+
+impl PartitionContents {
+    /// Reads a partition from its log start to its log end, committed or not: a new leader's
+    /// log is the one its followers will hold, so Kafka loads up to the log end too. The log's
+    /// lock is taken per read, never while the store's is held (appends take the store's lock,
+    /// then the log's).
+    pub(crate) fn read(partition: &Partition) -> Result<PartitionContents> {
+        let mut contents = PartitionContents::default();
+        let mut offset = partition.log_start_offset();
+        let end = partition.log_end_offset();
+        while offset < end {
+            let bytes = partition.read_replica(offset, 1 << 20)?;
+            let records = decode_records(&bytes).map_err(BrokerError::CorruptMessage)?;
+            let Some(last) = records.last() else { break };
+            offset = last.offset + 1;
+            for record in records {
+                if record.offset >= end {
+                    break;
+                }
+                contents.add(record.key, record.value);
+            }
+        }
+        Ok(contents)
+    }
+
+    fn add(&mut self, key: Option<Bytes>, value: Option<Bytes>) {
+        let Some(key) = key else { return };
+        if let Some(group) = stored::decode_key(key.clone()) {
+            match value {
+                None => self.groups.insert(group, None),
+                Some(value) => match stored::decode_value(value) {
+                    Some(metadata) => self.groups.insert(group, Some(metadata)),
+                    None => {
+                        tracing::warn!(%group, "skipped an unreadable group record");
+                        return;
+                    }
+                },
+            };
+            self.records += 1;
+            return;
+        }
+        let Some((group, topic, partition)) = decode_key(key) else {
+            return;
+        };
+        let value = value.and_then(decode_value);
+        self.offsets.insert((group, topic, partition), value);
+        self.records += 1;
+    }
+
+    /// Puts what was read into the coordinator's memory; returns how many records it held.
+    pub(crate) fn apply(self, coordinator: &super::GroupCoordinator) -> usize {
+        for ((group, topic, partition), value) in self.offsets {
+            coordinator
+                .offsets
+                .restore(&group, (topic, partition, value));
+        }
+        let groups = self
+            .groups
+            .into_iter()
+            .filter_map(|(group, metadata)| Some((group, metadata?)))
+            .collect();
+        coordinator.restore(groups);
+        self.records
+    }
+}
+
+/// Loads every committed offset and group from `__consumer_offsets` (at start-up, on a single
+/// node; in a cluster, each partition is loaded when this broker becomes its leader).
 pub(crate) fn restore(broker: &Broker) -> Result<()> {
     let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
         return Ok(());
     };
     let mut restored = 0usize;
-    let mut groups: BTreeMap<String, Option<StoredGroup>> = BTreeMap::new();
     for partition in &topic.partitions {
-        // The log's lock is taken per read, never while the store's is held (appends take the
-        // store's lock, then the log's).
-        let mut offset = partition.log_start_offset();
-        while offset < partition.high_watermark() {
-            let bytes = partition.read(offset, 1 << 20)?;
-            let records = decode_records(&bytes).map_err(BrokerError::CorruptMessage)?;
-            let Some(last) = records.last() else { break };
-            offset = last.offset + 1;
-            for record in records {
-                let Some(key) = record.key else { continue };
-                if let Some(group) = stored::decode_key(key.clone()) {
-                    match record.value {
-                        None => groups.insert(group, None),
-                        Some(value) => match stored::decode_value(value) {
-                            Some(metadata) => groups.insert(group, Some(metadata)),
-                            None => {
-                                tracing::warn!(%group, "skipped an unreadable group record");
-                                continue;
-                            }
-                        },
-                    };
-                    restored += 1;
-                    continue;
-                }
-                let Some((group, t, p)) = decode_key(key) else {
-                    continue;
-                };
-                let value = record.value.and_then(decode_value);
-                broker.groups.offsets.restore(&group, (t, p, value));
-                restored += 1;
-            }
-        }
+        restored += PartitionContents::read(partition)?.apply(&broker.groups);
     }
-    let groups = groups
-        .into_iter()
-        .filter_map(|(group, metadata)| Some((group, metadata?)))
-        .collect();
-    broker.groups.restore(groups);
     tracing::info!(records = restored, "restored committed offsets and groups");
     Ok(())
 }

@@ -1,6 +1,9 @@
 //! The group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit
 //! and OffsetFetch; and the admin ones: ListGroups, DescribeGroups, DeleteGroups, OffsetDelete.
-//! Every group is coordinated by this node.
+//! On a single node every group is coordinated here. In a cluster, the coordinator of a group is
+//! the leader of its partition of `__consumer_offsets` (`group/load.rs`): FindCoordinator names
+//! it, every group request elsewhere is answered NOT_COORDINATOR (COORDINATOR_LOAD_IN_PROGRESS
+//! while the partition loads), and writes are answered once replicated to the in-sync set.
 //!
 //! Offset writes (commits and deletions) are appended to `__consumer_offsets` when the request
 //! is dispatched, and an OffsetFetch waits for the writes to its partitions dispatched before it:
@@ -40,6 +43,7 @@ use kafka_protocol::ResponseError;
 
 use super::{str_bytes, RequestContext};
 use crate::broker::now_ms;
+use crate::cluster::metadata::NO_LEADER;
 use crate::error::{BrokerError, Result};
 use crate::group::offsets::{self, Appended, Deletion};
 use crate::group::{CommittedOffset, GroupDescription, JoinRequest, JoinStarted};
@@ -51,39 +55,89 @@ use crate::limits::{
 /// an i16 length.
 const GROUP_ID_STORED_BYTES_MAX: usize = i16::MAX as usize;
 
+/// Answers the coordinator of each key: this node on a single node; in a cluster, the leader of
+/// the group's partition of `__consumer_offsets` (COORDINATOR_NOT_AVAILABLE while that topic is
+/// being created or the partition has no leader: clients retry). v4+ batches keys.
 pub(super) fn find_coordinator(
     context: &RequestContext,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
-    let config = &context.broker.config;
-    if context.broker.cluster().is_some() {
-        // Groups in a cluster need __consumer_offsets replicated and its leaders as
-        // coordinators; until then, say so rather than coordinate from one node's memory.
-        let code = kafka_protocol::ResponseError::CoordinatorNotAvailable.code();
-        let message = "consumer groups are not available in a cluster yet";
-        return FindCoordinatorResponse::default()
-            .with_error_code(code)
-            .with_error_message(Some(str_bytes(message.to_string())))
-            .with_coordinators(vec![Coordinator::default()
-                .with_key(request.key)
-                .with_node_id((-1).into())
-                .with_error_code(code)
-                .with_error_message(Some(str_bytes(message.to_string())))]);
-    }
-    let host = str_bytes(config.advertised_host.clone());
+    let key_type = request.key_type;
     if context.version >= 4 {
-        // v4+ batches keys; not advertised yet, kept for when it is.
-        return FindCoordinatorResponse::default().with_coordinators(vec![Coordinator::default()
-            .with_key(request.key)
-            .with_node_id(config.node_id.into())
-            .with_host(host)
-            .with_port(config.advertised_port)]);
+        let coordinators = request
+            .coordinator_keys
+            .into_iter()
+            .map(|key| {
+                let coordinator = Coordinator::default().with_key(key.clone());
+                match coordinator_for(context, key_type, &key) {
+                    Ok((id, host, port)) => coordinator
+                        .with_node_id(id.into())
+                        .with_host(str_bytes(host))
+                        .with_port(port),
+                    Err(e) => coordinator
+                        .with_node_id((-1).into())
+                        .with_port(-1)
+                        .with_error_code(e.code())
+                        .with_error_message(Some(str_bytes(e.to_string()))),
+                }
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    FindCoordinatorResponse::default()
-        .with_node_id(config.node_id.into())
-        .with_host(host)
-        .with_port(config.advertised_port)
+    match coordinator_for(context, key_type, &request.key) {
+        Ok((id, host, port)) => FindCoordinatorResponse::default()
+            .with_node_id(id.into())
+            .with_host(str_bytes(host))
+            .with_port(port),
+        Err(e) => {
+            let response = FindCoordinatorResponse::default()
+                .with_error_code(e.code())
+                .with_node_id((-1).into())
+                .with_port(-1);
+            match context.version >= 1 {
+                true => response.with_error_message(Some(str_bytes(e.to_string()))),
+                false => response,
+            }
+        }
+    }
 }
+
+/// The coordinator of one key: (node id, host, port).
+fn coordinator_for(
+    context: &RequestContext,
+    key_type: i8,
+    key: &str,
+) -> Result<(i32, String, i32)> {
+    let broker = &context.broker;
+    let Some(node) = broker.cluster() else {
+        let config = &broker.config;
+        return Ok((
+            config.node_id,
+            config.advertised_host.clone(),
+            config.advertised_port,
+        ));
+    };
+    let unavailable = |why: &str| BrokerError::CoordinatorNotAvailable(key.to_string(), why.into());
+    if key_type != GROUP_KEY_TYPE {
+        return Err(unavailable("only consumer groups have coordinators here"));
+    }
+    if !crate::GroupCoordinator::ensure_offsets_topic(broker) {
+        return Err(unavailable("__consumer_offsets is being created"));
+    }
+    let image = node.image();
+    let leader = image
+        .partition(offsets::OFFSETS_TOPIC, offsets::partition_for(key))
+        .map_or(NO_LEADER, |p| p.leader);
+    match image.brokers.get(&leader).filter(|b| !b.fenced) {
+        Some(b) => Ok((b.id, b.host.clone(), b.port)),
+        None => Err(unavailable(
+            "its __consumer_offsets partition has no leader",
+        )),
+    }
+}
+
+/// FindCoordinator's key type of a consumer group (1 is a transactional id).
+const GROUP_KEY_TYPE: i8 = 0;
 
 pub(super) async fn join_group(
     context: RequestContext,
@@ -116,7 +170,11 @@ pub(super) async fn join_group(
             .with_generation_id(-1)
             .with_member_id(str_bytes(member_id))
     };
-    let receiver = match context.broker.groups.join(join) {
+    let groups = &context.broker.groups;
+    let joined = groups
+        .check_coordinator(&context.broker, &join.group_id)
+        .and_then(|()| groups.join(join));
+    let receiver = match joined {
         Ok(JoinStarted::Waiting(receiver)) => receiver,
         Ok(JoinStarted::MemberIdRequired(id)) => return failed(&BrokerError::MemberIdRequired, id),
         Err(e) => return failed(&e, request.member_id.to_string()),
@@ -161,12 +219,18 @@ pub(super) async fn sync_group(
     let response = SyncGroupResponse::default()
         .with_protocol_type(request.protocol_type)
         .with_protocol_name(request.protocol_name);
-    let receiver = match context.broker.groups.sync(
-        &request.group_id,
-        request.generation_id,
-        &request.member_id,
-        assignments,
-    ) {
+    let groups = &context.broker.groups;
+    let synced = groups
+        .check_coordinator(&context.broker, &request.group_id)
+        .and_then(|()| {
+            groups.sync(
+                &request.group_id,
+                request.generation_id,
+                &request.member_id,
+                assignments,
+            )
+        });
+    let receiver = match synced {
         Ok(receiver) => receiver,
         Err(e) => return response.with_error_code(e.code()),
     };
@@ -185,11 +249,12 @@ pub(super) async fn sync_group(
 }
 
 pub(super) fn heartbeat(context: &RequestContext, request: HeartbeatRequest) -> HeartbeatResponse {
-    let result = context.broker.groups.heartbeat(
-        &request.group_id,
-        request.generation_id,
-        &request.member_id,
-    );
+    let groups = &context.broker.groups;
+    let result = groups
+        .check_coordinator(&context.broker, &request.group_id)
+        .and_then(|()| {
+            groups.heartbeat(&request.group_id, request.generation_id, &request.member_id)
+        });
     HeartbeatResponse::default().with_error_code(result.err().map_or(0, |e| e.code()))
 }
 
@@ -206,7 +271,11 @@ pub(super) fn leave_group(
     } else {
         vec![request.member_id.to_string()]
     };
-    let results = context.broker.groups.leave(&request.group_id, &members);
+    let groups = &context.broker.groups;
+    if let Err(e) = groups.check_coordinator(&context.broker, &request.group_id) {
+        return LeaveGroupResponse::default().with_error_code(e.code());
+    }
+    let results = groups.leave(&request.group_id, &members);
     offsets::persist_group_metadata(&context.broker);
     let mut response = LeaveGroupResponse::default();
     if context.version < 3 {
@@ -239,11 +308,16 @@ pub(super) fn offset_commit(
             request.group_id.len()
         )))
     } else {
-        broker.groups.validate_commit(
-            &request.group_id,
-            request.generation_id_or_member_epoch,
-            &request.member_id,
-        )
+        let groups = &broker.groups;
+        groups
+            .check_coordinator(&broker, &request.group_id)
+            .and_then(|()| {
+                groups.validate_commit(
+                    &request.group_id,
+                    request.generation_id_or_member_epoch,
+                    &request.member_id,
+                )
+            })
     };
     let now = now_ms();
     let mut accepted = Vec::new();
@@ -257,7 +331,7 @@ pub(super) fn offset_commit(
                 Ok(()) if metadata_bytes > OFFSET_METADATA_BYTES_MAX => {
                     ResponseError::OffsetMetadataTooLarge.code()
                 }
-                Ok(()) => match broker.partition(&topic.name, p.partition_index) {
+                Ok(()) => match partition_exists(&broker, &topic.name, p.partition_index) {
                     Err(e) => e.code(),
                     Ok(_) => {
                         let committed = CommittedOffset {
@@ -311,6 +385,21 @@ pub(super) fn offset_commit(
     }
 }
 
+/// Checks that a partition whose offset a group commits or deletes exists: in a cluster, in
+/// the metadata image (the coordinator need not hold a replica of it, as in Kafka).
+fn partition_exists(broker: &crate::Broker, topic: &str, partition: i32) -> Result<()> {
+    let Some(node) = broker.cluster() else {
+        return broker.partition(topic, partition).map(|_| ());
+    };
+    match node.image().partition(topic, partition) {
+        Some(_) => Ok(()),
+        None => Err(BrokerError::UnknownTopicOrPartition {
+            topic: topic.to_string(),
+            partition,
+        }),
+    }
+}
+
 /// Waits for an appended offset write to reach disk and apply.
 async fn settle(appended: Result<Option<Appended>>, broker: &crate::Broker) -> Result<()> {
     match appended? {
@@ -329,6 +418,8 @@ pub(super) fn offset_fetch(
 ) -> impl Future<Output = OffsetFetchResponse> + Send + 'static {
     let broker = Arc::clone(&context.broker);
     let group = request.group_id.to_string();
+    let checked = broker.groups.check_coordinator(&broker, &group);
+    let version = context.version;
     let requested: Option<Vec<(TopicName, Vec<i32>)>> = request.topics.map(|topics| {
         topics
             .into_iter()
@@ -348,6 +439,9 @@ pub(super) fn offset_fetch(
         .pending_through(&group, partitions.as_ref());
     let require_stable = request.require_stable;
     async move {
+        if let Err(e) = checked {
+            return offset_fetch_refused(version, &e, requested);
+        }
         let store = &broker.groups.offsets;
         if let Some(through) = through {
             let wait = Duration::from_millis(OFFSET_FETCH_WAIT_MS_MAX);
@@ -390,6 +484,38 @@ pub(super) fn offset_fetch(
     }
 }
 
+/// OffsetFetch refused for the whole group (not its coordinator, or loading): v2+ say so at the
+/// top level, v1 in every partition asked for, as Kafka answers them.
+fn offset_fetch_refused(
+    version: i16,
+    error: &BrokerError,
+    requested: Option<Vec<(TopicName, Vec<i32>)>>,
+) -> OffsetFetchResponse {
+    if version >= 2 {
+        return OffsetFetchResponse::default().with_error_code(error.code());
+    }
+    let topics = requested
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|index| {
+                    OffsetFetchResponsePartition::default()
+                        .with_partition_index(index)
+                        .with_committed_offset(-1)
+                        .with_metadata(Some(str_bytes("")))
+                        .with_error_code(error.code())
+                })
+                .collect();
+            OffsetFetchResponseTopic::default()
+                .with_name(name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}
+
 /// Every partition a group has committed, by topic.
 fn all_committed(groups: &crate::GroupCoordinator, group: &str) -> Vec<(TopicName, Vec<i32>)> {
     let mut all: Vec<(TopicName, Vec<i32>)> = Vec::new();
@@ -421,11 +547,13 @@ pub(super) fn list_groups(
             .types_filter
             .iter()
             .any(|t| t.eq_ignore_ascii_case(CLASSIC_GROUP_TYPE));
-    let groups = context
-        .broker
+    let broker = &context.broker;
+    let groups = broker
         .groups
         .list()
         .into_iter()
+        // In a cluster: only the groups coordinated here, as each Kafka broker lists its own.
+        .filter(|g| broker.groups.coordinates(broker, &g.group_id))
         .filter(|g| type_listed && (states.is_empty() || states.contains(&g.state.to_lowercase())))
         .map(|g| {
             ListedGroup::default()
@@ -435,7 +563,14 @@ pub(super) fn list_groups(
                 .with_group_type(str_bytes(CLASSIC_GROUP_TYPE))
         })
         .collect();
-    ListGroupsResponse::default().with_groups(groups)
+    // Groups of a partition still loading are missing: say so, as Kafka does.
+    let error_code = match broker.groups.loading() {
+        true => ResponseError::CoordinatorLoadInProgress.code(),
+        false => 0,
+    };
+    ListGroupsResponse::default()
+        .with_error_code(error_code)
+        .with_groups(groups)
 }
 
 /// What Kafka reports as a group's authorized operations when it has no authorizer: every
@@ -455,7 +590,13 @@ pub(super) fn describe_groups(
         .groups
         .into_iter()
         .map(|group_id| {
-            let description = context.broker.groups.describe(&group_id);
+            let broker = &context.broker;
+            if let Err(e) = broker.groups.check_coordinator(broker, &group_id) {
+                return DescribedGroup::default()
+                    .with_group_id(group_id)
+                    .with_error_code(e.code());
+            }
+            let description = broker.groups.describe(&group_id);
             bytes = bytes.saturating_add(description_bytes(&group_id, &description));
             if bytes > DESCRIBE_GROUPS_RESPONSE_BYTES_MAX {
                 return DescribedGroup::default()
@@ -535,11 +676,15 @@ pub(super) fn delete_groups(
         .map(|name| {
             // The group's tombstone goes before its offsets', so waiting for the last write
             // covers both.
-            let appended = broker.groups.check_delete(&name).and_then(|()| {
-                let tombstone = offsets::append_group_metadata(&broker)?;
-                let deletion = offsets::append_deletion(&broker, &name, Deletion::Group)?;
-                Ok(deletion.or(tombstone))
-            });
+            let groups = &broker.groups;
+            let checked = groups.check_coordinator(&broker, &name);
+            let appended = checked
+                .and_then(|()| groups.check_delete(&name))
+                .and_then(|()| {
+                    let tombstone = offsets::append_group_metadata(&broker)?;
+                    let deletion = offsets::append_deletion(&broker, &name, Deletion::Group)?;
+                    Ok(deletion.or(tombstone))
+                });
             (name, appended)
         })
         .collect();
@@ -571,7 +716,10 @@ pub(super) fn offset_delete(
     let broker = Arc::clone(&context.broker);
     let group = request.group_id.to_string();
     let topic_names: Vec<&str> = request.topics.iter().map(|t| t.name.as_str()).collect();
-    let checked = broker.groups.check_offset_delete(&group, &topic_names);
+    let checked = broker
+        .groups
+        .check_coordinator(&broker, &group)
+        .and_then(|()| broker.groups.check_offset_delete(&group, &topic_names));
     let mut answers: Vec<(TopicName, Vec<(i32, i16)>)> = Vec::new();
     let mut deletable: BTreeSet<(String, i32)> = BTreeSet::new();
     if let Ok(subscribed) = &checked {
@@ -581,7 +729,7 @@ pub(super) fn offset_delete(
                 .iter()
                 .map(|p| {
                     let index = p.partition_index;
-                    let error = match broker.partition(&topic.name, index) {
+                    let error = match partition_exists(&broker, &topic.name, index) {
                         Err(e) => e.code(),
                         Ok(_) if *subscribed => ResponseError::GroupSubscribedToTopic.code(),
                         Ok(_) => {

@@ -1,0 +1,386 @@
+//! Groups in a cluster, on Kafka's model: the coordinator of group G is the leader of partition
+//! [`partition_for`]`(G)` of `__consumer_offsets`, a replicated topic created through the
+//! cluster the first time a coordinator is looked up ([`GroupCoordinator::ensure_offsets_topic`]).
+//!
+//! Loading and unloading, as Kafka's GroupMetadataManager does them: the cluster's
+//! reconciliation reports every role an offsets partition takes here through one entry point,
+//! [`GroupCoordinator::partition_role_changed`]. Becoming the leader starts a load: the
+//! partition's log is read from its start to its end and its committed offsets and groups put
+//! in memory; until then the partition's groups are answered COORDINATOR_LOAD_IN_PROGRESS.
+//! Ceasing to lead drops them from memory (members waiting for a rebalance are answered
+//! NOT_COORDINATOR, and so is every later request for them: the clients find the new
+//! coordinator). A load overtaken by a change of role applies nothing.
+//!
+//! On a single node every group is coordinated here and nothing of this applies.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::offsets::{offsets_topic_config, partition_for, PartitionContents};
+use super::offsets::{OFFSETS_PARTITIONS, OFFSETS_TOPIC};
+use super::GroupCoordinator;
+use crate::broker::Broker;
+use crate::cluster::replica::Role;
+use crate::cluster::topics::NewTopic;
+use crate::error::{BrokerError, Result};
+
+/// An offsets partition this node leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hosted {
+    /// Its groups are being read from the log (the load's number).
+    Loading(u64),
+    /// Its groups are in memory and coordinated here.
+    Loaded(u64),
+}
+
+/// How long a load waits before reading again after a failed read of the log.
+const LOAD_RETRY: Duration = Duration::from_secs(1);
+/// How often a load checks whether the replica has become the leader yet.
+const LEADER_POLL: Duration = Duration::from_millis(20);
+
+impl GroupCoordinator {
+    /// The one entry point of the cluster's reconciliation (`cluster/node.rs`): partition
+    /// `partition` of `__consumer_offsets` is led here (`leader`) or not. Called whenever the
+    /// reconciliation sets the replica's role; only changes act. Becoming the leader starts
+    /// loading the partition's groups in the background; ceasing to lead drops them at once.
+    /// Never blocks on the cluster's replicas (the reconciliation holds them).
+    pub fn partition_role_changed(broker: &Arc<Broker>, partition: i32, leader: bool) {
+        let coordinator = &broker.groups;
+        let mut hosted = coordinator.hosted.lock();
+        if leader {
+            if hosted.contains_key(&partition) {
+                return;
+            }
+            let load = coordinator.next_load.fetch_add(1, Ordering::SeqCst);
+            hosted.insert(partition, Hosted::Loading(load));
+            drop(hosted);
+            tracing::info!(
+                partition,
+                "leading an offsets partition: loading its groups"
+            );
+            tokio::spawn(load_partition(Arc::clone(broker), partition, load));
+        } else if hosted.remove(&partition).is_some() {
+            // Under the lock, so a load finishing now cannot put the groups back.
+            coordinator.unload(partition);
+            tracing::info!(
+                partition,
+                "no longer leading an offsets partition: unloaded its groups"
+            );
+        }
+    }
+
+    /// Checks that this node coordinates `group`: always on a single node; in a cluster, when
+    /// it leads the group's offsets partition and has loaded it (COORDINATOR_LOAD_IN_PROGRESS
+    /// while loading, NOT_COORDINATOR otherwise). An empty group id passes, for the request's
+    /// own check to refuse it (INVALID_GROUP_ID), as Kafka checks the id first.
+    pub fn check_coordinator(&self, broker: &Broker, group: &str) -> Result<()> {
+        if broker.cluster().is_none() || group.is_empty() {
+            return Ok(());
+        }
+        let index = partition_for(group);
+        match self.hosted.lock().get(&index) {
+            Some(Hosted::Loaded(_)) => {}
+            Some(Hosted::Loading(_)) => {
+                return Err(BrokerError::CoordinatorLoadInProgress(group.to_string()))
+            }
+            None => return Err(BrokerError::NotCoordinator(group.to_string())),
+        }
+        // The replica's own role decides too: its topic may be gone, or its role changing.
+        let leading = broker
+            .partition(OFFSETS_TOPIC, index)
+            .is_ok_and(|p| p.check_leader(-1).is_ok());
+        match leading {
+            true => Ok(()),
+            false => Err(BrokerError::NotCoordinator(group.to_string())),
+        }
+    }
+
+    /// Whether this node coordinates `group` now (for listing).
+    pub(crate) fn coordinates(&self, broker: &Broker, group: &str) -> bool {
+        broker.cluster().is_none()
+            || matches!(
+                self.hosted.lock().get(&partition_for(group)),
+                Some(Hosted::Loaded(_))
+            )
+    }
+
+    /// Whether an offsets partition led here is still loading (ListGroups says so).
+    pub(crate) fn loading(&self) -> bool {
+        let hosted = self.hosted.lock();
+        hosted.values().any(|h| matches!(h, Hosted::Loading(_)))
+    }
+
+    /// In a cluster: whether `__consumer_offsets` exists; if not, proposes its creation in the
+    /// background (once at a time), replicated `default.replication.factor` times with the
+    /// compacted configs a single node uses. Until it exists, FindCoordinator answers
+    /// COORDINATOR_NOT_AVAILABLE and clients retry.
+    pub fn ensure_offsets_topic(broker: &Arc<Broker>) -> bool {
+        let Some(node) = broker.cluster() else {
+            return true;
+        };
+        if node.image().topics.contains_key(OFFSETS_TOPIC) {
+            return true;
+        }
+        let creating = &broker.groups.creating_offsets_topic;
+        if creating.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        let broker = Arc::clone(broker);
+        let node = Arc::clone(node);
+        tokio::spawn(async move {
+            let topic = NewTopic {
+                name: OFFSETS_TOPIC,
+                partitions: OFFSETS_PARTITIONS,
+                replication_factor: -1,
+                assignments: Vec::new(),
+                configs: offsets_topic_config(),
+            };
+            match node.create_topic(&broker, &topic).await {
+                Ok(_) => tracing::info!("created {OFFSETS_TOPIC}"),
+                Err(BrokerError::TopicAlreadyExists(_)) => {}
+                Err(e) => tracing::warn!(error = %e, "could not create {OFFSETS_TOPIC} yet"),
+            }
+            broker
+                .groups
+                .creating_offsets_topic
+                .store(false, Ordering::SeqCst);
+        });
+        false
+    }
+
+    /// Whether load `load` of `partition` is still wanted and not done.
+    fn is_loading(&self, partition: i32, load: u64) -> bool {
+        self.hosted.lock().get(&partition) == Some(&Hosted::Loading(load))
+    }
+
+    /// Drops the groups of offsets partition `partition` from memory: their members, their
+    /// queued metadata records and their offsets. Members waiting for a rebalance are answered
+    /// NOT_COORDINATOR.
+    fn unload(&self, partition: i32) {
+        let of_partition = |group: &str| partition_for(group) == partition;
+        self.groups.lock().retain(|group_id, group| {
+            if !of_partition(group_id) {
+                return true;
+            }
+            let gone = || BrokerError::NotCoordinator(group_id.clone());
+            for member in group.members.values_mut() {
+                if let Some(waiter) = member.join_waiter.take() {
+                    let _ = waiter.send(Err(gone()));
+                }
+                if let Some(waiter) = member.sync_waiter.take() {
+                    let _ = waiter.send(Err(gone()));
+                }
+            }
+            false
+        });
+        self.metadata_changes
+            .lock()
+            .retain(|(group, _)| !of_partition(group));
+        self.offsets.drop_groups(of_partition);
+    }
+}
+
+/// Load `load` of offsets partition `index`: waits until the replica leads (the reconciliation
+/// makes it so right after reporting it), reads its log and puts its groups in memory, unless
+/// the role changed meanwhile.
+async fn load_partition(broker: Arc<Broker>, index: i32, load: u64) {
+    let coordinator = &broker.groups;
+    loop {
+        if !coordinator.is_loading(index, load) {
+            return;
+        }
+        let partition = match broker.partition(OFFSETS_TOPIC, index) {
+            Ok(p) if !matches!(p.role(), Role::Follower { .. }) => p,
+            _ => {
+                tokio::time::sleep(LEADER_POLL).await;
+                continue;
+            }
+        };
+        let read = tokio::task::spawn_blocking(move || PartitionContents::read(&partition)).await;
+        let contents = match read {
+            Ok(Ok(contents)) => contents,
+            Ok(Err(e)) => {
+                tracing::error!(partition = index, error = %e, "could not load an offsets partition; retrying");
+                tokio::time::sleep(LOAD_RETRY).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(partition = index, error = %e, "loading an offsets partition failed; retrying");
+                tokio::time::sleep(LOAD_RETRY).await;
+                continue;
+            }
+        };
+        let mut hosted = coordinator.hosted.lock();
+        if hosted.get(&index) != Some(&Hosted::Loading(load)) {
+            return;
+        }
+        // Anything left of an earlier leadership goes first: the log says what holds now.
+        coordinator.unload(index);
+        let records = contents.apply(coordinator);
+        hosted.insert(index, Hosted::Loaded(load));
+        tracing::info!(
+            partition = index,
+            records,
+            "loaded the groups of an offsets partition"
+        );
+        return;
+    }
+}
+
+/// The loads of this node's offsets partitions, for tests: partition -> loaded.
+#[cfg(test)]
+pub(crate) fn hosted_for_tests(
+    coordinator: &GroupCoordinator,
+) -> std::collections::BTreeMap<i32, bool> {
+    coordinator
+        .hosted
+        .lock()
+        .iter()
+        .map(|(p, h)| (*p, matches!(h, Hosted::Loaded(_))))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::group::offsets::{self, committed_for_tests as committed};
+    use crate::group::{JoinRequest, JoinStarted};
+    use crate::BrokerConfig;
+
+    fn join_request(member_id: &str) -> JoinRequest {
+        JoinRequest {
+            group_id: "g".into(),
+            member_id: member_id.into(),
+            group_instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::new())],
+            session_timeout: Duration::from_secs(60),
+            rebalance_timeout: Duration::from_secs(60),
+            require_known_member_id: false,
+        }
+    }
+
+    async fn open() -> (tempfile::TempDir, Arc<Broker>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = BrokerConfig::new(dir.path());
+        config.group_initial_rebalance_delay = Duration::ZERO;
+        let broker = Broker::open(config).await.expect("open");
+        broker.create_topic("t", 1, BTreeMap::new()).expect("topic");
+        (dir, broker)
+    }
+
+    async fn wait_loaded(broker: &Broker, partition: i32) {
+        for _ in 0..500 {
+            if hosted_for_tests(&broker.groups).get(&partition) == Some(&true) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("partition {partition} did not load");
+    }
+
+    /// Goal: ceasing to lead an offsets partition drops its groups (members waiting for a
+    /// rebalance are answered NOT_COORDINATOR) and its offsets; leading it again loads them
+    /// back from the log: the offsets committed and the group as its last record stored it.
+    /// Method (on one broker, the partition's log standing for a replica's): offsets are
+    /// committed, a member joins and syncs (the group's record is written), offsets are
+    /// committed again, a second member
+    /// joins and waits for the first to rejoin; then the role goes to follower and back.
+    #[tokio::test]
+    async fn unloading_drops_the_partitions_groups_and_loading_reads_them_back() {
+        let (_dir, broker) = open().await;
+        let groups = &broker.groups;
+        // The first commit creates __consumer_offsets on a single node.
+        offsets::commit(&broker, "g", vec![("t".into(), 0, committed(5))])
+            .await
+            .expect("commit");
+        let partition = partition_for("g");
+        GroupCoordinator::partition_role_changed(&broker, partition, true);
+        wait_loaded(&broker, partition).await;
+        assert_eq!(groups.committed("g", "t", 0), Some(committed(5)));
+
+        let JoinStarted::Waiting(first) = groups.join(join_request("a")).expect("join") else {
+            panic!("a member id was given");
+        };
+        let joined = first.await.expect("answered").expect("joined");
+        let synced = groups
+            .sync(
+                "g",
+                joined.generation,
+                "a",
+                vec![("a".into(), Bytes::new())],
+            )
+            .expect("sync");
+        offsets::append_group_metadata(&broker)
+            .expect("append")
+            .expect("a record")
+            .settle(&groups.offsets)
+            .await
+            .expect("stored");
+        synced.await.expect("answered").expect("assigned");
+        offsets::commit(&broker, "g", vec![("t".into(), 0, committed(6))])
+            .await
+            .expect("commit");
+        let JoinStarted::Waiting(second) = groups.join(join_request("b")).expect("join") else {
+            panic!("a member id was given");
+        };
+
+        GroupCoordinator::partition_role_changed(&broker, partition, false);
+        let answered = second.await.expect("answered");
+        assert!(
+            matches!(answered, Err(BrokerError::NotCoordinator(_))),
+            "{answered:?}"
+        );
+        assert_eq!(groups.committed("g", "t", 0), None);
+        assert_eq!(groups.describe("g").state, "Dead");
+        assert!(hosted_for_tests(groups).is_empty());
+        // Nothing of the group is left to write either.
+        assert!(!groups.has_metadata_changes());
+
+        GroupCoordinator::partition_role_changed(&broker, partition, true);
+        wait_loaded(&broker, partition).await;
+        assert_eq!(groups.committed("g", "t", 0), Some(committed(6)));
+        let described = groups.describe("g");
+        assert_eq!(described.state, "Stable");
+        let members: Vec<&str> = described
+            .members
+            .iter()
+            .map(|m| m.member_id.as_str())
+            .collect();
+        assert_eq!(members, ["a"], "the group as its last record stored it");
+    }
+
+    /// A load overtaken by the end of the leadership it was for applies nothing. Method: on a
+    /// single-threaded runtime the load cannot start before the unload that follows it.
+    #[tokio::test]
+    async fn a_load_overtaken_by_an_unload_applies_nothing() {
+        let (_dir, broker) = open().await;
+        offsets::commit(&broker, "g", vec![("t".into(), 0, committed(5))])
+            .await
+            .expect("commit");
+        let partition = partition_for("g");
+        GroupCoordinator::partition_role_changed(&broker, partition, false);
+        assert_eq!(
+            broker.groups.committed("g", "t", 0),
+            Some(committed(5)),
+            "was not led"
+        );
+        GroupCoordinator::partition_role_changed(&broker, partition, true);
+        GroupCoordinator::partition_role_changed(&broker, partition, false);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(hosted_for_tests(&broker.groups).is_empty());
+        assert_eq!(broker.groups.committed("g", "t", 0), None);
+        // Repeated reports of the same role change nothing.
+        GroupCoordinator::partition_role_changed(&broker, partition, true);
+        GroupCoordinator::partition_role_changed(&broker, partition, true);
+        wait_loaded(&broker, partition).await;
+        assert_eq!(broker.groups.committed("g", "t", 0), Some(committed(5)));
+    }
+}
