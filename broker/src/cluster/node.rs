@@ -224,7 +224,7 @@ impl ClusterNode {
     }
 
     /// Sends a request to the active controller, following NotController answers.
-    async fn call_controller(&self, request: &ControllerRequest) -> Result<()> {
+    async fn call_controller(&self, request: &ControllerRequest, timeout: Duration) -> Result<()> {
         let bytes = serde_json::to_vec(request).expect("controller requests serialise");
         let leader = self
             .quorum
@@ -232,7 +232,7 @@ impl ClusterNode {
             .ok_or_else(|| BrokerError::Internal("the metadata quorum has no leader yet".into()))?;
         let answer = self
             .quorum
-            .call(leader, bytes, CONTROLLER_REQUEST_TIMEOUT)
+            .call(leader, bytes, timeout)
             .await
             .map_err(|e| BrokerError::Internal(format!("controller {leader}: {e}")))?;
         match serde_json::from_slice(&answer) {
@@ -267,7 +267,10 @@ async fn heartbeat_forever(broker: Arc<Broker>, node: Arc<ClusterNode>) {
                 rack: node.config.rack.clone(),
             }
         };
-        if let Err(e) = node.call_controller(&request).await {
+        // A heartbeat waits at most one interval: a controller that stopped answering (its
+        // process paused) must not hold up the heartbeats its successor needs to see.
+        let timeout = node.config.heartbeat_interval.max(Duration::from_millis(100));
+        if let Err(e) = node.call_controller(&request, timeout).await {
             tracing::debug!(error = %e, "heartbeat not answered");
         }
     }
