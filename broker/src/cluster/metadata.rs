@@ -242,6 +242,15 @@ impl ClusterImage {
         }
     }
 
+    /// The unfenced brokers and their racks, for replica placement.
+    pub fn live_brokers_with_racks(&self) -> Vec<(i32, Option<String>)> {
+        self.brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| (b.id, b.rack.clone()))
+            .collect()
+    }
+
     /// Whether `id` is registered and unfenced.
     pub fn is_live(&self, id: i32) -> bool {
         self.brokers.get(&id).is_some_and(|b| !b.fenced)

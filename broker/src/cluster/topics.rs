@@ -40,12 +40,7 @@ impl ClusterNode {
         }
         let config = broker.topic_config(&topic.configs)?;
         let configs = config.canonical_overrides(&topic.configs);
-        let live: Vec<(i32, Option<String>)> = image
-            .brokers
-            .values()
-            .filter(|b| !b.fenced)
-            .map(|b| (b.id, b.rack.clone()))
-            .collect();
+        let live = image.live_brokers_with_racks();
         let replicas = if topic.assignments.is_empty() {
             let partitions = match topic.partitions {
                 -1 => broker.config.default_partitions,
@@ -133,12 +128,7 @@ impl ClusterNode {
         }
         let factor = topic.partitions.first().map_or(1, |p| p.replicas.len());
         let replicas = if assignments.is_empty() {
-            let live: Vec<(i32, Option<String>)> = image
-                .brokers
-                .values()
-                .filter(|b| !b.fenced)
-                .map(|b| (b.id, b.rack.clone()))
-                .collect();
+            let live = image.live_brokers_with_racks();
             if factor > live.len() {
                 return Err(BrokerError::ReplicationFactorTooLarge {
                     requested: factor as i16,

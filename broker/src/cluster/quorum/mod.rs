@@ -307,13 +307,7 @@ impl Quorum {
     /// An entry is never applied twice; proposing it again after an unknown outcome may append
     /// a second copy, which is applied as a second entry.
     pub async fn propose(&self, entry: Vec<u8>, timeout: Duration) -> Result<u64, QuorumError> {
-        if entry.len() > ENTRY_BYTES_MAX {
-            return Err(QuorumError::EntryTooLarge {
-                node: self.node_id,
-                bytes: entry.len(),
-                max: ENTRY_BYTES_MAX,
-            });
-        }
+        self.check_entry_size(&entry)?;
         let started = Instant::now();
         let deadline = started + timeout;
         loop {
@@ -362,13 +356,7 @@ impl Quorum {
         entry: Vec<u8>,
         timeout: Duration,
     ) -> Result<u64, QuorumError> {
-        if entry.len() > ENTRY_BYTES_MAX {
-            return Err(QuorumError::EntryTooLarge {
-                node: self.node_id,
-                bytes: entry.len(),
-                max: ENTRY_BYTES_MAX,
-            });
-        }
+        self.check_entry_size(&entry)?;
         let started = Instant::now();
         let (reply_tx, reply_rx) = oneshot::channel();
         let event = Event::Propose {
@@ -390,6 +378,18 @@ impl Quorum {
             Ok(None) => Err(QuorumError::Shutdown { node: self.node_id }),
             Ok(Some(result)) => result,
         }
+    }
+
+    /// Refuses an entry above [`ENTRY_BYTES_MAX`].
+    fn check_entry_size(&self, entry: &[u8]) -> Result<(), QuorumError> {
+        if entry.len() > ENTRY_BYTES_MAX {
+            return Err(QuorumError::EntryTooLarge {
+                node: self.node_id,
+                bytes: entry.len(),
+                max: ENTRY_BYTES_MAX,
+            });
+        }
+        Ok(())
     }
 
     /// Waits until some leader is known, or fails with `NoLeader` at `deadline`.
