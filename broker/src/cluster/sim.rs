@@ -4,7 +4,7 @@
 //!
 //! Real: the metadata records and [`ClusterImage::apply`] (fencing, elections, AlterPartition's
 //! epoch checks); [`Partition`] itself (`lead`, `follow`, `append`, `record_follower_fetch`,
-//! `isr_change`, `isr_change_failed`, `follower_high_watermark`, `truncate_to`,
+//! `isr_change`, `follower_high_watermark`, `truncate_to`,
 //! `append_as_follower`, `end_offset_for_epoch`, `check_leader`, `check_min_insync`, and
 //! `wait_replicated`, polled once per step), so [`Leadership`]'s rules from `replica.rs`; and
 //! each replica's [`Log`] in a directory of its own (on tmpfs when there is one), reopened and
@@ -23,7 +23,9 @@
 //! own simulation): committed records reach each broker in order, each at its own pace, and only
 //! while it can reach the controller.
 //!
-//! Faults: messages dropped, duplicated, delayed (so reordered); partitions of the network
+//! Faults: messages dropped, duplicated (bar metadata proposals: the quorum commits each at most
+//! once), delayed (so reordered), proposals committing seconds late (after their proposer gave
+//! up waiting, as `Quorum::propose`'s timeout allows); partitions of the network
 //! (brokers and controller) that heal; broker processes crashing (the log keeps what was
 //! written) and restarting as a new incarnation; with topics that sync before acknowledging,
 //! machine crashes that lose an unsynced tail of each log; SIGSTOP-like pauses (a paused broker
@@ -41,13 +43,17 @@
 //! - what any replica holds below its high watermark never changes and is the same on every
 //!   replica (one committed log per partition, checked incrementally);
 //! - every acknowledged record is in that committed log at its offset, and in the log of the
-//!   current leader (once it has taken the leadership).
+//!   current leader (once it has taken the leadership);
+//! - the current leader counts every replica the controller recorded in sync (its in-sync set
+//!   or its pending change), and every running member of the recorded set holds the leader's
+//!   log up to its high watermark: any of them may be elected next.
 //!
 //! At the end the network heals and every broker runs; once the cluster has settled (every
 //! replica in sync, every log end and high watermark equal) the three replicas of each partition
 //! must be identical, as read again from their logs, and hold every acknowledged record.
 //!
-//! `EDDY_SIM_SEED=<n>` runs only seed `n` (a failure names its seed).
+//! `EDDY_SIM_SEED=<n>` runs only seed `n` (a failure names its seed and step),
+//! `EDDY_SIM_SEEDS=<n>` runs seeds `0..n`, `EDDY_SIM_TRACE=1` prints what happens.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -64,6 +70,15 @@ use crate::config::TopicConfig;
 use crate::log::batch::{decode_records, BatchBuilder};
 use crate::log::Log;
 use crate::partition::Partition;
+
+/// Prints an event of the run when tracing.
+macro_rules! trace {
+    ($sim:expr, $($arg:tt)*) => {
+        if $sim.trace {
+            eprintln!("{:>6} ms: {}", $sim.now, format!($($arg)*));
+        }
+    };
+}
 
 const BROKERS: usize = 3;
 const PARTITIONS: usize = 2;
@@ -109,6 +124,8 @@ struct Faults {
     duplicate: f64,
     delay_ms_max: i64,
     long_delay: f64,
+    /// The chance that a metadata proposal commits only seconds later.
+    slow_commit: f64,
     crash: f64,
     pause: f64,
     partition: f64,
@@ -123,6 +140,7 @@ const CHAOS: Faults = Faults {
     duplicate: 0.02,
     delay_ms_max: 30,
     long_delay: 0.01,
+    slow_commit: 0.05,
     crash: 0.002,
     pause: 0.002,
     partition: 0.002,
@@ -136,6 +154,7 @@ const QUIET: Faults = Faults {
     duplicate: 0.0,
     delay_ms_max: 20,
     long_delay: 0.0,
+    slow_commit: 0.0,
     crash: 0.0,
     pause: 0.0,
     partition: 0.0,
@@ -233,7 +252,6 @@ struct InFlight {
 /// An AlterPartition proposal on its way (`node::check_isr_forever`).
 struct IsrRequest {
     request: u64,
-    isr: Vec<i32>,
     deadline: i64,
     /// The metadata index it was committed at, once the controller answered.
     committed: Option<u64>,
@@ -246,6 +264,10 @@ struct PendingProduce {
     leader_epoch: i32,
     records: Vec<(i64, RecordId)>,
     deadline: i64,
+    /// The channel `wait_replicated` waits on: it is polled again only once this changed (or
+    /// the durability it waited for came), as the real future is woken.
+    woken: tokio::sync::watch::Receiver<i64>,
+    polled: bool,
 }
 
 /// A follower's fetch the leader holds (long poll).
@@ -305,6 +327,8 @@ struct Stats {
     leader_epochs: u64,
     truncations: u64,
     isr_changes: u64,
+    /// AlterPartition proposals the leader gave up on (no answer in time).
+    isr_timeouts: u64,
     /// A digest of the final logs and acknowledgements, for the determinism check.
     digest: u64,
 }
@@ -316,6 +340,8 @@ struct Controller {
 }
 
 struct Sim {
+    /// `EDDY_SIM_TRACE=1`: print what happens (with `EDDY_SIM_SEED`, to study a failure).
+    trace: bool,
     rng: StdRng,
     now: i64,
     step: u64,
@@ -411,6 +437,7 @@ impl Sim {
             })
             .collect();
         let mut sim = Sim {
+            trace: std::env::var("EDDY_SIM_TRACE").is_ok(),
             rng,
             now: 0,
             step: 0,
@@ -458,6 +485,7 @@ impl Sim {
 
     /// Appends a record to the metadata log (the quorum commits it at once).
     fn commit(&mut self, record: MetadataRecord) -> u64 {
+        trace!(self, "commit {}: {record:?}", self.records.len() + 1);
         self.records.push(record);
         let index = self.records.len() as u64;
         self.image
@@ -484,6 +512,7 @@ impl Sim {
     fn start(&mut self, i: usize) {
         self.incarnations += 1;
         let incarnation = format!("b{}-{}", i + 1, self.incarnations);
+        trace!(self, "broker {} starts as {incarnation}", i + 1);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -537,6 +566,11 @@ impl Sim {
                 let log = replica.partition.log().lock();
                 let (synced, end) = (log.recovery_point(), log.log_end_offset());
                 cuts.push(self.rng.random_range(synced..=end));
+                trace!(
+                    self,
+                    "  log synced to {synced} of {end}: cut at {}",
+                    cuts.last().unwrap()
+                );
             }
             self.brokers[i].machine_cut = Some(cuts);
             self.stats.machine_crashes += 1;
@@ -643,13 +677,20 @@ impl Sim {
             to_incarnation,
             body,
         };
-        let copies = if self.rng.random_bool(faults.duplicate) {
+        // A metadata proposal commits at most once (the quorum's promise); anything else may
+        // arrive twice.
+        let once = matches!(message.body, Body::AlterPartition { .. });
+        let copies = if !once && self.rng.random_bool(faults.duplicate) {
             2
         } else {
             1
         };
         for _ in 0..copies {
-            let delay = if self.rng.random_bool(faults.long_delay) {
+            let delay = if once && self.rng.random_bool(faults.slow_commit) {
+                // The quorum is electing a leader: the proposal commits late, perhaps after
+                // its proposer gave up waiting (an unknown outcome, `Quorum::propose` says).
+                self.rng.random_range(1_000..=5_000)
+            } else if self.rng.random_bool(faults.long_delay) {
                 self.rng.random_range(0..=3_000)
             } else {
                 self.rng.random_range(0..=faults.delay_ms_max)
@@ -948,6 +989,12 @@ impl Sim {
             "two brokers accepted writes in leader epoch {leader_epoch} of partition {p}"
         );
         assert_eq!(info.last_offset - info.base_offset + 1, ids.len() as i64);
+        trace!(
+            self,
+            "broker {} p{p} appends {ids:?} at {} in epoch {leader_epoch}",
+            i + 1,
+            info.base_offset
+        );
         self.refresh(i, p);
         let records = ids
             .into_iter()
@@ -960,6 +1007,8 @@ impl Sim {
             leader_epoch,
             records,
             deadline: self.now + PRODUCE_TIMEOUT_MS,
+            woken: local.watch_end(),
+            polled: false,
         };
         let process = self.brokers[i].process.as_mut().expect("running");
         process.produces.push(pending);
@@ -974,10 +1023,13 @@ impl Sim {
         let pending = std::mem::take(&mut process.produces);
         let mut keep = Vec::new();
         let mut acked = Vec::new();
-        for produce in pending {
+        for mut produce in pending {
             let local = &process.replicas[produce.partition].partition;
             let durable = !fsync || local.log().lock().recovery_point() > produce.last_offset;
-            let outcome = if durable {
+            let woken = !produce.polled || produce.woken.has_changed().unwrap_or(true);
+            let outcome = if durable && woken {
+                produce.polled = true;
+                produce.woken.mark_unchanged();
                 let _entered = process.runtime.enter();
                 local
                     .wait_replicated(produce.last_offset, produce.leader_epoch, i32::MAX)
@@ -986,7 +1038,17 @@ impl Sim {
                 None
             };
             match outcome {
-                Some(Ok(())) => acked.push(produce),
+                Some(Ok(())) => {
+                    trace!(
+                        self,
+                        "broker {} p{} acknowledges {:?} (hw {})",
+                        i + 1,
+                        produce.partition,
+                        produce.records,
+                        local.high_watermark()
+                    );
+                    acked.push(produce)
+                }
                 Some(Err(_)) => self.stats.refused += 1,
                 None if now >= produce.deadline => self.stats.refused += 1,
                 None => keep.push(produce),
@@ -1118,6 +1180,13 @@ impl Sim {
             let (_, local_end) = local.end_offset_for_epoch(leader_epoch);
             end_offset.min(local_end.max(0))
         };
+        trace!(
+            self,
+            "broker {} p{p} truncates to {end} (answer {answer:?} for epoch {}, end {})",
+            i + 1,
+            asked.local_epoch,
+            local.log_end_offset()
+        );
         match local.truncate_to(end) {
             Ok(truncated) => {
                 self.stats.truncations += u64::from(truncated);
@@ -1175,6 +1244,13 @@ impl Sim {
             let mut records = BytesMut::from(&records[..]);
             match local.append_as_follower(&mut records, now) {
                 Ok(info) => {
+                    trace!(
+                        self,
+                        "broker {} p{p} copies {}..={} (leader hw {high_watermark})",
+                        i + 1,
+                        info.base_offset,
+                        info.last_offset
+                    );
                     self.refresh(i, p);
                     if local.fsync_before_ack() && info.last_offset >= 0 {
                         sync(&local);
@@ -1184,6 +1260,13 @@ impl Sim {
             }
         }
         local.follower_high_watermark(high_watermark);
+        trace!(
+            self,
+            "broker {} p{p} follower hw {} end {}",
+            i + 1,
+            local.high_watermark(),
+            local.log_end_offset()
+        );
         self.fetcher_mut(i, p).next_at = now;
     }
 
@@ -1226,6 +1309,7 @@ impl Sim {
         let count = self.rng.random_range(1..=available.min(4));
         for index in applied..applied + count {
             let record = &self.records[index];
+            trace!(self, "broker {} applies {}: {record:?}", i + 1, index + 1);
             self.brokers[i].view.apply(index as u64 + 1, record);
         }
         self.reconcile(i);
@@ -1237,24 +1321,20 @@ impl Sim {
         let now = self.now;
         let broker = &mut self.brokers[i];
         let process = broker.process.as_mut().expect("running");
-        for (p, replica) in process.replicas.iter_mut().enumerate() {
+        for replica in process.replicas.iter_mut() {
             let Some(asked) = replica.isr_request.as_ref() else {
                 continue;
             };
-            let taken = match asked.committed {
-                Some(index) if broker.view.applied_index >= index => Some(
-                    broker
-                        .view
-                        .partition(TOPIC, p as i32)
-                        .is_some_and(|image| image.isr == asked.isr),
-                ),
-                _ if now >= asked.deadline => Some(false),
-                _ => None,
+            // `node.propose` returns once this broker applied the record, or times out; the
+            // leadership itself learns the outcome from the image.
+            let answered = match asked.committed {
+                Some(index) => broker.view.applied_index >= index,
+                None => false,
             };
-            if let Some(taken) = taken {
-                if !taken {
-                    replica.partition.isr_change_failed();
-                }
+            if !answered && now >= asked.deadline {
+                self.stats.isr_timeouts += 1;
+            }
+            if answered || now >= asked.deadline {
                 replica.isr_request = None;
             }
         }
@@ -1275,7 +1355,6 @@ impl Sim {
             self.next_request += 1;
             replica.isr_request = Some(IsrRequest {
                 request: self.next_request,
-                isr: isr.clone(),
                 deadline: now + PROPOSE_TIMEOUT_MS,
                 committed: None,
             });
@@ -1370,6 +1449,12 @@ impl Sim {
             let i = self.rng.random_range(0..BROKERS);
             if self.active(i) {
                 self.brokers[i].paused_until = self.now + self.rng.random_range(200..6_000);
+                trace!(
+                    self,
+                    "broker {} pauses until {}",
+                    i + 1,
+                    self.brokers[i].paused_until
+                );
                 self.stats.pauses += 1;
             }
         }
@@ -1401,6 +1486,60 @@ impl Sim {
                 self.check_replica(i, p);
             }
             self.check_leader_holds_acknowledged(p);
+            self.check_leader_counts_the_recorded_isr(p);
+        }
+    }
+
+    /// The leader computes its high watermark over every replica the controller recorded in
+    /// sync (Kafka's maximal ISR): otherwise a recorded member may lack records below the high
+    /// watermark, and be elected.
+    fn check_leader_counts_the_recorded_isr(&self, p: usize) {
+        let image = self.image.partition(TOPIC, p as i32).expect("partition");
+        if image.leader == NO_LEADER {
+            return;
+        }
+        let broker = &self.brokers[image.leader as usize - 1];
+        let Some(process) = broker.process.as_ref() else {
+            return;
+        };
+        let Role::Leader(leadership) = process.replicas[p].partition.role() else {
+            return;
+        };
+        if leadership.leader_epoch != image.leader_epoch {
+            return;
+        }
+        let counted = |r: &i32| {
+            leadership.isr.contains(r)
+                || leadership
+                    .pending_isr
+                    .as_ref()
+                    .is_some_and(|i| i.contains(r))
+        };
+        assert!(
+            image.isr.iter().all(counted),
+            "broker {}, leader of partition {p} in epoch {}, computes its high watermark over \
+             {:?} (pending {:?}) while the controller recorded {:?} in sync",
+            broker.id,
+            image.leader_epoch,
+            leadership.isr,
+            leadership.pending_isr,
+            image.isr
+        );
+        // So every running member of the recorded set holds what the leader committed: any of
+        // them may be elected next.
+        let high_watermark = process.replicas[p].partition.high_watermark();
+        for member in &image.isr {
+            let holder = &self.brokers[*member as usize - 1];
+            if holder.process.is_some() {
+                assert!(
+                    holder.logs[p].len() as i64 >= high_watermark,
+                    "broker {member} is in sync for partition {p} (epoch {}) with its log ending \
+                     at {}, below the high watermark {high_watermark} of its leader {}",
+                    image.leader_epoch,
+                    holder.logs[p].len(),
+                    broker.id
+                );
+            }
         }
     }
 
@@ -1656,7 +1795,11 @@ fn run_seed(seed: u64) -> Stats {
 fn simulated_replication_keeps_acknowledged_records_and_converges() {
     let seeds: Vec<u64> = match std::env::var("EDDY_SIM_SEED") {
         Ok(seed) => vec![seed.parse().expect("EDDY_SIM_SEED is a number")],
-        Err(_) => (0..SEEDS).collect(),
+        Err(_) => {
+            let count = std::env::var("EDDY_SIM_SEEDS")
+                .map_or(SEEDS, |n| n.parse().expect("EDDY_SIM_SEEDS is a number"));
+            (0..count).collect()
+        }
     };
     let mut total = Stats::default();
     for seed in seeds {
@@ -1670,6 +1813,7 @@ fn simulated_replication_keeps_acknowledged_records_and_converges() {
         total.leader_epochs += stats.leader_epochs;
         total.truncations += stats.truncations;
         total.isr_changes += stats.isr_changes;
+        total.isr_timeouts += stats.isr_timeouts;
     }
     eprintln!("replication simulation totals: {total:?}");
     assert!(total.acknowledged > 0 && total.crashes > 0 && total.partitions > 0);
