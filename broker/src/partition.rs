@@ -220,13 +220,17 @@ impl Partition {
         let same_epoch = role.leader_epoch() == leadership.leader_epoch;
         match &mut *role {
             // The same leadership, with a new in-sync set: keep what is known of followers.
+            // A pending change is decided once the partition epoch it was asked at has passed
+            // (the controller took it or refused it; no copy of it can apply any more).
             Role::Leader(current) if same_epoch => {
+                if leadership.partition_epoch > current.partition_epoch
+                    || current.pending_isr.as_ref() == Some(&leadership.isr)
+                {
+                    current.pending_isr = None;
+                }
                 current.partition_epoch = leadership.partition_epoch;
                 current.isr = leadership.isr;
                 current.min_insync = leadership.min_insync;
-                if current.pending_isr.as_ref() == Some(&current.isr) {
-                    current.pending_isr = None;
-                }
             }
             _ => {
                 if let Err(e) = self.log.lock().become_leader(leadership.leader_epoch) {
@@ -288,27 +292,29 @@ impl Partition {
     }
 
     /// The in-sync set this leader should ask the controller for, with the epochs to send:
-    /// `(leader, leader_epoch, partition_epoch, isr)`. Marks it pending.
+    /// `(leader, leader_epoch, partition_epoch, isr)`. Marks it pending. A change still pending
+    /// is returned again, to be proposed again: its outcome is unknown until the partition
+    /// epoch moves on (see [`Partition::lead`]), and until then the high watermark counts it.
     pub fn isr_change(&self, now_ms: i64, lag_max_ms: i64) -> Option<(i32, i32, i32, Vec<i32>)> {
         let mut role = self.role.lock();
         let Role::Leader(leadership) = &mut *role else {
             return None;
         };
-        let wanted = leadership.wanted_isr(*self.high_watermark.borrow(), now_ms, lag_max_ms)?;
-        leadership.pending_isr = Some(wanted.clone());
+        let wanted = match &leadership.pending_isr {
+            Some(pending) => pending.clone(),
+            None => {
+                let high_watermark = *self.high_watermark.borrow();
+                let wanted = leadership.wanted_isr(high_watermark, now_ms, lag_max_ms)?;
+                leadership.pending_isr = Some(wanted.clone());
+                wanted
+            }
+        };
         Some((
             leadership.broker,
             leadership.leader_epoch,
             leadership.partition_epoch,
             wanted,
         ))
-    }
-
-    /// Forgets a pending in-sync set change the controller did not take.
-    pub fn isr_change_failed(&self) {
-        if let Role::Leader(leadership) = &mut *self.role.lock() {
-            leadership.pending_isr = None;
-        }
     }
 
     /// A follower learns the high watermark from its leader's fetch responses.

@@ -403,8 +403,14 @@ impl ClusterImage {
             && isr
                 .iter()
                 .all(|r| partition.isr.contains(r) || live.contains(r));
-        if current && valid && partition.isr != isr {
-            partition.isr = isr.to_vec();
+        // A current request is decided once, taken or refused: either way it spends the
+        // partition epoch, so that a copy of it committed later (a proposal whose proposer gave
+        // up waiting is proposed again, and the first may still commit) is stale, and the
+        // leader learns the outcome from the epoch moving on.
+        if current {
+            if valid {
+                partition.isr = isr.to_vec();
+            }
             partition.partition_epoch += 1;
         }
     }

@@ -15,4 +15,6 @@ pub mod metadata;
 pub mod node;
 pub mod quorum;
 pub mod replica;
+#[cfg(test)]
+mod sim;
 pub mod topics;

@@ -9,7 +9,8 @@
 //! restarted broker must not act on a leadership it held before it went away.
 //!
 //! A leader asks for changes of its in-sync set with AlterPartition records (`replica.rs`
-//! decides when), checked every [`ISR_CHECK_INTERVAL`].
+//! decides when), checked every [`ISR_CHECK_INTERVAL`]; a change stays pending until the image
+//! decides it (its partition epoch moves on), and is proposed again until then.
 //!
 //! Each partition directory holds `partition.metadata` (Kafka's file: the topic id), so a
 //! directory left from a deleted topic of the same name is never taken for the new one.
@@ -466,14 +467,13 @@ async fn check_isr_forever(node: Arc<ClusterNode>) {
                 partition_epoch,
                 isr: isr.clone(),
             };
-            let applied = node.propose(&record).await;
-            let taken = applied.is_ok()
-                && node
-                    .image()
-                    .partition(&partition.topic, partition.index)
-                    .is_some_and(|p| p.isr == isr);
-            if !taken {
-                partition.isr_change_failed();
+            // Taken or refused, the record spends the partition epoch it names, and the
+            // leadership learns the outcome from the image (`Partition::lead`). Without an
+            // answer the outcome is unknown (the record may still commit): the change stays
+            // pending, counted in the high watermark, and is proposed again next round.
+            if let Err(e) = node.propose(&record).await {
+                tracing::debug!(topic = %partition.topic, partition = partition.index,
+                    error = %e, "in-sync set change not answered; proposing it again");
             }
         }
     }

@@ -7,7 +7,9 @@
 //! - While an in-sync set change is pending at the controller, the high watermark counts the
 //!   larger of the two sets (Kafka's "maximal ISR"): a replica leaves the set only once the
 //!   controller has recorded it, so a new leader elected from the recorded set has everything
-//!   below the high watermark.
+//!   below the high watermark. A change stays pending until the controller decided it (the
+//!   partition epoch it was asked at has passed), not merely until a proposal timed out: the
+//!   record may still commit, and a member it adds must have been counted all along.
 //! - The high watermark advances only while the in-sync set has at least
 //!   `min.insync.replicas` members (KIP-966): records are committed only where acks=all could
 //!   have acknowledged them.
