@@ -280,6 +280,17 @@ impl Partition {
             check_epoch(leader_epoch, leadership.leader_epoch)
                 .map_err(|kind| self.replication(kind))?;
             let end = *self.end_offset.borrow();
+            if fetch_offset > end {
+                // The follower holds what this leader does not: it must truncate, and it is
+                // not caught up (Kafka records follower state only after a successful read).
+                return Err(BrokerError::OffsetOutOfRange {
+                    topic: self.topic.to_string(),
+                    partition: self.index,
+                    offset: fetch_offset,
+                    log_start_offset: self.log.lock().log_start_offset(),
+                    log_end_offset: end,
+                });
+            }
             if !leadership.record_fetch(replica, fetch_offset, end, now_ms) {
                 return Err(BrokerError::InvalidRequest(format!(
                     "broker {replica} is not a replica of {}-{}",
@@ -459,16 +470,39 @@ impl Partition {
         log.delete_records_before(offset).map_err(|e| self.named(e))
     }
 
-    /// Appends batches fetched from the leader, as they are; see [`Log::append_as_follower`].
-    pub fn append_as_follower(&self, records: &mut BytesMut, now_ms: i64) -> Result<AppendInfo> {
+    /// Runs `write` on the log while this broker follows in `leader_epoch`, holding the role
+    /// so that it cannot change meanwhile: a fetcher of an old leadership must never write
+    /// (append or truncate) once the broker leads or follows another epoch.
+    fn as_follower<T>(
+        &self,
+        leader_epoch: i32,
+        write: impl FnOnce(&mut Log) -> Result<T>,
+    ) -> Result<T> {
         self.check_online()?;
-        let (info, end, flush) = {
-            let mut log = self.log.lock();
-            let info = log
-                .append_as_follower(records, now_ms)
-                .map_err(|e| self.named(e))?;
-            (info, log.log_end_offset(), log.flush_due())
-        };
+        let role = self.role.lock();
+        match &*role {
+            Role::Follower {
+                leader_epoch: current,
+                ..
+            } if *current == leader_epoch => {}
+            _ => return Err(self.replication(ReplicationError::NotLeaderOrFollower)),
+        }
+        let mut log = self.log.lock();
+        write(&mut log).map_err(|e| self.named(e))
+    }
+
+    /// Appends batches fetched from the leader, as they are, while following in
+    /// `leader_epoch`; see [`Log::append_as_follower`].
+    pub fn append_as_follower(
+        &self,
+        records: &mut BytesMut,
+        now_ms: i64,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo> {
+        let (info, end, flush) = self.as_follower(leader_epoch, |log| {
+            let info = log.append_as_follower(records, now_ms)?;
+            Ok((info, log.log_end_offset(), log.flush_due()))
+        })?;
         self.end_offset.send_replace(end);
         if flush {
             self.flush_wanted.notify_one();
@@ -479,11 +513,10 @@ impl Partition {
     /// Removes every record at or after `offset`; see [`Log::truncate_to`]. The end offset
     /// comes down with the log, and so does the durable offset, so that records appended in
     /// place of the removed ones wait for a sync of their own.
-    pub fn truncate_to(&self, offset: i64) -> Result<bool> {
-        self.check_online()?;
-        let mut log = self.log.lock();
-        let truncated = log.truncate_to(offset).map_err(|e| self.named(e))?;
-        let end = log.log_end_offset();
+    pub fn truncate_to(&self, offset: i64, leader_epoch: i32) -> Result<bool> {
+        let (truncated, end) = self.as_follower(leader_epoch, |log| {
+            Ok((log.truncate_to(offset)?, log.log_end_offset()))
+        })?;
         self.durable_offset.send_if_modified(|durable| {
             let lowered = *durable > end;
             *durable = (*durable).min(end);
@@ -494,13 +527,13 @@ impl Partition {
     }
 
     /// Empties the log and restarts it at `offset` (a follower behind the leader's log start).
-    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<()> {
-        self.check_online()?;
-        let mut log = self.log.lock();
-        log.truncate_fully_and_start_at(offset, crate::broker::now_ms())
-            .map_err(|e| self.named(e))?;
-        self.durable_offset.send_replace(log.recovery_point());
-        self.end_offset.send_replace(log.log_end_offset());
+    pub fn truncate_fully_and_start_at(&self, offset: i64, leader_epoch: i32) -> Result<()> {
+        let (recovery_point, end) = self.as_follower(leader_epoch, |log| {
+            log.truncate_fully_and_start_at(offset, crate::broker::now_ms())?;
+            Ok((log.recovery_point(), log.log_end_offset()))
+        })?;
+        self.durable_offset.send_replace(recovery_point);
+        self.end_offset.send_replace(end);
         Ok(())
     }
 

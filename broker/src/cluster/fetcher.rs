@@ -121,7 +121,7 @@ async fn truncate(
         tracing::info!(topic = %partition.topic, partition = partition.index,
             from = partition.log_end_offset(), to = end, "truncating a diverged follower");
     }
-    partition.truncate_to(end)?;
+    partition.truncate_to(end, leader_epoch)?;
     Ok(())
 }
 
@@ -164,39 +164,29 @@ async fn fetch(
         .first()
         .and_then(|t| t.partitions.first())
         .ok_or_else(|| BrokerError::Internal("empty fetch answer".into()))?;
-    if answer.error_code == ResponseError::OffsetOutOfRange.code()
-        && fetch_offset < answer.log_start_offset
-    {
-        // The leader deleted what we would fetch next (retention): start where it starts.
-        partition.truncate_fully_and_start_at(answer.log_start_offset)?;
+    if answer.error_code == ResponseError::OffsetOutOfRange.code() {
+        if fetch_offset < answer.log_start_offset {
+            // The leader deleted what we would fetch next (retention): start where it starts.
+            partition.truncate_fully_and_start_at(answer.log_start_offset, leader_epoch)?;
+            return Ok(());
+        }
+        // Past the leader's log end: our log holds what the leader's does not. Cut it back
+        // to the high watermark (committed, so the leader has it) and fetch from there.
+        let committed = answer.high_watermark.min(partition.log_end_offset());
+        partition.truncate_to(committed.max(0), leader_epoch)?;
         return Ok(());
     }
     check(answer.error_code)?;
-    // The role may have changed while the fetch was in flight: never append for an old leader.
-    let following = Role::Follower {
-        leader: partition_leader(partition),
-        leader_epoch,
-    };
-    if partition.role() != following {
-        return Ok(());
-    }
     if let Some(records) = answer.records.as_ref().filter(|r| !r.is_empty()) {
+        // Refused (and nothing written) if the role changed while the fetch was in flight.
         let mut records = BytesMut::from(&records[..]);
-        let info = partition.append_as_follower(&mut records, now_ms())?;
+        let info = partition.append_as_follower(&mut records, now_ms(), leader_epoch)?;
         if partition.fsync_before_ack() && info.last_offset >= 0 {
             partition.wait_durable(info.last_offset).await?;
         }
     }
     partition.follower_high_watermark(answer.high_watermark);
     Ok(())
-}
-
-/// The leader the partition follows now.
-fn partition_leader(partition: &Partition) -> i32 {
-    match partition.role() {
-        Role::Follower { leader, .. } => leader,
-        _ => -1,
-    }
 }
 
 fn check(code: i16) -> Result<()> {

@@ -270,7 +270,10 @@ async fn heartbeat_forever(broker: Arc<Broker>, node: Arc<ClusterNode>) {
         };
         // A heartbeat waits at most one interval: a controller that stopped answering (its
         // process paused) must not hold up the heartbeats its successor needs to see.
-        let timeout = node.config.heartbeat_interval.max(Duration::from_millis(100));
+        let timeout = node
+            .config
+            .heartbeat_interval
+            .max(Duration::from_millis(100));
         if let Err(e) = node.call_controller(&request, timeout).await {
             tracing::debug!(error = %e, "heartbeat not answered");
         }

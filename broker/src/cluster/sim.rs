@@ -1187,7 +1187,8 @@ impl Sim {
             asked.local_epoch,
             local.log_end_offset()
         );
-        match local.truncate_to(end) {
+        let following = self.fetcher_mut(i, p).epoch;
+        match local.truncate_to(end, following) {
             Ok(truncated) => {
                 self.stats.truncations += u64::from(truncated);
                 self.refresh(i, p);
@@ -1215,10 +1216,11 @@ impl Sim {
         };
         let local = self.partition(i, p);
         let now = self.now;
+        let asked_epoch = self.fetcher_mut(i, p).epoch;
         if error == ResponseError::OffsetOutOfRange.code() && asked.fetch_offset < log_start_offset
         {
             local
-                .truncate_fully_and_start_at(log_start_offset)
+                .truncate_fully_and_start_at(log_start_offset, asked_epoch)
                 .expect("start over");
             self.refresh(i, p);
             self.fetcher_mut(i, p).next_at = now;
@@ -1242,7 +1244,7 @@ impl Sim {
         }
         if !records.is_empty() {
             let mut records = BytesMut::from(&records[..]);
-            match local.append_as_follower(&mut records, now) {
+            match local.append_as_follower(&mut records, now, epoch) {
                 Ok(info) => {
                     trace!(
                         self,
