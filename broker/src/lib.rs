@@ -6,8 +6,13 @@
 //! consumer groups and keeps committed offsets in `__consumer_offsets`. [`protocol`] speaks Kafka's
 //! wire protocol ([`serve`]); [`LogClient`] is what the engine uses, in-process
 //! ([`InProcessClient`]) or over the wire ([`KafkaClient`]). What an acknowledgement promises is
-//! stated in `partition.rs`. [`cluster::quorum`] replicates the cluster metadata log among the
-//! controller voters (raft). Not here: SQL (eddy-engine), HTTP (eddy-rest), partition replication.
+//! stated in `partition.rs`.
+//!
+//! In a cluster ([`cluster`], `Broker::open_cluster`), brokers keep the cluster metadata in a
+//! Raft quorum ([`cluster::quorum`]) and replicate each partition Kafka's way: a leader and
+//! followers that fetch from it ([`cluster::fetcher`]), in-sync sets and the high watermark
+//! ([`cluster::replica`]), leader epochs and truncation (`log/epoch_cache.rs`), failover by the
+//! active controller ([`cluster::controller`]). Not here: SQL (eddy-engine), HTTP (eddy-rest).
 
 pub mod broker;
 pub mod client;

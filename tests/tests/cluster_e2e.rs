@@ -240,9 +240,10 @@ fn a_stopped_follower_leaves_the_in_sync_set_and_too_few_in_sync_refuse_acks_all
                 .filter(|(_, _, isr)| !isr.contains(&follower) && isr.len() == 2)
         },
     );
+    let bootstrap = cluster.bootstrap();
     let produce = |topic: &str, out: &Path| {
         kafka_tool(
-            &cluster.bootstrap(),
+            &bootstrap,
             &[
                 "produce",
                 "--topic",

@@ -318,8 +318,10 @@ pub(super) fn list_offsets(
                             Ok((offset, timestamp)) => {
                                 out.offset = offset;
                                 out.timestamp = timestamp;
-                                // KIP-320: the epoch the offset belongs to (-1 on one node).
-                                out.leader_epoch = partition.role().leader_epoch();
+                                // KIP-320 (v4+): the leader's epoch (-1 on one node).
+                                if context.version >= 4 {
+                                    out.leader_epoch = partition.role().leader_epoch();
+                                }
                             }
                             Err(e) => out.error_code = e.code(),
                         },
