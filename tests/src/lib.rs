@@ -337,7 +337,21 @@ impl EddyCluster {
                 EddyProcess::broker(&dir.join(format!("node{}", i + 1)), &args)
             })
             .collect();
-        EddyCluster { nodes }
+        let cluster = EddyCluster { nodes };
+        cluster.wait_ready(count);
+        cluster
+    }
+
+    /// Waits until the cluster has an active controller and `count` live brokers, as a client
+    /// sees them: before that, admin clients wait for a controller and topics cannot get all
+    /// their replicas.
+    pub fn wait_ready(&self, count: usize) {
+        wait_for(Duration::from_secs(60), "the cluster to form", || {
+            let metadata = self.metadata_of(&[])?;
+            let brokers = metadata["brokers"].as_array()?.len();
+            let controller = metadata["controllerid"].as_i64()?;
+            (brokers == count && controller >= 0).then_some(())
+        });
     }
 
     /// Every running node's `host:port`, comma-separated (a client's bootstrap list).
@@ -357,8 +371,15 @@ impl EddyCluster {
 
     /// The cluster's metadata as kcat sees it (`kcat -L -J`), asked of a running node.
     pub fn metadata(&self, topic: &str) -> Option<serde_json::Value> {
+        self.metadata_of(&["-t", topic])
+    }
+
+    /// `kcat -L -J` with `args`, never auto-creating a topic it asks about.
+    fn metadata_of(&self, args: &[&str]) -> Option<serde_json::Value> {
         let output = Command::new(kcat())
-            .args(["-b", &self.bootstrap(), "-L", "-J", "-t", topic, "-m", "5"])
+            .args(["-b", &self.bootstrap(), "-L", "-J", "-m", "5"])
+            .args(["-X", "allow.auto.create.topics=false"])
+            .args(args)
             .output()
             .ok()?;
         serde_json::from_slice(&output.stdout).ok()

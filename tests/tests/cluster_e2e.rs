@@ -46,7 +46,8 @@ fn create_topic(cluster: &EddyCluster, topic: &str, partitions: i64, configs: &[
     for config in configs {
         args.extend(["--config", config]);
     }
-    kafka_tool(&cluster.bootstrap(), &args);
+    let created = kafka_tool(&cluster.bootstrap(), &args);
+    assert_eq!(created["created"], topic, "{created}");
 }
 
 /// An idempotent acks=all producer writing unique values to `topic` until killed, reporting
@@ -341,6 +342,7 @@ fn killing_every_broker_at_once_loses_nothing_acknowledged_when_fsyncing() {
     for node in &mut cluster.nodes {
         node.restart();
     }
+    cluster.wait_ready(3);
     cluster.wait_fully_in_sync("durable", 2, 3);
     wait_for_acks(&acked, seen, 1_000, "acknowledgements after the restart");
     let _ = producer.kill();
