@@ -368,7 +368,14 @@ fn ksql(url: &str, sql: &str) -> Value {
 /// The rows a push query returns (it must end by its LIMIT within two minutes).
 fn push_rows(url: &str, sql: &str) -> Vec<i64> {
     let output = Command::new(curl())
-        .args(["-sN", "--max-time", "120", "--http2-prior-knowledge", "-X", "POST"])
+        .args([
+            "-sN",
+            "--max-time",
+            "120",
+            "--http2-prior-knowledge",
+            "-X",
+            "POST",
+        ])
         .arg(format!("{url}/query-stream"))
         .arg("-d")
         .arg(json!({"sql": sql, "properties": {"auto.offset.reset": "earliest"}}).to_string())
@@ -405,7 +412,10 @@ fn the_engine_on_a_cluster_keeps_running_when_a_broker_dies() {
         &url,
         "CREATE STREAM ticks (n INT) WITH (kafka_topic='ticks', value_format='JSON', partitions=2);",
     );
-    ksql(&url, "CREATE STREAM doubled AS SELECT n * 2 AS d FROM ticks;");
+    ksql(
+        &url,
+        "CREATE STREAM doubled AS SELECT n * 2 AS d FROM ticks;",
+    );
     for n in 1..=3 {
         ksql(&url, &format!("INSERT INTO ticks (n) VALUES ({n});"));
     }
@@ -423,7 +433,17 @@ fn the_engine_on_a_cluster_keeps_running_when_a_broker_dies() {
     // write cut off by the dying broker may be repeated: at least once, not exactly once).
     wait_for(Duration::from_secs(60), "every row in DOUBLED", || {
         let output = Command::new(kcat())
-            .args(["-b", &cluster.bootstrap(), "-C", "-t", "DOUBLED", "-e", "-q", "-f", "%s\n"])
+            .args([
+                "-b",
+                &cluster.bootstrap(),
+                "-C",
+                "-t",
+                "DOUBLED",
+                "-e",
+                "-q",
+                "-f",
+                "%s\n",
+            ])
             .output()
             .ok()?;
         let mut values: Vec<i64> = String::from_utf8_lossy(&output.stdout)
