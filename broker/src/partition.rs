@@ -101,7 +101,7 @@ impl Partition {
     /// Refuses with NOT_LEADER_OR_FOLLOWER unless this broker leads the partition.
     pub fn append(&self, records: &mut BytesMut, now_ms: i64) -> Result<AppendInfo> {
         self.check_online()?;
-        let (info, end, flush) = {
+        let (info, end, flush, allowed) = {
             // The role lock is held across the append: a leader stepping down waits for it,
             // so no record is appended after this broker became a follower.
             let role = self.role.lock();
@@ -110,10 +110,16 @@ impl Partition {
             }
             let mut log = self.log.lock();
             let info = log.append(records, now_ms).map_err(|e| self.named(e))?;
-            (info, log.log_end_offset(), log.flush_due())
+            let end = log.log_end_offset();
+            (
+                info,
+                end,
+                log.flush_due(),
+                allowed_high_watermark(&role, end),
+            )
         };
         self.end_offset.send_replace(end);
-        self.advance_high_watermark();
+        self.raise_high_watermark(allowed);
         if flush {
             self.flush_wanted.notify_one();
         }
@@ -127,6 +133,11 @@ impl Partition {
             topic: self.topic.to_string(),
             partition: self.index,
         }
+    }
+
+    /// The leader epoch this broker knows (-1 on a single node), without copying the role.
+    pub fn leader_epoch(&self) -> i32 {
+        self.role.lock().leader_epoch()
     }
 
     /// This broker's role for the partition.
@@ -342,11 +353,12 @@ impl Partition {
     /// Moves the high watermark to what the role allows; on a leader it never moves back.
     fn advance_high_watermark(&self) {
         let end = *self.end_offset.borrow();
-        let allowed = match &*self.role.lock() {
-            Role::Sole => Some(end),
-            Role::Leader(leadership) => leadership.high_watermark(end),
-            Role::Follower { .. } => None,
-        };
+        let allowed = allowed_high_watermark(&self.role.lock(), end);
+        self.raise_high_watermark(allowed);
+    }
+
+    /// Raises the high watermark to `allowed`, if that is higher.
+    fn raise_high_watermark(&self, allowed: Option<i64>) {
         if let Some(allowed) = allowed {
             self.high_watermark.send_if_modified(|hw| {
                 let advance = allowed > *hw;
@@ -587,6 +599,15 @@ impl Partition {
             },
             other => other,
         }
+    }
+}
+
+/// The high watermark `role` allows when the log ends at `end`; None when it may not move.
+fn allowed_high_watermark(role: &Role, end: i64) -> Option<i64> {
+    match role {
+        Role::Sole => Some(end),
+        Role::Leader(leadership) => leadership.high_watermark(end),
+        Role::Follower { .. } => None,
     }
 }
 

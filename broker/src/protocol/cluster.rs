@@ -160,15 +160,7 @@ pub(super) async fn create_topics(
     let broker = &context.broker;
     let mut results = Vec::with_capacity(request.topics.len());
     for t in request.topics {
-        let configs: BTreeMap<String, String> = t
-            .configs
-            .iter()
-            .filter_map(|c| {
-                c.value
-                    .as_ref()
-                    .map(|v| (c.name.to_string(), v.to_string()))
-            })
-            .collect();
+        let configs = super::metadata::requested_configs(&t);
         let mut assignments: Vec<_> = t.assignments.iter().collect();
         assignments.sort_by_key(|a| a.partition_index);
         let topic = NewTopic {

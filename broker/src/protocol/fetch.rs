@@ -320,7 +320,7 @@ pub(super) fn list_offsets(
                                 out.timestamp = timestamp;
                                 // KIP-320 (v4+): the leader's epoch (-1 on one node).
                                 if context.version >= 4 {
-                                    out.leader_epoch = partition.role().leader_epoch();
+                                    out.leader_epoch = partition.leader_epoch();
                                 }
                             }
                             Err(e) => out.error_code = e.code(),

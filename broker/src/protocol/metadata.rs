@@ -154,15 +154,7 @@ fn create_one(
     partitions: i32,
     validate_only: bool,
 ) -> Result<Created, BrokerError> {
-    let overrides: BTreeMap<String, String> = topic
-        .configs
-        .iter()
-        .filter_map(|c| {
-            c.value
-                .as_ref()
-                .map(|v| (c.name.to_string(), v.to_string()))
-        })
-        .collect();
+    let overrides = requested_configs(topic);
     if !topic.assignments.is_empty() {
         check_assignments(broker, topic)?;
     } else if !matches!(topic.replication_factor, -1 | 1) {
@@ -191,6 +183,19 @@ fn create_one(
         config: created.config.clone(),
         overrides: created.overrides.clone(),
     })
+}
+
+/// The configs a CreateTopics entry sets (those with a value).
+pub(super) fn requested_configs(topic: &CreatableTopic) -> BTreeMap<String, String> {
+    topic
+        .configs
+        .iter()
+        .filter_map(|c| {
+            c.value
+                .as_ref()
+                .map(|v| (c.name.to_string(), v.to_string()))
+        })
+        .collect()
 }
 
 /// Kafka's checks of a manual assignment: it replaces `num_partitions` and

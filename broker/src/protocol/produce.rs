@@ -149,7 +149,7 @@ fn append(
     if acks == -1 {
         partition.check_min_insync()?;
     }
-    let leader_epoch = partition.role().leader_epoch();
+    let leader_epoch = partition.leader_epoch();
     let (max_message_bytes, keys_required) = {
         let log = partition.log().lock();
         let config = log.config();
