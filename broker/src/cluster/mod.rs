@@ -18,3 +18,15 @@ pub mod replica;
 #[cfg(test)]
 mod sim;
 pub mod topics;
+
+/// The seeds a simulation runs: `EDDY_SIM_SEED=<n>` replays that one, `EDDY_SIM_SEEDS=<n>` runs
+/// `0..n`, otherwise `0..default`.
+#[cfg(test)]
+pub(crate) fn sim_seeds(default: u64) -> Vec<u64> {
+    if let Ok(seed) = std::env::var("EDDY_SIM_SEED") {
+        return vec![seed.parse().expect("EDDY_SIM_SEED is a number")];
+    }
+    let count = std::env::var("EDDY_SIM_SEEDS")
+        .map_or(default, |n| n.parse().expect("EDDY_SIM_SEEDS is a number"));
+    (0..count).collect()
+}

@@ -1795,16 +1795,8 @@ fn run_seed(seed: u64) -> Stats {
 
 #[test]
 fn simulated_replication_keeps_acknowledged_records_and_converges() {
-    let seeds: Vec<u64> = match std::env::var("EDDY_SIM_SEED") {
-        Ok(seed) => vec![seed.parse().expect("EDDY_SIM_SEED is a number")],
-        Err(_) => {
-            let count = std::env::var("EDDY_SIM_SEEDS")
-                .map_or(SEEDS, |n| n.parse().expect("EDDY_SIM_SEEDS is a number"));
-            (0..count).collect()
-        }
-    };
     let mut total = Stats::default();
-    for seed in seeds {
+    for seed in super::sim_seeds(SEEDS) {
         let stats = run_seed(seed);
         total.acknowledged += stats.acknowledged;
         total.refused += stats.refused;

@@ -487,12 +487,8 @@ fn run_seed(seed: u64) -> Stats {
 
 #[test]
 fn simulated_voters_never_diverge_and_recover_after_faults() {
-    let seeds: Vec<u64> = match std::env::var("EDDY_SIM_SEED") {
-        Ok(seed) => vec![seed.parse().expect("EDDY_SIM_SEED is a number")],
-        Err(_) => (0..SEEDS).collect(),
-    };
     let mut total = Stats::default();
-    for seed in seeds {
+    for seed in crate::cluster::sim_seeds(SEEDS) {
         let stats = run_seed(seed);
         total.acknowledged += stats.acknowledged;
         total.lost += stats.lost;
