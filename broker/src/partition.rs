@@ -160,16 +160,21 @@ impl Partition {
     }
 
     /// For acks=all: refuses (NOT_ENOUGH_REPLICAS) before anything is written when fewer than
-    /// `min.insync.replicas` replicas are in sync.
-    pub fn check_min_insync(&self) -> Result<()> {
+    /// `min.insync.replicas` replicas are in sync, counting only those still caught up at
+    /// `now_ms` (a laggard's removal may be waiting for a controller that cannot record it).
+    pub fn check_min_insync(&self, now_ms: i64) -> Result<()> {
         let role = self.role.lock();
         let Role::Leader(leadership) = &*role else {
             return Ok(());
         };
-        if leadership.isr.len() < leadership.min_insync {
+        let in_sync = leadership
+            .isr
+            .len()
+            .min(leadership.caught_up_in_sync(now_ms));
+        if in_sync < leadership.rules.min_insync {
             return Err(self.replication(ReplicationError::NotEnoughReplicas {
-                in_sync: leadership.isr.len() as u16,
-                min: leadership.min_insync as u16,
+                in_sync: in_sync as u16,
+                min: leadership.rules.min_insync as u16,
             }));
         }
         Ok(())
@@ -193,8 +198,8 @@ impl Partition {
                 Role::Leader(l) if l.leader_epoch == leader_epoch => {
                     if *partition.high_watermark.borrow() > last_offset {
                         Some(Ok(()))
-                    } else if l.isr.len() < l.min_insync {
-                        let min = l.min_insync as u16;
+                    } else if l.isr.len() < l.rules.min_insync {
+                        let min = l.rules.min_insync as u16;
                         let kind = ReplicationError::NotEnoughReplicasAfterAppend { min };
                         Some(Err(partition.replication(kind)))
                     } else {
@@ -241,7 +246,7 @@ impl Partition {
                 }
                 current.partition_epoch = leadership.partition_epoch;
                 current.isr = leadership.isr;
-                current.min_insync = leadership.min_insync;
+                current.rules = leadership.rules;
             }
             _ => {
                 if let Err(e) = self.log.lock().become_leader(leadership.leader_epoch) {
@@ -317,7 +322,7 @@ impl Partition {
     /// `(leader, leader_epoch, partition_epoch, isr)`. Marks it pending. A change still pending
     /// is returned again, to be proposed again: its outcome is unknown until the partition
     /// epoch moves on (see [`Partition::lead`]), and until then the high watermark counts it.
-    pub fn isr_change(&self, now_ms: i64, lag_max_ms: i64) -> Option<(i32, i32, i32, Vec<i32>)> {
+    pub fn isr_change(&self, now_ms: i64) -> Option<(i32, i32, i32, Vec<i32>)> {
         let mut role = self.role.lock();
         let Role::Leader(leadership) = &mut *role else {
             return None;
@@ -326,7 +331,7 @@ impl Partition {
             Some(pending) => pending.clone(),
             None => {
                 let high_watermark = *self.high_watermark.borrow();
-                let wanted = leadership.wanted_isr(high_watermark, now_ms, lag_max_ms)?;
+                let wanted = leadership.wanted_isr(high_watermark, now_ms)?;
                 leadership.pending_isr = Some(wanted.clone());
                 wanted
             }

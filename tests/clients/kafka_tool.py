@@ -52,8 +52,10 @@ def create_topic(args):
 def produce(args):
     """Produces --count records (or, with --forever, until killed), appending one JSON line per
     acknowledged record to --out the moment its delivery report arrives."""
+    retries = {} if args.retries is None else {"retries": args.retries}
     producer = Producer(
         {
+            **retries,
             "bootstrap.servers": args.bootstrap,
             "acks": args.acks,
             "partitioner": "murmur2_random",
@@ -413,6 +415,7 @@ def main():
     p.add_argument("--compression", default="none")
     p.add_argument("--idempotence", action="store_true")
     p.add_argument("--message-timeout-ms", type=int, default=20000)
+    p.add_argument("--retries", type=int, help="librdkafka's retries (default: its own)")
     p.add_argument("--out")
     p.set_defaults(run=produce)
 

@@ -89,9 +89,10 @@ fn wait_for_acks(acked: &Path, since: usize, more: usize, what: &str) -> usize {
 
 /// Every record of one partition, read with kcat from the beginning to the high watermark:
 /// (offset, value) in the order read.
-fn read_partition(cluster: &EddyCluster, topic: &str, partition: i64) -> Vec<(i64, String)> {
+/// What a consumer reads of a partition, from brokers `bootstrap`.
+fn read_partition(bootstrap: &str, topic: &str, partition: i64) -> Vec<(i64, String)> {
     let output = Command::new(kcat())
-        .args(["-b", &cluster.bootstrap(), "-C", "-t", topic, "-p"])
+        .args(["-b", bootstrap, "-C", "-t", topic, "-p"])
         .arg(partition.to_string())
         .args(["-o", "beginning", "-e", "-q", "-f", "%o\t%s\n"])
         .output()
@@ -137,7 +138,7 @@ fn check_history(cluster: &EddyCluster, topic: &str, partitions: i64, acked: &Pa
     let mut stored: HashMap<String, (i64, i64)> = HashMap::new();
     let mut by_position: BTreeMap<(i64, i64), String> = BTreeMap::new();
     for partition in 0..partitions {
-        let records = read_partition(cluster, topic, partition);
+        let records = read_partition(&cluster.bootstrap(), topic, partition);
         for pair in records.windows(2) {
             assert!(pair[0].0 < pair[1].0, "offsets not increasing: {pair:?}");
         }
@@ -218,8 +219,10 @@ fn acks_all_loses_nothing_when_the_leader_is_killed_five_times() {
 
 /// Goal: the in-sync set follows followers' liveness, and acks=all refuses what too few
 /// replicas would hold. Method: SIGSTOP a follower: it leaves the in-sync set and acks=all
-/// still succeeds with two; SIGCONT: it rejoins. With min.insync.replicas=3, a stopped
-/// follower makes acks=all fail with NOT_ENOUGH_REPLICAS and acknowledge nothing.
+/// still succeeds with two; with min.insync.replicas=3 the same stopped follower makes acks=all
+/// fail with NOT_ENOUGH_REPLICAS. Then SIGSTOP the other follower too: two of three stopped
+/// (the metadata quorum with them), acks=all gets NOT_ENOUGH_REPLICAS from the leader alone.
+/// Nothing refused is acknowledged or readable; after SIGCONT both rejoin.
 #[test]
 fn a_stopped_follower_leaves_the_in_sync_set_and_too_few_in_sync_refuse_acks_all() {
     let _serial = serial();
@@ -230,7 +233,16 @@ fn a_stopped_follower_leaves_the_in_sync_set_and_too_few_in_sync_refuse_acks_all
     cluster.wait_fully_in_sync("two", 1, 3);
     cluster.wait_fully_in_sync("three", 1, 3);
     let (leader, replicas, _) = cluster.partition_state("two", 0).expect("leader");
-    let follower = *replicas.iter().find(|r| **r != leader).expect("a follower");
+    let (leader_of_three, _, _) = cluster.partition_state("three", 0).expect("leader");
+    // A follower of "two" that leads neither topic.
+    let follower = *replicas
+        .iter()
+        .find(|r| **r != leader && **r != leader_of_three)
+        .expect("a follower leading nothing");
+    let other = *replicas
+        .iter()
+        .find(|r| **r != leader && **r != follower)
+        .expect("the other follower");
     cluster.node(follower as i32).signal("STOP");
     wait_for(
         Duration::from_secs(30),
@@ -242,49 +254,73 @@ fn a_stopped_follower_leaves_the_in_sync_set_and_too_few_in_sync_refuse_acks_all
         },
     );
     let bootstrap = cluster.bootstrap();
-    let produce = |topic: &str, out: &Path| {
-        kafka_tool(
-            &bootstrap,
-            &[
-                "produce",
-                "--topic",
-                topic,
-                "--count",
-                "100",
-                "--acks",
-                "all",
-                "--message-timeout-ms",
-                "5000",
-                "--out",
-                arg(out),
-            ],
-        )
+    let produce = |topic: &str, out: &Path, retries: Option<&str>| {
+        let mut args = vec![
+            "produce",
+            "--topic",
+            topic,
+            "--count",
+            "100",
+            "--acks",
+            "all",
+            "--message-timeout-ms",
+            "5000",
+            "--out",
+            arg(out),
+        ];
+        if let Some(retries) = retries {
+            args.extend(["--retries", retries]);
+        }
+        kafka_tool(&bootstrap, &args)
     };
-    let with_two = produce("two", &dir.path().join("two.jsonl"));
+    let two = dir.path().join("two.jsonl");
+    let with_two = produce("two", &two, None);
     assert_eq!(with_two["acked"], 100, "{with_two}");
-    let three = cluster
-        .partition_state("three", 0)
-        .expect("leader of three");
-    if three.0 != follower {
-        let refused = produce("three", &dir.path().join("three.jsonl"));
-        assert_eq!(refused["acked"], 0, "{refused}");
-        let errors = refused["errors"].to_string();
-        assert!(
-            errors.contains("NOT_ENOUGH_REPLICAS") || errors.contains("MSG_TIMED_OUT"),
-            "{refused}"
-        );
-        assert_eq!(
-            read_partition(&cluster, "three", 0).len(),
-            0,
-            "nothing stored"
-        );
-    }
+    let refused = produce("three", &dir.path().join("three.jsonl"), Some("0"));
+    assert_eq!(refused["acked"], 0, "{refused}");
+    assert!(
+        refused["errors"]
+            .to_string()
+            .contains("NOT_ENOUGH_REPLICAS"),
+        "{refused}"
+    );
+    assert_eq!(
+        read_partition(&bootstrap, "three", 0).len(),
+        0,
+        "nothing stored"
+    );
+
+    // Two of three stopped: the controller cannot record anything any more, and the leader
+    // refuses once the second follower has been silent for the session timeout. Before that,
+    // writes may time out; none is acknowledged either way.
+    let only_leader = cluster.node(leader as i32).bootstrap();
+    let before = read_partition(&only_leader, "two", 0).len();
+    cluster.node(other as i32).signal("STOP");
+    let attempts = dir.path().join("two-stopped.jsonl");
+    wait_for(
+        Duration::from_secs(60),
+        "acks=all refused with two of three stopped",
+        || {
+            let attempt = produce("two", &attempts, Some("0"));
+            assert_eq!(attempt["acked"], 0, "two of three stopped: {attempt}");
+            attempt["errors"]
+                .to_string()
+                .contains("NOT_ENOUGH_REPLICAS")
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        read_partition(&only_leader, "two", 0).len(),
+        before,
+        "nothing new readable"
+    );
     cluster.node(follower as i32).signal("CONT");
+    cluster.node(other as i32).signal("CONT");
     cluster.wait_fully_in_sync("two", 1, 3);
     cluster.wait_fully_in_sync("three", 1, 3);
-    let after = produce("three", &dir.path().join("three-after.jsonl"));
+    let after = produce("three", &dir.path().join("three-after.jsonl"), None);
     assert_eq!(after["acked"], 100, "all three in sync again: {after}");
-    check_history(&cluster, "two", 1, &dir.path().join("two.jsonl"));
+    check_history(&cluster, "two", 1, &two);
 }
 
 /// Goal: a leader cut off past its session (SIGSTOP) and then resumed acknowledges no acks=all

@@ -8,6 +8,13 @@
 //! becomes the active controller gives every broker a full session from that moment, as KRaft
 //! does: it cannot know when the previous controller last heard from them.
 //!
+//! A broker whose process is gone is fenced without waiting for its session to run out: when
+//! its controller listener refuses the active controller's connections (nothing listens there,
+//! which a paused, slow or partitioned broker never causes) and the controller has not heard
+//! from it since the refusals began. On one machine, or when a process dies on a live host,
+//! this turns a failover from the session timeout into a fraction of a second; a lost host
+//! refuses nothing and is fenced when its session ends.
+//!
 //! The controller also moves leadership back to each partition's preferred replica once that
 //! replica is alive and in sync (Kafka's `auto.leader.rebalance.enable`), checked every
 //! `leader.imbalance.check.interval.ms`.
@@ -72,8 +79,11 @@ pub struct Controller {
     times: ControllerTimes,
     image: watch::Receiver<Arc<ClusterImage>>,
     quorum: Mutex<Weak<Quorum>>,
-    /// When the active controller last heard from each broker.
+    /// When each broker's session last started: its last heartbeat, or the moment this node
+    /// became the active controller.
     last_heartbeat: Mutex<HashMap<i32, Instant>>,
+    /// When this node last really heard from each broker (a registration or heartbeat).
+    heard: Mutex<HashMap<i32, Instant>>,
     /// The brokers a fence or unfence record is on its way for (not proposed twice at once).
     in_flight: Mutex<HashMap<i32, Instant>>,
     /// Itself, for the futures its service hands out.
@@ -92,6 +102,7 @@ impl Controller {
             image,
             quorum: Mutex::new(Weak::new()),
             last_heartbeat: Mutex::new(HashMap::new()),
+            heard: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
             me: me.clone(),
         })
@@ -133,7 +144,7 @@ impl Controller {
                 port,
                 rack,
             } => {
-                self.last_heartbeat.lock().insert(id, Instant::now());
+                self.heard_from(id);
                 let known = self.image.borrow().brokers.get(&id).is_some_and(|b| {
                     b.incarnation == incarnation && b.host == host && b.port == port
                 });
@@ -160,7 +171,7 @@ impl Controller {
                 incarnation,
                 applied_index,
             } => {
-                self.last_heartbeat.lock().insert(id, Instant::now());
+                self.heard_from(id);
                 let unfence = self.image.borrow().brokers.get(&id).is_some_and(|b| {
                     b.fenced && b.incarnation == incarnation && applied_index >= b.registered_at
                 });
@@ -171,6 +182,24 @@ impl Controller {
                 ControllerResponse::Ok
             }
         }
+    }
+
+    fn heard_from(&self, id: i32) {
+        let now = Instant::now();
+        self.last_heartbeat.lock().insert(id, now);
+        self.heard.lock().insert(id, now);
+    }
+
+    /// Whether broker `id`'s process is gone: its controller listener has refused connections
+    /// since before this node last heard from it (or this node never has).
+    fn process_gone(&self, quorum: &Quorum, id: i32) -> bool {
+        let Some(since) = quorum.peer_refusing_since(id as u64) else {
+            return false;
+        };
+        self.heard
+            .lock()
+            .get(&id)
+            .is_none_or(|heard| *heard < since)
     }
 
     /// Proposes a fence or unfence of broker `id` in the background, unless one is already
@@ -199,14 +228,21 @@ impl Controller {
         });
     }
 
-    /// Fences the unfenced brokers whose session expired.
+    /// Fences the unfenced brokers whose session expired or whose process is gone.
     fn fence_silent_brokers(self: &Arc<Controller>, quorum: &Arc<Quorum>) {
         let now = Instant::now();
         let image = Arc::clone(&self.image.borrow());
         for broker in image.brokers.values().filter(|b| !b.fenced) {
             let last = *self.last_heartbeat.lock().entry(broker.id).or_insert(now);
-            if now.duration_since(last) > self.times.session_timeout {
-                tracing::warn!(broker = broker.id, "broker missed its session; fencing it");
+            let expired = now.duration_since(last) > self.times.session_timeout;
+            let gone = !expired && self.process_gone(quorum, broker.id);
+            if expired || gone {
+                let why = if gone {
+                    "its controller listener refuses connections"
+                } else {
+                    "it missed its session"
+                };
+                tracing::warn!(broker = broker.id, reason = why, "fencing a broker");
                 let record = MetadataRecord::FenceBroker {
                     id: broker.id,
                     incarnation: broker.incarnation.clone(),

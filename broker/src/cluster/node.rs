@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use super::controller::{Controller, ControllerRequest, ControllerResponse, ControllerTimes};
 use super::metadata::{ClusterImage, MetadataRecord, PartitionImage, TopicImage, NO_LEADER};
 use super::quorum::{Quorum, QuorumConfig};
-use super::replica::{Leadership, Role};
+use super::replica::{InSyncRules, Leadership, Role};
 use crate::broker::{now_ms, Broker};
 use crate::error::{BrokerError, Result};
 use crate::log::{write_state_file, Log};
@@ -368,13 +368,17 @@ fn apply_role(
         if let Some((_, task)) = replica.fetcher.take() {
             task.abort();
         }
-        let min_insync = min_insync_replicas(broker, &topic.configs);
+        let rules = InSyncRules {
+            min_insync: min_insync_replicas(broker, &topic.configs),
+            lag_max_ms: node.config.replica_lag_time_max.as_millis() as i64,
+            silence_max_ms: node.config.session_timeout.as_millis() as i64,
+        };
         let leadership = Leadership::new(
             me,
             (partition.leader_epoch, partition.partition_epoch),
             &partition.replicas,
             &partition.isr,
-            min_insync,
+            rules,
             (local.log_end_offset(), now_ms()),
         );
         local.lead(leadership);
@@ -451,12 +455,10 @@ fn partition_topic_id(dir: &Path) -> Option<String> {
 /// Asks for the in-sync set changes this broker's leaderships want.
 async fn check_isr_forever(node: Arc<ClusterNode>) {
     let mut tick = tokio::time::interval(ISR_CHECK_INTERVAL);
-    let lag_max_ms = node.config.replica_lag_time_max.as_millis() as i64;
     loop {
         tick.tick().await;
         for partition in node.local_partitions() {
-            let Some((leader, leader_epoch, partition_epoch, isr)) =
-                partition.isr_change(now_ms(), lag_max_ms)
+            let Some((leader, leader_epoch, partition_epoch, isr)) = partition.isr_change(now_ms())
             else {
                 continue;
             };

@@ -17,6 +17,10 @@
 //!   end offset the leader had at its previous fetch (Kafka's `lastCaughtUpTimeMs`). One not
 //!   caught up for `replica.lag.time.max.ms` leaves the in-sync set; one that has reached the
 //!   high watermark and the start of the leader's epoch joins it again.
+//! - acks=all is refused (NOT_ENOUGH_REPLICAS) when fewer than `min.insync.replicas` members of
+//!   the recorded set are still caught up and fetching within the session timeout: the leader
+//!   does not wait for the controller to record their removal, which it cannot do at all when
+//!   the stopped brokers took the metadata quorum with them.
 
 use std::collections::BTreeMap;
 
@@ -55,10 +59,21 @@ pub struct Leadership {
     /// A change of the in-sync set sent to the controller and not yet recorded.
     pub pending_isr: Option<Vec<i32>>,
     pub followers: BTreeMap<i32, FollowerProgress>,
-    /// `min.insync.replicas` of the topic.
-    pub min_insync: usize,
+    pub rules: InSyncRules,
     /// The log end offset when this broker became leader: the start of its epoch.
     pub epoch_start_offset: i64,
+}
+
+/// The settings the in-sync set is kept by.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InSyncRules {
+    /// `min.insync.replicas` of the topic.
+    pub min_insync: usize,
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the set.
+    pub lag_max_ms: i64,
+    /// `broker.session.timeout.ms`: a follower that has not fetched at all for this long no
+    /// longer counts for acks=all (the controller would fence it, if it could).
+    pub silence_max_ms: i64,
 }
 
 /// What the leader knows of one follower.
@@ -80,7 +95,7 @@ impl Leadership {
         (leader_epoch, partition_epoch): (i32, i32),
         replicas: &[i32],
         isr: &[i32],
-        min_insync: usize,
+        rules: InSyncRules,
         (log_end_offset, now_ms): (i64, i64),
     ) -> Leadership {
         let followers = replicas
@@ -104,7 +119,7 @@ impl Leadership {
             isr: isr.to_vec(),
             pending_isr: None,
             followers,
-            min_insync,
+            rules,
             epoch_start_offset: log_end_offset,
         }
     }
@@ -123,7 +138,7 @@ impl Leadership {
     /// The high watermark the in-sync set allows, or None while it cannot be computed (a
     /// member's log end offset is unknown) or may not advance (too few in sync).
     pub fn high_watermark(&self, leader_end: i64) -> Option<i64> {
-        if self.isr.len() < self.min_insync {
+        if self.isr.len() < self.rules.min_insync {
             return None;
         }
         let mut low = leader_end;
@@ -163,14 +178,36 @@ impl Leadership {
         true
     }
 
+    /// Whether in-sync member `replica` is still caught up: the leader itself, or a follower
+    /// caught up within `replica.lag.time.max.ms`.
+    fn still_caught_up(&self, replica: i32, now_ms: i64) -> bool {
+        replica == self.broker
+            || self
+                .followers
+                .get(&replica)
+                .is_some_and(|f| now_ms - f.last_caught_up_ms <= self.rules.lag_max_ms)
+    }
+
+    /// How many members of the recorded in-sync set are still there for acks=all: the leader,
+    /// and followers still caught up that fetched within `broker.session.timeout.ms`. Fewer
+    /// than the recorded set while the leader's request to drop the others is on its way, or
+    /// cannot be recorded at all (the controller's quorum went down with the stopped brokers).
+    pub fn caught_up_in_sync(&self, now_ms: i64) -> usize {
+        self.isr
+            .iter()
+            .filter(|r| {
+                self.still_caught_up(**r, now_ms)
+                    && self
+                        .followers
+                        .get(r)
+                        .is_none_or(|f| now_ms - f.last_fetch_ms <= self.rules.silence_max_ms)
+            })
+            .count()
+    }
+
     /// The in-sync set the leader should ask for now, if it differs from the recorded one and
     /// no change is pending: lagging followers out, caught-up ones in.
-    pub fn wanted_isr(
-        &self,
-        high_watermark: i64,
-        now_ms: i64,
-        lag_max_ms: i64,
-    ) -> Option<Vec<i32>> {
+    pub fn wanted_isr(&self, high_watermark: i64, now_ms: i64) -> Option<Vec<i32>> {
         if self.pending_isr.is_some() {
             return None;
         }
@@ -178,18 +215,12 @@ impl Leadership {
             .isr
             .iter()
             .copied()
-            .filter(|r| {
-                *r == self.broker
-                    || self
-                        .followers
-                        .get(r)
-                        .is_some_and(|f| now_ms - f.last_caught_up_ms <= lag_max_ms)
-            })
+            .filter(|r| self.still_caught_up(*r, now_ms))
             .collect();
         for (r, f) in &self.followers {
             let caught_up = f.log_end_offset >= high_watermark
                 && f.log_end_offset >= self.epoch_start_offset
-                && now_ms - f.last_caught_up_ms <= lag_max_ms;
+                && now_ms - f.last_caught_up_ms <= self.rules.lag_max_ms;
             if !wanted.contains(r) && caught_up {
                 wanted.push(*r);
             }
@@ -202,8 +233,14 @@ impl Leadership {
 mod tests {
     use super::*;
 
+    const RULES: InSyncRules = InSyncRules {
+        min_insync: 2,
+        lag_max_ms: 30_000,
+        silence_max_ms: 3_000,
+    };
+
     fn leader() -> Leadership {
-        Leadership::new(1, (5, 7), &[1, 2, 3], &[1, 2, 3], 2, (100, 0))
+        Leadership::new(1, (5, 7), &[1, 2, 3], &[1, 2, 3], RULES, (100, 0))
     }
 
     /// The high watermark waits for every in-sync follower, then is their minimum.
@@ -239,24 +276,16 @@ mod tests {
         let mut l = leader();
         l.record_fetch(2, 120, 120, 1_000);
         l.record_fetch(3, 90, 120, 1_000);
-        assert_eq!(l.wanted_isr(90, 1_000, 30_000), None);
+        assert_eq!(l.wanted_isr(90, 1_000), None);
         l.record_fetch(2, 120, 120, 31_000);
-        assert_eq!(l.wanted_isr(90, 31_001, 30_000), Some(vec![1, 2]));
+        assert_eq!(l.wanted_isr(90, 31_001), Some(vec![1, 2]));
         l.isr = vec![1, 2];
         l.record_fetch(3, 99, 120, 31_000);
-        assert_eq!(
-            l.wanted_isr(120, 31_000, 30_000),
-            None,
-            "3 below the epoch start"
-        );
+        assert_eq!(l.wanted_isr(120, 31_000), None, "3 below the epoch start");
         l.record_fetch(3, 120, 120, 31_100);
-        assert_eq!(l.wanted_isr(120, 31_100, 30_000), Some(vec![1, 2, 3]));
+        assert_eq!(l.wanted_isr(120, 31_100), Some(vec![1, 2, 3]));
         l.pending_isr = Some(vec![1, 2, 3]);
-        assert_eq!(
-            l.wanted_isr(120, 31_100, 30_000),
-            None,
-            "one change at a time"
-        );
+        assert_eq!(l.wanted_isr(120, 31_100), None, "one change at a time");
     }
 
     /// Kafka's caught-up rule: fetching from where the leader's log ended at the previous
@@ -270,5 +299,32 @@ mod tests {
         assert_eq!(l.followers[&2].last_caught_up_ms, 1_000);
         l.record_fetch(2, 150, 150, 3_000);
         assert_eq!(l.followers[&2].last_caught_up_ms, 3_000);
+    }
+
+    /// acks=all stops counting a follower once it lags for `replica.lag.time.max.ms` or has
+    /// not fetched for the session timeout, before any controller recorded its removal.
+    #[test]
+    fn silent_or_lagging_followers_stop_counting_for_acks_all() {
+        let mut l = leader();
+        assert_eq!(l.caught_up_in_sync(0), 3);
+        l.record_fetch(2, 100, 100, 2_000);
+        l.record_fetch(3, 100, 100, 2_000);
+        assert_eq!(l.caught_up_in_sync(4_000), 3);
+        l.record_fetch(2, 100, 100, 4_000);
+        assert_eq!(l.caught_up_in_sync(5_500), 2, "3 silent for 3.5 s");
+        for now in (5_000..40_000).step_by(1_000) {
+            l.record_fetch(3, 100, 120, now);
+        }
+        assert_eq!(
+            l.caught_up_in_sync(40_000),
+            1,
+            "3 fetching but lagging, 2 silent"
+        );
+        l.isr = vec![1, 3];
+        assert_eq!(
+            l.caught_up_in_sync(40_000),
+            1,
+            "only the recorded set counts"
+        );
     }
 }

@@ -18,7 +18,8 @@
 //! KIP-279, then fetches, appends as follower and the leader's high watermark), the leader's
 //! answers to those requests (`protocol/fetch.rs` with its long poll, `protocol/leader_epochs.rs`),
 //! acks=all produce (`protocol/produce.rs`), and the active controller (`controller.rs`: fencing
-//! a broker whose heartbeats stopped for the session timeout, unfencing one caught up with the
+//! a broker whose heartbeats stopped for the session timeout, or at once one whose process
+//! crashed when the controller can reach its machine (its listener refuses), unfencing one caught up with the
 //! metadata log, preferred leader elections). The metadata quorum is assumed correct (it has its
 //! own simulation): committed records reach each broker in order, each at its own pace, and only
 //! while it can reach the controller.
@@ -65,7 +66,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::metadata::{ClusterImage, MetadataRecord, NO_LEADER};
-use super::replica::{Leadership, Role};
+use super::replica::{InSyncRules, Leadership, Role};
 use crate::config::TopicConfig;
 use crate::log::batch::{decode_records, BatchBuilder};
 use crate::log::Log;
@@ -309,6 +310,10 @@ struct Broker {
     paused_until: i64,
     /// After a machine crash: where each log is cut when the broker starts again.
     machine_cut: Option<Vec<i64>>,
+    /// After a process crash, until the broker starts again: its controller listener refuses
+    /// connections, so the controller fences it without waiting for its session to end (a
+    /// crashed machine refuses nothing).
+    refuses: bool,
     /// The record ids each replica's log holds, by offset, read from the log after each change.
     logs: Vec<Vec<RecordId>>,
     /// Offsets below this were compared with the committed log, per partition.
@@ -432,6 +437,7 @@ impl Sim {
                 restart_at: 0,
                 paused_until: 0,
                 machine_cut: None,
+                refuses: false,
                 logs: vec![Vec::new(); PARTITIONS],
                 verified: vec![0; PARTITIONS],
             })
@@ -520,6 +526,7 @@ impl Sim {
         let fsync = self.fsync;
         let now = self.now;
         let broker = &mut self.brokers[i];
+        broker.refuses = false;
         let cut = broker.machine_cut.take();
         let mut replicas = Vec::new();
         {
@@ -574,6 +581,8 @@ impl Sim {
             }
             self.brokers[i].machine_cut = Some(cuts);
             self.stats.machine_crashes += 1;
+        } else {
+            self.brokers[i].refuses = true;
         }
         drop(process);
         self.brokers[i].restart_at = self.now + self.rng.random_range(200..3_000);
@@ -606,7 +615,11 @@ impl Sim {
                     (image.leader_epoch, image.partition_epoch),
                     &image.replicas,
                     &image.isr,
-                    MIN_INSYNC,
+                    InSyncRules {
+                        min_insync: MIN_INSYNC,
+                        lag_max_ms: LAG_MAX_MS,
+                        silence_max_ms: SESSION_TIMEOUT_MS,
+                    },
                     (local.log_end_offset(), now),
                 );
                 local.lead(leadership);
@@ -798,7 +811,9 @@ impl Sim {
                 .collect();
             for (id, incarnation) in brokers {
                 let last = *self.controller.last_heartbeat.entry(id).or_insert(now);
-                if now - last > SESSION_TIMEOUT_MS {
+                let i = id as usize - 1;
+                let gone = self.brokers[i].refuses && self.connected(CONTROLLER, i);
+                if gone || now - last > SESSION_TIMEOUT_MS {
                     self.commit(MetadataRecord::FenceBroker { id, incarnation });
                 }
             }
@@ -969,7 +984,7 @@ impl Sim {
         let local = self.partition(i, p);
         let appended = local
             .check_leader(-1)
-            .and_then(|()| local.check_min_insync())
+            .and_then(|()| local.check_min_insync(self.now))
             .and_then(|()| {
                 let leader_epoch = local.role().leader_epoch();
                 Ok((local.append(records, self.now)?, leader_epoch))
@@ -1350,7 +1365,7 @@ impl Sim {
                 continue;
             }
             let Some((leader, leader_epoch, partition_epoch, isr)) =
-                replica.partition.isr_change(now, LAG_MAX_MS)
+                replica.partition.isr_change(now)
             else {
                 continue;
             };

@@ -455,11 +455,11 @@ fn append(
     }
     // In a cluster, as an acks=all produce: refused before anything is written when too few
     // replicas are in sync. Read before appending: a later epoch fails the wait, never passes.
+    let now = now_ms();
     partition
-        .check_min_insync()
+        .check_min_insync(now)
         .map_err(|e| coordinator_error(group, e))?;
     let leader_epoch = partition.role().leader_epoch();
-    let now = now_ms();
     let mut appended = 0;
     let mut last_offset = -1;
     let mut failure = None;

@@ -147,7 +147,7 @@ fn append(
     let partition = broker.partition(topic, index)?;
     partition.check_leader(-1)?;
     if acks == -1 {
-        partition.check_min_insync()?;
+        partition.check_min_insync(crate::broker::now_ms())?;
     }
     let leader_epoch = partition.leader_epoch();
     let (max_message_bytes, keys_required) = {

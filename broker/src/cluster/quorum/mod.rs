@@ -291,6 +291,13 @@ impl Quorum {
         self.leader.clone()
     }
 
+    /// Since when voter `peer`'s controller listener has refused this node's connections, if
+    /// it still does: its process is not running. A paused or unreachable voter is not
+    /// reported (its listener accepts, or the connect times out).
+    pub fn peer_refusing_since(&self, peer: u64) -> Option<Instant> {
+        self.transport.refusing_since(peer)
+    }
+
     /// Appends `entry` to the replicated log: proposes it on this node if it is the leader, or
     /// forwards it to the leader over the controller connection. Returns the entry's index once
     /// it is committed and applied on this node, so the caller can read its own local state.

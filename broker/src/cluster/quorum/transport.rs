@@ -254,6 +254,8 @@ pub(crate) struct Transport {
     calls: Mutex<HashMap<u64, CallWaiter>>,
     next_request: AtomicU64,
     tasks: Mutex<Vec<AbortHandle>>,
+    /// The peers whose controller listener refuses connections, since when.
+    refusing: Mutex<HashMap<u64, Instant>>,
 }
 
 impl Transport {
@@ -280,6 +282,7 @@ impl Transport {
             calls: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
             tasks: Mutex::new(Vec::new()),
+            refusing: Mutex::new(HashMap::new()),
         });
         for (peer, address, queue) in queues {
             let task = Arc::clone(&transport).run_peer(peer, address, queue);
@@ -304,6 +307,13 @@ impl Transport {
             task.abort();
         }
         self.calls.lock().clear();
+    }
+
+    /// Since when `peer`'s controller listener has refused connections, if it does: nothing
+    /// listens on its address, so its process is not running (a stopped or partitioned one
+    /// still accepts, or lets the connect time out).
+    pub(crate) fn refusing_since(&self, peer: u64) -> Option<Instant> {
+        self.refusing.lock().get(&peer).copied()
     }
 
     /// Queues a raft message; drops it when the peer's queue is full (raft sends again).
@@ -396,6 +406,12 @@ impl Transport {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
                     tracing::debug!(node = self.node_id, peer, %address, error = %e, "connect failed");
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                        self.refusing
+                            .lock()
+                            .entry(peer)
+                            .or_insert_with(Instant::now);
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
                     continue;
@@ -406,6 +422,7 @@ impl Transport {
                 }
             };
             backoff = RECONNECT_BACKOFF_MIN;
+            self.refusing.lock().remove(&peer);
             let _ = stream.set_nodelay(true);
             let (read_half, write_half) = stream.into_split();
             let mut reader = tokio::spawn(Arc::clone(&self).read_answers(peer, read_half));
