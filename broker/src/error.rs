@@ -160,6 +160,10 @@ pub enum BrokerError {
     },
     #[error("the broker at {address} could not be reached: {reason}")]
     Network { address: String, reason: String },
+    /// No connection to the broker could be opened: nothing was sent, so any request may be
+    /// sent again (to the same broker or, after a leader change, another).
+    #[error("no connection to the broker at {address}: {reason}")]
+    NotConnected { address: String, reason: String },
     #[error("storage failed: {0}")]
     Storage(#[from] std::io::Error),
     #[error("internal error (this is a bug in Eddy): {0}")]
@@ -267,7 +271,9 @@ impl BrokerError {
             BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
             BrokerError::InvalidRecords(_) => ResponseError::InvalidRecord,
             BrokerError::Replication { kind, .. } => kind.response_error(),
-            BrokerError::Network { .. } => ResponseError::NetworkException,
+            BrokerError::Network { .. } | BrokerError::NotConnected { .. } => {
+                ResponseError::NetworkException
+            }
             BrokerError::Storage(_) => ResponseError::KafkaStorageError,
             BrokerError::Internal(_) => ResponseError::UnknownServerError,
         };

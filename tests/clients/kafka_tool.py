@@ -86,7 +86,7 @@ def produce(args):
     start = time.time()
     while args.forever or i < args.count:
         key = f"key-{i}" if args.keyed else None
-        value = ("v%d-" % i).ljust(args.value_bytes, "x")
+        value = ("%s%d-" % (args.value_prefix, i)).ljust(args.value_bytes, "x")
         while True:
             try:
                 extra = {"timestamp": args.timestamp_ms + i} if args.timestamp_ms else {}
@@ -411,6 +411,7 @@ def main():
     p.add_argument("--batch-bytes", type=int, default=1000000)
     p.add_argument("--timestamp-ms", type=int, default=0)
     p.add_argument("--value-bytes", type=int, default=20)
+    p.add_argument("--value-prefix", default="v", help="values are PREFIX<n>-xxx...")
     p.add_argument("--message-max-bytes", type=int, default=1000000)
     p.add_argument("--compression", default="none")
     p.add_argument("--idempotence", action="store_true")

@@ -254,11 +254,14 @@ fn a_stopped_follower_leaves_the_in_sync_set_and_too_few_in_sync_refuse_acks_all
         },
     );
     let bootstrap = cluster.bootstrap();
-    let produce = |topic: &str, out: &Path, retries: Option<&str>| {
+    // Each call writes values `<prefix><n>-...`: distinct prefixes keep the history checkable.
+    let produce = |topic: &str, prefix: &str, out: &Path, retries: Option<&str>| {
         let mut args = vec![
             "produce",
             "--topic",
             topic,
+            "--value-prefix",
+            prefix,
             "--count",
             "100",
             "--acks",
@@ -274,9 +277,9 @@ fn a_stopped_follower_leaves_the_in_sync_set_and_too_few_in_sync_refuse_acks_all
         kafka_tool(&bootstrap, &args)
     };
     let two = dir.path().join("two.jsonl");
-    let with_two = produce("two", &two, None);
+    let with_two = produce("two", "v", &two, None);
     assert_eq!(with_two["acked"], 100, "{with_two}");
-    let refused = produce("three", &dir.path().join("three.jsonl"), Some("0"));
+    let refused = produce("three", "v", &dir.path().join("three.jsonl"), Some("0"));
     assert_eq!(refused["acked"], 0, "{refused}");
     assert!(
         refused["errors"]
@@ -297,11 +300,14 @@ fn a_stopped_follower_leaves_the_in_sync_set_and_too_few_in_sync_refuse_acks_all
     let before = read_partition(&only_leader, "two", 0).len();
     cluster.node(other as i32).signal("STOP");
     let attempts = dir.path().join("two-stopped.jsonl");
+    let mut attempt_number = 0;
     wait_for(
         Duration::from_secs(60),
         "acks=all refused with two of three stopped",
         || {
-            let attempt = produce("two", &attempts, Some("0"));
+            attempt_number += 1;
+            let prefix = format!("stopped{attempt_number}-");
+            let attempt = produce("two", &prefix, &attempts, Some("0"));
             assert_eq!(attempt["acked"], 0, "two of three stopped: {attempt}");
             attempt["errors"]
                 .to_string()
@@ -318,7 +324,12 @@ fn a_stopped_follower_leaves_the_in_sync_set_and_too_few_in_sync_refuse_acks_all
     cluster.node(other as i32).signal("CONT");
     cluster.wait_fully_in_sync("two", 1, 3);
     cluster.wait_fully_in_sync("three", 1, 3);
-    let after = produce("three", &dir.path().join("three-after.jsonl"), None);
+    let after = produce(
+        "three",
+        "after",
+        &dir.path().join("three-after.jsonl"),
+        None,
+    );
     assert_eq!(after["acked"], 100, "all three in sync again: {after}");
     check_history(&cluster, "two", 1, &two);
 }

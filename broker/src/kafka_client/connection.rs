@@ -170,22 +170,22 @@ impl Connections {
                 });
             }
         }
-        let network = |reason: String| BrokerError::Network {
+        let not_connected = |reason: String| BrokerError::NotConnected {
             address: address.to_string(),
             reason,
         };
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
             .await
             .map_err(|_| {
-                network(format!(
+                not_connected(format!(
                     "no connection within {} ms",
                     CONNECT_TIMEOUT.as_millis()
                 ))
             })?
-            .map_err(|e| network(e.to_string()))?;
+            .map_err(|e| not_connected(e.to_string()))?;
         stream
             .set_nodelay(true)
-            .map_err(|e| network(e.to_string()))?;
+            .map_err(|e| not_connected(e.to_string()))?;
         Ok(Lease {
             stream,
             reused: false,

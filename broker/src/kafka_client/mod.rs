@@ -72,8 +72,9 @@ fn is_leader_change(error: &BrokerError) -> bool {
     )
 }
 
-/// Runs `attempt` until it succeeds, fails otherwise than by a leader change (or, with
-/// `network`, a failure to reach the leader), or [`LEADER_CHANGE_WAIT`] has passed.
+/// Runs `attempt` until it succeeds, fails otherwise than by a leader change or a connection
+/// that could not be opened (nothing was sent: the leader may have died), or, with `network`,
+/// any failure to reach the leader; or [`LEADER_CHANGE_WAIT`] has passed.
 async fn retry_leader_changes<T, F, Fut>(network: bool, mut attempt: F) -> Result<T>
 where
     F: FnMut() -> Fut,
@@ -84,6 +85,7 @@ where
     loop {
         let retry = match attempt().await {
             Err(e) if is_leader_change(&e) => e,
+            Err(e @ BrokerError::NotConnected { .. }) => e,
             Err(e @ BrokerError::Network { .. }) if network => e,
             done => return done,
         };
@@ -234,7 +236,9 @@ impl KafkaClient {
                 )
                 .await
             {
-                Err(e @ BrokerError::Network { .. }) => failure = Some(e),
+                Err(e @ (BrokerError::Network { .. } | BrokerError::NotConnected { .. })) => {
+                    failure = Some(e)
+                }
                 answered => return answered,
             }
         }
