@@ -158,6 +158,10 @@ pub enum BrokerError {
         topic: String,
         partition: i32,
     },
+    /// A metadata change (a topic, its configs, producer ids) the cluster's metadata quorum did
+    /// not confirm; the reason says whether it may still take effect.
+    #[error("the cluster did not confirm the metadata change: {0}")]
+    MetadataNotConfirmed(String),
     #[error("the broker at {address} could not be reached: {reason}")]
     Network { address: String, reason: String },
     /// No connection to the broker could be opened: nothing was sent, so any request may be
@@ -271,6 +275,8 @@ impl BrokerError {
             BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
             BrokerError::InvalidRecords(_) => ResponseError::InvalidRecord,
             BrokerError::Replication { kind, .. } => kind.response_error(),
+            // What Kafka's brokers answer when forwarding to the controller timed out.
+            BrokerError::MetadataNotConfirmed(_) => ResponseError::RequestTimedOut,
             BrokerError::Network { .. } | BrokerError::NotConnected { .. } => {
                 ResponseError::NetworkException
             }

@@ -49,5 +49,9 @@ pub const OFFSET_FETCH_WAIT_MS_MAX: u64 = 5_000;
 /// message. Kafka lists every one, but a batch of a hundred thousand tiny keyless records
 /// would then get a response many times the request's size.
 pub const RECORD_ERRORS_MAX: usize = 1_000;
+/// Times a broker in a cluster proposes one IncrementalAlterConfigs change of a topic, computed
+/// again each time, while other changes of the topic's configs commit first; past it, the
+/// resource is answered REQUEST_TIMED_OUT.
+pub const CONFIG_CHANGE_ATTEMPTS_MAX: usize = 20;
 
 const _: () = assert!(SCAN_CHUNK_BYTES as u64 >= INDEX_INTERVAL_BYTES);

@@ -21,6 +21,7 @@
 //! appends and waits for durability fail with a storage error, and a restart recovers from the
 //! log itself.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -51,6 +52,9 @@ pub struct Partition {
     closed: watch::Sender<bool>,
     /// Why the partition went offline (a sync failed), once it has.
     offline: OnceLock<String>,
+    /// On a follower, the high watermark its leader last reported (-1 before the first
+    /// answer): how far behind it is, as far as it can know (DescribeLogDirs' offset lag).
+    leader_high_watermark: AtomicI64,
 }
 
 impl Partition {
@@ -86,6 +90,7 @@ impl Partition {
             flush_wanted: Notify::new(),
             closed: watch::Sender::new(false),
             offline: OnceLock::new(),
+            leader_high_watermark: AtomicI64::new(-1),
         });
         tokio::spawn(flusher(Arc::clone(&partition)));
         partition
@@ -346,6 +351,8 @@ impl Partition {
 
     /// A follower learns the high watermark from its leader's fetch responses.
     pub fn follower_high_watermark(&self, leader_high_watermark: i64) {
+        self.leader_high_watermark
+            .store(leader_high_watermark, Ordering::Relaxed);
         let end = *self.end_offset.borrow();
         let high_watermark = leader_high_watermark.min(end);
         self.high_watermark.send_if_modified(|hw| {
@@ -353,6 +360,41 @@ impl Partition {
             *hw = high_watermark;
             changed
         });
+    }
+
+    /// A follower learns its leader's log start offset from the fetch responses (records the
+    /// leader deleted: DeleteRecords, retention) and moves its own up to it, durably, while it
+    /// follows in `leader_epoch`. Never past its own high watermark: what it holds above that
+    /// may not be committed, and the leader's start offset is never above the leader's high
+    /// watermark, which this replica learns with the same answer or the next.
+    pub fn follower_log_start_offset(
+        &self,
+        leader_log_start_offset: i64,
+        leader_epoch: i32,
+    ) -> Result<()> {
+        let offset = leader_log_start_offset.min(self.high_watermark());
+        if offset <= self.log_start_offset() {
+            return Ok(());
+        }
+        let moved = self.as_follower(leader_epoch, |log| log.delete_records_before(offset))?;
+        tracing::debug!(topic = %self.topic, partition = self.index, log_start_offset = moved,
+            "moved the log start offset with the leader's");
+        Ok(())
+    }
+
+    /// How many offsets this replica's log end is behind what it knows is committed
+    /// (DescribeLogDirs' offset lag): 0 on a leader (or a single node), whose log end is at or
+    /// past the high watermark; on a follower, the leader's high watermark as last reported
+    /// minus the local log end offset (at least 0), or -1 before the first report.
+    pub fn offset_lag(&self) -> i64 {
+        if !matches!(*self.role.lock(), Role::Follower { .. }) {
+            return 0;
+        }
+        let leader_high_watermark = self.leader_high_watermark.load(Ordering::Relaxed);
+        if leader_high_watermark < 0 {
+            return -1;
+        }
+        (leader_high_watermark - self.log_end_offset()).max(0)
     }
 
     /// Moves the high watermark to what the role allows; on a leader it never moves back.
@@ -462,10 +504,17 @@ impl Partition {
 
     /// Deletes the records below `offset` (DeleteRecords): `-1` means the high watermark, an
     /// offset past the high watermark is out of range, and a topic that is only compacted
-    /// refuses (as Kafka does: deleting records is a form of the delete policy). Returns the new
-    /// log start offset (Kafka's low watermark).
+    /// refuses (as Kafka does: deleting records is a form of the delete policy). Only the
+    /// leader deletes (NOT_LEADER_OR_FOLLOWER on a follower); followers move their log start
+    /// offset when their fetches report the leader's ([`Partition::follower_log_start_offset`]).
+    /// Returns the leader's new log start offset (Kafka's low watermark).
     pub fn delete_records(&self, offset: i64) -> Result<i64> {
         self.check_online()?;
+        // The role is held as an append holds it: nothing is deleted once this broker follows.
+        let role = self.role.lock();
+        if matches!(*role, Role::Follower { .. }) {
+            return Err(self.replication(ReplicationError::NotLeaderOrFollower));
+        }
         let mut log = self.log.lock();
         if !log.config().cleanup_policy.deletes() {
             return Err(BrokerError::RecordDeletionRefused {
@@ -691,6 +740,55 @@ mod tests {
         assert!(
             partition.append(&mut one_record(), 0).is_err(),
             "an offline partition refuses appends"
+        );
+    }
+
+    /// Goal: a follower takes its leader's log start offset from fetch answers, never past its
+    /// own high watermark and never back; it refuses DeleteRecords itself; its offset lag is
+    /// the leader's reported high watermark minus its log end. Method: a replica following
+    /// broker 1 appends ten records as fetched, then is told high watermarks and log starts.
+    #[tokio::test]
+    async fn a_follower_follows_the_leader_log_start_up_to_its_high_watermark() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log, _) = Log::open(dir.path(), TopicConfig::default(), 0, 0).expect("open");
+        let partition = Partition::start_replica("t".into(), 0, log);
+        partition.follow(1, 0);
+        let mut builder = BatchBuilder::new(0, 256);
+        for _ in 0..10 {
+            builder.push(0, Some(b"k"), Some(b"v"), &[]);
+        }
+        let mut batch = builder.finish();
+        crate::log::batch::stamp(&mut batch, 0, 0);
+        partition
+            .append_as_follower(&mut batch, 0, 0)
+            .expect("append");
+        assert_eq!(partition.offset_lag(), -1, "no answer from the leader yet");
+
+        partition.follower_high_watermark(6);
+        assert_eq!(
+            partition.offset_lag(),
+            0,
+            "the log end is past what is committed"
+        );
+        partition.follower_log_start_offset(8, 0).expect("moved");
+        assert_eq!(
+            partition.log_start_offset(),
+            6,
+            "not past the high watermark"
+        );
+        partition.follower_high_watermark(15);
+        assert_eq!(partition.high_watermark(), 10);
+        assert_eq!(partition.offset_lag(), 5);
+        partition.follower_log_start_offset(12, 0).expect("moved");
+        assert_eq!(partition.log_start_offset(), 10);
+        partition.follower_log_start_offset(3, 0).expect("kept");
+        assert_eq!(partition.log_start_offset(), 10, "never back");
+
+        let refused = partition.delete_records(10);
+        let not_leader = ReplicationError::NotLeaderOrFollower;
+        assert!(
+            matches!(refused, Err(BrokerError::Replication { kind, .. }) if kind == not_leader),
+            "{refused:?}"
         );
     }
 

@@ -4,13 +4,11 @@
 //! offsets from its replica of the log. Each broker serves the Kafka protocol on a loopback port
 //! and the test speaks raw requests to them, as a client would.
 
+mod support;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use eddy_broker::cluster::node::ClusterConfig;
-use eddy_broker::{serve, Broker, BrokerConfig};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{
@@ -19,127 +17,9 @@ use kafka_protocol::messages::offset_commit_request::{
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::Encodable;
 use kafka_protocol::ResponseError;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-/// Longest any one request may take before the test fails.
-const STEP_TIMEOUT: Duration = Duration::from_secs(15);
-/// Longest the cluster may take to settle (elect, create, fail over).
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(40);
-
-fn s(text: &str) -> StrBytes {
-    StrBytes::from_string(text.to_string())
-}
-
-/// A fresh connection per request: brokers come and go in these tests.
-async fn call<R: Request>(address: SocketAddr, version: i16, request: &R) -> R::Response {
-    let exchange = async {
-        let mut stream = TcpStream::connect(address).await.expect("connect");
-        let mut body = BytesMut::new();
-        RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(1)
-            .with_client_id(Some(s("cluster-groups-test")))
-            .encode(&mut body, R::header_version(version))
-            .expect("header encodes");
-        request.encode(&mut body, version).expect("request encodes");
-        let mut frame = BytesMut::new();
-        frame.put_i32(body.len() as i32);
-        frame.put_slice(&body);
-        stream.write_all(&frame).await.expect("send");
-        let size = stream.read_i32().await.expect("response size");
-        let mut frame = vec![0u8; size as usize];
-        stream.read_exact(&mut frame).await.expect("response");
-        frame
-    };
-    let frame = tokio::time::timeout(STEP_TIMEOUT, exchange)
-        .await
-        .expect("answered in time");
-    let mut frame = Bytes::from(frame);
-    ResponseHeader::decode(&mut frame, R::Response::header_version(version))
-        .expect("response header");
-    R::Response::decode(&mut frame, version).expect("response body")
-}
-
-/// Polls `check` every 100 ms until it returns `Some`, for at most [`SETTLE_TIMEOUT`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + SETTLE_TIMEOUT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {SETTLE_TIMEOUT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A listener on a loopback port from 21000-29999 (the range these tests may use).
-async fn listen() -> (TcpListener, SocketAddr) {
-    for _ in 0..200 {
-        let port = rand::random_range(21_000..30_000u16);
-        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)).await {
-            let address = listener.local_addr().expect("address");
-            return (listener, address);
-        }
-    }
-    panic!("no free port in 21000-29999");
-}
-
-struct Node {
-    id: i32,
-    broker: Arc<Broker>,
-    address: SocketAddr,
-}
-
-/// Starts three brokers forming one cluster (every broker a metadata voter), with short
-/// heartbeats and sessions so a broker that stops heartbeating is fenced within seconds.
-async fn start_cluster(dirs: &[tempfile::TempDir]) -> Vec<Node> {
-    let mut controllers = Vec::new();
-    let mut listeners = Vec::new();
-    for _ in dirs {
-        controllers.push(listen().await);
-        listeners.push(listen().await);
-    }
-    let voters: Vec<(u64, String)> = controllers
-        .iter()
-        .enumerate()
-        .map(|(i, (_, address))| (i as u64 + 1, address.to_string()))
-        .collect();
-    let mut nodes = Vec::new();
-    for ((dir, (controller, _)), (listener, address)) in dirs.iter().zip(controllers).zip(listeners)
-    {
-        let id = nodes.len() as i32 + 1;
-        let mut config = BrokerConfig::new(dir.path());
-        config.node_id = id;
-        config.advertised_port = address.port() as i32;
-        config.group_initial_rebalance_delay = Duration::ZERO;
-        let mut cluster = ClusterConfig::new(id, voters.clone());
-        cluster.heartbeat_interval = Duration::from_millis(200);
-        // Longer than a controller request may take (5 s): a broker whose heartbeat is stuck
-        // on the stopped controller until then is not fenced meanwhile.
-        cluster.session_timeout = Duration::from_millis(6_000);
-        let broker = Broker::open_cluster(config, cluster, controller)
-            .await
-            .expect("open a cluster broker");
-        tokio::spawn(serve(Arc::clone(&broker), listener));
-        nodes.push(Node {
-            id,
-            broker,
-            address,
-        });
-    }
-    nodes
-}
+use support::{call, eventually, s, start_cluster};
 
 /// FindCoordinator v3 for `group` at `address`: the coordinator's (id, port), once it has one.
 async fn find_coordinator(address: SocketAddr, group: &str) -> Option<(i32, i32)> {

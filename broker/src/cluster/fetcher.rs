@@ -5,9 +5,11 @@
 //! follower's latest epoch ends in the leader's log, and truncates its own log there (or where
 //! that epoch ends in its own log, if the leader only knows an older epoch). Then it fetches
 //! from its log end offset with its broker id as replica id, appends the leader's batches as
-//! they are (offsets and epochs kept), and takes the high watermark from the answers. For topics
-//! that fsync before acknowledging, it syncs what it appended before the next fetch: the fetch
-//! offset tells the leader what the follower holds, so it must be on disk first.
+//! they are (offsets and epochs kept), and takes the high watermark and the log start offset
+//! from the answers (the latter never past its own high watermark), so records the leader
+//! deleted (DeleteRecords, retention) go from the followers too. For topics that fsync before
+//! acknowledging, it syncs what it appended before the next fetch: the fetch offset tells the
+//! leader what the follower holds, so it must be on disk first.
 //!
 //! The fetcher ends when the partition's role changes; the node starts another for a new
 //! leader or epoch.
@@ -186,6 +188,7 @@ async fn fetch(
         }
     }
     partition.follower_high_watermark(answer.high_watermark);
+    partition.follower_log_start_offset(answer.log_start_offset, leader_epoch)?;
     Ok(())
 }
 

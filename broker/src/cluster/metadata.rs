@@ -67,10 +67,16 @@ pub enum MetadataRecord {
         name: String,
         replicas: Vec<Vec<i32>>,
     },
-    /// Replaces a topic's config overrides.
+    /// Replaces a topic's config overrides, if the topic is still the one with `id` and, when
+    /// `previous` is given, its overrides are still those (an incremental change computed from
+    /// them). Both are absent from records written before they existed.
     AlterConfigs {
         name: String,
         configs: BTreeMap<String, String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous: Option<BTreeMap<String, String>>,
     },
     /// A leader's change of its in-sync set (Kafka's AlterPartition), fenced by both epochs.
     AlterPartition {
@@ -207,11 +213,12 @@ impl ClusterImage {
                     topic.partitions.extend(added);
                 }
             }
-            MetadataRecord::AlterConfigs { name, configs } => {
-                if let Some(topic) = self.topics.get_mut(name) {
-                    topic.configs = configs.clone();
-                }
-            }
+            MetadataRecord::AlterConfigs {
+                name,
+                configs,
+                id,
+                previous,
+            } => self.alter_configs(name, configs, id.as_deref(), previous.as_ref()),
             MetadataRecord::AlterPartition {
                 topic,
                 partition,
@@ -378,6 +385,23 @@ impl ClusterImage {
             partitions,
         };
         self.topics.insert(name.to_string(), topic);
+    }
+
+    fn alter_configs(
+        &mut self,
+        name: &str,
+        configs: &BTreeMap<String, String>,
+        id: Option<&str>,
+        previous: Option<&BTreeMap<String, String>>,
+    ) {
+        let Some(topic) = self.topics.get_mut(name) else {
+            return;
+        };
+        let same_topic = id.is_none_or(|id| id == topic.id);
+        let unchanged = previous.is_none_or(|previous| *previous == topic.configs);
+        if same_topic && unchanged {
+            topic.configs = configs.clone();
+        }
     }
 
     fn alter_partition(
@@ -784,6 +808,54 @@ mod tests {
         );
         let p0 = image.partition("t", 0).expect("p0");
         assert_eq!((p0.leader, p0.leader_epoch), (1, 2));
+    }
+
+    /// A config change applies to the topic it was computed for: not to a topic of the same
+    /// name created since (another id), and, when it names the overrides it was computed from,
+    /// only while they still hold. Records of older versions, without either, decode and apply.
+    #[test]
+    fn alter_configs_applies_only_to_its_topic_and_its_base() {
+        let (mut image, mut index) = three_brokers_one_topic();
+        let configs = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let alter = |new: &[(&str, &str)], id: &str, previous: Option<&[(&str, &str)]>| {
+            MetadataRecord::AlterConfigs {
+                name: "t".into(),
+                configs: configs(new),
+                id: Some(id.into()),
+                previous: previous.map(configs),
+            }
+        };
+        index += 1;
+        image.apply(index, &alter(&[("retention.ms", "1")], "other id", None));
+        assert!(
+            image.topics["t"].configs.is_empty(),
+            "another topic's change"
+        );
+        index += 1;
+        image.apply(index, &alter(&[("retention.ms", "1")], "id", Some(&[])));
+        assert_eq!(image.topics["t"].configs, configs(&[("retention.ms", "1")]));
+        index += 1;
+        image.apply(index, &alter(&[("flush.ms", "2")], "id", Some(&[])));
+        assert_eq!(
+            image.topics["t"].configs,
+            configs(&[("retention.ms", "1")]),
+            "computed from overrides that no longer hold"
+        );
+        index += 1;
+        image.apply(index, &alter(&[("flush.ms", "2")], "id", None));
+        assert_eq!(image.topics["t"].configs, configs(&[("flush.ms", "2")]));
+        let old = br#"{"type":"AlterConfigs","name":"t","configs":{"segment.ms":"3"}}"#;
+        let decoded = MetadataRecord::decode(old).expect("an older record decodes");
+        index += 1;
+        image.apply(index, &decoded);
+        assert_eq!(image.topics["t"].configs, configs(&[("segment.ms", "3")]));
+        let encoded = String::from_utf8(alter(&[], "id", None).encode()).expect("json");
+        assert!(!encoded.contains("previous"), "{encoded}");
     }
 
     /// Replicas spread over racks and leaders spread over brokers.

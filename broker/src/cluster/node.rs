@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 
 use super::controller::{Controller, ControllerRequest, ControllerResponse, ControllerTimes};
 use super::metadata::{ClusterImage, MetadataRecord, PartitionImage, TopicImage, NO_LEADER};
-use super::quorum::{Quorum, QuorumConfig};
+use super::quorum::{Quorum, QuorumConfig, QuorumError};
 use super::replica::{InSyncRules, Leadership, Role};
 use crate::broker::{now_ms, Broker};
 use crate::error::{BrokerError, Result};
@@ -86,6 +86,8 @@ impl ClusterConfig {
 struct Replica {
     partition: Arc<Partition>,
     topic_id: String,
+    /// The topic's config overrides the log follows (the image's, as last applied).
+    configs: BTreeMap<String, String>,
     /// (leader, leader epoch) the fetcher follows, and the fetcher.
     fetcher: Option<((i32, i32), JoinHandle<()>)>,
 }
@@ -216,12 +218,15 @@ impl ClusterNode {
             .is_some_and(|b| b.incarnation == self.incarnation)
     }
 
-    /// Appends `record` to the metadata log and waits until this node has applied it.
+    /// Appends `record` to the metadata log and waits until this node has applied it. A
+    /// quorum without a leader, or one that does not answer within
+    /// [`CONTROLLER_REQUEST_TIMEOUT`], is [`BrokerError::MetadataNotConfirmed`]
+    /// (REQUEST_TIMED_OUT), saying whether the record may still commit.
     pub async fn propose(&self, record: &MetadataRecord) -> Result<u64> {
         self.quorum
             .propose(record.encode(), CONTROLLER_REQUEST_TIMEOUT)
             .await
-            .map_err(|e| BrokerError::Internal(format!("the metadata quorum: {e}")))
+            .map_err(not_confirmed)
     }
 
     /// Sends a request to the active controller, following NotController answers.
@@ -245,6 +250,25 @@ impl ClusterNode {
             Err(e) => Err(BrokerError::Internal(format!("bad controller answer: {e}"))),
         }
     }
+}
+
+/// A proposal's failure as the client is told it: what happened, and what to do.
+fn not_confirmed(error: QuorumError) -> BrokerError {
+    let advice = match &error {
+        QuorumError::NoLeader { .. }
+        | QuorumError::Unreachable { .. }
+        | QuorumError::Refused { .. } => {
+            "nothing changed; retry once a majority of the controllers is up and elected a leader"
+        }
+        QuorumError::NotCommitted { .. } | QuorumError::TooManyPending { .. } => {
+            "nothing changed; retry"
+        }
+        QuorumError::Timeout { .. } | QuorumError::Shutdown { .. } => {
+            "it may still take effect: describe the resource before retrying"
+        }
+        _ => return BrokerError::Internal(format!("the metadata quorum: {error}")),
+    };
+    BrokerError::MetadataNotConfirmed(format!("{error} ({advice})"))
 }
 
 /// Registers this incarnation, then heartbeats the active controller for as long as it runs.
@@ -337,14 +361,31 @@ fn reconcile(broker: &Arc<Broker>, node: &Arc<ClusterNode>, image: &ClusterImage
             let replica = Replica {
                 partition: opened,
                 topic_id: topic.id.clone(),
+                configs: topic.configs.clone(),
                 fetcher: None,
             };
             node.replicas.write().insert(key.clone(), replica);
         }
         let mut replicas = node.replicas.write();
         let replica = replicas.get_mut(&key).expect("just inserted");
+        apply_configs(broker, replica, topic)?;
         apply_role(broker, node, replica, topic, partition, registered);
     }
+    Ok(())
+}
+
+/// Makes one replica's log follow the topic's configs when they changed (an AlterConfigs
+/// record): retention, cleanup policy, flush settings, max.message.bytes and the rest take
+/// effect as on a single node. `min.insync.replicas` reaches the leadership in [`apply_role`].
+fn apply_configs(broker: &Broker, replica: &mut Replica, topic: &TopicImage) -> Result<()> {
+    if replica.configs == topic.configs {
+        return Ok(());
+    }
+    let config = broker.topic_config(&topic.configs)?;
+    replica.partition.set_config(config);
+    replica.configs = topic.configs.clone();
+    tracing::info!(topic = %topic.name, partition = replica.partition.index,
+        "a replica follows the topic's new configs");
     Ok(())
 }
 
@@ -515,4 +556,36 @@ pub fn parse_voters(text: &str) -> std::result::Result<Vec<(u64, String)>, Strin
         return Err("a voter id is listed twice".into());
     }
     Ok(voters)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A proposal without a quorum leader, or without an answer, reaches the client as
+    /// REQUEST_TIMED_OUT saying whether the change may still happen; anything else is a bug.
+    #[test]
+    fn unconfirmed_proposals_say_whether_they_may_still_apply() {
+        let timed_out = kafka_protocol::ResponseError::RequestTimedOut.code();
+        let no_leader = not_confirmed(QuorumError::NoLeader {
+            node: 1,
+            waited_ms: 5_000,
+        });
+        assert_eq!(no_leader.code(), timed_out);
+        assert!(
+            no_leader.to_string().contains("nothing changed"),
+            "{no_leader}"
+        );
+        let unknown = not_confirmed(QuorumError::Timeout {
+            node: 1,
+            waited_ms: 5_000,
+        });
+        assert_eq!(unknown.code(), timed_out);
+        assert!(
+            unknown.to_string().contains("may still take effect"),
+            "{unknown}"
+        );
+        let bug = not_confirmed(QuorumError::UnknownNode { node: 1, peer: 9 });
+        assert!(matches!(bug, BrokerError::Internal(_)), "{bug}");
+    }
 }

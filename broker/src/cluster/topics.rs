@@ -159,6 +159,33 @@ impl ClusterNode {
         Ok(())
     }
 
+    /// Replaces topic `name`'s config overrides with `configs` (already checked) if the topic
+    /// is still the one with `id` and, when `previous` is given, its overrides are still those.
+    /// Returns once the record is applied here; whether it changed the configs is for the
+    /// caller to read from the image. UNKNOWN_TOPIC_OR_PARTITION if the topic is gone.
+    pub async fn alter_topic_configs(
+        &self,
+        name: &str,
+        id: &str,
+        configs: BTreeMap<String, String>,
+        previous: Option<BTreeMap<String, String>>,
+    ) -> Result<()> {
+        let record = MetadataRecord::AlterConfigs {
+            name: name.to_string(),
+            configs,
+            id: Some(id.to_string()),
+            previous,
+        };
+        self.propose(&record).await?;
+        match self.image().topics.get(name) {
+            Some(topic) if topic.id == id => Ok(()),
+            _ => Err(BrokerError::UnknownTopicOrPartition {
+                topic: name.to_string(),
+                partition: -1,
+            }),
+        }
+    }
+
     /// Deletes a topic.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         let id = self

@@ -1,12 +1,25 @@
 //! Cluster and partition administration: CreatePartitions, DeleteRecords, DescribeCluster and
 //! DescribeLogDirs, answered as Kafka's broker answers them on a one-node cluster.
 //!
+//! In a cluster (CreatePartitions is then `cluster.rs`'s), DeleteRecords goes to each
+//! partition's leader, as in Kafka: a broker that does not lead the partition answers
+//! NOT_LEADER_OR_FOLLOWER for it. The leader moves its log start offset and answers with it as
+//! the low watermark at once; followers move theirs when their next fetch reports the leader's
+//! (`cluster/fetcher.rs`). Kafka's leader waits instead (up to the request's timeout) until every
+//! live replica has moved, and answers with the lowest of their start offsets. DescribeLogDirs
+//! lists the replicas this broker holds, leaders and followers, with their size on disk and an
+//! offset lag computed from what the broker knows locally (`Partition::offset_lag`): 0 on a
+//! leader, and on a follower the leader's high watermark as its last fetch reported, minus the
+//! follower's log end offset. (Kafka's own figure, its local high watermark minus its log end
+//! offset, is 0 on every replica that is not being moved between log directories.)
+//!
 //! Internal topics (`__` names and `BrokerConfig::internal_topics`) refuse CreatePartitions and
 //! DeleteRecords with INVALID_TOPIC_EXCEPTION, as Kafka refuses DeleteRecords on them ("Cannot
 //! delete records of internal topic"): the broker's own components depend on their layout.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use kafka_protocol::messages::create_partitions_request::{
     CreatePartitionsAssignment, CreatePartitionsTopic,
@@ -27,8 +40,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 
 use super::{str_bytes, RequestContext};
-use crate::broker::{Broker, Topic};
+use crate::broker::Broker;
 use crate::error::BrokerError;
+use crate::partition::Partition;
 
 /// DescribeCluster's `endpoint_type`: a broker (what Eddy is) or a KRaft controller.
 const ENDPOINT_TYPE_BROKER: i8 = 1;
@@ -278,18 +292,17 @@ pub(super) fn describe_log_dirs(
         }
         wanted
     });
-    let topics = broker
-        .topics()
-        .iter()
-        .filter_map(|topic| {
+    let topics = local_replicas(broker)
+        .into_iter()
+        .filter_map(|(name, partitions)| {
             let indexes = match &wanted {
                 None => None,
-                Some(wanted) => Some(wanted.get(&*topic.name)?),
+                Some(wanted) => Some(wanted.get(&name)?),
             };
-            let partitions = describe_partitions(topic, indexes);
+            let partitions = describe_partitions(&partitions, indexes);
             (!partitions.is_empty()).then(|| {
                 DescribeLogDirsTopic::default()
-                    .with_name(TopicName(str_bytes(topic.name.to_string())))
+                    .with_name(TopicName(str_bytes(name)))
                     .with_partitions(partitions)
             })
         })
@@ -305,21 +318,43 @@ pub(super) fn describe_log_dirs(
     DescribeLogDirsResponse::default().with_results(vec![result])
 }
 
-/// The partitions of `topic` in `indexes` (all when `None`): size on disk, and lag 0 since a
-/// partition's only replica is its leader.
+/// The partitions whose logs this broker holds, by topic name, each topic's in index order:
+/// its topics' partitions on a single node; in a cluster, its replicas, leaders and followers.
+fn local_replicas(broker: &Broker) -> BTreeMap<String, Vec<Arc<Partition>>> {
+    let mut replicas: BTreeMap<String, Vec<Arc<Partition>>> = BTreeMap::new();
+    match broker.cluster() {
+        Some(node) => {
+            for partition in node.local_partitions() {
+                let name = partition.topic.to_string();
+                replicas.entry(name).or_default().push(partition);
+            }
+            for partitions in replicas.values_mut() {
+                partitions.sort_by_key(|p| p.index);
+            }
+        }
+        None => {
+            for topic in broker.topics() {
+                replicas.insert(topic.name.to_string(), topic.partitions.clone());
+            }
+        }
+    }
+    replicas
+}
+
+/// The partitions in `indexes` (all when `None`): size on disk and offset lag (see
+/// [`Partition::offset_lag`]; always 0 on a single node, whose only replica leads).
 fn describe_partitions(
-    topic: &Topic,
+    partitions: &[Arc<Partition>],
     indexes: Option<&BTreeSet<i32>>,
 ) -> Vec<DescribeLogDirsPartition> {
-    topic
-        .partitions
+    partitions
         .iter()
         .filter(|p| indexes.is_none_or(|wanted| wanted.contains(&p.index)))
         .map(|p| {
             DescribeLogDirsPartition::default()
                 .with_partition_index(p.index)
                 .with_partition_size(p.log().lock().size_bytes() as i64)
-                .with_offset_lag(0)
+                .with_offset_lag(p.offset_lag())
         })
         .collect()
 }

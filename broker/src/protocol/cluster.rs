@@ -1,10 +1,21 @@
 //! The requests a broker in a cluster answers from the cluster's metadata image rather than
-//! from its own topics: Metadata, CreateTopics, DeleteTopics and InitProducerId.
+//! from its own topics: Metadata, CreateTopics, DeleteTopics, CreatePartitions, InitProducerId,
+//! AlterConfigs and IncrementalAlterConfigs here, and DescribeConfigs (`configs.rs`, reading
+//! topic configs from the image). Any broker answers them, leader of the metadata quorum or
+//! not. DeleteRecords and DescribeLogDirs are answered from the broker's local replicas
+//! (`admin.rs`).
 //!
 //! Metadata names every live broker, and for each partition its leader, leader epoch,
 //! replicas, in-sync replicas and offline (fenced) replicas; a partition without a leader
 //! answers LEADER_NOT_AVAILABLE, so clients retry. An unknown topic that may be auto-created
 //! answers LEADER_NOT_AVAILABLE while its creation is proposed in the background, as Kafka does.
+//!
+//! A change (a topic created, deleted or grown, its configs altered) is checked against this
+//! broker's image, exactly as a single node checks it, then proposed as a metadata record; the
+//! answer waits until the record is committed and applied here, and each broker's replicas
+//! then follow the image (`cluster/node.rs`). `validate_only` checks and proposes nothing. A
+//! quorum without a leader, or one that does not answer in time, is REQUEST_TIMED_OUT with a
+//! message saying whether the change may still take effect.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,19 +26,21 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
-    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, InitProducerIdRequest,
-    InitProducerIdResponse, MetadataRequest, MetadataResponse, TopicName,
+    AlterConfigsRequest, AlterConfigsResponse, BrokerId, CreatePartitionsRequest,
+    CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    InitProducerIdRequest, InitProducerIdResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::ResponseError;
 
+use super::configs::{TopicConfigChange, TopicSource};
 use super::{admin, configs, str_bytes, RequestContext};
 use crate::broker::Broker;
 use crate::cluster::metadata::{ClusterImage, TopicImage, NO_LEADER};
 use crate::cluster::node::ClusterNode;
 use crate::cluster::topics::NewTopic;
 use crate::error::BrokerError;
-use crate::limits::AUTO_CREATE_TOPICS_PER_REQUEST_MAX;
+use crate::limits::{AUTO_CREATE_TOPICS_PER_REQUEST_MAX, CONFIG_CHANGE_ATTEMPTS_MAX};
 
 pub(super) fn metadata(
     context: &RequestContext,
@@ -276,6 +289,103 @@ pub(super) async fn create_partitions(
     }
     CreatePartitionsResponse::default().with_results(results)
 }
+
+pub(super) async fn alter_configs(
+    context: RequestContext,
+    node: Arc<ClusterNode>,
+    request: AlterConfigsRequest,
+) -> AlterConfigsResponse {
+    let broker = &context.broker;
+    let mut outcomes = Vec::with_capacity(request.resources.len());
+    for resource in configs::named_once(&request.resources) {
+        let outcome = match resource {
+            Ok(resource) => {
+                let check = |image: &ClusterImage| {
+                    configs::check_alter_resource(broker, &TopicSource::Image(image), resource)
+                };
+                alter_topic_configs(&node, check, request.validate_only).await
+            }
+            Err(e) => Err(e),
+        };
+        outcomes.push(outcome);
+    }
+    configs::alter_configs_response(request.resources, outcomes)
+}
+
+pub(super) async fn incremental_alter_configs(
+    context: RequestContext,
+    node: Arc<ClusterNode>,
+    request: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let broker = &context.broker;
+    let mut outcomes = Vec::with_capacity(request.resources.len());
+    for resource in configs::named_once(&request.resources) {
+        let outcome = match resource {
+            Ok(resource) => {
+                let check = |image: &ClusterImage| {
+                    let topics = TopicSource::Image(image);
+                    configs::check_incremental_alter_resource(broker, &topics, resource)
+                };
+                alter_topic_configs(&node, check, request.validate_only).await
+            }
+            Err(e) => Err(e),
+        };
+        outcomes.push(outcome);
+    }
+    configs::incremental_alter_configs_response(request.resources, outcomes)
+}
+
+/// Checks a resource's change against the current image with `check` and, unless
+/// `validate_only`, proposes it and answers once it is committed.
+///
+/// A replacement (AlterConfigs) applies whatever the topic's overrides were. An incremental
+/// change is computed from them, and its record applies only if they still hold; after each
+/// proposal it is computed again on the newer image: once that computes to no change, the
+/// topic has what was asked (the record applied, perhaps followed by other changes), else it
+/// lost to a concurrent change and is proposed again, after a short random pause, at most
+/// [`CONFIG_CHANGE_ATTEMPTS_MAX`] times. SET, DELETE, APPEND and SUBTRACT give the same result
+/// applied twice, so a change is never applied in a way the client did not ask for.
+async fn alter_topic_configs(
+    node: &ClusterNode,
+    check: impl Fn(&ClusterImage) -> Result<Option<TopicConfigChange>, BrokerError>,
+    validate_only: bool,
+) -> Result<(), BrokerError> {
+    let mut name = String::new();
+    for attempt in 0..=CONFIG_CHANGE_ATTEMPTS_MAX {
+        let Some(change) = check(&node.image())? else {
+            return Ok(());
+        };
+        if validate_only {
+            return Ok(());
+        }
+        if attempt > 0 {
+            if change.previous.as_ref() == Some(&change.overrides) {
+                return Ok(());
+            }
+            if attempt == CONFIG_CHANGE_ATTEMPTS_MAX {
+                break;
+            }
+            let pause_ms = rand::random_range(0..=CONFIG_CHANGE_PAUSE_MS * attempt as u64);
+            tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
+        }
+        name = change.name;
+        let replaces = change.previous.is_none();
+        node.alter_topic_configs(&name, &change.id, change.overrides, change.previous)
+            .await?;
+        if replaces {
+            return Ok(());
+        }
+    }
+    Err(BrokerError::MetadataNotConfirmed(format!(
+        "the configs of topic '{name}' changed concurrently {CONFIG_CHANGE_ATTEMPTS_MAX} times \
+         before this change could apply (the topic does not have the asked configs now: \
+         describe them and retry)"
+    )))
+}
+
+/// The pause before proposing an incremental config change again grows by up to this much at
+/// each attempt, so that brokers changing the same topic's configs spread out.
+const CONFIG_CHANGE_PAUSE_MS: u64 = 10;
 
 pub(super) async fn init_producer_id(
     node: Arc<ClusterNode>,

@@ -1,21 +1,30 @@
 //! Configs over the wire: DescribeConfigs, AlterConfigs, IncrementalAlterConfigs, and the
 //! configs a CreateTopics response lists.
 //!
-//! Topic configs are the ten Eddy knows (`config::TOPIC_CONFIGS`). Each one's source is
+//! Topic configs are those Eddy knows (`config::TOPIC_CONFIGS`). Each one's source is
 //! DYNAMIC_TOPIC_CONFIG when set on the topic, otherwise that of the broker default it falls
 //! back to: STATIC_BROKER_CONFIG when the broker was started with another value than Kafka's (or
 //! Eddy's) default, DEFAULT_CONFIG when not. Broker configs are all read-only: Eddy has no dynamic
 //! broker configs, so altering one is answered INVALID_REQUEST ("Cannot update these configs
 //! dynamically"), as Kafka answers for its own read-only broker configs.
+//!
+//! Topics and their configs come from a [`TopicSource`]: the broker's own topics on a single
+//! node, the cluster's metadata image in a cluster. Alter requests are checked here alike for
+//! both ([`check_alter_resource`], [`check_incremental_alter_resource`]); a single node then
+//! rewrites its topic's metadata file, a broker in a cluster proposes an AlterConfigs record
+//! (`cluster.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use kafka_protocol::messages::alter_configs_request::AlterConfigsResource;
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::create_topics_response::CreatableTopicConfigs;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
-use kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    self as incremental_request, AlterableConfig,
+};
 use kafka_protocol::messages::{
     incremental_alter_configs_response, AlterConfigsRequest, AlterConfigsResponse,
     DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
@@ -24,7 +33,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::{str_bytes, RequestContext};
-use crate::broker::{Broker, Topic};
+use crate::broker::Broker;
+use crate::cluster::metadata::ClusterImage;
 use crate::config::{topic_config_spec, ConfigType, TopicConfig, TOPIC_CONFIGS};
 use crate::error::BrokerError;
 
@@ -54,8 +64,60 @@ struct TopicConfigValue {
     documentation: &'static str,
 }
 
-/// Every config of `topic`, with its real source and synonyms (most specific first).
-fn topic_config_values(broker: &Broker, topic: &Topic) -> Vec<TopicConfigValue> {
+/// Where a request finds topics and their configs: this broker's own topics (a single node),
+/// or the cluster's metadata image (a broker in a cluster, any broker, leader or not).
+pub(super) enum TopicSource<'a> {
+    Local(&'a Broker),
+    Image(&'a ClusterImage),
+}
+
+/// A topic's configs as its source holds them.
+struct TopicSettings {
+    id: String,
+    config: TopicConfig,
+    /// The configs set on the topic (the rest are the broker's defaults).
+    overrides: BTreeMap<String, String>,
+}
+
+impl TopicSource<'_> {
+    /// Topic `name`'s configs, falling back to `broker`'s defaults; UNKNOWN_TOPIC_OR_PARTITION
+    /// if there is no such topic.
+    fn topic(&self, broker: &Broker, name: &str) -> Result<TopicSettings, BrokerError> {
+        match self {
+            TopicSource::Local(local) => {
+                let topic = local.existing_topic(name)?;
+                Ok(TopicSettings {
+                    id: topic.id.to_string(),
+                    config: topic.config.clone(),
+                    overrides: topic.overrides.clone(),
+                })
+            }
+            TopicSource::Image(image) => {
+                let topic =
+                    image
+                        .topics
+                        .get(name)
+                        .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
+                            topic: name.to_string(),
+                            partition: -1,
+                        })?;
+                Ok(TopicSettings {
+                    id: topic.id.clone(),
+                    config: broker.topic_config(&topic.configs)?,
+                    overrides: topic.configs.clone(),
+                })
+            }
+        }
+    }
+}
+
+/// Every config of a topic whose config is `config`, set by `overrides`, with its real source
+/// and synonyms (most specific first).
+fn topic_config_values(
+    broker: &Broker,
+    config: &TopicConfig,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<TopicConfigValue> {
     let kafka_defaults = TopicConfig::default();
     TOPIC_CONFIGS
         .iter()
@@ -67,8 +129,8 @@ fn topic_config_values(broker: &Broker, topic: &Topic) -> Vec<TopicConfigValue> 
                 SOURCE_STATIC_BROKER_CONFIG
             };
             let mut synonyms = vec![(spec.broker_name.to_string(), broker_value, broker_source)];
-            let value = topic.config.get(spec.name).expect("listed");
-            if topic.overrides.contains_key(spec.name) {
+            let value = config.get(spec.name).expect("listed");
+            if overrides.contains_key(spec.name) {
                 let topic_value = (spec.name.to_string(), value.clone());
                 synonyms.insert(
                     0,
@@ -93,14 +155,7 @@ pub(super) fn created_topic_configs(
     config: &TopicConfig,
     overrides: &BTreeMap<String, String>,
 ) -> Vec<CreatableTopicConfigs> {
-    let topic = Topic {
-        name: "".into(),
-        id: Default::default(),
-        config: config.clone(),
-        partitions: Vec::new(),
-        overrides: overrides.clone(),
-    };
-    topic_config_values(broker, &topic)
+    topic_config_values(broker, config, overrides)
         .into_iter()
         .map(|c| {
             CreatableTopicConfigs::default()
@@ -111,8 +166,10 @@ pub(super) fn created_topic_configs(
         .collect()
 }
 
+/// DescribeConfigs, with topics from `topics`; broker resources describe this broker.
 pub(super) fn describe_configs(
     context: &RequestContext,
+    topics: &TopicSource,
     mut request: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
     let broker = &context.broker;
@@ -129,7 +186,7 @@ pub(super) fn describe_configs(
                 .filter(|keys| !keys.is_empty())
                 .map(|keys| keys.iter().map(|k| k.to_string()).collect());
             let entries = match resource.resource_type {
-                RESOURCE_TOPIC => describe_topic(broker, &resource.resource_name, &request),
+                RESOURCE_TOPIC => describe_topic(broker, topics, &resource.resource_name, &request),
                 RESOURCE_BROKER => describe_broker(broker, &resource.resource_name, &request),
                 other => Err(unsupported_resource(other)),
             };
@@ -173,17 +230,13 @@ fn unsupported_resource(resource_type: i8) -> BrokerError {
 
 fn describe_topic(
     broker: &Broker,
+    topics: &TopicSource,
     name: &str,
     request: &DescribeConfigsRequest,
 ) -> Result<Vec<DescribeConfigsResourceResult>, BrokerError> {
     crate::broker::validate_topic_name(name)?;
-    let topic = broker
-        .topic(name)
-        .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
-            topic: name.to_string(),
-            partition: -1,
-        })?;
-    Ok(topic_config_values(broker, &topic)
+    let topic = topics.topic(broker, name)?;
+    Ok(topic_config_values(broker, &topic.config, &topic.overrides)
         .into_iter()
         .map(|c| {
             let synonyms = c
@@ -325,42 +378,155 @@ fn alter_broker(broker: &Broker, name: &str, configs: Vec<String>) -> Result<(),
     Err(BrokerError::BrokerConfigReadOnly(configs.join(", ")))
 }
 
-/// AlterConfigs: a topic's overrides become exactly the configs given (the rest return to the
-/// broker defaults), validated as CreateTopics validates them.
-pub(super) fn alter_configs(
-    context: &RequestContext,
-    request: AlterConfigsRequest,
-) -> AlterConfigsResponse {
-    let broker = &context.broker;
-    let repeated = repeated_resources(
-        request
-            .resources
+fn each_resource_once() -> BrokerError {
+    BrokerError::InvalidRequest("Each resource must appear at most once.".into())
+}
+
+/// A topic config change that passed every check, not yet made.
+pub(super) struct TopicConfigChange {
+    pub name: String,
+    pub id: String,
+    /// The overrides the topic will have, in canonical form.
+    pub overrides: BTreeMap<String, String>,
+    /// The overrides the change was computed from, for a change that depends on them
+    /// (IncrementalAlterConfigs); None for one that replaces them whatever they are.
+    pub previous: Option<BTreeMap<String, String>>,
+}
+
+/// Checks topic `name`'s new overrides as topic creation does, against its current settings.
+fn topic_change(
+    broker: &Broker,
+    name: &str,
+    current: TopicSettings,
+    overrides: BTreeMap<String, String>,
+    depends_on_current: bool,
+) -> Result<TopicConfigChange, BrokerError> {
+    let config = broker.topic_config(&overrides)?;
+    Ok(TopicConfigChange {
+        name: name.to_string(),
+        id: current.id,
+        overrides: config.canonical_overrides(&overrides),
+        previous: depends_on_current.then_some(current.overrides),
+    })
+}
+
+/// Checks one resource of an AlterConfigs request, changing nothing: a topic's overrides are to
+/// become exactly the configs given (the rest return to the broker defaults). Returns the topic
+/// change to make; None for the broker resource, which only an empty change passes.
+pub(super) fn check_alter_resource(
+    broker: &Broker,
+    topics: &TopicSource,
+    resource: &AlterConfigsResource,
+) -> Result<Option<TopicConfigChange>, BrokerError> {
+    check_config_list(
+        resource
+            .configs
             .iter()
-            .map(|r| (r.resource_type, r.resource_name.as_str())),
-    );
-    let responses = request
-        .resources
-        .into_iter()
+            .map(|c| (&c.name, c.value.is_none())),
+    )?;
+    let configs: BTreeMap<String, String> = resource
+        .configs
+        .iter()
+        .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+        .collect();
+    let name = resource.resource_name.as_str();
+    match resource.resource_type {
+        RESOURCE_TOPIC => {
+            // An unknown topic is reported before a bad config, as Kafka does.
+            let current = topics.topic(broker, name)?;
+            topic_change(broker, name, current, configs, false).map(Some)
+        }
+        RESOURCE_BROKER => alter_broker(broker, name, configs.into_keys().collect()).map(|()| None),
+        other => Err(unsupported_resource(other)),
+    }
+}
+
+/// Checks one resource of an IncrementalAlterConfigs request, changing nothing: SET, DELETE,
+/// APPEND and SUBTRACT applied in order on top of the topic's current overrides, the result
+/// checked as a whole. Returns the topic change as [`check_alter_resource`] does.
+pub(super) fn check_incremental_alter_resource(
+    broker: &Broker,
+    topics: &TopicSource,
+    resource: &incremental_request::AlterConfigsResource,
+) -> Result<Option<TopicConfigChange>, BrokerError> {
+    let operations = &resource.configs;
+    check_config_list(operations.iter().map(|c| {
+        let needs_value = c.config_operation != OP_DELETE;
+        (&c.name, needs_value && c.value.is_none())
+    }))?;
+    if let Some(op) = operations
+        .iter()
+        .find(|c| !(OP_SET..=OP_SUBTRACT).contains(&c.config_operation))
+    {
+        return Err(BrokerError::InvalidRequest(format!(
+            "Unknown operations type {}",
+            op.config_operation
+        )));
+    }
+    let name = resource.resource_name.as_str();
+    match resource.resource_type {
+        RESOURCE_TOPIC => {
+            let current = topics.topic(broker, name)?;
+            let mut overrides = current.overrides.clone();
+            for operation in operations {
+                apply_operation(broker, &mut overrides, operation)?;
+            }
+            topic_change(broker, name, current, overrides, true).map(Some)
+        }
+        RESOURCE_BROKER => alter_broker(
+            broker,
+            name,
+            operations.iter().map(|c| c.name.to_string()).collect(),
+        )
+        .map(|()| None),
+        other => Err(unsupported_resource(other)),
+    }
+}
+
+/// A resource of an AlterConfigs or IncrementalAlterConfigs request.
+pub(super) trait ConfigResource {
+    /// Its type and name.
+    fn key(&self) -> (i8, &str);
+}
+
+impl ConfigResource for AlterConfigsResource {
+    fn key(&self) -> (i8, &str) {
+        (self.resource_type, self.resource_name.as_str())
+    }
+}
+
+impl ConfigResource for incremental_request::AlterConfigsResource {
+    fn key(&self) -> (i8, &str) {
+        (self.resource_type, self.resource_name.as_str())
+    }
+}
+
+/// The resources of a request, in order, each to be answered, or refused when the request
+/// names it more than once (Kafka refuses every copy).
+pub(super) fn named_once<R: ConfigResource>(resources: &[R]) -> Vec<Result<&R, BrokerError>> {
+    let repeated = repeated_resources(resources.iter().map(ConfigResource::key));
+    resources
+        .iter()
         .map(|resource| {
-            let key = (resource.resource_type, resource.resource_name.to_string());
-            let outcome = if repeated.contains(&key) {
+            let (kind, name) = resource.key();
+            if repeated.contains(&(kind, name.to_string())) {
                 Err(each_resource_once())
             } else {
-                check_config_list(
-                    resource
-                        .configs
-                        .iter()
-                        .map(|c| (&c.name, c.value.is_none())),
-                )
-                .and_then(|()| {
-                    let configs: BTreeMap<String, String> = resource
-                        .configs
-                        .iter()
-                        .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
-                        .collect();
-                    alter_resource(broker, &key, configs, request.validate_only)
-                })
-            };
+                Ok(resource)
+            }
+        })
+        .collect()
+}
+
+/// An AlterConfigs response: each resource with its outcome.
+pub(super) fn alter_configs_response(
+    resources: Vec<AlterConfigsResource>,
+    outcomes: Vec<Result<(), BrokerError>>,
+) -> AlterConfigsResponse {
+    let responses = resources
+        .into_iter()
+        .zip(outcomes)
+        .map(|(resource, outcome)| {
             let mut response = AlterConfigsResourceResponse::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name);
@@ -374,59 +540,15 @@ pub(super) fn alter_configs(
     AlterConfigsResponse::default().with_responses(responses)
 }
 
-fn each_resource_once() -> BrokerError {
-    BrokerError::InvalidRequest("Each resource must appear at most once.".into())
-}
-
-/// Sets a resource's configs to `configs` (AlterConfigs' replace semantics).
-fn alter_resource(
-    broker: &Broker,
-    (resource_type, name): &(i8, String),
-    configs: BTreeMap<String, String>,
-    validate_only: bool,
-) -> Result<(), BrokerError> {
-    match *resource_type {
-        RESOURCE_TOPIC => broker.alter_topic_config(name, configs, validate_only),
-        RESOURCE_BROKER => alter_broker(broker, name, configs.into_keys().collect()),
-        other => Err(unsupported_resource(other)),
-    }
-}
-
-/// IncrementalAlterConfigs: SET, DELETE, APPEND and SUBTRACT on a topic's overrides, applied
-/// in order on top of the current ones; the result is validated as a whole.
-pub(super) fn incremental_alter_configs(
-    context: &RequestContext,
-    request: IncrementalAlterConfigsRequest,
+/// An IncrementalAlterConfigs response: each resource with its outcome.
+pub(super) fn incremental_alter_configs_response(
+    resources: Vec<incremental_request::AlterConfigsResource>,
+    outcomes: Vec<Result<(), BrokerError>>,
 ) -> IncrementalAlterConfigsResponse {
-    let broker = &context.broker;
-    let repeated = repeated_resources(
-        request
-            .resources
-            .iter()
-            .map(|r| (r.resource_type, r.resource_name.as_str())),
-    );
-    let responses = request
-        .resources
+    let responses = resources
         .into_iter()
-        .map(|resource| {
-            let name = resource.resource_name.to_string();
-            let outcome = if repeated.contains(&(resource.resource_type, name.clone())) {
-                Err(each_resource_once())
-            } else {
-                check_config_list(resource.configs.iter().map(|c| {
-                    let needs_value = c.config_operation != OP_DELETE;
-                    (&c.name, needs_value && c.value.is_none())
-                }))
-                .and_then(|()| {
-                    incremental_alter_resource(
-                        broker,
-                        resource.resource_type,
-                        &name,
-                        &resource.configs,
-                        request.validate_only,
-                    )
-                })
-            };
+        .zip(outcomes)
+        .map(|(resource, outcome)| {
             let mut response =
                 incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                     .with_resource_type(resource.resource_type)
@@ -441,38 +563,50 @@ pub(super) fn incremental_alter_configs(
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
-fn incremental_alter_resource(
+/// Makes a checked change to one of this broker's own topics (a single node).
+fn alter_local(
     broker: &Broker,
-    resource_type: i8,
-    name: &str,
-    operations: &[AlterableConfig],
+    change: Option<TopicConfigChange>,
     validate_only: bool,
 ) -> Result<(), BrokerError> {
-    if let Some(op) = operations
-        .iter()
-        .find(|c| !(OP_SET..=OP_SUBTRACT).contains(&c.config_operation))
-    {
-        return Err(BrokerError::InvalidRequest(format!(
-            "Unknown operations type {}",
-            op.config_operation
-        )));
+    match change {
+        Some(change) => broker.alter_topic_config(&change.name, change.overrides, validate_only),
+        None => Ok(()),
     }
-    match resource_type {
-        RESOURCE_TOPIC => {
-            let topic = broker.existing_topic(name)?;
-            let mut overrides = topic.overrides.clone();
-            for operation in operations {
-                apply_operation(broker, &mut overrides, operation)?;
-            }
-            broker.alter_topic_config(name, overrides, validate_only)
-        }
-        RESOURCE_BROKER => alter_broker(
-            broker,
-            name,
-            operations.iter().map(|c| c.name.to_string()).collect(),
-        ),
-        other => Err(unsupported_resource(other)),
-    }
+}
+
+/// AlterConfigs on a single node: see [`check_alter_resource`].
+pub(super) fn alter_configs(
+    context: &RequestContext,
+    request: AlterConfigsRequest,
+) -> AlterConfigsResponse {
+    let broker = &context.broker;
+    let topics = TopicSource::Local(broker);
+    let outcomes = named_once(&request.resources)
+        .into_iter()
+        .map(|resource| {
+            let change = check_alter_resource(broker, &topics, resource?)?;
+            alter_local(broker, change, request.validate_only)
+        })
+        .collect();
+    alter_configs_response(request.resources, outcomes)
+}
+
+/// IncrementalAlterConfigs on a single node: see [`check_incremental_alter_resource`].
+pub(super) fn incremental_alter_configs(
+    context: &RequestContext,
+    request: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let broker = &context.broker;
+    let topics = TopicSource::Local(broker);
+    let outcomes = named_once(&request.resources)
+        .into_iter()
+        .map(|resource| {
+            let change = check_incremental_alter_resource(broker, &topics, resource?)?;
+            alter_local(broker, change, request.validate_only)
+        })
+        .collect();
+    incremental_alter_configs_response(request.resources, outcomes)
 }
 
 /// Applies one incremental operation to a topic's overrides. APPEND and SUBTRACT work on list

@@ -330,15 +330,32 @@ fn route(context: RequestContext, mut body: Bytes) -> Result<Pending, String> {
             Pending::Ready(context.encode(&response))
         }
         ApiKey::DescribeConfigs => {
-            let response = configs::describe_configs(&context, decode(&mut body, v)?);
+            let request = decode(&mut body, v)?;
+            let image = context.broker.cluster().map(|node| node.image());
+            let topics = match &image {
+                Some(image) => configs::TopicSource::Image(image),
+                None => configs::TopicSource::Local(&context.broker),
+            };
+            let response = configs::describe_configs(&context, &topics, request);
             Pending::Ready(context.encode(&response))
         }
         ApiKey::AlterConfigs => {
-            let response = configs::alter_configs(&context, decode(&mut body, v)?);
+            let request = decode(&mut body, v)?;
+            if let Some(node) = context.broker.cluster() {
+                let node = Arc::clone(node);
+                return Ok(context.later(cluster::alter_configs(context.clone(), node, request)));
+            }
+            let response = configs::alter_configs(&context, request);
             Pending::Ready(context.encode(&response))
         }
         ApiKey::IncrementalAlterConfigs => {
-            let response = configs::incremental_alter_configs(&context, decode(&mut body, v)?);
+            let request = decode(&mut body, v)?;
+            if let Some(node) = context.broker.cluster() {
+                let node = Arc::clone(node);
+                let answer = cluster::incremental_alter_configs(context.clone(), node, request);
+                return Ok(context.later(answer));
+            }
+            let response = configs::incremental_alter_configs(&context, request);
             Pending::Ready(context.encode(&response))
         }
         ApiKey::CreatePartitions => {
