@@ -368,7 +368,13 @@ fn put_message_v1(
 
 /// (offset, timestamp, key, value) of each message in a magic 1 message set, checking every
 /// message's CRC, magic and attributes as an old consumer would.
-fn read_message_set_v1(mut set: Bytes) -> Vec<(i64, i64, Option<Bytes>, Option<Bytes>)> {
+fn read_message_set_v1(set: Bytes) -> Vec<(i64, i64, Option<Bytes>, Option<Bytes>)> {
+    read_message_set(set, 1)
+}
+
+/// (offset, timestamp, key, value) of each message in a message set of `magic` (0 has no
+/// timestamp: -1 stands for it), checking every message's CRC, magic and attributes.
+fn read_message_set(mut set: Bytes, magic: i8) -> Vec<(i64, i64, Option<Bytes>, Option<Bytes>)> {
     let mut out = Vec::new();
     let field = |body: &mut Bytes| match body.get_i32() {
         -1 => None,
@@ -382,9 +388,9 @@ fn read_message_set_v1(mut set: Bytes) -> Vec<(i64, i64, Option<Bytes>, Option<B
         let mut computed = flate2::Crc::new();
         computed.update(&body);
         assert_eq!(computed.sum(), crc, "message crc");
-        assert_eq!(body.get_i8(), 1, "magic");
+        assert_eq!(body.get_i8(), magic, "magic");
         assert_eq!(body.get_i8(), 0, "attributes");
-        let timestamp = body.get_i64();
+        let timestamp = if magic == 1 { body.get_i64() } else { -1 };
         let key = field(&mut body);
         let value = field(&mut body);
         assert!(!body.has_remaining());
@@ -465,6 +471,40 @@ async fn produce_v2_and_fetch_v2_v3_speak_message_sets() {
         .clone()
         .expect("records");
     assert_eq!(stored[16], 2, "stored as one v2 batch");
+}
+
+/// Goal: Burrow with its default client profile (kafka-version 0.8) reads __consumer_offsets
+/// with sarama's Fetch v0; Kafka 3.x answers v0 and v1 with magic 0 messages (no timestamps).
+/// Method: store two records as a v2 batch, fetch them with v0 (from the start) and v1 (from
+/// the second record) and read the answers as an 0.8 consumer would.
+#[tokio::test]
+async fn fetch_v0_and_v1_get_magic_0_messages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, address) = start(&dir).await;
+    broker.create_topic("t", 1, BTreeMap::new()).expect("topic");
+    let mut batch = BatchBuilder::new(1_000, 2);
+    batch.push(1_000, Some(b"k1"), Some(b"v1"), &[]);
+    batch.push(2_000, None, Some(b"v2"), &[]);
+    let partition = broker.partition("t", 0).expect("partition");
+    partition
+        .append(&mut batch.finish(), now_ms())
+        .expect("appended");
+
+    let response: FetchResponse = call(address, ApiKey::Fetch, 0, &fetch_from("t", 0)).await;
+    let data = &response.responses[0].partitions[0];
+    assert_eq!((data.error_code, data.high_watermark), (0, 2));
+    let messages = read_message_set(data.records.clone().expect("records"), 0);
+    assert_eq!(
+        messages,
+        [
+            (0, -1, Some(Bytes::from("k1")), Some(Bytes::from("v1"))),
+            (1, -1, None, Some(Bytes::from("v2"))),
+        ]
+    );
+    let response: FetchResponse = call(address, ApiKey::Fetch, 1, &fetch_from("t", 1)).await;
+    let records = response.responses[0].partitions[0].records.clone();
+    let messages = read_message_set(records.expect("records"), 0);
+    assert_eq!(messages, [(1, -1, None, Some(Bytes::from("v2")))]);
 }
 
 /// An up-converted message set meets the same rules as a v2 batch: a compacted topic refuses

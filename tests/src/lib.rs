@@ -163,15 +163,33 @@ fn install_if_missing(name: &str, version_flag: &str) {
         .output()
         .is_ok_and(|o| o.status.success());
     if !present {
-        run_checked(
-            Command::new("apt-get").arg("update").arg("-qq"),
-            "apt-get update",
-        );
-        run_checked(
-            Command::new("apt-get").args(["install", "-y", "-qq", name]),
-            &format!("apt-get install {name}"),
-        );
+        apt_install(name);
     }
+}
+
+/// Installs Debian's package `package` unless `installed`, a file the package puts on disk,
+/// exists: for tools with no command to probe (ZooKeeper's jar) or no version flag (Burrow).
+pub fn install_debian_package(package: &str, installed: &Path) {
+    if !installed.exists() {
+        apt_install(package);
+    }
+}
+
+/// `apt-get update` then `apt-get install package`, one at a time in this test binary (apt's
+/// lock refuses a second run while one holds it).
+fn apt_install(package: &str) {
+    static APT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = APT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    run_checked(
+        Command::new("apt-get").arg("update").arg("-qq"),
+        "apt-get update",
+    );
+    run_checked(
+        Command::new("apt-get").args(["install", "-y", "-qq", package]),
+        &format!("apt-get install {package}"),
+    );
 }
 
 fn run_checked(command: &mut Command, what: &str) {

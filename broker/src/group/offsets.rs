@@ -583,7 +583,9 @@ fn chunks_by_bytes<'a>(
     chunks
 }
 
-fn offsets_topic(broker: &Broker) -> Result<std::sync::Arc<crate::broker::Topic>> {
+/// On a single node: `__consumer_offsets`, created with its partitions and compacted configs
+/// if it does not exist yet (by the first commit, or by a Metadata request naming it).
+pub(crate) fn offsets_topic(broker: &Broker) -> Result<Arc<crate::broker::Topic>> {
     match broker.topic(OFFSETS_TOPIC) {
         Some(t) => Ok(t),
         None => {

@@ -1,10 +1,10 @@
-//! Kafka's legacy message sets (magic 0 and 1): what Produce v2 carries and Fetch v2-3 expect.
+//! Kafka's legacy message sets (magic 0 and 1): what Produce v2 carries and Fetch v0-3 expect.
 //!
 //! The log stores only v2 record batches. As Kafka 3.x does, a produced message set is
 //! up-converted ([`up_convert`]) to one v2 batch before it is validated and stored, and a
-//! fetch in v2-3 gets its batches down-converted ([`down_convert`]) to a magic 1 message set,
-//! the newest format those versions can carry. Headers do not exist before magic 2, so they
-//! are dropped on the way down.
+//! fetch in v0-3 gets its batches down-converted ([`down_convert`]) to the newest format its
+//! version can carry: magic 0 for v0-1, magic 1 for v2-3. Headers do not exist before magic 2,
+//! and timestamps not before magic 1, so they are dropped on the way down.
 //!
 //! Layout of one message (big-endian), after `offset i64, message_size i32`:
 //! ```text
@@ -236,12 +236,41 @@ fn inflate(codec: Compression, value: &[u8], bytes_max: usize) -> Result<Vec<u8>
     Ok(out)
 }
 
-/// Turns stored v2 batches into a magic 1 message set, uncompressed, for a Fetch v2-3:
+/// The legacy format a down-conversion writes: magic 0 (no timestamps) for Fetch v0-1, magic 1
+/// for Fetch v2-3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegacyMagic {
+    V0,
+    V1,
+}
+
+impl LegacyMagic {
+    /// The format Fetch `version` carries, `None` from v4 on (v2 batches), as Kafka's
+    /// `KafkaApis` picks it.
+    pub fn for_fetch_version(version: i16) -> Option<LegacyMagic> {
+        match version {
+            ..=1 => Some(LegacyMagic::V0),
+            2..=3 => Some(LegacyMagic::V1),
+            _ => None,
+        }
+    }
+
+    fn message_bytes_min(self) -> usize {
+        match self {
+            LegacyMagic::V0 => MESSAGE_V0_BYTES_MIN,
+            LegacyMagic::V1 => MESSAGE_V1_BYTES_MIN,
+        }
+    }
+}
+
+/// Turns stored v2 batches into a `magic` message set, uncompressed, for a Fetch v0-3:
 /// records before `fetch_offset` are skipped (a fetch starts at the whole batch holding it),
-/// headers are dropped, and messages stop before `bytes_max` would be passed, except that with
-/// `at_least_one` the first message is returned whatever its size (KIP-74).
+/// headers (and for magic 0 timestamps) are dropped, and messages stop before `bytes_max` would
+/// be passed, except that with `at_least_one` the first message is returned whatever its size
+/// (KIP-74).
 pub fn down_convert(
     batches: &Bytes,
+    magic: LegacyMagic,
     fetch_offset: i64,
     bytes_max: usize,
     at_least_one: bool,
@@ -253,21 +282,24 @@ pub fn down_convert(
         }
         let key = record.key.as_deref();
         let value = record.value.as_deref();
-        let size = MESSAGE_V1_BYTES_MIN + key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len);
+        let size =
+            magic.message_bytes_min() + key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len);
         let fits = out.len() + LOG_OVERHEAD_BYTES + size <= bytes_max;
         if !fits && !(at_least_one && out.is_empty()) {
             break;
         }
-        put_message_v1(&mut out, record.offset, record.timestamp_ms, key, value);
+        let timestamp_ms = (magic == LegacyMagic::V1).then_some(record.timestamp_ms);
+        put_message(&mut out, record.offset, timestamp_ms, key, value);
     }
     Ok(out.freeze())
 }
 
-/// Appends one uncompressed magic 1 message with create-time `timestamp_ms`.
-fn put_message_v1(
+/// Appends one uncompressed message: magic 1 with create-time `timestamp_ms` when there is
+/// one, magic 0 otherwise.
+fn put_message(
     out: &mut BytesMut,
     offset: i64,
-    timestamp_ms: i64,
+    timestamp_ms: Option<i64>,
     key: Option<&[u8]>,
     value: Option<&[u8]>,
 ) {
@@ -275,9 +307,17 @@ fn put_message_v1(
     out.put_i64(offset);
     out.put_i32(0); // size: filled below
     out.put_u32(0); // crc: filled below
-    out.put_i8(1);
-    out.put_i8(0);
-    out.put_i64(timestamp_ms);
+    match timestamp_ms {
+        Some(timestamp_ms) => {
+            out.put_i8(1);
+            out.put_i8(0);
+            out.put_i64(timestamp_ms);
+        }
+        None => {
+            out.put_i8(0);
+            out.put_i8(0);
+        }
+    }
     for field in [key, value] {
         match field {
             None => out.put_i32(-1),
@@ -303,7 +343,7 @@ mod tests {
     fn message_set_v1(records: &[(i64, Option<&[u8]>, Option<&[u8]>)]) -> BytesMut {
         let mut out = BytesMut::new();
         for (offset, (timestamp, key, value)) in records.iter().enumerate() {
-            put_message_v1(&mut out, offset as i64, *timestamp, *key, *value);
+            put_message(&mut out, offset as i64, Some(*timestamp), *key, *value);
         }
         out
     }
@@ -420,19 +460,60 @@ mod tests {
             builder.push(5, Some(b"k"), Some(value), &[("h", Some(b"x"))]);
         }
         let batch = builder.finish().freeze();
-        let set = down_convert(&batch, 1, usize::MAX, true).expect("converts");
+        let v1 = LegacyMagic::V1;
+        let set = down_convert(&batch, v1, 1, usize::MAX, true).expect("converts");
         let up = up_convert(&set, 1 << 20).expect("readable as a message set");
         let values: Vec<_> = decoded(&up).into_iter().map(|r| r.value).collect();
         assert_eq!(values, [Some(Bytes::from("b")), Some(Bytes::from("c"))]);
         let one_message = LOG_OVERHEAD_BYTES + MESSAGE_V1_BYTES_MIN + 2;
-        let set = down_convert(&batch, 0, one_message + 5, false).expect("converts");
+        let set = down_convert(&batch, v1, 0, one_message + 5, false).expect("converts");
         assert_eq!(set.len(), one_message);
-        assert!(down_convert(&batch, 0, 5, false)
+        assert!(down_convert(&batch, v1, 0, 5, false)
             .expect("converts")
             .is_empty());
         assert_eq!(
-            down_convert(&batch, 0, 5, true).expect("converts").len(),
+            down_convert(&batch, v1, 0, 5, true)
+                .expect("converts")
+                .len(),
             one_message
         );
+    }
+
+    /// Goal: a Fetch v0-1 (sarama with Burrow's default kafka-version 0.8) gets magic 0
+    /// messages, which have no timestamp, as Kafka down-converts for those versions. Method:
+    /// down-convert a batch to magic 0, check each message's magic byte and size, and read it
+    /// back with the produce path, which gives magic 0 records no timestamp.
+    #[test]
+    fn down_conversion_to_magic_0_drops_timestamps() {
+        let mut builder = BatchBuilder::new(5, 64);
+        builder.push(5, Some(b"k"), Some(b"a"), &[]);
+        builder.push(6, None, Some(b"bc"), &[]);
+        let batch = builder.finish().freeze();
+        let set = down_convert(&batch, LegacyMagic::V0, 0, usize::MAX, true).expect("converts");
+        let first_bytes = LOG_OVERHEAD_BYTES + MESSAGE_V0_BYTES_MIN + 2;
+        let second_bytes = LOG_OVERHEAD_BYTES + MESSAGE_V0_BYTES_MIN + 2;
+        assert_eq!(set.len(), first_bytes + second_bytes);
+        assert_eq!(set[16], 0, "the first message's magic");
+        assert_eq!(set[first_bytes + 16], 0, "the second message's magic");
+
+        let up = up_convert(&set, 1 << 20).expect("readable as a message set");
+        let records: Vec<_> = decoded(&up)
+            .into_iter()
+            .map(|r| (r.key, r.value, r.timestamp_ms))
+            .collect();
+        assert_eq!(
+            records,
+            [
+                (Some(Bytes::from("k")), Some(Bytes::from("a")), -1),
+                (None, Some(Bytes::from("bc")), -1),
+            ]
+        );
+    }
+
+    #[test]
+    fn fetch_versions_pick_the_legacy_format_kafka_picks() {
+        let picked: Vec<_> = (0..=5).map(LegacyMagic::for_fetch_version).collect();
+        use LegacyMagic::{V0, V1};
+        assert_eq!(picked, [Some(V0), Some(V0), Some(V1), Some(V1), None, None]);
     }
 }

@@ -5,9 +5,10 @@
 //! Reads start at the whole batch holding the fetch offset (clients skip earlier records) and
 //! return whole batches while they fit the byte limits: the partition's `partition_max_bytes` and
 //! the response's min(`max_bytes`, `fetch.max.bytes`). The first partition with data returns at
-//! least one batch even if it is larger (KIP-74); later ones return only what fits. Fetch v2-3
-//! predate v2 batches: their records are down-converted to a magic 1 message set within the same
-//! limits (`log/message_set.rs`), from the offset asked rather than the batch's start.
+//! least one batch even if it is larger (KIP-74); later ones return only what fits. Fetch v0-3
+//! predate v2 batches: their records are down-converted to a magic 0 (v0-1) or magic 1 (v2-3)
+//! message set within the same limits (`log/message_set.rs`), from the offset asked rather than
+//! the batch's start.
 //!
 //! A consumer fetches from the partition's leader and reads below the high watermark. A follower
 //! (a fetch with a replica id) reads up to the log end offset, and its fetch offset tells the
@@ -37,7 +38,7 @@ use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::limits::FETCH_WAIT_MS_MAX;
 use crate::log::batch::{decode_records, headers};
-use crate::log::message_set::down_convert;
+use crate::log::message_set::{down_convert, LegacyMagic};
 use crate::partition::Partition;
 
 pub(super) async fn handle(context: RequestContext, request: FetchRequest) -> FetchResponse {
@@ -193,11 +194,20 @@ fn read_partition<'a>(
                     limit,
                     state.min_one_batch,
                 )?;
-                if context.version >= MAGIC_2_FETCH_VERSION_MIN || records.is_empty() {
+                let Some(magic) = LegacyMagic::for_fetch_version(context.version) else {
+                    return Ok(records);
+                };
+                if records.is_empty() {
                     return Ok(records);
                 }
-                down_convert(&records, request.fetch_offset, limit, state.min_one_batch)
-                    .map_err(|e| BrokerError::Internal(format!("stored batch: {e}")))
+                down_convert(
+                    &records,
+                    magic,
+                    request.fetch_offset,
+                    limit,
+                    state.min_one_batch,
+                )
+                .map_err(|e| BrokerError::Internal(format!("stored batch: {e}")))
             })
     } else {
         Err(BrokerError::InvalidRequest(format!(
@@ -219,10 +229,6 @@ fn read_partition<'a>(
     }
     data
 }
-
-/// The first Fetch version whose responses carry v2 batches; older ones get magic 1 message
-/// sets, down-converted from the log, as Kafka does.
-const MAGIC_2_FETCH_VERSION_MIN: i16 = 4;
 
 /// Whole batches from `offset`, within `limit` bytes, below the high watermark (for a
 /// follower, the log end); with `min_one_batch`, at least the first batch even when it is

@@ -23,6 +23,7 @@ use super::{admin, configs, str_bytes, RequestContext};
 use crate::broker::{Broker, Topic};
 use crate::config::TopicConfig;
 use crate::error::BrokerError;
+use crate::group::offsets::{self, OFFSETS_TOPIC};
 use crate::limits::AUTO_CREATE_TOPICS_PER_REQUEST_MAX;
 
 pub(super) fn metadata(context: &RequestContext, request: MetadataRequest) -> MetadataResponse {
@@ -61,8 +62,10 @@ pub(super) fn metadata(context: &RequestContext, request: MetadataRequest) -> Me
 }
 
 /// The topic, auto-created if allowed while `creations_left` lasts; otherwise the error code
-/// to answer. Internal topics are never auto-created: the broker creates them itself, with
-/// their own partition counts and configs.
+/// to answer. Internal topics are never created with broker defaults: `__consumer_offsets` is
+/// created as the group coordinator creates it (its partitions, compacted configs), as Kafka's
+/// AutoTopicCreationManager does, because tools that read it (Burrow) ask for it before any
+/// group has committed; other internal names are the broker's own to create.
 fn find_or_create(
     broker: &Broker,
     name: &str,
@@ -73,7 +76,8 @@ fn find_or_create(
         return Ok(topic);
     }
     let creatable = allow_create && broker.config.auto_create_topics;
-    if !creatable || broker.config.is_internal_topic(name) {
+    let offsets_topic = name == OFFSETS_TOPIC;
+    if !creatable || (broker.config.is_internal_topic(name) && !offsets_topic) {
         return Err(ResponseError::UnknownTopicOrPartition.code());
     }
     if *creations_left == 0 {
@@ -82,7 +86,11 @@ fn find_or_create(
         return Err(ResponseError::LeaderNotAvailable.code());
     }
     *creations_left -= 1;
-    broker.topic_or_create(name).map_err(|e| e.code())
+    let created = match offsets_topic {
+        true => offsets::offsets_topic(broker),
+        false => broker.topic_or_create(name),
+    };
+    created.map_err(|e| e.code())
 }
 
 fn describe_topic(topic: &Topic) -> MetadataResponseTopic {
@@ -406,7 +414,8 @@ mod tests {
     }
 
     /// One Metadata request auto-creates at most AUTO_CREATE_TOPICS_PER_REQUEST_MAX topics;
-    /// the rest are answered LEADER_NOT_AVAILABLE (retriable), and internal names never are.
+    /// the rest are answered LEADER_NOT_AVAILABLE (retriable), and internal names other than
+    /// `__consumer_offsets` never are.
     #[tokio::test]
     async fn metadata_auto_creates_a_bounded_number_of_topics() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -416,7 +425,7 @@ mod tests {
             .map(|i| MetadataRequestTopic::default().with_name(Some(topic_name(&format!("t{i}")))))
             .collect();
         topics.push(
-            MetadataRequestTopic::default().with_name(Some(topic_name("__consumer_offsets"))),
+            MetadataRequestTopic::default().with_name(Some(topic_name("__transaction_state"))),
         );
         let answer = metadata(
             &context,
@@ -437,5 +446,47 @@ mod tests {
         );
         assert_eq!(count(ResponseError::LeaderNotAvailable), 5);
         assert_eq!(count(ResponseError::UnknownTopicOrPartition), 1);
+    }
+
+    /// Goal: Burrow's first request, Metadata for `__consumer_offsets` on a broker where no group
+    /// has committed yet, finds the topic, as Kafka creates it on such a request (sarama gives up
+    /// on UNKNOWN_TOPIC_OR_PARTITION and Burrow exits). Method: ask for it with auto-creation
+    /// off (not created), then on; it comes back internal, with the coordinator's partitions
+    /// and compacted configs, not the broker's defaults for new topics.
+    #[tokio::test]
+    async fn metadata_creates_the_offsets_topic_as_the_coordinator_does() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = BrokerConfig::new(dir.path());
+        config.default_partitions = 3;
+        let context = context(config, ApiKey::Metadata, 5).await;
+        let ask = |allow: bool| {
+            let topics =
+                vec![MetadataRequestTopic::default().with_name(Some(topic_name(OFFSETS_TOPIC)))];
+            metadata(
+                &context,
+                MetadataRequest::default()
+                    .with_topics(Some(topics))
+                    .with_allow_auto_topic_creation(allow),
+            )
+        };
+
+        let refused = ask(false);
+        assert_eq!(
+            refused.topics[0].error_code,
+            ResponseError::UnknownTopicOrPartition.code()
+        );
+        assert!(context.broker.topic(OFFSETS_TOPIC).is_none());
+
+        let answer = ask(true);
+        let described = &answer.topics[0];
+        assert_eq!(described.error_code, 0);
+        assert!(described.is_internal);
+        assert_eq!(
+            described.partitions.len(),
+            offsets::OFFSETS_PARTITIONS as usize
+        );
+        let created = context.broker.topic(OFFSETS_TOPIC).expect("created");
+        assert_eq!(created.config.cleanup_policy, crate::CleanupPolicy::Compact);
+        assert_eq!(created.overrides, offsets::offsets_topic_config());
     }
 }

@@ -3,9 +3,9 @@
 //! Only versions whose request and response shapes the handlers fill are listed (for example
 //! Fetch stops at v12, before topics are addressed by id). See `../shared/kafka-reference.md` 2.2.
 //! The floors reach back to versions Kafka 3.x still serves and older clients still send
-//! (ListOffsets v0 for Burrow, Produce v2 and Fetch v2 for 0.10-era clients); a request below a
-//! floor closes the connection, as Kafka's does (see `dispatch`). DescribeLogDirs starts at v1:
-//! the vendored codec has no v0 of it yet.
+//! (ListOffsets v0 and Fetch v0 for Burrow, whose default client profile speaks Kafka 0.8;
+//! Produce v2 for 0.10-era clients); a request below a floor closes the connection, as Kafka's
+//! does (see `dispatch`). DescribeLogDirs starts at v1: the vendored codec has no v0 of it yet.
 
 use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
@@ -16,7 +16,7 @@ use kafka_protocol::ResponseError;
 /// (API, lowest version, highest version) implemented.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 2, 9),
-    (ApiKey::Fetch, 2, 12),
+    (ApiKey::Fetch, 0, 12),
     (ApiKey::ListOffsets, 0, 7),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::OffsetCommit, 0, 8),

@@ -1526,7 +1526,7 @@ impl ApiKey {
             // Eddy: older versions restored from Kafka 3.x's schemas.
             ApiKey::Produce => VersionRange { min: 2, max: 13 },
             // Eddy: older versions restored from Kafka 3.x's schemas.
-            ApiKey::Fetch => VersionRange { min: 2, max: 18 },
+            ApiKey::Fetch => VersionRange { min: 0, max: 18 },
             // Eddy: older versions restored from Kafka 3.x's schemas.
             ApiKey::ListOffsets => VersionRange { min: 0, max: 10 },
             ApiKey::Metadata => VersionRange { min: 0, max: 13 },

@@ -153,7 +153,7 @@ impl FetchPartition {
 #[cfg(feature = "client")]
 impl Encodable for FetchPartition {
     fn encode<B: ByteBufMut>(&self, buf: &mut B, version: i16) -> Result<()> {
-        if version < 2 || version > 18 {
+        if version < 0 || version > 18 { // Eddy: v0-1 restored.
             bail!("specified version not supported by this message type");
         }
         types::Int32.encode(buf, &self.partition)?;
@@ -297,7 +297,7 @@ impl Encodable for FetchPartition {
 #[cfg(feature = "broker")]
 impl Decodable for FetchPartition {
     fn decode<B: ByteBuf>(buf: &mut B, version: i16) -> Result<Self> {
-        if version < 2 || version > 18 {
+        if version < 0 || version > 18 { // Eddy: v0-1 restored.
             bail!("specified version not supported by this message type");
         }
         let partition = types::Int32.decode(buf)?;
@@ -379,7 +379,7 @@ impl Default for FetchPartition {
 }
 
 impl Message for FetchPartition {
-    const VERSIONS: VersionRange = VersionRange { min: 2, max: 18 };
+    const VERSIONS: VersionRange = VersionRange { min: 0, max: 18 }; // Eddy: v0-1 restored.
     const DEPRECATED_VERSIONS: Option<VersionRange> = None;
 }
 
@@ -575,7 +575,7 @@ impl FetchRequest {
 #[cfg(feature = "client")]
 impl Encodable for FetchRequest {
     fn encode<B: ByteBufMut>(&self, buf: &mut B, version: i16) -> Result<()> {
-        if version < 2 || version > 18 {
+        if version < 0 || version > 18 { // Eddy: v0-1 restored.
             bail!("specified version not supported by this message type");
         }
         if version <= 14 {
@@ -773,7 +773,7 @@ impl Encodable for FetchRequest {
 #[cfg(feature = "broker")]
 impl Decodable for FetchRequest {
     fn decode<B: ByteBuf>(buf: &mut B, version: i16) -> Result<Self> {
-        if version < 2 || version > 18 {
+        if version < 0 || version > 18 { // Eddy: v0-1 restored.
             bail!("specified version not supported by this message type");
         }
         let mut cluster_id = None;
@@ -891,7 +891,7 @@ impl Default for FetchRequest {
 }
 
 impl Message for FetchRequest {
-    const VERSIONS: VersionRange = VersionRange { min: 2, max: 18 };
+    const VERSIONS: VersionRange = VersionRange { min: 0, max: 18 }; // Eddy: v0-1 restored.
     const DEPRECATED_VERSIONS: Option<VersionRange> = None;
 }
 
@@ -961,7 +961,7 @@ impl FetchTopic {
 #[cfg(feature = "client")]
 impl Encodable for FetchTopic {
     fn encode<B: ByteBufMut>(&self, buf: &mut B, version: i16) -> Result<()> {
-        if version < 2 || version > 18 {
+        if version < 0 || version > 18 { // Eddy: v0-1 restored.
             bail!("specified version not supported by this message type");
         }
         if version <= 12 {
@@ -1030,7 +1030,7 @@ impl Encodable for FetchTopic {
 #[cfg(feature = "broker")]
 impl Decodable for FetchTopic {
     fn decode<B: ByteBuf>(buf: &mut B, version: i16) -> Result<Self> {
-        if version < 2 || version > 18 {
+        if version < 0 || version > 18 { // Eddy: v0-1 restored.
             bail!("specified version not supported by this message type");
         }
         let topic = if version <= 12 {
@@ -1083,7 +1083,7 @@ impl Default for FetchTopic {
 }
 
 impl Message for FetchTopic {
-    const VERSIONS: VersionRange = VersionRange { min: 2, max: 18 };
+    const VERSIONS: VersionRange = VersionRange { min: 0, max: 18 }; // Eddy: v0-1 restored.
     const DEPRECATED_VERSIONS: Option<VersionRange> = None;
 }
 
@@ -1153,7 +1153,7 @@ impl ForgottenTopic {
 #[cfg(feature = "client")]
 impl Encodable for ForgottenTopic {
     fn encode<B: ByteBufMut>(&self, buf: &mut B, version: i16) -> Result<()> {
-        if version < 2 || version > 18 {
+        if version < 0 || version > 18 { // Eddy: v0-1 restored.
             bail!("specified version not supported by this message type");
         }
         if version >= 7 && version <= 12 {
@@ -1233,7 +1233,7 @@ impl Encodable for ForgottenTopic {
 #[cfg(feature = "broker")]
 impl Decodable for ForgottenTopic {
     fn decode<B: ByteBuf>(buf: &mut B, version: i16) -> Result<Self> {
-        if version < 2 || version > 18 {
+        if version < 0 || version > 18 { // Eddy: v0-1 restored.
             bail!("specified version not supported by this message type");
         }
         let topic = if version >= 7 && version <= 12 {
@@ -1290,7 +1290,7 @@ impl Default for ForgottenTopic {
 }
 
 impl Message for ForgottenTopic {
-    const VERSIONS: VersionRange = VersionRange { min: 2, max: 18 };
+    const VERSIONS: VersionRange = VersionRange { min: 0, max: 18 }; // Eddy: v0-1 restored.
     const DEPRECATED_VERSIONS: Option<VersionRange> = None;
 }
 
@@ -1346,7 +1346,7 @@ impl ReplicaState {
 #[cfg(feature = "client")]
 impl Encodable for ReplicaState {
     fn encode<B: ByteBufMut>(&self, buf: &mut B, version: i16) -> Result<()> {
-        if version < 2 || version > 18 {
+        if version < 0 || version > 18 { // Eddy: v0-1 restored.
             bail!("specified version not supported by this message type");
         }
         if version >= 15 {
@@ -1412,7 +1412,7 @@ impl Encodable for ReplicaState {
 #[cfg(feature = "broker")]
 impl Decodable for ReplicaState {
     fn decode<B: ByteBuf>(buf: &mut B, version: i16) -> Result<Self> {
-        if version < 2 || version > 18 {
+        if version < 0 || version > 18 { // Eddy: v0-1 restored.
             bail!("specified version not supported by this message type");
         }
         let replica_id = if version >= 15 {
@@ -1454,7 +1454,7 @@ impl Default for ReplicaState {
 }
 
 impl Message for ReplicaState {
-    const VERSIONS: VersionRange = VersionRange { min: 2, max: 18 };
+    const VERSIONS: VersionRange = VersionRange { min: 0, max: 18 }; // Eddy: v0-1 restored.
     const DEPRECATED_VERSIONS: Option<VersionRange> = None;
 }
 

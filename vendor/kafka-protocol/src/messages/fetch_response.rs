@@ -69,7 +69,7 @@ impl AbortedTransaction {
 #[cfg(feature = "broker")]
 impl Encodable for AbortedTransaction {
     fn encode<B: ByteBufMut>(&self, buf: &mut B, version: i16) -> Result<()> {
-        if version < 2 || version > 18 {
+        if version < 0 || version > 18 { // Eddy: v0-1 restored.
             bail!("specified version not supported by this message type");
         }
         types::Int64.encode(buf, &self.producer_id)?;
@@ -111,7 +111,7 @@ impl Encodable for AbortedTransaction {
 #[cfg(feature = "client")]
 impl Decodable for AbortedTransaction {
     fn decode<B: ByteBuf>(buf: &mut B, version: i16) -> Result<Self> {
-        if version < 2 || version > 18 {
+        if version < 0 || version > 18 { // Eddy: v0-1 restored.
             bail!("specified version not supported by this message type");
         }
         let producer_id = types::Int64.decode(buf)?;
@@ -145,7 +145,7 @@ impl Default for AbortedTransaction {
 }
 
 impl Message for AbortedTransaction {
-    const VERSIONS: VersionRange = VersionRange { min: 2, max: 18 };
+    const VERSIONS: VersionRange = VersionRange { min: 0, max: 18 }; // Eddy: v0-1 restored.
     const DEPRECATED_VERSIONS: Option<VersionRange> = None;
 }
 
@@ -201,7 +201,7 @@ impl EpochEndOffset {
 #[cfg(feature = "broker")]
 impl Encodable for EpochEndOffset {
     fn encode<B: ByteBufMut>(&self, buf: &mut B, version: i16) -> Result<()> {
-        if version < 2 || version > 18 {
+        if version < 0 || version > 18 { // Eddy: v0-1 restored.
             bail!("specified version not supported by this message type");
         }
         if version >= 12 {
@@ -267,7 +267,7 @@ impl Encodable for EpochEndOffset {
 #[cfg(feature = "client")]
 impl Decodable for EpochEndOffset {
     fn decode<B: ByteBuf>(buf: &mut B, version: i16) -> Result<Self> {
-        if version < 2 || version > 18 {
+        if version < 0 || version > 18 { // Eddy: v0-1 restored.
             bail!("specified version not supported by this message type");
         }
         let epoch = if version >= 12 {
@@ -309,7 +309,7 @@ impl Default for EpochEndOffset {
 }
 
 impl Message for EpochEndOffset {
-    const VERSIONS: VersionRange = VersionRange { min: 2, max: 18 };
+    const VERSIONS: VersionRange = VersionRange { min: 0, max: 18 }; // Eddy: v0-1 restored.
     const DEPRECATED_VERSIONS: Option<VersionRange> = None;
 }
 
@@ -407,10 +407,13 @@ impl FetchResponse {
 #[cfg(feature = "broker")]
 impl Encodable for FetchResponse {
     fn encode<B: ByteBufMut>(&self, buf: &mut B, version: i16) -> Result<()> {
-        if version < 2 || version > 18 {
+        if version < 0 || version > 18 { // Eddy: v0-1 restored.
             bail!("specified version not supported by this message type");
         }
-        types::Int32.encode(buf, &self.throttle_time_ms)?;
+        if version >= 1 {
+            // Eddy: a v1+ field (Kafka 3.x's schema).
+            types::Int32.encode(buf, &self.throttle_time_ms)?;
+        }
         if version >= 7 {
             types::Int16.encode(buf, &self.error_code)?;
         }
@@ -462,7 +465,10 @@ impl Encodable for FetchResponse {
     }
     fn compute_size(&self, version: i16) -> Result<usize> {
         let mut total_size = 0;
-        total_size += types::Int32.compute_size(&self.throttle_time_ms)?;
+        if version >= 1 {
+            // Eddy: a v1+ field (Kafka 3.x's schema).
+            total_size += types::Int32.compute_size(&self.throttle_time_ms)?;
+        }
         if version >= 7 {
             total_size += types::Int16.compute_size(&self.error_code)?;
         }
@@ -517,10 +523,15 @@ impl Encodable for FetchResponse {
 #[cfg(feature = "client")]
 impl Decodable for FetchResponse {
     fn decode<B: ByteBuf>(buf: &mut B, version: i16) -> Result<Self> {
-        if version < 2 || version > 18 {
+        if version < 0 || version > 18 { // Eddy: v0-1 restored.
             bail!("specified version not supported by this message type");
         }
-        let throttle_time_ms = types::Int32.decode(buf)?;
+        let throttle_time_ms = if version >= 1 {
+            // Eddy: a v1+ field (Kafka 3.x's schema).
+            types::Int32.decode(buf)?
+        } else {
+            0
+        };
         let error_code = if version >= 7 {
             types::Int16.decode(buf)?
         } else {
@@ -584,7 +595,7 @@ impl Default for FetchResponse {
 }
 
 impl Message for FetchResponse {
-    const VERSIONS: VersionRange = VersionRange { min: 2, max: 18 };
+    const VERSIONS: VersionRange = VersionRange { min: 0, max: 18 }; // Eddy: v0-1 restored.
     const DEPRECATED_VERSIONS: Option<VersionRange> = None;
 }
 
@@ -654,7 +665,7 @@ impl FetchableTopicResponse {
 #[cfg(feature = "broker")]
 impl Encodable for FetchableTopicResponse {
     fn encode<B: ByteBufMut>(&self, buf: &mut B, version: i16) -> Result<()> {
-        if version < 2 || version > 18 {
+        if version < 0 || version > 18 { // Eddy: v0-1 restored.
             bail!("specified version not supported by this message type");
         }
         if version <= 12 {
@@ -723,7 +734,7 @@ impl Encodable for FetchableTopicResponse {
 #[cfg(feature = "client")]
 impl Decodable for FetchableTopicResponse {
     fn decode<B: ByteBuf>(buf: &mut B, version: i16) -> Result<Self> {
-        if version < 2 || version > 18 {
+        if version < 0 || version > 18 { // Eddy: v0-1 restored.
             bail!("specified version not supported by this message type");
         }
         let topic = if version <= 12 {
@@ -776,7 +787,7 @@ impl Default for FetchableTopicResponse {
 }
 
 impl Message for FetchableTopicResponse {
-    const VERSIONS: VersionRange = VersionRange { min: 2, max: 18 };
+    const VERSIONS: VersionRange = VersionRange { min: 0, max: 18 }; // Eddy: v0-1 restored.
     const DEPRECATED_VERSIONS: Option<VersionRange> = None;
 }
 
@@ -832,7 +843,7 @@ impl LeaderIdAndEpoch {
 #[cfg(feature = "broker")]
 impl Encodable for LeaderIdAndEpoch {
     fn encode<B: ByteBufMut>(&self, buf: &mut B, version: i16) -> Result<()> {
-        if version < 2 || version > 18 {
+        if version < 0 || version > 18 { // Eddy: v0-1 restored.
             bail!("specified version not supported by this message type");
         }
         if version >= 12 {
@@ -898,7 +909,7 @@ impl Encodable for LeaderIdAndEpoch {
 #[cfg(feature = "client")]
 impl Decodable for LeaderIdAndEpoch {
     fn decode<B: ByteBuf>(buf: &mut B, version: i16) -> Result<Self> {
-        if version < 2 || version > 18 {
+        if version < 0 || version > 18 { // Eddy: v0-1 restored.
             bail!("specified version not supported by this message type");
         }
         let leader_id = if version >= 12 {
@@ -940,7 +951,7 @@ impl Default for LeaderIdAndEpoch {
 }
 
 impl Message for LeaderIdAndEpoch {
-    const VERSIONS: VersionRange = VersionRange { min: 2, max: 18 };
+    const VERSIONS: VersionRange = VersionRange { min: 0, max: 18 }; // Eddy: v0-1 restored.
     const DEPRECATED_VERSIONS: Option<VersionRange> = None;
 }
 
@@ -1024,7 +1035,7 @@ impl NodeEndpoint {
 #[cfg(feature = "broker")]
 impl Encodable for NodeEndpoint {
     fn encode<B: ByteBufMut>(&self, buf: &mut B, version: i16) -> Result<()> {
-        if version < 2 || version > 18 {
+        if version < 0 || version > 18 { // Eddy: v0-1 restored.
             bail!("specified version not supported by this message type");
         }
         if version >= 16 {
@@ -1118,7 +1129,7 @@ impl Encodable for NodeEndpoint {
 #[cfg(feature = "client")]
 impl Decodable for NodeEndpoint {
     fn decode<B: ByteBuf>(buf: &mut B, version: i16) -> Result<Self> {
-        if version < 2 || version > 18 {
+        if version < 0 || version > 18 { // Eddy: v0-1 restored.
             bail!("specified version not supported by this message type");
         }
         let node_id = if version >= 16 {
@@ -1174,7 +1185,7 @@ impl Default for NodeEndpoint {
 }
 
 impl Message for NodeEndpoint {
-    const VERSIONS: VersionRange = VersionRange { min: 2, max: 18 };
+    const VERSIONS: VersionRange = VersionRange { min: 0, max: 18 }; // Eddy: v0-1 restored.
     const DEPRECATED_VERSIONS: Option<VersionRange> = None;
 }
 
@@ -1356,7 +1367,7 @@ impl PartitionData {
 #[cfg(feature = "broker")]
 impl Encodable for PartitionData {
     fn encode<B: ByteBufMut>(&self, buf: &mut B, version: i16) -> Result<()> {
-        if version < 2 || version > 18 {
+        if version < 0 || version > 18 { // Eddy: v0-1 restored.
             bail!("specified version not supported by this message type");
         }
         types::Int32.encode(buf, &self.partition_index)?;
@@ -1541,7 +1552,7 @@ impl Encodable for PartitionData {
 #[cfg(feature = "client")]
 impl Decodable for PartitionData {
     fn decode<B: ByteBuf>(buf: &mut B, version: i16) -> Result<Self> {
-        if version < 2 || version > 18 {
+        if version < 0 || version > 18 { // Eddy: v0-1 restored.
             bail!("specified version not supported by this message type");
         }
         let partition_index = types::Int32.decode(buf)?;
@@ -1637,7 +1648,7 @@ impl Default for PartitionData {
 }
 
 impl Message for PartitionData {
-    const VERSIONS: VersionRange = VersionRange { min: 2, max: 18 };
+    const VERSIONS: VersionRange = VersionRange { min: 0, max: 18 }; // Eddy: v0-1 restored.
     const DEPRECATED_VERSIONS: Option<VersionRange> = None;
 }
 
@@ -1693,7 +1704,7 @@ impl SnapshotId {
 #[cfg(feature = "broker")]
 impl Encodable for SnapshotId {
     fn encode<B: ByteBufMut>(&self, buf: &mut B, version: i16) -> Result<()> {
-        if version < 2 || version > 18 {
+        if version < 0 || version > 18 { // Eddy: v0-1 restored.
             bail!("specified version not supported by this message type");
         }
         types::Int64.encode(buf, &self.end_offset)?;
@@ -1735,7 +1746,7 @@ impl Encodable for SnapshotId {
 #[cfg(feature = "client")]
 impl Decodable for SnapshotId {
     fn decode<B: ByteBuf>(buf: &mut B, version: i16) -> Result<Self> {
-        if version < 2 || version > 18 {
+        if version < 0 || version > 18 { // Eddy: v0-1 restored.
             bail!("specified version not supported by this message type");
         }
         let end_offset = types::Int64.decode(buf)?;
@@ -1769,7 +1780,7 @@ impl Default for SnapshotId {
 }
 
 impl Message for SnapshotId {
-    const VERSIONS: VersionRange = VersionRange { min: 2, max: 18 };
+    const VERSIONS: VersionRange = VersionRange { min: 0, max: 18 }; // Eddy: v0-1 restored.
     const DEPRECATED_VERSIONS: Option<VersionRange> = None;
 }
 
