@@ -693,22 +693,31 @@ impl Broker {
         self.write_checkpoint()
     }
 
-    /// Runs retention and compaction over every partition once.
+    /// Runs retention and compaction over every partition once, a cluster's replicas too.
     pub fn run_maintenance(&self) {
         let now = now_ms();
-        for topic in self.topics() {
-            for p in &topic.partitions {
-                let deleted = p.log().lock().apply_retention(now);
-                if deleted > 0 {
-                    tracing::info!(topic = %topic.name, partition = p.index, deleted, "retention");
+        let mut partitions: Vec<Arc<Partition>> = self
+            .topics()
+            .iter()
+            .flat_map(|topic| topic.partitions.iter().cloned())
+            .collect();
+        if let Some(node) = self.cluster() {
+            partitions.extend(node.local_partitions());
+        }
+        for p in partitions {
+            // Below the high watermark only: on a replica of a cluster, what is above it may
+            // still be truncated (a single node's high watermark is its log end).
+            let below = p.high_watermark();
+            let deleted = p.log().lock().apply_retention(now, below);
+            if deleted > 0 {
+                tracing::info!(topic = %p.topic, partition = p.index, deleted, "retention");
+            }
+            match compaction::compact(p.log(), now, below) {
+                Ok(r) if r.segments_rewritten > 0 => {
+                    tracing::info!(topic = %p.topic, partition = p.index, ?r, "compacted")
                 }
-                match compaction::compact(p.log(), now) {
-                    Ok(r) if r.segments_rewritten > 0 => {
-                        tracing::info!(topic = %topic.name, partition = p.index, ?r, "compacted")
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(topic = %topic.name, error = %e, "compaction failed"),
-                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(topic = %p.topic, error = %e, "compaction failed"),
             }
         }
     }

@@ -287,7 +287,7 @@ async fn topic_configs_changed_on_one_broker_are_seen_and_applied_by_every_broke
     let leader_index = nodes.iter().position(|n| n.id == leader).expect("a leader");
     eventually("the leader to require two in-sync replicas", || async {
         match replicas[leader_index].role() {
-            Role::Leader(leadership) => (leadership.min_insync == 2).then_some(()),
+            Role::Leader(leadership) => (leadership.rules.min_insync == 2).then_some(()),
             _ => None,
         }
     })
@@ -320,6 +320,90 @@ async fn topic_configs_changed_on_one_broker_are_seen_and_applied_by_every_broke
         })
         .await;
         assert_eq!(config_value(&described, "min.insync.replicas").0, "2");
+    }
+}
+
+/// The index in `nodes` of partition 0's leader of `topic`, once that broker knows it leads.
+async fn leader_of(nodes: &[Node], replicas: &[Arc<Partition>], topic: &str) -> usize {
+    eventually("a leader that knows it leads", || async {
+        let image = nodes[0].broker.cluster().expect("a cluster").image();
+        let leader = image.topics[topic].partitions[0].leader;
+        let index = nodes.iter().position(|n| n.id == leader)?;
+        matches!(replicas[index].role(), Role::Leader(_)).then_some(index)
+    })
+    .await
+}
+
+/// Produces `count` records to partition 0 of `topic` at its leader until all are
+/// acknowledged, then waits until every replica knows they are committed; the log end offset.
+async fn produce_replicated(
+    leader: SocketAddr,
+    replicas: &[Arc<Partition>],
+    topic: &str,
+    count: usize,
+) -> i64 {
+    let produced = eventually(
+        "the records to be acknowledged by every replica",
+        || async {
+            let codes = produce(leader, topic, count).await;
+            let retriable = [
+                code(ResponseError::NotEnoughReplicas),
+                code(ResponseError::NotLeaderOrFollower),
+            ];
+            if codes.iter().any(|c| retriable.contains(c)) {
+                return None;
+            }
+            Some(codes)
+        },
+    )
+    .await;
+    assert!(produced.iter().all(|c| *c == 0), "{produced:?}");
+    let end = replicas
+        .iter()
+        .map(|r| r.log_end_offset())
+        .max()
+        .unwrap_or(0);
+    assert!(end >= count as i64, "{end}");
+    eventually("every replica to learn the high watermark", || async {
+        replicas
+            .iter()
+            .all(|r| r.high_watermark() == end)
+            .then_some(())
+    })
+    .await;
+    end
+}
+
+/// Goal: retention runs on a cluster's replicas, each below its own high watermark. Method:
+/// a replicated topic with small segments and retention.bytes=1, 60 records committed on
+/// every replica, then each broker's maintenance pass: every replica deletes its closed
+/// segments, and keeps its log end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_runs_on_every_replica() {
+    let (_dirs, nodes) = three_brokers().await;
+    let configs = [("segment.bytes", "1024"), ("retention.bytes", "1")];
+    create_topic(nodes[0].address, "r", 1, 3, &configs).await;
+    let replicas = [
+        replica(&nodes[0], "r", 0).await,
+        replica(&nodes[1], "r", 0).await,
+        replica(&nodes[2], "r", 0).await,
+    ];
+    let leader = &nodes[leader_of(&nodes, &replicas, "r").await];
+    let end = produce_replicated(leader.address, &replicas, "r", 60).await;
+    for node in &nodes {
+        let broker = Arc::clone(&node.broker);
+        tokio::task::spawn_blocking(move || broker.run_maintenance())
+            .await
+            .expect("maintenance");
+    }
+    for (node, replica) in nodes.iter().zip(&replicas) {
+        let start = replica.log_start_offset();
+        assert!(
+            start > 0 && start <= end,
+            "broker {}: start {start}, end {end}",
+            node.id
+        );
+        assert_eq!(replica.log_end_offset(), end, "broker {}", node.id);
     }
 }
 
@@ -402,39 +486,12 @@ async fn delete_records_goes_to_the_leader_and_followers_follow_its_log_start() 
         replica(&nodes[1], "d", 0).await,
         replica(&nodes[2], "d", 0).await,
     ];
-    let leader_index = eventually("a leader that knows it leads", || async {
-        let image = nodes[0].broker.cluster().expect("a cluster").image();
-        let leader = image.topics["d"].partitions[0].leader;
-        let index = nodes.iter().position(|n| n.id == leader)?;
-        matches!(replicas[index].role(), Role::Leader(_)).then_some(index)
-    })
-    .await;
+    let leader_index = leader_of(&nodes, &replicas, "d").await;
     let leader = &nodes[leader_index];
     let follower_index = (leader_index + 1) % nodes.len();
     let follower = &nodes[follower_index];
 
-    let produced = eventually("30 records to be acknowledged by every replica", || async {
-        let codes = produce(leader.address, "d", 30).await;
-        let retriable = [
-            code(ResponseError::NotEnoughReplicas),
-            code(ResponseError::NotLeaderOrFollower),
-        ];
-        if codes.iter().any(|c| retriable.contains(c)) {
-            return None;
-        }
-        Some(codes)
-    })
-    .await;
-    assert!(produced.iter().all(|c| *c == 0), "{produced:?}");
-    let end = replicas[leader_index].log_end_offset();
-    assert!(end >= 30, "{end}");
-    eventually("every replica to learn the high watermark", || async {
-        replicas
-            .iter()
-            .all(|r| r.high_watermark() == end)
-            .then_some(())
-    })
-    .await;
+    let end = produce_replicated(leader.address, &replicas, "d", 30).await;
 
     let refused = delete_records(follower.address, "d", 12).await;
     assert_eq!(refused, (code(ResponseError::NotLeaderOrFollower), -1));

@@ -1002,7 +1002,7 @@ mod produced_tests {
             }
             let log = parking_lot::Mutex::new(log);
             log.lock().roll(2_000).expect("roll");
-            let _ = crate::log::compaction::compact(&log, 10_000);
+            let _ = crate::log::compaction::compact(&log, 10_000, i64::MAX);
             let read = log.lock().read(0, 1 << 20).expect("read after compaction");
             // Only validated batches reach a log in service (unvalidated bytes were appended
             // above just to show that the storage layers do not panic on them).

@@ -39,9 +39,10 @@ impl ClosedSegment {
     }
 }
 
-/// Compacts the closed segments of `log` once. Memory holds the key map and one segment at a
-/// time.
-pub fn compact(log: &Mutex<Log>, now_ms: i64) -> Result<CompactionReport> {
+/// Compacts the closed segments of `log` once, those wholly below offset `below` (a replica's
+/// high watermark), with the newest record per key below it: a record above it may still be
+/// truncated, so it supersedes nothing yet. Memory holds the key map and one segment at a time.
+pub fn compact(log: &Mutex<Log>, now_ms: i64, below: i64) -> Result<CompactionReport> {
     let (segments, delete_retention_ms, dir) = {
         let guard = log.lock();
         if !guard.config().cleanup_policy.compacts() {
@@ -65,19 +66,21 @@ pub fn compact(log: &Mutex<Log>, now_ms: i64) -> Result<CompactionReport> {
             guard.dir().to_path_buf(),
         )
     };
-    // Every segment but the last (the active one, which only feeds the key map) is cleaned.
-    let Some((_active, closed)) = segments.split_last() else {
-        return Ok(CompactionReport::default());
-    };
-    if closed.is_empty() {
+    // Every segment but the last (the active one, which only feeds the key map) is cleaned,
+    // if it ends at or below `below`.
+    let cleanable = segments
+        .windows(2)
+        .take_while(|pair| pair[1].base_offset <= below)
+        .count();
+    if cleanable == 0 {
         return Ok(CompactionReport::default());
     }
     let mut latest = HashMap::new();
-    for segment in &segments {
-        remember_latest(&segment.read()?, &mut latest)?;
+    for segment in segments.iter().take_while(|s| s.base_offset < below) {
+        remember_latest(&segment.read()?, below, &mut latest)?;
     }
     let mut report = CompactionReport::default();
-    for segment in closed {
+    for segment in &segments[..cleanable] {
         let Some((cleaned, removed)) =
             clean_segment(&segment.read()?, &latest, now_ms - delete_retention_ms)?
         else {
@@ -103,9 +106,12 @@ pub fn compact(log: &Mutex<Log>, now_ms: i64) -> Result<CompactionReport> {
     Ok(report)
 }
 
-/// Records, for every key in `bytes`, the offset of its newest record so far.
-fn remember_latest(bytes: &Bytes, latest: &mut HashMap<Bytes, i64>) -> Result<()> {
+/// Records, for every key in `bytes`, the offset of its newest record below `below` so far.
+fn remember_latest(bytes: &Bytes, below: i64, latest: &mut HashMap<Bytes, i64>) -> Result<()> {
     for record in batch::decode_records(bytes).map_err(BrokerError::CorruptMessage)? {
+        if record.offset >= below {
+            break;
+        }
         if let Some(key) = record.key {
             latest.insert(key, record.offset);
         }
@@ -189,7 +195,7 @@ mod tests {
         log.lock()
             .roll(100)
             .expect("roll so every record is in a closed segment");
-        let report = compact(&log, 5_000).expect("compact");
+        let report = compact(&log, 5_000, i64::MAX).expect("compact");
         assert!(report.records_removed >= 25);
         let guard = log.lock();
         let bytes = guard.read(0, 1 << 20).expect("read");
@@ -228,5 +234,36 @@ mod tests {
         let bytes = reopened.read(25, 1 << 20).expect("read");
         let first = batch::decode_records(&bytes).expect("decode");
         assert_eq!(first[0].offset, 25);
+    }
+
+    /// A record at or above the bound (a replica's high watermark, which may still be
+    /// truncated away) supersedes nothing: the newest record below the bound is kept.
+    #[test]
+    fn records_above_the_bound_supersede_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = TopicConfig {
+            cleanup_policy: CleanupPolicy::Compact,
+            ..TopicConfig::default()
+        };
+        let (log, _) = Log::open(dir.path(), config, 0, 0).expect("open");
+        let log = Mutex::new(log);
+        let append = |i: i64| {
+            let mut b = BatchBuilder::new(i, 64);
+            b.push(i, Some(b"k"), Some(format!("v{i}").as_bytes()), &[]);
+            log.lock().append(&mut b.finish(), i).expect("append");
+        };
+        (0..10).for_each(append);
+        log.lock().roll(100).expect("roll");
+        (10..12).for_each(append);
+        let report = compact(&log, 5_000, 10).expect("compact");
+        assert_eq!(report.records_removed, 9, "{report:?}");
+        let kept =
+            batch::decode_records(&log.lock().read(0, 1 << 20).expect("read")).expect("decode");
+        assert_eq!(kept[0].offset, 9, "the newest below the bound stays");
+        let report = compact(&log, 5_000, 11).expect("compact");
+        assert_eq!(
+            report.records_removed, 1,
+            "offset 10, now below, supersedes 9"
+        );
     }
 }

@@ -741,20 +741,25 @@ impl Log {
         self.recovery_point
     }
 
-    /// Deletes closed segments past `retention.ms` or beyond `retention.bytes`. Returns how many
-    /// segments went.
-    pub fn apply_retention(&mut self, now_ms: i64) -> usize {
+    /// Deletes closed segments past `retention.ms` or beyond `retention.bytes`, only those
+    /// wholly below offset `below` (a replica's high watermark: what is above it may still be
+    /// truncated, and what the others hold is not known yet). Returns how many segments went.
+    pub fn apply_retention(&mut self, now_ms: i64, below: i64) -> usize {
         if !self.config.cleanup_policy.deletes() {
             return 0;
         }
         let mut deleted = 0;
         let mut size = self.size_bytes() as i64;
         while self.segments.len() > 1 {
-            let oldest = self
-                .segments
-                .values()
+            let mut oldest_two = self.segments.values();
+            let oldest = oldest_two.next().expect("more than one segment");
+            let next_base = oldest_two
                 .next()
-                .expect("more than one segment");
+                .expect("more than one segment")
+                .base_offset;
+            if next_base > below {
+                break;
+            }
             let expired = self.config.retention_ms >= 0
                 && oldest.max_timestamp >= 0
                 && now_ms - oldest.max_timestamp > self.config.retention_ms;
@@ -1406,7 +1411,7 @@ mod tests {
         for i in 0..40 {
             log.append(&mut batch(3, i), i).expect("append");
         }
-        let deleted = log.apply_retention(1_000);
+        let deleted = log.apply_retention(1_000, i64::MAX);
         assert!(deleted > 0);
         assert!(log.size_bytes() <= 3_000 + 2_000);
         assert!(log.log_start_offset() > 0);
@@ -1414,6 +1419,33 @@ mod tests {
             log.read(0, 100),
             Err(BrokerError::OffsetOutOfRange { .. })
         ));
+    }
+
+    /// Retention deletes only segments wholly below the bound it is given (a replica's high
+    /// watermark): the segment holding the bound and everything after it stay.
+    #[test]
+    fn retention_stays_below_the_bound() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = TopicConfig {
+            retention_bytes: 0,
+            ..small_segments()
+        };
+        let (mut log, _) = Log::open(dir.path(), config, 0, 0).expect("open");
+        for i in 0..40 {
+            log.append(&mut batch(3, i), i).expect("append");
+        }
+        let bases: Vec<i64> = log.segments.keys().copied().collect();
+        assert!(bases.len() >= 4, "{bases:?}");
+        assert_eq!(
+            log.apply_retention(1_000, bases[1] - 1),
+            0,
+            "none wholly below"
+        );
+        assert_eq!(log.log_start_offset(), 0);
+        assert_eq!(log.apply_retention(1_000, bases[2]), 2);
+        assert_eq!(log.log_start_offset(), bases[2]);
+        assert!(log.apply_retention(1_000, i64::MAX) > 0);
+        assert_eq!(log.segments.len(), 1, "all but the active segment");
     }
 
     /// DeleteRecords moves the start inside a segment, deletes the segments wholly below it,

@@ -40,6 +40,7 @@ use crate::cluster::metadata::{ClusterImage, TopicImage, NO_LEADER};
 use crate::cluster::node::ClusterNode;
 use crate::cluster::topics::NewTopic;
 use crate::error::BrokerError;
+use crate::group::offsets::OFFSETS_TOPIC;
 use crate::limits::{AUTO_CREATE_TOPICS_PER_REQUEST_MAX, CONFIG_CHANGE_ATTEMPTS_MAX};
 
 pub(super) fn metadata(
@@ -61,11 +62,16 @@ pub(super) fn metadata(
             .map(|name| match image.topics.get(name.as_str()) {
                 Some(topic) => describe(&image, topic),
                 None => {
-                    let creatable = allow_create
-                        && context.broker.config.auto_create_topics
+                    let auto_create_on = allow_create && context.broker.config.auto_create_topics;
+                    let creatable = auto_create_on
                         && !context.broker.config.is_internal_topic(&name)
                         && creations_left > 0;
-                    let code = if creatable {
+                    let code = if auto_create_on && name.as_str() == OFFSETS_TOPIC {
+                        // Created as the group coordinator creates it, as Kafka does when
+                        // Metadata asks for it (Burrow does, before any group exists).
+                        crate::GroupCoordinator::ensure_offsets_topic(&context.broker);
+                        ResponseError::LeaderNotAvailable.code()
+                    } else if creatable {
                         creations_left -= 1;
                         auto_create(&context.broker, node, name.to_string());
                         ResponseError::LeaderNotAvailable.code()
