@@ -208,6 +208,18 @@ mod cluster {
             format!("{leader} from {leader}: self").into_bytes()
         );
 
+        eventually(
+            "every voter to reach every other (refusals at start-up forgotten)",
+            || {
+                voters.iter().flatten().all(|voter| {
+                    addresses
+                        .iter()
+                        .all(|(id, _)| voter.quorum.peer_refusing_since(*id).is_none())
+                })
+            },
+        )
+        .await;
+
         // Kill the leader: the other two elect a new one and go on.
         let old = voters[leader as usize - 1].take().expect("running");
         old.quorum.shutdown().await;
@@ -217,6 +229,14 @@ mod cluster {
             "{shut:?}"
         );
         drop(old);
+        // Nothing listens on its controller address any more: the others see it refuse (what
+        // lets the controller fence a dead broker without waiting for its session).
+        for voter in voters.iter().flatten() {
+            eventually("the stopped voter to refuse connections", || {
+                voter.quorum.peer_refusing_since(leader).is_some()
+            })
+            .await;
+        }
         let new_leader = agreed_leader(&voters).await;
         assert_ne!(new_leader, leader);
         let survivor = voters.iter().flatten().next().expect("two left");
@@ -233,6 +253,12 @@ mod cluster {
         );
         voters[leader as usize - 1] = Some(restarted);
         all_applied(&voters, &["a", "b", "c"]).await;
+        for voter in voters.iter().flatten() {
+            eventually("the restarted voter to accept connections again", || {
+                voter.quorum.peer_refusing_since(leader).is_none()
+            })
+            .await;
+        }
         propose(running(&voters, leader), "d").await;
         all_applied(&voters, &["a", "b", "c", "d"]).await;
         for voter in voters.iter().flatten() {
