@@ -215,17 +215,31 @@ impl TopicConfig {
             value: value.to_string(),
         };
         let int = || value.trim().parse::<i64>().map_err(|_| bad());
-        match name {
-            "segment.bytes" => self.segment_bytes = u64::try_from(int()?).map_err(|_| bad())?,
-            "segment.ms" => self.segment_ms = int()?,
-            "retention.ms" => self.retention_ms = int()?,
-            "retention.bytes" => self.retention_bytes = int()?,
-            "delete.retention.ms" => self.delete_retention_ms = int()?,
-            "flush.messages" => self.flush_messages = int()?.max(1),
-            "flush.ms" => self.flush_ms = int()?.max(1),
-            "max.message.bytes" => {
-                self.max_message_bytes = i32::try_from(int()?).map_err(|_| bad())?
+        // Kafka's lower bounds (its TopicConfig definitions); ints are 32-bit there.
+        let at_least = |min: i64| -> Result<i64, BrokerError> {
+            let n = int()?;
+            if n < min {
+                return Err(BrokerError::ConfigBelowMinimum {
+                    name: name.to_string(),
+                    value: n,
+                    min,
+                });
             }
+            Ok(n)
+        };
+        let int32_at_least =
+            |min: i64| at_least(min).and_then(|n| i32::try_from(n).map_err(|_| bad()));
+        match name {
+            // A segment must hold at least a record's overhead (Kafka: 14 bytes).
+            "segment.bytes" => self.segment_bytes = int32_at_least(14)? as u64,
+            "segment.ms" => self.segment_ms = at_least(1)?,
+            "retention.ms" => self.retention_ms = at_least(-1)?,
+            "retention.bytes" => self.retention_bytes = int()?,
+            "delete.retention.ms" => self.delete_retention_ms = at_least(0)?,
+            "flush.messages" => self.flush_messages = at_least(1)?,
+            // 0 (Kafka: flush at once) is the shortest interval the flusher keeps: 1 ms.
+            "flush.ms" => self.flush_ms = at_least(0)?.max(1),
+            "max.message.bytes" => self.max_message_bytes = int32_at_least(0)?,
             "cleanup.policy" => {
                 let mut parts: Vec<&str> = value.split(',').map(str::trim).collect();
                 parts.sort_unstable();
@@ -512,5 +526,42 @@ mod tests {
         assert!(TopicConfig::default()
             .with_overrides([("cleanup.policy", "keep")])
             .is_err());
+    }
+
+    /// Numbers below Kafka's minimum are refused with Kafka's words; the minimum itself and
+    /// -1 (no limit) where Kafka allows it are taken.
+    #[test]
+    fn numbers_below_kafkas_minimum_are_refused() {
+        let refused = |name: &str, value: &str| {
+            let error = TopicConfig::default()
+                .with_overrides([(name, value)])
+                .expect_err(name);
+            assert_eq!(
+                error.code(),
+                kafka_protocol::ResponseError::InvalidConfig.code(),
+                "{name}"
+            );
+            error.to_string()
+        };
+        assert_eq!(
+            refused("segment.bytes", "0"),
+            "Invalid value 0 for configuration segment.bytes: Value must be at least 14"
+        );
+        refused("segment.bytes", "4294967296");
+        refused("segment.ms", "0");
+        refused("retention.ms", "-2");
+        refused("delete.retention.ms", "-1");
+        refused("flush.messages", "0");
+        refused("flush.ms", "-1");
+        refused("max.message.bytes", "-1");
+        let taken = TopicConfig::default()
+            .with_overrides([
+                ("segment.bytes", "14"),
+                ("retention.ms", "-1"),
+                ("retention.bytes", "-1"),
+                ("flush.ms", "0"),
+            ])
+            .expect("at the minimum");
+        assert_eq!((taken.segment_bytes, taken.retention_ms), (14, -1));
     }
 }

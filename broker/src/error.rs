@@ -54,6 +54,9 @@ pub enum BrokerError {
     ReplicationFactorTooLarge { requested: i16, brokers: usize },
     #[error("config '{name}' has an invalid value '{value}'")]
     InvalidConfig { name: String, value: String },
+    /// A number outside the range Kafka allows for the config (Kafka's words).
+    #[error("Invalid value {value} for configuration {name}: Value must be at least {min}")]
+    ConfigBelowMinimum { name: String, value: i64, min: i64 },
     #[error(
         "config value {operation} is not allowed for config key: {name} (only list configs, \
          such as cleanup.policy, take append and subtract)"
@@ -246,6 +249,7 @@ impl BrokerError {
                 ResponseError::InvalidReplicationFactor
             }
             BrokerError::InvalidConfig { .. }
+            | BrokerError::ConfigBelowMinimum { .. }
             | BrokerError::UnknownConfig { .. }
             | BrokerError::ConfigOperationNotAllowed { .. } => ResponseError::InvalidConfig,
             BrokerError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,

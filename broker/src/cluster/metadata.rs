@@ -170,6 +170,16 @@ pub struct ClusterImage {
 }
 
 impl ClusterImage {
+    /// Topic `name`, or UNKNOWN_TOPIC_OR_PARTITION.
+    pub fn topic(&self, name: &str) -> crate::error::Result<&TopicImage> {
+        self.topics
+            .get(name)
+            .ok_or_else(|| crate::error::BrokerError::UnknownTopicOrPartition {
+                topic: name.to_string(),
+                partition: -1,
+            })
+    }
+
     /// Applies one committed record. Records that no longer apply change nothing.
     pub fn apply(&mut self, index: u64, record: &MetadataRecord) {
         assert!(

@@ -108,13 +108,7 @@ impl ClusterNode {
         validate_only: bool,
     ) -> Result<()> {
         let image = self.image();
-        let topic = image
-            .topics
-            .get(name)
-            .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
-                topic: name.to_string(),
-                partition: -1,
-            })?;
+        let topic = image.topic(name)?;
         let current = topic.partitions.len() as i32;
         if count <= current {
             return Err(BrokerError::PartitionCountNotIncreased {
@@ -177,26 +171,19 @@ impl ClusterNode {
             previous,
         };
         self.propose(&record).await?;
-        match self.image().topics.get(name) {
-            Some(topic) if topic.id == id => Ok(()),
-            _ => Err(BrokerError::UnknownTopicOrPartition {
+        let image = self.image();
+        match image.topic(name) {
+            Ok(topic) if topic.id != id => Err(BrokerError::UnknownTopicOrPartition {
                 topic: name.to_string(),
                 partition: -1,
             }),
+            found => found.map(|_| ()),
         }
     }
 
     /// Deletes a topic.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
-        let id = self
-            .image()
-            .topics
-            .get(name)
-            .map(|t| t.id.clone())
-            .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
-                topic: name.to_string(),
-                partition: -1,
-            })?;
+        let id = self.image().topic(name)?.id.clone();
         let record = MetadataRecord::DeleteTopic {
             name: name.to_string(),
             id,

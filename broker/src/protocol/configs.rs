@@ -93,14 +93,7 @@ impl TopicSource<'_> {
                 })
             }
             TopicSource::Image(image) => {
-                let topic =
-                    image
-                        .topics
-                        .get(name)
-                        .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
-                            topic: name.to_string(),
-                            partition: -1,
-                        })?;
+                let topic = image.topic(name)?;
                 Ok(TopicSettings {
                     id: topic.id.clone(),
                     config: broker.topic_config(&topic.configs)?,
