@@ -171,14 +171,14 @@ impl ClusterNode {
             previous,
         };
         self.propose(&record).await?;
-        let image = self.image();
-        match image.topic(name) {
-            Ok(topic) if topic.id != id => Err(BrokerError::UnknownTopicOrPartition {
+        if self.image().topic(name)?.id != id {
+            // Deleted and created again meanwhile: the topic that was asked about is gone.
+            return Err(BrokerError::UnknownTopicOrPartition {
                 topic: name.to_string(),
                 partition: -1,
-            }),
-            found => found.map(|_| ()),
+            });
         }
+        Ok(())
     }
 
     /// Deletes a topic.

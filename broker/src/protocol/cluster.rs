@@ -33,7 +33,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
-use super::configs::{TopicConfigChange, TopicSource};
+use super::configs::{ConfigResource, TopicConfigChange, TopicSource};
 use super::{admin, configs, str_bytes, RequestContext};
 use crate::broker::Broker;
 use crate::cluster::metadata::{ClusterImage, TopicImage, NO_LEADER};
@@ -302,19 +302,13 @@ pub(super) async fn alter_configs(
     request: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
     let broker = &context.broker;
-    let mut outcomes = Vec::with_capacity(request.resources.len());
-    for resource in configs::named_once(&request.resources) {
-        let outcome = match resource {
-            Ok(resource) => {
-                let check = |image: &ClusterImage| {
-                    configs::check_alter_resource(broker, &TopicSource::Image(image), resource)
-                };
-                alter_topic_configs(&node, check, request.validate_only).await
-            }
-            Err(e) => Err(e),
-        };
-        outcomes.push(outcome);
-    }
+    let outcomes = alter_each(
+        &node,
+        &request.resources,
+        request.validate_only,
+        |image, r| configs::check_alter_resource(broker, &TopicSource::Image(image), r),
+    )
+    .await;
     configs::alter_configs_response(request.resources, outcomes)
 }
 
@@ -324,21 +318,34 @@ pub(super) async fn incremental_alter_configs(
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let broker = &context.broker;
-    let mut outcomes = Vec::with_capacity(request.resources.len());
-    for resource in configs::named_once(&request.resources) {
-        let outcome = match resource {
+    let outcomes = alter_each(
+        &node,
+        &request.resources,
+        request.validate_only,
+        |image, r| configs::check_incremental_alter_resource(broker, &TopicSource::Image(image), r),
+    )
+    .await;
+    configs::incremental_alter_configs_response(request.resources, outcomes)
+}
+
+/// Alters each resource in turn with [`alter_topic_configs`]; one named twice in the request
+/// is refused.
+async fn alter_each<R: ConfigResource>(
+    node: &ClusterNode,
+    resources: &[R],
+    validate_only: bool,
+    check: impl Fn(&ClusterImage, &R) -> Result<Option<TopicConfigChange>, BrokerError>,
+) -> Vec<Result<(), BrokerError>> {
+    let mut outcomes = Vec::with_capacity(resources.len());
+    for resource in configs::named_once(resources) {
+        outcomes.push(match resource {
             Ok(resource) => {
-                let check = |image: &ClusterImage| {
-                    let topics = TopicSource::Image(image);
-                    configs::check_incremental_alter_resource(broker, &topics, resource)
-                };
-                alter_topic_configs(&node, check, request.validate_only).await
+                alter_topic_configs(node, |image| check(image, resource), validate_only).await
             }
             Err(e) => Err(e),
-        };
-        outcomes.push(outcome);
+        });
     }
-    configs::incremental_alter_configs_response(request.resources, outcomes)
+    outcomes
 }
 
 /// Checks a resource's change against the current image with `check` and, unless
