@@ -39,6 +39,7 @@ use crate::group::GroupCoordinator;
 use crate::limits::PARTITIONS_MAX;
 use crate::log::{compaction, sync_dir, write_state_file, Log};
 use crate::partition::Partition;
+use crate::txn::TransactionCoordinator;
 
 const METADATA_DIR: &str = "__eddy_metadata";
 const RECOVERY_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
@@ -83,6 +84,7 @@ pub struct Broker {
     /// after the deletion's own write and bring the deleted topic's entries back.
     checkpoint_writer: Mutex<()>,
     pub groups: GroupCoordinator,
+    pub transactions: TransactionCoordinator,
     next_producer_id: AtomicI64,
     producer_id_limit: Mutex<i64>,
     pub cluster_id: String,
@@ -112,6 +114,7 @@ impl Broker {
         let cluster_id = cluster_id(&metadata)?;
         let broker = Arc::new(Broker {
             groups: GroupCoordinator::new(config.group_initial_rebalance_delay),
+            transactions: TransactionCoordinator::default(),
             config,
             topics: RwLock::new(HashMap::new()),
             topic_admin: Mutex::new(()),
@@ -124,7 +127,9 @@ impl Broker {
         });
         broker.load_topics(&metadata, &checkpoint)?;
         crate::group::offsets::restore(&broker)?;
+        crate::txn::restore(&broker)?;
         tokio::spawn(maintenance(Arc::clone(&broker)));
+        tokio::spawn(expire_transactions(Arc::clone(&broker)));
         tokio::spawn(checkpointer(Arc::clone(&broker)));
         tokio::spawn(crate::group::expire_members(Arc::clone(&broker)));
         Ok(broker)
@@ -730,6 +735,16 @@ async fn maintenance(broker: Arc<Broker>) {
         tick.tick().await;
         let b = Arc::clone(&broker);
         let _ = tokio::task::spawn_blocking(move || b.run_maintenance()).await;
+    }
+}
+
+/// Aborts transactions past their timeout and forgets idle transactional ids, periodically.
+async fn expire_transactions(broker: Arc<Broker>) {
+    let mut tick = tokio::time::interval(broker.config.transaction_check_interval);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        broker.transactions.expire(&broker).await;
     }
 }
 

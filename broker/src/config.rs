@@ -386,6 +386,15 @@ pub struct BrokerConfig {
     /// `max.broker.partitions` (KIP-578's name): most partitions this broker holds in all. Each
     /// partition holds open files and a flusher task, so unbounded creation would exhaust them.
     pub broker_partitions_max: usize,
+    /// `transaction.max.timeout.ms`: the longest `transaction.timeout.ms` a transactional
+    /// producer may ask for (InitProducerId answers INVALID_TRANSACTION_TIMEOUT beyond it).
+    pub transaction_max_timeout_ms: i32,
+    /// `transactional.id.expiration.ms`: a transactional id with no request and no open
+    /// transaction for this long is forgotten.
+    pub transactional_id_expiration_ms: i64,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often transactions
+    /// past their timeout are looked for (and aborted).
+    pub transaction_check_interval: Duration,
 }
 
 /// One broker config as DescribeConfigs lists it.
@@ -450,6 +459,17 @@ impl BrokerConfig {
             entry("max.broker.partitions", ConfigType::Int,
                 "The most partitions this broker holds in all.",
                 self.broker_partitions_max.to_string(), defaults.broker_partitions_max.to_string()),
+            entry("transaction.max.timeout.ms", ConfigType::Int,
+                "The longest transaction timeout a transactional producer may ask for.",
+                self.transaction_max_timeout_ms.to_string(),
+                defaults.transaction_max_timeout_ms.to_string()),
+            entry("transactional.id.expiration.ms", ConfigType::Int,
+                "Forget a transactional id idle for this long.",
+                self.transactional_id_expiration_ms.to_string(),
+                defaults.transactional_id_expiration_ms.to_string()),
+            entry("transaction.abort.timed.out.transaction.cleanup.interval.ms", ConfigType::Int,
+                "How often transactions past their timeout are aborted.",
+                ms(self.transaction_check_interval), ms(defaults.transaction_check_interval)),
         ];
         for spec in TOPIC_CONFIGS {
             let value = self.topic_defaults.get(spec.name).expect("listed");
@@ -485,6 +505,9 @@ impl BrokerConfig {
             replica_fetch_response_max_bytes: 10 * 1024 * 1024,
             create_topics_partitions_max: 10_000,
             broker_partitions_max: 100_000,
+            transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 604_800_000,
+            transaction_check_interval: Duration::from_secs(10),
         }
     }
 

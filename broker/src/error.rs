@@ -148,6 +148,12 @@ pub enum BrokerError {
     /// could not be replicated); clients look the coordinator up again and retry.
     #[error("no coordinator is available for group '{0}' now: {1}")]
     CoordinatorNotAvailable(String, String),
+    /// A transactional producer's request the transaction coordinator refused.
+    #[error("transactional id '{transactional_id}': {kind}")]
+    Transaction {
+        transactional_id: String,
+        kind: TxnError,
+    },
     #[error("{0}")]
     InvalidRequest(String),
     /// Records a topic refuses (a compacted topic's records without a key), each named by its
@@ -218,6 +224,42 @@ impl ReplicationError {
     }
 }
 
+/// Why the transaction coordinator refused a request (Kafka's error of the same name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TxnError {
+    #[error(
+        "producer epoch {epoch} is not the current {current}: a newer producer with this \
+         transactional id fenced this one"
+    )]
+    ProducerFenced { epoch: i16, current: i16 },
+    #[error("the producer id does not belong to this transactional id")]
+    InvalidProducerIdMapping,
+    #[error("its previous transaction is still being completed; retry")]
+    ConcurrentTransactions,
+    #[error("cannot {} a transaction in state {state}", if *.commit { "commit" } else { "abort" })]
+    InvalidTxnState { state: &'static str, commit: bool },
+    #[error(
+        "transaction.timeout.ms {timeout_ms} must be positive and at most \
+         transaction.max.timeout.ms {max_ms}"
+    )]
+    InvalidTransactionTimeout { timeout_ms: i32, max_ms: i32 },
+    #[error("no such transactional id")]
+    TransactionalIdNotFound,
+}
+
+impl TxnError {
+    fn response_error(self) -> ResponseError {
+        match self {
+            TxnError::ProducerFenced { .. } => ResponseError::ProducerFenced,
+            TxnError::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
+            TxnError::ConcurrentTransactions => ResponseError::ConcurrentTransactions,
+            TxnError::InvalidTxnState { .. } => ResponseError::InvalidTxnState,
+            TxnError::InvalidTransactionTimeout { .. } => ResponseError::InvalidTransactionTimeout,
+            TxnError::TransactionalIdNotFound => ResponseError::TransactionalIdNotFound,
+        }
+    }
+}
+
 /// The records of a batch a topic refused, as Kafka lists them.
 #[derive(Debug)]
 pub struct RecordErrors {
@@ -276,6 +318,7 @@ impl BrokerError {
             BrokerError::NotCoordinator(_) => ResponseError::NotCoordinator,
             BrokerError::CoordinatorLoadInProgress(_) => ResponseError::CoordinatorLoadInProgress,
             BrokerError::CoordinatorNotAvailable(..) => ResponseError::CoordinatorNotAvailable,
+            BrokerError::Transaction { kind, .. } => kind.response_error(),
             BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
             BrokerError::InvalidRecords(_) => ResponseError::InvalidRecord,
             BrokerError::Replication { kind, .. } => kind.response_error(),

@@ -3,7 +3,8 @@
 //! A [`Broker`] holds [`Topic`]s; each has [`Partition`]s, and each partition is a [`Log`] of
 //! CRC-checked segment files (`log/segment.rs`) addressed by offset, with sparse indexes, recovery
 //! of torn tails, retention and compaction (`log/compaction.rs`). [`GroupCoordinator`] runs
-//! consumer groups and keeps committed offsets in `__consumer_offsets`. [`protocol`] speaks Kafka's
+//! consumer groups and keeps committed offsets in `__consumer_offsets`; [`txn`] coordinates
+//! Kafka transactions, its state in `__transaction_state`. [`protocol`] speaks Kafka's
 //! wire protocol ([`serve`]); [`LogClient`] is what the engine uses, in-process
 //! ([`InProcessClient`]) or over the wire ([`KafkaClient`]). What an acknowledgement promises is
 //! stated in `partition.rs`.
@@ -27,6 +28,7 @@ pub mod partition;
 pub mod partitioner;
 pub mod protocol;
 pub mod server;
+pub mod txn;
 
 pub use broker::{now_ms, Broker, Topic};
 pub use client::{InProcessClient, LogClient, OffsetRange, OffsetReset, ProducerRecord};

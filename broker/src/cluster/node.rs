@@ -405,6 +405,11 @@ fn apply_role(
         let leading = registered && partition.leader == me;
         crate::GroupCoordinator::partition_role_changed(broker, local.index, leading);
     }
+    if topic.name == crate::txn::TXN_STATE_TOPIC {
+        // The transaction coordinator loads or unloads this partition's ids (`txn/mod.rs`).
+        let leading = registered && partition.leader == me;
+        crate::txn::TransactionCoordinator::partition_role_changed(broker, local.index, leading);
+    }
     if registered && partition.leader == me {
         if let Some((_, task)) = replica.fetcher.take() {
             task.abort();

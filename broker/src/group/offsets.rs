@@ -24,7 +24,7 @@ use super::stored::{self, StoredGroup};
 use super::CommittedOffset;
 use crate::broker::{now_ms, Broker};
 use crate::error::{BrokerError, ReplicationError, Result};
-use crate::log::batch::{decode_records, BatchBuilder};
+use crate::log::batch::{decode_records, headers, marker_kind, BatchBuilder};
 use crate::partition::Partition;
 
 /// The internal topic holding committed offsets.
@@ -146,6 +146,10 @@ struct StoreState {
     committed: BTreeMap<(String, String, i32), CommittedOffset>,
     /// Writes in the log but not yet on disk, in log order.
     pending: VecDeque<PendingWrite>,
+    /// Offsets committed inside transactions not yet ended (TxnOffsetCommit), by
+    /// `__consumer_offsets` partition and producer id, in log order: the transaction's commit
+    /// marker applies them, its abort marker drops them.
+    in_transactions: BTreeMap<(i32, i64), Vec<(String, OffsetChange)>>,
 }
 
 struct PendingWrite {
@@ -153,6 +157,9 @@ struct PendingWrite {
     last_offset: i64,
     group: String,
     changes: Vec<OffsetChange>,
+    /// For a TxnOffsetCommit: the `__consumer_offsets` partition and the producer id whose
+    /// transaction the write belongs to (it waits for its marker once on disk).
+    transaction: Option<(i32, i64)>,
 }
 
 impl PendingWrite {
@@ -307,6 +314,12 @@ impl OffsetStore {
         let mut state = self.state.lock();
         state.committed.retain(|(group, _, _), _| !dropped(group));
         state.pending.retain(|w| !dropped(&w.group));
+        for changes in state.in_transactions.values_mut() {
+            changes.retain(|(group, _)| !dropped(group));
+        }
+        state
+            .in_transactions
+            .retain(|_, changes| !changes.is_empty());
         drop(state);
         self.settled.send_modify(|n| *n += 1);
     }
@@ -320,12 +333,47 @@ impl OffsetStore {
             .is_some_and(|w| w.last_offset <= durable_through)
         {
             let write = state.pending.pop_front().expect("front checked");
+            if let Some(transaction) = write.transaction {
+                let group = write.group;
+                let changes = write.changes.into_iter().map(|c| (group.clone(), c));
+                state
+                    .in_transactions
+                    .entry(transaction)
+                    .or_default()
+                    .extend(changes);
+                continue;
+            }
             for change in write.changes {
                 state.apply(&write.group, change);
             }
         }
         drop(state);
         self.settled.send_modify(|n| *n += 1);
+    }
+
+    /// A transaction's marker reached `__consumer_offsets` partition `partition`: the offsets
+    /// its producer committed there become visible (commit) or are dropped (abort).
+    pub(crate) fn end_transaction(&self, partition: i32, producer_id: i64, commit: bool) {
+        let mut state = self.state.lock();
+        let Some(changes) = state.in_transactions.remove(&(partition, producer_id)) else {
+            return;
+        };
+        if commit {
+            for (group, change) in changes {
+                state.apply(&group, change);
+            }
+        }
+        drop(state);
+        self.settled.send_modify(|n| *n += 1);
+    }
+
+    /// Whether an open transaction has committed an offset for this partition of the group
+    /// (OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT then, as Kafka does).
+    pub(crate) fn in_open_transaction(&self, group: &str, topic: &str, partition: i32) -> bool {
+        let state = self.state.lock();
+        let touches =
+            |(g, (t, p, _)): &(String, OffsetChange)| g == group && t == topic && *p == partition;
+        state.in_transactions.values().flatten().any(touches)
     }
 
     /// Drops a write that failed to reach disk: it is not applied.
@@ -420,7 +468,23 @@ pub(crate) fn append_commit(
     group: &str,
     changes: Vec<OffsetChange>,
 ) -> Result<Option<Appended>> {
-    append(broker, group, |_| changes)
+    append(broker, group, None, |_| changes)
+}
+
+/// TxnOffsetCommit: appends offsets committed inside producer `producer`'s transaction to
+/// `__consumer_offsets` as its transactional records; once settled they wait for the
+/// transaction's marker ([`OffsetStore::end_transaction`]).
+pub(crate) fn append_transactional_commit(
+    broker: &Broker,
+    group: &str,
+    producer: (i64, i16),
+    offsets: Vec<(String, i32, CommittedOffset)>,
+) -> Result<Option<Appended>> {
+    let changes = offsets
+        .into_iter()
+        .map(|(t, p, o)| (t, p, Some(o)))
+        .collect();
+    append(broker, group, Some(producer), |_| changes)
 }
 
 /// Appends tombstones for a group's offsets to `__consumer_offsets` now; they apply once
@@ -430,7 +494,7 @@ pub(crate) fn append_deletion(
     group: &str,
     deletion: Deletion<'_>,
 ) -> Result<Option<Appended>> {
-    append(broker, group, |state| {
+    append(broker, group, None, |state| {
         let mut partitions = state.partitions_of(group);
         if let Deletion::Partitions(wanted) = deletion {
             partitions.retain(|key| wanted.contains(key));
@@ -444,6 +508,7 @@ pub(crate) fn append_deletion(
 fn append(
     broker: &Broker,
     group: &str,
+    producer: Option<(i64, i16)>,
     changes_of: impl FnOnce(&StoreState) -> Vec<OffsetChange>,
 ) -> Result<Option<Appended>> {
     let partition = offsets_partition(broker, group)?;
@@ -472,6 +537,9 @@ fn append(
             let value = value.as_ref().map(encode_value);
             builder.push(timestamp_ms, Some(&key), value.as_deref(), &[]);
         }
+        if let Some((producer_id, producer_epoch)) = producer {
+            builder = builder.transactional(producer_id, producer_epoch);
+        }
         match partition.append(&mut builder.finish(), now) {
             Ok(info) => (appended, last_offset) = (appended + chunk.len(), info.last_offset),
             Err(e) => {
@@ -488,6 +556,7 @@ fn append(
             last_offset,
             group: group.to_string(),
             changes,
+            transaction: producer.map(|(id, _)| (partition.index, id)),
         });
     }
     if let Some(e) = failure {
@@ -618,21 +687,28 @@ fn offsets_partition(broker: &Broker, group: &str) -> Result<Arc<Partition>> {
 
 /// The partition of `__consumer_offsets` that holds a group's records: in a cluster, the
 /// leader of that partition coordinates the group.
-#[allow(clippy::modulo_one)] // OFFSETS_PARTITIONS is 1 today; the hash stays Kafka's.
 pub fn partition_for(group: &str) -> i32 {
-    // Java's String.hashCode, made non-negative, as Kafka picks the partition for a group.
-    let hash = group
+    key_partition(group, OFFSETS_PARTITIONS)
+}
+
+/// The partition of an internal topic of `partitions` partitions that holds `key` (a group or
+/// a transactional id): Java's String.hashCode, made non-negative, as Kafka picks it.
+pub(crate) fn key_partition(key: &str, partitions: i32) -> i32 {
+    let hash = key
         .encode_utf16()
         .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32));
-    (hash & 0x7fff_ffff) % OFFSETS_PARTITIONS
+    (hash & 0x7fff_ffff) % partitions
 }
 
 /// What one partition of `__consumer_offsets` holds, read back in log order: the last value of
 /// each committed offset (`None`: deleted) and of each group's metadata record.
 #[derive(Default)]
 pub(crate) struct PartitionContents {
+    index: i32,
     offsets: BTreeMap<(String, String, i32), Option<CommittedOffset>>,
     groups: BTreeMap<String, Option<StoredGroup>>,
+    /// Transactional records not yet followed by their marker, by producer id.
+    open_transactions: BTreeMap<i64, Vec<(Option<Bytes>, Option<Bytes>)>>,
     records: usize,
 }
 
@@ -642,22 +718,55 @@ impl PartitionContents {
     /// lock is taken per read, never while the store's is held (appends take the store's lock,
     /// then the log's).
     pub(crate) fn read(partition: &Partition) -> Result<PartitionContents> {
-        let mut contents = PartitionContents::default();
+        let mut contents = PartitionContents {
+            index: partition.index,
+            ..PartitionContents::default()
+        };
         let mut offset = partition.log_start_offset();
         let end = partition.log_end_offset();
         while offset < end {
             let bytes = partition.read_replica(offset, 1 << 20)?;
-            let records = decode_records(&bytes).map_err(BrokerError::CorruptMessage)?;
-            let Some(last) = records.last() else { break };
-            offset = last.offset + 1;
-            for record in records {
-                if record.offset >= end {
+            let before = offset;
+            for (position, header) in headers(&bytes) {
+                if header.base_offset >= end {
                     break;
                 }
-                contents.add(record.key, record.value);
+                offset = header.base_offset + header.last_offset_delta as i64 + 1;
+                let batch = bytes.slice(position..position + header.total_bytes());
+                if header.is_control() {
+                    let commit = marker_kind(&batch).map_err(BrokerError::CorruptMessage)?;
+                    contents.end_transaction(header.producer_id, commit);
+                    continue;
+                }
+                let records = decode_records(&batch).map_err(BrokerError::CorruptMessage)?;
+                let records = records.into_iter().filter(|r| r.offset < end);
+                if header.is_transactional() {
+                    let open = contents
+                        .open_transactions
+                        .entry(header.producer_id)
+                        .or_default();
+                    open.extend(records.map(|r| (r.key, r.value)));
+                    continue;
+                }
+                for record in records {
+                    contents.add(record.key, record.value);
+                }
+            }
+            if offset == before {
+                break;
             }
         }
         Ok(contents)
+    }
+
+    /// A marker: the producer's transactional records apply here (commit) or never (abort).
+    fn end_transaction(&mut self, producer_id: i64, commit: Option<bool>) {
+        let records = self.open_transactions.remove(&producer_id);
+        if commit == Some(true) {
+            for (key, value) in records.into_iter().flatten() {
+                self.add(key, value);
+            }
+        }
     }
 
     fn add(&mut self, key: Option<Bytes>, value: Option<Bytes>) {
@@ -686,6 +795,23 @@ impl PartitionContents {
 
     /// Puts what was read into the coordinator's memory; returns how many records it held.
     pub(crate) fn apply(self, coordinator: &super::GroupCoordinator) -> usize {
+        let mut open = Vec::new();
+        for (producer_id, records) in self.open_transactions {
+            let changes: Vec<(String, OffsetChange)> = records
+                .into_iter()
+                .filter_map(|(key, value)| {
+                    let (group, topic, partition) = decode_key(key?)?;
+                    Some((group, (topic, partition, value.and_then(decode_value))))
+                })
+                .collect();
+            open.push(((self.index, producer_id), changes));
+        }
+        coordinator
+            .offsets
+            .state
+            .lock()
+            .in_transactions
+            .extend(open);
         for ((group, topic, partition), value) in self.offsets {
             coordinator
                 .offsets

@@ -158,6 +158,11 @@ impl BatchHeader {
         self.producer_id >= 0 && self.base_sequence >= 0
     }
 
+    /// Whether the batch belongs to a transaction (attributes bit 4).
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & 0x10 != 0
+    }
+
     /// Whether this is a transaction control batch (commit or abort marker).
     pub fn is_control(&self) -> bool {
         self.attributes & 0x20 != 0
@@ -242,6 +247,27 @@ pub fn decode_records(buf: &Bytes) -> Result<Vec<ConsumedRecord>, String> {
         }));
     }
     Ok(out)
+}
+
+/// What the control batch at the start of `batch` marks: `Some(true)` a commit, `Some(false)`
+/// an abort, `None` another control record (Kafka has none today). Errors when it cannot be
+/// decoded.
+pub fn marker_kind(batch: &Bytes) -> Result<Option<bool>, String> {
+    let mut one = batch.clone();
+    let set = RecordBatchDecoder::decode(&mut one).map_err(|e| e.to_string())?;
+    let key = set
+        .records
+        .first()
+        .and_then(|r| r.key.clone())
+        .ok_or("a control batch without a control record")?;
+    if key.len() < 4 {
+        return Err("a control record key shorter than 4 bytes".into());
+    }
+    Ok(match i16::from_be_bytes([key[2], key[3]]) {
+        0 => Some(false),
+        1 => Some(true),
+        _ => None,
+    })
 }
 
 /// Checks a batch a client produced before it is stored: everything [`validate`] checks (magic
@@ -597,6 +623,8 @@ pub struct BatchBuilder {
     record_count: i32,
     base_timestamp: i64,
     max_timestamp: i64,
+    /// For a transactional batch: the producer id and epoch.
+    producer: Option<(i64, i16)>,
 }
 
 impl BatchBuilder {
@@ -609,7 +637,16 @@ impl BatchBuilder {
             record_count: 0,
             base_timestamp: base_timestamp_ms,
             max_timestamp: base_timestamp_ms,
+            producer: None,
         }
+    }
+
+    /// Makes the batch part of producer `producer_id`'s transaction (attributes bit 4), with no
+    /// sequence: the broker writes it itself (TxnOffsetCommit's records), as Kafka's group
+    /// coordinator does.
+    pub fn transactional(mut self, producer_id: i64, producer_epoch: i16) -> BatchBuilder {
+        self.producer = Some((producer_id, producer_epoch));
+        self
     }
 
     /// Number of records added so far.
@@ -668,13 +705,15 @@ impl BatchBuilder {
         header.put_i32(-1); // partition leader epoch: the broker stamps it
         header.put_i8(MAGIC_V2);
         header.put_u32(0); // crc: filled below
-        header.put_i16(0); // attributes: no compression, create time
+                           // attributes: no compression, create time; transactional when it has a producer
+        header.put_i16(if self.producer.is_some() { 0x10 } else { 0 });
         header.put_i32(self.record_count - 1);
         header.put_i64(self.base_timestamp);
         header.put_i64(self.max_timestamp);
-        header.put_i64(-1); // producer id: not idempotent
-        header.put_i16(-1);
-        header.put_i32(-1);
+        let (producer_id, producer_epoch) = self.producer.unwrap_or((-1, -1));
+        header.put_i64(producer_id);
+        header.put_i16(producer_epoch);
+        header.put_i32(-1); // base sequence: none
         header.put_i32(self.record_count);
         let crc = crc32c::crc32c(&self.buf[CRC_START..]);
         self.buf[17..21].copy_from_slice(&crc.to_be_bytes());

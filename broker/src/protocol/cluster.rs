@@ -1,5 +1,5 @@
 //! The requests a broker in a cluster answers from the cluster's metadata image rather than
-//! from its own topics: Metadata, CreateTopics, DeleteTopics, CreatePartitions, InitProducerId,
+//! from its own topics: Metadata, CreateTopics, DeleteTopics, CreatePartitions,
 //! AlterConfigs and IncrementalAlterConfigs here, and DescribeConfigs (`configs.rs`, reading
 //! topic configs from the image). Any broker answers them, leader of the metadata quorum or
 //! not. DeleteRecords and DescribeLogDirs are answered from the broker's local replicas
@@ -29,7 +29,7 @@ use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, BrokerId, CreatePartitionsRequest,
     CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
     DeleteTopicsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
-    InitProducerIdRequest, InitProducerIdResponse, MetadataRequest, MetadataResponse, TopicName,
+    MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::ResponseError;
 
@@ -399,19 +399,3 @@ async fn alter_topic_configs(
 /// The pause before proposing an incremental config change again grows by up to this much at
 /// each attempt, so that brokers changing the same topic's configs spread out.
 const CONFIG_CHANGE_PAUSE_MS: u64 = 10;
-
-pub(super) async fn init_producer_id(
-    node: Arc<ClusterNode>,
-    request: InitProducerIdRequest,
-) -> InitProducerIdResponse {
-    let response = InitProducerIdResponse::default()
-        .with_producer_id((-1).into())
-        .with_producer_epoch(-1);
-    if request.transactional_id.is_some() {
-        return response.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
-    }
-    match node.allocate_producer_id().await {
-        Ok(id) => response.with_producer_id(id.into()).with_producer_epoch(0),
-        Err(e) => response.with_error_code(e.code()),
-    }
-}

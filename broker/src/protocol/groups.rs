@@ -109,6 +109,16 @@ fn coordinator_for(
     key: &str,
 ) -> Result<(i32, String, i32)> {
     let broker = &context.broker;
+    let unavailable = |why: &str| BrokerError::CoordinatorNotAvailable(key.to_string(), why.into());
+    match key_type {
+        GROUP_KEY_TYPE => {}
+        TRANSACTION_KEY_TYPE => return super::txn::coordinator_for(broker, key),
+        _ => {
+            return Err(unavailable(
+                "only groups and transactions have coordinators",
+            ))
+        }
+    }
     let Some(node) = broker.cluster() else {
         let config = &broker.config;
         return Ok((
@@ -117,10 +127,6 @@ fn coordinator_for(
             config.advertised_port,
         ));
     };
-    let unavailable = |why: &str| BrokerError::CoordinatorNotAvailable(key.to_string(), why.into());
-    if key_type != GROUP_KEY_TYPE {
-        return Err(unavailable("only consumer groups have coordinators here"));
-    }
     if !crate::GroupCoordinator::ensure_offsets_topic(broker) {
         return Err(unavailable("__consumer_offsets is being created"));
     }
@@ -136,8 +142,10 @@ fn coordinator_for(
     }
 }
 
-/// FindCoordinator's key type of a consumer group (1 is a transactional id).
+/// FindCoordinator's key type of a consumer group.
 const GROUP_KEY_TYPE: i8 = 0;
+/// FindCoordinator's key type of a transactional id.
+const TRANSACTION_KEY_TYPE: i8 = 1;
 
 pub(super) async fn join_group(
     context: RequestContext,
@@ -410,7 +418,8 @@ async fn settle(appended: Result<Option<Appended>>, broker: &crate::Broker) -> R
 
 /// Answers with the group's committed offsets once the writes to them dispatched before this
 /// request are on disk (at most [`OFFSET_FETCH_WAIT_MS_MAX`]). With `require_stable` (v7), a
-/// partition whose offset still has a write pending is answered UNSTABLE_OFFSET_COMMIT, as Kafka
+/// partition whose offset still has a write pending, or was committed by a transaction not yet
+/// ended (TxnOffsetCommit), is answered UNSTABLE_OFFSET_COMMIT, as Kafka
 /// answers it, and the client retries.
 pub(super) fn offset_fetch(
     context: &RequestContext,
@@ -456,7 +465,9 @@ pub(super) fn offset_fetch(
                 let partitions = partitions
                     .into_iter()
                     .map(|index| {
-                        if require_stable && store.is_pending(&group, &name, index) {
+                        let unstable = store.is_pending(&group, &name, index)
+                            || store.in_open_transaction(&group, &name, index);
+                        if require_stable && unstable {
                             return OffsetFetchResponsePartition::default()
                                 .with_partition_index(index)
                                 .with_committed_offset(-1)

@@ -1,4 +1,4 @@
-//! Metadata, topic creation and deletion (CreateTopics, DeleteTopics) and InitProducerId.
+//! Metadata, topic creation and deletion (CreateTopics, DeleteTopics).
 //!
 //! CreateTopics follows Kafka's checks: explicit replica assignments need `num_partitions` and
 //! `replication_factor` of -1 and may name only this broker (INVALID_REPLICA_ASSIGNMENT
@@ -15,7 +15,7 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    InitProducerIdRequest, InitProducerIdResponse, MetadataRequest, MetadataResponse, TopicName,
+    MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::ResponseError;
 
@@ -293,23 +293,6 @@ pub(super) fn delete_topics(
         })
         .collect();
     DeleteTopicsResponse::default().with_responses(responses)
-}
-
-pub(super) fn init_producer_id(
-    context: &RequestContext,
-    request: InitProducerIdRequest,
-) -> InitProducerIdResponse {
-    let response = InitProducerIdResponse::default()
-        .with_producer_id((-1).into())
-        .with_producer_epoch(-1);
-    if request.transactional_id.is_some() {
-        // Transactions are not implemented: refuse rather than pretend.
-        return response.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
-    }
-    match context.broker.allocate_producer_id() {
-        Ok(id) => response.with_producer_id(id.into()).with_producer_epoch(0),
-        Err(e) => response.with_error_code(e.code()),
-    }
 }
 
 #[cfg(test)]

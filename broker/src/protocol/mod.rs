@@ -24,6 +24,7 @@ mod groups;
 mod leader_epochs;
 mod metadata;
 mod produce;
+mod txn;
 pub mod versions;
 
 use std::future::Future;
@@ -390,11 +391,38 @@ fn route(context: RequestContext, mut body: Bytes) -> Result<Pending, String> {
         }
         ApiKey::InitProducerId => {
             let request = decode(&mut body, v)?;
-            if let Some(node) = context.broker.cluster() {
-                let node = Arc::clone(node);
-                return Ok(context.later(cluster::init_producer_id(node, request)));
-            }
-            let response = metadata::init_producer_id(&context, request);
+            context.later(txn::init_producer_id(context.clone(), request))
+        }
+        ApiKey::AddPartitionsToTxn => {
+            let request = decode(&mut body, v)?;
+            context.later(txn::add_partitions_to_txn(context.clone(), request))
+        }
+        ApiKey::AddOffsetsToTxn => {
+            let request = decode(&mut body, v)?;
+            context.later(txn::add_offsets_to_txn(context.clone(), request))
+        }
+        ApiKey::EndTxn => {
+            let request = decode(&mut body, v)?;
+            context.later(txn::end_txn(context.clone(), request))
+        }
+        ApiKey::TxnOffsetCommit => {
+            let request = decode(&mut body, v)?;
+            context.later(txn::txn_offset_commit(context.clone(), request))
+        }
+        ApiKey::WriteTxnMarkers => {
+            let request = decode(&mut body, v)?;
+            context.later(txn::write_txn_markers(context.clone(), request))
+        }
+        ApiKey::DescribeTransactions => {
+            let request = decode(&mut body, v)?;
+            context.later(txn::describe_transactions(context.clone(), request))
+        }
+        ApiKey::ListTransactions => {
+            let response = txn::list_transactions(&context, decode(&mut body, v)?);
+            Pending::Ready(context.encode(&response))
+        }
+        ApiKey::DescribeProducers => {
+            let response = txn::describe_producers(&context, decode(&mut body, v)?);
             Pending::Ready(context.encode(&response))
         }
         ApiKey::FindCoordinator => {
@@ -538,6 +566,14 @@ mod tests {
                     ApiKey::DescribeCluster => body::<DescribeClusterRequest>(version),
                     ApiKey::DescribeLogDirs => body::<DescribeLogDirsRequest>(version),
                     ApiKey::OffsetForLeaderEpoch => body::<OffsetForLeaderEpochRequest>(version),
+                    ApiKey::AddPartitionsToTxn => body::<AddPartitionsToTxnRequest>(version),
+                    ApiKey::AddOffsetsToTxn => body::<AddOffsetsToTxnRequest>(version),
+                    ApiKey::EndTxn => body::<EndTxnRequest>(version),
+                    ApiKey::TxnOffsetCommit => body::<TxnOffsetCommitRequest>(version),
+                    ApiKey::WriteTxnMarkers => body::<WriteTxnMarkersRequest>(version),
+                    ApiKey::DescribeTransactions => body::<DescribeTransactionsRequest>(version),
+                    ApiKey::ListTransactions => body::<ListTransactionsRequest>(version),
+                    ApiKey::DescribeProducers => body::<DescribeProducersRequest>(version),
                     _ => unreachable!("every supported api is listed"),
                 };
                 let mut frame = BytesMut::new();

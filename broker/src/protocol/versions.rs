@@ -42,6 +42,14 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::OffsetForLeaderEpoch, 0, 4),
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 3),
+    (ApiKey::TxnOffsetCommit, 0, 3),
+    (ApiKey::WriteTxnMarkers, 0, 1),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 0),
+    (ApiKey::DescribeProducers, 0, 0),
 ];
 
 /// Whether `version` of `api_key` is implemented.
@@ -130,6 +138,14 @@ pub(crate) fn decode_any(
         ApiKey::DeleteRecords => d::<DeleteRecordsRequest>(body, version),
         ApiKey::DescribeCluster => d::<DescribeClusterRequest>(body, version),
         ApiKey::DescribeLogDirs => d::<DescribeLogDirsRequest>(body, version),
+        ApiKey::AddPartitionsToTxn => d::<AddPartitionsToTxnRequest>(body, version),
+        ApiKey::AddOffsetsToTxn => d::<AddOffsetsToTxnRequest>(body, version),
+        ApiKey::EndTxn => d::<EndTxnRequest>(body, version),
+        ApiKey::TxnOffsetCommit => d::<TxnOffsetCommitRequest>(body, version),
+        ApiKey::WriteTxnMarkers => d::<WriteTxnMarkersRequest>(body, version),
+        ApiKey::DescribeTransactions => d::<DescribeTransactionsRequest>(body, version),
+        ApiKey::ListTransactions => d::<ListTransactionsRequest>(body, version),
+        ApiKey::DescribeProducers => d::<DescribeProducersRequest>(body, version),
         ApiKey::OffsetForLeaderEpoch => d::<OffsetForLeaderEpochRequest>(body, version),
         _ => Ok(()),
     }
