@@ -760,6 +760,21 @@ mod tests {
         Broker::open(BrokerConfig::new(dir)).await.expect("open")
     }
 
+    /// Runs `body` on a broker of its own runtime, then stops both, as a process exit would
+    /// (the background tasks hold the broker and its data directory lock).
+    fn run<T>(dir: &std::path::Path, body: impl AsyncFnOnce(Arc<Broker>) -> T) -> T {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let broker = broker(dir).await;
+            let out = body(Arc::clone(&broker)).await;
+            broker.shutdown().await.expect("shutdown");
+            out
+        })
+    }
+
     fn init(id: &str) -> InitRequest<'_> {
         InitRequest {
             transactional_id: id,
@@ -895,11 +910,10 @@ mod tests {
 
     /// A transaction open when the broker stops is aborted when it restarts, with the epoch
     /// bumped (its producer is fenced); committed state comes back as it was.
-    #[tokio::test]
-    async fn a_restart_aborts_open_transactions_and_keeps_finished_ones() {
+    #[test]
+    fn a_restart_aborts_open_transactions_and_keeps_finished_ones() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (open, done) = {
-            let broker = broker(dir.path()).await;
+        let (open, done) = run(dir.path(), async |broker: Arc<Broker>| {
             broker.create_topic("t", 1, BTreeMap::new()).expect("topic");
             let coordinator = &broker.transactions;
             let partitions = [("t".to_string(), 0)];
@@ -923,42 +937,42 @@ mod tests {
                 .add_partitions(&broker, "open", open, &partitions)
                 .await
                 .expect("add");
-            broker.shutdown().await.expect("shutdown");
             (open, done)
-        };
-        let broker = broker(dir.path()).await;
-        let coordinator = &broker.transactions;
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
+        });
+        run(dir.path(), async |broker: Arc<Broker>| {
+            let coordinator = &broker.transactions;
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let state = coordinator
+                    .describe(&broker, "open")
+                    .await
+                    .expect("restored");
+                if state.state == TxnState::CompleteAbort {
+                    assert_eq!(
+                        (state.producer_id, state.producer_epoch),
+                        (open.0, open.1 + 1)
+                    );
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "still {:?}",
+                    state.state
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(markers_in(&broker, "t").contains(&(open.0, false)));
+            let fenced = coordinator.end_txn(&broker, "open", open, true).await;
+            assert!(matches!(kind(fenced), TxnError::ProducerFenced { .. }));
             let state = coordinator
-                .describe(&broker, "open")
+                .describe(&broker, "done")
                 .await
                 .expect("restored");
-            if state.state == TxnState::CompleteAbort {
-                assert_eq!(
-                    (state.producer_id, state.producer_epoch),
-                    (open.0, open.1 + 1)
-                );
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "still {:?}",
-                state.state
+            assert_eq!(
+                (state.state, state.producer_epoch),
+                (TxnState::CompleteCommit, done.1)
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(markers_in(&broker, "t").contains(&(open.0, false)));
-        let fenced = coordinator.end_txn(&broker, "open", open, true).await;
-        assert!(matches!(kind(fenced), TxnError::ProducerFenced { .. }));
-        let state = coordinator
-            .describe(&broker, "done")
-            .await
-            .expect("restored");
-        assert_eq!(
-            (state.state, state.producer_epoch),
-            (TxnState::CompleteCommit, done.1)
-        );
+        });
     }
 
     /// A transaction open longer than its timeout is aborted by the periodic check, fencing
@@ -992,20 +1006,20 @@ mod tests {
 
     /// Offsets committed in a transaction are invisible until it commits, dropped if it aborts,
     /// and come back after a restart only if committed (an open one's stay pending).
-    #[tokio::test]
-    async fn transactional_offsets_apply_on_commit_only() {
+    #[test]
+    fn transactional_offsets_apply_on_commit_only() {
         let dir = tempfile::tempdir().expect("tempdir");
         let offsets = |o| vec![("t".to_string(), 0, committed_for_tests(o))];
-        {
-            let broker = broker(dir.path()).await;
+        run(dir.path(), async |broker: Arc<Broker>| {
             broker.create_topic("t", 1, BTreeMap::new()).expect("topic");
             let coordinator = &broker.transactions;
             let store = &broker.groups.offsets;
-            for (id, group, offset, commit) in [
+            let cases = [
                 ("c", "gc", 5, Some(true)),
                 ("a", "ga", 6, Some(false)),
                 ("o", "go", 7, None),
-            ] {
+            ];
+            for (id, group, offset, commit) in cases {
                 let producer = coordinator
                     .init_producer_id(&broker, init(id))
                     .await
@@ -1031,26 +1045,24 @@ mod tests {
                     assert!(!store.in_open_transaction(group, "t", 0));
                 }
             }
+            assert_eq!(store.committed("gc", "t", 0).map(|o| o.offset), Some(5));
+            assert_eq!(store.committed("ga", "t", 0), None);
+        });
+        run(dir.path(), async |broker: Arc<Broker>| {
             let store = &broker.groups.offsets;
             assert_eq!(store.committed("gc", "t", 0).map(|o| o.offset), Some(5));
             assert_eq!(store.committed("ga", "t", 0), None);
-            // Stop without the restart's abort of "o" having run: the marker is not written.
-            broker.shutdown().await.expect("shutdown");
-        }
-        let broker = broker(dir.path()).await;
-        let store = &broker.groups.offsets;
-        assert_eq!(store.committed("gc", "t", 0).map(|o| o.offset), Some(5));
-        assert_eq!(store.committed("ga", "t", 0), None);
-        assert_eq!(store.committed("go", "t", 0), None);
-        // The restart aborts the open transaction, which drops its offsets for good.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while store.in_open_transaction("go", "t", 0) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the open transaction was not aborted"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(store.committed("go", "t", 0), None);
+            assert_eq!(store.committed("go", "t", 0), None);
+            // The restart aborts the open transaction, which drops its offsets for good.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while store.in_open_transaction("go", "t", 0) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the open transaction was not aborted"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(store.committed("go", "t", 0), None);
+        });
     }
 }
