@@ -245,6 +245,10 @@ pub enum TxnError {
     InvalidTransactionTimeout { timeout_ms: i32, max_ms: i32 },
     #[error("no such transactional id")]
     TransactionalIdNotFound,
+    #[error("this broker already coordinates {max} transactional ids")]
+    TooManyTransactionalIds { max: usize },
+    #[error("a transaction may span at most {max} partitions")]
+    TooManyPartitions { max: usize },
 }
 
 impl TxnError {
@@ -256,6 +260,9 @@ impl TxnError {
             TxnError::InvalidTxnState { .. } => ResponseError::InvalidTxnState,
             TxnError::InvalidTransactionTimeout { .. } => ResponseError::InvalidTransactionTimeout,
             TxnError::TransactionalIdNotFound => ResponseError::TransactionalIdNotFound,
+            TxnError::TooManyTransactionalIds { .. } | TxnError::TooManyPartitions { .. } => {
+                ResponseError::PolicyViolation
+            }
         }
     }
 }

@@ -53,5 +53,12 @@ pub const RECORD_ERRORS_MAX: usize = 1_000;
 /// again each time, while other changes of the topic's configs commit first; past it, the
 /// resource is answered REQUEST_TIMED_OUT.
 pub const CONFIG_CHANGE_ATTEMPTS_MAX: usize = 20;
+/// Transactional ids one broker coordinates at once (each holds its state in memory until
+/// `transactional.id.expiration.ms`); InitProducerId for a new id beyond it is answered
+/// POLICY_VIOLATION, so a client inventing ids cannot exhaust memory. Kafka has no such bound.
+pub const TRANSACTIONAL_IDS_MAX: usize = 100_000;
+/// Partitions one transaction may span (AddPartitionsToTxn beyond it is answered
+/// POLICY_VIOLATION): the coordinator writes a marker into each when the transaction ends.
+pub const TRANSACTION_PARTITIONS_MAX: usize = 10_000;
 
 const _: () = assert!(SCAN_CHUNK_BYTES as u64 >= INDEX_INTERVAL_BYTES);

@@ -41,6 +41,7 @@ use crate::cluster::replica::Role;
 use crate::cluster::topics::NewTopic;
 use crate::error::{BrokerError, Result, TxnError};
 use crate::group::offsets::{coordinator_error, key_partition, OFFSETS_TOPIC};
+use crate::limits::{TRANSACTIONAL_IDS_MAX, TRANSACTION_PARTITIONS_MAX};
 use crate::log::batch::{decode_records, BatchBuilder};
 use crate::partition::Partition;
 
@@ -224,6 +225,14 @@ impl TransactionCoordinator {
             let mut txns = self.txns.lock();
             match txns.get(transactional_id) {
                 Some(entry) => Arc::clone(entry),
+                None if create && txns.len() >= TRANSACTIONAL_IDS_MAX => {
+                    return Err(BrokerError::Transaction {
+                        transactional_id: transactional_id.to_string(),
+                        kind: TxnError::TooManyTransactionalIds {
+                            max: TRANSACTIONAL_IDS_MAX,
+                        },
+                    })
+                }
                 None if create => {
                     Arc::clone(txns.entry(transactional_id.to_string()).or_insert_with(|| {
                         Arc::new(tokio::sync::Mutex::new(TxnMetadata::new(transactional_id)))
@@ -312,11 +321,16 @@ impl TransactionCoordinator {
             return Ok(());
         }
         let mut next = txn.clone();
+        next.partitions.extend(partitions.iter().cloned());
+        if next.partitions.len() > TRANSACTION_PARTITIONS_MAX {
+            return Err(txn.error(TxnError::TooManyPartitions {
+                max: TRANSACTION_PARTITIONS_MAX,
+            }));
+        }
         if next.state != TxnState::Ongoing {
             next.state = TxnState::Ongoing;
             next.start_ms = now_ms();
         }
-        next.partitions.extend(partitions.iter().cloned());
         persist(broker, &mut txn, next).await
     }
 
