@@ -3,6 +3,13 @@
 //! Runs in the background while readers read. The expensive part (reading segments, building the
 //! key map, writing cleaned copies) happens without the partition lock; only the swap of a
 //! finished copy takes it. A crash mid-way leaves a `.cleaned` file that start-up deletes.
+//!
+//! Transactions: only records below the last stable offset are compacted (the caller passes
+//! it as the bound), so every transaction there is decided. Records of aborted transactions
+//! are removed and never count as a key's newest record. Transaction markers (control
+//! batches) are kept: read_committed consumers and producer-state replay need them. Kafka
+//! removes a marker once `delete.retention.ms` has passed after its transaction's records were
+//! all cleaned; Eddy keeps markers for good (one small batch per transaction and partition).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -14,8 +21,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::batch::{self, ConsumedRecord};
-use super::Log;
+use super::batch::{self, BatchHeader, ConsumedRecord};
+use super::{AbortedTxn, Log};
 use crate::error::{BrokerError, Result};
 
 /// What one compaction pass did.
@@ -40,10 +47,12 @@ impl ClosedSegment {
 }
 
 /// Compacts the closed segments of `log` once, those wholly below offset `below` (a replica's
-/// high watermark), with the newest record per key below it: a record above it may still be
-/// truncated, so it supersedes nothing yet. Memory holds the key map and one segment at a time.
+/// last stable offset, at most its high watermark), with the newest record per key below it:
+/// a record above it may still be truncated or aborted, so it supersedes nothing yet. Records
+/// of aborted transactions are removed; markers are kept. Memory holds the key map, the
+/// aborted transactions below `below` and one segment at a time.
 pub fn compact(log: &Mutex<Log>, now_ms: i64, below: i64) -> Result<CompactionReport> {
-    let (segments, delete_retention_ms, dir) = {
+    let (segments, delete_retention_ms, dir, aborted) = {
         let guard = log.lock();
         if !guard.config().cleanup_policy.compacts() {
             return Ok(CompactionReport::default());
@@ -64,6 +73,7 @@ pub fn compact(log: &Mutex<Log>, now_ms: i64, below: i64) -> Result<CompactionRe
             segments,
             guard.config().delete_retention_ms,
             guard.dir().to_path_buf(),
+            guard.aborted_transactions(i64::MIN, below),
         )
     };
     // Every segment but the last (the active one, which only feeds the key map) is cleaned,
@@ -77,12 +87,13 @@ pub fn compact(log: &Mutex<Log>, now_ms: i64, below: i64) -> Result<CompactionRe
     }
     let mut latest = HashMap::new();
     for segment in segments.iter().take_while(|s| s.base_offset < below) {
-        remember_latest(&segment.read()?, below, &mut latest)?;
+        remember_latest(&segment.read()?, below, &aborted, &mut latest)?;
     }
     let mut report = CompactionReport::default();
     for segment in &segments[..cleanable] {
+        let horizon_ms = now_ms - delete_retention_ms;
         let Some((cleaned, removed)) =
-            clean_segment(&segment.read()?, &latest, now_ms - delete_retention_ms)?
+            clean_segment(&segment.read()?, &latest, horizon_ms, &aborted)?
         else {
             continue;
         };
@@ -106,30 +117,61 @@ pub fn compact(log: &Mutex<Log>, now_ms: i64, below: i64) -> Result<CompactionRe
     Ok(report)
 }
 
-/// Records, for every key in `bytes`, the offset of its newest record below `below` so far.
-fn remember_latest(bytes: &Bytes, below: i64, latest: &mut HashMap<Bytes, i64>) -> Result<()> {
-    for record in batch::decode_records(bytes).map_err(BrokerError::CorruptMessage)? {
-        if record.offset >= below {
+/// Records, for every key in `bytes`, the offset of its newest record below `below` so far,
+/// leaving out aborted transactions' records.
+fn remember_latest(
+    bytes: &Bytes,
+    below: i64,
+    aborted: &[AbortedTxn],
+    latest: &mut HashMap<Bytes, i64>,
+) -> Result<()> {
+    for (position, header) in batch::headers(bytes) {
+        if header.base_offset >= below {
             break;
         }
-        if let Some(key) = record.key {
-            latest.insert(key, record.offset);
+        if is_aborted(&header, aborted) {
+            continue;
+        }
+        let one = bytes.slice(position..position + header.total_bytes());
+        for record in batch::decode_records(&one).map_err(BrokerError::CorruptMessage)? {
+            if record.offset >= below {
+                break;
+            }
+            if let Some(key) = record.key {
+                latest.insert(key, record.offset);
+            }
         }
     }
     Ok(())
 }
 
-/// The segment rewritten without superseded records and expired tombstones (those older than
-/// `tombstone_horizon_ms`), and how many records went; `None` when nothing would change.
+/// Whether `header` is a batch of a transaction that was aborted.
+fn is_aborted(header: &BatchHeader, aborted: &[AbortedTxn]) -> bool {
+    header.is_transactional()
+        && !header.is_control()
+        && aborted.iter().any(|txn| {
+            txn.producer_id == header.producer_id
+                && (txn.first_offset..=txn.last_offset).contains(&header.base_offset)
+        })
+}
+
+/// The segment rewritten without superseded records, expired tombstones (those older than
+/// `tombstone_horizon_ms`) and aborted transactions' records, and how many records went;
+/// `None` when nothing would change. Markers stay as they are.
 fn clean_segment(
     bytes: &Bytes,
     latest: &HashMap<Bytes, i64>,
     tombstone_horizon_ms: i64,
+    aborted: &[AbortedTxn],
 ) -> Result<Option<(Vec<u8>, usize)>> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut removed = 0;
     for (position, header) in batch::headers(bytes) {
         let one = bytes.slice(position..position + header.total_bytes());
+        if is_aborted(&header, aborted) {
+            removed += header.record_count.max(0) as usize;
+            continue;
+        }
         let records = batch::decode_records(&one).map_err(BrokerError::CorruptMessage)?;
         let kept: Vec<ConsumedRecord> = records
             .iter()
@@ -140,8 +182,8 @@ fn clean_segment(
         if kept.len() == records.len() {
             out.extend_from_slice(&one);
         } else if !kept.is_empty() {
-            let encoded = batch::encode_with_offsets(&kept, header.compression())
-                .map_err(BrokerError::Internal)?;
+            let encoded =
+                batch::encode_with_offsets(&kept, &header).map_err(BrokerError::Internal)?;
             let start = out.len();
             out.extend_from_slice(&encoded);
             // The leader epoch that wrote the records stays with them (it is outside the CRC):
