@@ -386,6 +386,9 @@ pub struct BrokerConfig {
     /// `max.broker.partitions` (KIP-578's name): most partitions this broker holds in all. Each
     /// partition holds open files and a flusher task, so unbounded creation would exhaust them.
     pub broker_partitions_max: usize,
+    /// `producer.id.expiration.ms`: a producer that wrote nothing to a partition for this long,
+    /// and has no transaction ongoing there, is forgotten by it (checked with retention).
+    pub producer_id_expiration_ms: i64,
 }
 
 /// One broker config as DescribeConfigs lists it.
@@ -450,6 +453,10 @@ impl BrokerConfig {
             entry("max.broker.partitions", ConfigType::Int,
                 "The most partitions this broker holds in all.",
                 self.broker_partitions_max.to_string(), defaults.broker_partitions_max.to_string()),
+            entry("producer.id.expiration.ms", ConfigType::Int,
+                "How long a partition keeps an idle producer's state (not one inside a transaction).",
+                self.producer_id_expiration_ms.to_string(),
+                defaults.producer_id_expiration_ms.to_string()),
         ];
         for spec in TOPIC_CONFIGS {
             let value = self.topic_defaults.get(spec.name).expect("listed");
@@ -485,6 +492,7 @@ impl BrokerConfig {
             replica_fetch_response_max_bytes: 10 * 1024 * 1024,
             create_topics_partitions_max: 10_000,
             broker_partitions_max: 100_000,
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 
