@@ -215,6 +215,32 @@ pub fn control_batch(
     batch
 }
 
+/// Test support: `batch` rewritten as producer `producer_id`'s at `epoch` from `sequence`, in a
+/// transaction when `transactional`, with its CRC recomputed.
+#[cfg(test)]
+pub(crate) fn with_producer(
+    mut batch: BytesMut,
+    producer_id: i64,
+    epoch: i16,
+    sequence: i32,
+    transactional: bool,
+) -> BytesMut {
+    let attributes = i16::from_be_bytes([batch[21], batch[22]]) & !ATTRIBUTE_TRANSACTIONAL;
+    let attributes = attributes
+        | if transactional {
+            ATTRIBUTE_TRANSACTIONAL
+        } else {
+            0
+        };
+    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+    batch[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    batch[51..53].copy_from_slice(&epoch.to_be_bytes());
+    batch[53..57].copy_from_slice(&sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
+
 /// Reads the marker in a whole control batch (`batch` starts at its header). Control batches
 /// are never compressed; one that is, or whose first record is not a version-0 marker, is
 /// refused.

@@ -1651,4 +1651,298 @@ mod tests {
         assert!(log.read(30, 100).is_err());
         assert_eq!(log.log_end_offset(), 60);
     }
+
+    /// Producer `producer_id`'s batch of `n` records at `epoch` from `sequence`.
+    fn from_producer(
+        producer_id: i64,
+        epoch: i16,
+        sequence: i32,
+        n: usize,
+        transactional: bool,
+    ) -> BytesMut {
+        batch::with_producer(batch(n, 0), producer_id, epoch, sequence, transactional)
+    }
+
+    /// Goal: a producer's sequences survive a restart after retention deleted the segment
+    /// holding its only batch, so a retry is still answered as a duplicate. Method: producer
+    /// 7 writes once, other batches roll segments (each roll snapshots producer state),
+    /// retention deletes the first segments, the log is reopened without any clean-close
+    /// snapshot, then the batch is retried. Without snapshots the producer would be unknown
+    /// and the retry appended again.
+    #[test]
+    fn sequences_survive_a_restart_after_retention_deleted_their_segment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = TopicConfig {
+            retention_bytes: 3_000,
+            ..small_segments()
+        };
+        let (mut log, _) = Log::open(dir.path(), config.clone(), 0, 0).expect("open");
+        let first = log
+            .append(&mut from_producer(7, 0, 0, 2, false), 0)
+            .expect("first");
+        for i in 0..30 {
+            log.append(&mut batch(3, i), i).expect("append");
+        }
+        assert!(log.apply_retention(1_000, i64::MAX) > 0);
+        assert!(
+            log.log_start_offset() > first.last_offset,
+            "its segment is gone"
+        );
+        let end = log.log_end_offset();
+        drop(log);
+
+        let (mut log, _) = Log::open(dir.path(), config, 0, 0).expect("reopen");
+        assert_eq!(log.log_end_offset(), end);
+        let retry = log
+            .append(&mut from_producer(7, 0, 0, 2, false), 0)
+            .expect("retry");
+        assert!(retry.duplicate, "{retry:?}");
+        assert_eq!(retry.base_offset, first.base_offset);
+        assert!(matches!(
+            log.append(&mut from_producer(7, 0, 5, 1, false), 0),
+            Err(BrokerError::OutOfOrderSequence { expected: 2, .. })
+        ));
+        let snapshots = producer_state::snapshot_offsets(dir.path()).expect("list");
+        let first_base = *log.segments.keys().next().expect("a segment");
+        assert!(
+            snapshots.iter().all(|o| *o >= first_base),
+            "snapshots below the first segment are deleted: {snapshots:?}"
+        );
+    }
+
+    /// Goal: a clean close snapshots the state at the log end and the next open replays
+    /// nothing; a torn or corrupt newest snapshot is ignored and the state is rebuilt from an
+    /// older one plus the log. Method: two producers, a roll between them, a clean-close
+    /// snapshot; reopen; then damage the newest snapshot (flip, then cut) and reopen again.
+    #[test]
+    fn a_damaged_snapshot_is_ignored_and_the_state_rebuilt_from_the_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _) = Log::open(dir.path(), TopicConfig::default(), 0, 0).expect("open");
+        log.append(&mut from_producer(1, 0, 0, 2, false), 0)
+            .expect("one");
+        log.roll(0).expect("roll");
+        log.append(&mut from_producer(2, 3, 0, 2, false), 0)
+            .expect("two");
+        log.take_producer_snapshot().expect("clean close");
+        let producers = log.producers();
+        assert_eq!(producers.len(), 2);
+        let end = log.log_end_offset();
+        drop(log);
+        let newest = producer_state::snapshot_path(dir.path(), end);
+        for damage in ["flip", "cut"] {
+            let (log, _) = Log::open(dir.path(), TopicConfig::default(), end, 0).expect("open");
+            assert_eq!(log.producers(), producers, "before {damage}");
+            drop(log);
+            let mut bytes = std::fs::read(&newest).expect("snapshot at the end");
+            match damage {
+                "flip" => bytes[12] ^= 1,
+                _ => bytes.truncate(bytes.len() - 7),
+            }
+            std::fs::write(&newest, &bytes).expect("damage");
+            let (mut log, _) =
+                Log::open(dir.path(), TopicConfig::default(), end, 0).expect("reopen");
+            assert_eq!(log.producers(), producers, "after {damage}");
+            let retry = log
+                .append(&mut from_producer(2, 3, 0, 2, false), 0)
+                .expect("retry");
+            assert!(retry.duplicate, "after {damage}");
+        }
+    }
+
+    /// Goal: truncation deletes the snapshots above the cut and reloads producer state from
+    /// the one below, so the producer's next expected sequence is the one the kept log says.
+    /// Method: producer 7 writes sequences 0-1, the log rolls (snapshot), it writes 2-3 and
+    /// 4-5 and the log rolls again; truncating to the second batch's offset leaves 0-1.
+    #[test]
+    fn truncation_reloads_producer_state_from_the_snapshot_below_the_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _) = Log::open(dir.path(), TopicConfig::default(), 0, 0).expect("open");
+        log.append(&mut from_producer(7, 0, 0, 2, false), 0)
+            .expect("0-1");
+        log.roll(0).expect("roll");
+        let second = log
+            .append(&mut from_producer(7, 0, 2, 2, false), 0)
+            .expect("2-3");
+        log.append(&mut from_producer(7, 0, 4, 2, false), 0)
+            .expect("4-5");
+        log.roll(0).expect("roll");
+        assert_eq!(
+            producer_state::snapshot_offsets(dir.path()).expect("list"),
+            vec![2, 6]
+        );
+        assert!(log.truncate_to(second.base_offset).expect("truncate"));
+        assert_eq!(
+            producer_state::snapshot_offsets(dir.path()).expect("list"),
+            vec![2]
+        );
+        assert_eq!(log.producers()[0].last_sequence, 1);
+        assert!(matches!(
+            log.append(&mut from_producer(7, 0, 4, 2, false), 0),
+            Err(BrokerError::OutOfOrderSequence { expected: 2, .. })
+        ));
+        let again = log
+            .append(&mut from_producer(7, 0, 2, 2, false), 0)
+            .expect("2-3 again");
+        assert!(!again.duplicate);
+    }
+
+    /// Goal: transactional batches and markers move the last stable offset, list aborted
+    /// transactions, and both survive reopening from the `.txnindex` files (clean close) and
+    /// from a replay (no snapshot). Method: offsets 0-1 plain, 2-3 producer 1's transaction,
+    /// 4-5 producer 2's, abort 1 at 6, commit 2 at 7.
+    #[test]
+    fn markers_move_the_last_stable_offset_and_aborts_survive_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _) = Log::open(dir.path(), TopicConfig::default(), 0, 0).expect("open");
+        log.append(&mut batch(2, 0), 0).expect("plain");
+        log.append(&mut from_producer(1, 0, 0, 2, true), 0)
+            .expect("txn 1");
+        log.append(&mut from_producer(2, 0, 0, 2, true), 0)
+            .expect("txn 2");
+        assert_eq!(log.first_unstable_offset(), Some(2));
+        assert_eq!(log.last_stable_offset(6), 2);
+        let abort = log.append_marker(1, 0, false, 0, 0).expect("abort");
+        assert_eq!(abort.base_offset, 6);
+        assert_eq!(log.last_stable_offset(8), 4, "producer 2 is still open");
+        log.append_marker(2, 0, true, 0, 0).expect("commit");
+        assert_eq!(log.first_unstable_offset(), None);
+        assert_eq!(
+            log.last_stable_offset(7),
+            4,
+            "the commit marker is not below the high watermark yet"
+        );
+        assert_eq!(log.last_stable_offset(8), 8);
+        let expected = |log: &Log| {
+            let aborted = log.aborted_transactions(0, 8);
+            assert_eq!(aborted.len(), 1, "{aborted:?}");
+            assert_eq!(
+                (
+                    aborted[0].producer_id,
+                    aborted[0].first_offset,
+                    aborted[0].last_offset
+                ),
+                (1, 2, 6)
+            );
+            assert!(log.aborted_transactions(7, 8).is_empty(), "ended before 7");
+            assert!(log.aborted_transactions(0, 2).is_empty(), "starts at 2");
+            assert!(log.ongoing_transactions().is_empty());
+        };
+        expected(&log);
+        log.take_producer_snapshot().expect("clean close");
+        drop(log);
+        assert!(dir.path().join(segment::file_name(0, "txnindex")).exists());
+        let (log, _) = Log::open(dir.path(), TopicConfig::default(), 8, 0).expect("reopen");
+        expected(&log);
+        drop(log);
+        for offset in producer_state::snapshot_offsets(dir.path()).expect("list") {
+            std::fs::remove_file(producer_state::snapshot_path(dir.path(), offset)).expect("rm");
+        }
+        std::fs::remove_file(dir.path().join(segment::file_name(0, "txnindex"))).expect("rm");
+        let (mut log, _) = Log::open(dir.path(), TopicConfig::default(), 0, 0).expect("replay");
+        expected(&log);
+        assert_eq!(log.last_stable_offset(8), 8);
+    }
+
+    /// Goal: the producer checks of a transactional producer, as Kafka makes them. Method:
+    /// producer 3 opens a transaction; a plain batch from it is INVALID_TXN_STATE; a marker
+    /// at a newer epoch (the coordinator aborting after fencing) raises its epoch; then the
+    /// old epoch is refused for batches and markers, the new epoch must start at sequence 0,
+    /// and an older coordinator epoch is fenced.
+    #[test]
+    fn transactional_producers_are_checked_as_kafka_checks_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _) = Log::open(dir.path(), TopicConfig::default(), 0, 0).expect("open");
+        log.append(&mut from_producer(3, 0, 0, 2, true), 0)
+            .expect("txn");
+        let refused = log.append(&mut from_producer(3, 0, 2, 1, false), 0);
+        assert!(
+            matches!(refused, Err(BrokerError::InvalidTxnState { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(refused.expect_err("refused").code(), 48);
+        log.append_marker(3, 1, false, 5, 0)
+            .expect("abort at a newer epoch");
+        assert_eq!(log.producers()[0].producer_epoch, 1);
+        assert_eq!(log.producers()[0].coordinator_epoch, 5);
+        let old = log.append(&mut from_producer(3, 0, 2, 1, true), 0);
+        assert!(
+            matches!(old, Err(BrokerError::InvalidProducerEpoch { .. })),
+            "{old:?}"
+        );
+        assert_eq!(old.expect_err("old").code(), 47);
+        assert!(matches!(
+            log.append_marker(3, 0, true, 5, 0),
+            Err(BrokerError::InvalidProducerEpoch { .. })
+        ));
+        assert!(matches!(
+            log.append(&mut from_producer(3, 2, 4, 1, true), 0),
+            Err(BrokerError::OutOfOrderSequence { expected: 0, .. })
+        ));
+        assert!(matches!(
+            log.append_marker(3, 1, true, 4, 0),
+            Err(BrokerError::TransactionCoordinatorFenced { .. })
+        ));
+        log.append(&mut from_producer(3, 1, 0, 1, true), 0)
+            .expect("the new epoch from sequence 0");
+    }
+
+    /// Goal: a follower fed its leader's bytes ends with the leader's producer state, open
+    /// transactions and aborted list (one code path applies batches and markers). Method: a
+    /// leader log with plain, idempotent and transactional batches and both markers, read
+    /// whole and appended as follower; then the follower is reopened from scratch.
+    #[test]
+    fn a_follower_ends_with_its_leaders_transaction_state() {
+        let leader_dir = tempfile::tempdir().expect("tempdir");
+        let follower_dir = tempfile::tempdir().expect("tempdir");
+        let (mut leader, _) = Log::open(leader_dir.path(), small_segments(), 0, 0).expect("leader");
+        leader.append(&mut batch(2, 0), 0).expect("plain");
+        leader
+            .append(&mut from_producer(4, 0, 0, 2, false), 0)
+            .expect("idempotent");
+        leader
+            .append(&mut from_producer(5, 0, 0, 2, true), 0)
+            .expect("txn 5");
+        leader
+            .append(&mut from_producer(6, 2, 0, 2, true), 0)
+            .expect("txn 6");
+        leader.append_marker(5, 0, false, 1, 0).expect("abort 5");
+        leader
+            .append(&mut from_producer(8, 0, 0, 2, true), 0)
+            .expect("txn 8");
+        leader.append_marker(8, 0, true, 1, 0).expect("commit 8");
+        let end = leader.log_end_offset();
+        let (mut follower, _) =
+            Log::open(follower_dir.path(), small_segments(), 0, 0).expect("follower");
+        let mut offset = 0;
+        while offset < end {
+            let mut bytes = BytesMut::from(&leader.read(offset, 1 << 20).expect("read")[..]);
+            offset = follower
+                .append_as_follower(&mut bytes, 0)
+                .expect("append")
+                .last_offset
+                + 1;
+        }
+        let same = |follower: &mut Log, leader: &mut Log| {
+            assert_eq!(follower.producers(), leader.producers());
+            assert_eq!(
+                follower.ongoing_transactions(),
+                leader.ongoing_transactions()
+            );
+            assert_eq!(follower.ongoing_transactions().len(), 1, "producer 6");
+            assert_eq!(
+                follower.aborted_transactions(0, end),
+                leader.aborted_transactions(0, end)
+            );
+            assert_eq!(follower.aborted_transactions(0, end).len(), 1);
+            assert_eq!(
+                follower.last_stable_offset(end),
+                leader.last_stable_offset(end)
+            );
+        };
+        same(&mut follower, &mut leader);
+        drop(follower);
+        let (mut follower, _) =
+            Log::open(follower_dir.path(), small_segments(), 0, 0).expect("reopen");
+        same(&mut follower, &mut leader);
+    }
 }
