@@ -867,6 +867,12 @@ mod tests {
         partition.follower_log_start_offset(3, 0).expect("kept");
         assert_eq!(partition.log_start_offset(), 10, "never back");
 
+        let marker = partition.write_marker(1, 0, true, 0, 0);
+        assert!(
+            matches!(&marker, Err(BrokerError::Replication { kind, .. })
+                if *kind == ReplicationError::NotLeaderOrFollower),
+            "only the leader writes markers: {marker:?}"
+        );
         let refused = partition.delete_records(10);
         let not_leader = ReplicationError::NotLeaderOrFollower;
         assert!(

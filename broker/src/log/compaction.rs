@@ -308,4 +308,72 @@ mod tests {
             "offset 10, now below, supersedes 9"
         );
     }
+
+    /// Goal: compaction removes the records of aborted transactions (and they never count as
+    /// a key's newest record), keeps markers, and touches nothing at or above the last stable
+    /// offset. Method: key k committed as v0, producer 5 writes k=aborted in a transaction it
+    /// aborts, producer 6 commits k=v2; producer 7's transaction is still open. Compact below
+    /// the LSO and read back every batch.
+    #[test]
+    fn aborted_records_go_markers_stay_and_open_transactions_are_untouched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = TopicConfig {
+            cleanup_policy: CleanupPolicy::Compact,
+            ..TopicConfig::default()
+        };
+        let (log, _) = Log::open(dir.path(), config, 0, 0).expect("open");
+        let log = Mutex::new(log);
+        let record = |key: &str, value: &str| {
+            let mut b = BatchBuilder::new(0, 64);
+            b.push(0, Some(key.as_bytes()), Some(value.as_bytes()), &[]);
+            b.finish()
+        };
+        let txn = |producer_id: i64, key: &str, value: &str| {
+            batch::with_producer(record(key, value), producer_id, 0, 0, true)
+        };
+        {
+            let mut guard = log.lock();
+            guard.append(&mut record("k", "v0"), 0).expect("0");
+            guard.append(&mut txn(5, "k", "aborted"), 0).expect("1");
+            guard.append(&mut txn(6, "j", "v2"), 0).expect("2");
+            guard.append_marker(5, 0, false, 0, 0).expect("3: abort");
+            guard.append_marker(6, 0, true, 0, 0).expect("4: commit");
+            guard.roll(0).expect("roll");
+            guard.append(&mut txn(7, "j", "open"), 0).expect("5");
+            guard.append(&mut record("x", "y"), 0).expect("6");
+        }
+        let lso = log.lock().last_stable_offset(7);
+        assert_eq!(lso, 5, "producer 7 is open");
+        let report = compact(&log, 0, lso).expect("compact");
+        assert_eq!(report.records_removed, 1, "{report:?}");
+        let bytes = log.lock().read(0, 1 << 20).expect("read");
+        let kept: Vec<(i64, String)> = batch::decode_records(&bytes)
+            .expect("decode")
+            .into_iter()
+            .map(|r| {
+                (
+                    r.offset,
+                    String::from_utf8_lossy(&r.value.expect("value")).into(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            kept,
+            vec![(0, "v0".into()), (2, "v2".into())],
+            "k keeps its committed value"
+        );
+        let open = log.lock().read(5, 1 << 20).expect("read");
+        let open = batch::decode_records(&open).expect("decode");
+        assert_eq!(open.len(), 2, "the open transaction and what follows stay");
+        let controls: Vec<i64> = batch::headers(&bytes)
+            .filter(|(_, h)| h.is_control())
+            .map(|(_, h)| h.base_offset)
+            .collect();
+        assert_eq!(controls, vec![3, 4], "markers are kept");
+        let transactional = batch::headers(&bytes)
+            .find(|(_, h)| h.base_offset == 2)
+            .expect("offset 2")
+            .1;
+        assert!(transactional.is_transactional() && transactional.producer_id == 6);
+    }
 }

@@ -596,4 +596,88 @@ mod tests {
         let bytes = record_bytes(&answer(&broker, &replica).await);
         assert!((20_000..=25_000).contains(&bytes), "got {bytes}");
     }
+
+    /// Goal: a read_committed fetch reads below the last stable offset, lists the aborted
+    /// transactions in what it returns, and long-polls at the LSO until a marker moves it;
+    /// read_uncommitted still reads to the high watermark; both are told the LSO; ListOffsets
+    /// latest with read_committed is the LSO. Method: one plain record, producer 9's
+    /// transaction of one record, then fetches and markers through the wire protocol.
+    #[tokio::test]
+    async fn read_committed_reads_below_the_last_stable_offset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = broker_with_data(BrokerConfig::new(dir.path()), 1, 1).await;
+        let partition = broker.partition("t", 0).expect("partition");
+        let transactional = |producer_id: i64, sequence: i32| {
+            let mut builder = BatchBuilder::new(1_000, 64);
+            builder.push(1_000, None, Some(b"txn"), &[]);
+            crate::log::batch::with_producer(builder.finish(), producer_id, 0, sequence, true)
+        };
+        partition
+            .append(&mut transactional(9, 0), 1_000)
+            .expect("txn");
+        let committed = |offset: i64| {
+            let mut request = fetch(1 << 20, [0]).with_isolation_level(1);
+            request.topics[0].partitions[0].fetch_offset = offset;
+            request
+        };
+        let fetched = answer(&broker, &committed(0)).await.remove(0);
+        let records = fetched.records.clone().expect("records");
+        assert_eq!(fetched.high_watermark, 2);
+        assert_eq!(fetched.last_stable_offset, 1);
+        assert_eq!(headers(&records).count(), 1, "only the plain record");
+        let uncommitted = answer(&broker, &fetch(1 << 20, [0])).await.remove(0);
+        assert_eq!(uncommitted.last_stable_offset, 1);
+        assert_eq!(headers(&uncommitted.records.expect("records")).count(), 2);
+        let latest = list_latest(&broker, 1).await;
+        assert_eq!(latest, 1);
+        assert_eq!(list_latest(&broker, 0).await, 2);
+
+        // At the LSO the fetch waits; the abort marker moves the LSO and answers it.
+        let waiting = {
+            let broker = Arc::clone(&broker);
+            let request = committed(1).with_max_wait_ms(10_000).with_min_bytes(1);
+            tokio::spawn(async move { answer(&broker, &request).await.remove(0) })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "nothing is stable at offset 1 yet");
+        let started = Instant::now();
+        partition
+            .write_marker(9, 0, false, 0, 1_000)
+            .expect("abort");
+        let fetched = waiting.await.expect("fetch");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "woken by the marker"
+        );
+        assert_eq!(fetched.last_stable_offset, 3);
+        let aborted = fetched
+            .aborted_transactions
+            .expect("read_committed lists them");
+        assert_eq!(aborted.len(), 1);
+        assert_eq!((aborted[0].producer_id.0, aborted[0].first_offset), (9, 1));
+        let records = fetched.records.expect("records");
+        assert!(
+            headers(&records).any(|(_, h)| h.is_control()),
+            "the marker is returned"
+        );
+        let from_zero = answer(&broker, &committed(0)).await.remove(0);
+        assert_eq!(from_zero.aborted_transactions.map(|a| a.len()), Some(1));
+        assert_eq!(list_latest(&broker, 1).await, 3);
+    }
+
+    /// ListOffsets "latest" for partition 0 of `t` at `isolation_level`.
+    async fn list_latest(broker: &Arc<Broker>, isolation_level: i8) -> i64 {
+        use kafka_protocol::messages::list_offsets_request::ListOffsetsTopic;
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_isolation_level(isolation_level)
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(TopicName(str_bytes("t")))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-1)])]);
+        let response: ListOffsetsResponse =
+            round_trip(broker, ApiKey::ListOffsets, 5, &request).await;
+        response.topics[0].partitions[0].offset
+    }
 }
