@@ -862,7 +862,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn sample(records: &[(Option<Vec<u8>>, Option<Vec<u8>>)]) -> BytesMut {
+    /// A test record's key and value.
+    type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+    fn sample(records: &[KeyValue]) -> BytesMut {
         let mut builder = BatchBuilder::new(1_000, 1024);
         for (i, (k, v)) in records.iter().enumerate() {
             builder.push(

@@ -177,10 +177,7 @@ impl Segment {
         let mut position = 0u64;
         let mut expected_min = self.base_offset;
         let mut buf = BytesMut::new();
-        loop {
-            let Some(header) = self.header_at(position, &mut buf)? else {
-                break;
-            };
+        while let Some(header) = self.header_at(position, &mut buf)? {
             if header.base_offset < expected_min {
                 break;
             }
