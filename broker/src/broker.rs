@@ -683,17 +683,20 @@ impl Broker {
         Ok(())
     }
 
-    /// Syncs every partition and writes the checkpoint (a clean shutdown).
+    /// Syncs every partition, snapshots its producer state at its log end, and writes the
+    /// checkpoint (a clean shutdown: the next start replays no producer batches).
     pub async fn shutdown(&self) -> Result<()> {
-        for topic in self.topics() {
-            for p in &topic.partitions {
-                p.flush().await?;
-            }
-        }
+        let mut partitions: Vec<Arc<Partition>> = self
+            .topics()
+            .iter()
+            .flat_map(|topic| topic.partitions.iter().cloned())
+            .collect();
         if let Some(cluster) = self.cluster.get() {
-            for p in cluster.local_partitions() {
-                p.flush().await?;
-            }
+            partitions.extend(cluster.local_partitions());
+        }
+        for p in partitions {
+            p.flush().await?;
+            p.log().lock().take_producer_snapshot()?;
         }
         self.write_checkpoint()
     }
@@ -713,11 +716,23 @@ impl Broker {
             // Below the high watermark only: on a replica of a cluster, what is above it may
             // still be truncated (a single node's high watermark is its log end).
             let below = p.high_watermark();
-            let deleted = p.log().lock().apply_retention(now, below);
+            let (deleted, expired) = {
+                let mut log = p.log().lock();
+                let expiration_ms = self.config.producer_id_expiration_ms;
+                (
+                    log.apply_retention(now, below),
+                    log.remove_expired_producers(now, expiration_ms),
+                )
+            };
             if deleted > 0 {
                 tracing::info!(topic = %p.topic, partition = p.index, deleted, "retention");
             }
-            match compaction::compact(p.log(), now, below) {
+            if expired > 0 {
+                tracing::debug!(topic = %p.topic, partition = p.index, expired,
+                    "forgot idle producers");
+            }
+            // Below the last stable offset too: an open transaction may still abort.
+            match compaction::compact(p.log(), now, p.last_stable_offset()) {
                 Ok(r) if r.segments_rewritten > 0 => {
                     tracing::info!(topic = %p.topic, partition = p.index, ?r, "compacted")
                 }

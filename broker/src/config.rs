@@ -395,6 +395,9 @@ pub struct BrokerConfig {
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often transactions
     /// past their timeout are looked for (and aborted).
     pub transaction_check_interval: Duration,
+    /// `producer.id.expiration.ms`: a producer that wrote nothing to a partition for this long,
+    /// and has no transaction ongoing there, is forgotten by it (checked with retention).
+    pub producer_id_expiration_ms: i64,
 }
 
 /// One broker config as DescribeConfigs lists it.
@@ -470,6 +473,10 @@ impl BrokerConfig {
             entry("transaction.abort.timed.out.transaction.cleanup.interval.ms", ConfigType::Int,
                 "How often transactions past their timeout are aborted.",
                 ms(self.transaction_check_interval), ms(defaults.transaction_check_interval)),
+            entry("producer.id.expiration.ms", ConfigType::Int,
+                "How long a partition keeps an idle producer's state (not one inside a transaction).",
+                self.producer_id_expiration_ms.to_string(),
+                defaults.producer_id_expiration_ms.to_string()),
         ];
         for spec in TOPIC_CONFIGS {
             let value = self.topic_defaults.get(spec.name).expect("listed");
@@ -508,6 +515,7 @@ impl BrokerConfig {
             transaction_max_timeout_ms: 900_000,
             transactional_id_expiration_ms: 604_800_000,
             transaction_check_interval: Duration::from_secs(10),
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 

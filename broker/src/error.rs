@@ -106,6 +106,23 @@ pub enum BrokerError {
         epoch: i16,
         current: i16,
     },
+    /// A producer's batch does not fit its transaction state (Kafka's INVALID_TXN_STATE).
+    #[error("producer {producer_id} is in the wrong transaction state: {reason}")]
+    InvalidTxnState {
+        producer_id: i64,
+        reason: &'static str,
+    },
+    /// A marker from a transaction coordinator older than the one that wrote the producer's
+    /// last marker (Kafka's TRANSACTION_COORDINATOR_FENCED).
+    #[error(
+        "coordinator epoch {coordinator_epoch} of producer {producer_id}'s marker is older than \
+         {current}: a newer transaction coordinator took over"
+    )]
+    TransactionCoordinatorFenced {
+        producer_id: i64,
+        coordinator_epoch: i32,
+        current: i32,
+    },
     #[error(
         "leader epoch {epoch} is older than the current epoch {current}: a newer leader was \
          elected; refresh the partition's metadata"
@@ -309,6 +326,10 @@ impl BrokerError {
             BrokerError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
             BrokerError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
             BrokerError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+            BrokerError::InvalidTxnState { .. } => ResponseError::InvalidTxnState,
+            BrokerError::TransactionCoordinatorFenced { .. } => {
+                ResponseError::TransactionCoordinatorFenced
+            }
             BrokerError::InvalidRequiredAcks(_) => ResponseError::InvalidRequiredAcks,
             BrokerError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
             // Kafka's UnexpectedAppendOffsetException stays inside the broker (the replica

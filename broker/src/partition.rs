@@ -20,6 +20,12 @@
 //! that succeeds proves nothing. The recovery point stays where the last good sync left it,
 //! appends and waits for durability fail with a storage error, and a restart recovers from the
 //! log itself.
+//!
+//! Transactions: the last stable offset ([`Partition::last_stable_offset`]) is the high
+//! watermark or, when lower, the first offset of the oldest transaction that is ongoing or
+//! whose marker is not below the high watermark yet; read_committed consumers read below it
+//! ([`Partition::read_committed`]). The transaction coordinator ends a transaction with
+//! [`Partition::write_marker`] on the leader, then waits as a produce does.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -33,7 +39,7 @@ use crate::cluster::replica::{Leadership, Role};
 use crate::config::TopicConfig;
 use crate::error::{BrokerError, ReplicationError, Result};
 use crate::log::batch::headers;
-use crate::log::{AppendInfo, Log};
+use crate::log::{AppendInfo, Log, ProducerSummary};
 
 /// One partition of a topic, with the leader's view of its log.
 pub struct Partition {
@@ -129,6 +135,68 @@ impl Partition {
             self.flush_wanted.notify_one();
         }
         Ok(info)
+    }
+
+    /// Appends a transaction marker for `producer_id` as the leader (see
+    /// [`Log::append_marker`]): NOT_LEADER_OR_FOLLOWER unless this broker leads. The caller
+    /// then awaits [`Partition::wait_durable`] and [`Partition::wait_replicated`] as a produce
+    /// does; the transaction is stable once the high watermark passes the marker.
+    pub fn write_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
+        self.check_online()?;
+        let (info, end, flush, allowed) = {
+            let role = self.role.lock();
+            if matches!(*role, Role::Follower { .. }) {
+                return Err(self.replication(ReplicationError::NotLeaderOrFollower));
+            }
+            let mut log = self.log.lock();
+            let info = log
+                .append_marker(
+                    producer_id,
+                    producer_epoch,
+                    commit,
+                    coordinator_epoch,
+                    now_ms,
+                )
+                .map_err(|e| self.named(e))?;
+            log.on_high_watermark(self.high_watermark());
+            let end = log.log_end_offset();
+            (
+                info,
+                end,
+                log.flush_due(),
+                allowed_high_watermark(&role, end),
+            )
+        };
+        self.end_offset.send_replace(end);
+        self.raise_high_watermark(allowed);
+        if flush {
+            self.flush_wanted.notify_one();
+        }
+        Ok(info)
+    }
+
+    /// The last stable offset: read_committed consumers read below it (see the module docs).
+    pub fn last_stable_offset(&self) -> i64 {
+        let high_watermark = self.high_watermark();
+        self.log.lock().last_stable_offset(high_watermark)
+    }
+
+    /// The ongoing transactions: (producer id, epoch, first offset, last timestamp), oldest
+    /// first (DescribeProducers, DescribeTransactions).
+    pub fn ongoing_transactions(&self) -> Vec<(i64, i16, i64, i64)> {
+        self.log.lock().ongoing_transactions()
+    }
+
+    /// Every producer this replica knows (DescribeProducers).
+    pub fn producers(&self) -> Vec<ProducerSummary> {
+        self.log.lock().producers()
     }
 
     /// The error `kind` for this partition.
@@ -355,11 +423,15 @@ impl Partition {
             .store(leader_high_watermark, Ordering::Relaxed);
         let end = *self.end_offset.borrow();
         let high_watermark = leader_high_watermark.min(end);
-        self.high_watermark.send_if_modified(|hw| {
+        let changed = self.high_watermark.send_if_modified(|hw| {
             let changed = *hw != high_watermark;
             *hw = high_watermark;
             changed
         });
+        if changed {
+            // Transactions whose markers it passed are stable now; forget them.
+            self.log.lock().on_high_watermark(high_watermark);
+        }
     }
 
     /// A follower learns its leader's log start offset from the fetch responses (records the
@@ -462,17 +534,28 @@ impl Partition {
     /// Reads committed records from `offset`: whole batches below the high watermark; see
     /// [`Log::read`]. An offset between the high watermark and the log end reads nothing.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes> {
-        let high_watermark = self.high_watermark();
-        if offset >= high_watermark && offset <= self.log_end_offset() {
+        self.read_below(offset, max_bytes, self.high_watermark())
+    }
+
+    /// Reads what read_committed consumers see from `offset`: whole batches below the last
+    /// stable offset. An offset between it and the log end reads nothing.
+    pub fn read_committed(&self, offset: i64, max_bytes: usize) -> Result<Bytes> {
+        self.read_below(offset, max_bytes, self.last_stable_offset())
+    }
+
+    /// Reads whole batches from `offset` that start below `upper` (the high watermark or the
+    /// last stable offset, both at batch boundaries).
+    fn read_below(&self, offset: i64, max_bytes: usize, upper: i64) -> Result<Bytes> {
+        if offset >= upper && offset <= self.log_end_offset() {
             return Ok(Bytes::new());
         }
         let records = self.read_replica(offset, max_bytes)?;
-        if high_watermark >= self.log_end_offset() {
-            // Everything in the log is committed (always, on a single node).
+        if upper >= self.log_end_offset() {
+            // Everything in the log is readable (always, on a single node without transactions).
             return Ok(records);
         }
         let end = headers(&records)
-            .take_while(|(_, header)| header.base_offset < high_watermark)
+            .take_while(|(_, header)| header.base_offset < upper)
             .map(|(at, header)| at + header.total_bytes())
             .last()
             .unwrap_or(0);
@@ -784,6 +867,12 @@ mod tests {
         partition.follower_log_start_offset(3, 0).expect("kept");
         assert_eq!(partition.log_start_offset(), 10, "never back");
 
+        let marker = partition.write_marker(1, 0, true, 0, 0);
+        assert!(
+            matches!(&marker, Err(BrokerError::Replication { kind, .. })
+                if *kind == ReplicationError::NotLeaderOrFollower),
+            "only the leader writes markers: {marker:?}"
+        );
         let refused = partition.delete_records(10);
         let not_leader = ReplicationError::NotLeaderOrFollower;
         assert!(
@@ -807,33 +896,5 @@ mod tests {
             partition.log().lock().recovery_point(),
             info.last_offset + 1
         );
-    }
-}
-
-// TEMP-MERGE: stand-ins until the txn-log branch's versions are merged.
-/// DescribeProducers' view of one producer.
-pub struct ProducerSummary {
-    pub producer_id: i64,
-    pub producer_epoch: i16,
-    pub last_sequence: i32,
-    pub last_timestamp: i64,
-    pub coordinator_epoch: i32,
-    pub current_txn_start_offset: Option<i64>,
-}
-
-impl Partition {
-    pub fn write_marker(
-        &self,
-        _producer_id: i64,
-        _producer_epoch: i16,
-        _commit: bool,
-        _coordinator_epoch: i32,
-        _now_ms: i64,
-    ) -> Result<AppendInfo> {
-        Err(BrokerError::Internal("TEMP-MERGE".into()))
-    }
-
-    pub fn producers(&self) -> Vec<ProducerSummary> {
-        Vec::new()
     }
 }

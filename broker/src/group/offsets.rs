@@ -24,7 +24,7 @@ use super::stored::{self, StoredGroup};
 use super::CommittedOffset;
 use crate::broker::{now_ms, Broker};
 use crate::error::{BrokerError, ReplicationError, Result};
-use crate::log::batch::{decode_records, headers, marker_kind, BatchBuilder};
+use crate::log::batch::{decode_records, headers, parse_control_marker, BatchBuilder};
 use crate::partition::Partition;
 
 /// The internal topic holding committed offsets.
@@ -734,8 +734,9 @@ impl PartitionContents {
                 offset = header.base_offset + header.last_offset_delta as i64 + 1;
                 let batch = bytes.slice(position..position + header.total_bytes());
                 if header.is_control() {
-                    let commit = marker_kind(&batch).map_err(BrokerError::CorruptMessage)?;
-                    contents.end_transaction(header.producer_id, commit);
+                    let marker = parse_control_marker(&batch)
+                        .map_err(|e| BrokerError::CorruptMessage(e.to_string()))?;
+                    contents.end_transaction(header.producer_id, marker.commit);
                     continue;
                 }
                 let records = decode_records(&batch).map_err(BrokerError::CorruptMessage)?;
@@ -760,9 +761,9 @@ impl PartitionContents {
     }
 
     /// A marker: the producer's transactional records apply here (commit) or never (abort).
-    fn end_transaction(&mut self, producer_id: i64, commit: Option<bool>) {
+    fn end_transaction(&mut self, producer_id: i64, commit: bool) {
         let records = self.open_transactions.remove(&producer_id);
-        if commit == Some(true) {
+        if commit {
             for (key, value) in records.into_iter().flatten() {
                 self.add(key, value);
             }

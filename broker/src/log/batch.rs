@@ -158,15 +158,138 @@ impl BatchHeader {
         self.producer_id >= 0 && self.base_sequence >= 0
     }
 
-    /// Whether the batch belongs to a transaction (attributes bit 4).
-    pub fn is_transactional(&self) -> bool {
-        self.attributes & 0x10 != 0
-    }
-
     /// Whether this is a transaction control batch (commit or abort marker).
     pub fn is_control(&self) -> bool {
-        self.attributes & 0x20 != 0
+        self.attributes & ATTRIBUTE_CONTROL != 0
     }
+
+    /// Whether the batch belongs to a transaction (attributes bit 4): its records stay
+    /// invisible to read_committed consumers until a commit marker follows.
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & ATTRIBUTE_TRANSACTIONAL != 0
+    }
+}
+
+/// Attributes bit 4: the batch belongs to a transaction.
+pub const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
+/// Attributes bit 5: the batch is a control batch (a transaction marker).
+pub const ATTRIBUTE_CONTROL: i16 = 0x20;
+/// A control batch larger than this is not a marker the broker wrote (one marker record is
+/// about 20 bytes); reading one is refused rather than allocating what a damaged length says.
+pub const CONTROL_BATCH_BYTES_MAX: usize = 1024;
+
+/// What a transaction marker (the one record of a control batch) says: Kafka's
+/// `EndTransactionMarker`, key `[version i16 = 0, type i16]` (0 abort, 1 commit), value
+/// `[version i16 = 0, coordinator_epoch i32]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlMarker {
+    /// Whether the transaction committed (else it aborted).
+    pub commit: bool,
+    /// The epoch of the transaction coordinator that wrote it.
+    pub coordinator_epoch: i32,
+}
+
+/// A control batch holding one marker, as a leader appends it: attributes control +
+/// transactional, the producer's id and epoch, base sequence -1, timestamp `timestamp_ms`.
+/// The broker stamps its offset and leader epoch on append.
+pub fn control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    marker: ControlMarker,
+    timestamp_ms: i64,
+) -> BytesMut {
+    let mut key = BytesMut::with_capacity(4);
+    key.put_i16(0);
+    key.put_i16(i16::from(marker.commit));
+    let mut value = BytesMut::with_capacity(6);
+    value.put_i16(0);
+    value.put_i32(marker.coordinator_epoch);
+    let mut builder = BatchBuilder::new(timestamp_ms, 32);
+    builder.push(timestamp_ms, Some(&key), Some(&value), &[]);
+    let mut batch = builder.finish();
+    batch[21..23].copy_from_slice(&(ATTRIBUTE_CONTROL | ATTRIBUTE_TRANSACTIONAL).to_be_bytes());
+    batch[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    batch[51..53].copy_from_slice(&producer_epoch.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
+
+/// Test support: `batch` rewritten as producer `producer_id`'s at `epoch` from `sequence`, in a
+/// transaction when `transactional`, with its CRC recomputed.
+#[cfg(test)]
+pub(crate) fn with_producer(
+    mut batch: BytesMut,
+    producer_id: i64,
+    epoch: i16,
+    sequence: i32,
+    transactional: bool,
+) -> BytesMut {
+    let attributes = i16::from_be_bytes([batch[21], batch[22]]) & !ATTRIBUTE_TRANSACTIONAL;
+    let attributes = attributes
+        | if transactional {
+            ATTRIBUTE_TRANSACTIONAL
+        } else {
+            0
+        };
+    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+    batch[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    batch[51..53].copy_from_slice(&epoch.to_be_bytes());
+    batch[53..57].copy_from_slice(&sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
+
+/// Reads the marker in a whole control batch (`batch` starts at its header). Control batches
+/// are never compressed; one that is, or whose first record is not a version-0 marker, is
+/// refused.
+pub fn parse_control_marker(batch: &[u8]) -> Result<ControlMarker, BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    if !header.is_control() {
+        return Err(BatchError::Inconsistent("not a control batch"));
+    }
+    if header.compression() != Compression::None {
+        return Err(BatchError::Inconsistent("a control batch is compressed"));
+    }
+    let records = batch
+        .get(BATCH_HEADER_BYTES..header.total_bytes())
+        .ok_or(BatchError::Incomplete)?;
+    let mut section = Field {
+        reader: records,
+        left: records.len(),
+    };
+    let length = section.varint()?;
+    if length < 1 || length as u64 > section.left as u64 {
+        return Err(BatchError::Inconsistent("record length is out of bounds"));
+    }
+    section.skip(1)?;
+    section.varlong()?;
+    section.varint()?;
+    let mut fixed = [0u8; 4];
+    if section.varint()? < 4 {
+        return Err(BatchError::Inconsistent("a marker key is 4 bytes"));
+    }
+    section.read(&mut fixed)?;
+    let (key_version, kind) = (
+        i16::from_be_bytes([fixed[0], fixed[1]]),
+        i16::from_be_bytes([fixed[2], fixed[3]]),
+    );
+    if key_version != 0 || !(0..=1).contains(&kind) {
+        return Err(BatchError::Inconsistent("unknown marker key"));
+    }
+    let value_length = section.varint()?;
+    let coordinator_epoch = if value_length >= 6 {
+        let mut value = [0u8; 6];
+        section.read(&mut value)?;
+        i32::from_be_bytes([value[2], value[3], value[4], value[5]])
+    } else {
+        -1
+    };
+    Ok(ControlMarker {
+        commit: kind == 1,
+        coordinator_epoch,
+    })
 }
 
 /// Parses and fully validates the batch at the start of `buf`: header, length and CRC-32C.
@@ -247,27 +370,6 @@ pub fn decode_records(buf: &Bytes) -> Result<Vec<ConsumedRecord>, String> {
         }));
     }
     Ok(out)
-}
-
-/// What the control batch at the start of `batch` marks: `Some(true)` a commit, `Some(false)`
-/// an abort, `None` another control record (Kafka has none today). Errors when it cannot be
-/// decoded.
-pub fn marker_kind(batch: &Bytes) -> Result<Option<bool>, String> {
-    let mut one = batch.clone();
-    let set = RecordBatchDecoder::decode(&mut one).map_err(|e| e.to_string())?;
-    let key = set
-        .records
-        .first()
-        .and_then(|r| r.key.clone())
-        .ok_or("a control batch without a control record")?;
-    if key.len() < 4 {
-        return Err("a control record key shorter than 4 bytes".into());
-    }
-    Ok(match i16::from_be_bytes([key[2], key[3]]) {
-        0 => Some(false),
-        1 => Some(true),
-        _ => None,
-    })
 }
 
 /// Checks a batch a client produced before it is stored: everything [`validate`] checks (magic
@@ -561,25 +663,32 @@ fn snappy_block(block: &[u8], bytes_max: usize) -> Result<Vec<u8>, BatchError> {
 }
 
 /// Encodes records that keep their own offsets (which may have gaps, as after compaction) into
-/// one batch per run, with the given codec. Used by the compactor.
+/// one batch, with the codec, producer id, epoch and transactional flag of `original` (the
+/// batch they come from), and each record's sequence as it was in `original`. Used by the
+/// compactor.
 pub fn encode_with_offsets(
     records: &[ConsumedRecord],
-    compression: Compression,
+    original: &BatchHeader,
 ) -> Result<Bytes, String> {
     let base = records.first().map(|r| r.offset).unwrap_or(0);
+    let sequence = |offset: i64| match original.base_sequence {
+        // Constant `offset - sequence` keeps every record in one batch despite offset gaps.
+        first if first >= 0 => first.wrapping_add((offset - original.base_offset) as i32),
+        _ => (offset - base) as i32,
+    };
+    let compression = original.compression();
     let records: Vec<Record> = records
         .iter()
         .map(|r| Record {
-            transactional: false,
+            transactional: original.is_transactional(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id: original.producer_id,
+            producer_epoch: original.producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: r.offset,
-            // Constant `offset - sequence` keeps every record in one batch despite offset gaps.
-            sequence: (r.offset - base) as i32,
+            sequence: sequence(r.offset),
             timestamp: r.timestamp_ms,
             key: r.key.clone(),
             value: r.value.clone(),
@@ -706,7 +815,7 @@ impl BatchBuilder {
         header.put_i8(MAGIC_V2);
         header.put_u32(0); // crc: filled below
                            // attributes: no compression, create time; transactional when it has a producer
-        header.put_i16(if self.producer.is_some() { 0x10 } else { 0 });
+        header.put_i16(if self.producer.is_some() { ATTRIBUTE_TRANSACTIONAL } else { 0 });
         header.put_i32(self.record_count - 1);
         header.put_i64(self.base_timestamp);
         header.put_i64(self.max_timestamp);
@@ -766,7 +875,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn sample(records: &[(Option<Vec<u8>>, Option<Vec<u8>>)]) -> BytesMut {
+    /// A test record's key and value.
+    type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+    fn sample(records: &[KeyValue]) -> BytesMut {
         let mut builder = BatchBuilder::new(1_000, 1024);
         for (i, (k, v)) in records.iter().enumerate() {
             builder.push(

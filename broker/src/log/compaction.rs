@@ -3,6 +3,13 @@
 //! Runs in the background while readers read. The expensive part (reading segments, building the
 //! key map, writing cleaned copies) happens without the partition lock; only the swap of a
 //! finished copy takes it. A crash mid-way leaves a `.cleaned` file that start-up deletes.
+//!
+//! Transactions: only records below the last stable offset are compacted (the caller passes
+//! it as the bound), so every transaction there is decided. Records of aborted transactions
+//! are removed and never count as a key's newest record. Transaction markers (control
+//! batches) are kept: read_committed consumers and producer-state replay need them. Kafka
+//! removes a marker once `delete.retention.ms` has passed after its transaction's records were
+//! all cleaned; Eddy keeps markers for good (one small batch per transaction and partition).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -14,8 +21,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::batch::{self, ConsumedRecord};
-use super::Log;
+use super::batch::{self, BatchHeader, ConsumedRecord};
+use super::{AbortedTxn, Log};
 use crate::error::{BrokerError, Result};
 
 /// What one compaction pass did.
@@ -40,10 +47,12 @@ impl ClosedSegment {
 }
 
 /// Compacts the closed segments of `log` once, those wholly below offset `below` (a replica's
-/// high watermark), with the newest record per key below it: a record above it may still be
-/// truncated, so it supersedes nothing yet. Memory holds the key map and one segment at a time.
+/// last stable offset, at most its high watermark), with the newest record per key below it:
+/// a record above it may still be truncated or aborted, so it supersedes nothing yet. Records
+/// of aborted transactions are removed; markers are kept. Memory holds the key map, the
+/// aborted transactions below `below` and one segment at a time.
 pub fn compact(log: &Mutex<Log>, now_ms: i64, below: i64) -> Result<CompactionReport> {
-    let (segments, delete_retention_ms, dir) = {
+    let (segments, delete_retention_ms, dir, aborted) = {
         let guard = log.lock();
         if !guard.config().cleanup_policy.compacts() {
             return Ok(CompactionReport::default());
@@ -64,6 +73,7 @@ pub fn compact(log: &Mutex<Log>, now_ms: i64, below: i64) -> Result<CompactionRe
             segments,
             guard.config().delete_retention_ms,
             guard.dir().to_path_buf(),
+            guard.aborted_transactions(i64::MIN, below),
         )
     };
     // Every segment but the last (the active one, which only feeds the key map) is cleaned,
@@ -77,12 +87,13 @@ pub fn compact(log: &Mutex<Log>, now_ms: i64, below: i64) -> Result<CompactionRe
     }
     let mut latest = HashMap::new();
     for segment in segments.iter().take_while(|s| s.base_offset < below) {
-        remember_latest(&segment.read()?, below, &mut latest)?;
+        remember_latest(&segment.read()?, below, &aborted, &mut latest)?;
     }
     let mut report = CompactionReport::default();
     for segment in &segments[..cleanable] {
+        let horizon_ms = now_ms - delete_retention_ms;
         let Some((cleaned, removed)) =
-            clean_segment(&segment.read()?, &latest, now_ms - delete_retention_ms)?
+            clean_segment(&segment.read()?, &latest, horizon_ms, &aborted)?
         else {
             continue;
         };
@@ -106,30 +117,61 @@ pub fn compact(log: &Mutex<Log>, now_ms: i64, below: i64) -> Result<CompactionRe
     Ok(report)
 }
 
-/// Records, for every key in `bytes`, the offset of its newest record below `below` so far.
-fn remember_latest(bytes: &Bytes, below: i64, latest: &mut HashMap<Bytes, i64>) -> Result<()> {
-    for record in batch::decode_records(bytes).map_err(BrokerError::CorruptMessage)? {
-        if record.offset >= below {
+/// Records, for every key in `bytes`, the offset of its newest record below `below` so far,
+/// leaving out aborted transactions' records.
+fn remember_latest(
+    bytes: &Bytes,
+    below: i64,
+    aborted: &[AbortedTxn],
+    latest: &mut HashMap<Bytes, i64>,
+) -> Result<()> {
+    for (position, header) in batch::headers(bytes) {
+        if header.base_offset >= below {
             break;
         }
-        if let Some(key) = record.key {
-            latest.insert(key, record.offset);
+        if is_aborted(&header, aborted) {
+            continue;
+        }
+        let one = bytes.slice(position..position + header.total_bytes());
+        for record in batch::decode_records(&one).map_err(BrokerError::CorruptMessage)? {
+            if record.offset >= below {
+                break;
+            }
+            if let Some(key) = record.key {
+                latest.insert(key, record.offset);
+            }
         }
     }
     Ok(())
 }
 
-/// The segment rewritten without superseded records and expired tombstones (those older than
-/// `tombstone_horizon_ms`), and how many records went; `None` when nothing would change.
+/// Whether `header` is a batch of a transaction that was aborted.
+fn is_aborted(header: &BatchHeader, aborted: &[AbortedTxn]) -> bool {
+    header.is_transactional()
+        && !header.is_control()
+        && aborted.iter().any(|txn| {
+            txn.producer_id == header.producer_id
+                && (txn.first_offset..=txn.last_offset).contains(&header.base_offset)
+        })
+}
+
+/// The segment rewritten without superseded records, expired tombstones (those older than
+/// `tombstone_horizon_ms`) and aborted transactions' records, and how many records went;
+/// `None` when nothing would change. Markers stay as they are.
 fn clean_segment(
     bytes: &Bytes,
     latest: &HashMap<Bytes, i64>,
     tombstone_horizon_ms: i64,
+    aborted: &[AbortedTxn],
 ) -> Result<Option<(Vec<u8>, usize)>> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut removed = 0;
     for (position, header) in batch::headers(bytes) {
         let one = bytes.slice(position..position + header.total_bytes());
+        if is_aborted(&header, aborted) {
+            removed += header.record_count.max(0) as usize;
+            continue;
+        }
         let records = batch::decode_records(&one).map_err(BrokerError::CorruptMessage)?;
         let kept: Vec<ConsumedRecord> = records
             .iter()
@@ -140,8 +182,8 @@ fn clean_segment(
         if kept.len() == records.len() {
             out.extend_from_slice(&one);
         } else if !kept.is_empty() {
-            let encoded = batch::encode_with_offsets(&kept, header.compression())
-                .map_err(BrokerError::Internal)?;
+            let encoded =
+                batch::encode_with_offsets(&kept, &header).map_err(BrokerError::Internal)?;
             let start = out.len();
             out.extend_from_slice(&encoded);
             // The leader epoch that wrote the records stays with them (it is outside the CRC):
@@ -265,5 +307,73 @@ mod tests {
             report.records_removed, 1,
             "offset 10, now below, supersedes 9"
         );
+    }
+
+    /// Goal: compaction removes the records of aborted transactions (and they never count as
+    /// a key's newest record), keeps markers, and touches nothing at or above the last stable
+    /// offset. Method: key k committed as v0, producer 5 writes k=aborted in a transaction it
+    /// aborts, producer 6 commits k=v2; producer 7's transaction is still open. Compact below
+    /// the LSO and read back every batch.
+    #[test]
+    fn aborted_records_go_markers_stay_and_open_transactions_are_untouched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = TopicConfig {
+            cleanup_policy: CleanupPolicy::Compact,
+            ..TopicConfig::default()
+        };
+        let (log, _) = Log::open(dir.path(), config, 0, 0).expect("open");
+        let log = Mutex::new(log);
+        let record = |key: &str, value: &str| {
+            let mut b = BatchBuilder::new(0, 64);
+            b.push(0, Some(key.as_bytes()), Some(value.as_bytes()), &[]);
+            b.finish()
+        };
+        let txn = |producer_id: i64, key: &str, value: &str| {
+            batch::with_producer(record(key, value), producer_id, 0, 0, true)
+        };
+        {
+            let mut guard = log.lock();
+            guard.append(&mut record("k", "v0"), 0).expect("0");
+            guard.append(&mut txn(5, "k", "aborted"), 0).expect("1");
+            guard.append(&mut txn(6, "j", "v2"), 0).expect("2");
+            guard.append_marker(5, 0, false, 0, 0).expect("3: abort");
+            guard.append_marker(6, 0, true, 0, 0).expect("4: commit");
+            guard.roll(0).expect("roll");
+            guard.append(&mut txn(7, "j", "open"), 0).expect("5");
+            guard.append(&mut record("x", "y"), 0).expect("6");
+        }
+        let lso = log.lock().last_stable_offset(7);
+        assert_eq!(lso, 5, "producer 7 is open");
+        let report = compact(&log, 0, lso).expect("compact");
+        assert_eq!(report.records_removed, 1, "{report:?}");
+        let bytes = log.lock().read(0, 1 << 20).expect("read");
+        let kept: Vec<(i64, String)> = batch::decode_records(&bytes)
+            .expect("decode")
+            .into_iter()
+            .map(|r| {
+                (
+                    r.offset,
+                    String::from_utf8_lossy(&r.value.expect("value")).into(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            kept,
+            vec![(0, "v0".into()), (2, "v2".into())],
+            "k keeps its committed value"
+        );
+        let open = log.lock().read(5, 1 << 20).expect("read");
+        let open = batch::decode_records(&open).expect("decode");
+        assert_eq!(open.len(), 2, "the open transaction and what follows stay");
+        let controls: Vec<i64> = batch::headers(&bytes)
+            .filter(|(_, h)| h.is_control())
+            .map(|(_, h)| h.base_offset)
+            .collect();
+        assert_eq!(controls, vec![3, 4], "markers are kept");
+        let transactional = batch::headers(&bytes)
+            .find(|(_, h)| h.base_offset == 2)
+            .expect("offset 2")
+            .1;
+        assert!(transactional.is_transactional() && transactional.producer_id == 6);
     }
 }

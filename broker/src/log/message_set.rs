@@ -285,7 +285,9 @@ pub fn down_convert(
         let size =
             magic.message_bytes_min() + key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len);
         let fits = out.len() + LOG_OVERHEAD_BYTES + size <= bytes_max;
-        if !fits && !(at_least_one && out.is_empty()) {
+        // Past the limit only the first message may go, and only when one is owed.
+        let first_owed = at_least_one && out.is_empty();
+        if !(fits || first_owed) {
             break;
         }
         let timestamp_ms = (magic == LegacyMagic::V1).then_some(record.timestamp_ms);
@@ -339,8 +341,11 @@ mod tests {
     use super::*;
     use crate::log::batch::{validate_produced, ConsumedRecord};
 
-    /// A magic 1 message set as an old producer writes it, from (timestamp, key, value).
-    fn message_set_v1(records: &[(i64, Option<&[u8]>, Option<&[u8]>)]) -> BytesMut {
+    /// One message of a test message set: (timestamp, key, value).
+    type Message<'a> = (i64, Option<&'a [u8]>, Option<&'a [u8]>);
+
+    /// A magic 1 message set as an old producer writes it.
+    fn message_set_v1(records: &[Message<'_>]) -> BytesMut {
         let mut out = BytesMut::new();
         for (offset, (timestamp, key, value)) in records.iter().enumerate() {
             put_message(&mut out, offset as i64, Some(*timestamp), *key, *value);

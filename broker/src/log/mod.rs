@@ -15,15 +15,24 @@
 //! are ([`Log::append_as_follower`]); both keep which epoch wrote which offsets in a
 //! [`LeaderEpochCache`], whose [`Log::end_offset_for_epoch`] answers OffsetsForLeaderEpoch; a
 //! follower that diverged cuts its log with [`Log::truncate_to`] (KIP-101, KIP-279).
+//!
+//! Transactions, on Kafka's model (KIP-98): producer state ([`producer_state`]) knows each
+//! producer's ongoing transaction; a leader ends one with a marker ([`Log::append_marker`]), a
+//! follower and recovery apply the markers they find. The first offset of the oldest ongoing
+//! transaction bounds what read_committed consumers see ([`Log::last_stable_offset`]), and
+//! each segment's `.txnindex` ([`txn_index`]) lists the transactions aborted by its markers
+//! ([`Log::aborted_transactions`]).
 
 pub mod batch;
 pub mod compaction;
 pub mod epoch_cache;
 mod index;
 pub mod message_set;
+pub mod producer_state;
 mod segment;
+pub mod txn_index;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,10 +41,12 @@ use bytes::{Bytes, BytesMut};
 
 use crate::config::TopicConfig;
 use crate::error::{BrokerError, Result};
-use crate::limits::PRODUCER_BATCHES_KEPT;
-use batch::{BatchError, BatchHeader};
+use batch::{BatchError, BatchHeader, ControlMarker};
 pub use epoch_cache::{EpochEntry, LeaderEpochCache};
+pub use producer_state::ProducerSummary;
+use producer_state::{snapshot_offsets, snapshot_path, CompletedTxn, ProducerStateManager};
 pub use segment::{RecoveryReport, Segment};
+pub use txn_index::AbortedTxn;
 
 /// Where one append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,14 +55,6 @@ pub struct AppendInfo {
     pub last_offset: i64,
     /// True when the batch was a retry of one already in the log (idempotent producers).
     pub duplicate: bool,
-}
-
-/// Sequence state of one idempotent producer on this partition.
-#[derive(Debug, Default)]
-struct ProducerState {
-    epoch: i16,
-    /// (first sequence, last sequence, base offset, last offset) of recent batches.
-    batches: VecDeque<(i32, i32, i64, i64)>,
 }
 
 /// A partition's log.
@@ -65,7 +68,7 @@ pub struct Log {
     /// Files of segments rolled since the last sync (`.log` and indexes): the next sync covers
     /// them, with the directory that gained the new segment's entries.
     rolled_unsynced: Vec<Arc<File>>,
-    producers: HashMap<i64, ProducerState>,
+    producers: ProducerStateManager,
     /// Which leader epoch wrote which offsets.
     epochs: LeaderEpochCache,
     /// The epoch this log stamps on the batches it appends as leader, once
@@ -145,7 +148,7 @@ impl Log {
             recovery_point: 0,
             records_since_flush: 0,
             rolled_unsynced: Vec::new(),
-            producers: HashMap::new(),
+            producers: ProducerStateManager::default(),
             epochs: LeaderEpochCache::empty(dir),
             leader_epoch: None,
             truncated_since_prepare: None,
@@ -166,12 +169,9 @@ impl Log {
             }
             let verify = first_verified.is_none_or(|f| *base >= f);
             let next_base = bases.get(i + 1).copied();
-            let mut producers = std::mem::take(&mut log.producers);
             let (mut segment, report) = Segment::open(dir, *base, verify, now_ms, &mut |h| {
-                remember_producer(&mut producers, h, h.base_offset);
                 remember_epoch_start(&mut scanned_epochs, h);
             })?;
-            log.producers = producers;
             if let (Some(next), false) = (next_base, verify) {
                 segment.next_offset = segment.next_offset.max(next);
             }
@@ -202,8 +202,13 @@ impl Log {
             log.delete_segments_below_start();
         }
         log.open_epochs(&scanned_epochs)?;
+        let replayed = log.load_producer_state()?;
         log.sync_opened(&verified, created)?;
         log.recovery_point = log.log_end_offset();
+        if replayed > 0 {
+            // The log is synced to its end now: a snapshot there spares the next open the replay.
+            log.take_producer_snapshot()?;
+        }
         Ok((log, total))
     }
 
@@ -262,6 +267,7 @@ impl Log {
         self.log_start_offset = offset;
         self.delete_segments_below_start();
         self.forget_epochs_below_start();
+        self.delete_old_snapshots();
         Ok(self.log_start_offset)
     }
 
@@ -294,9 +300,9 @@ impl Log {
     /// Makes what recovery read durable before the recovery point claims it: verified segments
     /// may hold bytes that were only in the page cache when the last process died, their
     /// indexes were rebuilt, and a new directory must be recorded in its parent.
-    fn sync_opened(&self, verified: &[i64], created: bool) -> Result<()> {
+    fn sync_opened(&mut self, verified: &[i64], created: bool) -> Result<()> {
         for base in verified {
-            if let Some(segment) = self.segments.get(base) {
+            if let Some(segment) = self.segments.get_mut(base) {
                 segment.sync()?;
             }
         }
@@ -395,9 +401,27 @@ impl Log {
         header: BatchHeader,
         now_ms: i64,
     ) -> Result<AppendInfo> {
-        if let Some(duplicate) = self.check_sequence(&header)? {
+        if let Some(duplicate) = self.producers.check_client(&header)? {
             return Ok(duplicate);
         }
+        let stamped = self.append_as_leader(batch, header, None, now_ms)?;
+        Ok(AppendInfo {
+            base_offset: stamped.base_offset,
+            last_offset: stamped.last_offset(),
+            duplicate: false,
+        })
+    }
+
+    /// Stamps a checked batch with the log end offset and this leader's epoch, appends it and
+    /// applies it to producer state (`marker` is what a control batch says). Returns its
+    /// stamped header.
+    fn append_as_leader(
+        &mut self,
+        batch: &mut [u8],
+        header: BatchHeader,
+        marker: Option<ControlMarker>,
+        now_ms: i64,
+    ) -> Result<BatchHeader> {
         let base_offset = self.log_end_offset();
         let last_offset = base_offset + i64::from(header.last_offset_delta);
         self.maybe_roll(batch.len(), base_offset, last_offset, now_ms)?;
@@ -412,13 +436,57 @@ impl Log {
             ..header
         };
         self.active_mut().append(batch, &stamped)?;
-        remember_producer(&mut self.producers, &stamped, base_offset);
-        self.records_since_flush += stamped.record_count as i64;
+        self.remember(&stamped, marker)?;
+        self.records_since_flush += i64::from(stamped.record_count);
+        Ok(stamped)
+    }
+
+    /// Appends a transaction marker as the leader: a control batch ending `producer_id`'s
+    /// transaction, committed or aborted, written by the coordinator in `coordinator_epoch`
+    /// (Kafka's WriteTxnMarkers). A marker with an epoch older than the producer's is refused
+    /// (INVALID_PRODUCER_EPOCH), as is one from an older coordinator epoch
+    /// (TRANSACTION_COORDINATOR_FENCED); a newer epoch (the coordinator aborting after it
+    /// fenced the producer) is taken on. A marker for a producer with no ongoing transaction
+    /// is written too, as Kafka writes it. Returns where it landed.
+    pub fn append_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
+        self.producers
+            .check_marker(producer_id, producer_epoch, coordinator_epoch)?;
+        let marker = ControlMarker {
+            commit,
+            coordinator_epoch,
+        };
+        let mut batch = batch::control_batch(producer_id, producer_epoch, marker, now_ms);
+        let header = batch::validate(&batch)
+            .map_err(|e| BrokerError::Internal(format!("a marker batch is invalid: {e}")))?;
+        let stamped = self.append_as_leader(&mut batch, header, Some(marker), now_ms)?;
         Ok(AppendInfo {
-            base_offset,
+            base_offset: stamped.base_offset,
             last_offset: stamped.last_offset(),
             duplicate: false,
         })
+    }
+
+    /// Applies an appended batch to producer state and indexes the transaction it aborted,
+    /// if it did, in the active segment: the one path for leaders, followers and markers.
+    fn remember(&mut self, header: &BatchHeader, marker: Option<ControlMarker>) -> Result<()> {
+        let Some(txn) = self.producers.apply(header, marker) else {
+            return Ok(());
+        };
+        if txn.aborted {
+            let entry = aborted_entry(&txn, &self.producers);
+            if let Some(created) = self.active_mut().txn_index_mut().append(entry)? {
+                // The next sync covers the new file and the directory entry naming it.
+                self.rolled_unsynced.push(created);
+            }
+        }
+        Ok(())
     }
 
     /// Checks every whole batch in `records` as `origin` requires, before anything is
@@ -534,7 +602,16 @@ impl Log {
             self.epochs.assign(epoch, header.base_offset)?;
         }
         self.active_mut().append(batch, header)?;
-        remember_producer(&mut self.producers, header, header.base_offset);
+        let marker = match header.is_control() {
+            true => batch::parse_control_marker(batch)
+                .inspect_err(|e| {
+                    tracing::warn!(dir = %self.dir.display(), offset = header.base_offset,
+                        error = %e, "a replicated transaction marker is unreadable")
+                })
+                .ok(),
+            false => None,
+        };
+        self.remember(header, marker)?;
         self.records_since_flush += i64::from(header.record_count);
         Ok(())
     }
@@ -575,46 +652,6 @@ impl Log {
         Ok(())
     }
 
-    /// Checks an idempotent producer's sequence: a retry of a recent batch returns where it
-    /// landed; a gap or an old epoch is refused.
-    fn check_sequence(&self, header: &BatchHeader) -> Result<Option<AppendInfo>> {
-        if !header.is_idempotent() {
-            return Ok(None);
-        }
-        let Some(state) = self.producers.get(&header.producer_id) else {
-            return Ok(None);
-        };
-        if header.producer_epoch < state.epoch {
-            return Err(BrokerError::InvalidProducerEpoch {
-                producer_id: header.producer_id,
-                epoch: header.producer_epoch,
-                current: state.epoch,
-            });
-        }
-        if header.producer_epoch > state.epoch {
-            return Ok(None);
-        }
-        let last_sequence = header.base_sequence.wrapping_add(header.last_offset_delta);
-        for &(first, last, base_offset, last_offset) in &state.batches {
-            if first == header.base_sequence && last == last_sequence {
-                return Ok(Some(AppendInfo {
-                    base_offset,
-                    last_offset,
-                    duplicate: true,
-                }));
-            }
-        }
-        let expected = state.batches.back().map_or(0, |b| b.1.wrapping_add(1));
-        if header.base_sequence != expected {
-            return Err(BrokerError::OutOfOrderSequence {
-                producer_id: header.producer_id,
-                expected,
-                got: header.base_sequence,
-            });
-        }
-        Ok(None)
-    }
-
     /// Closes the active segment and starts a new one at the log end.
     pub fn roll(&mut self, now_ms: i64) -> Result<()> {
         self.roll_at(self.log_end_offset(), now_ms)
@@ -631,6 +668,9 @@ impl Log {
         }
         self.active_mut().seal()?;
         self.rolled_unsynced.extend(self.active().files());
+        // Producer state as of the new segment's base, as Kafka snapshots it at each roll:
+        // opening the log replays from here, even once retention deleted older segments.
+        self.take_producer_snapshot_at(base)?;
         let segment = Segment::create(&self.dir, base, now_ms)?;
         self.segments.insert(base, segment);
         Ok(())
@@ -718,7 +758,7 @@ impl Log {
     pub fn prepare_flush(&mut self) -> FlushJob {
         let mut files = std::mem::take(&mut self.rolled_unsynced);
         let dir = (!files.is_empty()).then(|| self.dir.clone());
-        files.push(self.active().file());
+        files.extend(self.active().appended_files());
         self.records_since_flush = 0;
         self.truncated_since_prepare = None;
         FlushJob {
@@ -783,6 +823,7 @@ impl Log {
         );
         if deleted > 0 {
             self.forget_epochs_below_start();
+            self.delete_old_snapshots();
         }
         deleted
     }
@@ -927,7 +968,7 @@ impl Log {
             self.store_log_start_offset()?;
         }
         self.epochs.truncate_from_end(new_end)?;
-        self.rebuild_producers()?;
+        self.load_producer_state()?;
         Ok(true)
     }
 
@@ -950,7 +991,12 @@ impl Log {
         self.store_log_start_offset()?;
         self.forget_above(offset);
         self.epochs.clear()?;
-        self.producers.clear();
+        // The snapshots describe batches that are gone (even one at `offset` describes this
+        // replica's old batches below it, not the leader's): start over, as Kafka does.
+        for old in snapshot_offsets(&self.dir)? {
+            std::fs::remove_file(snapshot_path(&self.dir, old))?;
+        }
+        self.load_producer_state()?;
         Ok(())
     }
 
@@ -971,17 +1017,161 @@ impl Log {
         }
         Ok(())
     }
+}
 
-    /// Producer state as the log now holds it, from the header of every batch. Truncation is
-    /// rare (a leader change), so reading every header (61 bytes a batch) is affordable, and it
-    /// gives each producer exactly the sequences and epoch its remaining batches carry.
-    fn rebuild_producers(&mut self) -> Result<()> {
-        let mut producers = HashMap::new();
-        for segment in self.segments.values() {
-            segment.visit_headers(&mut |h| remember_producer(&mut producers, h, h.base_offset))?;
+/// Producer state, transactions and snapshots (KIP-98).
+impl Log {
+    /// Loads producer state as the log now holds it: from the latest readable snapshot
+    /// between the first segment's base and the log end (a snapshot past the end describes
+    /// batches a torn tail or a truncation removed, and is deleted), then by replaying every
+    /// batch from it; with no such snapshot, from the first segment. Transaction index entries
+    /// at or past that point are rebuilt by the replay (those below it were synced before the
+    /// snapshot was written). Returns how many batches were replayed.
+    fn load_producer_state(&mut self) -> Result<usize> {
+        let end = self.log_end_offset();
+        let first_base = *self.segments.keys().next().expect("a log has a segment");
+        let mut loaded = None;
+        for offset in snapshot_offsets(&self.dir)?.into_iter().rev() {
+            let path = snapshot_path(&self.dir, offset);
+            if offset > end {
+                std::fs::remove_file(&path)?;
+                continue;
+            }
+            if offset < first_base {
+                break;
+            }
+            match ProducerStateManager::read_snapshot(&path) {
+                Some(state) => {
+                    loaded = Some((offset, state));
+                    break;
+                }
+                None => std::fs::remove_file(&path)?,
+            }
         }
-        self.producers = producers;
+        let (from, state) = loaded.unwrap_or((first_base, ProducerStateManager::default()));
+        self.producers = state;
+        let mut replayed = 0;
+        let Log {
+            segments,
+            producers,
+            ..
+        } = self;
+        for segment in segments.values_mut() {
+            segment.txn_index_mut().truncate_from(from)?;
+            if segment.next_offset <= from {
+                continue;
+            }
+            let mut aborted = Vec::new();
+            segment.visit_batches(from, &mut |header, marker| {
+                replayed += 1;
+                if let Some(txn) = producers.apply(header, marker).filter(|t| t.aborted) {
+                    aborted.push(aborted_entry(&txn, producers));
+                }
+            })?;
+            for entry in aborted {
+                segment.txn_index_mut().append(entry)?;
+            }
+        }
+        self.delete_old_snapshots();
+        Ok(replayed)
+    }
+
+    /// Writes the producer state durably as the snapshot at the log end (on a clean close,
+    /// after the log was synced).
+    pub fn take_producer_snapshot(&mut self) -> Result<()> {
+        self.take_producer_snapshot_at(self.log_end_offset())
+    }
+
+    /// Writes the producer state as the snapshot at `offset`, which must be at or past every
+    /// batch applied. Transaction index entries are synced first, so that every entry below a
+    /// snapshot is on disk (opening the log rebuilds only those above the one it loads).
+    fn take_producer_snapshot_at(&mut self, offset: i64) -> Result<()> {
+        assert!(
+            offset >= self.log_end_offset(),
+            "a snapshot covers every batch applied"
+        );
+        for segment in self.segments.values_mut() {
+            segment.txn_index_mut().sync_if_changed()?;
+        }
+        self.producers.write_snapshot(&self.dir, offset)?;
         Ok(())
+    }
+
+    /// Deletes snapshots below the first segment's base: the batches between them and the
+    /// log are gone, so replaying from them would miss some. A failure is logged; the next
+    /// open deletes them again.
+    fn delete_old_snapshots(&self) {
+        let first_base = *self.segments.keys().next().expect("a log has a segment");
+        let offsets = snapshot_offsets(&self.dir).unwrap_or_default();
+        for offset in offsets.into_iter().take_while(|o| *o < first_base) {
+            if let Err(e) = std::fs::remove_file(snapshot_path(&self.dir, offset)) {
+                tracing::warn!(dir = %self.dir.display(), offset, error = %e,
+                    "could not delete an old producer snapshot");
+            }
+        }
+    }
+
+    /// The smallest first offset of the ongoing transactions, if any.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.producers.first_unstable_offset()
+    }
+
+    /// The last stable offset under `high_watermark`: read_committed consumers read below
+    /// it. It is the high watermark, or the first offset of the oldest transaction that is
+    /// ongoing or whose marker the high watermark has not passed yet.
+    pub fn last_stable_offset(&mut self, high_watermark: i64) -> i64 {
+        self.producers.last_stable_offset(high_watermark)
+    }
+
+    /// The high watermark moved to `high_watermark`: transactions whose markers are below it
+    /// are stable.
+    pub fn on_high_watermark(&mut self, high_watermark: i64) {
+        self.producers.on_high_watermark(high_watermark);
+    }
+
+    /// The aborted transactions overlapping `[from, upper)`: those whose marker is at or
+    /// after `from` and whose first offset is below `upper`, in marker order.
+    pub fn aborted_transactions(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
+        let first = self
+            .segments
+            .range(..=from)
+            .next_back()
+            .map_or(i64::MIN, |(base, _)| *base);
+        self.segments
+            .range(first..)
+            .flat_map(|(_, segment)| segment.txn_index().entries())
+            .filter(|txn| txn.last_offset >= from && txn.first_offset < upper)
+            .copied()
+            .collect()
+    }
+
+    /// Removes producers idle for `expiration_ms` (`producer.id.expiration.ms`) with no
+    /// transaction ongoing. Returns how many went.
+    pub fn remove_expired_producers(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.producers.remove_expired(now_ms, expiration_ms)
+    }
+
+    /// The ongoing transactions: (producer id, epoch, first offset, last timestamp).
+    pub fn ongoing_transactions(&self) -> Vec<(i64, i16, i64, i64)> {
+        self.producers.ongoing_transactions()
+    }
+
+    /// Every producer this partition knows (DescribeProducers).
+    pub fn producers(&self) -> Vec<ProducerSummary> {
+        self.producers.summaries()
+    }
+}
+
+/// The transaction index entry of an aborted transaction, with the last stable offset once
+/// its marker applied.
+fn aborted_entry(txn: &CompletedTxn, producers: &ProducerStateManager) -> AbortedTxn {
+    AbortedTxn {
+        producer_id: txn.producer_id,
+        first_offset: txn.first_offset,
+        last_offset: txn.last_offset,
+        last_stable_offset: producers
+            .first_unstable_offset()
+            .unwrap_or(txn.last_offset + 1),
     }
 }
 
@@ -1003,25 +1193,6 @@ fn record_count_error(header: &BatchHeader) -> BrokerError {
         "record count {} does not match last offset delta {}",
         header.record_count, header.last_offset_delta
     ))
-}
-
-fn remember_producer(producers: &mut HashMap<i64, ProducerState>, header: &BatchHeader, base: i64) {
-    if !header.is_idempotent() {
-        return;
-    }
-    let state = producers.entry(header.producer_id).or_default();
-    if header.producer_epoch != state.epoch {
-        state.epoch = header.producer_epoch;
-        state.batches.clear();
-    }
-    let last_sequence = header.base_sequence.wrapping_add(header.last_offset_delta);
-    let last_offset = base + header.last_offset_delta as i64;
-    state
-        .batches
-        .push_back((header.base_sequence, last_sequence, base, last_offset));
-    if state.batches.len() > PRODUCER_BATCHES_KEPT {
-        state.batches.pop_front();
-    }
 }
 
 /// The file keeping a log start offset that DeleteRecords moved.
@@ -1062,7 +1233,7 @@ fn segment_bases(dir: &Path) -> Result<Vec<i64>> {
 }
 
 fn remove_segment_files(dir: &Path, base: i64) {
-    for extension in ["log", "index", "timeindex"] {
+    for extension in ["log", "index", "timeindex", "txnindex"] {
         let _ = std::fs::remove_file(dir.join(segment::file_name(base, extension)));
     }
 }
@@ -1479,5 +1650,299 @@ mod tests {
         assert_eq!(log.log_start_offset(), 31);
         assert!(log.read(30, 100).is_err());
         assert_eq!(log.log_end_offset(), 60);
+    }
+
+    /// Producer `producer_id`'s batch of `n` records at `epoch` from `sequence`.
+    fn from_producer(
+        producer_id: i64,
+        epoch: i16,
+        sequence: i32,
+        n: usize,
+        transactional: bool,
+    ) -> BytesMut {
+        batch::with_producer(batch(n, 0), producer_id, epoch, sequence, transactional)
+    }
+
+    /// Goal: a producer's sequences survive a restart after retention deleted the segment
+    /// holding its only batch, so a retry is still answered as a duplicate. Method: producer
+    /// 7 writes once, other batches roll segments (each roll snapshots producer state),
+    /// retention deletes the first segments, the log is reopened without any clean-close
+    /// snapshot, then the batch is retried. Without snapshots the producer would be unknown
+    /// and the retry appended again.
+    #[test]
+    fn sequences_survive_a_restart_after_retention_deleted_their_segment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = TopicConfig {
+            retention_bytes: 3_000,
+            ..small_segments()
+        };
+        let (mut log, _) = Log::open(dir.path(), config.clone(), 0, 0).expect("open");
+        let first = log
+            .append(&mut from_producer(7, 0, 0, 2, false), 0)
+            .expect("first");
+        for i in 0..30 {
+            log.append(&mut batch(3, i), i).expect("append");
+        }
+        assert!(log.apply_retention(1_000, i64::MAX) > 0);
+        assert!(
+            log.log_start_offset() > first.last_offset,
+            "its segment is gone"
+        );
+        let end = log.log_end_offset();
+        drop(log);
+
+        let (mut log, _) = Log::open(dir.path(), config, 0, 0).expect("reopen");
+        assert_eq!(log.log_end_offset(), end);
+        let retry = log
+            .append(&mut from_producer(7, 0, 0, 2, false), 0)
+            .expect("retry");
+        assert!(retry.duplicate, "{retry:?}");
+        assert_eq!(retry.base_offset, first.base_offset);
+        assert!(matches!(
+            log.append(&mut from_producer(7, 0, 5, 1, false), 0),
+            Err(BrokerError::OutOfOrderSequence { expected: 2, .. })
+        ));
+        let snapshots = producer_state::snapshot_offsets(dir.path()).expect("list");
+        let first_base = *log.segments.keys().next().expect("a segment");
+        assert!(
+            snapshots.iter().all(|o| *o >= first_base),
+            "snapshots below the first segment are deleted: {snapshots:?}"
+        );
+    }
+
+    /// Goal: a clean close snapshots the state at the log end and the next open replays
+    /// nothing; a torn or corrupt newest snapshot is ignored and the state is rebuilt from an
+    /// older one plus the log. Method: two producers, a roll between them, a clean-close
+    /// snapshot; reopen; then damage the newest snapshot (flip, then cut) and reopen again.
+    #[test]
+    fn a_damaged_snapshot_is_ignored_and_the_state_rebuilt_from_the_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _) = Log::open(dir.path(), TopicConfig::default(), 0, 0).expect("open");
+        log.append(&mut from_producer(1, 0, 0, 2, false), 0)
+            .expect("one");
+        log.roll(0).expect("roll");
+        log.append(&mut from_producer(2, 3, 0, 2, false), 0)
+            .expect("two");
+        log.take_producer_snapshot().expect("clean close");
+        let producers = log.producers();
+        assert_eq!(producers.len(), 2);
+        let end = log.log_end_offset();
+        drop(log);
+        let newest = producer_state::snapshot_path(dir.path(), end);
+        for damage in ["flip", "cut"] {
+            let (log, _) = Log::open(dir.path(), TopicConfig::default(), end, 0).expect("open");
+            assert_eq!(log.producers(), producers, "before {damage}");
+            drop(log);
+            let mut bytes = std::fs::read(&newest).expect("snapshot at the end");
+            match damage {
+                "flip" => bytes[12] ^= 1,
+                _ => bytes.truncate(bytes.len() - 7),
+            }
+            std::fs::write(&newest, &bytes).expect("damage");
+            let (mut log, _) =
+                Log::open(dir.path(), TopicConfig::default(), end, 0).expect("reopen");
+            assert_eq!(log.producers(), producers, "after {damage}");
+            let retry = log
+                .append(&mut from_producer(2, 3, 0, 2, false), 0)
+                .expect("retry");
+            assert!(retry.duplicate, "after {damage}");
+        }
+    }
+
+    /// Goal: truncation deletes the snapshots above the cut and reloads producer state from
+    /// the one below, so the producer's next expected sequence is the one the kept log says.
+    /// Method: producer 7 writes sequences 0-1, the log rolls (snapshot), it writes 2-3 and
+    /// 4-5 and the log rolls again; truncating to the second batch's offset leaves 0-1.
+    #[test]
+    fn truncation_reloads_producer_state_from_the_snapshot_below_the_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _) = Log::open(dir.path(), TopicConfig::default(), 0, 0).expect("open");
+        log.append(&mut from_producer(7, 0, 0, 2, false), 0)
+            .expect("0-1");
+        log.roll(0).expect("roll");
+        let second = log
+            .append(&mut from_producer(7, 0, 2, 2, false), 0)
+            .expect("2-3");
+        log.append(&mut from_producer(7, 0, 4, 2, false), 0)
+            .expect("4-5");
+        log.roll(0).expect("roll");
+        assert_eq!(
+            producer_state::snapshot_offsets(dir.path()).expect("list"),
+            vec![2, 6]
+        );
+        assert!(log.truncate_to(second.base_offset).expect("truncate"));
+        assert_eq!(
+            producer_state::snapshot_offsets(dir.path()).expect("list"),
+            vec![2]
+        );
+        assert_eq!(log.producers()[0].last_sequence, 1);
+        assert!(matches!(
+            log.append(&mut from_producer(7, 0, 4, 2, false), 0),
+            Err(BrokerError::OutOfOrderSequence { expected: 2, .. })
+        ));
+        let again = log
+            .append(&mut from_producer(7, 0, 2, 2, false), 0)
+            .expect("2-3 again");
+        assert!(!again.duplicate);
+    }
+
+    /// Goal: transactional batches and markers move the last stable offset, list aborted
+    /// transactions, and both survive reopening from the `.txnindex` files (clean close) and
+    /// from a replay (no snapshot). Method: offsets 0-1 plain, 2-3 producer 1's transaction,
+    /// 4-5 producer 2's, abort 1 at 6, commit 2 at 7.
+    #[test]
+    fn markers_move_the_last_stable_offset_and_aborts_survive_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _) = Log::open(dir.path(), TopicConfig::default(), 0, 0).expect("open");
+        log.append(&mut batch(2, 0), 0).expect("plain");
+        log.append(&mut from_producer(1, 0, 0, 2, true), 0)
+            .expect("txn 1");
+        log.append(&mut from_producer(2, 0, 0, 2, true), 0)
+            .expect("txn 2");
+        assert_eq!(log.first_unstable_offset(), Some(2));
+        assert_eq!(log.last_stable_offset(6), 2);
+        let abort = log.append_marker(1, 0, false, 0, 0).expect("abort");
+        assert_eq!(abort.base_offset, 6);
+        assert_eq!(log.last_stable_offset(8), 4, "producer 2 is still open");
+        log.append_marker(2, 0, true, 0, 0).expect("commit");
+        assert_eq!(log.first_unstable_offset(), None);
+        assert_eq!(
+            log.last_stable_offset(7),
+            4,
+            "the commit marker is not below the high watermark yet"
+        );
+        assert_eq!(log.last_stable_offset(8), 8);
+        let expected = |log: &Log| {
+            let aborted = log.aborted_transactions(0, 8);
+            assert_eq!(aborted.len(), 1, "{aborted:?}");
+            assert_eq!(
+                (
+                    aborted[0].producer_id,
+                    aborted[0].first_offset,
+                    aborted[0].last_offset
+                ),
+                (1, 2, 6)
+            );
+            assert!(log.aborted_transactions(7, 8).is_empty(), "ended before 7");
+            assert!(log.aborted_transactions(0, 2).is_empty(), "starts at 2");
+            assert!(log.ongoing_transactions().is_empty());
+        };
+        expected(&log);
+        log.take_producer_snapshot().expect("clean close");
+        drop(log);
+        assert!(dir.path().join(segment::file_name(0, "txnindex")).exists());
+        let (log, _) = Log::open(dir.path(), TopicConfig::default(), 8, 0).expect("reopen");
+        expected(&log);
+        drop(log);
+        for offset in producer_state::snapshot_offsets(dir.path()).expect("list") {
+            std::fs::remove_file(producer_state::snapshot_path(dir.path(), offset)).expect("rm");
+        }
+        std::fs::remove_file(dir.path().join(segment::file_name(0, "txnindex"))).expect("rm");
+        let (mut log, _) = Log::open(dir.path(), TopicConfig::default(), 0, 0).expect("replay");
+        expected(&log);
+        assert_eq!(log.last_stable_offset(8), 8);
+    }
+
+    /// Goal: the producer checks of a transactional producer, as Kafka makes them. Method:
+    /// producer 3 opens a transaction; a plain batch from it is INVALID_TXN_STATE; a marker
+    /// at a newer epoch (the coordinator aborting after fencing) raises its epoch; then the
+    /// old epoch is refused for batches and markers, the new epoch must start at sequence 0,
+    /// and an older coordinator epoch is fenced.
+    #[test]
+    fn transactional_producers_are_checked_as_kafka_checks_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _) = Log::open(dir.path(), TopicConfig::default(), 0, 0).expect("open");
+        log.append(&mut from_producer(3, 0, 0, 2, true), 0)
+            .expect("txn");
+        let refused = log.append(&mut from_producer(3, 0, 2, 1, false), 0);
+        assert!(
+            matches!(refused, Err(BrokerError::InvalidTxnState { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(refused.expect_err("refused").code(), 48);
+        log.append_marker(3, 1, false, 5, 0)
+            .expect("abort at a newer epoch");
+        assert_eq!(log.producers()[0].producer_epoch, 1);
+        assert_eq!(log.producers()[0].coordinator_epoch, 5);
+        let old = log.append(&mut from_producer(3, 0, 2, 1, true), 0);
+        assert!(
+            matches!(old, Err(BrokerError::InvalidProducerEpoch { .. })),
+            "{old:?}"
+        );
+        assert_eq!(old.expect_err("old").code(), 47);
+        assert!(matches!(
+            log.append_marker(3, 0, true, 5, 0),
+            Err(BrokerError::InvalidProducerEpoch { .. })
+        ));
+        assert!(matches!(
+            log.append(&mut from_producer(3, 2, 4, 1, true), 0),
+            Err(BrokerError::OutOfOrderSequence { expected: 0, .. })
+        ));
+        assert!(matches!(
+            log.append_marker(3, 1, true, 4, 0),
+            Err(BrokerError::TransactionCoordinatorFenced { .. })
+        ));
+        log.append(&mut from_producer(3, 1, 0, 1, true), 0)
+            .expect("the new epoch from sequence 0");
+    }
+
+    /// Goal: a follower fed its leader's bytes ends with the leader's producer state, open
+    /// transactions and aborted list (one code path applies batches and markers). Method: a
+    /// leader log with plain, idempotent and transactional batches and both markers, read
+    /// whole and appended as follower; then the follower is reopened from scratch.
+    #[test]
+    fn a_follower_ends_with_its_leaders_transaction_state() {
+        let leader_dir = tempfile::tempdir().expect("tempdir");
+        let follower_dir = tempfile::tempdir().expect("tempdir");
+        let (mut leader, _) = Log::open(leader_dir.path(), small_segments(), 0, 0).expect("leader");
+        leader.append(&mut batch(2, 0), 0).expect("plain");
+        leader
+            .append(&mut from_producer(4, 0, 0, 2, false), 0)
+            .expect("idempotent");
+        leader
+            .append(&mut from_producer(5, 0, 0, 2, true), 0)
+            .expect("txn 5");
+        leader
+            .append(&mut from_producer(6, 2, 0, 2, true), 0)
+            .expect("txn 6");
+        leader.append_marker(5, 0, false, 1, 0).expect("abort 5");
+        leader
+            .append(&mut from_producer(8, 0, 0, 2, true), 0)
+            .expect("txn 8");
+        leader.append_marker(8, 0, true, 1, 0).expect("commit 8");
+        let end = leader.log_end_offset();
+        let (mut follower, _) =
+            Log::open(follower_dir.path(), small_segments(), 0, 0).expect("follower");
+        let mut offset = 0;
+        while offset < end {
+            let mut bytes = BytesMut::from(&leader.read(offset, 1 << 20).expect("read")[..]);
+            offset = follower
+                .append_as_follower(&mut bytes, 0)
+                .expect("append")
+                .last_offset
+                + 1;
+        }
+        let same = |follower: &mut Log, leader: &mut Log| {
+            assert_eq!(follower.producers(), leader.producers());
+            assert_eq!(
+                follower.ongoing_transactions(),
+                leader.ongoing_transactions()
+            );
+            assert_eq!(follower.ongoing_transactions().len(), 1, "producer 6");
+            assert_eq!(
+                follower.aborted_transactions(0, end),
+                leader.aborted_transactions(0, end)
+            );
+            assert_eq!(follower.aborted_transactions(0, end).len(), 1);
+            assert_eq!(
+                follower.last_stable_offset(end),
+                leader.last_stable_offset(end)
+            );
+        };
+        same(&mut follower, &mut leader);
+        drop(follower);
+        let (mut follower, _) =
+            Log::open(follower_dir.path(), small_segments(), 0, 0).expect("reopen");
+        same(&mut follower, &mut leader);
     }
 }

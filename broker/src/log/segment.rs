@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
+use super::batch::{self, BatchHeader, ControlMarker, BATCH_HEADER_BYTES, CONTROL_BATCH_BYTES_MAX};
 use super::index::SegmentIndex;
+use super::txn_index::TxnIndex;
 use crate::limits::SCAN_CHUNK_BYTES;
 
 /// The file name of a segment or index: the base offset in 20 digits, then the extension.
@@ -56,6 +57,8 @@ pub struct Segment {
     last_batch_offset: i64,
     /// Wall-clock time the segment was created, for `segment.ms`.
     pub created_at_ms: i64,
+    /// The transactions aborted by markers in this segment.
+    txn_index: TxnIndex,
 }
 
 /// What recovering a segment found.
@@ -81,6 +84,10 @@ impl Segment {
             &dir.join(file_name(base_offset, "index")),
             &dir.join(file_name(base_offset, "timeindex")),
         )?;
+        // A transaction index left by an earlier segment at this offset describes other batches.
+        let txn_path = dir.join(file_name(base_offset, "txnindex"));
+        let _ = std::fs::remove_file(&txn_path);
+        let txn_index = TxnIndex::open(&txn_path)?;
         Ok(Segment {
             base_offset,
             log_path,
@@ -92,6 +99,7 @@ impl Segment {
             next_offset: base_offset,
             last_batch_offset: base_offset,
             created_at_ms: now_ms,
+            txn_index,
         })
     }
 
@@ -123,6 +131,7 @@ impl Segment {
             Some(index) => index,
             None => SegmentIndex::create(&offset_path, &time_path)?,
         };
+        let txn_index = TxnIndex::open(&dir.join(file_name(base_offset, "txnindex")))?;
         let mut segment = Segment {
             base_offset,
             log_path,
@@ -134,6 +143,7 @@ impl Segment {
             next_offset: base_offset,
             last_batch_offset: base_offset,
             created_at_ms: now_ms,
+            txn_index,
         };
         // Verified segments always get fresh indexes; only a trusted one found damaged counts.
         let mut report = RecoveryReport {
@@ -167,10 +177,7 @@ impl Segment {
         let mut position = 0u64;
         let mut expected_min = self.base_offset;
         let mut buf = BytesMut::new();
-        loop {
-            let Some(header) = self.header_at(position, &mut buf)? else {
-                break;
-            };
+        while let Some(header) = self.header_at(position, &mut buf)? {
             if header.base_offset < expected_min {
                 break;
             }
@@ -197,15 +204,57 @@ impl Segment {
     }
 
     /// Calls `visit` with the header of every whole batch, in order, without checking CRCs
-    /// (the leader epoch cache and producer state are rebuilt this way).
+    /// (the leader epoch cache is rebuilt this way).
     pub fn visit_headers(&self, visit: &mut dyn FnMut(&BatchHeader)) -> std::io::Result<()> {
-        let mut position = 0u64;
+        self.visit_batches(i64::MIN, &mut |header, _| visit(header))
+    }
+
+    /// Calls `visit` with the header of every whole batch starting at or after `from`, in
+    /// order, and for a control batch the marker it holds (None if it cannot be read as one).
+    /// Producer state is replayed this way.
+    pub fn visit_batches(
+        &self,
+        from: i64,
+        visit: &mut dyn FnMut(&BatchHeader, Option<ControlMarker>),
+    ) -> std::io::Result<()> {
+        let mut position = match from > self.base_offset {
+            true => match self.position_of(from)? {
+                Some(position) => position,
+                None => return Ok(()),
+            },
+            false => 0,
+        };
         let mut buf = BytesMut::new();
         while let Some(header) = self.header_at(position, &mut buf)? {
-            visit(&header);
+            if header.base_offset >= from {
+                let marker = match header.is_control() {
+                    true => self.marker_at(position, &header)?,
+                    false => None,
+                };
+                visit(&header, marker);
+            }
             position += header.total_bytes() as u64;
         }
         Ok(())
+    }
+
+    /// The marker of the control batch at `position`, if it is one the broker could write.
+    fn marker_at(
+        &self,
+        position: u64,
+        header: &BatchHeader,
+    ) -> std::io::Result<Option<ControlMarker>> {
+        if header.total_bytes() > CONTROL_BATCH_BYTES_MAX {
+            return Ok(None);
+        }
+        let mut whole = vec![0u8; header.total_bytes()];
+        self.file.read_exact_at(&mut whole, position)?;
+        let marker = batch::parse_control_marker(&whole);
+        if let Err(e) = &marker {
+            tracing::warn!(segment = %self.log_path.display(), offset = header.base_offset,
+                error = %e, "ignoring an unreadable transaction marker");
+        }
+        Ok(marker.ok())
     }
 
     /// Removes every batch holding an offset at or after `offset`: the file is cut at the
@@ -235,6 +284,8 @@ impl Segment {
             self.size = whole;
         }
         self.index.sync()?;
+        self.txn_index.truncate_from(self.next_offset)?;
+        self.txn_index.sync_if_changed()?;
         Ok(removed)
     }
 
@@ -368,16 +419,38 @@ impl Segment {
         (Arc::clone(&self.file), self.size)
     }
 
-    /// Handles on the `.log` and both index files: what a sync of this segment must cover.
-    pub fn files(&self) -> [Arc<File>; 3] {
+    /// Handles on the `.log`, both index files and the transaction index once it exists:
+    /// what a sync of this segment must cover.
+    pub fn files(&self) -> Vec<Arc<File>> {
         let [offsets, times] = self.index.files();
-        [Arc::clone(&self.file), offsets, times]
+        let mut files = vec![Arc::clone(&self.file), offsets, times];
+        files.extend(self.txn_index.file());
+        files
+    }
+
+    /// Handles on what a sync of the active segment's appends must cover: the `.log` and the
+    /// transaction index once it exists (the offset and time indexes are rebuilt by recovery).
+    pub fn appended_files(&self) -> Vec<Arc<File>> {
+        let mut files = vec![Arc::clone(&self.file)];
+        files.extend(self.txn_index.file());
+        files
     }
 
     /// Syncs the `.log` and its indexes.
-    pub fn sync(&self) -> std::io::Result<()> {
+    pub fn sync(&mut self) -> std::io::Result<()> {
         self.file.sync_data()?;
-        self.index.sync()
+        self.index.sync()?;
+        self.txn_index.sync_if_changed()
+    }
+
+    /// The transactions aborted by markers in this segment.
+    pub fn txn_index(&self) -> &TxnIndex {
+        &self.txn_index
+    }
+
+    /// The transaction index, to append to or cut.
+    pub fn txn_index_mut(&mut self) -> &mut TxnIndex {
+        &mut self.txn_index
     }
 
     /// Removes the index files only: compaction does this before it replaces the `.log`, so a
@@ -391,6 +464,7 @@ impl Segment {
     pub fn delete_files(&self) {
         let _ = std::fs::remove_file(&self.log_path);
         self.index.delete_files();
+        self.txn_index.delete_file();
     }
 
     /// The path of the `.log` file.

@@ -14,6 +14,13 @@
 //! (a fetch with a replica id) reads up to the log end offset, and its fetch offset tells the
 //! leader how far its log reaches (`Partition::record_follower_fetch`); it waits on the log end
 //! offset rather than the high watermark.
+//!
+//! Transactions: every partition answers its last stable offset (LSO). A consumer fetching
+//! with `isolation_level` 1 (read_committed) reads below the LSO instead of the high
+//! watermark, and is told the aborted transactions (producer id, first offset) overlapping
+//! what it got, so it can drop their records. The LSO moves only when the high watermark
+//! passes a marker, so such a fetch waits on the high watermark like any consumer's.
+//! ListOffsets with `isolation_level` 1 answers "latest" with the LSO.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -21,13 +28,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::FetchPartition;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::list_offsets_request::ListOffsetsPartition;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{
-    FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+    FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, ProducerId,
 };
 use kafka_protocol::ResponseError;
 use tokio::time::Instant;
@@ -136,6 +145,11 @@ struct ReadState<'a> {
 fn read_all(context: &RequestContext, request: &FetchRequest) -> (FetchResponse, usize, bool) {
     let broker = &context.broker;
     let replica = replica_id(context, request);
+    let reader = match replica {
+        Some(replica) => Reader::Replica(replica),
+        None if request.isolation_level == READ_COMMITTED => Reader::ReadCommitted,
+        None => Reader::ReadUncommitted,
+    };
     let mut state = ReadState {
         remaining: response_bytes_max(&broker.config, request),
         min_one_batch: true,
@@ -148,7 +162,7 @@ fn read_all(context: &RequestContext, request: &FetchRequest) -> (FetchResponse,
         let partitions = topic
             .partitions
             .iter()
-            .map(|p| read_partition(context, (topic.topic.as_str(), replica), p, &mut state))
+            .map(|p| read_partition(context, (topic.topic.as_str(), reader), p, &mut state))
             .collect();
         topics.push(
             FetchableTopicResponse::default()
@@ -160,9 +174,23 @@ fn read_all(context: &RequestContext, request: &FetchRequest) -> (FetchResponse,
     (response, state.total, state.errors)
 }
 
+/// `isolation_level` 1: read below the last stable offset.
+const READ_COMMITTED: i8 = 1;
+
+/// Who fetches, which decides how far a fetch reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    /// A follower (its broker id): up to the log end offset.
+    Replica(i32),
+    /// A consumer with read_uncommitted: below the high watermark.
+    ReadUncommitted,
+    /// A consumer with read_committed: below the last stable offset.
+    ReadCommitted,
+}
+
 fn read_partition<'a>(
     context: &RequestContext,
-    (topic, replica): (&'a str, Option<i32>),
+    (topic, reader): (&'a str, Reader),
     request: &FetchPartition,
     state: &mut ReadState<'a>,
 ) -> PartitionData {
@@ -177,23 +205,27 @@ fn read_partition<'a>(
         broker
             .partition(topic, request.partition)
             .and_then(|partition| {
-                match replica {
-                    Some(replica) => partition.record_follower_fetch(
+                match reader {
+                    Reader::Replica(replica) => partition.record_follower_fetch(
                         replica,
                         request.fetch_offset,
                         request.current_leader_epoch,
                         now_ms(),
                     )?,
-                    None => partition.check_leader(request.current_leader_epoch)?,
+                    _ => partition.check_leader(request.current_leader_epoch)?,
                 }
                 fill(&mut data, &partition);
                 let limit = (request.partition_max_bytes.max(0) as usize).min(state.remaining);
                 let records = read_one(
                     &partition,
-                    (request.fetch_offset, replica.is_some()),
+                    (request.fetch_offset, reader, data.last_stable_offset),
                     limit,
                     state.min_one_batch,
                 )?;
+                if reader == Reader::ReadCommitted {
+                    let aborted = aborted_in(&partition, request.fetch_offset, &records);
+                    data.aborted_transactions = Some(aborted);
+                }
                 let Some(magic) = LegacyMagic::for_fetch_version(context.version) else {
                     return Ok(records);
                 };
@@ -231,20 +263,26 @@ fn read_partition<'a>(
 }
 
 /// Whole batches from `offset`, within `limit` bytes, below the high watermark (for a
-/// follower, the log end); with `min_one_batch`, at least the first batch even when it is
-/// larger (KIP-74), so a consumer always makes progress.
+/// follower, the log end; for read_committed, `last_stable_offset`); with `min_one_batch`, at
+/// least the first batch even when it is larger (KIP-74), so a consumer always makes progress.
 fn read_one(
     partition: &Partition,
-    (offset, replica): (i64, bool),
+    (offset, reader, last_stable_offset): (i64, Reader, i64),
     limit: usize,
     min_one_batch: bool,
 ) -> crate::error::Result<Bytes> {
+    let replica = matches!(reader, Reader::Replica(_));
     let high_watermark = if replica {
         partition.log_end_offset()
     } else {
         partition.high_watermark()
     };
     if offset == high_watermark {
+        return Ok(Bytes::new());
+    }
+    if reader == Reader::ReadCommitted
+        && (last_stable_offset..=partition.log_end_offset()).contains(&offset)
+    {
         return Ok(Bytes::new());
     }
     if limit == 0 && !min_one_batch {
@@ -261,10 +299,10 @@ fn read_one(
         }
         return Ok(Bytes::new());
     }
-    let records = if replica {
-        partition.read_replica(offset, limit.max(1))?
-    } else {
-        partition.read(offset, limit.max(1))?
+    let records = match reader {
+        Reader::Replica(_) => partition.read_replica(offset, limit.max(1))?,
+        Reader::ReadUncommitted => partition.read(offset, limit.max(1))?,
+        Reader::ReadCommitted => partition.read_committed(offset, limit.max(1))?,
     };
     if min_one_batch {
         return Ok(records);
@@ -282,10 +320,33 @@ fn whole_batches_within(records: Bytes, limit: usize) -> Bytes {
     records.slice(..end)
 }
 
+/// The aborted transactions a read_committed consumer needs for `records`, read from
+/// `fetch_offset`: those overlapping the fetch offset up to the last offset returned, as
+/// Kafka lists them.
+fn aborted_in(
+    partition: &Partition,
+    fetch_offset: i64,
+    records: &Bytes,
+) -> Vec<AbortedTransaction> {
+    let Some(upper) = headers(records).last().map(|(_, h)| h.next_offset()) else {
+        return Vec::new();
+    };
+    partition
+        .log()
+        .lock()
+        .aborted_transactions(fetch_offset, upper)
+        .into_iter()
+        .map(|txn| {
+            AbortedTransaction::default()
+                .with_producer_id(ProducerId(txn.producer_id))
+                .with_first_offset(txn.first_offset)
+        })
+        .collect()
+}
+
 fn fill(data: &mut PartitionData, partition: &Arc<Partition>) {
-    let high_watermark = partition.high_watermark();
-    data.high_watermark = high_watermark;
-    data.last_stable_offset = high_watermark;
+    data.high_watermark = partition.high_watermark();
+    data.last_stable_offset = partition.last_stable_offset();
     data.log_start_offset = partition.log_start_offset();
 }
 
@@ -319,8 +380,9 @@ pub(super) fn list_offsets(
                             partition.check_leader(p.current_leader_epoch)?;
                             Ok(partition)
                         });
+                    let committed = request.isolation_level == READ_COMMITTED;
                     match found {
-                        Ok(partition) => match lookup(&partition, p.timestamp) {
+                        Ok(partition) => match lookup(&partition, p.timestamp, committed) {
                             Ok((offset, timestamp)) => {
                                 out.offset = offset;
                                 out.timestamp = timestamp;
@@ -383,9 +445,16 @@ fn lookup_v0(
     }
 }
 
-fn lookup(partition: &Partition, timestamp: i64) -> crate::error::Result<(i64, i64)> {
+/// The answer for one partition: `(offset, timestamp)`. With `committed` (read_committed),
+/// "latest" is the last stable offset rather than the high watermark.
+fn lookup(
+    partition: &Partition,
+    timestamp: i64,
+    committed: bool,
+) -> crate::error::Result<(i64, i64)> {
     match timestamp {
         -2 => Ok((partition.log_start_offset(), -1)),
+        -1 | -3 if committed => Ok((partition.last_stable_offset(), -1)),
         -1 | -3 => Ok((partition.high_watermark(), -1)),
         target => {
             let batch = partition.log().lock().batch_at_time(target)?;
@@ -526,5 +595,89 @@ mod tests {
         let replica = fetch(i32::MAX, [0, 1, 2]).with_replica_id(BrokerId(1));
         let bytes = record_bytes(&answer(&broker, &replica).await);
         assert!((20_000..=25_000).contains(&bytes), "got {bytes}");
+    }
+
+    /// Goal: a read_committed fetch reads below the last stable offset, lists the aborted
+    /// transactions in what it returns, and long-polls at the LSO until a marker moves it;
+    /// read_uncommitted still reads to the high watermark; both are told the LSO; ListOffsets
+    /// latest with read_committed is the LSO. Method: one plain record, producer 9's
+    /// transaction of one record, then fetches and markers through the wire protocol.
+    #[tokio::test]
+    async fn read_committed_reads_below_the_last_stable_offset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = broker_with_data(BrokerConfig::new(dir.path()), 1, 1).await;
+        let partition = broker.partition("t", 0).expect("partition");
+        let transactional = |producer_id: i64, sequence: i32| {
+            let mut builder = BatchBuilder::new(1_000, 64);
+            builder.push(1_000, None, Some(b"txn"), &[]);
+            crate::log::batch::with_producer(builder.finish(), producer_id, 0, sequence, true)
+        };
+        partition
+            .append(&mut transactional(9, 0), 1_000)
+            .expect("txn");
+        let committed = |offset: i64| {
+            let mut request = fetch(1 << 20, [0]).with_isolation_level(1);
+            request.topics[0].partitions[0].fetch_offset = offset;
+            request
+        };
+        let fetched = answer(&broker, &committed(0)).await.remove(0);
+        let records = fetched.records.clone().expect("records");
+        assert_eq!(fetched.high_watermark, 2);
+        assert_eq!(fetched.last_stable_offset, 1);
+        assert_eq!(headers(&records).count(), 1, "only the plain record");
+        let uncommitted = answer(&broker, &fetch(1 << 20, [0])).await.remove(0);
+        assert_eq!(uncommitted.last_stable_offset, 1);
+        assert_eq!(headers(&uncommitted.records.expect("records")).count(), 2);
+        let latest = list_latest(&broker, 1).await;
+        assert_eq!(latest, 1);
+        assert_eq!(list_latest(&broker, 0).await, 2);
+
+        // At the LSO the fetch waits; the abort marker moves the LSO and answers it.
+        let waiting = {
+            let broker = Arc::clone(&broker);
+            let request = committed(1).with_max_wait_ms(10_000).with_min_bytes(1);
+            tokio::spawn(async move { answer(&broker, &request).await.remove(0) })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "nothing is stable at offset 1 yet");
+        let started = Instant::now();
+        partition
+            .write_marker(9, 0, false, 0, 1_000)
+            .expect("abort");
+        let fetched = waiting.await.expect("fetch");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "woken by the marker"
+        );
+        assert_eq!(fetched.last_stable_offset, 3);
+        let aborted = fetched
+            .aborted_transactions
+            .expect("read_committed lists them");
+        assert_eq!(aborted.len(), 1);
+        assert_eq!((aborted[0].producer_id.0, aborted[0].first_offset), (9, 1));
+        let records = fetched.records.expect("records");
+        assert!(
+            headers(&records).any(|(_, h)| h.is_control()),
+            "the marker is returned"
+        );
+        let from_zero = answer(&broker, &committed(0)).await.remove(0);
+        assert_eq!(from_zero.aborted_transactions.map(|a| a.len()), Some(1));
+        assert_eq!(list_latest(&broker, 1).await, 3);
+    }
+
+    /// ListOffsets "latest" for partition 0 of `t` at `isolation_level`.
+    async fn list_latest(broker: &Arc<Broker>, isolation_level: i8) -> i64 {
+        use kafka_protocol::messages::list_offsets_request::ListOffsetsTopic;
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_isolation_level(isolation_level)
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(TopicName(str_bytes("t")))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-1)])]);
+        let response: ListOffsetsResponse =
+            round_trip(broker, ApiKey::ListOffsets, 5, &request).await;
+        response.topics[0].partitions[0].offset
     }
 }

@@ -428,4 +428,46 @@ mod tests {
             "delete topics take any"
         );
     }
+
+    /// Goal: transactional batches are accepted on any client topic, and the partition's
+    /// producer checks reach clients as Kafka's codes. Method: producer 4 sends a
+    /// transactional batch to `t` and to an internal topic, then a plain batch (its
+    /// transaction is open: INVALID_TXN_STATE), the coordinator aborts at epoch 1, and epoch 0
+    /// writes again (INVALID_PRODUCER_EPOCH).
+    #[tokio::test]
+    async fn transactional_batches_are_accepted_and_refusals_get_kafkas_codes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = Broker::open(BrokerConfig::new(dir.path()))
+            .await
+            .expect("open");
+        for name in ["t", "__private"] {
+            broker
+                .create_topic(name, 1, BTreeMap::new())
+                .expect("topic");
+        }
+        let from_producer = |epoch: i16, sequence: i32, transactional: bool| {
+            crate::log::batch::with_producer(batch(2), 4, epoch, sequence, transactional)
+        };
+        assert_eq!(produce(&broker, "t", from_producer(0, 0, true)).await, [0]);
+        assert_eq!(
+            produce(&broker, "__private", from_producer(0, 0, true)).await,
+            [ResponseError::InvalidTopicException.code()]
+        );
+        assert_eq!(
+            produce(&broker, "t", from_producer(0, 2, false)).await,
+            [ResponseError::InvalidTxnState.code()]
+        );
+        let partition = broker.partition("t", 0).expect("partition");
+        assert_eq!(partition.ongoing_transactions(), vec![(4, 0, 0, 1_000)]);
+        partition
+            .write_marker(4, 1, false, 0, 2_000)
+            .expect("abort after fencing");
+        assert!(partition.ongoing_transactions().is_empty());
+        assert_eq!(
+            produce(&broker, "t", from_producer(0, 2, true)).await,
+            [ResponseError::InvalidProducerEpoch.code()]
+        );
+        assert_eq!(partition.producers()[0].producer_epoch, 1);
+        assert_eq!(partition.last_stable_offset(), 3);
+    }
 }

@@ -767,7 +767,7 @@ pub fn offsets_partition_of(group: &str) -> (String, i32) {
 mod tests {
     use super::*;
     use crate::group::offsets::{append_transactional_commit, committed_for_tests};
-    use crate::log::batch::{headers, marker_kind};
+    use crate::log::batch::{headers, parse_control_marker};
     use crate::BrokerConfig;
 
     async fn broker(dir: &std::path::Path) -> Arc<Broker> {
@@ -812,8 +812,8 @@ mod tests {
             .filter(|(_, h)| h.is_control())
             .map(|(position, h)| {
                 let batch = bytes.slice(position..position + h.total_bytes());
-                let commit = marker_kind(&batch).expect("decodes").expect("a marker");
-                (h.producer_id, commit)
+                let marker = parse_control_marker(&batch).expect("a marker");
+                (h.producer_id, marker.commit)
             })
             .collect()
     }
