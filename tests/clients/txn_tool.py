@@ -12,6 +12,7 @@ transaction every record it sees belongs to and whether a transaction was seen w
 
 import argparse
 import json
+import os
 import socket
 import struct
 import sys
@@ -143,6 +144,52 @@ def send(producer, topic, value, key, partition):
             producer.poll(0.05)
 
 
+def produce_idempotent(args):
+    """Produces keyed records `<run>-<n>` with enable.idempotence and acks=all at about --rate
+    records/s until --stop-file exists, appending each acknowledged record to --out the moment
+    its delivery report arrives. Then flushes and prints the failed deliveries and the errors
+    librdkafka reported, by name, so a test can see that no OUT_OF_ORDER_SEQUENCE_NUMBER or
+    UNKNOWN_PRODUCER_ID happened across broker restarts."""
+    out = open(args.out, "a", buffering=1)
+    stats = {"acked": 0, "failed": 0, "failures": {}, "errors": []}
+
+    def report(err, msg):
+        if err is not None:
+            stats["failed"] += 1
+            stats["failures"][err.name()] = stats["failures"].get(err.name(), 0) + 1
+            return
+        stats["acked"] += 1
+        out.write(json.dumps({"key": msg.key().decode(), "value": msg.value().decode(),
+                              "partition": msg.partition(), "offset": msg.offset()}) + "\n")
+
+    def on_error(error):
+        if len(stats["errors"]) < 20:
+            stats["errors"].append({"name": error.name(), "fatal": error.fatal()})
+
+    producer = Producer(
+        {
+            "bootstrap.servers": args.bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "message.timeout.ms": args.message_timeout_ms,
+            "on_delivery": report,
+            "error_cb": on_error,
+        }
+    )
+    sent = 0
+    start = time.time()
+    while not os.path.exists(args.stop_file):
+        wait = start + sent / args.rate - time.time()
+        if wait > 0:
+            producer.poll(min(wait, 0.05))
+            continue
+        send(producer, args.topic, f"{args.run_id}-{sent}", f"key-{sent}", -1)
+        sent += 1
+    unflushed = producer.flush(60)
+    emit({**stats, "sent": sent, "unflushed": unflushed})
+
+
 def consume(args):
     """Reads every partition of --topic from the beginning with --isolation, without a consumer
     group (assigned partitions, nothing committed), until --count records, --idle-seconds
@@ -158,7 +205,7 @@ def consume(args):
     metadata = consumer.list_topics(args.topic, timeout=15)
     partitions = sorted(metadata.topics[args.topic].partitions)
     consumer.assign([TopicPartition(args.topic, p, OFFSET_BEGINNING) for p in partitions])
-    count, error = 0, None
+    count, error, transient = 0, None, []
     last_record = time.time()
     deadline = time.time() + args.max_seconds
     while count < args.count and time.time() < deadline:
@@ -168,9 +215,13 @@ def consume(args):
                 break
             continue
         if msg.error():
-            error = msg.error().name()
+            # Connection errors while a broker restarts are retried by librdkafka: kept apart
+            # from the fatal ones that end the read.
             if msg.error().fatal():
+                error = msg.error().name()
                 break
+            if len(transient) < 10:
+                transient.append(msg.error().name())
             continue
         last_record = time.time()
         count += 1
@@ -178,7 +229,8 @@ def consume(args):
         value = msg.value().decode() if msg.value() is not None else None
         emit({"partition": msg.partition(), "offset": msg.offset(), "key": key, "value": value})
     consumer.close()
-    emit({"consumed": count, "isolation": args.isolation, "partitions": partitions, "error": error})
+    emit({"consumed": count, "isolation": args.isolation, "partitions": partitions, "error": error,
+          "transient_errors": transient})
 
 
 def fence(args):
@@ -288,6 +340,9 @@ def transform_batch(args, producer, consumer, messages):
             send(producer, args.output, value, m.key(), -1 if m.key() is not None else m.partition())
         offsets = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
         producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
+        if args.pause_ms:
+            # Widens the window in which a test's SIGKILL lands inside a transaction.
+            time.sleep(args.pause_ms / 1000)
         with_retries("commit_transaction", lambda: producer.commit_transaction(30), args.retry_seconds)
         return True
     except KafkaException as e:
@@ -449,6 +504,15 @@ def main():
     p.add_argument("--pause-between-ms", type=int, default=0)
     p.set_defaults(run=produce_txn)
 
+    p = sub.add_parser("produce-idempotent")
+    p.add_argument("--topic", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--stop-file", required=True, help="stop once this file exists")
+    p.add_argument("--rate", type=float, default=2000.0, help="records per second")
+    p.add_argument("--run-id", default="i")
+    p.add_argument("--message-timeout-ms", type=int, default=120000)
+    p.set_defaults(run=produce_idempotent)
+
     p = sub.add_parser("consume")
     p.add_argument("--topic", required=True)
     p.add_argument("--isolation", choices=["read_committed", "read_uncommitted"], required=True)
@@ -470,6 +534,7 @@ def main():
     p.add_argument("--expected", type=int, required=True, help="input records in all")
     p.add_argument("--batch", type=int, default=50, help="input records per transaction, at most")
     p.add_argument("--session-timeout-ms", type=int, default=6000)
+    p.add_argument("--pause-ms", type=int, default=0, help="pause before each commit")
     p.add_argument("--max-seconds", type=float, default=120.0)
     p.set_defaults(run=eos_loop)
 
