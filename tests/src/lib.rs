@@ -319,6 +319,32 @@ impl EddyProcess {
     pub fn running(&self) -> bool {
         self.child.is_some()
     }
+
+    /// Stops the process with SIGTERM (a clean shutdown) and waits up to 30 s for it to exit;
+    /// `restart` starts it again.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().expect("waiting for eddy").is_none() {
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "eddy {} did not exit within 30 s of SIGTERM",
+                    self.subcommand
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 /// A cluster of `eddy broker` processes on loopback, each a metadata quorum voter (KRaft's
