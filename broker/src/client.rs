@@ -4,7 +4,7 @@
 //! embedded broker ([`InProcessClient`], no sockets) and on any Kafka-compatible cluster
 //! ([`crate::KafkaClient`]). Producing partitions records as Kafka's default partitioner does.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use crate::error::{BrokerError, Result};
 use crate::group::{offsets, CommittedOffset, PartitionLag};
 use crate::log::batch::{decode_records, BatchBuilder, ConsumedRecord};
 use crate::partitioner::{self, StickyPartitioner};
+use crate::txn::InitRequest;
 
 /// A record to produce.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,6 +47,52 @@ pub enum OffsetReset {
     Latest,
     /// No default: starting without a committed offset is an error.
     None,
+}
+
+/// A transactional producer as InitProducerId made it (Kafka's `initTransactions`): its id and
+/// epoch, and the next sequence of each partition it wrote in this epoch. After any failed
+/// transaction it must be made again ([`LogClient::init_transactions`]: a new epoch), as a
+/// Kafka producer bumps its epoch after an abortable error.
+#[derive(Debug)]
+pub struct TransactionalProducer {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    sequences: Mutex<HashMap<(String, i32), i32>>,
+}
+
+impl TransactionalProducer {
+    pub fn new(transactional_id: &str, producer_id: i64, producer_epoch: i16) -> Self {
+        TransactionalProducer {
+            transactional_id: transactional_id.to_string(),
+            producer_id,
+            producer_epoch,
+            sequences: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes `count` sequence numbers for a partition; returns the first.
+    pub fn take_sequences(&self, topic: &str, partition: i32, count: usize) -> i32 {
+        let mut sequences = self.sequences.lock();
+        let next = sequences.entry((topic.to_string(), partition)).or_insert(0);
+        let first = *next;
+        *next = next.wrapping_add(count as i32);
+        first
+    }
+
+    /// (producer id, epoch).
+    pub fn id_and_epoch(&self) -> (i64, i16) {
+        (self.producer_id, self.producer_epoch)
+    }
+}
+
+/// What one transaction writes: records to topics, and a group's offsets committed with them
+/// (a consume-transform-produce step's output and input positions).
+#[derive(Debug, Clone, Default)]
+pub struct Transaction {
+    pub records: Vec<(String, Vec<ProducerRecord>)>,
+    /// The group and its offsets (the next offset to read of each partition).
+    pub offsets: Option<(String, Vec<(String, i32, i64)>)>,
 }
 
 /// The operations the engine performs on a log.
@@ -83,6 +130,22 @@ pub trait LogClient: Send + Sync {
     async fn committed(&self, group: &str, topic: &str, partition: i32) -> Result<Option<i64>>;
     /// Lag per committed partition of a group.
     async fn lag(&self, group: &str) -> Result<Vec<PartitionLag>>;
+    /// Starts transactional producer `transactional_id` (Kafka's `initTransactions`): every
+    /// earlier producer with the id is fenced, and a transaction it left open is aborted.
+    async fn init_transactions(
+        &self,
+        transactional_id: &str,
+        timeout_ms: i32,
+    ) -> Result<TransactionalProducer>;
+    /// Writes `transaction` and commits it: its records and offsets become visible to
+    /// read_committed readers together, or, on an error, never (the transaction is aborted
+    /// where it can be; otherwise its timeout aborts it). A fenced producer gets
+    /// `Transaction { kind: ProducerFenced, .. }` or `InvalidProducerEpoch`.
+    async fn commit_transaction(
+        &self,
+        producer: &TransactionalProducer,
+        transaction: Transaction,
+    ) -> Result<()>;
 
     /// Where a member of `group` starts reading a partition: its committed offset, or else where
     /// `reset` says. A committed offset that fell out of the log (retention) also resets.
@@ -178,6 +241,23 @@ pub fn split_batches(records: &[(usize, ProducerRecord)]) -> Vec<&[(usize, Produ
 
 /// Encodes records into one uncompressed batch.
 pub fn encode_batch(records: &[(usize, ProducerRecord)]) -> bytes::BytesMut {
+    records_builder(records).finish()
+}
+
+/// Encodes records into one uncompressed batch of a transactional producer, numbered from
+/// `base_sequence`.
+pub fn encode_transactional_batch(
+    records: &[(usize, ProducerRecord)],
+    producer: (i64, i16),
+    base_sequence: i32,
+) -> bytes::BytesMut {
+    records_builder(records)
+        .transactional(producer.0, producer.1)
+        .sequenced(base_sequence)
+        .finish()
+}
+
+fn records_builder(records: &[(usize, ProducerRecord)]) -> BatchBuilder {
     let now = now_ms();
     let base = records
         .iter()
@@ -198,7 +278,24 @@ pub fn encode_batch(records: &[(usize, ProducerRecord)]) -> bytes::BytesMut {
             &headers,
         );
     }
-    builder.finish()
+    builder
+}
+
+/// Positions (the next offset to read) as offsets committed now.
+fn committed_now(positions: Vec<(String, i32, i64)>) -> Vec<(String, i32, CommittedOffset)> {
+    let now = now_ms();
+    positions
+        .into_iter()
+        .map(|(topic, partition, offset)| {
+            let committed = CommittedOffset {
+                offset,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp_ms: now,
+            };
+            (topic, partition, committed)
+        })
+        .collect()
 }
 
 /// The broker in this process, used directly.
@@ -306,20 +403,7 @@ impl LogClient for InProcessClient {
     }
 
     async fn commit(&self, group: &str, commits: &[(String, i32, i64)]) -> Result<()> {
-        let now = now_ms();
-        let commits = commits
-            .iter()
-            .map(|(t, p, o)| {
-                let committed = CommittedOffset {
-                    offset: *o,
-                    leader_epoch: -1,
-                    metadata: String::new(),
-                    commit_timestamp_ms: now,
-                };
-                (t.clone(), *p, committed)
-            })
-            .collect();
-        offsets::commit(&self.broker, group, commits).await
+        offsets::commit(&self.broker, group, committed_now(commits.to_vec())).await
     }
 
     async fn committed(&self, group: &str, topic: &str, partition: i32) -> Result<Option<i64>> {
@@ -332,6 +416,91 @@ impl LogClient for InProcessClient {
 
     async fn lag(&self, group: &str) -> Result<Vec<PartitionLag>> {
         Ok(self.broker.group_lag(group))
+    }
+
+    async fn init_transactions(
+        &self,
+        transactional_id: &str,
+        timeout_ms: i32,
+    ) -> Result<TransactionalProducer> {
+        let init = InitRequest {
+            transactional_id,
+            timeout_ms,
+            current: None,
+        };
+        let (id, epoch) = self
+            .broker
+            .transactions
+            .init_producer_id(&self.broker, init)
+            .await?;
+        Ok(TransactionalProducer::new(transactional_id, id, epoch))
+    }
+
+    async fn commit_transaction(
+        &self,
+        producer: &TransactionalProducer,
+        transaction: Transaction,
+    ) -> Result<()> {
+        let written = self.write_transaction(producer, transaction).await;
+        let coordinator = &self.broker.transactions;
+        let id = &producer.transactional_id;
+        let ended = coordinator
+            .end_txn(&self.broker, id, producer.id_and_epoch(), written.is_ok())
+            .await;
+        // A failed write's abort may fail too (nothing was added yet): the write's error says
+        // what went wrong.
+        written.and(ended)
+    }
+}
+
+impl InProcessClient {
+    /// Adds the transaction's partitions to it, then appends its records and offsets.
+    async fn write_transaction(
+        &self,
+        producer: &TransactionalProducer,
+        transaction: Transaction,
+    ) -> Result<()> {
+        let mut batches = Vec::new();
+        for (topic, records) in transaction.records {
+            let count = self.partition_count(&topic).await?;
+            for (index, records) in partition_records(records, count, &self.sticky)? {
+                batches.push((topic.clone(), index, records));
+            }
+        }
+        let mut partitions: Vec<(String, i32)> =
+            batches.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+        if let Some((group, _)) = &transaction.offsets {
+            partitions.push(crate::txn::offsets_partition_of(group));
+        }
+        let id = &producer.transactional_id;
+        self.broker
+            .transactions
+            .add_partitions(&self.broker, id, producer.id_and_epoch(), &partitions)
+            .await?;
+        for (topic, index, records) in batches {
+            let partition = self.broker.partition(&topic, index)?;
+            for batch in split_batches(&records) {
+                let sequence = producer.take_sequences(&topic, index, batch.len());
+                let mut bytes =
+                    encode_transactional_batch(batch, producer.id_and_epoch(), sequence);
+                let info = partition.append(&mut bytes, now_ms())?;
+                if partition.fsync_before_ack() {
+                    partition.wait_durable(info.last_offset).await?;
+                }
+            }
+        }
+        if let Some((group, positions)) = transaction.offsets {
+            let written = offsets::append_transactional_commit(
+                &self.broker,
+                &group,
+                producer.id_and_epoch(),
+                committed_now(positions),
+            )?;
+            if let Some(written) = written {
+                written.settle(&self.broker.groups.offsets).await?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -31,7 +31,10 @@ pub mod server;
 pub mod txn;
 
 pub use broker::{now_ms, Broker, Topic};
-pub use client::{InProcessClient, LogClient, OffsetRange, OffsetReset, ProducerRecord};
+pub use client::{
+    InProcessClient, LogClient, OffsetRange, OffsetReset, ProducerRecord, Transaction,
+    TransactionalProducer,
+};
 pub use config::{BrokerConfig, CleanupPolicy, TopicConfig};
 pub use error::BrokerError;
 pub use group::{GroupCoordinator, PartitionLag};

@@ -96,6 +96,22 @@ impl LogClient for FaultyClient {
     async fn lag(&self, group: &str) -> Result<Vec<PartitionLag>> {
         self.inner.lag(group).await
     }
+    async fn init_transactions(
+        &self,
+        transactional_id: &str,
+        timeout_ms: i32,
+    ) -> Result<eddy_broker::TransactionalProducer> {
+        self.inner
+            .init_transactions(transactional_id, timeout_ms)
+            .await
+    }
+    async fn commit_transaction(
+        &self,
+        producer: &eddy_broker::TransactionalProducer,
+        transaction: eddy_broker::Transaction,
+    ) -> Result<()> {
+        self.inner.commit_transaction(producer, transaction).await
+    }
 }
 
 fn sql_error(result: std::result::Result<Vec<StatementResult>, EngineError>) -> String {

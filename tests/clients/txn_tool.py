@@ -38,7 +38,10 @@ def emit(line):
 
 
 def error_of(exception):
-    """A KafkaException's KafkaError as a JSON-able summary."""
+    """A KafkaException's KafkaError as a JSON-able summary. The binding raises a fatal error
+    from a callback as a SystemError whose cause is the KafkaException: that one is read."""
+    if isinstance(exception, SystemError) and isinstance(exception.__cause__, KafkaException):
+        exception = exception.__cause__
     error = exception.args[0] if exception.args and isinstance(exception.args[0], KafkaError) else None
     if error is None:
         return {"name": type(exception).__name__, "message": str(exception), "fatal": False,
@@ -257,12 +260,12 @@ def fence(args):
         first.produce(args.topic, value="first:1", on_delivery=delivered)
         first.flush(30)
         first_result["send_after_fence"] = "queued"
-    except KafkaException as e:
+    except (KafkaException, SystemError) as e:
         first_result["send_after_fence"] = error_of(e)
     try:
         first.commit_transaction(30)
         first_result["commit"] = "committed"
-    except KafkaException as e:
+    except (KafkaException, SystemError) as e:
         first_result["commit"] = error_of(e)
     first_result["deliveries"] = first_deliveries
     first_result["errors"] = first_errors[:10]

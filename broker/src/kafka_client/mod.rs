@@ -621,4 +621,24 @@ impl LogClient for KafkaClient {
         }
         Ok(lags)
     }
+
+    async fn init_transactions(
+        &self,
+        _transactional_id: &str,
+        _timeout_ms: i32,
+    ) -> Result<crate::client::TransactionalProducer> {
+        Err(BrokerError::InvalidRequest(
+            "transactions over the wire: not yet".into(),
+        ))
+    }
+
+    async fn commit_transaction(
+        &self,
+        _producer: &crate::client::TransactionalProducer,
+        _transaction: crate::client::Transaction,
+    ) -> Result<()> {
+        Err(BrokerError::InvalidRequest(
+            "transactions over the wire: not yet".into(),
+        ))
+    }
 }

@@ -734,6 +734,8 @@ pub struct BatchBuilder {
     max_timestamp: i64,
     /// For a transactional batch: the producer id and epoch.
     producer: Option<(i64, i16)>,
+    /// The producer's sequence of the first record, or -1 for none.
+    base_sequence: i32,
 }
 
 impl BatchBuilder {
@@ -747,6 +749,7 @@ impl BatchBuilder {
             base_timestamp: base_timestamp_ms,
             max_timestamp: base_timestamp_ms,
             producer: None,
+            base_sequence: -1,
         }
     }
 
@@ -755,6 +758,12 @@ impl BatchBuilder {
     /// coordinator does.
     pub fn transactional(mut self, producer_id: i64, producer_epoch: i16) -> BatchBuilder {
         self.producer = Some((producer_id, producer_epoch));
+        self
+    }
+
+    /// Numbers the batch's records from `base_sequence` (an idempotent producer's batch).
+    pub fn sequenced(mut self, base_sequence: i32) -> BatchBuilder {
+        self.base_sequence = base_sequence;
         self
     }
 
@@ -815,14 +824,18 @@ impl BatchBuilder {
         header.put_i8(MAGIC_V2);
         header.put_u32(0); // crc: filled below
                            // attributes: no compression, create time; transactional when it has a producer
-        header.put_i16(if self.producer.is_some() { ATTRIBUTE_TRANSACTIONAL } else { 0 });
+        header.put_i16(if self.producer.is_some() {
+            ATTRIBUTE_TRANSACTIONAL
+        } else {
+            0
+        });
         header.put_i32(self.record_count - 1);
         header.put_i64(self.base_timestamp);
         header.put_i64(self.max_timestamp);
         let (producer_id, producer_epoch) = self.producer.unwrap_or((-1, -1));
         header.put_i64(producer_id);
         header.put_i16(producer_epoch);
-        header.put_i32(-1); // base sequence: none
+        header.put_i32(self.base_sequence);
         header.put_i32(self.record_count);
         let crc = crc32c::crc32c(&self.buf[CRC_START..]);
         self.buf[17..21].copy_from_slice(&crc.to_be_bytes());
