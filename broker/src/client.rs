@@ -16,6 +16,8 @@ use crate::broker::{now_ms, Broker};
 use crate::error::{BrokerError, Result};
 use crate::group::{offsets, CommittedOffset, PartitionLag};
 use crate::log::batch::{decode_records, BatchBuilder, ConsumedRecord};
+#[cfg(test)]
+use crate::partition::Partition;
 use crate::partitioner::{self, StickyPartitioner};
 use crate::txn::InitRequest;
 
@@ -507,6 +509,105 @@ impl InProcessClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn value(v: &str) -> ProducerRecord {
+        ProducerRecord {
+            partition: Some(0),
+            value: Some(Bytes::from(v.to_string())),
+            ..ProducerRecord::default()
+        }
+    }
+
+    /// A committed transaction's records and offsets are visible together; one whose write
+    /// fails half way is aborted, so read_committed readers never see the half written; a
+    /// fenced producer's transaction is refused before anything is written.
+    #[tokio::test]
+    async fn transactions_commit_records_and_offsets_together_or_not_at_all() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = Broker::open(crate::BrokerConfig::new(dir.path()))
+            .await
+            .expect("open");
+        let client = InProcessClient::new(Arc::clone(&broker));
+        client
+            .create_topic("in", 1, BTreeMap::new())
+            .await
+            .expect("topic");
+        client
+            .create_topic("out", 1, BTreeMap::new())
+            .await
+            .expect("topic");
+        let small = BTreeMap::from([("max.message.bytes".to_string(), "200".to_string())]);
+        client.create_topic("small", 1, small).await.expect("topic");
+        let producer = client.init_transactions("app", 60_000).await.expect("init");
+        let transaction = Transaction {
+            records: vec![("out".into(), vec![value("a"), value("b")])],
+            offsets: Some(("g".into(), vec![("in".into(), 0, 5)])),
+        };
+        client
+            .commit_transaction(&producer, transaction)
+            .await
+            .expect("commit");
+        assert_eq!(
+            client.committed("g", "in", 0).await.expect("committed"),
+            Some(5)
+        );
+        let out = broker.partition("out", 0).expect("partition");
+        let read = |p: &Partition| {
+            let bytes = p.read_committed(0, 1 << 20).expect("read");
+            decode_records(&bytes).expect("decode").len()
+        };
+        assert_eq!(read(&out), 2);
+        assert_eq!(out.last_stable_offset(), out.log_end_offset());
+
+        let half = Transaction {
+            records: vec![
+                ("out".into(), vec![value("c")]),
+                ("small".into(), vec![value(&"x".repeat(1_000))]),
+            ],
+            offsets: Some(("g".into(), vec![("in".into(), 0, 9)])),
+        };
+        let refused = client.commit_transaction(&producer, half).await;
+        assert!(
+            matches!(refused, Err(BrokerError::MessageTooLarge { .. })),
+            "{refused:?}"
+        );
+        let aborted = out
+            .log()
+            .lock()
+            .aborted_transactions(0, out.log_end_offset());
+        assert_eq!(aborted.len(), 1, "the half-written transaction was aborted");
+        assert_eq!(out.last_stable_offset(), out.log_end_offset());
+        assert_eq!(
+            client.committed("g", "in", 0).await.expect("committed"),
+            Some(5)
+        );
+
+        let successor = client.init_transactions("app", 60_000).await.expect("init");
+        assert_eq!(successor.producer_epoch, producer.producer_epoch + 1);
+        let fenced = client
+            .commit_transaction(&producer, Transaction::default())
+            .await;
+        assert!(
+            matches!(
+                fenced,
+                Err(BrokerError::Transaction {
+                    kind: crate::error::TxnError::ProducerFenced { .. },
+                    ..
+                })
+            ),
+            "{fenced:?}"
+        );
+        let end = out.log_end_offset();
+        let next = Transaction {
+            records: vec![("out".into(), vec![value("d")])],
+            offsets: None,
+        };
+        client
+            .commit_transaction(&successor, next)
+            .await
+            .expect("commit");
+        assert!(out.log_end_offset() > end);
+    }
 
     #[test]
     fn large_sets_of_records_split_into_bounded_batches() {
