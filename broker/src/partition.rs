@@ -111,16 +111,24 @@ impl Partition {
     /// [`Partition::wait_durable`] when the acknowledgement must wait for disk.
     /// Refuses with NOT_LEADER_OR_FOLLOWER unless this broker leads the partition.
     pub fn append(&self, records: &mut BytesMut, now_ms: i64) -> Result<AppendInfo> {
+        self.append_as_leader(|log| log.append(records, now_ms))
+    }
+
+    /// Runs `write` on the log as the leader and publishes the new log end. The role lock is
+    /// held across the write: a leader stepping down waits for it, so nothing is appended after
+    /// this broker became a follower.
+    fn append_as_leader(
+        &self,
+        write: impl FnOnce(&mut Log) -> Result<AppendInfo>,
+    ) -> Result<AppendInfo> {
         self.check_online()?;
         let (info, end, flush, allowed) = {
-            // The role lock is held across the append: a leader stepping down waits for it,
-            // so no record is appended after this broker became a follower.
             let role = self.role.lock();
             if matches!(*role, Role::Follower { .. }) {
                 return Err(self.replication(ReplicationError::NotLeaderOrFollower));
             }
             let mut log = self.log.lock();
-            let info = log.append(records, now_ms).map_err(|e| self.named(e))?;
+            let info = write(&mut log).map_err(|e| self.named(e))?;
             let end = log.log_end_offset();
             (
                 info,
@@ -149,37 +157,18 @@ impl Partition {
         coordinator_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo> {
-        self.check_online()?;
-        let (info, end, flush, allowed) = {
-            let role = self.role.lock();
-            if matches!(*role, Role::Follower { .. }) {
-                return Err(self.replication(ReplicationError::NotLeaderOrFollower));
-            }
-            let mut log = self.log.lock();
-            let info = log
-                .append_marker(
-                    producer_id,
-                    producer_epoch,
-                    commit,
-                    coordinator_epoch,
-                    now_ms,
-                )
-                .map_err(|e| self.named(e))?;
-            log.on_high_watermark(self.high_watermark());
-            let end = log.log_end_offset();
-            (
-                info,
-                end,
-                log.flush_due(),
-                allowed_high_watermark(&role, end),
-            )
-        };
-        self.end_offset.send_replace(end);
-        self.raise_high_watermark(allowed);
-        if flush {
-            self.flush_wanted.notify_one();
-        }
-        Ok(info)
+        let high_watermark = self.high_watermark();
+        self.append_as_leader(|log| {
+            let info = log.append_marker(
+                producer_id,
+                producer_epoch,
+                commit,
+                coordinator_epoch,
+                now_ms,
+            )?;
+            log.on_high_watermark(high_watermark);
+            Ok(info)
+        })
     }
 
     /// The last stable offset: read_committed consumers read below it (see the module docs).

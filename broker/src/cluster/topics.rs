@@ -5,6 +5,8 @@
 //! applied on this node, and each broker then opens its replicas when its image shows them.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use super::metadata::{assign_replicas, MetadataRecord, TopicImage};
 use super::node::ClusterNode;
@@ -224,3 +226,44 @@ impl ClusterNode {
 
 /// Producer ids a broker takes from the cluster at once.
 const PRODUCER_ID_BLOCK_SIZE: i64 = 1_000;
+
+/// In a cluster: whether the internal topic `name` (`__consumer_offsets`,
+/// `__transaction_state`) exists; if not, proposes its creation in the background, one at a
+/// time (`creating` picks the flag that says one is under way), replicated
+/// `default.replication.factor` times with `configs`. Until it exists, FindCoordinator answers
+/// COORDINATOR_NOT_AVAILABLE and clients retry. Always true on a single node.
+pub(crate) fn ensure_internal_topic(
+    broker: &Arc<Broker>,
+    name: &'static str,
+    partitions: i32,
+    configs: BTreeMap<String, String>,
+    creating: fn(&Broker) -> &AtomicBool,
+) -> bool {
+    let Some(node) = broker.cluster() else {
+        return true;
+    };
+    if node.image().topics.contains_key(name) {
+        return true;
+    }
+    if creating(broker).swap(true, Ordering::SeqCst) {
+        return false;
+    }
+    let broker = Arc::clone(broker);
+    let node = Arc::clone(node);
+    tokio::spawn(async move {
+        let topic = NewTopic {
+            name,
+            partitions,
+            replication_factor: -1,
+            assignments: Vec::new(),
+            configs,
+        };
+        match node.create_topic(&broker, &topic).await {
+            Ok(_) => tracing::info!("created {name}"),
+            Err(BrokerError::TopicAlreadyExists(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "could not create {name} yet"),
+        }
+        creating(&broker).store(false, Ordering::SeqCst);
+    });
+    false
+}

@@ -17,12 +17,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::offsets::{offsets_topic_config, partition_for, PartitionContents};
+use super::offsets::{internal_topic_config, partition_for, PartitionContents};
 use super::offsets::{OFFSETS_PARTITIONS, OFFSETS_TOPIC};
 use super::GroupCoordinator;
 use crate::broker::Broker;
 use crate::cluster::replica::Role;
-use crate::cluster::topics::NewTopic;
+use crate::cluster::topics::ensure_internal_topic;
 use crate::error::{BrokerError, Result};
 
 /// An offsets partition this node leads.
@@ -116,37 +116,13 @@ impl GroupCoordinator {
     /// compacted configs a single node uses. Until it exists, FindCoordinator answers
     /// COORDINATOR_NOT_AVAILABLE and clients retry.
     pub fn ensure_offsets_topic(broker: &Arc<Broker>) -> bool {
-        let Some(node) = broker.cluster() else {
-            return true;
-        };
-        if node.image().topics.contains_key(OFFSETS_TOPIC) {
-            return true;
-        }
-        let creating = &broker.groups.creating_offsets_topic;
-        if creating.swap(true, Ordering::SeqCst) {
-            return false;
-        }
-        let broker = Arc::clone(broker);
-        let node = Arc::clone(node);
-        tokio::spawn(async move {
-            let topic = NewTopic {
-                name: OFFSETS_TOPIC,
-                partitions: OFFSETS_PARTITIONS,
-                replication_factor: -1,
-                assignments: Vec::new(),
-                configs: offsets_topic_config(),
-            };
-            match node.create_topic(&broker, &topic).await {
-                Ok(_) => tracing::info!("created {OFFSETS_TOPIC}"),
-                Err(BrokerError::TopicAlreadyExists(_)) => {}
-                Err(e) => tracing::warn!(error = %e, "could not create {OFFSETS_TOPIC} yet"),
-            }
-            broker
-                .groups
-                .creating_offsets_topic
-                .store(false, Ordering::SeqCst);
-        });
-        false
+        ensure_internal_topic(
+            broker,
+            OFFSETS_TOPIC,
+            OFFSETS_PARTITIONS,
+            internal_topic_config(),
+            |b| &b.groups.creating_offsets_topic,
+        )
     }
 
     /// Whether load `load` of `partition` is still wanted and not done.

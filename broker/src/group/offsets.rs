@@ -37,12 +37,14 @@ const COMMIT_TIMEOUT_MS: i32 = 5_000;
 const KEY_VERSION: i16 = 1;
 const VALUE_VERSION: i16 = 3;
 
-fn put_string(buf: &mut BytesMut, s: &str) {
+/// Writes a Kafka string (i16 length, then UTF-8), as the internal topics' records hold them.
+pub(crate) fn put_string(buf: &mut BytesMut, s: &str) {
     buf.put_i16(s.len() as i16);
     buf.put_slice(s.as_bytes());
 }
 
-fn get_string(buf: &mut Bytes) -> Option<String> {
+/// Reads a Kafka string; `None` when it is cut short or not UTF-8.
+pub(crate) fn get_string(buf: &mut Bytes) -> Option<String> {
     if buf.remaining() < 2 {
         return None;
     }
@@ -105,7 +107,9 @@ fn decode_value(mut value: Bytes) -> Option<CommittedOffset> {
     })
 }
 
-pub(crate) fn offsets_topic_config() -> BTreeMap<String, String> {
+/// The configs of the compacted internal topics (`__consumer_offsets`, `__transaction_state`):
+/// compacted, and synced before a write is acknowledged.
+pub(crate) fn internal_topic_config() -> BTreeMap<String, String> {
     [
         ("cleanup.policy", "compact"),
         ("flush.messages", "1"),
@@ -658,7 +662,7 @@ pub(crate) fn offsets_topic(broker: &Broker) -> Result<Arc<crate::broker::Topic>
     match broker.topic(OFFSETS_TOPIC) {
         Some(t) => Ok(t),
         None => {
-            match broker.create_topic(OFFSETS_TOPIC, OFFSETS_PARTITIONS, offsets_topic_config()) {
+            match broker.create_topic(OFFSETS_TOPIC, OFFSETS_PARTITIONS, internal_topic_config()) {
                 Err(BrokerError::TopicAlreadyExists(_)) => broker
                     .topic(OFFSETS_TOPIC)
                     .ok_or_else(|| BrokerError::Internal("offsets topic vanished".into())),

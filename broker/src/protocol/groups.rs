@@ -109,16 +109,17 @@ fn coordinator_for(
     key: &str,
 ) -> Result<(i32, String, i32)> {
     let broker = &context.broker;
-    let unavailable = |why: &str| BrokerError::CoordinatorNotAvailable(key.to_string(), why.into());
-    match key_type {
-        GROUP_KEY_TYPE => {}
-        TRANSACTION_KEY_TYPE => return super::txn::coordinator_for(broker, key),
+    let unavailable = |why: String| BrokerError::CoordinatorNotAvailable(key.to_string(), why);
+    // The coordinator is the leader of the key's partition of an internal topic.
+    let (topic, partition) = match key_type {
+        GROUP_KEY_TYPE => (offsets::OFFSETS_TOPIC, offsets::partition_for(key)),
+        TRANSACTION_KEY_TYPE => (crate::txn::TXN_STATE_TOPIC, crate::txn::partition_for(key)),
         _ => {
             return Err(unavailable(
-                "only groups and transactions have coordinators",
+                "only groups and transactions have coordinators".into(),
             ))
         }
-    }
+    };
     let Some(node) = broker.cluster() else {
         let config = &broker.config;
         return Ok((
@@ -127,18 +128,20 @@ fn coordinator_for(
             config.advertised_port,
         ));
     };
-    if !crate::GroupCoordinator::ensure_offsets_topic(broker) {
-        return Err(unavailable("__consumer_offsets is being created"));
+    let exists = match key_type {
+        GROUP_KEY_TYPE => crate::GroupCoordinator::ensure_offsets_topic(broker),
+        _ => crate::txn::TransactionCoordinator::ensure_topic(broker),
+    };
+    if !exists {
+        return Err(unavailable(format!("{topic} is being created")));
     }
     let image = node.image();
     let leader = image
-        .partition(offsets::OFFSETS_TOPIC, offsets::partition_for(key))
+        .partition(topic, partition)
         .map_or(NO_LEADER, |p| p.leader);
     match image.brokers.get(&leader).filter(|b| !b.fenced) {
         Some(b) => Ok((b.id, b.host.clone(), b.port)),
-        None => Err(unavailable(
-            "its __consumer_offsets partition has no leader",
-        )),
+        None => Err(unavailable(format!("its {topic} partition has no leader"))),
     }
 }
 

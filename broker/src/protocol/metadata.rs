@@ -470,6 +470,6 @@ mod tests {
         );
         let created = context.broker.topic(OFFSETS_TOPIC).expect("created");
         assert_eq!(created.config.cleanup_policy, crate::CleanupPolicy::Compact);
-        assert_eq!(created.overrides, offsets::offsets_topic_config());
+        assert_eq!(created.overrides, offsets::internal_topic_config());
     }
 }

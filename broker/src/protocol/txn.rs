@@ -7,7 +7,6 @@
 //! INVALID_PRODUCER_EPOCH for it, as Kafka answers them.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
@@ -412,38 +411,4 @@ pub(super) fn describe_producers(
         })
         .collect();
     DescribeProducersResponse::default().with_topics(topics)
-}
-
-/// Finds the transaction coordinator of `transactional_id` for FindCoordinator: (node id,
-/// host, port).
-pub(super) fn coordinator_for(
-    broker: &Arc<Broker>,
-    transactional_id: &str,
-) -> crate::error::Result<(i32, String, i32)> {
-    let unavailable =
-        |why: &str| BrokerError::CoordinatorNotAvailable(transactional_id.to_string(), why.into());
-    let Some(node) = broker.cluster() else {
-        let config = &broker.config;
-        return Ok((
-            config.node_id,
-            config.advertised_host.clone(),
-            config.advertised_port,
-        ));
-    };
-    if !txn::TransactionCoordinator::ensure_topic(broker) {
-        return Err(unavailable("__transaction_state is being created"));
-    }
-    let image = node.image();
-    let leader = image
-        .partition(txn::TXN_STATE_TOPIC, txn::partition_for(transactional_id))
-        .map(|p| p.leader);
-    match leader
-        .and_then(|id| image.brokers.get(&id))
-        .filter(|b| !b.fenced)
-    {
-        Some(b) => Ok((b.id, b.host.clone(), b.port)),
-        None => Err(unavailable(
-            "its __transaction_state partition has no leader",
-        )),
-    }
 }

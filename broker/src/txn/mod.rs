@@ -38,9 +38,11 @@ use parking_lot::Mutex;
 
 use crate::broker::{now_ms, Broker};
 use crate::cluster::replica::Role;
-use crate::cluster::topics::NewTopic;
+use crate::cluster::topics::ensure_internal_topic;
 use crate::error::{BrokerError, Result, TxnError};
-use crate::group::offsets::{coordinator_error, key_partition, OFFSETS_TOPIC};
+use crate::group::offsets::{
+    coordinator_error, internal_topic_config, key_partition, OFFSETS_TOPIC,
+};
 use crate::limits::{TRANSACTIONAL_IDS_MAX, TRANSACTION_PARTITIONS_MAX};
 use crate::log::batch::{decode_records, BatchBuilder};
 use crate::partition::Partition;
@@ -508,40 +510,13 @@ impl TransactionCoordinator {
     /// In a cluster: whether `__transaction_state` exists; if not, proposes its creation in the
     /// background. Until then FindCoordinator answers COORDINATOR_NOT_AVAILABLE.
     pub fn ensure_topic(broker: &Arc<Broker>) -> bool {
-        let Some(node) = broker.cluster() else {
-            return true;
-        };
-        if node.image().topics.contains_key(TXN_STATE_TOPIC) {
-            return true;
-        }
-        if broker
-            .transactions
-            .creating_topic
-            .swap(true, Ordering::SeqCst)
-        {
-            return false;
-        }
-        let broker = Arc::clone(broker);
-        let node = Arc::clone(node);
-        tokio::spawn(async move {
-            let topic = NewTopic {
-                name: TXN_STATE_TOPIC,
-                partitions: TXN_STATE_PARTITIONS,
-                replication_factor: -1,
-                assignments: Vec::new(),
-                configs: topic_config(),
-            };
-            match node.create_topic(&broker, &topic).await {
-                Ok(_) => tracing::info!("created {TXN_STATE_TOPIC}"),
-                Err(BrokerError::TopicAlreadyExists(_)) => {}
-                Err(e) => tracing::warn!(error = %e, "could not create {TXN_STATE_TOPIC} yet"),
-            }
-            broker
-                .transactions
-                .creating_topic
-                .store(false, Ordering::SeqCst);
-        });
-        false
+        ensure_internal_topic(
+            broker,
+            TXN_STATE_TOPIC,
+            TXN_STATE_PARTITIONS,
+            internal_topic_config(),
+            |b| &b.transactions.creating_topic,
+        )
     }
 }
 
@@ -629,18 +604,6 @@ pub(crate) fn restore(broker: &Arc<Broker>) -> Result<()> {
     Ok(())
 }
 
-/// The configs `__transaction_state` is created with: compacted, synced before acknowledging.
-pub(crate) fn topic_config() -> BTreeMap<String, String> {
-    [
-        ("cleanup.policy", "compact"),
-        ("flush.messages", "1"),
-        ("segment.bytes", "104857600"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
-}
-
 /// A new producer id: from this broker's block, or the cluster's.
 pub(crate) async fn allocate_producer_id(broker: &Broker) -> Result<i64> {
     match broker.cluster() {
@@ -653,7 +616,11 @@ pub(crate) async fn allocate_producer_id(broker: &Broker) -> Result<i64> {
 fn state_partition(broker: &Broker, transactional_id: &str) -> Result<Arc<Partition>> {
     let index = partition_for(transactional_id);
     if broker.cluster().is_none() && broker.topic(TXN_STATE_TOPIC).is_none() {
-        match broker.create_topic(TXN_STATE_TOPIC, TXN_STATE_PARTITIONS, topic_config()) {
+        match broker.create_topic(
+            TXN_STATE_TOPIC,
+            TXN_STATE_PARTITIONS,
+            internal_topic_config(),
+        ) {
             Ok(_) | Err(BrokerError::TopicAlreadyExists(_)) => {}
             Err(e) => return Err(e),
         }

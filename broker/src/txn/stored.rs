@@ -12,25 +12,10 @@ use std::collections::BTreeSet;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::{TxnMetadata, TxnState};
+use crate::group::offsets::{get_string, put_string};
 
 const KEY_VERSION: i16 = 0;
 const VALUE_VERSION: i16 = 0;
-
-fn put_string(buf: &mut BytesMut, s: &str) {
-    buf.put_i16(s.len() as i16);
-    buf.put_slice(s.as_bytes());
-}
-
-fn get_string(buf: &mut Bytes) -> Option<String> {
-    if buf.remaining() < 2 {
-        return None;
-    }
-    let len = buf.get_i16();
-    if len < 0 || buf.remaining() < len as usize {
-        return None;
-    }
-    String::from_utf8(buf.split_to(len as usize).to_vec()).ok()
-}
 
 pub(super) fn encode_key(transactional_id: &str) -> Bytes {
     let mut key = BytesMut::new();
