@@ -1,20 +1,23 @@
 //! Transactions through the Kafka-protocol client (`KafkaClient`): a committed transaction's
 //! records and offsets become visible together; a transaction whose producer is fenced before
 //! it commits fails with a fencing error and none of it ever becomes visible. The client talks
-//! to a real broker on a loopback socket, through a proxy that can hold back the first EndTxn so
-//! a test can fence the producer while its records sit in the log, written but not committed.
+//! to a real broker on a loopback socket, through a proxy that can hold back an EndTxn (so a
+//! test can fence the producer while its records sit in the log, written but not committed) or
+//! answer it with an error code of its own (so a test sees what the client does with it).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use eddy_broker::error::TxnError;
 use eddy_broker::log::batch::decode_records;
 use eddy_broker::{
     bind, serve, Broker, BrokerConfig, BrokerError, KafkaClient, LogClient, ProducerRecord,
     Transaction,
 };
+use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -34,12 +37,39 @@ fn keyed(key: &str, value: &str) -> ProducerRecord {
     }
 }
 
-/// Holds the first EndTxn request that passes the proxy once armed: says so on `held`, then
-/// forwards it when `release` fires.
-type Gate = Arc<Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>>;
+/// What the proxy does with the next EndTxn request once armed; later ones pass.
+enum Intercept {
+    /// Says so on the first channel, then forwards the request when the second fires.
+    Hold(oneshot::Sender<()>, oneshot::Receiver<()>),
+    /// Answers it with this error code itself; the broker never sees it.
+    Answer(i16),
+}
+
+type Gate = Arc<Mutex<Option<Intercept>>>;
+
+/// An EndTxn response with `error_code` to the request in `frame` (header and body).
+fn end_txn_answer(frame: &[u8], error_code: i16) -> Vec<u8> {
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let mut request = Bytes::copy_from_slice(frame);
+    let header = RequestHeader::decode(&mut request, EndTxnRequest::header_version(version))
+        .expect("request header");
+    let mut body = BytesMut::new();
+    ResponseHeader::default()
+        .with_correlation_id(header.correlation_id)
+        .encode(&mut body, EndTxnResponse::header_version(version))
+        .expect("header encodes");
+    EndTxnResponse::default()
+        .with_error_code(error_code)
+        .encode(&mut body, version)
+        .expect("response encodes");
+    let mut answer = (body.len() as i32).to_be_bytes().to_vec();
+    answer.extend_from_slice(&body);
+    answer
+}
 
 /// A TCP proxy in front of the broker that reads each request frame on its way to the broker,
-/// so it can hold EndTxn at the gate.
+/// so it can hold or answer EndTxn at the gate. A connection carries one request at a time, so
+/// an answer of the proxy's own never interleaves with the broker's.
 fn start_proxy(listener: TcpListener, upstream: String, gate: Gate) {
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
@@ -49,10 +79,17 @@ fn start_proxy(listener: TcpListener, upstream: String, gate: Gate) {
                 let Ok(broker) = TcpStream::connect(&upstream).await else {
                     return;
                 };
-                let (mut client_read, mut client_write) = client.into_split();
+                let (mut client_read, client_write) = client.into_split();
                 let (mut broker_read, mut broker_write) = broker.into_split();
+                let client_write = Arc::new(tokio::sync::Mutex::new(client_write));
+                let answers = Arc::clone(&client_write);
                 tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut broker_read, &mut client_write).await;
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = broker_read.read(&mut buffer).await {
+                        if answers.lock().await.write_all(&buffer[..n]).await.is_err() {
+                            break;
+                        }
+                    }
                 });
                 while let Ok(size) = client_read.read_i32().await {
                     let mut frame = vec![0u8; size.max(0) as usize];
@@ -60,13 +97,23 @@ fn start_proxy(listener: TcpListener, upstream: String, gate: Gate) {
                         break;
                     }
                     let key = i16::from_be_bytes([frame[0], frame[1]]);
-                    let held = match key {
+                    let intercept = match key {
                         END_TXN_KEY => gate.lock().take(),
                         _ => None,
                     };
-                    if let Some((held, release)) = held {
-                        let _ = held.send(());
-                        let _ = release.await;
+                    match intercept {
+                        Some(Intercept::Answer(code)) => {
+                            let answer = end_txn_answer(&frame, code);
+                            if client_write.lock().await.write_all(&answer).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                        Some(Intercept::Hold(held, release)) => {
+                            let _ = held.send(());
+                            let _ = release.await;
+                        }
+                        None => {}
                     }
                     let mut out = size.to_be_bytes().to_vec();
                     out.extend_from_slice(&frame);
@@ -211,7 +258,7 @@ async fn a_producer_fenced_before_its_commit_fails_and_its_transaction_never_sho
     // The transaction writes its records and offsets; its EndTxn waits at the proxy.
     let (held_sender, held) = oneshot::channel();
     let (release, release_receiver) = oneshot::channel();
-    *gate.lock() = Some((held_sender, release_receiver));
+    *gate.lock() = Some(Intercept::Hold(held_sender, release_receiver));
     let committing = {
         let client = Arc::clone(&client);
         tokio::spawn(async move {
@@ -290,4 +337,65 @@ async fn a_producer_fenced_before_its_commit_fails_and_its_transaction_never_sho
         client.committed("g", "in", 0).await.expect("committed"),
         Some(9)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_coordinator_is_asked_again_and_a_refused_commit_is_aborted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, client, gate) = broker_behind_proxy(dir.path()).await;
+    client
+        .create_topic("out", 1, BTreeMap::new())
+        .await
+        .expect("create");
+    let producer = step("init", client.init_transactions("t-busy", TXN_TIMEOUT_MS))
+        .await
+        .expect("init_transactions");
+    let partition = broker.partition("out", 0).expect("partition");
+
+    // CONCURRENT_TRANSACTIONS (51) says the coordinator is still finishing the previous
+    // transaction: the client asks again, and the commit goes through.
+    *gate.lock() = Some(Intercept::Answer(51));
+    let transaction = Transaction {
+        records: vec![("out".to_string(), vec![keyed("a", "first")])],
+        offsets: None,
+    };
+    step("commit", client.commit_transaction(&producer, transaction))
+        .await
+        .expect("committed after a retry");
+    assert!(
+        gate.lock().is_none(),
+        "the first EndTxn was answered by the proxy"
+    );
+    assert_eq!(read_committed(&broker, "out", 0), ["first"]);
+
+    // INVALID_TXN_STATE (48) is not retried: the commit fails with the transaction error, and
+    // the client's EndTxn(abort) ends the transaction, so read_committed readers move on.
+    *gate.lock() = Some(Intercept::Answer(48));
+    let transaction = Transaction {
+        records: vec![("out".to_string(), vec![keyed("a", "second")])],
+        offsets: None,
+    };
+    let error = step(
+        "refused commit",
+        client.commit_transaction(&producer, transaction),
+    )
+    .await
+    .expect_err("the coordinator refused the commit");
+    assert!(
+        matches!(
+            error,
+            BrokerError::Transaction {
+                kind: TxnError::InvalidTxnState { commit: true, .. },
+                ..
+            }
+        ),
+        "INVALID_TXN_STATE as a transaction error, not {error:?}"
+    );
+    assert_eq!(partition.last_stable_offset(), partition.log_end_offset());
+    let aborted = partition
+        .log()
+        .lock()
+        .aborted_transactions(0, partition.log_end_offset());
+    assert_eq!(aborted.len(), 1, "{aborted:?}");
+    assert_eq!(read_committed(&broker, "out", 0), ["first"]);
 }
