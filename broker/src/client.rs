@@ -93,9 +93,11 @@ impl TransactionalProducer {
 #[derive(Debug, Clone, Default)]
 pub struct Transaction {
     pub records: Vec<(String, Vec<ProducerRecord>)>,
-    /// The group and its offsets (the next offset to read of each partition).
-    pub offsets: Option<(String, Vec<(String, i32, i64)>)>,
+    pub offsets: Option<GroupOffsets>,
 }
+
+/// A group and its offsets: (topic, partition, the next offset to read) each.
+pub type GroupOffsets = (String, Vec<(String, i32, i64)>);
 
 /// The operations the engine performs on a log.
 #[async_trait]

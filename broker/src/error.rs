@@ -100,7 +100,8 @@ pub enum BrokerError {
         expected: i32,
         got: i32,
     },
-    #[error("producer {producer_id} epoch {epoch} is older than the current epoch {current}")]
+    /// `current` is -1 where it is not known (a Kafka client learns only the error code).
+    #[error("producer {producer_id} epoch {epoch} is older than {}", current_epoch(*.current))]
     InvalidProducerEpoch {
         producer_id: i64,
         epoch: i16,
@@ -244,9 +245,11 @@ impl ReplicationError {
 /// Why the transaction coordinator refused a request (Kafka's error of the same name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TxnError {
+    /// `current` is -1 where it is not known (a Kafka client learns only the error code).
     #[error(
-        "producer epoch {epoch} is not the current {current}: a newer producer with this \
-         transactional id fenced this one"
+        "producer epoch {epoch} is not {}: a newer producer with this transactional id fenced \
+         this one",
+        current_epoch(*.current)
     )]
     ProducerFenced { epoch: i16, current: i16 },
     #[error("the producer id does not belong to this transactional id")]
@@ -254,6 +257,7 @@ pub enum TxnError {
     #[error("its previous transaction is still being completed; retry")]
     ConcurrentTransactions,
     #[error("cannot {} a transaction in state {state}", if *.commit { "commit" } else { "abort" })]
+    /// `state` is "unknown" where it is not known (a Kafka client learns only the error code).
     InvalidTxnState { state: &'static str, commit: bool },
     #[error(
         "transaction.timeout.ms {timeout_ms} must be positive and at most \
@@ -281,6 +285,14 @@ impl TxnError {
                 ResponseError::PolicyViolation
             }
         }
+    }
+}
+
+/// "the current epoch N", or, where the epoch is not known (-1), "the current epoch".
+fn current_epoch(current: i16) -> String {
+    match current {
+        0.. => format!("the current epoch {current}"),
+        _ => "the current epoch".to_string(),
     }
 }
 

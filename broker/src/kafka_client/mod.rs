@@ -1,12 +1,20 @@
 //! [`KafkaClient`]: the [`LogClient`] over the Kafka wire protocol, for Eddy's own broker nodes or
 //! any Kafka-compatible cluster.
 //!
-//! Requests for a partition go to its leader (from Metadata); group requests go to the group's
-//! coordinator (from FindCoordinator); a failed partition request forgets the leader, so the next
-//! one asks Metadata again. Connections are pooled per node and lane, one request at a time each
-//! ([`connection`]). Versions are fixed ones every Kafka since 2.4 (and Eddy) serves.
+//! Requests for a partition go to its leader (from Metadata); group and transaction requests go
+//! to the coordinator of the group or transactional id (from FindCoordinator, asked each time);
+//! a failed partition request forgets the leader, so the next one asks Metadata again.
+//! Connections are pooled per node and lane, one request at a time each ([`connection`]).
+//! Versions are fixed ones every Kafka since 2.4 (and Eddy) serves; transactions use the newest
+//! before KIP-890 (InitProducerId v4, AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit and
+//! EndTxn v3), which answer PRODUCER_FENCED (KIP-588).
+//!
+//! A transaction goes as a Java producer's `TransactionManager` sends it: AddPartitionsToTxn
+//! and AddOffsetsToTxn to the transaction coordinator, Produce to each partition's leader,
+//! TxnOffsetCommit to the group coordinator, then EndTxn; after any failure, EndTxn(abort).
 
 pub(crate) mod connection;
+mod transaction;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -28,8 +36,9 @@ use parking_lot::Mutex;
 
 use crate::client::{
     encode_batch, partition_records, split_batches, LogClient, OffsetRange, ProducerRecord,
+    Transaction, TransactionalProducer,
 };
-use crate::error::{BrokerError, ReplicationError, Result};
+use crate::error::{BrokerError, ReplicationError, Result, TxnError};
 use crate::group::PartitionLag;
 use crate::log::batch::{decode_records, ConsumedRecord};
 use crate::partitioner::StickyPartitioner;
@@ -49,12 +58,25 @@ const DELETE_TOPICS_VERSION: i16 = 4;
 const FIND_COORDINATOR_VERSION: i16 = 2;
 const OFFSET_COMMIT_VERSION: i16 = 7;
 const OFFSET_FETCH_VERSION: i16 = 6;
+const INIT_PRODUCER_ID_VERSION: i16 = 4;
+const ADD_PARTITIONS_TO_TXN_VERSION: i16 = 3;
+const ADD_OFFSETS_TO_TXN_VERSION: i16 = 3;
+const TXN_OFFSET_COMMIT_VERSION: i16 = 3;
+const END_TXN_VERSION: i16 = 3;
 
-/// How long a request waits, retrying, for a partition's leadership to settle (a failover).
-const LEADER_CHANGE_WAIT: Duration = Duration::from_secs(30);
-/// The first pause between such retries; it doubles up to [`LEADER_CHANGE_BACKOFF_MAX`].
-const LEADER_CHANGE_BACKOFF: Duration = Duration::from_millis(50);
-const LEADER_CHANGE_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long a request waits, retrying, for a partition's leadership to settle (a failover) or
+/// a coordinator to answer.
+const RETRY_WAIT: Duration = Duration::from_secs(30);
+/// The first pause between such retries; it doubles up to [`RETRY_BACKOFF_MAX`].
+const RETRY_BACKOFF: Duration = Duration::from_millis(50);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// What a coordinator coordinates: FindCoordinator's key type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyType {
+    Group = 0,
+    Transaction = 1,
+}
 
 /// Whether `error` says the partition's leadership is moving: the request was not carried
 /// out, and may go again once the client has asked where the partition lives now.
@@ -72,29 +94,66 @@ fn is_leader_change(error: &BrokerError) -> bool {
     )
 }
 
+/// Whether `error` says a transaction or group request was not carried out and may be sent
+/// again: its coordinator moved, is loading, or could not be reached (the next attempt finds it
+/// again), or is still completing the id's previous transaction. Java's `TransactionManager`
+/// retries the same errors. Every such request may be sent twice: the coordinator answers a
+/// repeat as it answered the first (see `transaction.rs`).
+fn is_coordinator_retriable(error: &BrokerError) -> bool {
+    matches!(
+        error,
+        BrokerError::CoordinatorNotAvailable(..)
+            | BrokerError::NotCoordinator(_)
+            | BrokerError::CoordinatorLoadInProgress(_)
+            | BrokerError::Transaction {
+                kind: TxnError::ConcurrentTransactions,
+                ..
+            }
+            | BrokerError::NotConnected { .. }
+            | BrokerError::Network { .. }
+    )
+}
+
 /// Runs `attempt` until it succeeds, fails otherwise than by a leader change or a connection
 /// that could not be opened (nothing was sent: the leader may have died), or, with `network`,
-/// any failure to reach the leader; or [`LEADER_CHANGE_WAIT`] has passed.
-async fn retry_leader_changes<T, F, Fut>(network: bool, mut attempt: F) -> Result<T>
+/// any failure to reach the leader; or [`RETRY_WAIT`] has passed.
+async fn retry_leader_changes<T, F, Fut>(network: bool, attempt: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
 {
-    let deadline = tokio::time::Instant::now() + LEADER_CHANGE_WAIT;
-    let mut backoff = LEADER_CHANGE_BACKOFF;
+    let retryable = |e: &BrokerError| match e {
+        BrokerError::NotConnected { .. } => true,
+        BrokerError::Network { .. } => network,
+        _ => is_leader_change(e),
+    };
+    retry("partition leadership moving", retryable, attempt).await
+}
+
+/// Runs `attempt` until it succeeds, fails with an error `retryable` refuses, or [`RETRY_WAIT`]
+/// has passed, pausing between attempts (doubling from [`RETRY_BACKOFF`]).
+async fn retry<T, F, Fut>(
+    what: &str,
+    retryable: impl Fn(&BrokerError) -> bool,
+    mut attempt: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + RETRY_WAIT;
+    let mut backoff = RETRY_BACKOFF;
     loop {
         let retry = match attempt().await {
-            Err(e) if is_leader_change(&e) => e,
-            Err(e @ BrokerError::NotConnected { .. }) => e,
-            Err(e @ BrokerError::Network { .. }) if network => e,
+            Err(e) if retryable(&e) => e,
             done => return done,
         };
         if tokio::time::Instant::now() + backoff > deadline {
             return Err(retry);
         }
-        tracing::debug!(error = %retry, "partition leadership moving; retrying");
+        tracing::debug!(error = %retry, "{what}; retrying");
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(LEADER_CHANGE_BACKOFF_MAX);
+        backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
     }
 }
 
@@ -128,11 +187,66 @@ fn code_error(code: i16, context: &str) -> Result<()> {
             topic: context.to_string(),
             partition: -1,
         }),
+        14 => Err(BrokerError::CoordinatorLoadInProgress(context.to_string())),
+        15 => Err(BrokerError::CoordinatorNotAvailable(
+            context.to_string(),
+            "the broker knows none now".into(),
+        )),
+        16 => Err(BrokerError::NotCoordinator(context.to_string())),
         36 => Err(BrokerError::TopicAlreadyExists(context.to_string())),
         _ => Err(BrokerError::InvalidRequest(format!(
             "{context}: kafka error {code} {name}"
         ))),
     }
+}
+
+/// The error for the code of a transactional producer's request, `commit` saying whether it
+/// means to commit: the transaction coordinator's refusals as [`BrokerError::Transaction`] (an
+/// older epoch at a partition as [`BrokerError::InvalidProducerEpoch`]), other codes as
+/// [`code_error`] names them, about `context`. The current epoch and the transaction's state are
+/// not on the wire: they come out as -1 and "unknown".
+fn txn_code_error(
+    code: i16,
+    producer: &TransactionalProducer,
+    commit: bool,
+    context: &str,
+) -> Result<()> {
+    let (producer_id, epoch) = producer.id_and_epoch();
+    let refused = |kind| {
+        Err(BrokerError::Transaction {
+            transactional_id: producer.transactional_id.clone(),
+            kind,
+        })
+    };
+    match code {
+        47 => Err(BrokerError::InvalidProducerEpoch {
+            producer_id,
+            epoch,
+            current: -1,
+        }),
+        48 => refused(TxnError::InvalidTxnState {
+            state: "unknown",
+            commit,
+        }),
+        49 => refused(TxnError::InvalidProducerIdMapping),
+        51 => refused(TxnError::ConcurrentTransactions),
+        90 => refused(TxnError::ProducerFenced { epoch, current: -1 }),
+        _ => code_error(code, context),
+    }
+}
+
+/// The code that tells what went wrong among per-partition codes: the first error other than
+/// OPERATION_NOT_ATTEMPTED (55, which a failure elsewhere in the request causes), else that.
+fn first_error(codes: impl IntoIterator<Item = i16>) -> i16 {
+    let mut found = 0;
+    for code in codes {
+        match code {
+            0 => {}
+            55 => found = 55,
+            _ => return code,
+        }
+    }
+    found
 }
 
 /// A [`LogClient`] speaking the Kafka protocol.
@@ -148,23 +262,30 @@ pub struct KafkaClient {
 }
 
 impl KafkaClient {
-    /// Produces one batch to a partition's leader with acks=all; returns its base offset.
+    /// Produces one encoded batch to a partition's leader with acks=all, as `producer`'s when
+    /// it is a transactional producer's; returns its base offset.
     async fn produce_batch(
         &self,
         topic: &str,
         index: i32,
-        batch: &[(usize, ProducerRecord)],
+        batch: Bytes,
+        producer: Option<&TransactionalProducer>,
     ) -> Result<i64> {
         let data = PartitionProduceData::default()
             .with_index(index)
-            .with_records(Some(encode_batch(batch).freeze()));
+            .with_records(Some(batch));
+        let transactional_id =
+            producer.map(|p| TransactionalId(str_bytes(p.transactional_id.clone())));
         let request = ProduceRequest::default()
+            .with_transactional_id(transactional_id)
             .with_acks(-1)
             .with_timeout_ms(30_000)
             .with_topic_data(vec![TopicProduceData::default()
                 .with_name(TopicName(str_bytes(topic)))
                 .with_partition_data(vec![data])]);
-        // Never resent: without an idempotent producer a resend could append the batch twice.
+        // Never resent after a failure to hear the answer: the batch may have been appended,
+        // and without an idempotent producer a resend could append it twice (a transactional
+        // producer's transaction fails instead, and is aborted).
         let response = self
             .send_to_leader(
                 topic,
@@ -181,7 +302,13 @@ impl KafkaClient {
             .first()
             .and_then(|t| t.partition_responses.first())
             .ok_or_else(|| BrokerError::Internal("empty produce response".into()))?;
-        self.partition_error(p.error_code, topic, index)?;
+        match producer {
+            Some(producer) if p.error_code != 0 => {
+                self.forget_leader(topic, index);
+                txn_code_error(p.error_code, producer, true, topic)?;
+            }
+            _ => self.partition_error(p.error_code, topic, index)?,
+        }
         Ok(p.base_offset)
     }
 
@@ -336,20 +463,25 @@ impl KafkaClient {
         Ok(address.unwrap_or_else(|| self.bootstrap[0].clone()))
     }
 
-    /// Sends a group request to the group's coordinator (asked for each time: it may move).
+    /// Sends a request to the coordinator of `key`, a group or a transactional id (asked for
+    /// each time: it may move).
     async fn send_to_coordinator<R: Request>(
         &self,
-        group: &str,
+        key_type: KeyType,
+        key: &str,
         version: i16,
         request: &R,
     ) -> Result<R::Response> {
-        let find = FindCoordinatorRequest::default().with_key(str_bytes(group));
+        let find = FindCoordinatorRequest::default()
+            .with_key(str_bytes(key))
+            .with_key_type(key_type as i8);
         let response = self
             .send_to_any(Retry::Safe, FIND_COORDINATOR_VERSION, &find)
             .await?;
-        code_error(response.error_code, group)?;
+        code_error(response.error_code, key)?;
         let address = format!("{}:{}", response.host, response.port);
-        // Offset commits set absolute offsets: sending one twice changes nothing.
+        // Offset commits set absolute offsets: sending one twice changes nothing. Transaction
+        // requests are answered the same when repeated (see `commit_transaction`).
         self.connections
             .send(
                 &address,
@@ -438,9 +570,12 @@ impl LogClient for KafkaClient {
         let mut placed = vec![(0, 0); total];
         for (index, records) in partition_records(records, count, &self.sticky)? {
             for batch in split_batches(&records) {
+                let bytes = encode_batch(batch).freeze();
                 // Retried only when the answer says nothing was written.
-                let base_offset =
-                    retry_leader_changes(false, || self.produce_batch(topic, index, batch)).await?;
+                let base_offset = retry_leader_changes(false, || {
+                    self.produce_batch(topic, index, bytes.clone(), None)
+                })
+                .await?;
                 for (n, (i, _)) in batch.iter().enumerate() {
                     placed[*i] = (index, base_offset + n as i64);
                 }
@@ -569,7 +704,7 @@ impl LogClient for KafkaClient {
                     .collect(),
             );
         let response = self
-            .send_to_coordinator(group, OFFSET_COMMIT_VERSION, &request)
+            .send_to_coordinator(KeyType::Group, group, OFFSET_COMMIT_VERSION, &request)
             .await?;
         for t in response.topics {
             for p in t.partitions {
@@ -586,7 +721,7 @@ impl LogClient for KafkaClient {
                 .with_name(TopicName(str_bytes(topic)))
                 .with_partition_indexes(vec![partition])]));
         let response = self
-            .send_to_coordinator(group, OFFSET_FETCH_VERSION, &request)
+            .send_to_coordinator(KeyType::Group, group, OFFSET_FETCH_VERSION, &request)
             .await?;
         code_error(response.error_code, group)?;
         let offset = response
@@ -603,7 +738,7 @@ impl LogClient for KafkaClient {
             .with_group_id(GroupId(str_bytes(group)))
             .with_topics(None);
         let response = self
-            .send_to_coordinator(group, OFFSET_FETCH_VERSION, &request)
+            .send_to_coordinator(KeyType::Group, group, OFFSET_FETCH_VERSION, &request)
             .await?;
         code_error(response.error_code, group)?;
         let mut lags = Vec::new();
@@ -624,21 +759,57 @@ impl LogClient for KafkaClient {
 
     async fn init_transactions(
         &self,
-        _transactional_id: &str,
-        _timeout_ms: i32,
-    ) -> Result<crate::client::TransactionalProducer> {
-        Err(BrokerError::InvalidRequest(
-            "transactions over the wire: not yet".into(),
-        ))
+        transactional_id: &str,
+        timeout_ms: i32,
+    ) -> Result<TransactionalProducer> {
+        self.init_producer_id(transactional_id, timeout_ms).await
     }
 
+    /// Places the records, writes them and the offsets (`transaction.rs`), then commits with
+    /// EndTxn, retried while the coordinator is busy. After any failure once the transaction
+    /// may have begun, one EndTxn(abort) goes as well: an open transaction would otherwise hold
+    /// back read_committed readers until its timeout. The abort's own failure is logged only;
+    /// the first error is returned.
     async fn commit_transaction(
         &self,
-        _producer: &crate::client::TransactionalProducer,
-        _transaction: crate::client::Transaction,
+        producer: &TransactionalProducer,
+        transaction: Transaction,
     ) -> Result<()> {
-        Err(BrokerError::InvalidRequest(
-            "transactions over the wire: not yet".into(),
-        ))
+        let mut placed = Vec::new();
+        for (topic, records) in transaction.records {
+            let count = self.partition_count(&topic).await?;
+            for (index, records) in partition_records(records, count, &self.sticky)? {
+                placed.push((topic.clone(), index, records));
+            }
+        }
+        if placed.is_empty() && transaction.offsets.is_none() {
+            // Nothing to write: no transaction begins, as a Java producer sends nothing then.
+            return Ok(());
+        }
+        let committed = match self
+            .write_transaction(producer, &placed, transaction.offsets)
+            .await
+        {
+            Ok(()) => {
+                retry(
+                    "coordinator unavailable or busy",
+                    is_coordinator_retriable,
+                    || self.end_txn(producer, true),
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(error) = &committed {
+            if let Err(abort) = self.end_txn(producer, false).await {
+                tracing::debug!(
+                    transactional_id = %producer.transactional_id,
+                    %error,
+                    %abort,
+                    "transaction failed and its abort too; its timeout will abort it"
+                );
+            }
+        }
+        committed
     }
 }
