@@ -224,6 +224,10 @@ pub enum ReplicationError {
     UnknownLeaderEpoch { requested: i32, current: i32 },
     #[error("the records were not replicated within {timeout_ms} ms")]
     RequestTimedOut { timeout_ms: i32 },
+    /// Seen by a client: the broker the metadata named as leader does not know the partition
+    /// yet (it has not applied the topic's creation), or no longer (it was deleted).
+    #[error("its leader does not know it (yet, or any more); ask for metadata and retry")]
+    UnknownToLeader,
 }
 
 impl ReplicationError {
@@ -238,6 +242,7 @@ impl ReplicationError {
             ReplicationError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
             ReplicationError::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
             ReplicationError::RequestTimedOut { .. } => ResponseError::RequestTimedOut,
+            ReplicationError::UnknownToLeader => ResponseError::UnknownTopicOrPartition,
         }
     }
 }

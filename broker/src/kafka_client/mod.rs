@@ -88,7 +88,8 @@ fn is_leader_change(error: &BrokerError) -> bool {
                 | ReplicationError::LeaderNotAvailable
                 | ReplicationError::FencedLeaderEpoch { .. }
                 | ReplicationError::UnknownLeaderEpoch { .. }
-                | ReplicationError::NotEnoughReplicas { .. },
+                | ReplicationError::NotEnoughReplicas { .. }
+                | ReplicationError::UnknownToLeader,
             ..
         }
     )
@@ -399,9 +400,21 @@ impl KafkaClient {
 
     /// The error for a partition's error code; any error forgets the partition's leader (it
     /// may have moved: NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION after a re-creation).
+    /// A partition-level error code from the partition's leader. The leader is forgotten, so
+    /// the next attempt asks for metadata: UNKNOWN_TOPIC_OR_PARTITION from a leader is retried
+    /// (a broker applies a new topic a moment after the one that created it, as in Kafka),
+    /// and fails for good once the metadata no longer lists the topic.
     fn partition_error(&self, code: i16, topic: &str, partition: i32) -> Result<()> {
-        if code != 0 {
-            self.forget_leader(topic, partition);
+        if code == 0 {
+            return Ok(());
+        }
+        self.forget_leader(topic, partition);
+        if code == kafka_protocol::ResponseError::UnknownTopicOrPartition.code() {
+            return Err(BrokerError::Replication {
+                kind: ReplicationError::UnknownToLeader,
+                topic: topic.to_string(),
+                partition,
+            });
         }
         code_error(code, topic)
     }
