@@ -704,6 +704,9 @@ pub(crate) fn key_partition(key: &str, partitions: i32) -> i32 {
     (hash & 0x7fff_ffff) % partitions
 }
 
+/// A record's key and value.
+type KeyValue = (Option<Bytes>, Option<Bytes>);
+
 /// What one partition of `__consumer_offsets` holds, read back in log order: the last value of
 /// each committed offset (`None`: deleted) and of each group's metadata record.
 #[derive(Default)]
@@ -712,7 +715,7 @@ pub(crate) struct PartitionContents {
     offsets: BTreeMap<(String, String, i32), Option<CommittedOffset>>,
     groups: BTreeMap<String, Option<StoredGroup>>,
     /// Transactional records not yet followed by their marker, by producer id.
-    open_transactions: BTreeMap<i64, Vec<(Option<Bytes>, Option<Bytes>)>>,
+    open_transactions: BTreeMap<i64, Vec<KeyValue>>,
     records: usize,
 }
 

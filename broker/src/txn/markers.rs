@@ -73,7 +73,7 @@ pub(crate) async fn write_all(
                     Ok(()) => {}
                     Err(_) if !topic_exists(broker, &topic) => {}
                     Err(e) => {
-                        if round % 50 == 0 {
+                        if round.is_multiple_of(50) {
                             tracing::warn!(%topic, partition = index, error = %e,
                                 "could not write a transaction marker; retrying");
                         }
