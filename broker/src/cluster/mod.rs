@@ -8,9 +8,11 @@
 //! - [`replica`]: a partition's role here; the leader's view of followers, high watermark and
 //!   in-sync set rules.
 //! - [`fetcher`]: a follower copying its leader (truncation by leader epoch, then fetches).
+//! - [`hosted`]: the partitions of a coordinator's internal topic led here, and their loads.
 
 pub mod controller;
 pub mod fetcher;
+pub(crate) mod hosted;
 pub mod metadata;
 pub mod node;
 pub mod quorum;

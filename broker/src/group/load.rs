@@ -2,72 +2,66 @@
 //! [`partition_for`]`(G)` of `__consumer_offsets`, a replicated topic created through the
 //! cluster the first time a coordinator is looked up ([`GroupCoordinator::ensure_offsets_topic`]).
 //!
-//! Loading and unloading, as Kafka's GroupMetadataManager does them: the cluster's
-//! reconciliation reports every role an offsets partition takes here through one entry point,
-//! [`GroupCoordinator::partition_role_changed`]. Becoming the leader starts a load: the
-//! partition's log is read from its start to its end and its committed offsets and groups put
-//! in memory; until then the partition's groups are answered COORDINATOR_LOAD_IN_PROGRESS.
-//! Ceasing to lead drops them from memory (members waiting for a rebalance are answered
-//! NOT_COORDINATOR, and so is every later request for them: the clients find the new
-//! coordinator). A load overtaken by a change of role applies nothing.
+//! Loading and unloading, as Kafka's GroupMetadataManager does them (`cluster/hosted.rs`): the
+//! cluster's reconciliation reports every role an offsets partition takes here through one
+//! entry point, [`GroupCoordinator::partition_role_changed`]. Becoming the leader starts a
+//! load: the partition's committed offsets and groups are read back; until then its groups are
+//! answered COORDINATOR_LOAD_IN_PROGRESS. Ceasing to lead drops them from memory (members
+//! waiting for a rebalance are answered NOT_COORDINATOR, and so is every later request for
+//! them: the clients find the new coordinator).
 //!
 //! On a single node every group is coordinated here and nothing of this applies.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::offsets::{internal_topic_config, partition_for, PartitionContents};
 use super::offsets::{OFFSETS_PARTITIONS, OFFSETS_TOPIC};
 use super::GroupCoordinator;
 use crate::broker::Broker;
-use crate::cluster::replica::Role;
 use crate::cluster::topics::ensure_internal_topic;
 use crate::error::{BrokerError, Result};
 
-/// An offsets partition this node leads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Hosted {
-    /// Its groups are being read from the log (the load's number).
-    Loading(u64),
-    /// Its groups are in memory and coordinated here.
-    Loaded(u64),
-}
-
-/// How long a load waits before reading again after a failed read of the log.
-const LOAD_RETRY: Duration = Duration::from_secs(1);
-/// How often a load checks whether the replica has become the leader yet.
-const LEADER_POLL: Duration = Duration::from_millis(20);
-
 impl GroupCoordinator {
     /// The one entry point of the cluster's reconciliation (`cluster/node.rs`): partition
-    /// `partition` of `__consumer_offsets` is led here (`leader`) or not. Called whenever the
-    /// reconciliation sets the replica's role; only changes act. Becoming the leader starts
-    /// loading the partition's groups in the background; ceasing to lead drops them at once.
-    /// Never blocks on the cluster's replicas (the reconciliation holds them).
+    /// `partition` of `__consumer_offsets` is led here (`leader`) or not. Becoming the leader
+    /// starts loading the partition's groups in the background; ceasing to lead drops them at
+    /// once. Never blocks on the cluster's replicas (the reconciliation holds them).
     pub fn partition_role_changed(broker: &Arc<Broker>, partition: i32, leader: bool) {
         let coordinator = &broker.groups;
-        let mut hosted = coordinator.hosted.lock();
-        if leader {
-            if hosted.contains_key(&partition) {
-                return;
-            }
-            let load = coordinator.next_load.fetch_add(1, Ordering::SeqCst);
-            hosted.insert(partition, Hosted::Loading(load));
-            drop(hosted);
-            tracing::info!(
-                partition,
-                "leading an offsets partition: loading its groups"
-            );
-            tokio::spawn(load_partition(Arc::clone(broker), partition, load));
-        } else if hosted.remove(&partition).is_some() {
-            // Under the lock, so a load finishing now cannot put the groups back.
+        let unload = || {
             coordinator.unload(partition);
             tracing::info!(
                 partition,
                 "no longer leading an offsets partition: unloaded its groups"
             );
-        }
+        };
+        let Some(load) = coordinator.hosted.role_changed(partition, leader, unload) else {
+            return;
+        };
+        tracing::info!(
+            partition,
+            "leading an offsets partition: loading its groups"
+        );
+        let broker = Arc::clone(broker);
+        tokio::spawn(async move {
+            let coordinator = &broker.groups;
+            let applied = coordinator
+                .hosted
+                .run(&broker, load, PartitionContents::read, |contents| {
+                    // Anything left of an earlier leadership goes first: the log says what holds.
+                    coordinator.unload(partition);
+                    let records = contents.apply(coordinator);
+                    tracing::info!(
+                        partition,
+                        records,
+                        "loaded the groups of an offsets partition"
+                    );
+                })
+                .await;
+            if !applied {
+                tracing::info!(partition, "an offsets partition's load was overtaken");
+            }
+        });
     }
 
     /// Checks that this node coordinates `group`: always on a single node; in a cluster, when
@@ -75,45 +69,24 @@ impl GroupCoordinator {
     /// while loading, NOT_COORDINATOR otherwise). An empty group id passes, for the request's
     /// own check to refuse it (INVALID_GROUP_ID), as Kafka checks the id first.
     pub fn check_coordinator(&self, broker: &Broker, group: &str) -> Result<()> {
-        if broker.cluster().is_none() || group.is_empty() {
+        if group.is_empty() {
             return Ok(());
         }
-        let index = partition_for(group);
-        match self.hosted.lock().get(&index) {
-            Some(Hosted::Loaded(_)) => {}
-            Some(Hosted::Loading(_)) => {
-                return Err(BrokerError::CoordinatorLoadInProgress(group.to_string()))
-            }
-            None => return Err(BrokerError::NotCoordinator(group.to_string())),
-        }
-        // The replica's own role decides too: its topic may be gone, or its role changing.
-        let leading = broker
-            .partition(OFFSETS_TOPIC, index)
-            .is_ok_and(|p| p.check_leader(-1).is_ok());
-        match leading {
-            true => Ok(()),
-            false => Err(BrokerError::NotCoordinator(group.to_string())),
-        }
+        self.hosted.check(broker, partition_for(group), group)
     }
 
     /// Whether this node coordinates `group` now (for listing).
     pub(crate) fn coordinates(&self, broker: &Broker, group: &str) -> bool {
-        broker.cluster().is_none()
-            || matches!(
-                self.hosted.lock().get(&partition_for(group)),
-                Some(Hosted::Loaded(_))
-            )
+        broker.cluster().is_none() || self.hosted.is_loaded(partition_for(group))
     }
 
     /// Whether an offsets partition led here is still loading (ListGroups says so).
     pub(crate) fn loading(&self) -> bool {
-        let hosted = self.hosted.lock();
-        hosted.values().any(|h| matches!(h, Hosted::Loading(_)))
+        self.hosted.any_loading()
     }
 
     /// In a cluster: whether `__consumer_offsets` exists; if not, proposes its creation in the
-    /// background (once at a time), replicated `default.replication.factor` times with the
-    /// compacted configs a single node uses. Until it exists, FindCoordinator answers
+    /// background (`cluster/topics.rs`). Until it exists, FindCoordinator answers
     /// COORDINATOR_NOT_AVAILABLE and clients retry.
     pub fn ensure_offsets_topic(broker: &Arc<Broker>) -> bool {
         ensure_internal_topic(
@@ -123,11 +96,6 @@ impl GroupCoordinator {
             internal_topic_config(),
             |b| &b.groups.creating_offsets_topic,
         )
-    }
-
-    /// Whether load `load` of `partition` is still wanted and not done.
-    fn is_loading(&self, partition: i32, load: u64) -> bool {
-        self.hosted.lock().get(&partition) == Some(&Hosted::Loading(load))
     }
 
     /// Drops the groups of offsets partition `partition` from memory: their members, their
@@ -157,69 +125,10 @@ impl GroupCoordinator {
     }
 }
 
-/// Load `load` of offsets partition `index`: waits until the replica leads (the reconciliation
-/// makes it so right after reporting it), reads its log and puts its groups in memory, unless
-/// the role changed meanwhile.
-async fn load_partition(broker: Arc<Broker>, index: i32, load: u64) {
-    let coordinator = &broker.groups;
-    loop {
-        if !coordinator.is_loading(index, load) {
-            return;
-        }
-        let partition = match broker.partition(OFFSETS_TOPIC, index) {
-            Ok(p) if !matches!(p.role(), Role::Follower { .. }) => p,
-            _ => {
-                tokio::time::sleep(LEADER_POLL).await;
-                continue;
-            }
-        };
-        let read = tokio::task::spawn_blocking(move || PartitionContents::read(&partition)).await;
-        let contents = match read {
-            Ok(Ok(contents)) => contents,
-            Ok(Err(e)) => {
-                tracing::error!(partition = index, error = %e, "could not load an offsets partition; retrying");
-                tokio::time::sleep(LOAD_RETRY).await;
-                continue;
-            }
-            Err(e) => {
-                tracing::error!(partition = index, error = %e, "loading an offsets partition failed; retrying");
-                tokio::time::sleep(LOAD_RETRY).await;
-                continue;
-            }
-        };
-        let mut hosted = coordinator.hosted.lock();
-        if hosted.get(&index) != Some(&Hosted::Loading(load)) {
-            return;
-        }
-        // Anything left of an earlier leadership goes first: the log says what holds now.
-        coordinator.unload(index);
-        let records = contents.apply(coordinator);
-        hosted.insert(index, Hosted::Loaded(load));
-        tracing::info!(
-            partition = index,
-            records,
-            "loaded the groups of an offsets partition"
-        );
-        return;
-    }
-}
-
-/// The loads of this node's offsets partitions, for tests: partition -> loaded.
-#[cfg(test)]
-pub(crate) fn hosted_for_tests(
-    coordinator: &GroupCoordinator,
-) -> std::collections::BTreeMap<i32, bool> {
-    coordinator
-        .hosted
-        .lock()
-        .iter()
-        .map(|(p, h)| (*p, matches!(h, Hosted::Loaded(_))))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::time::Duration;
 
     use bytes::Bytes;
 
@@ -254,7 +163,7 @@ mod tests {
 
     async fn wait_loaded(broker: &Broker, partition: i32) {
         for _ in 0..500 {
-            if hosted_for_tests(&broker.groups).get(&partition) == Some(&true) {
+            if broker.groups.hosted.loaded_for_tests().get(&partition) == Some(&true) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -316,7 +225,7 @@ mod tests {
         );
         assert_eq!(groups.committed("g", "t", 0), None);
         assert_eq!(groups.describe("g").state, "Dead");
-        assert!(hosted_for_tests(groups).is_empty());
+        assert!(groups.hosted.loaded_for_tests().is_empty());
         // Nothing of the group is left to write either.
         assert!(!groups.has_metadata_changes());
 
@@ -351,7 +260,7 @@ mod tests {
         GroupCoordinator::partition_role_changed(&broker, partition, true);
         GroupCoordinator::partition_role_changed(&broker, partition, false);
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(hosted_for_tests(&broker.groups).is_empty());
+        assert!(broker.groups.hosted.loaded_for_tests().is_empty());
         assert_eq!(broker.groups.committed("g", "t", 0), None);
         // Repeated reports of the same role change nothing.
         GroupCoordinator::partition_role_changed(&broker, partition, true);

@@ -35,6 +35,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use crate::broker::{now_ms, Broker};
+use crate::cluster::hosted::HostedPartitions;
 use crate::error::{BrokerError, Result};
 use crate::limits::GROUP_MEMBERS_MAX;
 use offsets::OffsetStore;
@@ -199,9 +200,7 @@ pub struct MemberDescription {
 pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Group>>,
     /// In a cluster: the partitions of `__consumer_offsets` this node leads, loading or loaded.
-    hosted: Mutex<BTreeMap<i32, load::Hosted>>,
-    /// Numbers each load, so that a load overtaken by a change of role applies nothing.
-    next_load: std::sync::atomic::AtomicU64,
+    hosted: HostedPartitions,
     /// In a cluster: whether this node is proposing the creation of `__consumer_offsets`.
     creating_offsets_topic: std::sync::atomic::AtomicBool,
     /// Group metadata records to write to `__consumer_offsets` (`None` deletes the group), in
@@ -215,8 +214,7 @@ impl GroupCoordinator {
     pub(crate) fn new(initial_rebalance_delay: Duration) -> GroupCoordinator {
         GroupCoordinator {
             groups: Mutex::new(HashMap::new()),
-            hosted: Mutex::new(BTreeMap::new()),
-            next_load: Default::default(),
+            hosted: HostedPartitions::new(offsets::OFFSETS_TOPIC),
             creating_offsets_topic: Default::default(),
             metadata_changes: Mutex::new(Vec::new()),
             offsets: OffsetStore::new(),

@@ -30,14 +30,13 @@ pub(crate) mod markers;
 mod stored;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
 
 use crate::broker::{now_ms, Broker};
-use crate::cluster::replica::Role;
+use crate::cluster::hosted::HostedPartitions;
 use crate::cluster::topics::ensure_internal_topic;
 use crate::error::{BrokerError, Result, TxnError};
 use crate::group::offsets::{
@@ -158,23 +157,24 @@ impl TxnMetadata {
     }
 }
 
-/// A `__transaction_state` partition this node leads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hosted {
-    Loading(u64),
-    Loaded(u64),
-}
-
 type Entry = Arc<tokio::sync::Mutex<TxnMetadata>>;
 
 /// The transaction coordinator of one broker.
-#[derive(Default)]
 pub struct TransactionCoordinator {
     txns: Mutex<HashMap<String, Entry>>,
-    /// In a cluster: the `__transaction_state` partitions led here.
-    hosted: Mutex<BTreeMap<i32, Hosted>>,
-    next_load: AtomicU64,
+    /// In a cluster: the `__transaction_state` partitions led here (`cluster/hosted.rs`).
+    hosted: HostedPartitions,
     creating_topic: AtomicBool,
+}
+
+impl Default for TransactionCoordinator {
+    fn default() -> Self {
+        TransactionCoordinator {
+            txns: Mutex::new(HashMap::new()),
+            hosted: HostedPartitions::new(TXN_STATE_TOPIC),
+            creating_topic: AtomicBool::new(false),
+        }
+    }
 }
 
 /// What InitProducerId asked for.
@@ -188,26 +188,8 @@ pub struct InitRequest<'a> {
 impl TransactionCoordinator {
     /// Checks that this broker coordinates `transactional_id` (always on a single node).
     pub fn check_coordinator(&self, broker: &Broker, transactional_id: &str) -> Result<()> {
-        if broker.cluster().is_none() {
-            return Ok(());
-        }
-        let index = partition_for(transactional_id);
-        match self.hosted.lock().get(&index) {
-            Some(Hosted::Loaded(_)) => {}
-            Some(Hosted::Loading(_)) => {
-                return Err(BrokerError::CoordinatorLoadInProgress(
-                    transactional_id.to_string(),
-                ))
-            }
-            None => return Err(BrokerError::NotCoordinator(transactional_id.to_string())),
-        }
-        let leading = broker
-            .partition(TXN_STATE_TOPIC, index)
-            .is_ok_and(|p| p.check_leader(-1).is_ok());
-        match leading {
-            true => Ok(()),
-            false => Err(BrokerError::NotCoordinator(transactional_id.to_string())),
-        }
+        let partition = partition_for(transactional_id);
+        self.hosted.check(broker, partition, transactional_id)
     }
 
     fn entry(&self, transactional_id: &str) -> Option<Entry> {
@@ -489,22 +471,33 @@ impl TransactionCoordinator {
     /// lead drops them.
     pub fn partition_role_changed(broker: &Arc<Broker>, partition: i32, leader: bool) {
         let coordinator = &broker.transactions;
-        let mut hosted = coordinator.hosted.lock();
-        if leader {
-            if hosted.contains_key(&partition) {
-                return;
-            }
-            let load = coordinator.next_load.fetch_add(1, Ordering::SeqCst);
-            hosted.insert(partition, Hosted::Loading(load));
-            drop(hosted);
-            tokio::spawn(load_partition(Arc::clone(broker), partition, load));
-        } else if hosted.remove(&partition).is_some() {
+        let unload = || {
             coordinator.unload(partition);
             tracing::info!(
                 partition,
                 "no longer coordinating the transactions of a partition"
             );
-        }
+        };
+        let Some(load) = coordinator.hosted.role_changed(partition, leader, unload) else {
+            return;
+        };
+        let broker = Arc::clone(broker);
+        tokio::spawn(async move {
+            let coordinator = &broker.transactions;
+            coordinator
+                .hosted
+                .run(&broker, load, read_states, |states| {
+                    coordinator.unload(partition);
+                    let count = states.len();
+                    coordinator.restore(&broker, states);
+                    tracing::info!(
+                        partition,
+                        transactional_ids = count,
+                        "coordinating the transactions of a partition"
+                    );
+                })
+                .await;
+        });
     }
 
     /// In a cluster: whether `__transaction_state` exists; if not, proposes its creation in the
@@ -517,52 +510,6 @@ impl TransactionCoordinator {
             internal_topic_config(),
             |b| &b.transactions.creating_topic,
         )
-    }
-}
-
-/// Loads the states of `__transaction_state` partition `index` once this node leads it.
-async fn load_partition(broker: Arc<Broker>, index: i32, load: u64) {
-    let coordinator = &broker.transactions;
-    let still_loading = || coordinator.hosted.lock().get(&index) == Some(&Hosted::Loading(load));
-    loop {
-        if !still_loading() {
-            return;
-        }
-        let partition = match broker.partition(TXN_STATE_TOPIC, index) {
-            Ok(p) if !matches!(p.role(), Role::Follower { .. }) => p,
-            _ => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        let read = tokio::task::spawn_blocking(move || read_states(&partition)).await;
-        let states = match read {
-            Ok(Ok(states)) => states,
-            other => {
-                tracing::error!(
-                    partition = index,
-                    ?other,
-                    "could not load transaction state; retrying"
-                );
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let mut hosted = coordinator.hosted.lock();
-        if hosted.get(&index) != Some(&Hosted::Loading(load)) {
-            return;
-        }
-        coordinator.unload(index);
-        let count = states.len();
-        hosted.insert(index, Hosted::Loaded(load));
-        drop(hosted);
-        coordinator.restore(&broker, states);
-        tracing::info!(
-            partition = index,
-            transactional_ids = count,
-            "coordinating the transactions of a partition"
-        );
-        return;
     }
 }
 
@@ -732,6 +679,8 @@ pub fn offsets_partition_of(group: &str) -> (String, i32) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::group::offsets::{append_transactional_commit, committed_for_tests};
     use crate::log::batch::{headers, parse_control_marker};
