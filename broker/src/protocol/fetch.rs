@@ -218,7 +218,7 @@ fn read_partition<'a>(
                 let limit = (request.partition_max_bytes.max(0) as usize).min(state.remaining);
                 let records = read_one(
                     &partition,
-                    (request.fetch_offset, reader, data.last_stable_offset),
+                    (request.fetch_offset, reader),
                     limit,
                     state.min_one_batch,
                 )?;
@@ -263,11 +263,11 @@ fn read_partition<'a>(
 }
 
 /// Whole batches from `offset`, within `limit` bytes, below the high watermark (for a
-/// follower, the log end; for read_committed, `last_stable_offset`); with `min_one_batch`, at
+/// follower, the log end; for read_committed, the last stable offset); with `min_one_batch`, at
 /// least the first batch even when it is larger (KIP-74), so a consumer always makes progress.
 fn read_one(
     partition: &Partition,
-    (offset, reader, last_stable_offset): (i64, Reader, i64),
+    (offset, reader): (i64, Reader),
     limit: usize,
     min_one_batch: bool,
 ) -> crate::error::Result<Bytes> {
@@ -278,11 +278,6 @@ fn read_one(
         partition.high_watermark()
     };
     if offset == high_watermark {
-        return Ok(Bytes::new());
-    }
-    if reader == Reader::ReadCommitted
-        && (last_stable_offset..=partition.log_end_offset()).contains(&offset)
-    {
         return Ok(Bytes::new());
     }
     if limit == 0 && !min_one_batch {

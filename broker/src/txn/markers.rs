@@ -54,11 +54,11 @@ pub(crate) async fn write_all(
         let mut failed = BTreeSet::new();
         for (leader, group) in by_leader(broker, &left) {
             let outcome = match leader {
-                None => group
+                Leader::Unknown => group
                     .iter()
                     .map(|(t, p)| (t.clone(), *p, Err(no_leader(t, *p))))
                     .collect(),
-                Some(None) => {
+                Leader::Here => {
                     let mut outcomes = Vec::new();
                     for (topic, index) in &group {
                         let written = write_local(broker, topic, *index, marker).await;
@@ -66,7 +66,7 @@ pub(crate) async fn write_all(
                     }
                     outcomes
                 }
-                Some(Some(address)) => send_remote(broker, &address, marker, &group).await,
+                Leader::At(address) => send_remote(broker, &address, marker, &group).await,
             };
             for (topic, index, written) in outcome {
                 match written {
@@ -105,15 +105,24 @@ fn topic_exists(broker: &Broker, topic: &str) -> bool {
     }
 }
 
-/// The partitions grouped by where their leader is: `Some(None)` here, `Some(Some(address))`
-/// another broker, `None` no leader known now.
+/// Where a partition's leader is.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Leader {
+    Here,
+    /// Another broker, at "host:port".
+    At(String),
+    /// No live leader known now.
+    Unknown,
+}
+
+/// The partitions grouped by where their leader is.
 fn by_leader(
     broker: &Broker,
     partitions: &BTreeSet<(String, i32)>,
-) -> BTreeMap<Option<Option<String>>, Vec<(String, i32)>> {
-    let mut grouped: BTreeMap<Option<Option<String>>, Vec<(String, i32)>> = BTreeMap::new();
+) -> BTreeMap<Leader, Vec<(String, i32)>> {
+    let mut grouped: BTreeMap<Leader, Vec<(String, i32)>> = BTreeMap::new();
     let Some(node) = broker.cluster() else {
-        grouped.insert(Some(None), partitions.iter().cloned().collect());
+        grouped.insert(Leader::Here, partitions.iter().cloned().collect());
         return grouped;
     };
     let image = node.image();
@@ -121,13 +130,15 @@ fn by_leader(
     for (topic, index) in partitions {
         let leader = image.partition(topic, *index).map(|p| p.leader);
         let place = match leader {
-            Some(id) if id == here => Some(None),
+            Some(id) if id == here => Leader::Here,
             Some(id) => image
                 .brokers
                 .get(&id)
                 .filter(|b| !b.fenced)
-                .map(|b| Some(format!("{}:{}", b.host, b.port))),
-            None => None,
+                .map_or(Leader::Unknown, |b| {
+                    Leader::At(format!("{}:{}", b.host, b.port))
+                }),
+            None => Leader::Unknown,
         };
         grouped
             .entry(place)
