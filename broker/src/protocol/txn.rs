@@ -412,3 +412,102 @@ pub(super) fn describe_producers(
         .collect();
     DescribeProducersResponse::default().with_topics(topics)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use kafka_protocol::messages::describe_producers_request::TopicRequest;
+    use kafka_protocol::messages::ApiKey;
+
+    use super::*;
+    use crate::client::{encode_transactional_batch, ProducerRecord};
+    use crate::protocol::round_trip;
+    use crate::txn::InitRequest;
+    use crate::BrokerConfig;
+
+    /// Goal: the admin APIs describe a transaction as the coordinator and the partition hold
+    /// it. Method: a producer adds partition t-0 and appends a transactional batch; then
+    /// DescribeTransactions, ListTransactions (filtered by state) and DescribeProducers.
+    #[tokio::test]
+    async fn admin_apis_describe_an_open_transaction() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = Broker::open(BrokerConfig::new(dir.path()))
+            .await
+            .expect("open");
+        broker.create_topic("t", 1, BTreeMap::new()).expect("topic");
+        let init = InitRequest {
+            transactional_id: "app",
+            timeout_ms: 60_000,
+            current: None,
+        };
+        let producer = broker
+            .transactions
+            .init_producer_id(&broker, init)
+            .await
+            .expect("init");
+        let partitions = [("t".to_string(), 0)];
+        broker
+            .transactions
+            .add_partitions(&broker, "app", producer, &partitions)
+            .await
+            .expect("add");
+        let record = ProducerRecord {
+            value: Some(bytes::Bytes::from_static(b"v")),
+            ..ProducerRecord::default()
+        };
+        let mut batch = encode_transactional_batch(&[(0, record)], producer, 0);
+        broker
+            .partition("t", 0)
+            .expect("partition")
+            .append(&mut batch, now_ms())
+            .expect("append");
+
+        let describe = DescribeTransactionsRequest::default().with_transactional_ids(vec![
+            TransactionalId(str_bytes("app")),
+            TransactionalId(str_bytes("nobody")),
+        ]);
+        let described: DescribeTransactionsResponse =
+            round_trip(&broker, ApiKey::DescribeTransactions, 0, &describe).await;
+        let app = &described.transaction_states[0];
+        assert_eq!(app.error_code, 0);
+        assert_eq!(app.transaction_state.as_str(), "Ongoing");
+        assert_eq!((app.producer_id.0, app.producer_epoch), producer);
+        assert_eq!(app.topics[0].topic.as_str(), "t");
+        assert_eq!(app.topics[0].partitions, [0]);
+        assert_eq!(
+            described.transaction_states[1].error_code,
+            ResponseError::TransactionalIdNotFound.code()
+        );
+
+        let list = |state: &str| {
+            ListTransactionsRequest::default().with_state_filters(vec![str_bytes(state)])
+        };
+        let ongoing: ListTransactionsResponse =
+            round_trip(&broker, ApiKey::ListTransactions, 0, &list("Ongoing")).await;
+        assert_eq!(ongoing.transaction_states.len(), 1);
+        assert_eq!(
+            ongoing.transaction_states[0].transactional_id.as_str(),
+            "app"
+        );
+        let empty: ListTransactionsResponse = round_trip(
+            &broker,
+            ApiKey::ListTransactions,
+            0,
+            &list("CompleteCommit"),
+        )
+        .await;
+        assert!(empty.transaction_states.is_empty());
+
+        let producers =
+            DescribeProducersRequest::default().with_topics(vec![TopicRequest::default()
+                .with_name(TopicName(str_bytes("t")))
+                .with_partition_indexes(vec![0])]);
+        let producers: DescribeProducersResponse =
+            round_trip(&broker, ApiKey::DescribeProducers, 0, &producers).await;
+        let active = &producers.topics[0].partitions[0].active_producers;
+        assert_eq!(active.len(), 1);
+        assert_eq!(active[0].producer_id.0, producer.0);
+        assert_eq!(active[0].current_txn_start_offset, 0);
+    }
+}
