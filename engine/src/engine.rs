@@ -621,14 +621,16 @@ impl Engine {
                     refuse_internal(&source.topic, "drop the source over")?;
                     self.accept(&text, record).await?;
                 }
+                let mut ended = Vec::new();
                 let removed = found.and_then(|_| {
                     let mut state = self.state.lock();
                     // The query that created the source goes with it, as in ksqlDB.
-                    if let Some(query) = creator.and_then(|id| state.queries.remove(&id)) {
-                        query.stop();
+                    if let Some(id) = creator {
+                        ended.extend(state.queries.remove(&id).map(|query| (id, query)));
                     }
                     state.catalog.remove(&name)
                 });
+                self.end_queries(ended).await;
                 if let (Some(source), true) = (&removed, delete_topic) {
                     self.client.delete_topic(&source.topic).await?;
                 }
@@ -670,12 +672,13 @@ impl Engine {
                     }
                 };
                 self.accept(&text, record).await?;
-                let mut state = self.state.lock();
-                for id in &ids {
-                    if let Some(query) = state.queries.remove(id) {
-                        query.stop();
-                    }
-                }
+                let ended: Vec<_> = {
+                    let mut state = self.state.lock();
+                    ids.iter()
+                        .filter_map(|id| Some((id.clone(), state.queries.remove(id)?)))
+                        .collect()
+                };
+                self.end_queries(ended).await;
                 Ok(status(format!("Query terminated: {}", ids.join(", "))))
             }
             Statement::Set { name, value } => {
@@ -838,6 +841,28 @@ impl Engine {
         }))
     }
 
+    /// Stops persistent queries for good: once their tasks have ended, their internal topics
+    /// (repartition topics) are deleted with them.
+    async fn end_queries(&self, ended: Vec<(String, query::RunningQuery)>) {
+        for (_, query) in &ended {
+            query.stop();
+        }
+        let Ok(topics) = self.client.topics().await else {
+            return;
+        };
+        for (id, query) in &ended {
+            query.wait_finished(REPLACE_WAIT).await;
+            let internal = topics
+                .iter()
+                .filter(|(t, _)| crate::runtime::is_internal_topic_of(id, t));
+            for (topic, _) in internal {
+                if let Err(e) = self.client.delete_topic(topic).await {
+                    tracing::warn!(query = %id, %topic, error = %e, "cannot delete an internal topic");
+                }
+            }
+        }
+    }
+
     /// Stops a push query; false when there is none of that id.
     pub fn close_query(&self, query_id: &str) -> bool {
         match self.state.lock().transient.remove(query_id) {
@@ -966,14 +991,15 @@ impl Engine {
             .cloned()
     }
 
-    /// Waits until every persistent query has committed up to its source's high watermark
-    /// (so its output for everything written so far is in its sink), or `timeout` passes.
+    /// Waits until every persistent query has committed up to its sources' high watermarks,
+    /// and its repartition topics' (so its output for everything written so far is in its
+    /// sink), or `timeout` passes.
     /// Returns whether they caught up. Tests use it instead of sleeping.
     pub async fn wait_until_caught_up(&self, timeout: std::time::Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut settled_rounds = 0;
         while tokio::time::Instant::now() < deadline {
-            let queries: Vec<(String, String)> = self
+            let mut queries: Vec<(String, String)> = self
                 .state
                 .lock()
                 .queries
@@ -982,6 +1008,21 @@ impl Engine {
                 .filter(|(_, q)| q.failure.get().is_none())
                 .flat_map(|(id, q)| q.source_topics.iter().map(|t| (id.clone(), t.clone())))
                 .collect();
+            // What a query routed into its repartition topics must be read too.
+            let topics = self.client.topics().await.unwrap_or_default();
+            let internal: Vec<(String, String)> = queries
+                .iter()
+                .map(|(id, _)| id)
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .flat_map(|id| {
+                    topics
+                        .iter()
+                        .filter(|(t, _)| crate::runtime::is_internal_topic_of(id, t))
+                        .map(|(t, _)| (id.clone(), t.clone()))
+                })
+                .collect();
+            queries.extend(internal);
             // A query holding rows back (OVER windows) has committed rows it has not emitted.
             let mut caught_up = !self.state.lock().queries.values().any(|q| q.holds_rows());
             for (id, topic) in &queries {

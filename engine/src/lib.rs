@@ -9,10 +9,11 @@
 //! [`Engine`] is the facade: it runs statements, keeps the catalog (durably, through the
 //! command topic, with [`Engine::open`]) and starts persistent queries. [`parser`] reads ksqlDB
 //! statements on sqlparser; [`query`] plans a SELECT with DataFusion and lowers it to Eddy's
-//! operators; [`runtime`] runs them per source partition (filter and projection; GROUP BY over
-//! streams and tables, windowed or not, EMIT CHANGES or FINAL; stream-stream, stream-table and
-//! table-table joins; aggregates OVER windows of a stream) and keeps the processing log; [`pull`] answers pull queries over a
-//! snapshot; [`print`] dumps a topic's raw records (PRINT); [`functions`] holds ksqlDB's
+//! operators; [`runtime`] runs them (filter and projection; GROUP BY over streams and tables,
+//! windowed or not, EMIT CHANGES or FINAL; stream-stream, stream-table and table-table joins;
+//! aggregates OVER windows of a stream) one task per partition, each stateful operator owning
+//! its keys' state, after a repartition topic when keyed by other columns than the sources'
+//! key, and keeps the processing log; [`pull`] answers pull queries over a snapshot; [`print`] dumps a topic's raw records (PRINT); [`functions`] holds ksqlDB's
 //! functions that DataFusion lacks and the catalog SHOW FUNCTIONS lists; [`types`] maps
 //! ksqlDB types to Arrow; `values` evaluates INSERT VALUES and makes records of rows.
 

@@ -7,10 +7,12 @@
 //! projection, GROUP BY keys, join keys and window partitions as
 //! DataFusion physical expressions evaluated on Arrow batches.
 //!
-//! Running: one task per source partition (of both sources, for a join) reads from the query's
-//! committed offsets (consumer group = query id, earliest when none), decodes records into a
-//! batch, applies the operator, encodes and produces the rows with their key and timestamp,
-//! then commits. At-least-once.
+//! Running ([`crate::runtime`]): one task per partition read (of both sources, for a join)
+//! reads from the query's committed offsets (consumer group = query id, earliest when none),
+//! decodes records into a batch, applies the operator, encodes and produces the rows with
+//! their key and timestamp, then commits. A stateful operator runs once per partition number,
+//! owning its keys' state, after a repartition topic when its key is not the sources' key
+//! (`runtime/exchange.rs`). At-least-once.
 
 use std::sync::Arc;
 
@@ -65,8 +67,16 @@ pub struct PersistentPlan {
 }
 
 impl PersistentPlan {
-    /// Eddy's operators for this query, sink first, as EXPLAIN prints them.
+    /// Eddy's operators for this query, sink first, as EXPLAIN prints them, then how its
+    /// tasks run.
     pub fn explain_physical(&self) -> String {
+        let mut text = self.explain_operators();
+        text.push_str(&crate::runtime::describe_tasks(self));
+        text.push('\n');
+        text
+    }
+
+    fn explain_operators(&self) -> String {
         let list = |exprs: &[Arc<dyn PhysicalExpr>]| {
             exprs
                 .iter()

@@ -210,8 +210,26 @@ async fn explain_prints_the_logical_and_the_physical_plan() {
     assert!(lines[2].starts_with("AggregateExec"), "{physical}");
     assert!(lines[3].starts_with("FilterExec"), "{physical}");
     assert!(lines[4].starts_with("SourceExec: CLICKS"), "{physical}");
+    // Grouped by the source's key: each partition's task owns its users.
+    assert!(
+        lines[5].starts_with("TasksExec: one per partition, each owning its keys' state"),
+        "{physical}"
+    );
     // EXPLAIN runs nothing.
     assert!(engine.source("PER_USER").is_err());
+    // Grouped by another column: through a repartition topic keyed by it.
+    let result = engine
+        .execute("EXPLAIN CREATE TABLE per_page AS SELECT page, COUNT(*) AS n FROM clicks GROUP BY page;")
+        .await
+        .unwrap()
+        .remove(0);
+    let eddy_engine::StatementResult::Explain { physical, .. } = result else {
+        panic!("{result:?}")
+    };
+    assert!(
+        physical.contains("RepartitionExec: [PAGE@1] into _eddy_<query id>_0_repartition"),
+        "{physical}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,8 +2,9 @@
 //! row of a key for every input record (EMIT CHANGES, as ksqlDB does with caching off), or
 //! one row per window once it closes (EMIT FINAL).
 //!
-//! State is one set of DataFusion accumulators per group (key, and window when windowed),
-//! shared by the query's partition tasks. Rows whose group key has a null are dropped, as in
+//! State is one set of DataFusion accumulators per group (key, and window when windowed), held
+//! by one task group: a partition's when the groups are partitioned (see `exchange`), else the
+//! query's. Rows whose group key has a null are dropped, as in
 //! ksqlDB.
 //! - Tables: each source key's current row is remembered; a new row for the key (or its
 //!   deletion) first retracts the old row from its group, which emits that group's update

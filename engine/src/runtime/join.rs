@@ -10,8 +10,9 @@
 //!   outer join keeps and nothing matched is emitted with nulls: at once without GRACE PERIOD
 //!   (ksqlDB's older semantics), else once its window has closed.
 //!
-//! The output key is the join key. State is in memory and shared by the query's partition
-//! tasks; a restarted query rebuilds it by reading its sources again.
+//! The output key is the join key. State is in memory, held by one task group (a partition
+//! number's when the sides are co-partitioned, see `exchange`, else the query's); a restarted
+//! query rebuilds it by reading its input again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,5 +1,10 @@
-//! Running persistent queries: one task per source partition feeding the query's operator
-//! (`FilterProjectExec`, `AggregateExec`, `JoinExec` or `OverExec`), shared by the tasks.
+//! Running queries: one task per partition read, feeding its group's operator
+//! (`FilterProjectExec`, `AggregateExec`, `JoinExec` or `OverExec`). Where a stateful
+//! operator's state lives is [`exchange`]'s decision, as in Kafka Streams: one operator per
+//! partition number, owning its keys' state and its own stream time (the operator is keyed by
+//! the sources' key); the same after a repartition topic the query writes its records into by
+//! the operator's key; or, where there is no exchange yet, one operator shared by all the
+//! tasks, kept together in event time (`align`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,10 +29,12 @@ use crate::functions::datetime;
 use crate::parser::{ColumnDef, SourceKind};
 use crate::query::{Operator, PersistentPlan};
 use align::Alignment;
+use exchange::{replayed, unmark, Placement, Router};
 
 mod aggregate;
 mod align;
 mod decode;
+mod exchange;
 mod filter_project;
 mod join;
 mod over;
@@ -35,6 +42,7 @@ pub mod processing_log;
 
 pub use aggregate::AggregateExec;
 pub(crate) use decode::decode_records;
+pub use exchange::{describe as describe_tasks, is_internal_topic_of, repartition_topic};
 pub use filter_project::FilterProjectExec;
 pub use join::JoinExec;
 pub use over::OverExec;
@@ -250,95 +258,250 @@ impl QueryTasks {
         }
     }
 
-    /// Runs one task per partition of every side until they all end.
+    /// Runs the query's tasks until they all end: one per partition of every side, grouped
+    /// by where the operator's state lives ([`exchange::placement`]).
     async fn run(&self, counts: &[i32], stopped: watch::Receiver<bool>) {
-        let QueryTasks {
-            client,
-            log,
-            query_id,
-            plan,
-            output,
-            held,
-            failure,
-            sides,
-        } = self;
-        let mut partitions = Vec::new();
-        for (side, ((source, schema), count)) in sides.iter().zip(counts).enumerate() {
-            partitions
-                .extend((0..*count).map(|p| (side, Arc::clone(source), Arc::clone(schema), p)));
+        let source_topics: Vec<String> = self.sides.iter().map(|(s, _)| s.topic.clone()).collect();
+        let mut tasks = Tasks::default();
+        let placement = exchange::placement(&self.plan, counts, &self.output);
+        let groups = match placement {
+            _ if matches!(self.plan.operator, Operator::FilterProject) => self
+                .readers(&source_topics, counts)
+                .into_iter()
+                .map(|r| vec![r])
+                .collect(),
+            Placement::Shared => vec![self.readers(&source_topics, counts)],
+            Placement::Partitioned => by_partition(self.readers(&source_topics, counts)),
+            Placement::Repartitioned(keys) => {
+                let Some((topics, partitions)) =
+                    self.repartition(counts, keys, &mut tasks, &stopped).await
+                else {
+                    return;
+                };
+                by_partition(self.readers(&topics, &partitions))
+            }
+        };
+        for group in groups {
+            let stateful = !matches!(self.plan.operator, Operator::FilterProject);
+            let together = stateful && group.len() > 1;
+            let alignment = together.then(|| Arc::new(Alignment::new(group.len())));
+            let output_order = together.then(|| Arc::new(tokio::sync::Mutex::new(())));
+            let executor = Arc::new(self.executor(group.len()));
+            for (index, reader) in group.into_iter().enumerate() {
+                let alignment = alignment.as_ref().map(|a| (Arc::clone(a), index));
+                let task = self.task(
+                    reader,
+                    Arc::clone(&executor),
+                    index,
+                    alignment,
+                    output_order.clone(),
+                );
+                tasks.spawn(task, &stopped);
+            }
         }
-        // Stateful operators share stream time across the tasks: keep the tasks together.
-        let stateful = !matches!(plan.operator, Operator::FilterProject);
-        let alignment =
-            (stateful && partitions.len() > 1).then(|| Arc::new(Alignment::new(partitions.len())));
-        let output_order =
-            (stateful && partitions.len() > 1).then(|| Arc::new(tokio::sync::Mutex::new(())));
-        let executor = Arc::new(match &plan.operator {
+        self.join(tasks).await;
+    }
+
+    /// Every partition of every side, reading `topics` (a side's source topic, or its
+    /// repartition topic) of `counts` partitions.
+    fn readers(&self, topics: &[String], counts: &[i32]) -> Vec<Reader> {
+        let mut readers = Vec::new();
+        for (side, ((source, schema), (topic, count))) in
+            self.sides.iter().zip(topics.iter().zip(counts)).enumerate()
+        {
+            readers.extend((0..*count).map(|partition| Reader {
+                side,
+                source: Arc::clone(source),
+                schema: Arc::clone(schema),
+                topic: topic.clone(),
+                partition,
+            }));
+        }
+        readers
+    }
+
+    /// Starts the tasks writing each side's records into its repartition topic (creating the
+    /// topics); the topics and their partition counts, or `None` (the query failed).
+    async fn repartition(
+        &self,
+        counts: &[i32],
+        keys: Vec<exchange::RouteKey>,
+        tasks: &mut Tasks,
+        stopped: &watch::Receiver<bool>,
+    ) -> Option<(Vec<String>, Vec<i32>)> {
+        let wanted = counts.iter().copied().max().unwrap_or(1);
+        let mut topics = Vec::new();
+        let mut partitions = Vec::new();
+        for side in 0..keys.len() {
+            let topic = exchange::repartition_topic(&self.query_id, side);
+            let count = match exchange::ensure_repartition_topic(
+                self.client.as_ref(),
+                &topic,
+                wanted,
+            )
+            .await
+            {
+                Ok(count) => count,
+                Err(e) => {
+                    tracing::error!(query = %self.query_id, error = %e, "cannot create a repartition topic");
+                    self.failure
+                        .set(format!("cannot create the repartition topic {topic}: {e}"));
+                    return None;
+                }
+            };
+            topics.push(topic);
+            partitions.push(count);
+        }
+        let source_topics: Vec<String> = self.sides.iter().map(|(s, _)| s.topic.clone()).collect();
+        let rebuild = exchange::needs_rebuild(
+            self.client.as_ref(),
+            &self.query_id,
+            &source_topics
+                .iter()
+                .cloned()
+                .zip(counts.iter().copied())
+                .collect::<Vec<_>>(),
+            &topics
+                .iter()
+                .cloned()
+                .zip(partitions.iter().copied())
+                .collect::<Vec<_>>(),
+        )
+        .await;
+        if rebuild {
+            tracing::info!(query = %self.query_id, "rebuilding the query's state through its new repartition topics");
+        }
+        let routers: Vec<Arc<Executor>> = keys
+            .into_iter()
+            .enumerate()
+            .map(|(side, key)| {
+                let router = Router::new(topics[side].clone(), partitions[side], key, rebuild);
+                Arc::new(Executor::Route(router))
+            })
+            .collect();
+        // The routing tasks keep together in event time, so that each repartition topic
+        // receives its records nearly in order.
+        let routing = self.readers(&source_topics, counts);
+        let alignment = (routing.len() > 1).then(|| Arc::new(Alignment::new(routing.len())));
+        for (index, reader) in routing.into_iter().enumerate() {
+            let router = Arc::clone(&routers[reader.side]);
+            let alignment = alignment.as_ref().map(|a| (Arc::clone(a), index));
+            tasks.spawn(self.task(reader, router, index, alignment, None), stopped);
+        }
+        Some((topics, partitions))
+    }
+
+    /// The operator of one group of `readers` tasks.
+    fn executor(&self, readers: usize) -> Executor {
+        let plan = &self.plan;
+        match &plan.operator {
             Operator::FilterProject => {
-                Executor::FilterProject(FilterProjectExec::new(Arc::clone(&plan)))
+                Executor::FilterProject(FilterProjectExec::new(Arc::clone(plan)))
             }
             Operator::Aggregate(aggregate) => {
-                let exec = AggregateExec::new(Arc::clone(&plan), aggregate.clone());
+                let exec = AggregateExec::new(Arc::clone(plan), aggregate.clone());
                 match &aggregate.join {
-                    Some(join) => Executor::JoinAggregate(
-                        JoinExec::new(Arc::clone(&plan), join.clone()),
-                        exec,
-                    ),
+                    Some(join) => {
+                        Executor::JoinAggregate(JoinExec::new(Arc::clone(plan), join.clone()), exec)
+                    }
                     None => Executor::Aggregate(exec),
                 }
             }
-            Operator::Join(join) => Executor::Join(JoinExec::new(Arc::clone(&plan), join.clone())),
+            Operator::Join(join) => Executor::Join(JoinExec::new(Arc::clone(plan), join.clone())),
             Operator::Over(over) => Executor::Over(OverExec::new(
-                Arc::clone(&plan),
+                Arc::clone(plan),
                 over.clone(),
-                partitions.len(),
-                Arc::clone(held),
+                readers,
+                Arc::clone(&self.held),
             )),
-        });
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut readers = std::collections::HashMap::new();
-        for (index, (side, source, schema, partition)) in partitions.into_iter().enumerate() {
-            let reader = (source.topic.clone(), partition);
-            let task = PartitionTask {
-                client: Arc::clone(&client),
-                log: Arc::clone(&log),
-                query_id: query_id.clone(),
-                plan: Arc::clone(&plan),
-                executor: Arc::clone(&executor),
-                side,
-                source,
-                schema,
-                partition,
-                output: output.clone(),
-                reader: index,
-                alignment: alignment.as_ref().map(|a| (Arc::clone(a), index)),
-                output_order: output_order.clone(),
-            };
-            let handle = tasks.spawn(task.run(stopped.clone()));
-            readers.insert(handle.id(), reader);
         }
-        while let Some(joined) = tasks.join_next_with_id().await {
+    }
+
+    fn task(
+        &self,
+        reader: Reader,
+        executor: Arc<Executor>,
+        index: usize,
+        alignment: Option<(Arc<Alignment>, usize)>,
+        output_order: Option<Arc<tokio::sync::Mutex<()>>>,
+    ) -> PartitionTask {
+        PartitionTask {
+            client: Arc::clone(&self.client),
+            log: Arc::clone(&self.log),
+            query_id: self.query_id.clone(),
+            plan: Arc::clone(&self.plan),
+            executor,
+            side: reader.side,
+            source: reader.source,
+            schema: reader.schema,
+            topic: reader.topic,
+            partition: reader.partition,
+            output: self.output.clone(),
+            reader: index,
+            alignment,
+            output_order,
+        }
+    }
+
+    /// Waits for the tasks to end. A task that panics fails the query and stops the others.
+    async fn join(&self, mut tasks: Tasks) {
+        while let Some(joined) = tasks.set.join_next_with_id().await {
             let Err(error) = joined else { continue };
             if !error.is_panic() {
                 continue; // aborted below, after another task's panic
             }
-            let (topic, partition) = readers.remove(&error.id()).unwrap_or_default();
+            let (topic, partition) = tasks.readers.remove(&error.id()).unwrap_or_default();
             let message = format!(
                 "the query stopped: its task reading {topic}-{partition} panicked (this is a bug \
                  in Eddy): {}",
                 panic_message(error.into_panic())
             );
-            tracing::error!(query = %query_id, %message, "query failed");
-            failure.set(message.clone());
+            tracing::error!(query = %self.query_id, %message, "query failed");
+            self.failure.set(message.clone());
             let record = Failure {
                 topic,
                 partition,
                 offset: -1,
                 message,
             };
-            log.log(&query_id, vec![record]).await;
-            tasks.abort_all();
+            self.log.log(&self.query_id, vec![record]).await;
+            tasks.set.abort_all();
         }
+    }
+}
+
+/// What one task reads: a partition of a side's topic.
+struct Reader {
+    side: usize,
+    source: Arc<Source>,
+    /// The rows decoded from the source.
+    schema: SchemaRef,
+    /// The source's topic, or the side's repartition topic.
+    topic: String,
+    partition: i32,
+}
+
+/// Groups readers by partition number: partition `p` of every side (co-partitioned).
+fn by_partition(readers: Vec<Reader>) -> Vec<Vec<Reader>> {
+    let mut groups: std::collections::BTreeMap<i32, Vec<Reader>> = Default::default();
+    for reader in readers {
+        groups.entry(reader.partition).or_default().push(reader);
+    }
+    groups.into_values().collect()
+}
+
+/// A query's running tasks, and the partition each reads.
+#[derive(Default)]
+struct Tasks {
+    set: tokio::task::JoinSet<()>,
+    readers: std::collections::HashMap<tokio::task::Id, (String, i32)>,
+}
+
+impl Tasks {
+    fn spawn(&mut self, task: PartitionTask, stopped: &watch::Receiver<bool>) {
+        let reader = (task.topic.clone(), task.partition);
+        let handle = self.set.spawn(task.run(stopped.clone()));
+        self.readers.insert(handle.id(), reader);
     }
 }
 
@@ -353,6 +516,8 @@ struct PartitionTask {
     source: Arc<Source>,
     /// The rows decoded from the source.
     schema: SchemaRef,
+    /// The topic read: the source's, or the side's repartition topic.
+    topic: String,
     partition: i32,
     output: Output,
     /// This task's place among the query's tasks.
@@ -373,18 +538,26 @@ enum Executor {
     /// An aggregation over a join's rows.
     JoinAggregate(JoinExec, AggregateExec),
     Over(OverExec),
+    /// Writes the records into a repartition topic (the first half of an exchange).
+    Route(Router),
 }
 
 impl PartitionTask {
     async fn run(self, mut stopped: watch::Receiver<bool>) {
-        let topic = self.source.topic.clone();
+        let topic = self.topic.clone();
         let mut offset = None;
         // An aggregation or join restarting from committed offsets first rebuilds its state:
         // it reads the source from the start and discards what it would emit before
         // `replay_until`.
         let mut replay_until = None;
-        let stateful = !matches!(*self.executor, Executor::FilterProject(_));
-        if stateful && matches!(self.output, Output::Topic) {
+        let stateful = !matches!(
+            *self.executor,
+            Executor::FilterProject(_) | Executor::Route(_)
+        );
+        // A routing task rebuilding a new exchange's records routes the source from the
+        // start, marking what the query had read before as replayed.
+        let rebuild = matches!(&*self.executor, Executor::Route(router) if router.rebuild);
+        if (stateful || rebuild) && matches!(self.output, Output::Topic) {
             let committed = self
                 .client
                 .committed(&self.query_id, &topic, self.partition)
@@ -481,20 +654,37 @@ impl PartitionTask {
                 rest = tail;
                 if let Some(until) = replay_until {
                     let split = chunk.partition_point(|r| r.offset < until);
-                    let _rebuilt_state_only = self.process(&chunk[..split]).await;
+                    if !self.replay(&chunk[..split], &mut stopped).await {
+                        return;
+                    }
                     if chunk.last().is_some_and(|r| r.offset + 1 >= until) {
                         replay_until = None;
                     }
                     chunk = &chunk[split..];
                 }
-                let _in_order = self.in_order().await;
-                let emitted = self.process(chunk).await;
+                if let Executor::Route(router) = &*self.executor {
+                    let routed = self.route(router, chunk, false).await;
+                    if !self.produce(&router.topic, routed, &mut stopped).await {
+                        return;
+                    }
+                } else {
+                    // Records a rebuilt exchange marked as replayed only rebuild state.
+                    for run in chunk.chunk_by(|a, b| replayed(a) == replayed(b)) {
+                        if replayed(&run[0]) {
+                            let unmarked: Vec<ConsumedRecord> = run.iter().map(unmark).collect();
+                            let _rebuilt_state_only = self.process(&unmarked).await;
+                            continue;
+                        }
+                        let _in_order = self.in_order().await;
+                        let emitted = self.process(run).await;
+                        if !self.write(emitted, &mut stopped).await {
+                            return;
+                        }
+                    }
+                }
                 if let Some((alignment, task)) = &self.alignment {
                     let position = rest.first().unwrap_or(last).timestamp_ms;
                     alignment.at(*task, position);
-                }
-                if !self.write(emitted, &mut stopped).await {
-                    return;
                 }
             }
             offset = Some(next);
@@ -528,7 +718,7 @@ impl PartitionTask {
         match &self.output {
             Output::Topic => match encode_output(&self.plan, &rows, &emitted.meta) {
                 Ok(records) if records.is_empty() => true,
-                Ok(records) => self.produce(records, stopped).await,
+                Ok(records) => self.produce(&self.plan.sink.topic, records, stopped).await,
                 Err(e) => {
                     tracing::error!(query = %self.query_id, error = %e, "cannot encode output rows; skipped");
                     true
@@ -580,7 +770,7 @@ impl PartitionTask {
                     match self.compute(std::slice::from_ref(record), &mut failures) {
                         Ok(emitted) => parts.push(emitted),
                         Err(e) => failures.push(Failure {
-                            topic: self.source.topic.clone(),
+                            topic: self.topic.clone(),
                             partition: self.partition,
                             offset: record.offset,
                             message: e.to_string(),
@@ -592,7 +782,7 @@ impl PartitionTask {
         };
         let offset = records.last().map_or(-1, |r| r.offset);
         failures.extend(output.failures.iter().map(|message| Failure {
-            topic: self.source.topic.clone(),
+            topic: self.topic.clone(),
             partition: self.partition,
             offset,
             message: message.clone(),
@@ -618,6 +808,9 @@ impl PartitionTask {
             Executor::Aggregate(exec) => exec.process(&input),
             Executor::Join(exec) => exec.process(self.side, &input),
             Executor::Over(exec) => exec.process(self.reader, &input),
+            Executor::Route(_) => Err(EngineError::Internal(
+                "a routing task computes no rows".into(),
+            )),
             Executor::JoinAggregate(join, aggregate) => {
                 // The join's state has taken the rows: what fails from here is left out.
                 let (joined, mut failures) = join.process_for_aggregate(self.side, &input)?;
@@ -631,18 +824,93 @@ impl PartitionTask {
         }
     }
 
-    /// Writes to the sink, retrying until it works; false when the query stopped first.
+    /// Takes records the query had already read before it restarted: a stateful operator
+    /// rebuilds its state from them and emits nothing; a routing task rebuilding its exchange
+    /// routes them marked as replayed. False when the query stopped.
+    async fn replay(
+        &self,
+        records: &[ConsumedRecord],
+        stopped: &mut watch::Receiver<bool>,
+    ) -> bool {
+        match &*self.executor {
+            Executor::Route(router) => {
+                let routed = self.route(router, records, true).await;
+                self.produce(&router.topic, routed, stopped).await
+            }
+            _ => {
+                let _rebuilt_state_only = self.process(records).await;
+                true
+            }
+        }
+    }
+
+    /// The records to write into a repartition topic for fetched records (`replayed`:
+    /// marked as records the query had read before); those that cannot be decoded go to
+    /// the processing log.
+    async fn route(
+        &self,
+        router: &Router,
+        records: &[ConsumedRecord],
+        replayed: bool,
+    ) -> Vec<ProducerRecord> {
+        let mut failures = Vec::new();
+        let routed = router.route(
+            &self.plan,
+            &self.source,
+            &self.schema,
+            self.partition,
+            records,
+            &mut failures,
+        );
+        let routed = match routed {
+            Ok(routed) => routed,
+            Err(_) => {
+                // Record by record, to find the ones at fault.
+                failures.clear();
+                let mut routed = Vec::new();
+                for record in records {
+                    let one = std::slice::from_ref(record);
+                    let result = router.route(
+                        &self.plan,
+                        &self.source,
+                        &self.schema,
+                        self.partition,
+                        one,
+                        &mut failures,
+                    );
+                    match result {
+                        Ok(mut records) => routed.append(&mut records),
+                        Err(e) => failures.push(Failure {
+                            topic: self.topic.clone(),
+                            partition: self.partition,
+                            offset: record.offset,
+                            message: e.to_string(),
+                        }),
+                    }
+                }
+                routed
+            }
+        };
+        self.log.log(&self.query_id, failures).await;
+        match replayed {
+            true => routed.into_iter().map(exchange::mark_replayed).collect(),
+            false => routed,
+        }
+    }
+
+    /// Writes to `topic` (the sink, or a repartition topic), retrying until it works; false
+    /// when the query stopped first.
     async fn produce(
         &self,
+        topic: &str,
         records: Vec<ProducerRecord>,
         stopped: &mut watch::Receiver<bool>,
     ) -> bool {
+        if records.is_empty() {
+            return true;
+        }
         loop {
-            match self
-                .client
-                .produce(&self.plan.sink.topic, records.clone())
-                .await
-            {
+            match self.client.produce(topic, records.clone()).await {
                 Ok(_) => return true,
                 Err(e) => {
                     tracing::warn!(query = %self.query_id, error = %e, "writing to the sink failed; retrying");
