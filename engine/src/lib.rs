@@ -3,7 +3,9 @@
 //! ```text
 //! SQL --parser/--> Statement --engine.rs--> catalog.rs (streams, tables)
 //!     --query.rs (query/{join,over}.rs)--> DataFusion LogicalPlan
-//!     --> runtime/{filter_project,aggregate,join,over}.rs
+//!     --> runtime/exchange.rs (where each operator's state lives: per partition, after a
+//!         repartition topic `_eddy_<query id>_<side>_repartition`, or shared)
+//!     --> runtime/{filter_project,aggregate,join,over}.rs, one task per partition read
 //!     --formats.rs--> topics through eddy_broker::LogClient
 //! ```
 //! [`Engine`] is the facade: it runs statements, keeps the catalog (durably, through the

@@ -77,13 +77,7 @@ impl PersistentPlan {
     }
 
     fn explain_operators(&self) -> String {
-        let list = |exprs: &[Arc<dyn PhysicalExpr>]| {
-            exprs
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let list = expr_list;
         let mut lines = vec![format!(
             "SinkExec: topic={} key_format={} value_format={} columns=[{}]",
             self.sink.topic,
@@ -222,6 +216,15 @@ impl PersistentPlan {
         );
         properties
     }
+}
+
+/// Expressions as EXPLAIN lists them: `a@0, b@1`.
+pub(crate) fn expr_list(exprs: &[Arc<dyn PhysicalExpr>]) -> String {
+    exprs
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The operator of a query.

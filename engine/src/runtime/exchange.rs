@@ -34,7 +34,7 @@ use super::{decode_batch, evaluate, Failure, Output};
 use crate::catalog::{Source, ROWOFFSET};
 use crate::error::{EngineError, Result};
 use crate::parser::SourceKind;
-use crate::query::{AggregatePlan, JoinPlan, Operator, PersistentPlan};
+use crate::query::{expr_list, AggregatePlan, JoinPlan, Operator, PersistentPlan};
 
 /// Where a stateful query's state lives (see the module's documentation).
 pub(super) enum Placement {
@@ -155,13 +155,6 @@ pub fn describe(plan: &PersistentPlan) -> String {
         Operator::Join(_) | Operator::Aggregate(AggregatePlan { join: Some(_), .. }) => 2,
         _ => 1,
     };
-    let list = |exprs: &[Arc<dyn PhysicalExpr>]| {
-        exprs
-            .iter()
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     match placement(plan, &vec![2; sides], &Output::Topic) {
         _ if matches!(plan.operator, Operator::FilterProject) => {
             "TasksExec: one per source partition, stateless".to_string()
@@ -177,7 +170,7 @@ pub fn describe(plan: &PersistentPlan) -> String {
                 .map(|(side, key)| {
                     format!(
                         "[{}] into {}",
-                        list(&key.exprs),
+                        expr_list(&key.exprs),
                         repartition_topic("<query id>", side)
                     )
                 })
