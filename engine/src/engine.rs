@@ -847,20 +847,29 @@ impl Engine {
         for (_, query) in &ended {
             query.stop();
         }
-        let Ok(topics) = self.client.topics().await else {
-            return;
-        };
+        let ids: Vec<String> = ended.iter().map(|(id, _)| id.clone()).collect();
+        let internal = self.internal_topics(&ids).await;
         for (id, query) in &ended {
             query.wait_finished(REPLACE_WAIT).await;
-            let internal = topics
-                .iter()
-                .filter(|(t, _)| crate::runtime::is_internal_topic_of(id, t));
-            for (topic, _) in internal {
+            for (_, topic) in internal.iter().filter(|(of, _)| of == id) {
                 if let Err(e) = self.client.delete_topic(topic).await {
                     tracing::warn!(query = %id, %topic, error = %e, "cannot delete an internal topic");
                 }
             }
         }
+    }
+
+    /// The internal (repartition) topics of the queries `ids`: (query id, topic) each.
+    async fn internal_topics(&self, ids: &[String]) -> Vec<(String, String)> {
+        let topics = self.client.topics().await.unwrap_or_default();
+        ids.iter()
+            .flat_map(|id| {
+                topics
+                    .iter()
+                    .filter(|(t, _)| crate::runtime::is_internal_topic_of(id, t))
+                    .map(|(t, _)| (id.clone(), t.clone()))
+            })
+            .collect()
     }
 
     /// Stops a push query; false when there is none of that id.
@@ -999,30 +1008,24 @@ impl Engine {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut settled_rounds = 0;
         while tokio::time::Instant::now() < deadline {
-            let mut queries: Vec<(String, String)> = self
-                .state
-                .lock()
-                .queries
-                .iter()
+            let (mut queries, ids): (Vec<(String, String)>, Vec<String>) = {
+                let state = self.state.lock();
                 // A failed query never catches up: it is not waited for.
-                .filter(|(_, q)| q.failure.get().is_none())
-                .flat_map(|(id, q)| q.source_topics.iter().map(|t| (id.clone(), t.clone())))
-                .collect();
+                let live: Vec<_> = state
+                    .queries
+                    .iter()
+                    .filter(|(_, q)| q.failure.get().is_none())
+                    .collect();
+                let topics = live
+                    .iter()
+                    .flat_map(|(id, q)| q.source_topics.iter().map(|t| ((*id).clone(), t.clone())));
+                (
+                    topics.collect(),
+                    live.iter().map(|(id, _)| (*id).clone()).collect(),
+                )
+            };
             // What a query routed into its repartition topics must be read too.
-            let topics = self.client.topics().await.unwrap_or_default();
-            let internal: Vec<(String, String)> = queries
-                .iter()
-                .map(|(id, _)| id)
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .flat_map(|id| {
-                    topics
-                        .iter()
-                        .filter(|(t, _)| crate::runtime::is_internal_topic_of(id, t))
-                        .map(|(t, _)| (id.clone(), t.clone()))
-                })
-                .collect();
-            queries.extend(internal);
+            queries.extend(self.internal_topics(&ids).await);
             // A query holding rows back (OVER windows) has committed rows it has not emitted.
             let mut caught_up = !self.state.lock().queries.values().any(|q| q.holds_rows());
             for (id, topic) in &queries {

@@ -77,7 +77,6 @@ impl PersistentPlan {
     }
 
     fn explain_operators(&self) -> String {
-        let list = expr_list;
         let mut lines = vec![format!(
             "SinkExec: topic={} key_format={} value_format={} columns=[{}]",
             self.sink.topic,
@@ -90,7 +89,7 @@ impl PersistentPlan {
                 .collect::<Vec<_>>()
                 .join(", ")
         )];
-        lines.push(format!("ProjectExec: [{}]", list(&self.projection)));
+        lines.push(format!("ProjectExec: [{}]", expr_list(&self.projection)));
         if let Operator::Aggregate(aggregate) = &self.operator {
             if let Some(having) = &aggregate.having {
                 lines.push(format!("HavingExec: {having}"));
@@ -101,7 +100,7 @@ impl PersistentPlan {
             };
             lines.push(format!(
                 "AggregateExec: group_by=[{}] aggregates=[{}]{window} emit={}{}",
-                list(&aggregate.group_by),
+                expr_list(&aggregate.group_by),
                 aggregate
                     .aggregates
                     .iter()

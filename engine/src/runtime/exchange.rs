@@ -7,7 +7,8 @@
 //! is the sources' key. [`placement`] decides, per run of a query's tasks:
 //!
 //! - [`Placement::Partitioned`]: the keys are the sources' keys (or every source has one
-//!   partition): one task group per partition number, each with its own operator.
+//!   partition, or the query is stateless): one task group per partition number, each with
+//!   its own operator.
 //! - [`Placement::Repartitioned`]: a persistent query keyed by something else first writes each
 //!   source record, unchanged, into the internal topic `_eddy_<query id>_<side>_repartition`,
 //!   in the partition its key hashes to ([`Router`]); the operator then runs partitioned over
@@ -18,7 +19,7 @@
 //!   aggregations over joins): one operator for all partitions, its tasks kept together in
 //!   event time ([`super::align`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, Int64Array};
@@ -34,7 +35,7 @@ use super::{decode_batch, evaluate, Failure, Output};
 use crate::catalog::{Source, ROWOFFSET};
 use crate::error::{EngineError, Result};
 use crate::parser::SourceKind;
-use crate::query::{expr_list, AggregatePlan, JoinPlan, Operator, PersistentPlan};
+use crate::query::{expr_list, AggregatePlan, JoinPlan, JoinSide, Operator, PersistentPlan};
 
 /// Where a stateful query's state lives (see the module's documentation).
 pub(super) enum Placement {
@@ -72,7 +73,9 @@ pub(super) fn placement(plan: &PersistentPlan, counts: &[i32], output: &Output) 
     }
     let persistent = matches!(output, Output::Topic);
     match &plan.operator {
-        Operator::FilterProject | Operator::Over(_) => Placement::Shared,
+        // Stateless: every partition's task on its own.
+        Operator::FilterProject => Placement::Partitioned,
+        Operator::Over(_) => Placement::Shared,
         Operator::Aggregate(AggregatePlan {
             join: Some(join),
             group_by,
@@ -122,10 +125,13 @@ fn join_placement(join: &JoinPlan, counts: &[i32], persistent: bool) -> Placemen
         let keys: Vec<_> = side.source.key_columns().collect();
         keys.len() == 1 && column(&side.key) == Some(keys[0].name.as_str())
     });
-    let alike =
-        |f: &dyn Fn(&Source) -> String| f(&join.sides[0].source) == f(&join.sides[1].source);
-    let same_keys = alike(&|s| format!("{:?}", s.key_columns().next().map(|c| &c.data_type)))
-        && alike(&|s| s.key_format.name().to_string());
+    // Equal keys are then equal bytes, which the default partitioner placed alike.
+    let [left, right] = &join.sides;
+    fn key_type(side: &JoinSide) -> Option<&crate::types::SqlType> {
+        side.source.key_columns().next().map(|c| &c.data_type)
+    }
+    let same_keys =
+        key_type(left) == key_type(right) && left.source.key_format == right.source.key_format;
     if on_keys && same_keys && counts.windows(2).all(|w| w[0] == w[1]) {
         Placement::Partitioned
     } else if persistent {
@@ -259,11 +265,15 @@ pub(super) fn unmark(record: &ConsumedRecord) -> ConsumedRecord {
 pub(super) async fn needs_rebuild(
     client: &dyn LogClient,
     query_id: &str,
-    sources: &[(String, i32)],
-    exchanges: &[(String, i32)],
+    sources: (&[String], &[i32]),
+    exchanges: (&[String], &[i32]),
 ) -> bool {
-    async fn any_committed(client: &dyn LogClient, group: &str, topics: &[(String, i32)]) -> bool {
-        for (topic, partitions) in topics {
+    async fn any_committed(
+        client: &dyn LogClient,
+        group: &str,
+        (topics, counts): (&[String], &[i32]),
+    ) -> bool {
+        for (topic, partitions) in topics.iter().zip(counts) {
             for partition in 0..*partitions {
                 if let Ok(Some(_)) = client.committed(group, topic, partition).await {
                     return true;
@@ -329,12 +339,12 @@ impl Router {
             .column_by_name(ROWOFFSET)
             .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
             .ok_or_else(|| EngineError::Internal("ROWOFFSET column missing".into()))?;
-        let by_offset: HashMap<i64, &ConsumedRecord> =
-            records.iter().map(|r| (r.offset, r)).collect();
+        // The rows are the records decoding and WHERE kept, in order: walk both together.
+        let mut records = records.iter();
         let mut out = Vec::with_capacity(batch.num_rows());
         for (row, offset) in offsets.values().iter().enumerate() {
-            let Some(record) = by_offset.get(offset) else {
-                continue;
+            let Some(record) = records.find(|r| r.offset == *offset) else {
+                break;
             };
             let hash = murmur2(rows.row(row).as_ref()) & 0x7fff_ffff;
             out.push(ProducerRecord {

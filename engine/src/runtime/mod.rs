@@ -263,18 +263,13 @@ impl QueryTasks {
     async fn run(&self, counts: &[i32], stopped: watch::Receiver<bool>) {
         let source_topics: Vec<String> = self.sides.iter().map(|(s, _)| s.topic.clone()).collect();
         let mut tasks = Tasks::default();
-        let placement = exchange::placement(&self.plan, counts, &self.output);
-        let groups = match placement {
-            _ if matches!(self.plan.operator, Operator::FilterProject) => self
-                .readers(&source_topics, counts)
-                .into_iter()
-                .map(|r| vec![r])
-                .collect(),
+        let groups = match exchange::placement(&self.plan, counts, &self.output) {
             Placement::Shared => vec![self.readers(&source_topics, counts)],
             Placement::Partitioned => by_partition(self.readers(&source_topics, counts)),
             Placement::Repartitioned(keys) => {
-                let Some((topics, partitions)) =
-                    self.repartition(counts, keys, &mut tasks, &stopped).await
+                let Some((topics, partitions)) = self
+                    .repartition(&source_topics, counts, keys, &mut tasks, &stopped)
+                    .await
                 else {
                     return;
                 };
@@ -282,8 +277,8 @@ impl QueryTasks {
             }
         };
         for group in groups {
-            let stateful = !matches!(self.plan.operator, Operator::FilterProject);
-            let together = stateful && group.len() > 1;
+            // Tasks sharing an operator are kept together in event time, and take turns.
+            let together = group.len() > 1;
             let alignment = together.then(|| Arc::new(Alignment::new(group.len())));
             let output_order = together.then(|| Arc::new(tokio::sync::Mutex::new(())));
             let executor = Arc::new(self.executor(group.len()));
@@ -324,6 +319,7 @@ impl QueryTasks {
     /// topics); the topics and their partition counts, or `None` (the query failed).
     async fn repartition(
         &self,
+        source_topics: &[String],
         counts: &[i32],
         keys: Vec<exchange::RouteKey>,
         tasks: &mut Tasks,
@@ -352,20 +348,11 @@ impl QueryTasks {
             topics.push(topic);
             partitions.push(count);
         }
-        let source_topics: Vec<String> = self.sides.iter().map(|(s, _)| s.topic.clone()).collect();
         let rebuild = exchange::needs_rebuild(
             self.client.as_ref(),
             &self.query_id,
-            &source_topics
-                .iter()
-                .cloned()
-                .zip(counts.iter().copied())
-                .collect::<Vec<_>>(),
-            &topics
-                .iter()
-                .cloned()
-                .zip(partitions.iter().copied())
-                .collect::<Vec<_>>(),
+            (source_topics, counts),
+            (&topics, &partitions),
         )
         .await;
         if rebuild {
@@ -381,7 +368,7 @@ impl QueryTasks {
             .collect();
         // The routing tasks keep together in event time, so that each repartition topic
         // receives its records nearly in order.
-        let routing = self.readers(&source_topics, counts);
+        let routing = self.readers(source_topics, counts);
         let alignment = (routing.len() > 1).then(|| Arc::new(Alignment::new(routing.len())));
         for (index, reader) in routing.into_iter().enumerate() {
             let router = Arc::clone(&routers[reader.side]);
@@ -557,6 +544,7 @@ impl PartitionTask {
         // A routing task rebuilding a new exchange's records routes the source from the
         // start, marking what the query had read before as replayed.
         let rebuild = matches!(&*self.executor, Executor::Route(router) if router.rebuild);
+        let reads_exchange = self.topic != self.source.topic;
         if (stateful || rebuild) && matches!(self.output, Output::Topic) {
             let committed = self
                 .client
@@ -668,9 +656,11 @@ impl PartitionTask {
                         return;
                     }
                 } else {
-                    // Records a rebuilt exchange marked as replayed only rebuild state.
-                    for run in chunk.chunk_by(|a, b| replayed(a) == replayed(b)) {
-                        if replayed(&run[0]) {
+                    // Records a rebuilt exchange marked as replayed only rebuild state (a
+                    // source's own records are never taken as marked).
+                    let marked = |r: &ConsumedRecord| reads_exchange && replayed(r);
+                    for run in chunk.chunk_by(|a, b| marked(a) == marked(b)) {
+                        if marked(&run[0]) {
                             let unmarked: Vec<ConsumedRecord> = run.iter().map(unmark).collect();
                             let _rebuilt_state_only = self.process(&unmarked).await;
                             continue;
@@ -759,26 +749,12 @@ impl PartitionTask {
     /// fails, its records are run one by one to find the ones at fault.
     async fn process(&self, records: &[ConsumedRecord]) -> Emitted {
         let mut failures = Vec::new();
-        let output = match self.compute(records, &mut failures) {
-            Ok(output) => output,
-            Err(_) => {
-                // The records one by one log their own failures: those of the failed batch
-                // would log each of them twice.
-                failures.clear();
-                let mut parts = Vec::new();
-                for record in records {
-                    match self.compute(std::slice::from_ref(record), &mut failures) {
-                        Ok(emitted) => parts.push(emitted),
-                        Err(e) => failures.push(Failure {
-                            topic: self.topic.clone(),
-                            partition: self.partition,
-                            offset: record.offset,
-                            message: e.to_string(),
-                        }),
-                    }
-                }
-                Emitted::concat(parts)
-            }
+        let mut parts = self.each_record_on_failure(records, &mut failures, |records, failures| {
+            self.compute(records, failures)
+        });
+        let output = match parts.len() {
+            1 => parts.pop().unwrap_or_default(),
+            _ => Emitted::concat(parts),
         };
         let offset = records.last().map_or(-1, |r| r.offset);
         failures.extend(output.failures.iter().map(|message| Failure {
@@ -789,6 +765,35 @@ impl PartitionTask {
         }));
         self.log.log(&self.query_id, failures).await;
         output
+    }
+
+    /// `run` over the whole batch (one part); when that fails, over each record alone (a
+    /// part per record it succeeds on), the errors of the others in `failures`. The records
+    /// one by one log their own failures: those of the failed batch are dropped, or each
+    /// would be logged twice.
+    fn each_record_on_failure<T>(
+        &self,
+        records: &[ConsumedRecord],
+        failures: &mut Vec<Failure>,
+        run: impl Fn(&[ConsumedRecord], &mut Vec<Failure>) -> Result<T>,
+    ) -> Vec<T> {
+        if let Ok(whole) = run(records, failures) {
+            return vec![whole];
+        }
+        failures.clear();
+        let mut parts = Vec::with_capacity(records.len());
+        for record in records {
+            match run(std::slice::from_ref(record), failures) {
+                Ok(part) => parts.push(part),
+                Err(e) => failures.push(Failure {
+                    topic: self.topic.clone(),
+                    partition: self.partition,
+                    offset: record.offset,
+                    message: e.to_string(),
+                }),
+            }
+        }
+        parts
     }
 
     fn compute(&self, records: &[ConsumedRecord], failures: &mut Vec<Failure>) -> Result<Emitted> {
@@ -854,47 +859,15 @@ impl PartitionTask {
         replayed: bool,
     ) -> Vec<ProducerRecord> {
         let mut failures = Vec::new();
-        let routed = router.route(
-            &self.plan,
-            &self.source,
-            &self.schema,
-            self.partition,
-            records,
-            &mut failures,
-        );
-        let routed = match routed {
-            Ok(routed) => routed,
-            Err(_) => {
-                // Record by record, to find the ones at fault.
-                failures.clear();
-                let mut routed = Vec::new();
-                for record in records {
-                    let one = std::slice::from_ref(record);
-                    let result = router.route(
-                        &self.plan,
-                        &self.source,
-                        &self.schema,
-                        self.partition,
-                        one,
-                        &mut failures,
-                    );
-                    match result {
-                        Ok(mut records) => routed.append(&mut records),
-                        Err(e) => failures.push(Failure {
-                            topic: self.topic.clone(),
-                            partition: self.partition,
-                            offset: record.offset,
-                            message: e.to_string(),
-                        }),
-                    }
-                }
-                routed
-            }
-        };
+        let parts = self.each_record_on_failure(records, &mut failures, |records, failures| {
+            let (plan, source, schema) = (&self.plan, &self.source, &self.schema);
+            router.route(plan, source, schema, self.partition, records, failures)
+        });
         self.log.log(&self.query_id, failures).await;
+        let routed = parts.into_iter().flatten();
         match replayed {
-            true => routed.into_iter().map(exchange::mark_replayed).collect(),
-            false => routed,
+            true => routed.map(exchange::mark_replayed).collect(),
+            false => routed.collect(),
         }
     }
 
@@ -913,7 +886,7 @@ impl PartitionTask {
             match self.client.produce(topic, records.clone()).await {
                 Ok(_) => return true,
                 Err(e) => {
-                    tracing::warn!(query = %self.query_id, error = %e, "writing to the sink failed; retrying");
+                    tracing::warn!(query = %self.query_id, %topic, error = %e, "writing failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                         _ = stopped.changed() => return false,
