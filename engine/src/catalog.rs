@@ -302,7 +302,7 @@ fn formats_from(properties: &Properties) -> Result<(Format, Format)> {
 }
 
 /// Every stream and table, by upper-case name.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Catalog {
     sources: BTreeMap<String, Arc<Source>>,
 }

@@ -41,6 +41,7 @@ mod over;
 mod partition;
 use partition::Partitioning;
 mod rewrite;
+pub mod stages;
 
 pub use join::{JoinKind, JoinSpec};
 pub use over::{Frame, OverFunction, OverPlan};
@@ -64,6 +65,9 @@ pub struct PersistentPlan {
     /// DataFusion's logical plan, for EXPLAIN.
     pub logical_plan: String,
     pub sink_partitions: Option<i32>,
+    /// The stages before a chain of joins' last ([`stages`]), first join first: each writes
+    /// its joined rows to an internal topic the next one reads.
+    pub upstream: Vec<PersistentPlan>,
 }
 
 impl PersistentPlan {
@@ -195,15 +199,21 @@ impl PersistentPlan {
             .collect()
     }
 
-    /// The topics the query reads.
+    /// The topics the query reads (its stages' included, their own topics not).
     pub fn source_topics(&self) -> Vec<String> {
-        match &self.operator {
+        let own = match &self.operator {
             Operator::Join(join)
             | Operator::Aggregate(AggregatePlan {
                 join: Some(join), ..
             }) => join.sides.iter().map(|s| s.source.topic.clone()).collect(),
             _ => vec![self.source.topic.clone()],
-        }
+        };
+        self.upstream
+            .iter()
+            .flat_map(|stage| stage.source_topics())
+            .chain(own)
+            .filter(|topic| !stages::is_unbound(topic))
+            .collect()
     }
 
     /// Properties for creating the sink topic.
@@ -402,13 +412,23 @@ async fn plan_select(
     let emit_final = query.emit == Some(Emit::Final);
     let mut ast = query.query.clone();
     rewrite_query(&mut ast);
+    // A join of more than two sources: the joins before the last run as stages of their own.
+    let staged = match stages::join_count(&ast) {
+        0..=1 => None,
+        _ => Some(stages::split(catalog, &mut ast, query, statement).await?),
+    };
+    let (catalog, within) = match &staged {
+        Some(staged) => (&staged.catalog, staged.within.as_slice()),
+        None => (catalog, query.within.as_slice()),
+    };
+    let chain = staged.as_ref().map(|s| &s.chain);
     let star = matches!(ast.body.as_ref(), SetExpr::Select(select)
     if select.projection.iter().any(|item| {
         matches!(item, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..))
     }));
     let join_spec = match ast.body.as_mut() {
         SetExpr::Select(select) if select.from.len() == 1 && !select.from[0].joins.is_empty() => {
-            let spec = join::expand(select, catalog, &query.within)?;
+            let spec = join::expand(select, catalog, within, chain)?;
             join::validate(&spec)?;
             Some(spec)
         }
@@ -796,6 +816,7 @@ async fn plan_select(
         operator,
         logical_plan,
         sink_partitions,
+        upstream: staged.map(|s| s.upstream).unwrap_or_default(),
     })
 }
 

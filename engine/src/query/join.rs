@@ -21,6 +21,7 @@ use crate::catalog::{Catalog, Source, ROWOFFSET, ROWPARTITION, ROWTIME, WINDOWEN
 use crate::error::{EngineError, Result};
 use crate::parser::{JoinWithin, SourceKind};
 use crate::query::field_access_name;
+use crate::query::stages::Chain;
 
 /// ROWKEY: the synthetic key column of a join whose key is not a source column.
 pub const ROWKEY: &str = "ROWKEY";
@@ -57,6 +58,8 @@ pub struct JoinSpec {
     pub foreign_key: bool,
     /// The columns the ON condition compares that may name the key, as `(alias, column)`.
     pub key_columns: Vec<(String, String)>,
+    /// The key columns as the statement names them (`ALIAS.COLUMN`), for errors.
+    pub key_names: Vec<String>,
     /// The projection items (after expansion) that name the key, in order, with what they
     /// read (`ALIAS.COLUMN`, or ROWKEY).
     pub key_items: Vec<(usize, String)>,
@@ -64,10 +67,14 @@ pub struct JoinSpec {
 
 /// Reads the join in `select`'s FROM, expands `*`, names the projection's items and replaces
 /// ROWKEY by the join key's expression.
+///
+/// The last join of a chain of joins ([`super::stages`]) reads the previous stage's rows on its
+/// left; `chain` then says which columns may name the key, and how the statement named them.
 pub fn expand(
     select: &mut Select,
     catalog: &Catalog,
     within: &[Option<JoinWithin>],
+    chain: Option<&Chain>,
 ) -> Result<JoinSpec> {
     if select.from.len() != 1 || select.from[0].joins.len() != 1 {
         return Err(EngineError::Unsupported(
@@ -190,6 +197,13 @@ pub fn expand(
             ([key], Some((_, column))) if *key == column)
     };
     let foreign_key = sources.iter().all(|s| s.kind == SourceKind::Table) && !is_primary_key(0);
+    if let (true, Some(chain)) = (foreign_key, chain) {
+        return Err(EngineError::Plan(format!(
+            "Invalid join condition: foreign-key table-table joins are not supported as part of \
+             n-way joins. Got {}.",
+            chain.condition
+        )));
+    }
     if foreign_key {
         if matches!(kind, JoinKind::Right | JoinKind::Full) {
             let name = if kind == JoinKind::Right {
@@ -218,8 +232,17 @@ pub fn expand(
             .collect()
     } else if kind == JoinKind::Full {
         Vec::new()
+    } else if let Some(chain) = chain {
+        chain.key_columns.clone()
     } else {
         (0..2).filter_map(|s| column_of(s, &operands[s])).collect()
+    };
+    let key_names = match chain {
+        Some(chain) if !foreign_key && kind != JoinKind::Full => chain.key_names.clone(),
+        _ => key_columns
+            .iter()
+            .map(|(alias, column)| format!("{alias}.{column}"))
+            .collect(),
     };
     let synthetic_key = key_columns.is_empty();
     // The join key as an expression: what ROWKEY stands for.
@@ -287,7 +310,7 @@ pub fn expand(
     let mut projection = Vec::with_capacity(select.projection.len());
     let mut key_items = Vec::new();
     // Items named after a qualified column (`T.ID`), with their qualified name `T_ID`.
-    let mut qualified = Vec::new();
+    let mut qualified = chain.map(|c| c.qualified.clone()).unwrap_or_default();
     let mut generated = 0;
     let push_side =
         |projection: &mut Vec<SelectItem>, key_items: &mut Vec<(usize, String)>, side: usize| {
@@ -380,6 +403,7 @@ pub fn expand(
         synthetic_key,
         foreign_key,
         key_columns,
+        key_names,
         key_items,
     };
     // The key, when a qualified column, is always named with its qualifier (`L.L0` is L_L0).
@@ -484,14 +508,12 @@ pub fn missing_key(spec: &JoinSpec, sink: &str) -> EngineError {
              included in the projection and may be aliased."
         ));
     }
-    let names: Vec<String> = spec
-        .key_columns
-        .iter()
-        .map(|(alias, column)| format!("{alias}.{column}"))
-        .collect();
+    let names = &spec.key_names;
+    // "A", "A or B", "A, B or C", as ksqlDB lists them.
     let (what, listed) = match names.as_slice() {
         [one] => ("expression", one.clone()),
-        _ => ("expressions", names.join(" or ")),
+        [first @ .., last] => ("expressions", format!("{} or {last}", first.join(", "))),
+        [] => ("expression", ROWKEY.to_string()),
     };
     EngineError::Plan(format!(
         "The query used to build `{sink}` must include the join {what} {listed} in its \
@@ -511,7 +533,7 @@ pub fn result_kind(spec: &JoinSpec) -> SourceKind {
 
 /// The source a FROM item names, and its alias (the source's name when it has none). The
 /// name is quoted so that DataFusion finds the registered table.
-fn relation(factor: &mut TableFactor, catalog: &Catalog) -> Result<(Arc<Source>, String)> {
+pub(super) fn relation(factor: &mut TableFactor, catalog: &Catalog) -> Result<(Arc<Source>, String)> {
     let TableFactor::Table { name, alias, .. } = factor else {
         return Err(EngineError::Unsupported("subqueries in FROM".into()));
     };

@@ -58,12 +58,22 @@ pub fn repartition_topic(query_id: &str, side: usize) -> String {
     format!("_eddy_{query_id}_{side}_repartition")
 }
 
-/// Whether `topic` is one of query `query_id`'s internal topics (deleted with it).
+/// Whether `topic` is one of query `query_id`'s internal topics (deleted with it): its
+/// repartition topics `_eddy_<id>_<side>_repartition`, and its stages' outputs
+/// `_eddy_<id>_S<n>_output` and repartition topics `_eddy_<id>_S<n>_<side>_repartition`.
 pub fn is_internal_topic_of(query_id: &str, topic: &str) -> bool {
-    topic
-        .strip_prefix(&format!("_eddy_{query_id}_"))
-        .and_then(|rest| rest.strip_suffix("_repartition"))
-        .is_some_and(|side| !side.is_empty() && side.bytes().all(|b| b.is_ascii_digit()))
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let stage = |s: &str| s.strip_prefix('S').is_some_and(number);
+    let Some(rest) = topic.strip_prefix(&format!("_eddy_{query_id}_")) else {
+        return false;
+    };
+    if let Some(side) = rest.strip_suffix("_repartition") {
+        return match side.split_once('_') {
+            Some((s, side)) => stage(s) && number(side),
+            None => number(side),
+        };
+    }
+    rest.strip_suffix("_output").is_some_and(stage)
 }
 
 /// Where the state of `plan`'s operator lives, for sources of `counts` partitions.
@@ -214,8 +224,9 @@ fn column(expr: &Arc<dyn PhysicalExpr>) -> Option<&str> {
     expr.downcast_ref::<Column>().map(Column::name)
 }
 
-/// Creates a query's repartition topic unless it exists; its partition count.
-pub(super) async fn ensure_repartition_topic(
+/// Creates a query's repartition topic (or a stage's output) unless it exists; its partition
+/// count.
+pub(super) async fn ensure_internal_topic(
     client: &dyn LogClient,
     topic: &str,
     partitions: i32,

@@ -142,6 +142,10 @@ const PARTITION_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// (CreatePartitions), its tasks stop between batches and start again over every partition,
 /// as after a restart: state is rebuilt from the log, and the new partitions are read from
 /// their start.
+///
+/// A chain of joins runs its stages ([`crate::query::stages`]) alongside, each as a query of
+/// its own writing into the internal topic the next one reads, committing in the same consumer
+/// group; they stop when the query does. A push query's stage topics go with it.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_query(
     client: Arc<dyn LogClient>,
@@ -151,10 +155,66 @@ pub(crate) async fn run_query(
     output: Output,
     held: Arc<std::sync::atomic::AtomicUsize>,
     failure: QueryFailure,
-    mut stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
 ) {
-    // What the query reads: its source, or both sides of a join.
-    let sides: Vec<(Arc<Source>, SchemaRef)> = match &plan.operator {
+    let tasks = |name: String, plan: Arc<PersistentPlan>, output: Output| QueryTasks {
+        client: Arc::clone(&client),
+        log: Arc::clone(&log),
+        query_id: query_id.clone(),
+        name,
+        sides: sides(&plan),
+        plan,
+        output,
+        held: Arc::clone(&held),
+        failure: failure.clone(),
+    };
+    if plan.upstream.is_empty() {
+        return tasks(query_id.clone(), plan, output).run_until(stopped).await;
+    }
+    let plan = Arc::new(crate::query::stages::bind(&plan, &query_id));
+    let (stop_stages, stages_stopped) = watch::channel(false);
+    let mut stages = tokio::task::JoinSet::new();
+    let mut started = true;
+    for (index, stage) in plan.upstream.iter().enumerate() {
+        let mut counts = Vec::new();
+        for topic in stage.source_topics() {
+            counts.push(client.partition_count(&topic).await.unwrap_or(1));
+        }
+        let partitions = counts.into_iter().max().unwrap_or(1);
+        let topic = &stage.sink.topic;
+        if let Err(e) = exchange::ensure_internal_topic(client.as_ref(), topic, partitions).await {
+            tracing::error!(query = %query_id, error = %e, "cannot create a stage's topic");
+            failure.set(format!("cannot create the internal topic {topic}: {e}"));
+            started = false;
+            break;
+        }
+        let stage = PersistentPlan {
+            upstream: Vec::new(),
+            ..stage.clone()
+        };
+        let name = format!("{query_id}_S{}", index + 1);
+        let stage = tasks(name, Arc::new(stage), Output::Topic);
+        stages.spawn(stage.run_until(stages_stopped.clone()));
+    }
+    if started {
+        tasks(query_id.clone(), Arc::clone(&plan), output.clone())
+            .run_until(stopped)
+            .await;
+    }
+    let _ = stop_stages.send(true);
+    while stages.join_next().await.is_some() {}
+    if !matches!(output, Output::Topic) {
+        for (topic, _) in client.topics().await.unwrap_or_default() {
+            if is_internal_topic_of(&query_id, &topic) {
+                let _ = client.delete_topic(&topic).await;
+            }
+        }
+    }
+}
+
+/// What a query reads: its source, or both sides of a join.
+fn sides(plan: &PersistentPlan) -> Vec<(Arc<Source>, SchemaRef)> {
+    match &plan.operator {
         Operator::Join(join)
         | Operator::Aggregate(crate::query::AggregatePlan {
             join: Some(join), ..
@@ -164,17 +224,14 @@ pub(crate) async fn run_query(
             .map(|s| (Arc::clone(&s.source), Arc::clone(&s.schema)))
             .collect(),
         _ => vec![(Arc::clone(&plan.source), Arc::clone(&plan.input_schema))],
-    };
-    let query = QueryTasks {
-        client,
-        log,
-        query_id,
-        plan,
-        output,
-        held,
-        failure,
-        sides,
-    };
+    }
+}
+
+impl QueryTasks {
+    /// Runs the tasks until `stopped`, starting them again over every partition when
+    /// partitions are added to a source topic.
+    async fn run_until(self, mut stopped: watch::Receiver<bool>) {
+        let query = self;
     loop {
         let Some(counts) = query.partition_counts().await else {
             return;
@@ -196,6 +253,7 @@ pub(crate) async fn run_query(
             }
         }
     }
+    }
 }
 
 /// Resolves once `stopped` says stop (or its sender is gone).
@@ -211,7 +269,10 @@ async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
 struct QueryTasks {
     client: Arc<dyn LogClient>,
     log: Arc<ProcessingLog>,
+    /// The query's id: its consumer group.
     query_id: String,
+    /// What its internal topics are named after: the query id, or a stage's (`<id>_S<n>`).
+    name: String,
     plan: Arc<PersistentPlan>,
     output: Output,
     held: Arc<std::sync::atomic::AtomicUsize>,
@@ -329,8 +390,8 @@ impl QueryTasks {
         let mut topics = Vec::new();
         let mut partitions = Vec::new();
         for side in 0..keys.len() {
-            let topic = exchange::repartition_topic(&self.query_id, side);
-            let count = match exchange::ensure_repartition_topic(
+            let topic = exchange::repartition_topic(&self.name, side);
+            let count = match exchange::ensure_internal_topic(
                 self.client.as_ref(),
                 &topic,
                 wanted,

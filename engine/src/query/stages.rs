@@ -1,0 +1,580 @@
+//! Joins of more than two sources, run as a chain of two-source joins (ksqlDB's left-deep join
+//! tree: each JOIN joins the result of the joins before it to one more source).
+//!
+//! `FROM A JOIN B ON .. JOIN C ON ..` becomes a stage joining A and B, which writes every column
+//! of both, named `<ALIAS>_<COLUMN>` and keyed by their join key, to an internal topic
+//! (`_eddy_<query id>_S1_output`), and the query itself, which joins that stage's rows (under
+//! the alias [`STAGE_ALIAS`]) to C, its column references rewritten to the stage's columns.
+//! Each stage is planned as any two-source join is (so its errors are the same), and runs with
+//! its own placement and repartition topics; all of a query's stages commit in its consumer
+//! group and end with it.
+//!
+//! ksqlDB's naming and key rules hold over all the sources: the result is keyed by the last
+//! join's key, and any column the join conditions make equal to it (its join equivalence set:
+//! `A.ID`, `B.ID` and `C.ID` in `A JOIN B ON A.ID = B.ID JOIN C ON A.ID = C.ID`) may name the
+//! key in the projection.
+
+use std::sync::Arc;
+
+use datafusion::sql::sqlparser::ast::{
+    visit_expressions_mut, BinaryOperator, Expr as SqlExpr, GroupByExpr, Ident, JoinConstraint,
+    JoinOperator, ObjectName, ObjectNamePart, Query, Select, SelectItem, SetExpr, TableAlias,
+    TableFactor,
+};
+
+use super::join::{self, JoinKind, ROWKEY};
+use super::PersistentPlan;
+use crate::catalog::{Catalog, Source, ROWOFFSET, ROWPARTITION, ROWTIME, WINDOWEND, WINDOWSTART};
+use crate::error::{EngineError, Result};
+use crate::parser::{JoinWithin, Properties, SelectQuery, SourceKind};
+
+/// The alias of the previous stage's rows in the join that reads them.
+pub const STAGE_ALIAS: &str = "__J";
+
+/// Stands for the query id in a stage's topic until the query starts ([`bind`]).
+const QUERY_ID: &str = "{query}";
+
+/// The topic stage `stage` (1 for the first join) of query `query_id` writes its rows to.
+pub fn stage_topic(query_id: &str, stage: usize) -> String {
+    format!("_eddy_{query_id}_S{stage}_output")
+}
+
+/// What the last join of a chain needs to follow ksqlDB's rules over all of its sources.
+pub struct Chain {
+    /// The columns equal to the join key (ksqlDB's viable key columns), as `(alias, column)`
+    /// of the rewritten query.
+    pub key_columns: Vec<(String, String)>,
+    /// Each of them as the statement names it (`A.ID`), for errors.
+    pub key_names: Vec<String>,
+    /// Projection items named after a qualified column: their index and `<ALIAS>_<COLUMN>`.
+    pub qualified: Vec<(usize, String)>,
+    /// The last join's condition as written, its columns qualified, for errors.
+    pub condition: String,
+}
+
+/// A query with more than one JOIN, split: the stages before its last join, and what planning
+/// its last join needs.
+pub struct Staged {
+    /// The stages, first join first; the last one's rows are the left side of the query.
+    pub upstream: Vec<PersistentPlan>,
+    /// The catalog with the last stage as a source.
+    pub catalog: Catalog,
+    pub chain: Chain,
+    /// The last join's WITHIN.
+    pub within: Vec<Option<JoinWithin>>,
+}
+
+/// The number of JOINs in a query's FROM.
+pub fn join_count(query: &Query) -> usize {
+    match query.body.as_ref() {
+        SetExpr::Select(select) if select.from.len() == 1 => select.from[0].joins.len(),
+        _ => 0,
+    }
+}
+
+/// Splits `ast` (already rewritten into DataFusion's spelling; `original` is the query as
+/// parsed) into the stages before its last join, and rewrites `ast` into a join of the last
+/// stage's rows to the last source.
+pub async fn split(
+    catalog: &Catalog,
+    ast: &mut Query,
+    original: &SelectQuery,
+    statement: &str,
+) -> Result<Staged> {
+    let SetExpr::Select(select) = ast.body.as_mut() else {
+        return Err(EngineError::Internal("a join without a SELECT".into()));
+    };
+    let joins = select.from[0].joins.len();
+    let mut sources = vec![join::relation(&mut select.from[0].relation, catalog)?];
+    for join in &mut select.from[0].joins {
+        sources.push(join::relation(&mut join.relation, catalog)?);
+    }
+    for (i, (source, _)) in sources.iter().enumerate() {
+        if let Some((other, _)) = sources[..i].iter().find(|(s, _)| s.name == source.name) {
+            return Err(EngineError::Plan(format!(
+                "Can not join '{}' to '{}': self joins are not yet supported.",
+                other.name, source.name
+            )));
+        }
+    }
+    let names = Names { sources: &sources };
+    let last = joins;
+    let conditions: Vec<(JoinKind, Option<(SqlExpr, SqlExpr)>)> = select.from[0]
+        .joins
+        .iter()
+        .enumerate()
+        .map(|(j, join)| names.condition(join, j + 1))
+        .collect();
+
+    // The stage: the joins before the last, every column of their sources.
+    let stage = joins - 1;
+    let mut stage_query = original.query.as_ref().clone();
+    let mut stage_select = match stage_query.body.as_ref() {
+        SetExpr::Select(select) => select.as_ref().clone(),
+        _ => return Err(EngineError::Internal("a join without a SELECT".into())),
+    };
+    stage_select.from[0].joins.truncate(stage);
+    stage_select.selection = None;
+    stage_select.having = None;
+    stage_select.distinct = None;
+    stage_select.group_by = GroupByExpr::Expressions(vec![], vec![]);
+    let mut items = Vec::new();
+    if matches!(&conditions[stage - 1], (kind, operands) if is_synthetic(*kind, operands.as_ref()))
+    {
+        items.push(SelectItem::ExprWithAlias {
+            expr: SqlExpr::Identifier(Ident::new(ROWKEY)),
+            alias: Ident::with_quote('"', format!("{ROWKEY}_S{stage}")),
+        });
+    }
+    for (source, alias) in &sources[..last] {
+        for column in &source.columns {
+            items.push(SelectItem::ExprWithAlias {
+                expr: SqlExpr::CompoundIdentifier(vec![
+                    Ident::with_quote('"', alias.clone()),
+                    Ident::with_quote('"', column.name.clone()),
+                ]),
+                alias: Ident::with_quote('"', format!("{alias}_{}", column.name)),
+            });
+        }
+    }
+    stage_select.projection = items;
+    stage_query.body = Box::new(SetExpr::Select(Box::new(stage_select)));
+    stage_query.order_by = None;
+    stage_query.limit_clause = None;
+    let stage_select_query = SelectQuery {
+        query: Box::new(stage_query),
+        window: None,
+        emit: None,
+        partition_by: Vec::new(),
+        within: original.within.iter().take(stage).cloned().collect(),
+    };
+    let kind = match sources[..last]
+        .iter()
+        .all(|(s, _)| s.kind == SourceKind::Table)
+    {
+        true => SourceKind::Table,
+        false => SourceKind::Stream,
+    };
+    let properties = Properties::from([
+        ("KAFKA_TOPIC".to_string(), stage_topic(QUERY_ID, stage)),
+        ("VALUE_FORMAT".to_string(), "JSON".to_string()),
+    ]);
+    let stage_name = format!("__EDDY_STAGE_{stage}");
+    let mut stage_plan = Box::pin(super::plan_select(
+        catalog,
+        kind,
+        &stage_name,
+        &properties,
+        &stage_select_query,
+        statement,
+        false,
+    ))
+    .await?;
+    let mut upstream = std::mem::take(&mut stage_plan.upstream);
+    let stage_source = stage_plan.sink.clone();
+    let stage_key = stage_source.key_columns().next().map(|c| c.name.clone());
+    upstream.push(stage_plan);
+    let mut staged_catalog = catalog.clone();
+    staged_catalog.insert(stage_source);
+
+    // ksqlDB's join equivalence sets and viable key columns, join by join.
+    let mut equivalent: Vec<String> = Vec::new();
+    let mut viable: Vec<(usize, String)> = Vec::new();
+    let mut before_last = Vec::new();
+    for (j, (kind, operands)) in conditions.iter().enumerate() {
+        if j + 1 == last {
+            before_last = equivalent.clone();
+        }
+        let Some((left, right)) = operands else {
+            equivalent.clear();
+            viable.clear();
+            continue;
+        };
+        if *kind == JoinKind::Full {
+            equivalent.clear();
+            viable.clear();
+            continue;
+        }
+        let keys = [names.canonical(left), names.canonical(right)];
+        let mut next: Vec<String> = keys.to_vec();
+        if equivalent.iter().any(|e| keys.contains(e)) {
+            next.extend(equivalent.iter().cloned());
+        }
+        let mut candidates = std::mem::take(&mut viable);
+        candidates.extend(names.column(left));
+        candidates.extend(names.column(right));
+        for candidate in candidates {
+            let (source, column) = &candidate;
+            let text = format!("{}.{column}", sources[*source].1);
+            if next.contains(&text) && !viable.contains(&candidate) {
+                viable.push(candidate);
+            }
+        }
+        equivalent = next;
+    }
+    let (last_kind, last_operands) = &conditions[last - 1];
+    let condition = match last_operands {
+        Some((left, right)) => format!("{} = {}", names.canonical(left), names.canonical(right)),
+        None => String::new(),
+    };
+    let chain = Chain {
+        key_columns: viable
+            .iter()
+            .map(|(source, column)| names.rewritten(*source, column, last))
+            .collect(),
+        key_names: viable
+            .iter()
+            .map(|(source, column)| format!("{}.{column}", sources[*source].1))
+            .collect(),
+        qualified: name_items(select, &names, last, *last_kind, last_operands.as_ref()),
+        condition,
+    };
+
+    // The query: the stage's rows joined to the last source.
+    if let TableFactor::Table { name, alias, .. } = &mut select.from[0].relation {
+        *name = ObjectName(vec![ObjectNamePart::Identifier(Ident::with_quote(
+            '"', stage_name,
+        ))]);
+        *alias = Some(TableAlias {
+            explicit: true,
+            name: Ident::with_quote('"', STAGE_ALIAS),
+            columns: vec![],
+            at: None,
+        });
+    }
+    select.from[0].joins.drain(..last - 1);
+    // A column of the join condition equal to the stage's key is its key column, so that a
+    // table's rows are joined by their primary key.
+    if let (Some(key), Some(operator)) = (&stage_key, select.from[0].joins.first_mut()) {
+        if let Some(SqlExpr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        }) = constraint_mut(&mut operator.join_operator)
+        {
+            for operand in [left.as_mut(), right.as_mut()] {
+                if names.column(operand).is_some_and(|(source, _)| source < last)
+                    && before_last.contains(&names.canonical(operand))
+                {
+                    *operand = SqlExpr::CompoundIdentifier(vec![
+                        Ident::with_quote('"', STAGE_ALIAS),
+                        Ident::with_quote('"', key.clone()),
+                    ]);
+                }
+            }
+        }
+    }
+    let mut failure = None;
+    let _ = visit_expressions_mut(select.as_mut(), |expr| {
+        if let Err(e) = names.rewrite(expr, last) {
+            failure.get_or_insert(e);
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(Staged {
+        upstream,
+        catalog: staged_catalog,
+        chain,
+        within: vec![original.within.get(last - 1).copied().flatten()],
+    })
+}
+
+/// A query's sources and aliases, in FROM order, and how its column references resolve.
+struct Names<'a> {
+    sources: &'a [(Arc<Source>, String)],
+}
+
+impl Names<'_> {
+    /// The source `qualifier` names (by alias or by name).
+    fn named(&self, qualifier: &str) -> Option<usize> {
+        self.sources
+            .iter()
+            .position(|(_, alias)| alias == qualifier)
+            .or_else(|| self.sources.iter().position(|(s, _)| s.name == qualifier))
+    }
+
+    /// The sources that have a column of that name.
+    fn owners(&self, column: &str) -> Vec<usize> {
+        (0..self.sources.len())
+            .filter(|i| self.sources[*i].0.columns.iter().any(|c| c.name == column))
+            .collect()
+    }
+
+    /// The source and column a plain column reference reads.
+    fn column(&self, expr: &SqlExpr) -> Option<(usize, String)> {
+        match expr {
+            SqlExpr::Identifier(ident) => match self.owners(&ident.value).as_slice() {
+                [source] => Some((*source, ident.value.clone())),
+                _ => None,
+            },
+            SqlExpr::CompoundIdentifier(parts) if parts.len() == 2 => {
+                let source = self.named(&parts[0].value)?;
+                Some((source, parts[1].value.clone()))
+            }
+            SqlExpr::Nested(inner) => self.column(inner),
+            _ => None,
+        }
+    }
+
+    /// An expression with its columns qualified by their source's alias, unquoted: the same
+    /// text for the same value, whichever way the statement spells it.
+    fn canonical(&self, expr: &SqlExpr) -> String {
+        let mut expr = expr.clone();
+        let _ = visit_expressions_mut(&mut expr, |e| {
+            if let Some((source, column)) = self.column(e) {
+                *e = SqlExpr::CompoundIdentifier(vec![
+                    Ident::new(self.sources[source].1.clone()),
+                    Ident::new(column),
+                ]);
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        expr.to_string()
+    }
+
+    /// A join's kind and its condition's operands, the previous sources' first and source
+    /// `right`'s second (`None` when the condition is not one equality of the two).
+    fn condition(
+        &self,
+        join: &datafusion::sql::sqlparser::ast::Join,
+        right: usize,
+    ) -> (JoinKind, Option<(SqlExpr, SqlExpr)>) {
+        let (kind, constraint) = match &join.join_operator {
+            JoinOperator::Left(c) | JoinOperator::LeftOuter(c) => (JoinKind::Left, c),
+            JoinOperator::Right(c) | JoinOperator::RightOuter(c) => (JoinKind::Right, c),
+            JoinOperator::FullOuter(c) => (JoinKind::Full, c),
+            JoinOperator::Join(c) | JoinOperator::Inner(c) => (JoinKind::Inner, c),
+            _ => return (JoinKind::Inner, None),
+        };
+        let JoinConstraint::On(SqlExpr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right: other,
+        }) = constraint
+        else {
+            return (kind, None);
+        };
+        let reads_right = |e: &SqlExpr| {
+            let mut found = false;
+            let mut e = e.clone();
+            let _ = visit_expressions_mut(&mut e, |e| {
+                if self.column(e).is_some_and(|(s, _)| s == right) {
+                    found = true;
+                }
+                std::ops::ControlFlow::<()>::Continue(())
+            });
+            found
+        };
+        let (left, other) = (left.as_ref().clone(), other.as_ref().clone());
+        let operands = match (reads_right(&left), reads_right(&other)) {
+            (false, true) => Some((left, other)),
+            (true, false) => Some((other, left)),
+            _ => None,
+        };
+        (kind, operands)
+    }
+
+    /// Column `column` of source `source` in the query joining the stage to source `last`.
+    fn rewritten(&self, source: usize, column: &str, last: usize) -> (String, String) {
+        match source < last {
+            true => (
+                STAGE_ALIAS.to_string(),
+                format!("{}_{column}", self.sources[source].1),
+            ),
+            false => (self.sources[source].1.clone(), column.to_string()),
+        }
+    }
+
+    /// Rewrites a reference to a column of an earlier source into one to the stage's column.
+    fn rewrite(&self, expr: &mut SqlExpr, last: usize) -> Result<()> {
+        let stage_column = |column: String| {
+            SqlExpr::CompoundIdentifier(vec![
+                Ident::with_quote('"', STAGE_ALIAS),
+                Ident::with_quote('"', column),
+            ])
+        };
+        match expr {
+            SqlExpr::Identifier(ident) if !is_pseudo_column(&ident.value) => {
+                match self.owners(&ident.value).as_slice() {
+                    [] => {}
+                    [source] if *source == last => {}
+                    [source] => {
+                        let (_, column) = self.rewritten(*source, &ident.value, last);
+                        *expr = stage_column(column);
+                    }
+                    several => {
+                        let candidates: Vec<String> = several
+                            .iter()
+                            .map(|s| format!("{}.{}", self.sources[*s].1, ident.value))
+                            .collect();
+                        return Err(EngineError::Plan(format!(
+                            "Column '{}' is ambiguous. Could be {}.",
+                            ident.value,
+                            candidates.join(" or ")
+                        )));
+                    }
+                }
+            }
+            SqlExpr::CompoundIdentifier(parts) if parts.len() == 2 => {
+                let Some(source) = self.named(&parts[0].value).filter(|s| *s < last) else {
+                    return Ok(());
+                };
+                let column = parts[1].value.clone();
+                if is_pseudo_column(&column) {
+                    *expr = stage_column(column);
+                } else if self.sources[source].0.columns.iter().any(|c| c.name == column) {
+                    *expr = stage_column(self.rewritten(source, &column, last).1);
+                } else {
+                    return Err(EngineError::Plan(format!(
+                        "Column '{}.{column}' cannot be resolved.",
+                        parts[0].value
+                    )));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Names the projection's items as ksqlDB does over all the sources (before their references
+/// are rewritten): `*` and `A.*` expand to `<ALIAS>_<COLUMN>` items, a column keeps its name,
+/// and a qualified column is named after it unless several sources have one of that name.
+/// Returns the items named after a qualified column, with their qualified name.
+fn name_items(
+    select: &mut Select,
+    names: &Names,
+    last: usize,
+    kind: JoinKind,
+    operands: Option<&(SqlExpr, SqlExpr)>,
+) -> Vec<(usize, String)> {
+    let column_item = |source: usize, column: &str| {
+        let alias = &names.sources[source].1;
+        SelectItem::ExprWithAlias {
+            expr: SqlExpr::CompoundIdentifier(vec![
+                Ident::with_quote('"', alias.clone()),
+                Ident::with_quote('"', column.to_string()),
+            ]),
+            alias: Ident::with_quote('"', format!("{alias}_{column}")),
+        }
+    };
+    let mut projection = Vec::with_capacity(select.projection.len());
+    let mut qualified = Vec::new();
+    for item in std::mem::take(&mut select.projection) {
+        match item {
+            SelectItem::Wildcard(_) => {
+                if is_synthetic(kind, operands) {
+                    projection.push(SelectItem::UnnamedExpr(SqlExpr::Identifier(Ident::new(
+                        ROWKEY,
+                    ))));
+                }
+                for (source, (s, _)) in names.sources.iter().enumerate().take(last + 1) {
+                    for column in &s.columns {
+                        projection.push(column_item(source, &column.name));
+                    }
+                }
+            }
+            SelectItem::QualifiedWildcard(qualifier, options) => {
+                let text = qualifier.to_string();
+                let text = text.trim_end_matches(".*").trim_matches('"');
+                match names.named(text) {
+                    Some(source) => {
+                        for column in &names.sources[source].0.columns {
+                            projection.push(column_item(source, &column.name));
+                        }
+                    }
+                    None => projection.push(SelectItem::QualifiedWildcard(qualifier, options)),
+                }
+            }
+            SelectItem::UnnamedExpr(SqlExpr::Identifier(ident))
+                if !names.owners(&ident.value).is_empty() =>
+            {
+                projection.push(SelectItem::ExprWithAlias {
+                    alias: Ident::with_quote('"', ident.value.clone()),
+                    expr: SqlExpr::Identifier(ident),
+                });
+            }
+            SelectItem::UnnamedExpr(SqlExpr::CompoundIdentifier(parts))
+                if parts.len() == 2 && names.named(&parts[0].value).is_some() =>
+            {
+                let column = parts[1].value.clone();
+                let full = format!("{}_{column}", parts[0].value);
+                qualified.push((projection.len(), full.clone()));
+                let alias = match names.owners(&column).len() > 1 || is_pseudo_column(&column) {
+                    true => full,
+                    false => column,
+                };
+                projection.push(SelectItem::ExprWithAlias {
+                    expr: SqlExpr::CompoundIdentifier(parts),
+                    alias: Ident::with_quote('"', alias),
+                });
+            }
+            other => projection.push(other),
+        }
+    }
+    select.projection = projection;
+    qualified
+}
+
+/// Whether a join's key is the synthetic ROWKEY: a FULL OUTER join, or a condition whose
+/// operands are both expressions other than a column.
+fn is_synthetic(kind: JoinKind, operands: Option<&(SqlExpr, SqlExpr)>) -> bool {
+    let is_column = |e: &SqlExpr| {
+        matches!(e, SqlExpr::Identifier(_))
+            || matches!(e, SqlExpr::CompoundIdentifier(parts) if parts.len() == 2)
+    };
+    kind == JoinKind::Full || operands.is_some_and(|(l, r)| !is_column(l) && !is_column(r))
+}
+
+fn is_pseudo_column(column: &str) -> bool {
+    [ROWTIME, ROWPARTITION, ROWOFFSET, WINDOWSTART, WINDOWEND, ROWKEY].contains(&column)
+}
+
+fn constraint_mut(operator: &mut JoinOperator) -> Option<&mut SqlExpr> {
+    match operator {
+        JoinOperator::Join(JoinConstraint::On(c))
+        | JoinOperator::Inner(JoinConstraint::On(c))
+        | JoinOperator::Left(JoinConstraint::On(c))
+        | JoinOperator::LeftOuter(JoinConstraint::On(c))
+        | JoinOperator::Right(JoinConstraint::On(c))
+        | JoinOperator::RightOuter(JoinConstraint::On(c))
+        | JoinOperator::FullOuter(JoinConstraint::On(c)) => Some(c),
+        _ => None,
+    }
+}
+
+/// `plan` with its stages' topics named after query `query_id`.
+pub fn bind(plan: &PersistentPlan, query_id: &str) -> PersistentPlan {
+    let source = |s: &Arc<Source>| -> Arc<Source> {
+        match s.topic.contains(QUERY_ID) {
+            true => Arc::new(Source {
+                topic: s.topic.replace(QUERY_ID, query_id),
+                ..(**s).clone()
+            }),
+            false => Arc::clone(s),
+        }
+    };
+    let mut bound = plan.clone();
+    bound.source = source(&plan.source);
+    bound.sink.topic = plan.sink.topic.replace(QUERY_ID, query_id);
+    let join = match &mut bound.operator {
+        super::Operator::Join(join) => Some(join),
+        super::Operator::Aggregate(aggregate) => aggregate.join.as_mut(),
+        _ => None,
+    };
+    if let Some(join) = join {
+        for side in &mut join.sides {
+            side.source = source(&side.source);
+        }
+    }
+    bound.upstream = plan.upstream.iter().map(|s| bind(s, query_id)).collect();
+    bound
+}
+
+/// Whether `topic` is the output of one of a query's stages (its id not yet bound).
+pub fn is_unbound(topic: &str) -> bool {
+    topic.contains(QUERY_ID)
+}
