@@ -77,13 +77,28 @@ impl PersistentPlan {
         let mut text = self.explain_operators();
         text.push_str(&crate::runtime::describe_tasks(self));
         text.push('\n');
+        // A stage's rows come before the query's: listed after it, last stage first.
+        for stage in self.upstream.iter().rev() {
+            text.push_str(&format!(
+                "StageExec: {} topic={}\n",
+                stage.sink.name,
+                stages::display_topic(&stage.sink.topic)
+            ));
+            let stage = PersistentPlan {
+                upstream: Vec::new(),
+                ..stage.clone()
+            };
+            for line in stage.explain_physical().lines() {
+                text.push_str(&format!("  {line}\n"));
+            }
+        }
         text
     }
 
     fn explain_operators(&self) -> String {
         let mut lines = vec![format!(
             "SinkExec: topic={} key_format={} value_format={} columns=[{}]",
-            self.sink.topic,
+            stages::display_topic(&self.sink.topic),
             self.sink.key_format.name(),
             self.sink.value_format.name(),
             self.sink
@@ -149,7 +164,7 @@ impl PersistentPlan {
             format!(
                 "SourceExec: {} topic={} key_format={} value_format={}",
                 source.name,
-                source.topic,
+                stages::display_topic(&source.topic),
                 source.key_format.name(),
                 source.value_format.name()
             )
@@ -344,7 +359,11 @@ pub async fn plan_persistent(
     query: &SelectQuery,
     statement: &str,
 ) -> Result<PersistentPlan> {
-    plan_select(catalog, kind, name, properties, query, statement, false).await
+    let numbers = std::sync::atomic::AtomicUsize::new(0);
+    plan_select(
+        catalog, kind, name, properties, query, statement, false, &numbers,
+    )
+    .await
 }
 
 /// Plans a push query (`SELECT ... EMIT CHANGES [LIMIT n]`): the same operators as a
@@ -385,6 +404,7 @@ pub async fn plan_push(
     } else {
         SourceKind::Stream
     };
+    let numbers = std::sync::atomic::AtomicUsize::new(0);
     let plan = plan_select(
         catalog,
         kind,
@@ -393,13 +413,33 @@ pub async fn plan_push(
         &query,
         statement,
         true,
+        &numbers,
     )
     .await?;
     Ok((plan, limit))
 }
 
 /// Plans a SELECT for a persistent query, or for a push query (`push`: no sink checks).
-async fn plan_select(
+/// `numbers` numbers the stages planning meets ([`stages`], which plans a stage's SELECT with
+/// this function again: the future is boxed).
+#[allow(clippy::too_many_arguments)]
+fn plan_select<'a>(
+    catalog: &'a Catalog,
+    kind: SourceKind,
+    name: &'a str,
+    properties: &'a Properties,
+    query: &'a SelectQuery,
+    statement: &'a str,
+    push: bool,
+    numbers: &'a std::sync::atomic::AtomicUsize,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<PersistentPlan>> + Send + 'a>> {
+    Box::pin(plan_select_unboxed(
+        catalog, kind, name, properties, query, statement, push, numbers,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn plan_select_unboxed(
     catalog: &Catalog,
     kind: SourceKind,
     name: &str,
@@ -407,7 +447,17 @@ async fn plan_select(
     query: &SelectQuery,
     statement: &str,
     push: bool,
+    numbers: &std::sync::atomic::AtomicUsize,
 ) -> Result<PersistentPlan> {
+    // Subqueries in FROM run as stages, read as sources.
+    let derived = match stages::has_derived(&query.query) {
+        true => Some(stages::derive(catalog, query, statement, numbers).await?),
+        false => None,
+    };
+    let (catalog, query) = match &derived {
+        Some(derived) => (&derived.catalog, &derived.query),
+        None => (catalog, query),
+    };
     let windowed = query.window.is_some();
     let emit_final = query.emit == Some(Emit::Final);
     let mut ast = query.query.clone();
@@ -415,7 +465,7 @@ async fn plan_select(
     // A join of more than two sources: the joins before the last run as stages of their own.
     let staged = match stages::join_count(&ast) {
         0..=1 => None,
-        _ => Some(stages::split(catalog, &mut ast, query, statement).await?),
+        _ => Some(stages::split(catalog, &mut ast, query, statement, numbers).await?),
     };
     let (catalog, within) = match &staged {
         Some(staged) => (&staged.catalog, staged.within.as_slice()),
@@ -816,7 +866,12 @@ async fn plan_select(
         operator,
         logical_plan,
         sink_partitions,
-        upstream: staged.map(|s| s.upstream).unwrap_or_default(),
+        upstream: derived
+            .map(|d| d.upstream)
+            .unwrap_or_default()
+            .into_iter()
+            .chain(staged.map(|s| s.upstream).unwrap_or_default())
+            .collect(),
     })
 }
 
@@ -1094,6 +1149,8 @@ fn plan_shape(plan: &LogicalPlan) -> Result<Shape> {
     let mut pending_filter = None;
     let mut aggregate = None;
     let mut windows: Option<Vec<Expr>> = None;
+    // A source read under an alias: its columns are qualified by the alias.
+    let mut aliased: Option<DFSchema> = None;
     loop {
         match node {
             LogicalPlan::Window(w) if aggregate.is_none() && pending_filter.is_none() => {
@@ -1120,7 +1177,10 @@ fn plan_shape(plan: &LogicalPlan) -> Result<Shape> {
                 ));
                 node = a.input.as_ref();
             }
-            LogicalPlan::SubqueryAlias(a) => node = a.input.as_ref(),
+            LogicalPlan::SubqueryAlias(a) => {
+                aliased = Some(a.schema.as_ref().clone());
+                node = a.input.as_ref();
+            }
             // The rows the query reads: a source's, or a join's.
             LogicalPlan::Join(_) | LogicalPlan::TableScan(_) => {
                 let (scan_schema, join) = match node {
@@ -1132,7 +1192,10 @@ fn plan_shape(plan: &LogicalPlan) -> Result<Shape> {
                             condition: join.filter.clone(),
                         }),
                     ),
-                    _ => (node.schema().as_ref().clone(), None),
+                    _ => (
+                        aliased.unwrap_or_else(|| node.schema().as_ref().clone()),
+                        None,
+                    ),
                 };
                 let (projection, projection_input) = projection.ok_or_else(|| {
                     EngineError::Internal("a SELECT plans to a projection".into())

@@ -533,7 +533,10 @@ pub fn result_kind(spec: &JoinSpec) -> SourceKind {
 
 /// The source a FROM item names, and its alias (the source's name when it has none). The
 /// name is quoted so that DataFusion finds the registered table.
-pub(super) fn relation(factor: &mut TableFactor, catalog: &Catalog) -> Result<(Arc<Source>, String)> {
+pub(super) fn relation(
+    factor: &mut TableFactor,
+    catalog: &Catalog,
+) -> Result<(Arc<Source>, String)> {
     let TableFactor::Table { name, alias, .. } = factor else {
         return Err(EngineError::Unsupported("subqueries in FROM".into()));
     };

@@ -14,6 +14,7 @@
 //! `A.ID`, `B.ID` and `C.ID` in `A JOIN B ON A.ID = B.ID JOIN C ON A.ID = C.ID`) may name the
 //! key in the projection.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use datafusion::sql::sqlparser::ast::{
@@ -34,9 +35,188 @@ pub const STAGE_ALIAS: &str = "__J";
 /// Stands for the query id in a stage's topic until the query starts ([`bind`]).
 const QUERY_ID: &str = "{query}";
 
-/// The topic stage `stage` (1 for the first join) of query `query_id` writes its rows to.
+/// The topic stage `stage` of query `query_id` writes its rows to.
 pub fn stage_topic(query_id: &str, stage: usize) -> String {
     format!("_eddy_{query_id}_S{stage}_output")
+}
+
+/// What a stage's tasks name their internal topics after (`<query id>_S<n>`), from its plan.
+pub fn stage_tasks_name(stage: &PersistentPlan) -> String {
+    let topic = &stage.sink.topic;
+    topic
+        .strip_prefix("_eddy_")
+        .and_then(|t| t.strip_suffix("_output"))
+        .unwrap_or(topic)
+        .to_string()
+}
+
+/// The next stage's name, and the properties of its sink: an internal topic of JSON values.
+/// Stages are numbered in the order planning meets them, so a statement's stages are named
+/// the same each time it is planned.
+fn stage_sink(numbers: &AtomicUsize) -> (String, Properties) {
+    let number = numbers.fetch_add(1, Ordering::Relaxed) + 1;
+    let properties = Properties::from([
+        ("KAFKA_TOPIC".to_string(), stage_topic(QUERY_ID, number)),
+        ("VALUE_FORMAT".to_string(), "JSON".to_string()),
+    ]);
+    (format!("__EDDY_STAGE_{number}"), properties)
+}
+
+/// Whether a query reads a subquery in FROM (a derived table).
+pub fn has_derived(query: &Query) -> bool {
+    match query.body.as_ref() {
+        SetExpr::Select(select) => select.from.iter().any(|from| {
+            std::iter::once(&from.relation)
+                .chain(from.joins.iter().map(|j| &j.relation))
+                .any(|r| matches!(r, TableFactor::Derived { .. }))
+        }),
+        _ => false,
+    }
+}
+
+/// A query whose derived tables are stages: each subquery in FROM is planned as a query of its
+/// own writing to an internal topic, and read as a source under the subquery's alias.
+pub struct Derived {
+    pub query: SelectQuery,
+    pub catalog: Catalog,
+    pub upstream: Vec<PersistentPlan>,
+}
+
+/// Plans each derived table of `original` as a stage.
+pub async fn derive(
+    catalog: &Catalog,
+    original: &SelectQuery,
+    statement: &str,
+    numbers: &AtomicUsize,
+) -> Result<Derived> {
+    let mut query = original.clone();
+    let mut catalog = catalog.clone();
+    let mut upstream = Vec::new();
+    let SetExpr::Select(select) = query.query.body.as_mut() else {
+        return Err(EngineError::Unsupported(
+            "set operations (UNION, ...)".into(),
+        ));
+    };
+    // Each FROM item: (which FROM, which JOIN of it or none).
+    let positions: Vec<(usize, Option<usize>)> = select
+        .from
+        .iter()
+        .enumerate()
+        .flat_map(|(f, from)| {
+            std::iter::once((f, None)).chain((0..from.joins.len()).map(move |j| (f, Some(j))))
+        })
+        .collect();
+    for (f, j) in positions {
+        let factor = match j {
+            None => &mut select.from[f].relation,
+            Some(j) => &mut select.from[f].joins[j].relation,
+        };
+        let TableFactor::Derived {
+            lateral,
+            subquery,
+            alias,
+            ..
+        } = factor
+        else {
+            continue;
+        };
+        if *lateral {
+            return Err(EngineError::Unsupported("LATERAL subqueries".into()));
+        }
+        if subquery.order_by.is_some() || subquery.limit_clause.is_some() {
+            return Err(EngineError::Plan(
+                "A subquery in FROM cannot have ORDER BY or LIMIT: a continuous query's rows \
+                 have no end to order or count them by."
+                    .into(),
+            ));
+        }
+        let inner = SelectQuery {
+            query: subquery.clone(),
+            window: None,
+            emit: None,
+            partition_by: Vec::new(),
+            within: Vec::new(),
+        };
+        let (kind, grouped) = result_kind(&inner.query, &catalog)?;
+        let (name, properties) = stage_sink(numbers);
+        // A stream's rows need no key (a later GROUP BY or join keys them again); a table's
+        // rows are keyed by its primary key or its GROUP BY.
+        let keyless = kind == SourceKind::Stream && !grouped;
+        let mut plan = (super::plan_select(
+            &catalog,
+            kind,
+            &name,
+            &properties,
+            &inner,
+            statement,
+            keyless,
+            numbers,
+        ))
+        .await?;
+        upstream.append(&mut plan.upstream);
+        catalog.insert(plan.sink.clone());
+        upstream.push(plan);
+        let alias = alias.take().unwrap_or_else(|| TableAlias {
+            explicit: true,
+            name: Ident::with_quote('"', name.clone()),
+            columns: vec![],
+            at: None,
+        });
+        *factor = TableFactor::Table {
+            name: ObjectName(vec![ObjectNamePart::Identifier(Ident::with_quote(
+                '"', name,
+            ))]),
+            alias: Some(alias),
+            args: None,
+            with_hints: vec![],
+            version: None,
+            with_ordinality: false,
+            partitions: vec![],
+            json_path: None,
+            sample: None,
+            index_hints: vec![],
+        };
+    }
+    Ok(Derived {
+        query,
+        catalog,
+        upstream,
+    })
+}
+
+/// Whether a SELECT's rows are a stream or a table, and whether it groups: a GROUP BY makes a
+/// table; otherwise a single source's kind, or a join's (a table when all its sources are).
+fn result_kind(query: &Query, catalog: &Catalog) -> Result<(SourceKind, bool)> {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return Err(EngineError::Unsupported(
+            "set operations (UNION, ...)".into(),
+        ));
+    };
+    if matches!(&select.group_by, GroupByExpr::Expressions(e, _) if !e.is_empty()) {
+        return Ok((SourceKind::Table, true));
+    }
+    let mut all_tables = true;
+    for from in &select.from {
+        for factor in std::iter::once(&from.relation).chain(from.joins.iter().map(|j| &j.relation))
+        {
+            let kind = match factor {
+                TableFactor::Table { name, .. } => match name.0.last() {
+                    Some(ObjectNamePart::Identifier(ident)) => catalog.get(&ident.value)?.kind,
+                    _ => return Err(EngineError::Plan(format!("bad source name {name}"))),
+                },
+                TableFactor::Derived { subquery, .. } => result_kind(subquery, catalog)?.0,
+                _ => return Err(EngineError::Unsupported("this kind of FROM item".into())),
+            };
+            all_tables &= kind == SourceKind::Table;
+        }
+    }
+    Ok((
+        match all_tables {
+            true => SourceKind::Table,
+            false => SourceKind::Stream,
+        },
+        false,
+    ))
 }
 
 /// What the last join of a chain needs to follow ksqlDB's rules over all of its sources.
@@ -80,6 +260,7 @@ pub async fn split(
     ast: &mut Query,
     original: &SelectQuery,
     statement: &str,
+    numbers: &AtomicUsize,
 ) -> Result<Staged> {
     let SetExpr::Select(select) = ast.body.as_mut() else {
         return Err(EngineError::Internal("a join without a SELECT".into()));
@@ -107,7 +288,7 @@ pub async fn split(
         .collect();
 
     // The stage: the joins before the last, every column of their sources.
-    let stage = joins - 1;
+    let stage = joins - 1; // the joins the stage runs
     let mut stage_query = original.query.as_ref().clone();
     let mut stage_select = match stage_query.body.as_ref() {
         SetExpr::Select(select) => select.as_ref().clone(),
@@ -155,12 +336,8 @@ pub async fn split(
         true => SourceKind::Table,
         false => SourceKind::Stream,
     };
-    let properties = Properties::from([
-        ("KAFKA_TOPIC".to_string(), stage_topic(QUERY_ID, stage)),
-        ("VALUE_FORMAT".to_string(), "JSON".to_string()),
-    ]);
-    let stage_name = format!("__EDDY_STAGE_{stage}");
-    let mut stage_plan = Box::pin(super::plan_select(
+    let (stage_name, properties) = stage_sink(numbers);
+    let mut stage_plan = (super::plan_select(
         catalog,
         kind,
         &stage_name,
@@ -168,6 +345,7 @@ pub async fn split(
         &stage_select_query,
         statement,
         false,
+        numbers,
     ))
     .await?;
     let mut upstream = std::mem::take(&mut stage_plan.upstream);
@@ -253,7 +431,9 @@ pub async fn split(
         }) = constraint_mut(&mut operator.join_operator)
         {
             for operand in [left.as_mut(), right.as_mut()] {
-                if names.column(operand).is_some_and(|(source, _)| source < last)
+                if names
+                    .column(operand)
+                    .is_some_and(|(source, _)| source < last)
                     && before_last.contains(&names.canonical(operand))
                 {
                     *operand = SqlExpr::CompoundIdentifier(vec![
@@ -425,7 +605,12 @@ impl Names<'_> {
                 let column = parts[1].value.clone();
                 if is_pseudo_column(&column) {
                     *expr = stage_column(column);
-                } else if self.sources[source].0.columns.iter().any(|c| c.name == column) {
+                } else if self.sources[source]
+                    .0
+                    .columns
+                    .iter()
+                    .any(|c| c.name == column)
+                {
                     *expr = stage_column(self.rewritten(source, &column, last).1);
                 } else {
                     return Err(EngineError::Plan(format!(
@@ -530,7 +715,15 @@ fn is_synthetic(kind: JoinKind, operands: Option<&(SqlExpr, SqlExpr)>) -> bool {
 }
 
 fn is_pseudo_column(column: &str) -> bool {
-    [ROWTIME, ROWPARTITION, ROWOFFSET, WINDOWSTART, WINDOWEND, ROWKEY].contains(&column)
+    [
+        ROWTIME,
+        ROWPARTITION,
+        ROWOFFSET,
+        WINDOWSTART,
+        WINDOWEND,
+        ROWKEY,
+    ]
+    .contains(&column)
 }
 
 fn constraint_mut(operator: &mut JoinOperator) -> Option<&mut SqlExpr> {
@@ -572,6 +765,11 @@ pub fn bind(plan: &PersistentPlan, query_id: &str) -> PersistentPlan {
     }
     bound.upstream = plan.upstream.iter().map(|s| bind(s, query_id)).collect();
     bound
+}
+
+/// A stage's topic as EXPLAIN shows it before the query has an id.
+pub fn display_topic(topic: &str) -> String {
+    topic.replace(QUERY_ID, "<query id>")
 }
 
 /// Whether `topic` is the output of one of a query's stages (its id not yet bound).

@@ -169,13 +169,15 @@ pub(crate) async fn run_query(
         failure: failure.clone(),
     };
     if plan.upstream.is_empty() {
-        return tasks(query_id.clone(), plan, output).run_until(stopped).await;
+        return tasks(query_id.clone(), plan, output)
+            .run_until(stopped)
+            .await;
     }
     let plan = Arc::new(crate::query::stages::bind(&plan, &query_id));
     let (stop_stages, stages_stopped) = watch::channel(false);
     let mut stages = tokio::task::JoinSet::new();
     let mut started = true;
-    for (index, stage) in plan.upstream.iter().enumerate() {
+    for stage in &plan.upstream {
         let mut counts = Vec::new();
         for topic in stage.source_topics() {
             counts.push(client.partition_count(&topic).await.unwrap_or(1));
@@ -192,7 +194,7 @@ pub(crate) async fn run_query(
             upstream: Vec::new(),
             ..stage.clone()
         };
-        let name = format!("{query_id}_S{}", index + 1);
+        let name = crate::query::stages::stage_tasks_name(&stage);
         let stage = tasks(name, Arc::new(stage), Output::Topic);
         stages.spawn(stage.run_until(stages_stopped.clone()));
     }
@@ -232,27 +234,27 @@ impl QueryTasks {
     /// partitions are added to a source topic.
     async fn run_until(self, mut stopped: watch::Receiver<bool>) {
         let query = self;
-    loop {
-        let Some(counts) = query.partition_counts().await else {
-            return;
-        };
-        let (stop_tasks, tasks_stopped) = watch::channel(false);
-        let run = query.run(&counts, tasks_stopped);
-        tokio::pin!(run);
-        tokio::select! {
-            () = &mut run => return,
-            () = until_stopped(&mut stopped) => {
-                let _ = stop_tasks.send(true);
-                run.await;
+        loop {
+            let Some(counts) = query.partition_counts().await else {
                 return;
-            }
-            () = query.partitions_added(&counts) => {
-                tracing::info!(query = %query.query_id, "partitions were added to a source topic; restarting the query's tasks");
-                let _ = stop_tasks.send(true);
-                run.await;
+            };
+            let (stop_tasks, tasks_stopped) = watch::channel(false);
+            let run = query.run(&counts, tasks_stopped);
+            tokio::pin!(run);
+            tokio::select! {
+                () = &mut run => return,
+                () = until_stopped(&mut stopped) => {
+                    let _ = stop_tasks.send(true);
+                    run.await;
+                    return;
+                }
+                () = query.partitions_added(&counts) => {
+                    tracing::info!(query = %query.query_id, "partitions were added to a source topic; restarting the query's tasks");
+                    let _ = stop_tasks.send(true);
+                    run.await;
+                }
             }
         }
-    }
     }
 }
 
@@ -391,12 +393,8 @@ impl QueryTasks {
         let mut partitions = Vec::new();
         for side in 0..keys.len() {
             let topic = exchange::repartition_topic(&self.name, side);
-            let count = match exchange::ensure_internal_topic(
-                self.client.as_ref(),
-                &topic,
-                wanted,
-            )
-            .await
+            let count = match exchange::ensure_internal_topic(self.client.as_ref(), &topic, wanted)
+                .await
             {
                 Ok(count) => count,
                 Err(e) => {
