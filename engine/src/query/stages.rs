@@ -376,7 +376,9 @@ pub async fn split(
         // A foreign-key join (the first join, of two tables, not on the left table's primary
         // key) is keyed by the left table's primary key: that is what equals its key.
         let (first, _) = &sources[0];
-        let tables = [0, 1].iter().all(|s| sources[*s].0.kind == SourceKind::Table);
+        let tables = [0, 1]
+            .iter()
+            .all(|s| sources[*s].0.kind == SourceKind::Table);
         let left_key: Vec<&str> = first.key_columns().map(|c| c.name.as_str()).collect();
         let on_left_key = matches!((names.column(left), left_key.as_slice()),
             (Some((0, column)), [key]) if column == *key);
