@@ -2,7 +2,10 @@
 //!
 //! ```text
 //! SQL --parser/--> Statement --engine.rs--> catalog.rs (streams, tables)
-//!     --query.rs (query/{join,over}.rs)--> DataFusion LogicalPlan
+//!     --query/stages.rs--> stages: subqueries in FROM, and each join of a chain of more than
+//!         two sources but the last, planned as queries of their own writing internal topics
+//!         `_eddy_<query id>_S<n>_output` that the next stage reads as a source
+//!     --query.rs (query/{join,over}.rs)--> DataFusion LogicalPlan, per stage
 //!     --> runtime/exchange.rs (where each operator's state lives: per partition, after a
 //!         repartition topic `_eddy_<query id>_<side>_repartition`, or shared)
 //!     --> runtime/{filter_project,aggregate,join,over}.rs, one task per partition read

@@ -5,7 +5,10 @@
 //! one of Eddy's operators ([`Operator`]: filter and projection, aggregation, join (planned
 //! in [`join`]), or aggregates OVER windows (planned in `over`)), with WHERE, the
 //! projection, GROUP BY keys, join keys and window partitions as
-//! DataFusion physical expressions evaluated on Arrow batches.
+//! DataFusion physical expressions evaluated on Arrow batches. A SELECT that one operator
+//! cannot run (a subquery in FROM, a join of more than two sources) is split into stages
+//! first ([`stages`]): each is planned as a SELECT of its own whose rows go to an internal
+//! topic, and the query reads the last one as a source ([`PersistentPlan::upstream`]).
 //!
 //! Running ([`crate::runtime`]): one task per partition read (of both sources, for a join)
 //! reads from the query's committed offsets (consumer group = query id, earliest when none),

@@ -230,6 +230,40 @@ async fn explain_prints_the_logical_and_the_physical_plan() {
         physical.contains("RepartitionExec: [PAGE@1] into _eddy_<query id>_0_repartition"),
         "{physical}"
     );
+    // A join of three sources: the first join is a stage writing to an internal topic, which
+    // the query joins to the third source.
+    engine
+        .execute(
+            "CREATE TABLE users (id STRING PRIMARY KEY, name STRING) \
+             WITH (kafka_topic='users', value_format='JSON', partitions=1);\
+             CREATE TABLE pages (url STRING PRIMARY KEY, title STRING) \
+             WITH (kafka_topic='pages', value_format='JSON', partitions=1);",
+        )
+        .await
+        .unwrap();
+    let result = engine
+        .execute(
+            "EXPLAIN CREATE STREAM titled AS SELECT c.page AS page, u.name AS name, \
+             p.title AS title FROM clicks c JOIN users u ON c.user = u.id \
+             JOIN pages p ON c.page = p.url;",
+        )
+        .await
+        .unwrap()
+        .remove(0);
+    let eddy_engine::StatementResult::Explain { physical, .. } = result else {
+        panic!("{result:?}")
+    };
+    let lines: Vec<&str> = physical.lines().map(str::trim).collect();
+    assert!(lines.iter().any(|l| l.starts_with("JoinExec: Inner stream-table")), "{physical}");
+    assert!(
+        lines.contains(&"SourceExec: __EDDY_STAGE_1 topic=_eddy_<query id>_S1_output key_format=KAFKA value_format=JSON"),
+        "{physical}"
+    );
+    assert!(
+        lines.contains(&"StageExec: __EDDY_STAGE_1 topic=_eddy_<query id>_S1_output"),
+        "{physical}"
+    );
+    assert!(lines.contains(&"SourceExec: USERS topic=users key_format=KAFKA value_format=JSON"), "{physical}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
