@@ -22,9 +22,11 @@ use datafusion::arrow::array::{Array, Int32Array, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use eddy_broker::{Broker, BrokerConfig, InProcessClient, LogClient, ProducerRecord};
+use eddy_broker::{LogClient, ProducerRecord};
 use eddy_engine::Engine;
 use proptest::prelude::*;
+
+mod common;
 use serde_json::{json, Value};
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -47,11 +49,7 @@ struct Setup {
 }
 
 async fn set_up() -> Setup {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::open(BrokerConfig::new(dir.path()))
-        .await
-        .expect("broker");
-    let client: Arc<dyn LogClient> = Arc::new(InProcessClient::new(broker));
+    let (dir, client) = common::broker().await;
     let engine = Engine::new(Arc::clone(&client));
     Setup {
         _dir: dir,
@@ -94,30 +92,6 @@ fn final_rows(writes: &[Write]) -> BTreeMap<i32, i32> {
         };
     }
     rows
-}
-
-/// Every record of `topic`, in each partition's order: (key bytes, value).
-async fn read_all(client: &Arc<dyn LogClient>, topic: &str) -> Vec<(Bytes, Option<Value>)> {
-    let mut out = Vec::new();
-    let partitions = client.partition_count(topic).await.expect("sink topic");
-    for partition in 0..partitions {
-        let mut offset = 0;
-        loop {
-            let records = client
-                .fetch(topic, partition, offset, 1 << 20, Duration::from_millis(10))
-                .await
-                .expect("fetch");
-            if records.is_empty() {
-                break;
-            }
-            for r in records {
-                offset = r.offset + 1;
-                let value = r.value.map(|v| serde_json::from_slice(&v).expect("JSON"));
-                out.push((r.key.unwrap_or_default(), value));
-            }
-        }
-    }
-    out
 }
 
 /// A table topic's final rows by key: the last record of each key, tombstones removing it.
@@ -234,7 +208,7 @@ proptest! {
             write_table(&setup.client, "b", &b).await;
             write_table(&setup.client, "c", &c).await;
             prop_assert!(engine.wait_until_caught_up(PATIENCE).await, "caught up");
-            let state = table_state(read_all(&setup.client, "OUT").await);
+            let state = table_state(common::read_topic(&setup.client, "OUT").await);
             let mut got: BTreeMap<i32, Vec<Value>> = BTreeMap::new();
             for (key, value) in state {
                 let id = i32::from_be_bytes(key.as_slice().try_into().expect("INT key"));
@@ -298,7 +272,7 @@ proptest! {
             }
             run(engine, &insert).await?;
             prop_assert!(engine.wait_until_caught_up(PATIENCE).await, "caught up");
-            let mut got: Vec<Vec<Value>> = read_all(&setup.client, "OUT")
+            let mut got: Vec<Vec<Value>> = common::read_topic(&setup.client, "OUT")
                 .await
                 .into_iter()
                 .map(|(_, value)| {
@@ -349,7 +323,7 @@ proptest! {
             }
             run(engine, &insert).await?;
             prop_assert!(engine.wait_until_caught_up(PATIENCE).await, "caught up");
-            let state = table_state(read_all(&setup.client, "OUT").await);
+            let state = table_state(common::read_topic(&setup.client, "OUT").await);
             let got: BTreeMap<i64, i64> = state
                 .into_iter()
                 .map(|(key, value)| {
@@ -406,7 +380,7 @@ proptest! {
             setup.client.produce("s", records).await.expect("produce");
             prop_assert!(engine.wait_until_caught_up(PATIENCE).await, "caught up");
             let mut got: BTreeMap<(i32, i64), i64> = BTreeMap::new();
-            for (key, value) in read_all(&setup.client, "OUT").await {
+            for (key, value) in common::read_topic(&setup.client, "OUT").await {
                 let (k, start) = key.split_at(4);
                 let k = i32::from_be_bytes(k.try_into().expect("INT key"));
                 let start = i64::from_be_bytes(start.try_into().expect("window start"));

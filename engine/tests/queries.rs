@@ -254,7 +254,12 @@ async fn explain_prints_the_logical_and_the_physical_plan() {
         panic!("{result:?}")
     };
     let lines: Vec<&str> = physical.lines().map(str::trim).collect();
-    assert!(lines.iter().any(|l| l.starts_with("JoinExec: Inner stream-table")), "{physical}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("JoinExec: Inner stream-table")),
+        "{physical}"
+    );
     assert!(
         lines.contains(&"SourceExec: __EDDY_STAGE_1 topic=_eddy_<query id>_S1_output key_format=KAFKA value_format=JSON"),
         "{physical}"
@@ -263,7 +268,10 @@ async fn explain_prints_the_logical_and_the_physical_plan() {
         lines.contains(&"StageExec: __EDDY_STAGE_1 topic=_eddy_<query id>_S1_output"),
         "{physical}"
     );
-    assert!(lines.contains(&"SourceExec: USERS topic=users key_format=KAFKA value_format=JSON"), "{physical}");
+    assert!(
+        lines.contains(&"SourceExec: USERS topic=users key_format=KAFKA value_format=JSON"),
+        "{physical}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,9 +7,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eddy_broker::{Broker, BrokerConfig, InProcessClient, LogClient};
+use eddy_broker::LogClient;
 use eddy_engine::{Engine, QueryResult, StatementResult};
 use serde_json::{json, Value};
+
+mod common;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -25,31 +27,6 @@ async fn caught_up(engine: &Engine) {
         engine.wait_until_caught_up(PATIENCE).await,
         "the queries caught up"
     );
-}
-
-/// Every record of `topic`: (key, value) each, in no particular order.
-async fn read_all(client: &Arc<dyn LogClient>, topic: &str) -> Vec<(String, Option<Value>)> {
-    let mut out = Vec::new();
-    let partitions = client.partition_count(topic).await.expect("sink topic");
-    for partition in 0..partitions {
-        let mut offset = 0;
-        loop {
-            let records = client
-                .fetch(topic, partition, offset, 1 << 20, Duration::from_millis(10))
-                .await
-                .expect("fetch");
-            if records.is_empty() {
-                break;
-            }
-            for r in records {
-                offset = r.offset + 1;
-                let key = String::from_utf8_lossy(&r.key.unwrap_or_default()).into_owned();
-                let value = r.value.map(|v| serde_json::from_slice(&v).expect("JSON"));
-                out.push((key, value));
-            }
-        }
-    }
-    out
 }
 
 /// The internal topics of query `id` that exist.
@@ -72,11 +49,7 @@ async fn internal_topics(client: &Arc<dyn LogClient>, id: &str) -> Vec<String> {
 /// DROP removes the stages' topics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_way_join_over_partitions_matches_the_batch_answer_across_a_restart() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::open(BrokerConfig::new(dir.path()))
-        .await
-        .expect("broker");
-    let client: Arc<dyn LogClient> = Arc::new(InProcessClient::new(broker));
+    let (_dir, client) = common::broker().await;
     let engine = Engine::open(Arc::clone(&client)).await.expect("engine");
     run(
         &engine,
@@ -141,7 +114,7 @@ async fn a_three_way_join_over_partitions_matches_the_batch_answer_across_a_rest
         });
         (sql, row)
     };
-    let check = |records: Vec<(String, Option<Value>)>, ids: std::ops::Range<i32>| {
+    let check = |records: Vec<(bytes::Bytes, Option<Value>)>, ids: std::ops::Range<i32>| {
         let mut seen: HashMap<i64, usize> = HashMap::new();
         let mut got = BTreeSet::new();
         for (_, value) in records {
@@ -168,7 +141,7 @@ async fn a_three_way_join_over_partitions_matches_the_batch_answer_across_a_rest
     }
     run(&engine, &sql).await;
     caught_up(&engine).await;
-    check(read_all(&client, "ENRICHED").await, 0..300);
+    check(common::read_topic(&client, "ENRICHED").await, 0..300);
     let topics = internal_topics(&client, &query).await;
     assert!(
         topics.contains(&format!("_eddy_{query}_S1_output")),
@@ -185,7 +158,7 @@ async fn a_three_way_join_over_partitions_matches_the_batch_answer_across_a_rest
     }
     run(&engine, &sql).await;
     caught_up(&engine).await;
-    check(read_all(&client, "ENRICHED").await, 0..400);
+    check(common::read_topic(&client, "ENRICHED").await, 0..400);
 
     run(&engine, "DROP STREAM enriched;").await;
     let deadline = Instant::now() + PATIENCE;
@@ -199,11 +172,7 @@ async fn a_three_way_join_over_partitions_matches_the_batch_answer_across_a_rest
 /// topic goes once the query is closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_query_over_three_tables_leaves_no_topic_behind() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::open(BrokerConfig::new(dir.path()))
-        .await
-        .expect("broker");
-    let client: Arc<dyn LogClient> = Arc::new(InProcessClient::new(broker));
+    let (_dir, client) = common::broker().await;
     let engine = Engine::new(Arc::clone(&client));
     let mut setup = String::new();
     for t in ["a", "b", "c"] {

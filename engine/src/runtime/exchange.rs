@@ -369,3 +369,37 @@ impl Router {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_internal_topic_of;
+
+    #[test]
+    fn a_querys_internal_topics_are_its_repartition_topics_and_stage_outputs() {
+        let id = "CTAS_T_1";
+        for topic in [
+            "_eddy_CTAS_T_1_0_repartition",
+            "_eddy_CTAS_T_1_1_repartition",
+            "_eddy_CTAS_T_1_S1_output",
+            "_eddy_CTAS_T_1_S12_output",
+            "_eddy_CTAS_T_1_S2_0_repartition",
+        ] {
+            assert!(is_internal_topic_of(id, topic), "{topic}");
+        }
+        for topic in [
+            // Another query's: CTAS_T_12, CTAS_T_1_2.
+            "_eddy_CTAS_T_12_0_repartition",
+            "_eddy_CTAS_T_1_2_0_repartition",
+            "_eddy_CTAS_T_1_2_S1_output",
+            // Not internal topics' shapes.
+            "_eddy_CTAS_T_1_repartition",
+            "_eddy_CTAS_T_1_S_output",
+            "_eddy_CTAS_T_1_Sx_output",
+            "_eddy_CTAS_T_1_S1_0_output",
+            "CTAS_T_1_0_repartition",
+            "T",
+        ] {
+            assert!(!is_internal_topic_of(id, topic), "{topic}");
+        }
+    }
+}
