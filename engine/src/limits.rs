@@ -29,6 +29,9 @@ const PARSE_STACK_BYTES_PER_TEXT_BYTE: usize = 256;
 pub const DURATION_MS_MAX: i64 = 100 * 365 * 24 * 60 * 60 * 1000;
 /// Windows one row may fall into (a HOPPING window's SIZE over its ADVANCE BY).
 pub const WINDOWS_PER_ROW_MAX: i64 = 10_000;
+/// Stages one query may run: each join of a chain but the last, and each subquery in FROM,
+/// is a stage with its own tasks and internal topics.
+pub const STAGES_PER_QUERY_MAX: usize = 32;
 
 /// Refuses SQL text longer than [`SQL_TEXT_BYTES_MAX`].
 pub(crate) fn check_text(sql: &str) -> Result<()> {

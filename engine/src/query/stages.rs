@@ -53,13 +53,25 @@ pub fn stage_tasks_name(stage: &PersistentPlan) -> String {
 /// The next stage's name, and the properties of its sink: an internal topic of JSON values.
 /// Stages are numbered in the order planning meets them, so a statement's stages are named
 /// the same each time it is planned.
-fn stage_sink(numbers: &AtomicUsize) -> (String, Properties) {
+fn stage_sink(numbers: &AtomicUsize) -> Result<(String, Properties)> {
     let number = numbers.fetch_add(1, Ordering::Relaxed) + 1;
+    if number > crate::limits::STAGES_PER_QUERY_MAX {
+        return Err(too_many_stages());
+    }
     let properties = Properties::from([
         ("KAFKA_TOPIC".to_string(), stage_topic(QUERY_ID, number)),
         ("VALUE_FORMAT".to_string(), "JSON".to_string()),
     ]);
-    (format!("__EDDY_STAGE_{number}"), properties)
+    Ok((format!("__EDDY_STAGE_{number}"), properties))
+}
+
+fn too_many_stages() -> EngineError {
+    let max = crate::limits::STAGES_PER_QUERY_MAX;
+    EngineError::Plan(format!(
+        "the query needs more than {max} stages (each join of more than two sources but the \
+         last, and each subquery in FROM, is one; limit sql.query.stages.max): split it into \
+         several queries"
+    ))
 }
 
 /// Whether a query reads a subquery in FROM (a derived table).
@@ -138,7 +150,7 @@ pub async fn derive(
             within: Vec::new(),
         };
         let (kind, grouped) = result_kind(&inner.query, &catalog)?;
-        let (name, properties) = stage_sink(numbers);
+        let (name, properties) = stage_sink(numbers)?;
         // A stream's rows need no key (a later GROUP BY or join keys them again); a table's
         // rows are keyed by its primary key or its GROUP BY.
         let keyless = kind == SourceKind::Stream && !grouped;
@@ -266,6 +278,9 @@ pub async fn split(
         return Err(EngineError::Internal("a join without a SELECT".into()));
     };
     let joins = select.from[0].joins.len();
+    if joins - 1 > crate::limits::STAGES_PER_QUERY_MAX {
+        return Err(too_many_stages());
+    }
     let mut sources = vec![join::relation(&mut select.from[0].relation, catalog)?];
     for join in &mut select.from[0].joins {
         sources.push(join::relation(&mut join.relation, catalog)?);
@@ -336,7 +351,7 @@ pub async fn split(
         true => SourceKind::Table,
         false => SourceKind::Stream,
     };
-    let (stage_name, properties) = stage_sink(numbers);
+    let (stage_name, properties) = stage_sink(numbers)?;
     let mut stage_plan = (super::plan_select(
         catalog,
         kind,
