@@ -68,8 +68,9 @@ pub struct PersistentPlan {
     /// DataFusion's logical plan, for EXPLAIN.
     pub logical_plan: String,
     pub sink_partitions: Option<i32>,
-    /// The stages before a chain of joins' last ([`stages`]), first join first: each writes
-    /// its joined rows to an internal topic the next one reads.
+    /// The stages this query reads ([`stages`]: subqueries in FROM, the joins of a chain but
+    /// the last), in the order they must start: each writes its rows to an internal topic a
+    /// later one reads. Flattened: a stage here has no upstream of its own.
     pub upstream: Vec<PersistentPlan>,
 }
 
@@ -87,10 +88,6 @@ impl PersistentPlan {
                 stage.sink.name,
                 stages::display_topic(&stage.sink.topic)
             ));
-            let stage = PersistentPlan {
-                upstream: Vec::new(),
-                ..stage.clone()
-            };
             for line in stage.explain_physical().lines() {
                 text.push_str(&format!("  {line}\n"));
             }

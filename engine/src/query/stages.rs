@@ -154,7 +154,7 @@ pub async fn derive(
         // A stream's rows need no key (a later GROUP BY or join keys them again); a table's
         // rows are keyed by its primary key or its GROUP BY.
         let keyless = kind == SourceKind::Stream && !grouped;
-        let mut plan = (super::plan_select(
+        let mut plan = super::plan_select(
             &catalog,
             kind,
             &name,
@@ -163,7 +163,7 @@ pub async fn derive(
             statement,
             keyless,
             numbers,
-        ))
+        )
         .await?;
         upstream.append(&mut plan.upstream);
         catalog.insert(plan.sink.clone());
@@ -352,7 +352,7 @@ pub async fn split(
         false => SourceKind::Stream,
     };
     let (stage_name, properties) = stage_sink(numbers)?;
-    let mut stage_plan = (super::plan_select(
+    let mut stage_plan = super::plan_select(
         catalog,
         kind,
         &stage_name,
@@ -361,7 +361,7 @@ pub async fn split(
         statement,
         false,
         numbers,
-    ))
+    )
     .await?;
     let mut upstream = std::mem::take(&mut stage_plan.upstream);
     let stage_source = stage_plan.sink.clone();
@@ -370,58 +370,7 @@ pub async fn split(
     let mut staged_catalog = catalog.clone();
     staged_catalog.insert(stage_source);
 
-    // ksqlDB's join equivalence sets and viable key columns, join by join.
-    let mut equivalent: Vec<String> = Vec::new();
-    let mut viable: Vec<(usize, String)> = Vec::new();
-    let mut before_last = Vec::new();
-    for (j, (kind, operands)) in conditions.iter().enumerate() {
-        if j + 1 == last {
-            before_last = equivalent.clone();
-        }
-        let Some((left, right)) = operands else {
-            equivalent.clear();
-            viable.clear();
-            continue;
-        };
-        if *kind == JoinKind::Full {
-            equivalent.clear();
-            viable.clear();
-            continue;
-        }
-        // A foreign-key join (the first join, of two tables, not on the left table's primary
-        // key) is keyed by the left table's primary key: that is what equals its key.
-        let (first, _) = &sources[0];
-        let tables = [0, 1]
-            .iter()
-            .all(|s| sources[*s].0.kind == SourceKind::Table);
-        let left_key: Vec<&str> = first.key_columns().map(|c| c.name.as_str()).collect();
-        let on_left_key = matches!((names.column(left), left_key.as_slice()),
-            (Some((0, column)), [key]) if column == *key);
-        if j == 0 && tables && !on_left_key {
-            equivalent = left_key
-                .iter()
-                .map(|k| format!("{}.{k}", sources[0].1))
-                .collect();
-            viable = left_key.iter().map(|k| (0, k.to_string())).collect();
-            continue;
-        }
-        let keys = [names.canonical(left), names.canonical(right)];
-        let mut next: Vec<String> = keys.to_vec();
-        if equivalent.iter().any(|e| keys.contains(e)) {
-            next.extend(equivalent.iter().cloned());
-        }
-        let mut candidates = std::mem::take(&mut viable);
-        candidates.extend(names.column(left));
-        candidates.extend(names.column(right));
-        for candidate in candidates {
-            let (source, column) = &candidate;
-            let text = format!("{}.{column}", sources[*source].1);
-            if next.contains(&text) && !viable.contains(&candidate) {
-                viable.push(candidate);
-            }
-        }
-        equivalent = next;
-    }
+    let (viable, before_last) = viable_keys(&names, &conditions);
     let (last_kind, last_operands) = &conditions[last - 1];
     let condition = match last_operands {
         Some((left, right)) => format!("{} = {}", names.canonical(left), names.canonical(right)),
@@ -492,6 +441,63 @@ pub async fn split(
         chain,
         within: vec![original.within.get(last - 1).copied().flatten()],
     })
+}
+
+/// ksqlDB's viable key columns of a chain of joins (JoinTree.java): the columns the join
+/// conditions make equal to the result's key, as (source, column); and the equivalence set of
+/// the joins before the last (the expressions equal to the last stage's key).
+fn viable_keys(
+    names: &Names,
+    conditions: &[(JoinKind, Option<(SqlExpr, SqlExpr)>)],
+) -> (Vec<(usize, String)>, Vec<String>) {
+    let sources = names.sources;
+    let mut equivalent: Vec<String> = Vec::new();
+    let mut viable: Vec<(usize, String)> = Vec::new();
+    let mut before_last = Vec::new();
+    for (j, (kind, operands)) in conditions.iter().enumerate() {
+        if j + 1 == conditions.len() {
+            before_last = equivalent.clone();
+        }
+        // A FULL OUTER join's key equals neither side (either may be null).
+        let Some((left, right)) = operands.as_ref().filter(|_| *kind != JoinKind::Full) else {
+            equivalent.clear();
+            viable.clear();
+            continue;
+        };
+        if j == 0 {
+            // A foreign-key join (of two tables, not on the left table's primary key) is keyed
+            // by the left table's primary key: that is what equals its key.
+            let (first, alias) = &sources[0];
+            let tables = sources[..2]
+                .iter()
+                .all(|(s, _)| s.kind == SourceKind::Table);
+            let left_key: Vec<&str> = first.key_columns().map(|c| c.name.as_str()).collect();
+            let on_left_key = matches!((names.column(left), left_key.as_slice()),
+                (Some((0, column)), [key]) if column == *key);
+            if tables && !on_left_key {
+                equivalent = left_key.iter().map(|k| format!("{alias}.{k}")).collect();
+                viable = left_key.iter().map(|k| (0, k.to_string())).collect();
+                continue;
+            }
+        }
+        let keys = [names.canonical(left), names.canonical(right)];
+        let mut next: Vec<String> = keys.to_vec();
+        if equivalent.iter().any(|e| keys.contains(e)) {
+            next.extend(equivalent.iter().cloned());
+        }
+        let mut candidates = std::mem::take(&mut viable);
+        candidates.extend(names.column(left));
+        candidates.extend(names.column(right));
+        for candidate in candidates {
+            let (source, column) = &candidate;
+            let text = format!("{}.{column}", sources[*source].1);
+            if next.contains(&text) && !viable.contains(&candidate) {
+                viable.push(candidate);
+            }
+        }
+        equivalent = next;
+    }
+    (viable, before_last)
 }
 
 /// A query's sources and aliases, in FROM order, and how its column references resolve.

@@ -190,12 +190,8 @@ pub(crate) async fn run_query(
             started = false;
             break;
         }
-        let stage = PersistentPlan {
-            upstream: Vec::new(),
-            ..stage.clone()
-        };
-        let name = crate::query::stages::stage_tasks_name(&stage);
-        let stage = tasks(name, Arc::new(stage), Output::Topic);
+        let name = crate::query::stages::stage_tasks_name(stage);
+        let stage = tasks(name, Arc::new(stage.clone()), Output::Topic);
         stages.spawn(stage.run_until(stages_stopped.clone()));
     }
     if started {
@@ -208,7 +204,9 @@ pub(crate) async fn run_query(
     if !matches!(output, Output::Topic) {
         for (topic, _) in client.topics().await.unwrap_or_default() {
             if is_internal_topic_of(&query_id, &topic) {
-                let _ = client.delete_topic(&topic).await;
+                if let Err(e) = client.delete_topic(&topic).await {
+                    tracing::warn!(query = %query_id, %topic, error = %e, "cannot delete an internal topic");
+                }
             }
         }
     }
@@ -233,7 +231,7 @@ impl QueryTasks {
     /// Runs the tasks until `stopped`, starting them again over every partition when
     /// partitions are added to a source topic.
     async fn run_until(self, mut stopped: watch::Receiver<bool>) {
-        let query = self;
+        let query = &self;
         loop {
             let Some(counts) = query.partition_counts().await else {
                 return;
