@@ -103,6 +103,8 @@ pub struct SourceStatistics {
     pub total_messages: i64,
     /// Records read from the topic that a query could not process (the processing log).
     pub failed_messages: u64,
+    /// Each query writing into the source, with what has gone through each of its operators.
+    pub operators: Vec<(String, Vec<crate::runtime::OperatorStats>)>,
 }
 
 /// What [`Engine::execute_each`] did.
@@ -300,7 +302,7 @@ impl Engine {
 
     /// DESCRIBE EXTENDED's figures for a source.
     async fn statistics(&self, source: &Source) -> SourceStatistics {
-        let (read_queries, write_queries) = {
+        let (read_queries, write_queries, operators) = {
             let state = self.state.lock();
             let ids = |wanted: &dyn Fn(&RunningQuery) -> bool| -> Vec<QuerySummary> {
                 state
@@ -310,9 +312,16 @@ impl Engine {
                     .map(|(id, q)| QuerySummary::of(id, q))
                     .collect()
             };
+            let operators = state
+                .queries
+                .iter()
+                .filter(|(_, q)| q.sink == source.name)
+                .map(|(id, q)| (id.clone(), q.metrics.snapshot()))
+                .collect();
             (
                 ids(&|q| q.source_topics.contains(&source.topic)),
                 ids(&|q| q.sink == source.name),
+                operators,
             )
         };
         let partitions = self
@@ -332,6 +341,7 @@ impl Engine {
             partitions,
             total_messages,
             failed_messages: self.log.topic_error_count(&source.topic),
+            operators,
         }
     }
 

@@ -8,7 +8,9 @@
 //!     --query.rs (query/{join,over}.rs)--> DataFusion LogicalPlan, per stage
 //!     --> runtime/exchange.rs (where each operator's state lives: per partition, after a
 //!         repartition topic `_eddy_<query id>_<side>_repartition`, or shared)
-//!     --> runtime/{filter_project,aggregate,join,over}.rs, one task per partition read
+//!     --> runtime/operator.rs (the StreamOperator interface; the plan's operator lowered
+//!         to one) --> runtime/{filter_project,aggregate,join,over}.rs, one task per
+//!         partition read, counted per operator by runtime/metrics.rs (DESCRIBE EXTENDED)
 //!     --formats.rs--> topics through eddy_broker::LogClient
 //! ```
 //! [`Engine`] is the facade: it runs statements, keeps the catalog (durably, through the

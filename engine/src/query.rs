@@ -184,8 +184,14 @@ impl PersistentPlan {
                 ),
                 None => String::new(),
             };
+            let residual: String = join.sides[0]
+                .residual
+                .iter()
+                .zip(&join.sides[1].residual)
+                .map(|(left, right)| format!(" and {left} = {right}"))
+                .collect();
             lines.push(format!(
-                "JoinExec: {:?} {} on {} = {}{within}",
+                "JoinExec: {:?} {} on {} = {}{residual}{within}",
                 join.kind,
                 join.describe(),
                 join.sides[0].key,
@@ -288,6 +294,8 @@ pub struct JoinPlan {
     /// A stream joined WITHIN an interval to a windowed table's rows
     /// ([`join::windowed_table_rows`]): run as a stream-stream join.
     pub table_as_rows: bool,
+    /// The type each residual equality compares in (both sides' operands are cast to it).
+    pub residual_types: Vec<datafusion::arrow::datatypes::DataType>,
 }
 
 /// One side of a join.
@@ -298,6 +306,10 @@ pub struct JoinSide {
     pub schema: SchemaRef,
     /// The side's part of the ON condition: the join key of each of its rows.
     pub key: Arc<dyn PhysicalExpr>,
+    /// The side's operands of the ON condition's other equalities (`L.B = R.B` of `ON L.A =
+    /// R.A AND L.B = R.B`): a pair of rows the key matches joins only if these are equal
+    /// too, and none is null.
+    pub residual: Vec<Arc<dyn PhysicalExpr>>,
 }
 
 impl JoinPlan {
@@ -885,26 +897,39 @@ fn join_plan(
 ) -> Result<JoinPlan> {
     use datafusion::arrow::datatypes::{Field, Schema};
     use datafusion::logical_expr::{BinaryExpr, ExprSchemable, Operator as BinaryOp};
-    let Some(Expr::BinaryExpr(BinaryExpr {
-        left,
-        op: BinaryOp::Eq,
-        right,
-    })) = shape.condition
-    else {
-        return Err(EngineError::Plan(
-            "a join's ON condition must compare one column or expression of each side with ="
-                .into(),
-        ));
-    };
-    let reads_left = |e: &Expr| e.column_refs().iter().all(|c| shape.left.has_column(c));
-    let (left, right) = if reads_left(&left) {
-        (*left, *right)
-    } else {
-        (*right, *left)
-    };
+    // The key's equality comes first (see `join::expand`); the others are checked on each
+    // pair of rows the key matches.
+    let condition = shape.condition.as_ref().ok_or_else(not_equalities)?;
+    let mut compared = Vec::new();
+    for conjunct in datafusion::logical_expr::utils::split_conjunction(condition) {
+        let Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: BinaryOp::Eq,
+            right,
+        }) = conjunct
+        else {
+            return Err(not_equalities());
+        };
+        let reads_left = |e: &Expr| e.column_refs().iter().all(|c| shape.left.has_column(c));
+        compared.push(if reads_left(left) {
+            (left.as_ref().clone(), right.as_ref().clone())
+        } else {
+            (right.as_ref().clone(), left.as_ref().clone())
+        });
+    }
+    let mut compared = compared.into_iter();
+    let (left, right) = compared.next().ok_or_else(not_equalities)?;
     let key_type = left.get_type(&shape.left)?;
     let left_key = physical_expr(context, left, &shape.left)?;
     let right_key = physical_expr(context, right, &shape.right)?;
+    let mut residual: [Vec<Arc<dyn PhysicalExpr>>; 2] = [Vec::new(), Vec::new()];
+    let mut residual_types = Vec::new();
+    for (left, right) in compared {
+        residual_types.push(left.get_type(&shape.left)?);
+        residual[0].push(physical_expr(context, left, &shape.left)?);
+        residual[1].push(physical_expr(context, right, &shape.right)?);
+    }
+    let [left_residual, right_residual] = residual;
     let mut fields: Vec<Field> = shape
         .left
         .fields()
@@ -913,16 +938,17 @@ fn join_plan(
         .map(|f| f.as_ref().clone().with_nullable(true))
         .collect();
     fields.push(Field::new(join::ROWKEY, key_type, true));
-    let side = |source: &Arc<Source>, schema: &DFSchema, key| JoinSide {
+    let side = |source: &Arc<Source>, schema: &DFSchema, key, residual| JoinSide {
         source: Arc::clone(source),
         schema: Arc::new(schema.as_arrow().clone()),
         key,
+        residual,
     };
     Ok(JoinPlan {
         kind: spec.kind,
         sides: [
-            side(&spec.sources[0], &shape.left, left_key),
-            side(&spec.sources[1], &shape.right, right_key),
+            side(&spec.sources[0], &shape.left, left_key, left_residual),
+            side(&spec.sources[1], &shape.right, right_key, right_residual),
         ],
         within: spec.within,
         joined_schema: Arc::new(Schema::new(fields)),
@@ -937,7 +963,16 @@ fn join_plan(
             None => None,
         },
         table_as_rows: join::windowed_table_rows(spec),
+        residual_types,
     })
+}
+
+fn not_equalities() -> EngineError {
+    EngineError::Plan(
+        "a join's ON condition must compare one column or expression of each side with = \
+         (several such comparisons may be joined with AND)"
+            .into(),
+    )
 }
 
 /// Replaces each projection item that is `EXPLODE(array)` by the array; returns their indices.
@@ -1239,6 +1274,8 @@ pub struct RunningQuery {
     pub failure: QueryFailure,
     /// Whether it filters and projects only (no state): such queries may be replaced.
     pub stateless: bool,
+    /// What goes through each of its operators.
+    pub metrics: Arc<crate::runtime::QueryMetrics>,
 }
 
 impl RunningQuery {
@@ -1293,14 +1330,18 @@ pub fn start(
         held: Default::default(),
         failure: QueryFailure::default(),
         stateless: matches!(plan.operator, Operator::FilterProject),
+        metrics: Default::default(),
     };
     let plan = Arc::new(plan);
     let finished = Arc::clone(&running.finished);
     let held = Arc::clone(&running.held);
     let failure = running.failure.clone();
+    let metrics = Arc::clone(&running.metrics);
     tokio::spawn(async move {
-        crate::runtime::run_query(client, log, query_id, plan, output, held, failure, stopped)
-            .await;
+        crate::runtime::run_query(
+            client, log, query_id, plan, output, held, metrics, failure, stopped,
+        )
+        .await;
         finished.store(true, std::sync::atomic::Ordering::Release);
     });
     running

@@ -272,6 +272,22 @@ async fn explain_prints_the_logical_and_the_physical_plan() {
         lines.contains(&"SourceExec: USERS topic=users key_format=KAFKA value_format=JSON"),
         "{physical}"
     );
+    // A join on two conditions: keyed by the table's primary key, the other compared too.
+    let result = engine
+        .execute(
+            "EXPLAIN CREATE STREAM matched AS SELECT c.user AS user, u.name AS name \
+             FROM clicks c JOIN users u ON c.page = u.name AND c.user = u.id;",
+        )
+        .await
+        .unwrap()
+        .remove(0);
+    let eddy_engine::StatementResult::Explain { physical, .. } = result else {
+        panic!("{result:?}")
+    };
+    assert!(
+        physical.contains("JoinExec: Inner stream-table on USER@0 = ID@0 and PAGE@1 = NAME@1"),
+        "{physical}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -395,6 +411,31 @@ async fn histogram_counts_values_per_key_and_describe_extended_shows_the_queries
         panic!("DESCRIBE answers with a description");
     };
     assert!(statistics.is_none());
+    // The writing query's operators: records in and out, and the aggregate's state (one
+    // user). The record that is not JSON is read, but never reaches the aggregate.
+    let eddy_engine::StatementResult::Description { statistics, .. } =
+        one(&engine, "DESCRIBE pages EXTENDED;").await
+    else {
+        panic!("DESCRIBE answers with a description");
+    };
+    let statistics = statistics.expect("EXTENDED adds statistics");
+    let [(query, operators)] = statistics.operators.as_slice() else {
+        panic!("{:?}", statistics.operators);
+    };
+    assert!(query.starts_with("CTAS_PAGES"));
+    let find = |name: &str| {
+        operators
+            .iter()
+            .find(|o| o.operator == name)
+            .unwrap_or_else(|| panic!("no {name} in {operators:?}"))
+    };
+    let source = find("SourceExec pv");
+    assert_eq!((source.records_in, source.state_size), (5, None));
+    let aggregate = find("AggregateExec");
+    assert_eq!((aggregate.records_in, aggregate.state_size), (4, Some(1)));
+    let sink = find("SinkExec PAGES");
+    assert_eq!(sink.records_in, aggregate.records_out);
+    assert!(sink.records_out >= 1, "{operators:?}");
 }
 
 #[tokio::test]

@@ -142,9 +142,7 @@ pub(crate) fn entity(text: &str, result: &StatementResult, sequence: u64) -> Opt
                 "fields": source.columns.iter().map(field).collect::<Vec<_>>(),
                 "type": kind_name(source.kind),
                 "timestamp": source.timestamp_column.clone().unwrap_or_default(),
-                "statistics": statistics.as_ref().map_or(String::new(), |s| {
-                    format!("total-messages: {:>10}", s.total_messages)
-                }),
+                "statistics": statistics.as_ref().map_or(String::new(), statistics_text),
                 "errorStats": statistics.as_ref().map_or(String::new(), |s| {
                     format!("failed-messages: {:>9}", s.failed_messages)
                 }),
@@ -161,6 +159,23 @@ pub(crate) fn entity(text: &str, result: &StatementResult, sequence: u64) -> Opt
         }),
     };
     Some(entity)
+}
+
+/// DESCRIBE EXTENDED's figures: the topic's records, then each writing query's operators.
+fn statistics_text(statistics: &eddy_engine::SourceStatistics) -> String {
+    let mut text = format!("total-messages: {:>10}", statistics.total_messages);
+    for (query, operators) in &statistics.operators {
+        for operator in operators {
+            text.push_str(&format!(
+                "\n{query} {}: records-in: {} records-out: {}",
+                operator.operator, operator.records_in, operator.records_out
+            ));
+            if let Some(size) = operator.state_size {
+                text.push_str(&format!(" state-size: {size}"));
+            }
+        }
+    }
+    text
 }
 
 /// DESCRIBE EXTENDED's read and write queries: `{"id": ..., "state": ...}` each.

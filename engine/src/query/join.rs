@@ -63,6 +63,9 @@ pub struct JoinSpec {
     /// The projection items (after expansion) that name the key, in order, with what they
     /// read (`ALIAS.COLUMN`, or ROWKEY).
     pub key_items: Vec<(usize, String)>,
+    /// Whether the ON condition compares more than the key: its other equalities are checked
+    /// on each pair of rows the key matches (the key's comparison comes first in the SQL).
+    pub residual: bool,
 }
 
 /// Reads the join in `select`'s FROM, expands `*`, names the projection's items and replaces
@@ -104,19 +107,20 @@ pub fn expand(
     let JoinConstraint::On(condition) = constraint else {
         return Err(EngineError::Plan("a join needs an ON condition".into()));
     };
+    let condition = &condition.clone();
     let sources = [left, right];
     let aliases = [left_alias, right_alias];
-    let SqlExpr::BinaryOp {
-        left: a,
-        op: BinaryOperator::Eq,
-        right: b,
-    } = condition
-    else {
+    // The condition: one equality, or several joined with AND, each comparing an expression
+    // of one source with an expression of the other.
+    let conjuncts = conjuncts(condition);
+    if conjuncts.iter().any(|c| !is_equality(c)) {
         return Err(EngineError::Plan(format!(
-            "Invalid join condition: joins on multiple conditions are not yet supported. Got {}.",
+            "Invalid join condition: a join's ON condition compares an expression of each \
+             source with = (several such comparisons may be joined with AND; other conditions \
+             belong in WHERE). Got {}.",
             parenthesized(condition)
         )));
-    };
+    }
     // A qualifier that names neither side is the first thing to report.
     let mut unknown = None;
     let _ = datafusion::sql::sqlparser::ast::visit_expressions(condition, |e| {
@@ -166,17 +170,27 @@ pub fn expand(
             ))),
         }
     };
-    let (side_a, side_b) = (side_of(a)?, side_of(b)?);
-    if side_a == side_b {
-        return Err(EngineError::Plan(format!(
-            "Invalid comparison expression '{b}' in join '({condition})'. Each side of the join comparision must contain references from exactly one source."
-        )));
+    // Each comparison's operands, the left source's first.
+    let mut compared: Vec<[SqlExpr; 2]> = Vec::with_capacity(conjuncts.len());
+    for conjunct in &conjuncts {
+        let SqlExpr::BinaryOp {
+            left: a, right: b, ..
+        } = conjunct
+        else {
+            continue;
+        };
+        let (side_a, side_b) = (side_of(a)?, side_of(b)?);
+        if side_a == side_b {
+            return Err(EngineError::Plan(format!(
+                "Invalid comparison expression '{b}' in join '({condition})'. Each side of the join comparision must contain references from exactly one source."
+            )));
+        }
+        compared.push(if side_a == 0 {
+            [a.as_ref().clone(), b.as_ref().clone()]
+        } else {
+            [b.as_ref().clone(), a.as_ref().clone()]
+        });
     }
-    let operands = if side_a == 0 {
-        [a.as_ref().clone(), b.as_ref().clone()]
-    } else {
-        [b.as_ref().clone(), a.as_ref().clone()]
-    };
     let column_of = |side: usize, operand: &SqlExpr| -> Option<(String, String)> {
         let name = match operand {
             SqlExpr::Identifier(ident) => ident.value.clone(),
@@ -188,14 +202,54 @@ pub fn expand(
     // A table-table join whose left side is not the left table's primary key joins on a
     // foreign key: the right side must be the right table's primary key, and the result is
     // keyed by the left table's primary key.
-    let is_primary_key = |side: usize| {
+    let is_primary_key_of = |side: usize, operand: &SqlExpr| {
         let keys: Vec<&str> = sources[side]
             .key_columns()
             .map(|c| c.name.as_str())
             .collect();
-        matches!((keys.as_slice(), column_of(side, &operands[side])),
+        matches!((keys.as_slice(), column_of(side, operand)),
             ([key], Some((_, column))) if *key == column)
     };
+    // Of several comparisons, the one a table's state is keyed by is the join key: the one
+    // comparing both tables' primary keys, else the right table's; else the first. The
+    // others are checked on each pair of rows the key matches.
+    let tables = sources.each_ref().map(|s| s.kind == SourceKind::Table);
+    let key_comparison = match tables {
+        [true, true] => compared
+            .iter()
+            .position(|c| is_primary_key_of(0, &c[0]) && is_primary_key_of(1, &c[1]))
+            .or_else(|| compared.iter().position(|c| is_primary_key_of(1, &c[1]))),
+        [false, true] => compared.iter().position(|c| is_primary_key_of(1, &c[1])),
+        _ => None,
+    }
+    .unwrap_or(0);
+    let residual = compared.len() > 1;
+    if residual && kind == JoinKind::Full && tables == [true, true] {
+        return Err(EngineError::Plan(format!(
+            "Invalid join condition: FULL OUTER table-table joins on several conditions are not \
+             supported (a key whose rows differ in the other conditions would have two result \
+             rows). Got {}.",
+            parenthesized(condition)
+        )));
+    }
+    if residual {
+        let mut reordered = conjuncts.clone();
+        let key = reordered.remove(key_comparison);
+        reordered.insert(0, key);
+        let rebuilt = reordered
+            .into_iter()
+            .reduce(|a, b| SqlExpr::BinaryOp {
+                left: Box::new(a),
+                op: BinaryOperator::And,
+                right: Box::new(b),
+            })
+            .unwrap_or_else(|| condition.clone());
+        if let Some(on) = constraint_mut(&mut from.joins[0].join_operator) {
+            *on = rebuilt;
+        }
+    }
+    let operands = compared.swap_remove(key_comparison);
+    let is_primary_key = |side: usize| is_primary_key_of(side, &operands[side]);
     let foreign_key = sources.iter().all(|s| s.kind == SourceKind::Table) && !is_primary_key(0);
     if let (true, Some(chain)) = (foreign_key, chain) {
         return Err(EngineError::Plan(format!(
@@ -405,6 +459,7 @@ pub fn expand(
         key_columns,
         key_names,
         key_items,
+        residual,
     };
     // The key, when a qualified column, is always named with its qualifier (`L.L0` is L_L0).
     if let Some((index, _)) = spec.key_item().filter(|_| !foreign_key) {
@@ -628,6 +683,47 @@ fn field_access_qualified(operand: &SqlExpr) -> SqlExpr {
     operand
 }
 
+/// The ON condition of a join operator, to rewrite.
+pub(super) fn constraint_mut(operator: &mut JoinOperator) -> Option<&mut SqlExpr> {
+    match operator {
+        JoinOperator::Join(JoinConstraint::On(c))
+        | JoinOperator::Inner(JoinConstraint::On(c))
+        | JoinOperator::Left(JoinConstraint::On(c))
+        | JoinOperator::LeftOuter(JoinConstraint::On(c))
+        | JoinOperator::Right(JoinConstraint::On(c))
+        | JoinOperator::RightOuter(JoinConstraint::On(c))
+        | JoinOperator::FullOuter(JoinConstraint::On(c)) => Some(c),
+        _ => None,
+    }
+}
+
+/// The comparisons an ON condition joins with AND (parentheses dropped).
+pub(super) fn conjuncts(condition: &SqlExpr) -> Vec<SqlExpr> {
+    match condition {
+        SqlExpr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            let mut all = conjuncts(left);
+            all.extend(conjuncts(right));
+            all
+        }
+        SqlExpr::Nested(inner) => conjuncts(inner),
+        other => vec![other.clone()],
+    }
+}
+
+fn is_equality(expr: &SqlExpr) -> bool {
+    matches!(
+        expr,
+        SqlExpr::BinaryOp {
+            op: BinaryOperator::Eq,
+            ..
+        }
+    )
+}
+
 /// An expression as ksqlDB prints it in errors: each binary operation in parentheses.
 fn parenthesized(expr: &SqlExpr) -> String {
     match expr {
@@ -766,7 +862,7 @@ fn title(kind: SourceKind) -> &'static str {
 /// ksqlDB joins only values of one type: `T1.ID{INTEGER} = T2.ID{BIGINT}` is refused (the plan
 /// before DataFusion's coercion is checked).
 pub fn check_condition_types(plan: &datafusion::logical_expr::LogicalPlan) -> Result<()> {
-    use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator};
+    use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
     let mut node = plan;
     let join = loop {
         match node {
@@ -777,16 +873,31 @@ pub fn check_condition_types(plan: &datafusion::logical_expr::LogicalPlan) -> Re
             },
         }
     };
-    let Some(Expr::BinaryExpr(BinaryExpr {
-        left,
-        op: Operator::Eq,
-        right,
-    })) = &join.filter
-    else {
+    let Some(filter) = &join.filter else {
         return Ok(());
     };
+    for conjunct in datafusion::logical_expr::utils::split_conjunction(filter) {
+        if let Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) = conjunct
+        {
+            check_comparison_types(&join.schema, left, right)?;
+        }
+    }
+    Ok(())
+}
+
+/// One equality of a join's condition: both sides of one type.
+fn check_comparison_types(
+    schema: &datafusion::common::DFSchema,
+    left: &datafusion::logical_expr::Expr,
+    right: &datafusion::logical_expr::Expr,
+) -> Result<()> {
+    use datafusion::logical_expr::{Expr, ExprSchemable};
     let type_of = |e: &Expr| {
-        e.get_type(&join.schema)
+        e.get_type(schema)
             .ok()
             .and_then(|t| crate::types::SqlType::from_arrow(&t))
     };

@@ -405,13 +405,10 @@ pub async fn split(
     // A column of the join condition equal to the stage's key is its key column, so that a
     // table's rows are joined by their primary key.
     if let (Some(key), Some(operator)) = (&stage_key, select.from[0].joins.first_mut()) {
-        if let Some(SqlExpr::BinaryOp {
-            left,
-            op: BinaryOperator::Eq,
-            right,
-        }) = constraint_mut(&mut operator.join_operator)
-        {
-            for operand in [left.as_mut(), right.as_mut()] {
+        if let Some(condition) = super::join::constraint_mut(&mut operator.join_operator) {
+            let mut operands = Vec::new();
+            equality_operands(condition, &mut operands);
+            for operand in operands {
                 if names
                     .column(operand)
                     .is_some_and(|(source, _)| source < last)
@@ -567,12 +564,7 @@ impl Names<'_> {
             JoinOperator::Join(c) | JoinOperator::Inner(c) => (JoinKind::Inner, c),
             _ => return (JoinKind::Inner, None),
         };
-        let JoinConstraint::On(SqlExpr::BinaryOp {
-            left,
-            op: BinaryOperator::Eq,
-            right: other,
-        }) = constraint
-        else {
+        let JoinConstraint::On(condition) = constraint else {
             return (kind, None);
         };
         let reads_right = |e: &SqlExpr| {
@@ -586,13 +578,34 @@ impl Names<'_> {
             });
             found
         };
-        let (left, other) = (left.as_ref().clone(), other.as_ref().clone());
-        let operands = match (reads_right(&left), reads_right(&other)) {
-            (false, true) => Some((left, other)),
-            (true, false) => Some((other, left)),
-            _ => None,
+        // Each equality's operands, the earlier sources' first.
+        let mut compared = Vec::new();
+        for conjunct in super::join::conjuncts(condition) {
+            let SqlExpr::BinaryOp {
+                left,
+                op: BinaryOperator::Eq,
+                right: other,
+            } = conjunct
+            else {
+                return (kind, None);
+            };
+            let (left, other) = (*left, *other);
+            compared.push(match (reads_right(&left), reads_right(&other)) {
+                (false, true) => (left, other),
+                (true, false) => (other, left),
+                _ => return (kind, None),
+            });
+        }
+        // Of several, a table's primary key comparison keys the join, as in `join::expand`.
+        let table = &self.sources[right].0;
+        let primary = |e: &SqlExpr| {
+            table.kind == crate::parser::SourceKind::Table
+                && self.column(e).is_some_and(|(s, column)| {
+                    s == right && table.key_columns().any(|k| k.name == column)
+                })
         };
-        (kind, operands)
+        let key = compared.iter().position(|(_, r)| primary(r)).unwrap_or(0);
+        (kind, compared.into_iter().nth(key))
     }
 
     /// Column `column` of source `source` in the query joining the stage to source `last`.
@@ -764,16 +777,24 @@ fn is_pseudo_column(column: &str) -> bool {
     .contains(&column)
 }
 
-fn constraint_mut(operator: &mut JoinOperator) -> Option<&mut SqlExpr> {
-    match operator {
-        JoinOperator::Join(JoinConstraint::On(c))
-        | JoinOperator::Inner(JoinConstraint::On(c))
-        | JoinOperator::Left(JoinConstraint::On(c))
-        | JoinOperator::LeftOuter(JoinConstraint::On(c))
-        | JoinOperator::Right(JoinConstraint::On(c))
-        | JoinOperator::RightOuter(JoinConstraint::On(c))
-        | JoinOperator::FullOuter(JoinConstraint::On(c)) => Some(c),
-        _ => None,
+/// The operands of the equalities a condition joins with AND.
+fn equality_operands<'a>(condition: &'a mut SqlExpr, operands: &mut Vec<&'a mut SqlExpr>) {
+    match condition {
+        SqlExpr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } => operands.extend([left.as_mut(), right.as_mut()]),
+        SqlExpr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            equality_operands(left, operands);
+            equality_operands(right, operands);
+        }
+        SqlExpr::Nested(inner) => equality_operands(inner, operands),
+        _ => {}
     }
 }
 

@@ -43,6 +43,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 use parking_lot::Mutex;
 
+use super::operator::{Port, StreamOperator};
 use super::{evaluate_predicate_rows, row_times, rows_passing, Emitted, Input, RowMeta};
 use crate::catalog::{WINDOWEND, WINDOWSTART};
 use crate::error::{EngineError, Result};
@@ -162,22 +163,6 @@ impl AggregateExec {
             .map(|a| a.expressions().iter().map(evaluate).collect())
             .collect::<Result<_>>()?;
         Ok((groups, arguments))
-    }
-
-    /// Updates the state with each row of an input batch, in order, and returns the records
-    /// to emit. Rows whose keys or arguments cannot be evaluated are left out before the
-    /// state changes; once it has, a row that fails (an accumulator's error) is left out
-    /// alone and the batch goes on, so `process` never fails after changing the state.
-    pub(crate) fn process(&self, input: &Input) -> Result<Emitted> {
-        match self.evaluate_inputs(&input.batch) {
-            Ok(inputs) => Ok(self.apply(input, inputs, Vec::new())),
-            Err(_) => {
-                let (input, failures) =
-                    rows_passing(input, |batch| self.evaluate_inputs(batch).map(|_| ()))?;
-                let inputs = self.evaluate_inputs(&input.batch)?;
-                Ok(self.apply(&input, inputs, failures))
-            }
-        }
     }
 
     fn apply(
@@ -703,6 +688,37 @@ impl AggregateExec {
         let mut emitted = Emitted::projected(&self.plan, &rows, meta);
         emitted.failures.append(&mut failures);
         Ok(emitted)
+    }
+}
+
+impl StreamOperator for AggregateExec {
+    fn name(&self) -> &'static str {
+        "AggregateExec"
+    }
+
+    fn state_size(&self) -> usize {
+        let state = self.state.lock();
+        state.groups.len()
+            + state.windows.values().map(HashMap::len).sum::<usize>()
+            + state.sessions.values().map(Vec::len).sum::<usize>()
+            + state.table_rows.len()
+            + state.pending.len()
+    }
+
+    /// Updates the state with each row of an input batch, in order, and returns the records
+    /// to emit. Rows whose keys or arguments cannot be evaluated are left out before the
+    /// state changes; once it has, a row that fails (an accumulator's error) is left out
+    /// alone and the batch goes on, so `process` never fails after changing the state.
+    fn process(&self, _port: Port, input: &Input) -> Result<Emitted> {
+        match self.evaluate_inputs(&input.batch) {
+            Ok(inputs) => Ok(self.apply(input, inputs, Vec::new())),
+            Err(_) => {
+                let (input, failures) =
+                    rows_passing(input, |batch| self.evaluate_inputs(batch).map(|_| ()))?;
+                let inputs = self.evaluate_inputs(&input.batch)?;
+                Ok(self.apply(&input, inputs, failures))
+            }
+        }
     }
 }
 

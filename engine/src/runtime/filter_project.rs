@@ -7,6 +7,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Arra
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{Field, Schema};
 
+use super::operator::{Port, StreamOperator};
 use super::{project, row_times, row_windows, Emitted, Input, RowMeta};
 use crate::error::Result;
 use crate::query::PersistentPlan;
@@ -21,9 +22,19 @@ impl FilterProjectExec {
     pub(crate) fn new(plan: Arc<PersistentPlan>) -> FilterProjectExec {
         FilterProjectExec { plan }
     }
+}
+
+impl StreamOperator for FilterProjectExec {
+    fn name(&self) -> &'static str {
+        "FilterProjectExec"
+    }
+
+    fn stateful(&self) -> bool {
+        false
+    }
 
     /// The rows to emit for a decoded input batch, in order.
-    pub(crate) fn process(&self, input: &Input) -> Result<Emitted> {
+    fn process(&self, _port: Port, input: &Input) -> Result<Emitted> {
         let rows = project(&self.plan, &input.batch)?;
         let windows = row_windows(&input.batch);
         let meta: Vec<RowMeta> = row_times(&input.batch)?

@@ -23,6 +23,7 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::{HashMap, HashSet, ScalarValue};
 use parking_lot::Mutex;
 
+use super::operator::{Port, StreamOperator};
 use super::{evaluate_predicate_rows, row_times, Emitted, Input, RowMeta};
 use crate::error::Result;
 use crate::parser::SourceKind;
@@ -35,6 +36,8 @@ const DEFAULT_GRACE_MS: i64 = 24 * 60 * 60 * 1000;
 #[derive(Clone)]
 struct Kept {
     values: Arc<Vec<ScalarValue>>,
+    /// Its operands of the ON condition's equalities other than the key's, when it has any.
+    residual: Residual,
     timestamp: i64,
     /// Identifies a stream row among the unmatched ones.
     id: u64,
@@ -69,6 +72,19 @@ struct JoinState {
     left_window_end: i64,
 }
 
+/// A row's operands of the ON condition's equalities other than the key's (`None` when the
+/// condition is the key's equality alone).
+type Residual = Option<Arc<Vec<ScalarValue>>>;
+
+/// Whether two rows the key matches satisfy the rest of the ON condition: every other
+/// equality holds, and none compares a null.
+fn residual_matches(a: &Residual, b: &Residual) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.iter().zip(b.iter()).all(|(x, y)| !x.is_null() && x == y),
+        _ => true,
+    }
+}
+
 /// A changed row of a foreign-key join's side.
 struct Change {
     /// The join key: a right row's primary key, or the right key a left row refers to.
@@ -76,8 +92,13 @@ struct Change {
     /// A left row's primary key.
     primary: Vec<ScalarValue>,
     values: Option<Arc<Vec<ScalarValue>>>,
+    residual: Residual,
     timestamp: i64,
 }
+
+/// A row of a side: its join key, its values and residual operands (`None`: a deletion), and
+/// its time.
+type RowChange = (ScalarValue, Option<Kept>, i64);
 
 /// A joined row to emit: each side's values (None: nulls), key and time.
 /// The joined rows of a batch with their metadata (none when nothing joined), and the
@@ -112,18 +133,6 @@ impl JoinExec {
                 ..Default::default()
             }),
         }
-    }
-
-    /// Joins decoded rows of `side` (0 left, 1 right) with the state of the other side, and
-    /// projects the joined rows.
-    pub(crate) fn process(&self, side: usize, input: &Input) -> Result<Emitted> {
-        let (joined, mut failures) = self.join_rows(side, input)?;
-        let mut emitted = match joined {
-            Some((batch, meta)) => Emitted::projected(&self.plan, &batch, meta),
-            None => Emitted::default(),
-        };
-        emitted.failures.append(&mut failures);
-        Ok(emitted)
     }
 
     /// Joins decoded rows of `side` for an aggregation over the join: the joined rows (WHERE
@@ -165,6 +174,18 @@ impl JoinExec {
         if let Some(key_type) = key_type.filter(|t| t != keys.data_type()) {
             keys = cast(&keys, &key_type)?;
         }
+        let residual_columns = self.join.sides[side]
+            .residual
+            .iter()
+            .zip(&self.join.residual_types)
+            .map(|(expr, data_type)| {
+                let values = super::evaluate(expr, batch)?;
+                Ok(match values.data_type() == data_type {
+                    true => values,
+                    false => cast(&values, data_type)?,
+                })
+            })
+            .collect::<Result<Vec<ArrayRef>>>()?;
         let times = row_times(batch)?;
         let mut joined = Vec::new();
         let mut state = self.state.lock();
@@ -185,6 +206,15 @@ impl JoinExec {
                     .collect::<datafusion::error::Result<Vec<_>>>()?;
                 Some(Arc::new(values))
             };
+            let residual = match residual_columns.is_empty() {
+                true => None,
+                false => Some(Arc::new(
+                    residual_columns
+                        .iter()
+                        .map(|c| ScalarValue::try_from_array(c, row))
+                        .collect::<datafusion::error::Result<Vec<_>>>()?,
+                )),
+            };
             let timestamp = times[row];
             let kinds = self.join.sides.each_ref().map(|s| s.source.kind);
             if self.join.foreign_key {
@@ -198,22 +228,30 @@ impl JoinExec {
                     key,
                     primary,
                     values,
+                    residual,
                     timestamp,
                 };
                 self.foreign_key(&mut state, side, change, &mut joined);
                 continue;
             }
+            let kept = values.map(|values| Kept {
+                values,
+                residual,
+                timestamp,
+                id: 0,
+            });
+            let change = (key, kept, timestamp);
             match kinds {
                 [SourceKind::Stream, _] if self.join.table_as_rows => {
-                    self.stream_stream(&mut state, side, key, values, timestamp, &mut joined)
+                    self.stream_stream(&mut state, side, change, &mut joined)
                 }
                 [SourceKind::Stream, SourceKind::Stream] => {
-                    self.stream_stream(&mut state, side, key, values, timestamp, &mut joined)
+                    self.stream_stream(&mut state, side, change, &mut joined)
                 }
                 [SourceKind::Stream, SourceKind::Table] => {
-                    self.stream_table(&mut state, side, key, values, timestamp, &mut joined)
+                    self.stream_table(&mut state, side, change, &mut joined)
                 }
-                _ => self.table_table(&mut state, side, key, values, timestamp, &mut joined),
+                _ => self.table_table(&mut state, side, change, &mut joined),
             }
         }
         if self.join.foreign_key {
@@ -235,20 +273,13 @@ impl JoinExec {
         &self,
         state: &mut JoinState,
         side: usize,
-        key: ScalarValue,
-        values: Option<Arc<Vec<ScalarValue>>>,
-        timestamp: i64,
+        (key, row, timestamp): RowChange,
         out: &mut Vec<Joined>,
     ) {
         if side == 1 {
-            match values {
-                Some(values) => {
-                    let kept = Kept {
-                        values,
-                        timestamp,
-                        id: 0,
-                    };
-                    state.tables[1].insert(key, kept);
+            match row {
+                Some(row) => {
+                    state.tables[1].insert(key, row);
                 }
                 None => {
                     state.tables[1].remove(&key);
@@ -256,11 +287,14 @@ impl JoinExec {
             }
             return;
         }
-        let Some(values) = values else { return };
-        let table = state.tables[1].get(&key).map(|k| Arc::clone(&k.values));
+        let Some(row) = row else { return };
+        let table = state.tables[1]
+            .get(&key)
+            .filter(|t| residual_matches(&row.residual, &t.residual))
+            .map(|t| Arc::clone(&t.values));
         if table.is_some() || self.join.kind.keeps_unmatched(0) {
             out.push(Joined {
-                sides: [Some(values), table],
+                sides: [Some(row.values), table],
                 key,
                 row_key: None,
                 timestamp,
@@ -273,21 +307,12 @@ impl JoinExec {
         &self,
         state: &mut JoinState,
         side: usize,
-        key: ScalarValue,
-        values: Option<Arc<Vec<ScalarValue>>>,
-        timestamp: i64,
+        (key, row, timestamp): RowChange,
         out: &mut Vec<Joined>,
     ) {
         let other = 1 - side;
-        let old = match &values {
-            Some(values) => state.tables[side].insert(
-                key.clone(),
-                Kept {
-                    values: Arc::clone(values),
-                    timestamp,
-                    id: 0,
-                },
-            ),
+        let old = match &row {
+            Some(row) => state.tables[side].insert(key.clone(), row.clone()),
             None => state.tables[side].remove(&key),
         };
         let other_row = state.tables[other].get(&key).cloned();
@@ -296,15 +321,38 @@ impl JoinExec {
         let timestamp = time(&other_row);
         let mut sides: [Option<Arc<Vec<ScalarValue>>>; 2] = [None, None];
         // Whether the change emits a joined row, retracts the key's row, or nothing.
-        let (emit, retract) = match (&values, &other_row) {
-            (Some(_), Some(_)) => (true, false),
-            (Some(_), None) => (kind.keeps_unmatched(side), false),
-            (None, Some(_)) => (kind.keeps_unmatched(other), !kind.keeps_unmatched(other)),
+        let (emit, retract) = match (&row, &other_row) {
+            // Rows the rest of the ON condition does not match: the key's row is the one an
+            // outer join keeps, else none.
+            (Some(row), Some(o)) if !residual_matches(&row.residual, &o.residual) => {
+                if kind.keeps_unmatched(side) {
+                    sides[side] = Some(Arc::clone(&row.values));
+                } else if kind.keeps_unmatched(other) {
+                    sides[other] = Some(Arc::clone(&o.values));
+                }
+                (
+                    sides.iter().any(Option::is_some),
+                    sides.iter().all(Option::is_none),
+                )
+            }
+            (Some(row), Some(o)) => {
+                sides[side] = Some(Arc::clone(&row.values));
+                sides[other] = Some(Arc::clone(&o.values));
+                (true, false)
+            }
+            (Some(row), None) => {
+                sides[side] = Some(Arc::clone(&row.values));
+                (kind.keeps_unmatched(side), false)
+            }
+            (None, Some(o)) => {
+                sides[other] = Some(Arc::clone(&o.values));
+                (kind.keeps_unmatched(other), !kind.keeps_unmatched(other))
+            }
             (None, None) => (false, old.is_some() && kind.keeps_unmatched(side)),
         };
         if retract {
             out.push(Joined {
-                sides,
+                sides: [None, None],
                 key,
                 row_key: None,
                 timestamp,
@@ -313,8 +361,6 @@ impl JoinExec {
             return;
         }
         if emit {
-            sides[side] = values;
-            sides[other] = other_row.map(|o| o.values);
             out.push(Joined {
                 sides,
                 key,
@@ -329,12 +375,15 @@ impl JoinExec {
         &self,
         state: &mut JoinState,
         side: usize,
-        key: ScalarValue,
-        values: Option<Arc<Vec<ScalarValue>>>,
-        timestamp: i64,
+        (key, row, timestamp): RowChange,
         out: &mut Vec<Joined>,
     ) {
-        let Some(values) = values else { return };
+        let Some(Kept {
+            values, residual, ..
+        }) = row
+        else {
+            return;
+        };
         let Some(within) = self.join.within else {
             return;
         };
@@ -355,6 +404,7 @@ impl JoinExec {
             .map(|rows| {
                 rows.iter()
                     .filter(|r| r.timestamp >= from && r.timestamp <= to)
+                    .filter(|r| residual_matches(&residual, &r.residual))
                     .cloned()
                     .collect()
             })
@@ -379,6 +429,7 @@ impl JoinExec {
         }
         let kept = Kept {
             values,
+            residual,
             timestamp,
             id,
         };
@@ -472,6 +523,7 @@ impl JoinExec {
             key,
             primary,
             values,
+            residual,
             timestamp,
         } = change;
         let left_join = self.join.kind.keeps_unmatched(0);
@@ -488,6 +540,7 @@ impl JoinExec {
                 Some(values) => {
                     let kept = Kept {
                         values: Arc::clone(values),
+                        residual: residual.clone(),
                         timestamp,
                         id: 0,
                     };
@@ -507,13 +560,14 @@ impl JoinExec {
                 let Some((left, _)) = state.fk_left.get(&primary) else {
                     continue;
                 };
+                let matching = residual_matches(&left.residual, &residual);
                 let left = Some(Arc::clone(&left.values));
                 out.push(match &values {
-                    Some(right) => {
+                    Some(right) if matching => {
                         joined([left, Some(Arc::clone(right))], key.clone(), primary, false)
                     }
-                    None if left_join => joined([left, None], key.clone(), primary, false),
-                    None => joined([self.key_only(&primary), None], key.clone(), primary, true),
+                    _ if left_join => joined([left, None], key.clone(), primary, false),
+                    _ => joined([self.key_only(&primary), None], key.clone(), primary, true),
                 });
             }
             return;
@@ -524,6 +578,7 @@ impl JoinExec {
             Some(values) => {
                 let kept = Kept {
                     values: Arc::clone(values),
+                    residual: residual.clone(),
                     timestamp,
                     id: 0,
                 };
@@ -567,7 +622,10 @@ impl JoinExec {
                 .or_default()
                 .push(primary.clone());
         }
-        let right = state.tables[1].get(&key).map(|r| Arc::clone(&r.values));
+        let right = state.tables[1]
+            .get(&key)
+            .filter(|r| residual_matches(&residual, &r.residual))
+            .map(|r| Arc::clone(&r.values));
         match right {
             Some(right) => out.push(joined([Some(values), Some(right)], key, primary, false)),
             None if left_join => out.push(joined([Some(values), None], key, primary, false)),
@@ -725,5 +783,35 @@ impl JoinExec {
         let indices = datafusion::arrow::array::UInt32Array::from(selected);
         let batch = datafusion::arrow::compute::take_record_batch(&batch, &indices)?;
         Ok(Some((batch, meta)))
+    }
+}
+
+impl StreamOperator for JoinExec {
+    fn name(&self) -> &'static str {
+        "JoinExec"
+    }
+
+    fn state_size(&self) -> usize {
+        let state = self.state.lock();
+        state.tables.iter().map(HashMap::len).sum::<usize>()
+            + state
+                .windows
+                .iter()
+                .flat_map(HashMap::values)
+                .map(Vec::len)
+                .sum::<usize>()
+            + state.fk_left.len()
+    }
+
+    /// Joins decoded rows of `port.side` (0 left, 1 right) with the state of the other side, and
+    /// projects the joined rows.
+    fn process(&self, port: Port, input: &Input) -> Result<Emitted> {
+        let (joined, mut failures) = self.join_rows(port.side, input)?;
+        let mut emitted = match joined {
+            Some((batch, meta)) => Emitted::projected(&self.plan, &batch, meta),
+            None => Emitted::default(),
+        };
+        emitted.failures.append(&mut failures);
+        Ok(emitted)
     }
 }

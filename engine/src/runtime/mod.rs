@@ -1,5 +1,6 @@
-//! Running queries: one task per partition read, feeding its group's operator
-//! (`FilterProjectExec`, `AggregateExec`, `JoinExec` or `OverExec`). Where a stateful
+//! Running queries: one task per partition read, feeding its group's operator (a
+//! [`operator::StreamOperator`]: `FilterProjectExec`, `AggregateExec`, `JoinExec` or
+//! `OverExec`, counted in [`metrics`]). Where a stateful
 //! operator's state lives is [`exchange`]'s decision, as in Kafka Streams: one operator per
 //! partition number, owning its keys' state and its own stream time (the operator is keyed by
 //! the sources' key); the same after a repartition topic the query writes its records into by
@@ -30,6 +31,8 @@ use crate::parser::{ColumnDef, SourceKind};
 use crate::query::{Operator, PersistentPlan};
 use align::Alignment;
 use exchange::{replayed, unmark, Placement, Router};
+use metrics::OperatorCounters;
+use operator::{Counted, Port};
 
 mod aggregate;
 mod align;
@@ -37,6 +40,8 @@ mod decode;
 mod exchange;
 mod filter_project;
 mod join;
+mod metrics;
+mod operator;
 mod over;
 pub mod processing_log;
 
@@ -45,6 +50,7 @@ pub(crate) use decode::decode_records;
 pub use exchange::{describe as describe_tasks, is_internal_topic_of, repartition_topic};
 pub use filter_project::FilterProjectExec;
 pub use join::JoinExec;
+pub use metrics::{OperatorStats, QueryMetrics};
 pub use over::OverExec;
 pub use processing_log::{Failure, ProcessingLog};
 
@@ -154,6 +160,7 @@ pub(crate) async fn run_query(
     plan: Arc<PersistentPlan>,
     output: Output,
     held: Arc<std::sync::atomic::AtomicUsize>,
+    metrics: Arc<QueryMetrics>,
     failure: QueryFailure,
     stopped: watch::Receiver<bool>,
 ) {
@@ -161,6 +168,12 @@ pub(crate) async fn run_query(
         client: Arc::clone(&client),
         log: Arc::clone(&log),
         query_id: query_id.clone(),
+        stage: name
+            .strip_prefix(&query_id)
+            .unwrap_or_default()
+            .trim_start_matches('_')
+            .to_string(),
+        metrics: Arc::clone(&metrics),
         name,
         sides: sides(&plan),
         plan,
@@ -273,6 +286,10 @@ struct QueryTasks {
     query_id: String,
     /// What its internal topics are named after: the query id, or a stage's (`<id>_S<n>`).
     name: String,
+    /// The stage it runs (`S<n>`), or "" for the query itself.
+    stage: String,
+    /// What goes through its operators.
+    metrics: Arc<QueryMetrics>,
     plan: Arc<PersistentPlan>,
     output: Output,
     held: Arc<std::sync::atomic::AtomicUsize>,
@@ -324,6 +341,7 @@ impl QueryTasks {
     async fn run(&self, counts: &[i32], stopped: watch::Receiver<bool>) {
         let source_topics: Vec<String> = self.sides.iter().map(|(s, _)| s.topic.clone()).collect();
         let mut tasks = Tasks::default();
+        self.metrics.restarted(&self.stage);
         let groups = match exchange::placement(&self.plan, counts, &self.output) {
             Placement::Shared => vec![self.readers(&source_topics, counts)],
             Placement::Partitioned => by_partition(self.readers(&source_topics, counts)),
@@ -337,12 +355,12 @@ impl QueryTasks {
                 by_partition(self.readers(&topics, &partitions))
             }
         };
-        for group in groups {
+        for (number, group) in groups.into_iter().enumerate() {
             // Tasks sharing an operator are kept together in event time, and take turns.
             let together = group.len() > 1;
             let alignment = together.then(|| Arc::new(Alignment::new(group.len())));
             let output_order = together.then(|| Arc::new(tokio::sync::Mutex::new(())));
-            let executor = Arc::new(self.executor(group.len()));
+            let executor = Arc::new(self.executor(group.len(), number));
             for (index, reader) in group.into_iter().enumerate() {
                 let alignment = alignment.as_ref().map(|a| (Arc::clone(a), index));
                 let task = self.task(
@@ -420,7 +438,11 @@ impl QueryTasks {
             .enumerate()
             .map(|(side, key)| {
                 let router = Router::new(topics[side].clone(), partitions[side], key, rebuild);
-                Arc::new(Executor::Route(router))
+                let name = format!("RepartitionExec {}", topics[side]);
+                Arc::new(Executor::Route(
+                    router,
+                    self.metrics.operator(&self.stage, &name),
+                ))
             })
             .collect();
         // The routing tasks keep together in event time, so that each repartition topic
@@ -435,30 +457,15 @@ impl QueryTasks {
         Some((topics, partitions))
     }
 
-    /// The operator of one group of `readers` tasks.
-    fn executor(&self, readers: usize) -> Executor {
-        let plan = &self.plan;
-        match &plan.operator {
-            Operator::FilterProject => {
-                Executor::FilterProject(FilterProjectExec::new(Arc::clone(plan)))
-            }
-            Operator::Aggregate(aggregate) => {
-                let exec = AggregateExec::new(Arc::clone(plan), aggregate.clone());
-                match &aggregate.join {
-                    Some(join) => {
-                        Executor::JoinAggregate(JoinExec::new(Arc::clone(plan), join.clone()), exec)
-                    }
-                    None => Executor::Aggregate(exec),
-                }
-            }
-            Operator::Join(join) => Executor::Join(JoinExec::new(Arc::clone(plan), join.clone())),
-            Operator::Over(over) => Executor::Over(OverExec::new(
-                Arc::clone(plan),
-                over.clone(),
-                readers,
-                Arc::clone(&self.held),
-            )),
-        }
+    /// The operator of task group `group`, of `readers` tasks.
+    fn executor(&self, readers: usize, group: usize) -> Executor {
+        let operator = operator::lower(&self.plan, readers, &self.held);
+        let counters = self.metrics.operator(&self.stage, operator.name());
+        Executor::Operator(Counted {
+            operator,
+            counters,
+            group,
+        })
     }
 
     fn task(
@@ -469,10 +476,16 @@ impl QueryTasks {
         alignment: Option<(Arc<Alignment>, usize)>,
         output_order: Option<Arc<tokio::sync::Mutex<()>>>,
     ) -> PartitionTask {
+        let (source, sink) = (
+            format!("SourceExec {}", reader.topic),
+            format!("SinkExec {}", self.plan.sink.topic),
+        );
         PartitionTask {
             client: Arc::clone(&self.client),
             log: Arc::clone(&self.log),
             query_id: self.query_id.clone(),
+            source_counters: self.metrics.operator(&self.stage, &source),
+            sink_counters: self.metrics.operator(&self.stage, &sink),
             plan: Arc::clone(&self.plan),
             executor,
             side: reader.side,
@@ -571,19 +584,17 @@ struct PartitionTask {
     /// Held from a stateful operator's update to the end of its output's write (see
     /// [`PartitionTask::in_order`]); `None` for stateless queries.
     output_order: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// Records read from the topic, and records written (or sent to a push query's client).
+    source_counters: Arc<OperatorCounters>,
+    sink_counters: Arc<OperatorCounters>,
 }
 
-/// The operator a query runs, shared by its partition tasks (an aggregate's state is per key,
-/// whichever partition the key's records come from).
+/// What a group of partition tasks runs: the query's operator (shared by the group: an
+/// aggregate's state is per key, whichever partition the key's records come from), or the
+/// writing of records into a repartition topic (the first half of an exchange).
 enum Executor {
-    FilterProject(FilterProjectExec),
-    Aggregate(AggregateExec),
-    Join(JoinExec),
-    /// An aggregation over a join's rows.
-    JoinAggregate(JoinExec, AggregateExec),
-    Over(OverExec),
-    /// Writes the records into a repartition topic (the first half of an exchange).
-    Route(Router),
+    Operator(Counted),
+    Route(Router, Arc<OperatorCounters>),
 }
 
 impl PartitionTask {
@@ -594,13 +605,10 @@ impl PartitionTask {
         // it reads the source from the start and discards what it would emit before
         // `replay_until`.
         let mut replay_until = None;
-        let stateful = !matches!(
-            *self.executor,
-            Executor::FilterProject(_) | Executor::Route(_)
-        );
+        let stateful = matches!(&*self.executor, Executor::Operator(o) if o.operator.stateful());
         // A routing task rebuilding a new exchange's records routes the source from the
         // start, marking what the query had read before as replayed.
-        let rebuild = matches!(&*self.executor, Executor::Route(router) if router.rebuild);
+        let rebuild = matches!(&*self.executor, Executor::Route(router, _) if router.rebuild);
         let reads_exchange = self.topic != self.source.topic;
         if (stateful || rebuild) && matches!(self.output, Output::Topic) {
             let committed = self
@@ -662,12 +670,12 @@ impl PartitionTask {
                     alignment.idle(*task);
                 }
                 // An idle reader may move the watermark that OVER windows' rows wait for.
-                if let Executor::Over(exec) = &*self.executor {
+                if let Executor::Operator(operator) = &*self.executor {
                     let _in_order = self.in_order().await;
-                    let emitted = match exec.idle(self.reader) {
+                    let emitted = match operator.idle(self.port()) {
                         Ok(emitted) => emitted,
                         Err(e) => {
-                            tracing::error!(query = %self.query_id, error = %e, "OVER window failed");
+                            tracing::error!(query = %self.query_id, error = %e, "an operator failed on an idle reader");
                             Emitted::default()
                         }
                     };
@@ -678,6 +686,7 @@ impl PartitionTask {
                 continue;
             };
             let next = last.offset + 1;
+            self.source_counters.add(records.len(), records.len());
             // The records go in chunks as far as the other tasks let this one run ahead.
             let mut rest = &records[..];
             while let Some(first) = rest.first() {
@@ -707,8 +716,9 @@ impl PartitionTask {
                     }
                     chunk = &chunk[split..];
                 }
-                if let Executor::Route(router) = &*self.executor {
+                if let Executor::Route(router, counters) = &*self.executor {
                     let routed = self.route(router, chunk, false).await;
+                    counters.add(chunk.len(), routed.len());
                     if !self.produce(&router.topic, routed, &mut stopped).await {
                         return;
                     }
@@ -765,7 +775,10 @@ impl PartitionTask {
         match &self.output {
             Output::Topic => match encode_output(&self.plan, &rows, &emitted.meta) {
                 Ok(records) if records.is_empty() => true,
-                Ok(records) => self.produce(&self.plan.sink.topic, records, stopped).await,
+                Ok(records) => {
+                    self.sink_counters.add(rows.num_rows(), records.len());
+                    self.produce(&self.plan.sink.topic, records, stopped).await
+                }
                 Err(e) => {
                     tracing::error!(query = %self.query_id, error = %e, "cannot encode output rows; skipped");
                     true
@@ -795,6 +808,7 @@ impl PartitionTask {
                     if sender.send(row).await.is_err() {
                         return false;
                     }
+                    self.sink_counters.add(1, 1);
                 }
                 true
             }
@@ -866,23 +880,18 @@ impl PartitionTask {
             return Ok(Emitted::default());
         };
         match &*self.executor {
-            Executor::FilterProject(exec) => exec.process(&input),
-            Executor::Aggregate(exec) => exec.process(&input),
-            Executor::Join(exec) => exec.process(self.side, &input),
-            Executor::Over(exec) => exec.process(self.reader, &input),
-            Executor::Route(_) => Err(EngineError::Internal(
+            Executor::Operator(operator) => operator.process(self.port(), &input),
+            Executor::Route(..) => Err(EngineError::Internal(
                 "a routing task computes no rows".into(),
             )),
-            Executor::JoinAggregate(join, aggregate) => {
-                // The join's state has taken the rows: what fails from here is left out.
-                let (joined, mut failures) = join.process_for_aggregate(self.side, &input)?;
-                let mut emitted = match joined {
-                    Some(joined) => Emitted::or_failure(aggregate.process(&joined)),
-                    None => Emitted::default(),
-                };
-                emitted.failures.append(&mut failures);
-                Ok(emitted)
-            }
+        }
+    }
+
+    /// Where this task's batches enter its operator.
+    fn port(&self) -> Port {
+        Port {
+            side: self.side,
+            reader: self.reader,
         }
     }
 
@@ -895,8 +904,9 @@ impl PartitionTask {
         stopped: &mut watch::Receiver<bool>,
     ) -> bool {
         match &*self.executor {
-            Executor::Route(router) => {
+            Executor::Route(router, counters) => {
                 let routed = self.route(router, records, true).await;
+                counters.add(records.len(), routed.len());
                 self.produce(&router.topic, routed, stopped).await
             }
             _ => {

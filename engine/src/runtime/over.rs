@@ -23,6 +23,7 @@ use datafusion::scalar::ScalarValue;
 use parking_lot::Mutex;
 
 use super::aggregate::{RowKey, RowKeys};
+use super::operator::{Port, StreamOperator};
 use super::{row_times, row_windows, Emitted, Input, RowMeta};
 use crate::error::{EngineError, Result};
 use crate::query::{Frame, OverFunction, OverPlan, PersistentPlan};
@@ -83,74 +84,6 @@ impl OverExec {
                 partitions: HashMap::default(),
             }),
         }
-    }
-
-    /// Takes in a batch decoded by partition reader `reader`; emits the rows the watermark
-    /// has passed.
-    pub(crate) fn process(&self, reader: usize, input: &Input) -> Result<Emitted> {
-        let batch = Arc::new(input.batch.clone());
-        let rows = batch.num_rows();
-        let mut order = Vec::with_capacity(self.over.order_by.len());
-        let mut fields = Vec::with_capacity(self.over.order_by.len());
-        for (expr, descending) in &self.over.order_by {
-            let column = super::evaluate(expr, &batch)?;
-            fields.push(SortField::new_with_options(
-                column.data_type().clone(),
-                SortOptions {
-                    descending: *descending,
-                    nulls_first: true,
-                },
-            ));
-            order.push(column);
-        }
-        let times = cast(&order[0], &DataType::Int64)?;
-        let times = times.as_primitive::<Int64Type>();
-        let order = RowConverter::new(fields)?.convert_columns(&order)?;
-        let partitions = self
-            .over
-            .partition_by
-            .iter()
-            .map(|e| super::evaluate(e, &batch))
-            .collect::<Result<Vec<_>>>()?;
-        let partitions = RowKeys::new(&partitions)?;
-        let mut state = self.state.lock();
-        let latest = times.iter().flatten().max().unwrap_or(i64::MIN);
-        if let Some(position) = state.positions.get_mut(reader) {
-            *position = match *position {
-                IDLE => latest,
-                position => position.max(latest),
-            };
-        }
-        for row in 0..rows {
-            state.arrivals += 1;
-            let place = (
-                order.row(row).data().into(),
-                partitions.row(row).into(),
-                state.arrivals,
-            );
-            let time = if times.is_valid(row) {
-                times.value(row)
-            } else {
-                i64::MIN
-            };
-            let waiting = Waiting {
-                batch: Arc::clone(&batch),
-                row,
-                time,
-            };
-            state.waiting.insert(place, waiting);
-        }
-        self.release(&mut state)
-    }
-
-    /// Partition reader `reader` has read all there is: emits the rows the watermark, no
-    /// longer held back by it, has passed.
-    pub(crate) fn idle(&self, reader: usize) -> Result<Emitted> {
-        let mut state = self.state.lock();
-        if let Some(position) = state.positions.get_mut(reader) {
-            *position = IDLE;
-        }
-        self.release(&mut state)
     }
 
     fn release(&self, state: &mut State) -> Result<Emitted> {
@@ -297,6 +230,85 @@ impl OverExec {
             start = end;
         }
         Ok(values)
+    }
+}
+
+impl StreamOperator for OverExec {
+    fn name(&self) -> &'static str {
+        "OverExec"
+    }
+
+    fn state_size(&self) -> usize {
+        let state = self.state.lock();
+        state.waiting.len() + state.partitions.len()
+    }
+
+    /// Takes in a batch decoded by the partition reader of `port`; emits the rows the watermark
+    /// has passed.
+    fn process(&self, port: Port, input: &Input) -> Result<Emitted> {
+        let batch = Arc::new(input.batch.clone());
+        let rows = batch.num_rows();
+        let mut order = Vec::with_capacity(self.over.order_by.len());
+        let mut fields = Vec::with_capacity(self.over.order_by.len());
+        for (expr, descending) in &self.over.order_by {
+            let column = super::evaluate(expr, &batch)?;
+            fields.push(SortField::new_with_options(
+                column.data_type().clone(),
+                SortOptions {
+                    descending: *descending,
+                    nulls_first: true,
+                },
+            ));
+            order.push(column);
+        }
+        let times = cast(&order[0], &DataType::Int64)?;
+        let times = times.as_primitive::<Int64Type>();
+        let order = RowConverter::new(fields)?.convert_columns(&order)?;
+        let partitions = self
+            .over
+            .partition_by
+            .iter()
+            .map(|e| super::evaluate(e, &batch))
+            .collect::<Result<Vec<_>>>()?;
+        let partitions = RowKeys::new(&partitions)?;
+        let mut state = self.state.lock();
+        let latest = times.iter().flatten().max().unwrap_or(i64::MIN);
+        if let Some(position) = state.positions.get_mut(port.reader) {
+            *position = match *position {
+                IDLE => latest,
+                position => position.max(latest),
+            };
+        }
+        for row in 0..rows {
+            state.arrivals += 1;
+            let place = (
+                order.row(row).data().into(),
+                partitions.row(row).into(),
+                state.arrivals,
+            );
+            let time = if times.is_valid(row) {
+                times.value(row)
+            } else {
+                i64::MIN
+            };
+            let waiting = Waiting {
+                batch: Arc::clone(&batch),
+                row,
+                time,
+            };
+            state.waiting.insert(place, waiting);
+        }
+        self.release(&mut state)
+    }
+
+    /// The partition reader of `port` has read all there is: emits the rows the watermark, no
+    /// longer held back by it, has passed.
+    fn idle(&self, port: Port) -> Result<Emitted> {
+        let mut state = self.state.lock();
+        if let Some(position) = state.positions.get_mut(port.reader) {
+            *position = IDLE;
+        }
+        self.release(&mut state)
     }
 }
 
