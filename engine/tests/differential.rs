@@ -5,6 +5,8 @@
 //!   and deletes): the result table's final rows are the batch join of the tables' final rows.
 //! - A stream joined to two tables on value columns (repartitioned), the tables written first:
 //!   the stream's joined rows are the batch join of the stream with the tables.
+//! - Two tables joined on their keys and their values (a join on two conditions): the final
+//!   rows are the batch join's.
 //! - A subquery in FROM grouped again (an aggregation over an aggregated table): the final
 //!   counts are the batch answer's.
 //! - A tumbling-window count with EMIT FINAL over 1 to 3 partitions, rows out of order: each
@@ -227,6 +229,55 @@ proptest! {
             let batch = batch_rows(&context, &format!(
                 "SELECT {batch_key}, a.v, b.v, c.v FROM a {first} b ON a.id = b.id \
                  {second} c ON a.id = c.id"
+            )).await;
+            let expected: BTreeMap<i32, Vec<Value>> = batch
+                .into_iter()
+                .map(|row| (row[0].as_i64().expect("key") as i32, row[1..].to_vec()))
+                .collect();
+            prop_assert_eq!(got, expected, "{}", sql);
+            Ok(())
+        })?;
+    }
+
+    /// Two tables joined on their keys and on their values (`ON a.id = b.id AND a.v = b.v`),
+    /// rows updated so that the second condition stops and starts holding: the result's
+    /// final rows equal the batch join's.
+    #[test]
+    fn tables_joined_on_two_conditions_equal_the_batch_join(
+        a in writes(), b in writes(),
+        partitions in prop::collection::vec(1..4i32, 2),
+        kind in prop::sample::select(vec!["JOIN", "LEFT JOIN", "RIGHT JOIN"]),
+    ) {
+        runtime().block_on(async {
+            let setup = set_up().await;
+            let engine = &setup.engine;
+            for (name, count) in ["a", "b"].iter().zip(&partitions) {
+                run(engine, &format!(
+                    "CREATE TABLE {name} (id INT PRIMARY KEY, v INT) \
+                     WITH (kafka_topic='{name}', value_format='JSON', partitions={count});"
+                )).await?;
+            }
+            let key = if kind == "RIGHT JOIN" { "b.id" } else { "a.id" };
+            let sql = format!(
+                "CREATE TABLE out AS SELECT {key} AS id, a.v AS av, b.v AS bv \
+                 FROM a {kind} b ON a.id = b.id AND a.v = b.v;"
+            );
+            run(engine, &sql).await?;
+            write_table(&setup.client, "a", &a).await;
+            write_table(&setup.client, "b", &b).await;
+            prop_assert!(engine.wait_until_caught_up(PATIENCE).await, "caught up");
+            let state = table_state(common::read_topic(&setup.client, "OUT").await);
+            let mut got: BTreeMap<i32, Vec<Value>> = BTreeMap::new();
+            for (key, value) in state {
+                let id = i32::from_be_bytes(key.as_slice().try_into().expect("INT key"));
+                got.insert(id, vec![value["AV"].clone(), value["BV"].clone()]);
+            }
+
+            let context = SessionContext::new();
+            register(&context, "a", &final_rows(&a));
+            register(&context, "b", &final_rows(&b));
+            let batch = batch_rows(&context, &format!(
+                "SELECT {key}, a.v, b.v FROM a {kind} b ON a.id = b.id AND a.v = b.v"
             )).await;
             let expected: BTreeMap<i32, Vec<Value>> = batch
                 .into_iter()
