@@ -108,6 +108,25 @@ fn table_state(records: Vec<(Bytes, Option<Value>)>) -> BTreeMap<Vec<u8>, Value>
     state
 }
 
+/// The final rows of table OUT (keyed by an INT), the values of `columns` of each.
+async fn out_table(client: &Arc<dyn LogClient>, columns: &[&str]) -> BTreeMap<i32, Vec<Value>> {
+    let state = table_state(common::read_topic(client, "OUT").await);
+    state
+        .into_iter()
+        .map(|(key, value)| {
+            let id = i32::from_be_bytes(key.as_slice().try_into().expect("INT key"));
+            (id, columns.iter().map(|c| value[*c].clone()).collect())
+        })
+        .collect()
+}
+
+/// Batch rows by their first column (an INT key), the other columns each.
+fn by_first_column(rows: Vec<Vec<Value>>) -> BTreeMap<i32, Vec<Value>> {
+    rows.into_iter()
+        .map(|row| (row[0].as_i64().expect("key") as i32, row[1..].to_vec()))
+        .collect()
+}
+
 /// Registers `rows` as table `name` (ID INT, V INT) in DataFusion.
 fn register(context: &SessionContext, name: &str, rows: &BTreeMap<i32, i32>) {
     let schema = Arc::new(Schema::new(vec![
@@ -210,12 +229,7 @@ proptest! {
             write_table(&setup.client, "b", &b).await;
             write_table(&setup.client, "c", &c).await;
             prop_assert!(engine.wait_until_caught_up(PATIENCE).await, "caught up");
-            let state = table_state(common::read_topic(&setup.client, "OUT").await);
-            let mut got: BTreeMap<i32, Vec<Value>> = BTreeMap::new();
-            for (key, value) in state {
-                let id = i32::from_be_bytes(key.as_slice().try_into().expect("INT key"));
-                got.insert(id, vec![value["AV"].clone(), value["BV"].clone(), value["CV"].clone()]);
-            }
+            let got = out_table(&setup.client, &["AV", "BV", "CV"]).await;
 
             let context = SessionContext::new();
             register(&context, "a", &final_rows(&a));
@@ -230,10 +244,7 @@ proptest! {
                 "SELECT {batch_key}, a.v, b.v, c.v FROM a {first} b ON a.id = b.id \
                  {second} c ON a.id = c.id"
             )).await;
-            let expected: BTreeMap<i32, Vec<Value>> = batch
-                .into_iter()
-                .map(|row| (row[0].as_i64().expect("key") as i32, row[1..].to_vec()))
-                .collect();
+            let expected = by_first_column(batch);
             prop_assert_eq!(got, expected, "{}", sql);
             Ok(())
         })?;
@@ -266,12 +277,7 @@ proptest! {
             write_table(&setup.client, "a", &a).await;
             write_table(&setup.client, "b", &b).await;
             prop_assert!(engine.wait_until_caught_up(PATIENCE).await, "caught up");
-            let state = table_state(common::read_topic(&setup.client, "OUT").await);
-            let mut got: BTreeMap<i32, Vec<Value>> = BTreeMap::new();
-            for (key, value) in state {
-                let id = i32::from_be_bytes(key.as_slice().try_into().expect("INT key"));
-                got.insert(id, vec![value["AV"].clone(), value["BV"].clone()]);
-            }
+            let got = out_table(&setup.client, &["AV", "BV"]).await;
 
             let context = SessionContext::new();
             register(&context, "a", &final_rows(&a));
@@ -279,10 +285,7 @@ proptest! {
             let batch = batch_rows(&context, &format!(
                 "SELECT {key}, a.v, b.v FROM a {kind} b ON a.id = b.id AND a.v = b.v"
             )).await;
-            let expected: BTreeMap<i32, Vec<Value>> = batch
-                .into_iter()
-                .map(|row| (row[0].as_i64().expect("key") as i32, row[1..].to_vec()))
-                .collect();
+            let expected = by_first_column(batch);
             prop_assert_eq!(got, expected, "{}", sql);
             Ok(())
         })?;

@@ -26,6 +26,14 @@ async fn one(engine: &Engine, sql: &str) -> eddy_engine::StatementResult {
     results.remove(0)
 }
 
+/// The physical plan EXPLAIN prints for a statement.
+async fn explain(engine: &Engine, sql: &str) -> String {
+    match one(engine, sql).await {
+        eddy_engine::StatementResult::Explain { physical, .. } => physical,
+        other => panic!("{other:?}"),
+    }
+}
+
 fn earliest() -> BTreeMap<String, String> {
     BTreeMap::from([("auto.offset.reset".to_string(), "earliest".to_string())])
 }
@@ -188,14 +196,12 @@ async fn explain_prints_the_logical_and_the_physical_plan() {
         )
         .await
         .unwrap();
-    let result = engine
-        .execute(
-            "EXPLAIN CREATE TABLE per_user AS SELECT user, COUNT(*) AS n FROM clicks \
-             WHERE ms > 10 GROUP BY user;",
-        )
-        .await
-        .unwrap()
-        .remove(0);
+    let result = one(
+        &engine,
+        "EXPLAIN CREATE TABLE per_user AS SELECT user, COUNT(*) AS n FROM clicks \
+         WHERE ms > 10 GROUP BY user;",
+    )
+    .await;
     let eddy_engine::StatementResult::Explain { logical, physical } = result else {
         panic!("{result:?}")
     };
@@ -218,14 +224,11 @@ async fn explain_prints_the_logical_and_the_physical_plan() {
     // EXPLAIN runs nothing.
     assert!(engine.source("PER_USER").is_err());
     // Grouped by another column: through a repartition topic keyed by it.
-    let result = engine
-        .execute("EXPLAIN CREATE TABLE per_page AS SELECT page, COUNT(*) AS n FROM clicks GROUP BY page;")
-        .await
-        .unwrap()
-        .remove(0);
-    let eddy_engine::StatementResult::Explain { physical, .. } = result else {
-        panic!("{result:?}")
-    };
+    let physical = explain(
+        &engine,
+        "EXPLAIN CREATE TABLE per_page AS SELECT page, COUNT(*) AS n FROM clicks GROUP BY page;",
+    )
+    .await;
     assert!(
         physical.contains("RepartitionExec: [PAGE@1] into _eddy_<query id>_0_repartition"),
         "{physical}"
@@ -241,18 +244,13 @@ async fn explain_prints_the_logical_and_the_physical_plan() {
         )
         .await
         .unwrap();
-    let result = engine
-        .execute(
-            "EXPLAIN CREATE STREAM titled AS SELECT c.page AS page, u.name AS name, \
+    let physical = explain(
+        &engine,
+        "EXPLAIN CREATE STREAM titled AS SELECT c.page AS page, u.name AS name, \
              p.title AS title FROM clicks c JOIN users u ON c.user = u.id \
              JOIN pages p ON c.page = p.url;",
-        )
-        .await
-        .unwrap()
-        .remove(0);
-    let eddy_engine::StatementResult::Explain { physical, .. } = result else {
-        panic!("{result:?}")
-    };
+    )
+    .await;
     let lines: Vec<&str> = physical.lines().map(str::trim).collect();
     assert!(
         lines
@@ -273,17 +271,12 @@ async fn explain_prints_the_logical_and_the_physical_plan() {
         "{physical}"
     );
     // A join on two conditions: keyed by the table's primary key, the other compared too.
-    let result = engine
-        .execute(
-            "EXPLAIN CREATE STREAM matched AS SELECT c.user AS user, u.name AS name \
+    let physical = explain(
+        &engine,
+        "EXPLAIN CREATE STREAM matched AS SELECT c.user AS user, u.name AS name \
              FROM clicks c JOIN users u ON c.page = u.name AND c.user = u.id;",
-        )
-        .await
-        .unwrap()
-        .remove(0);
-    let eddy_engine::StatementResult::Explain { physical, .. } = result else {
-        panic!("{result:?}")
-    };
+    )
+    .await;
     assert!(
         physical.contains("JoinExec: Inner stream-table on USER@0 = ID@0 and PAGE@1 = NAME@1"),
         "{physical}"

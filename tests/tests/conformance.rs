@@ -9,6 +9,8 @@
 //! Cases that need what Eddy leaves out on purpose (AVRO, PROTOBUF, JSON_SR: a schema registry)
 //! are listed as unsupported with the reason. Prints a table per file and `N passed, M failed`,
 //! writes a JSON report, and fails only if the pass count drops below `conformance-floor.txt`.
+//! Cases where Eddy deliberately differs from ksqlDB are listed, with the reason, in
+//! `conformance-differences.txt`: they are not run, and counted apart.
 //! The REST flavour of the tests (`qtt/rest/`) runs through Eddy's HTTP API ([`rest`]).
 
 #[path = "conformance/rest.rs"]
@@ -51,6 +53,8 @@ enum Outcome {
     Passed,
     Failed(String),
     Unsupported(String),
+    /// Eddy deliberately behaves otherwise (`conformance-differences.txt`), for this reason.
+    Difference(String),
 }
 
 fn main() {
@@ -75,8 +79,10 @@ fn main() {
         panic!("no QTT files in {}", dir.display());
     }
     files.extend(json_files(&dir.join("rest")));
+    let differences = differences();
     let mut report = Vec::new();
     let (mut passed, mut failed, mut unsupported) = (0usize, 0usize, 0usize);
+    let mut different = 0usize;
     println!(
         "{:<32} {:>6} {:>6} {:>6} {:>6}",
         "file", "cases", "pass", "fail", "unsup"
@@ -99,14 +105,16 @@ fn main() {
             {
                 continue;
             }
-            let outcome = match &case.unsupported {
-                Some(reason) => Outcome::Unsupported(reason.clone()),
-                None => run_case(&case),
+            let outcome = match (&case.unsupported, differences.get(&case.name)) {
+                (Some(reason), _) => Outcome::Unsupported(reason.clone()),
+                (None, Some(reason)) => Outcome::Difference(reason.clone()),
+                (None, None) => run_case(&case),
             };
             match &outcome {
                 Outcome::Passed => counts.0 += 1,
                 Outcome::Failed(_) => counts.1 += 1,
                 Outcome::Unsupported(_) => counts.2 += 1,
+                Outcome::Difference(_) => different += 1,
             }
             report.push(serde_json::json!({
                 "case": case.name,
@@ -114,9 +122,12 @@ fn main() {
                     Outcome::Passed => "passed",
                     Outcome::Failed(_) => "failed",
                     Outcome::Unsupported(_) => "unsupported",
+                    Outcome::Difference(_) => "deliberate difference",
                 },
                 "reason": match &outcome {
-                    Outcome::Failed(r) | Outcome::Unsupported(r) => r.clone(),
+                    Outcome::Failed(r) | Outcome::Unsupported(r) | Outcome::Difference(r) => {
+                        r.clone()
+                    }
                     Outcome::Passed => String::new(),
                 },
             }));
@@ -142,6 +153,7 @@ fn main() {
     );
     println!("report: {}", report_path.display());
     println!("unsupported (schema registry formats, disabled cases): {unsupported}");
+    println!("deliberate differences (conformance-differences.txt): {different}");
     println!("{passed} passed, {failed} failed");
     let floor: usize = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance-floor.txt"),
@@ -157,6 +169,18 @@ fn main() {
         eprintln!("conformance fell below the floor: {passed} passed, the floor is {floor}");
         std::process::exit(1);
     }
+}
+
+/// The cases Eddy deliberately differs on, by name, with the reason.
+fn differences() -> BTreeMap<String, String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance-differences.txt");
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(" | "))
+        .map(|(name, why)| (name.trim().to_string(), why.trim().to_string()))
+        .collect()
 }
 
 /// Reads one QTT file (with `//` comment lines) into expanded cases.

@@ -1,11 +1,12 @@
 //! What goes through each operator of a running query: records in and out, and the size of
 //! its state, summed over the operator's task groups (DESCRIBE EXTENDED shows them).
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
+
+use super::operator::StreamOperator;
 
 /// One operator's figures, as DESCRIBE EXTENDED shows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,8 +25,9 @@ pub struct OperatorStats {
 pub struct OperatorCounters {
     records_in: AtomicU64,
     records_out: AtomicU64,
-    /// The state size of each of its task groups, by group.
-    state: Mutex<Option<BTreeMap<usize, usize>>>,
+    /// The operator of each of its task groups (one per partition number when partitioned),
+    /// asked for its state's size when DESCRIBE EXTENDED runs; gone once its tasks end.
+    groups: Mutex<Vec<Weak<dyn StreamOperator>>>,
 }
 
 impl OperatorCounters {
@@ -36,11 +38,24 @@ impl OperatorCounters {
             .fetch_add(records_out as u64, Ordering::Relaxed);
     }
 
-    pub fn set_state_size(&self, group: usize, size: usize) {
-        self.state
+    /// Counts `operator`'s state as one of its task groups'.
+    pub(crate) fn register(&self, operator: &Arc<dyn StreamOperator>) {
+        let mut groups = self.groups.lock();
+        groups.retain(|g| g.strong_count() > 0);
+        groups.push(Arc::downgrade(operator));
+    }
+
+    /// The summed state size of its running groups; `None` if none keeps state.
+    fn state_size(&self) -> Option<u64> {
+        let groups: Vec<Arc<dyn StreamOperator>> = self
+            .groups
             .lock()
-            .get_or_insert_with(BTreeMap::new)
-            .insert(group, size);
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let stateful: Vec<&Arc<dyn StreamOperator>> =
+            groups.iter().filter(|g| g.stateful()).collect();
+        (!stateful.is_empty()).then(|| stateful.iter().map(|g| g.state_size() as u64).sum())
     }
 }
 
@@ -64,14 +79,6 @@ impl QueryMetrics {
         counters
     }
 
-    /// A stage's tasks (or the query's own, "") start again, rebuilding their state: its
-    /// state sizes start afresh.
-    pub fn restarted(&self, stage: &str) {
-        for (_, _, counters) in self.operators.lock().iter().filter(|(s, _, _)| s == stage) {
-            counters.state.lock().take();
-        }
-    }
-
     pub fn snapshot(&self) -> Vec<OperatorStats> {
         self.operators
             .lock()
@@ -83,11 +90,7 @@ impl QueryMetrics {
                 },
                 records_in: counters.records_in.load(Ordering::Relaxed),
                 records_out: counters.records_out.load(Ordering::Relaxed),
-                state_size: counters
-                    .state
-                    .lock()
-                    .as_ref()
-                    .map(|groups| groups.values().sum::<usize>() as u64),
+                state_size: counters.state_size(),
             })
             .collect()
     }

@@ -341,7 +341,6 @@ impl QueryTasks {
     async fn run(&self, counts: &[i32], stopped: watch::Receiver<bool>) {
         let source_topics: Vec<String> = self.sides.iter().map(|(s, _)| s.topic.clone()).collect();
         let mut tasks = Tasks::default();
-        self.metrics.restarted(&self.stage);
         let groups = match exchange::placement(&self.plan, counts, &self.output) {
             Placement::Shared => vec![self.readers(&source_topics, counts)],
             Placement::Partitioned => by_partition(self.readers(&source_topics, counts)),
@@ -355,12 +354,12 @@ impl QueryTasks {
                 by_partition(self.readers(&topics, &partitions))
             }
         };
-        for (number, group) in groups.into_iter().enumerate() {
+        for group in groups {
             // Tasks sharing an operator are kept together in event time, and take turns.
             let together = group.len() > 1;
             let alignment = together.then(|| Arc::new(Alignment::new(group.len())));
             let output_order = together.then(|| Arc::new(tokio::sync::Mutex::new(())));
-            let executor = Arc::new(self.executor(group.len(), number));
+            let executor = Arc::new(self.executor(group.len()));
             for (index, reader) in group.into_iter().enumerate() {
                 let alignment = alignment.as_ref().map(|a| (Arc::clone(a), index));
                 let task = self.task(
@@ -457,15 +456,11 @@ impl QueryTasks {
         Some((topics, partitions))
     }
 
-    /// The operator of task group `group`, of `readers` tasks.
-    fn executor(&self, readers: usize, group: usize) -> Executor {
+    /// The operator of a group of `readers` tasks.
+    fn executor(&self, readers: usize) -> Executor {
         let operator = operator::lower(&self.plan, readers, &self.held);
         let counters = self.metrics.operator(&self.stage, operator.name());
-        Executor::Operator(Counted {
-            operator,
-            counters,
-            group,
-        })
+        Executor::Operator(Counted::new(operator, counters))
     }
 
     fn task(

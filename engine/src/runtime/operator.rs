@@ -75,21 +75,21 @@ pub(crate) fn lower(
     plan: &Arc<PersistentPlan>,
     readers: usize,
     held: &Arc<std::sync::atomic::AtomicUsize>,
-) -> Box<dyn StreamOperator> {
+) -> Arc<dyn StreamOperator> {
     match &plan.operator {
-        Operator::FilterProject => Box::new(FilterProjectExec::new(Arc::clone(plan))),
+        Operator::FilterProject => Arc::new(FilterProjectExec::new(Arc::clone(plan))),
         Operator::Aggregate(aggregate) => {
             let exec = AggregateExec::new(Arc::clone(plan), aggregate.clone());
             match &aggregate.join {
-                Some(join) => Box::new(JoinThenAggregate {
+                Some(join) => Arc::new(JoinThenAggregate {
                     join: JoinExec::new(Arc::clone(plan), join.clone()),
                     aggregate: exec,
                 }),
-                None => Box::new(exec),
+                None => Arc::new(exec),
             }
         }
-        Operator::Join(join) => Box::new(JoinExec::new(Arc::clone(plan), join.clone())),
-        Operator::Over(over) => Box::new(OverExec::new(
+        Operator::Join(join) => Arc::new(JoinExec::new(Arc::clone(plan), join.clone())),
+        Operator::Over(over) => Arc::new(OverExec::new(
             Arc::clone(plan),
             over.clone(),
             readers,
@@ -125,16 +125,19 @@ impl StreamOperator for JoinThenAggregate {
     }
 }
 
-/// Counts what goes through an operator: records in, records out, and its state's size.
+/// Counts what goes through an operator: records in and out (its state's size is asked for
+/// when wanted, see [`OperatorCounters::register`]).
 pub(crate) struct Counted {
-    pub operator: Box<dyn StreamOperator>,
+    pub operator: Arc<dyn StreamOperator>,
     pub counters: Arc<OperatorCounters>,
-    /// This group's place among the operator's groups (one per partition number when
-    /// partitioned): each reports its own state size.
-    pub group: usize,
 }
 
 impl Counted {
+    pub(super) fn new(operator: Arc<dyn StreamOperator>, counters: Arc<OperatorCounters>) -> Self {
+        counters.register(&operator);
+        Counted { operator, counters }
+    }
+
     pub(super) fn process(&self, port: Port, input: &Input) -> Result<Emitted> {
         let emitted = self.operator.process(port, input);
         self.count(input.batch.num_rows(), emitted.as_ref().ok());
@@ -150,9 +153,5 @@ impl Counted {
     fn count(&self, rows_in: usize, emitted: Option<&Emitted>) {
         let rows_out = emitted.map_or(0, |e| e.meta.len());
         self.counters.add(rows_in, rows_out);
-        if self.operator.stateful() {
-            self.counters
-                .set_state_size(self.group, self.operator.state_size());
-        }
     }
 }
