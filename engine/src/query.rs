@@ -461,6 +461,7 @@ async fn plan_select_unboxed(
     push: bool,
     numbers: &std::sync::atomic::AtomicUsize,
 ) -> Result<PersistentPlan> {
+    refuse_expression_subqueries(&query.query)?;
     // Subqueries in FROM run as stages, read as sources.
     let derived = match stages::has_derived(&query.query) {
         true => Some(stages::derive(catalog, query, statement, numbers).await?),
@@ -885,6 +886,32 @@ async fn plan_select_unboxed(
             .chain(staged.map(|s| s.upstream).unwrap_or_default())
             .collect(),
     })
+}
+
+/// Subqueries inside expressions (`x IN (SELECT ..)`, `EXISTS (SELECT ..)`, `(SELECT ..)`) are
+/// refused with what to write instead: over streams their answer would change with every row
+/// of the subquery's source, and Eddy has no operator for that yet. Subqueries in FROM are
+/// stages ([`stages::derive`]).
+fn refuse_expression_subqueries(query: &datafusion::sql::sqlparser::ast::Query) -> Result<()> {
+    use datafusion::sql::sqlparser::ast::{visit_expressions, Expr as SqlExpr};
+    let mut found = None;
+    let _ = visit_expressions(query, |expr| {
+        let what = match expr {
+            SqlExpr::InSubquery { .. } => "IN (SELECT ...)",
+            SqlExpr::Exists { .. } => "EXISTS (SELECT ...)",
+            SqlExpr::Subquery(_) => "a scalar subquery (SELECT ...)",
+            _ => return std::ops::ControlFlow::Continue(()),
+        };
+        found = Some((what, expr.to_string()));
+        std::ops::ControlFlow::Break(())
+    });
+    match found {
+        None => Ok(()),
+        Some((what, expr)) => Err(EngineError::Unsupported(format!(
+            "{what} in a streaming query (in `{expr}`): join the subquery's source instead \
+             (`FROM s JOIN t ON s.x = t.id`), or select from the subquery in FROM"
+        ))),
+    }
 }
 
 /// Lowers a planned join: each side's key expression from the ON condition, and the joined
