@@ -47,15 +47,14 @@ impl OperatorCounters {
 
     /// The summed state size of its running groups; `None` if none keeps state.
     fn state_size(&self) -> Option<u64> {
-        let groups: Vec<Arc<dyn StreamOperator>> = self
-            .groups
-            .lock()
+        let groups = self.groups.lock();
+        let stateful = groups
             .iter()
             .filter_map(Weak::upgrade)
-            .collect();
-        let stateful: Vec<&Arc<dyn StreamOperator>> =
-            groups.iter().filter(|g| g.stateful()).collect();
-        (!stateful.is_empty()).then(|| stateful.iter().map(|g| g.state_size() as u64).sum())
+            .filter(|g| g.stateful());
+        stateful.fold(None, |sum, g| {
+            Some(sum.unwrap_or(0) + g.state_size() as u64)
+        })
     }
 }
 

@@ -600,7 +600,7 @@ impl PartitionTask {
         // it reads the source from the start and discards what it would emit before
         // `replay_until`.
         let mut replay_until = None;
-        let stateful = matches!(&*self.executor, Executor::Operator(o) if o.operator.stateful());
+        let stateful = matches!(&*self.executor, Executor::Operator(o) if o.stateful());
         // A routing task rebuilding a new exchange's records routes the source from the
         // start, marking what the query had read before as replayed.
         let rebuild = matches!(&*self.executor, Executor::Route(router, _) if router.rebuild);
@@ -803,8 +803,8 @@ impl PartitionTask {
                     if sender.send(row).await.is_err() {
                         return false;
                     }
-                    self.sink_counters.add(1, 1);
                 }
+                self.sink_counters.add(rows.num_rows(), rows.num_rows());
                 true
             }
         }

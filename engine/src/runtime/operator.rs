@@ -128,14 +128,18 @@ impl StreamOperator for JoinThenAggregate {
 /// Counts what goes through an operator: records in and out (its state's size is asked for
 /// when wanted, see [`OperatorCounters::register`]).
 pub(crate) struct Counted {
-    pub operator: Arc<dyn StreamOperator>,
-    pub counters: Arc<OperatorCounters>,
+    operator: Arc<dyn StreamOperator>,
+    counters: Arc<OperatorCounters>,
 }
 
 impl Counted {
     pub(super) fn new(operator: Arc<dyn StreamOperator>, counters: Arc<OperatorCounters>) -> Self {
         counters.register(&operator);
         Counted { operator, counters }
+    }
+
+    pub(super) fn stateful(&self) -> bool {
+        self.operator.stateful()
     }
 
     pub(super) fn process(&self, port: Port, input: &Input) -> Result<Emitted> {
