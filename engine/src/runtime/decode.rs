@@ -13,8 +13,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int32Array, Int32Builder, Int64Builder,
-    StringBuilder, TimestampMillisecondBuilder,
+    new_null_array, ArrayRef, BooleanBuilder, Float64Builder, Int32Array, Int32Builder,
+    Int64Builder, StringBuilder, TimestampMillisecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::arrow::json::ReaderBuilder;
@@ -164,7 +164,14 @@ fn direct_batch(schema: &SchemaRef, rows: &[Row]) -> Option<RecordBatch> {
     let first = rows.first()?;
     let mut columns = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
-        let index = first.0.iter().position(|(name, _)| name == field.name())?;
+        let Some(index) = first.0.iter().position(|(name, _)| name == field.name()) else {
+            // A window's bounds in the schema of an unwindowed source's windowed query.
+            if !field.is_nullable() {
+                return None;
+            }
+            columns.push(new_null_array(field.data_type(), rows.len()));
+            continue;
+        };
         let mut builder = ColumnBuilder::new(field.data_type(), rows.len())?;
         for row in rows {
             builder.append(row.0.get(index).map(|(_, value)| value))?;
@@ -298,7 +305,21 @@ fn decode_json_values(
         .map(|c| c.name.as_str())
         .chain([ROWTIME, ROWPARTITION, ROWOFFSET]);
     let fields = schema.fields();
-    if fields.len() != columns.len() + 3 || fields.iter().zip(names).any(|(f, n)| f.name() != n) {
+    // A windowed query over the source has its window's bounds in the schema, null here.
+    let window_bounds = match fields.len().checked_sub(columns.len() + 3) {
+        Some(0) => false,
+        Some(2) => true,
+        _ => return None,
+    };
+    let names = names.chain(
+        window_bounds
+            .then_some([WINDOWSTART, WINDOWEND])
+            .into_iter()
+            .flatten(),
+    );
+    if fields.iter().zip(names).any(|(f, n)| f.name() != n)
+        || (window_bounds && fields.iter().rev().take(2).any(|f| !f.is_nullable()))
+    {
         return None;
     }
     let time_column = match &source.timestamp_column {
@@ -343,6 +364,9 @@ fn decode_json_values(
     arrays.push(Arc::new(row_times.finish()));
     arrays.push(Arc::new(Int32Array::from(vec![partition; records.len()])));
     arrays.push(Arc::new(offsets.finish()));
+    for bound in &fields[columns.len() + 3..] {
+        arrays.push(new_null_array(bound.data_type(), records.len()));
+    }
     let batch = RecordBatch::try_new(Arc::clone(schema), arrays).ok()?;
     Some(Input {
         batch,
@@ -570,6 +594,54 @@ mod tests {
             format!("{at:?}").matches("1970-01-01T00:00:00.00").count(),
             3
         );
+    }
+
+    #[test]
+    fn a_windowed_querys_bounds_read_as_null_on_every_path() {
+        // A windowed aggregation over an unwindowed source reads its schema with WINDOWSTART
+        // and WINDOWEND: neither path may leave that to arrow's JSON decoder (the slow one).
+        let source = source(Some("AT"));
+        let records = records(&[
+            r#"{"id": 1, "name": "a", "at": 5}"#,
+            r#"{"id": 2, "score": 0.5, "at": 6}"#,
+        ]);
+        let plain = decode_json_values(&source, &source.schema(), 3, &records).unwrap();
+        let windowed = source.schema_with_window(true);
+        let fast = decode_json_values(&source, &windowed, 3, &records).expect("the fast path");
+        let bounds = fast.batch.num_columns() - 2;
+        assert_eq!(fast.batch.schema(), windowed);
+        assert_eq!(
+            fast.batch
+                .project(&(0..bounds).collect::<Vec<_>>())
+                .unwrap(),
+            plain.batch
+        );
+        for bound in [WINDOWSTART, WINDOWEND] {
+            let column = fast.batch.column_by_name(bound).unwrap();
+            assert_eq!(column.null_count(), records.len(), "{bound}");
+        }
+        // The general path builds the same rows directly, not through arrow's JSON decoder.
+        let mut keyed = source.clone();
+        keyed.columns.insert(
+            0,
+            ColumnDef {
+                name: "K".into(),
+                data_type: SqlType::String,
+                key: true,
+            },
+        );
+        let mut failures = Vec::new();
+        let input = decode_records(
+            &keyed,
+            &keyed.schema_with_window(true),
+            3,
+            &records,
+            &mut failures,
+        )
+        .unwrap()
+        .unwrap();
+        let columns = (1..input.batch.num_columns()).collect::<Vec<_>>();
+        assert_eq!(input.batch.project(&columns).unwrap(), fast.batch);
     }
 
     #[test]
