@@ -17,6 +17,12 @@ pub const ROWOFFSET: &str = "ROWOFFSET";
 pub const WINDOWSTART: &str = "WINDOWSTART";
 pub const WINDOWEND: &str = "WINDOWEND";
 
+/// Whether `column` names one of the pseudo-columns (which a query's output may not use as a
+/// column name: ksqlDB's reserved names).
+pub fn is_pseudo_column(column: &str) -> bool {
+    [ROWTIME, ROWPARTITION, ROWOFFSET, WINDOWSTART, WINDOWEND].contains(&column)
+}
+
 /// How a windowed source's keys carry their window, as Kafka Streams' windowed serdes write
 /// them: time windows (tumbling, hopping) append the 8-byte window start to the key bytes;
 /// session windows append the 8-byte end, then the 8-byte start.

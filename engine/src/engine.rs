@@ -824,6 +824,12 @@ impl Engine {
                 )))
             }
         };
+        let starts = match reset {
+            eddy_broker::OffsetReset::Latest => {
+                crate::runtime::end_offsets(self.client.as_ref(), &plan.source_topics()).await
+            }
+            _ => Default::default(),
+        };
         let (sender, rows) = tokio::sync::mpsc::channel(PUSH_BUFFER_ROWS);
         let columns = plan.sink.columns.clone();
         let query_id = {
@@ -836,7 +842,11 @@ impl Engine {
             Arc::clone(&self.log),
             query_id.clone(),
             plan,
-            Output::Rows { sender, reset },
+            Output::Rows {
+                sender,
+                reset,
+                starts: Arc::new(parking_lot::Mutex::new(starts)),
+            },
         );
         let failure = running.failure.clone();
         let mut state = self.state.lock();

@@ -139,6 +139,7 @@ pub async fn run_with_limits(
             statement,
         )))
         .await?;
+    crate::query::check_comparisons(&plan)?;
     let mut frame = context.execute_logical_plan(plan).await?;
     // ksqlDB's ROWTIME is a BIGINT of epoch milliseconds.
     let rowtime_as_timestamp = frame

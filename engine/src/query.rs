@@ -31,7 +31,7 @@ use datafusion::sql::sqlparser::ast::{
 use eddy_broker::LogClient;
 use tokio::sync::watch;
 
-use crate::catalog::{Catalog, KeyWindow, Source, WINDOWEND, WINDOWSTART};
+use crate::catalog::{is_pseudo_column, Catalog, KeyWindow, Source, WINDOWEND, WINDOWSTART};
 use crate::error::{EngineError, Result};
 use crate::formats::Format;
 use crate::functions;
@@ -42,12 +42,14 @@ use crate::types::SqlType;
 pub mod join;
 mod over;
 mod partition;
+mod predicates;
 use partition::Partitioning;
 mod rewrite;
 pub mod stages;
 
 pub use join::{JoinKind, JoinSpec};
 pub use over::{Frame, OverFunction, OverPlan};
+pub(crate) use predicates::check_comparisons;
 pub(crate) use rewrite::{field_access_name, rewrite, rewrite_query};
 
 /// A planned persistent query.
@@ -539,6 +541,8 @@ async fn plan_select_unboxed(
     if join_spec.is_some() {
         join::check_condition_types(&plan)?;
     }
+    predicates::check_comparisons(&plan)?;
+    let plan = predicates::coerce_in_lists(plan)?;
     // The analyzer resolves types (SUM of INT widens to BIGINT, ...); the optimizer is not run,
     // so the plan keeps the shape the operators are read from.
     let plan = state
@@ -748,6 +752,24 @@ async fn plan_select_unboxed(
     let mut order: Vec<usize> = (0..columns.len()).filter(first).collect();
     order.sort_by_key(|i| key_rank[*i]);
     order.extend((0..columns.len()).filter(|i| !first(i)));
+    // A sink's value column may not take a pseudo-column's name (a key may: PARTITION BY
+    // ROWTIME keys the rows by it).
+    let reserved = (0..columns.len())
+        .find(|i| !push && !columns[*i].key && is_pseudo_column(&columns[*i].name));
+    if let Some(i) = reserved {
+        let name = &columns[i].name;
+        let read = projection[i].downcast_ref::<datafusion::physical_expr::expressions::Column>();
+        return Err(EngineError::Plan(
+            match read.is_some_and(|c| c.name() == name) {
+                true => format!(
+                    "Reserved column name in select: `{name}`. Please remove or alias the column."
+                ),
+                false => format!(
+                "`{name}` is a reserved column name. You cannot use it as an alias for a column."
+            ),
+            },
+        ));
+    }
     let columns: Vec<ColumnDef> = order.iter().map(|i| columns[*i].clone()).collect();
     let mut projection: Vec<Arc<dyn PhysicalExpr>> =
         order.iter().map(|i| Arc::clone(&projection[*i])).collect();

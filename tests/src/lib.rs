@@ -7,6 +7,8 @@
 //! from Debian's packages when it is missing. So `cargo test --workspace --release` is all a
 //! fresh machine needs.
 
+pub mod qtt;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -54,6 +54,7 @@ const REGEX: &str = "REGULAR EXPRESSION";
 const ARRAY: &str = "ARRAY";
 const MAP: &str = "MAP";
 const JSON: &str = "JSON";
+const URL: &str = "URL";
 const TIME: &str = "DATE / TIME";
 const CONDITIONAL: &str = "CONDITIONAL";
 const CONVERSION: &str = "CONVERSIONS";
@@ -131,6 +132,15 @@ const KNOWN: &[(&str, FunctionKind, &str, &str)] = {
         ("REGEXP_SPLIT_TO_ARRAY", S, REGEX, "A string split around matches of a regular expression."),
         ("EXTRACTJSONFIELD", S, JSON, "The value at a JSON path in a JSON string."),
         ("TO_JSON_STRING", S, JSON, "A value as a JSON string."),
+        ("URL_DECODE_PARAM", S, URL, "A URL query parameter decoded (a '+' as a space)."),
+        ("URL_ENCODE_PARAM", S, URL, "A string encoded as a URL query parameter."),
+        ("URL_EXTRACT_FRAGMENT", S, URL, "The fragment of a URL (after '#')."),
+        ("URL_EXTRACT_HOST", S, URL, "The host of a URL."),
+        ("URL_EXTRACT_PARAMETER", S, URL, "The value of a URL's query parameter, as written."),
+        ("URL_EXTRACT_PATH", S, URL, "The path of a URL."),
+        ("URL_EXTRACT_PORT", S, URL, "The port of a URL, as an INT."),
+        ("URL_EXTRACT_PROTOCOL", S, URL, "The protocol (scheme) of a URL."),
+        ("URL_EXTRACT_QUERY", S, URL, "The query of a URL (after '?'), as written."),
         ("CONVERT_TZ", S, TIME, "A timestamp converted from one time zone to another."),
         ("DATEADD", S, TIME, "A date plus an interval."),
         ("DATESUB", S, TIME, "A date minus an interval."),

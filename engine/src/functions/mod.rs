@@ -1,7 +1,7 @@
 //! Functions: DataFusion's built-ins under ksqlDB's names, and ksqlDB's own where DataFusion
 //! has none or means something else ([`udaf`], [`histogram`], EXPLODE in `explode`, AS_VALUE
 //! in `as_value`, Java-pattern date functions in `datetime`,
-//! REGEXP_EXTRACT in `regex`); MIN and MAX over tables in `retractable`;
+//! REGEXP_EXTRACT in `regex`, TO_JSON_STRING in `json`, the URL functions in `url`); MIN and MAX over tables in `retractable`;
 //! [`catalog`] lists them for SHOW FUNCTIONS and DESCRIBE FUNCTION; [`operators`] plans
 //! ksqlDB's operators that DataFusion spells differently.
 
@@ -12,10 +12,12 @@ pub mod catalog;
 pub(crate) mod datetime;
 pub(crate) mod explode;
 pub mod histogram;
+pub(crate) mod json;
 pub mod operators;
 pub(crate) mod regex;
 pub(crate) mod retractable;
 pub mod udaf;
+pub(crate) mod url;
 
 /// A DataFusion session that reads ksqlDB's SQL: identifiers keep the case Eddy's parser gave
 /// them, and ksqlDB's functions and operators are registered.
@@ -35,7 +37,12 @@ pub fn register(context: &SessionContext) {
     context.register_udaf(histogram::udaf());
     context.register_udf(explode::udf());
     context.register_udf(as_value::udf());
-    for function in datetime::udfs().into_iter().chain(regex::udfs()) {
+    context.register_udf(json::udf());
+    let scalars = datetime::udfs()
+        .into_iter()
+        .chain(regex::udfs())
+        .chain(url::udfs());
+    for function in scalars {
         context.register_udf(function);
     }
     use datafusion::execution::FunctionRegistry;

@@ -17,7 +17,7 @@ use datafusion::sql::sqlparser::ast::{
     SelectItem, TableFactor,
 };
 
-use crate::catalog::{Catalog, Source, ROWOFFSET, ROWPARTITION, ROWTIME, WINDOWEND, WINDOWSTART};
+use crate::catalog::{is_pseudo_column, Catalog, Source};
 use crate::error::{EngineError, Result};
 use crate::parser::{JoinWithin, SourceKind};
 use crate::query::field_access_name;
@@ -733,10 +733,6 @@ fn parenthesized(expr: &SqlExpr) -> String {
         SqlExpr::Nested(inner) => parenthesized(inner),
         other => other.to_string(),
     }
-}
-
-fn is_pseudo_column(column: &str) -> bool {
-    [ROWTIME, ROWPARTITION, ROWOFFSET, WINDOWSTART, WINDOWEND].contains(&column)
 }
 
 /// `operand` with its column references qualified by their side's alias.

@@ -25,7 +25,7 @@ use datafusion::sql::sqlparser::ast::{
 
 use super::join::{self, JoinKind, ROWKEY};
 use super::PersistentPlan;
-use crate::catalog::{Catalog, Source, ROWOFFSET, ROWPARTITION, ROWTIME, WINDOWEND, WINDOWSTART};
+use crate::catalog::{Catalog, Source};
 use crate::error::{EngineError, Result};
 use crate::parser::{JoinWithin, Properties, SelectQuery, SourceKind};
 
@@ -766,15 +766,7 @@ fn is_synthetic(kind: JoinKind, operands: Option<&(SqlExpr, SqlExpr)>) -> bool {
 }
 
 fn is_pseudo_column(column: &str) -> bool {
-    [
-        ROWTIME,
-        ROWPARTITION,
-        ROWOFFSET,
-        WINDOWSTART,
-        WINDOWEND,
-        ROWKEY,
-    ]
-    .contains(&column)
+    crate::catalog::is_pseudo_column(column) || column == ROWKEY
 }
 
 /// The operands of the equalities a condition joins with AND.

@@ -7,6 +7,7 @@
 //! the operator's key; or, where there is no exchange yet, one operator shared by all the
 //! tasks, kept together in event time (`align`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,7 +68,32 @@ pub enum Output {
     Rows {
         sender: mpsc::Sender<PushRow>,
         reset: OffsetReset,
+        /// Where each source partition is first read from, fixed when the query was asked
+        /// for (`latest`: the end of each partition then, so a record written once the query
+        /// is answered is among its rows, however late its tasks start). Taken by the first
+        /// task to read the partition; a restarted task reads from `reset`.
+        starts: Arc<parking_lot::Mutex<HashMap<(String, i32), i64>>>,
     },
+}
+
+/// The end of every partition of `topics` now: where a push query reading from `latest`
+/// starts.
+pub(crate) async fn end_offsets(
+    client: &dyn LogClient,
+    topics: &[String],
+) -> HashMap<(String, i32), i64> {
+    let mut ends = HashMap::new();
+    for topic in topics {
+        let Ok(partitions) = client.partition_count(topic).await else {
+            continue;
+        };
+        for partition in 0..partitions {
+            if let Ok(range) = client.offsets(topic, partition).await {
+                ends.insert((topic.clone(), partition), range.high_watermark);
+            }
+        }
+    }
+    ends
 }
 
 /// A row of a push query: values in column order.
@@ -595,7 +621,10 @@ enum Executor {
 impl PartitionTask {
     async fn run(self, mut stopped: watch::Receiver<bool>) {
         let topic = self.topic.clone();
-        let mut offset = None;
+        let mut offset = match &self.output {
+            Output::Rows { starts, .. } => starts.lock().remove(&(topic.clone(), self.partition)),
+            Output::Topic => None,
+        };
         // An aggregation or join restarting from committed offsets first rebuilds its state:
         // it reads the source from the start and discards what it would emit before
         // `replay_until`.

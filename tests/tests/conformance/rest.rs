@@ -3,7 +3,9 @@
 //! Each case gets a fresh broker and engine behind `eddy_rest::serve` on a loopback port, and a
 //! real HTTP client: the statements that are not queries go to `POST /ksql` one by one, then
 //! the inputs are written and the queries caught up, then each SELECT goes to `POST /query`
-//! (reading from the earliest offset, as ksqlDB's runner does). The answers are matched as
+//! (reading from the earliest offset, as ksqlDB's runner does; a case that waits for its push
+//! queries to run sends them first, reading from `latest` as it says, and writes the inputs
+//! once the engine runs them). The answers are matched as
 //! ksqlDB matches them: `/ksql` entities by the fields the case names, query answers by their
 //! header's schema and their rows; an `expectedError` by its message and HTTP status.
 
@@ -56,6 +58,23 @@ pub(crate) async fn run_case(case: &Case) -> Outcome {
             Err(error) => return expected_error(case, error),
         }
     }
+    let mut pending = Vec::new();
+    if case.inputs_after_push_queries {
+        for query in &queries {
+            let body = json!({"ksql": query, "streamsProperties": properties});
+            let (http, url) = (http.clone(), format!("{url}/query"));
+            pending.push(tokio::spawn(async move { post(&http, &url, &body).await }));
+        }
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        while engine.push_queries().len() < queries.len()
+            && !pending.iter().all(|p| p.is_finished())
+        {
+            if tokio::time::Instant::now() > deadline {
+                return Outcome::Failed("the push queries did not start within 10 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     for input in &case.inputs {
         if let Err(e) = write_input(&engine, &client, input).await {
             return Outcome::Failed(format!("writing input {input}: {e}"));
@@ -64,12 +83,25 @@ pub(crate) async fn run_case(case: &Case) -> Outcome {
     if !engine.wait_until_caught_up(REQUEST_TIMEOUT).await {
         return Outcome::Failed("queries did not catch up within 10 s".into());
     }
-    properties
-        .entry("auto.offset.reset".into())
-        .or_insert_with(|| "earliest".into());
-    for query in queries {
-        let body = json!({"ksql": query, "streamsProperties": properties});
-        match post(&http, &format!("{url}/query"), &body).await {
+    let mut results = Vec::new();
+    for query in pending {
+        let failed = |e: tokio::task::JoinError| HttpError {
+            status: 0,
+            message: e.to_string(),
+        };
+        results.push(query.await.unwrap_or_else(|e| Err(failed(e))));
+    }
+    if !case.inputs_after_push_queries {
+        properties
+            .entry("auto.offset.reset".into())
+            .or_insert_with(|| "earliest".into());
+        for query in &queries {
+            let body = json!({"ksql": query, "streamsProperties": properties});
+            results.push(post(&http, &format!("{url}/query"), &body).await);
+        }
+    }
+    for result in results {
+        match result {
             Ok(rows) => answers.push(json!({"query": rows})),
             Err(error) => return expected_error(case, error),
         }
