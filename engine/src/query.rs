@@ -759,16 +759,14 @@ async fn plan_select_unboxed(
     if let Some(i) = reserved {
         let name = &columns[i].name;
         let read = projection[i].downcast_ref::<datafusion::physical_expr::expressions::Column>();
-        return Err(EngineError::Plan(
-            match read.is_some_and(|c| c.name() == name) {
-                true => format!(
-                    "Reserved column name in select: `{name}`. Please remove or alias the column."
-                ),
-                false => format!(
+        let message = if read.is_some_and(|c| c.name() == name) {
+            format!("Reserved column name in select: `{name}`. Please remove or alias the column.")
+        } else {
+            format!(
                 "`{name}` is a reserved column name. You cannot use it as an alias for a column."
-            ),
-            },
-        ));
+            )
+        };
+        return Err(EngineError::Plan(message));
     }
     let columns: Vec<ColumnDef> = order.iter().map(|i| columns[*i].clone()).collect();
     let mut projection: Vec<Arc<dyn PhysicalExpr>> =

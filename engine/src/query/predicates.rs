@@ -57,10 +57,7 @@ fn refused_comparison(predicate: &Expr, schema: &DFSchema) -> Option<String> {
         if comparable(&left_type, &right_type) {
             return Ok(TreeNodeRecursion::Continue);
         }
-        let described = |e: &Expr, t: &DataType| {
-            let sql = SqlType::from_arrow(t).map_or_else(|| t.to_string(), |t| t.to_string());
-            format!("{} ({sql})", ksql_text(e))
-        };
+        let described = |e: &Expr, t: &DataType| format!("{} ({})", ksql_text(e), type_name(t));
         refused = Some(format!(
             "Cannot compare {} to {} with {name}.",
             described(left, &left_type),
@@ -69,6 +66,11 @@ fn refused_comparison(predicate: &Expr, schema: &DFSchema) -> Option<String> {
         Ok(TreeNodeRecursion::Stop)
     });
     refused
+}
+
+/// A type as ksqlDB names it in errors (`INTEGER`, `DECIMAL(4, 2)`), else as Arrow does.
+fn type_name(data_type: &DataType) -> String {
+    SqlType::from_arrow(data_type).map_or_else(|| data_type.to_string(), |t| t.to_string())
 }
 
 fn comparison_name(op: Operator) -> Option<&'static str> {
@@ -233,8 +235,6 @@ fn coerce_in_list(
     if tested_kind == Kind::Other {
         return Ok(());
     }
-    let ksql_name =
-        |t: &DataType| SqlType::from_arrow(t).map_or_else(|| t.to_string(), |t| t.to_string());
     for item in list.list.iter_mut() {
         let Ok(item_type) = item.get_type(schema) else {
             continue;
@@ -267,7 +267,7 @@ fn coerce_in_list(
                 };
                 let Some(value) = value else {
                     // The type without its precision: `DECIMAL`, not `DECIMAL(4, 2)`.
-                    let tested_name = ksql_name(&tested);
+                    let tested_name = type_name(&tested);
                     let base = tested_name.split('(').next().unwrap_or_default();
                     return Err(format!(
                         "Invalid Predicate: invalid input syntax for type {base}: \"{text}\"."
@@ -283,12 +283,12 @@ fn coerce_in_list(
                     Expr::Literal(ScalarValue::Int64(Some(n)), _) if i32::try_from(*n).is_ok() => {
                         "INTEGER".to_string()
                     }
-                    _ => ksql_name(&item_type),
+                    _ => type_name(&item_type),
                 };
                 return Err(format!(
                     "Invalid Predicate: operator does not exist: {} = {item_name} ({})\n\
                      Hint: You might need to add explicit type casts.",
-                    ksql_name(&tested),
+                    type_name(&tested),
                     ksql_text(item)
                 ));
             }
