@@ -245,17 +245,34 @@ async fn group_by_another_column_repartitions_and_counts_every_row_once() {
 /// partition counts: both go through repartition topics, and every order finds its user.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_on_a_value_column_repartitions_both_sides() {
+    join_orders_with_users(true, 10_000).await;
+}
+
+/// A stream-table join started over records already written, the stream's of the same times
+/// as the table's: every order finds its user, whichever side's records reach the exchange
+/// first (the table's records of a time go before the stream's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_started_over_written_records_reads_the_table_first() {
+    join_orders_with_users(false, 0).await;
+}
+
+/// Orders of 4 partitions joined to users of 2 on a value column, the query created before
+/// the records are written (`query_first`) or after; orders `order_delay_ms` after users.
+async fn join_orders_with_users(query_first: bool, order_delay_ms: i64) {
     let (_dir, client, engine) = set_up().await;
     run(
         &engine,
         "CREATE STREAM orders (id VARCHAR KEY, uid VARCHAR, amount INT) \
          WITH (kafka_topic='orders', value_format='JSON', partitions=4);\
          CREATE TABLE users (uid VARCHAR PRIMARY KEY, name VARCHAR) \
-         WITH (kafka_topic='users', value_format='JSON', partitions=2);\
-         CREATE STREAM enriched AS SELECT o.uid, u.name, o.amount \
-         FROM orders o JOIN users u ON o.uid = u.uid;",
+         WITH (kafka_topic='users', value_format='JSON', partitions=2);",
     )
     .await;
+    let query = "CREATE STREAM enriched AS SELECT o.uid, u.name, o.amount \
+                 FROM orders o JOIN users u ON o.uid = u.uid;";
+    if query_first {
+        run(&engine, query).await;
+    }
     let base = base_time();
     let users: Vec<ProducerRecord> = (0..20)
         .map(|i| {
@@ -281,13 +298,16 @@ async fn a_join_on_a_value_column_repartitions_both_sides() {
                     expected.push((format!("u{user}"), format!("name{user}"), amount));
                 }
                 let value = serde_json::json!({"UID": format!("u{user}"), "AMOUNT": amount});
-                let time = base + 10_000 + i as i64;
+                let time = base + order_delay_ms + i as i64;
                 record(partition, &format!("o{partition}_{i}"), value, time)
             })
             .collect();
         client.produce("orders", orders).await.expect("orders");
     }
     expected.sort();
+    if !query_first {
+        run(&engine, query).await;
+    }
     let rows = read_all(&client, "ENRICHED", Duration::from_secs(30), |rows| {
         rows.len() >= expected.len()
     })

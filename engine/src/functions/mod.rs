@@ -1,7 +1,7 @@
 //! Functions: DataFusion's built-ins under ksqlDB's names, and ksqlDB's own where DataFusion
 //! has none or means something else ([`udaf`], [`histogram`], EXPLODE in `explode`, AS_VALUE
 //! in `as_value`, Java-pattern date functions in `datetime`,
-//! REGEXP_EXTRACT in `regex`, TO_JSON_STRING in `json`, the URL functions in `url`); MIN and MAX over tables in `retractable`;
+//! REGEXP_EXTRACT in `regex`, LPAD and RPAD in `pad`, TO_JSON_STRING in `json`, the URL functions in `url`); MIN and MAX over tables in `retractable`;
 //! [`catalog`] lists them for SHOW FUNCTIONS and DESCRIBE FUNCTION; [`operators`] plans
 //! ksqlDB's operators that DataFusion spells differently.
 
@@ -14,6 +14,7 @@ pub(crate) mod explode;
 pub mod histogram;
 pub(crate) mod json;
 pub mod operators;
+pub(crate) mod pad;
 pub(crate) mod regex;
 pub(crate) mod retractable;
 pub mod udaf;
@@ -41,6 +42,7 @@ pub fn register(context: &SessionContext) {
     let scalars = datetime::udfs()
         .into_iter()
         .chain(regex::udfs())
+        .chain(pad::udfs())
         .chain(url::udfs());
     for function in scalars {
         context.register_udf(function);

@@ -30,7 +30,7 @@ use crate::formats;
 use crate::functions::datetime;
 use crate::parser::{ColumnDef, SourceKind};
 use crate::query::{Operator, PersistentPlan};
-use align::Alignment;
+use align::{Alignment, Upstream};
 use exchange::{replayed, unmark, Placement, Router};
 use metrics::OperatorCounters;
 use operator::{Counted, Port};
@@ -367,32 +367,45 @@ impl QueryTasks {
     async fn run(&self, counts: &[i32], stopped: watch::Receiver<bool>) {
         let source_topics: Vec<String> = self.sides.iter().map(|(s, _)| s.topic.clone()).collect();
         let mut tasks = Tasks::default();
+        // With an exchange: the routing tasks' alignment, and the side each of them reads.
+        let mut upstream: Option<(Arc<Alignment>, Vec<usize>)> = None;
         let groups = match exchange::placement(&self.plan, counts, &self.output) {
             Placement::Shared => vec![self.readers(&source_topics, counts)],
             Placement::Partitioned => by_partition(self.readers(&source_topics, counts)),
             Placement::Repartitioned(keys) => {
-                let Some((topics, partitions)) = self
+                let Some((topics, partitions, routing)) = self
                     .repartition(&source_topics, counts, keys, &mut tasks, &stopped)
                     .await
                 else {
                     return;
                 };
+                upstream = Some(routing);
                 by_partition(self.readers(&topics, &partitions))
             }
         };
         for group in groups {
             // Tasks sharing an operator are kept together in event time, and take turns.
             let together = group.len() > 1;
-            let alignment = together.then(|| Arc::new(Alignment::new(group.len())));
+            let leads = group
+                .iter()
+                .map(|r| align::leads(&self.plan, r.side))
+                .collect();
+            let alignment = together.then(|| Arc::new(Alignment::new(leads)));
             let output_order = together.then(|| Arc::new(tokio::sync::Mutex::new(())));
             let executor = Arc::new(self.executor(group.len()));
             for (index, reader) in group.into_iter().enumerate() {
                 let alignment = alignment.as_ref().map(|a| (Arc::clone(a), index));
+                let upstream = upstream.as_ref().map(|(routing, sides)| Upstream {
+                    alignment: Arc::clone(routing),
+                    tasks: (0..sides.len())
+                        .filter(|t| sides[*t] == reader.side)
+                        .collect(),
+                });
                 let task = self.task(
                     reader,
                     Arc::clone(&executor),
                     index,
-                    alignment,
+                    (alignment, upstream),
                     output_order.clone(),
                 );
                 tasks.spawn(task, &stopped);
@@ -420,7 +433,8 @@ impl QueryTasks {
     }
 
     /// Starts the tasks writing each side's records into its repartition topic (creating the
-    /// topics); the topics and their partition counts, or `None` (the query failed).
+    /// topics); the topics, their partition counts, and the routing tasks' alignment with the
+    /// side each task reads; or `None` (the query failed).
     async fn repartition(
         &self,
         source_topics: &[String],
@@ -428,7 +442,7 @@ impl QueryTasks {
         keys: Vec<exchange::RouteKey>,
         tasks: &mut Tasks,
         stopped: &watch::Receiver<bool>,
-    ) -> Option<(Vec<String>, Vec<i32>)> {
+    ) -> Option<(Vec<String>, Vec<i32>, (Arc<Alignment>, Vec<usize>))> {
         let wanted = counts.iter().copied().max().unwrap_or(1);
         let mut topics = Vec::new();
         let mut partitions = Vec::new();
@@ -473,13 +487,21 @@ impl QueryTasks {
         // The routing tasks keep together in event time, so that each repartition topic
         // receives its records nearly in order.
         let routing = self.readers(source_topics, counts);
-        let alignment = (routing.len() > 1).then(|| Arc::new(Alignment::new(routing.len())));
+        let leads = routing
+            .iter()
+            .map(|r| align::leads(&self.plan, r.side))
+            .collect();
+        let alignment = Arc::new(Alignment::new(leads));
+        let sides = routing.iter().map(|r| r.side).collect();
         for (index, reader) in routing.into_iter().enumerate() {
             let router = Arc::clone(&routers[reader.side]);
-            let alignment = alignment.as_ref().map(|a| (Arc::clone(a), index));
-            tasks.spawn(self.task(reader, router, index, alignment, None), stopped);
+            let alignment = Some((Arc::clone(&alignment), index));
+            tasks.spawn(
+                self.task(reader, router, index, (alignment, None), None),
+                stopped,
+            );
         }
-        Some((topics, partitions))
+        Some((topics, partitions, (alignment, sides)))
     }
 
     /// The operator of a group of `readers` tasks.
@@ -494,7 +516,7 @@ impl QueryTasks {
         reader: Reader,
         executor: Arc<Executor>,
         index: usize,
-        alignment: Option<(Arc<Alignment>, usize)>,
+        (alignment, upstream): (Option<(Arc<Alignment>, usize)>, Option<Upstream>),
         output_order: Option<Arc<tokio::sync::Mutex<()>>>,
     ) -> PartitionTask {
         let (source, sink) = (
@@ -517,6 +539,7 @@ impl QueryTasks {
             output: self.output.clone(),
             reader: index,
             alignment,
+            upstream,
             output_order,
         }
     }
@@ -602,6 +625,8 @@ struct PartitionTask {
     reader: usize,
     /// The query's alignment in event time, and this task's place in it.
     alignment: Option<(Arc<Alignment>, usize)>,
+    /// A task reading a repartition topic: the tasks writing it.
+    upstream: Option<Upstream>,
     /// Held from a stateful operator's update to the end of its output's write (see
     /// [`PartitionTask::in_order`]); `None` for stateless queries.
     output_order: Option<Arc<tokio::sync::Mutex<()>>>,
@@ -672,6 +697,8 @@ impl PartitionTask {
                 },
             };
             offset = Some(start);
+            // Read before the fetch: what the upstream tasks routed by now is in what it returns.
+            let upstream = self.upstream.as_ref().and_then(Upstream::position);
             let fetched = tokio::select! {
                 r = self.client.fetch(&topic, self.partition, start, FETCH_BYTES_MAX, FETCH_WAIT) => r,
                 _ = stopped.changed() => return,
@@ -690,6 +717,13 @@ impl PartitionTask {
                 }
             };
             let Some(last) = records.last() else {
+                if let Some(position) = upstream {
+                    // Records may be on their way through the exchange.
+                    if let Some((alignment, task)) = &self.alignment {
+                        alignment.at(*task, position);
+                    }
+                    continue;
+                }
                 if let Some((alignment, task)) = &self.alignment {
                     alignment.idle(*task);
                 }
