@@ -806,8 +806,14 @@ impl Engine {
             };
         let catalog = self.catalog_snapshot();
         if select.emit.is_none() {
+            use crate::properties::{session_flag, PULL_RANGE_SCAN, PULL_TABLE_SCAN};
+            let flag = |name, default| session_flag(&session.properties, name, default);
+            let scan = pull::ScanConfig {
+                table_scan: flag(PULL_TABLE_SCAN, true),
+                range_scan: flag(PULL_RANGE_SCAN, true),
+            };
             return Ok(QueryResult::Pull(
-                pull::run(&self.client, &catalog, &select).await?,
+                pull::run(&self.client, &catalog, &select, scan).await?,
             ));
         }
         let (plan, limit) = query::plan_push(&catalog, &select, &parsed.text).await?;

@@ -9,6 +9,17 @@ pub const AUTO_OFFSET_RESET: &str = "ksql.streams.auto.offset.reset";
 /// The short name of [`AUTO_OFFSET_RESET`], as the ksql CLI's `SET` examples use it.
 pub const AUTO_OFFSET_RESET_SHORT: &str = "auto.offset.reset";
 
+/// Whether a pull query may scan a whole table (else only key lookups and ranges; on by
+/// default, as in ksqlDB).
+pub const PULL_TABLE_SCAN: &str = "ksql.query.pull.table.scan.enabled";
+/// Whether a pull query may read a range of a STRING key without a table scan.
+pub const PULL_RANGE_SCAN: &str = "ksql.query.pull.range.scan.enabled";
+
+/// A boolean property of a session, else `default`.
+pub fn session_flag(overrides: &BTreeMap<String, String>, name: &str, default: bool) -> bool {
+    session_value(overrides, name).map_or(default, |v| v.eq_ignore_ascii_case("true"))
+}
+
 /// One property with the value in effect for a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Property {
@@ -27,6 +38,8 @@ fn server_properties() -> Vec<(&'static str, String)> {
         (AUTO_OFFSET_RESET, "latest".to_string()),
         ("ksql.query.pull.max.bytes", pull.bytes_max.to_string()),
         ("ksql.query.pull.max.rows", pull.rows_max.to_string()),
+        (PULL_RANGE_SCAN, "true".to_string()),
+        (PULL_TABLE_SCAN, "true".to_string()),
         ("ksql.service.id", "default_".to_string()),
         (
             "ksql.logging.processing.topic.name",

@@ -39,6 +39,8 @@ use crate::parser::{ColumnDef, Emit, Properties, SelectQuery, SourceKind, Window
 use crate::runtime::{Output, ProcessingLog, QueryFailure};
 use crate::types::SqlType;
 
+mod grouping;
+pub(crate) use grouping::ksql_text;
 pub mod join;
 mod over;
 mod partition;
@@ -46,6 +48,8 @@ mod predicates;
 use partition::Partitioning;
 mod rewrite;
 pub mod stages;
+mod unresolved;
+pub(crate) use unresolved::column_error as unresolved_column;
 
 pub use join::{JoinKind, JoinSpec};
 pub use over::{Frame, OverFunction, OverPlan};
@@ -519,6 +523,10 @@ async fn plan_select_unboxed(
         }
         _ => Partitioning::Source,
     };
+    let sources = match &join_spec {
+        Some(spec) => spec.sources.to_vec(),
+        None => vec![Arc::clone(&source)],
+    };
     let ungrouped_window = windowed && group_by_window(&mut ast);
 
     let context = functions::session();
@@ -531,13 +539,14 @@ async fn plan_select_unboxed(
         let table = datafusion::catalog::empty::EmptyTable::new(schema);
         context.register_table(quoted(&s.name), Arc::new(table))?;
     }
-    let statement_ast = datafusion::sql::sqlparser::ast::Statement::Query(ast);
+    let statement_ast = datafusion::sql::sqlparser::ast::Statement::Query(ast.clone());
     let state = context.state();
     let plan = state
         .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
             statement_ast,
         )))
-        .await?;
+        .await
+        .map_err(|e| planning_error(e, &ast, &sources))?;
     if join_spec.is_some() {
         join::check_condition_types(&plan)?;
     }
@@ -1076,6 +1085,28 @@ fn group_by_window(query: &mut datafusion::sql::sqlparser::ast::Query) -> bool {
         }
         GroupByExpr::All(_) => false,
     }
+}
+
+/// DataFusion's refusal of `query` over `sources` in ksqlDB's words where ksqlDB has its own:
+/// the SELECT items an aggregation cannot compute, a column no source has.
+fn planning_error(
+    error: datafusion::error::DataFusionError,
+    query: &datafusion::sql::sqlparser::ast::Query,
+    sources: &[Arc<Source>],
+) -> EngineError {
+    let ungrouped = error
+        .to_string()
+        .contains("Column in SELECT must be in GROUP BY or an aggregate function");
+    if let (true, SetExpr::Select(select)) = (ungrouped, query.body.as_ref()) {
+        let columns = sources
+            .iter()
+            .flat_map(|s| s.columns.iter().map(|c| c.name.clone()))
+            .collect();
+        if let Err(listed) = grouping::check_select(select, &columns) {
+            return listed;
+        }
+    }
+    unresolved::column_error(error, query)
 }
 
 /// A windowed query that neither groups nor aggregates.

@@ -181,6 +181,13 @@ const KNOWN: &[(&str, FunctionKind, &str, &str)] = {
 /// Names the planner rewrites before DataFusion sees them.
 const PLANNER_HANDLED: &[&str] = &["COUNT_DISTINCT", "EXPLODE"];
 
+/// Whether `name` (any case) is one of ksqlDB's aggregate functions.
+pub fn is_aggregate(name: &str) -> bool {
+    KNOWN
+        .iter()
+        .any(|(n, kind, ..)| *kind == FunctionKind::Aggregate && n.eq_ignore_ascii_case(name))
+}
+
 /// The functions a query can call, sorted by name.
 pub fn list() -> Vec<FunctionInfo> {
     let context = session();

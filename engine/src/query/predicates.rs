@@ -26,7 +26,7 @@ pub(crate) fn check_comparisons(plan: &LogicalPlan) -> Result<()> {
             };
             refused = refused_comparison(&filter.predicate, filter.input.schema()).map(|why| {
                 let statement = ksql_text(&filter.predicate);
-                format!("Error in {clause} expression: {why} Statement: {statement}")
+                format!("Error in {clause} expression: {why}\nStatement: {statement}")
             });
         }
         Ok(match refused {
@@ -54,6 +54,19 @@ fn refused_comparison(predicate: &Expr, schema: &DFSchema) -> Option<String> {
         else {
             return Ok(TreeNodeRecursion::Continue);
         };
+        if left_type == DataType::Null || right_type == DataType::Null {
+            let symbol = match op {
+                Operator::NotEq => "<>".to_string(),
+                op => op.to_string(),
+            };
+            refused = Some(format!(
+                "Comparison with NULL not supported: {} {symbol} {}\n\
+                 Use 'IS NULL' or 'IS NOT NULL' instead.",
+                type_name(&left_type),
+                type_name(&right_type)
+            ));
+            return Ok(TreeNodeRecursion::Stop);
+        }
         if comparable(&left_type, &right_type) {
             return Ok(TreeNodeRecursion::Continue);
         }
@@ -70,7 +83,10 @@ fn refused_comparison(predicate: &Expr, schema: &DFSchema) -> Option<String> {
 
 /// A type as ksqlDB names it in errors (`INTEGER`, `DECIMAL(4, 2)`), else as Arrow does.
 fn type_name(data_type: &DataType) -> String {
-    SqlType::from_arrow(data_type).map_or_else(|| data_type.to_string(), |t| t.to_string())
+    match data_type {
+        DataType::Null => "NULL".into(),
+        t => SqlType::from_arrow(t).map_or_else(|| t.to_string(), |t| t.to_string()),
+    }
 }
 
 fn comparison_name(op: Operator) -> Option<&'static str> {
@@ -113,6 +129,7 @@ fn ksql_text(expr: &Expr) -> String {
         Expr::Column(column) => unqualified(&column.name),
         Expr::Literal(value, _) => match value.try_as_str() {
             Some(Some(text)) => format!("'{text}'"),
+            _ if value.is_null() => "null".into(),
             _ => value.to_string(),
         },
         Expr::Alias(alias) => ksql_text(&alias.expr),

@@ -208,7 +208,7 @@ fn contains(want: &Value, got: &Value) -> Result<(), String> {
     }
 }
 
-/// A query's answer: the header's schema, then the rows in order (the final message aside).
+/// A query's answer: the header's schema, then the rows (the final message aside).
 fn same_answer(want: &[Value], got: &Value) -> Result<(), String> {
     let got = got.as_array().cloned().unwrap_or_default();
     let header = |items: &[Value]| {
@@ -239,8 +239,20 @@ fn same_answer(want: &[Value], got: &Value) -> Result<(), String> {
             got_rows.len()
         ));
     }
-    for (i, (w, g)) in want_rows.iter().zip(&got_rows).enumerate() {
-        compare_json(w, g).map_err(|e| format!("row {i}: {e}"))?;
+    // As a multiset (ksqlDB's RQTT checks order only under `verifyOrder`, which no file sets):
+    // each expected row takes the first unmatched row equal to it.
+    let mut unmatched: Vec<&Value> = got_rows.iter().collect();
+    for (i, w) in want_rows.iter().enumerate() {
+        match unmatched.iter().position(|g| compare_json(w, g).is_ok()) {
+            Some(found) => {
+                unmatched.remove(found);
+            }
+            None => {
+                let closest = unmatched.first().map(|g| compare_json(w, g));
+                let why = closest.and_then(|c| c.err()).unwrap_or_default();
+                return Err(format!("row {i} {w} not found ({why})"));
+            }
+        }
     }
     Ok(())
 }

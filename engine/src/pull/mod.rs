@@ -29,6 +29,10 @@ use crate::functions;
 use crate::parser::{SelectQuery, SourceKind};
 use crate::query::{expand_and_find_source, quoted, rewrite_query, Star};
 use crate::runtime::{decode_records, to_rows, Failure};
+use datafusion::sql::sqlparser::ast::{GroupByExpr, SetExpr};
+
+mod keys;
+pub use keys::ScanConfig;
 
 /// The answer to a pull query.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,13 +87,15 @@ pub fn limits() -> PullLimits {
     }
 }
 
-/// Runs a pull query over a snapshot of its source, under the process's [`limits`].
+/// Runs a pull query over a snapshot of its source, under the process's [`limits`], with
+/// the scans `scan` allows.
 pub async fn run(
     client: &Arc<dyn LogClient>,
     catalog: &Catalog,
     query: &SelectQuery,
+    scan: ScanConfig,
 ) -> Result<PullResult> {
-    run_with_limits(client, catalog, query, limits()).await
+    run_with_limits(client, catalog, query, scan, limits()).await
 }
 
 /// Runs a pull query over a snapshot of its source, under `limits`.
@@ -97,14 +103,10 @@ pub async fn run_with_limits(
     client: &Arc<dyn LogClient>,
     catalog: &Catalog,
     query: &SelectQuery,
+    scan: ScanConfig,
     limits: PullLimits,
 ) -> Result<PullResult> {
-    if query.window.is_some() || !query.partition_by.is_empty() {
-        return Err(EngineError::Plan(
-            "pull queries take no WINDOW or PARTITION BY clause: add EMIT CHANGES for a push query"
-                .into(),
-        ));
-    }
+    refuse_clauses(query)?;
     let mut ast = query.query.clone();
     rewrite_query(&mut ast);
     let source = expand_and_find_source(
@@ -115,6 +117,9 @@ pub async fn run_with_limits(
             keys_last: false,
         },
     )?;
+    if let SetExpr::Select(select) = ast.body.as_ref() {
+        keys::check(select.selection.as_ref(), &source, scan)?;
+    }
     let schema = source.schema();
     let mut batches = Vec::new();
     for (partition, records) in snapshot(client, &source, limits).await? {
@@ -132,13 +137,14 @@ pub async fn run_with_limits(
     let context = functions::session();
     let table = MemTable::try_new(Arc::clone(&schema), vec![vec![snapshot]])?;
     context.register_table(quoted(&source.name), Arc::new(table))?;
-    let statement = datafusion::sql::sqlparser::ast::Statement::Query(ast);
+    let statement = datafusion::sql::sqlparser::ast::Statement::Query(ast.clone());
     let plan = context
         .state()
         .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
             statement,
         )))
-        .await?;
+        .await
+        .map_err(|e| crate::query::unresolved_column(e, &ast))?;
     crate::query::check_comparisons(&plan)?;
     let mut frame = context.execute_logical_plan(plan).await?;
     // ksqlDB's ROWTIME is a BIGINT of epoch milliseconds.
@@ -199,6 +205,28 @@ pub async fn run_with_limits(
         keys,
         rows,
     })
+}
+
+/// The clauses ksqlDB's pull queries refuse, in its words.
+fn refuse_clauses(query: &SelectQuery) -> Result<()> {
+    let SetExpr::Select(select) = query.query.body.as_ref() else {
+        return Ok(());
+    };
+    let grouped = !matches!(&select.group_by, GroupByExpr::Expressions(e, _) if e.is_empty());
+    let clause = if select.from.iter().any(|f| !f.joins.is_empty()) {
+        "JOIN"
+    } else if query.window.is_some() {
+        "WINDOW"
+    } else if grouped {
+        "GROUP BY"
+    } else if !query.partition_by.is_empty() {
+        "PARTITION BY"
+    } else {
+        return Ok(());
+    };
+    Err(EngineError::Plan(format!(
+        "Pull queries don't support {clause} clauses. Add EMIT CHANGES for a push query."
+    )))
 }
 
 /// The answer's batches, failing as soon as they pass `limits` rather than after holding them.
