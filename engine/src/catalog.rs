@@ -183,8 +183,14 @@ impl Source {
 
     /// Checks that the key and value formats can hold the columns' types, as ksqlDB does:
     /// no map in a key (maps serialize inconsistently), no ARRAY, MAP or STRUCT in KAFKA or
-    /// DELIMITED.
+    /// DELIMITED, KAFKA holds one column of INTEGER, BIGINT, DOUBLE, STRING or BYTES. A key
+    /// format's refusal comes in ksqlDB's frame ("Key format does not support schema.").
     pub fn check_formats(&self) -> Result<()> {
+        if self.columns.is_empty()
+            && matches!(self.value_format, Format::Kafka | Format::Delimited(_))
+        {
+            return Err(EngineError::Plan("No columns supplied.".into()));
+        }
         for column in &self.columns {
             if column.key && column.data_type.contains_map() {
                 return Err(EngineError::Plan(format!(
@@ -195,27 +201,25 @@ impl Source {
                     column.name, column.data_type
                 )));
             }
-            let format = if column.key {
-                self.key_format
-            } else {
-                self.value_format
-            };
-            if matches!(format, Format::Kafka | Format::Delimited(_)) {
-                let complex = match column.data_type {
-                    crate::types::SqlType::Array(_) => Some("ARRAY"),
-                    crate::types::SqlType::Map(..) => Some("MAP"),
-                    crate::types::SqlType::Struct(_) => Some("STRUCT"),
-                    _ => None,
-                };
-                if let Some(type_name) = complex {
-                    return Err(EngineError::Plan(format!(
-                        "The '{}' format does not support type '{type_name}'",
-                        format.name()
-                    )));
-                }
-            }
         }
-        Ok(())
+        let keys: Vec<&ColumnDef> = self.key_columns().collect();
+        if let Some(reason) = format_refusal(self.key_format, &keys) {
+            let columns: Vec<String> = keys
+                .iter()
+                .map(|c| format!("`{}` {} KEY", c.name, c.data_type))
+                .collect();
+            return Err(EngineError::Plan(format!(
+                "Key format does not support schema.\nformat: {}\nschema: \
+                 Persistence{{columns=[{}], features=[]}}\nreason: {reason}",
+                self.key_format.name(),
+                columns.join(", ")
+            )));
+        }
+        let values: Vec<&ColumnDef> = self.value_columns().collect();
+        match format_refusal(self.value_format, &values) {
+            Some(reason) => Err(EngineError::Plan(reason)),
+            None => Ok(()),
+        }
     }
 
     /// Key columns.
@@ -255,6 +259,53 @@ impl Source {
         }
         Arc::new(Schema::new(fields))
     }
+}
+
+/// Why `format` cannot hold `columns` (the key's or the value's), in ksqlDB's words.
+fn format_refusal(format: Format, columns: &[&ColumnDef]) -> Option<String> {
+    use crate::types::SqlType;
+    let name = format.name();
+    let described = |c: &&ColumnDef| match c.key {
+        true => format!("`{}` {} KEY", c.name, c.data_type),
+        false => format!("`{}` {}", c.name, c.data_type),
+    };
+    if format == Format::Kafka && columns.len() > 1 {
+        let got: Vec<String> = columns.iter().map(described).collect();
+        return Some(format!(
+            "The 'KAFKA' format only supports a single field. Got: [{}]",
+            got.join(", ")
+        ));
+    }
+    for column in columns {
+        let type_name = match &column.data_type {
+            SqlType::Array(_) => "ARRAY",
+            SqlType::Map(..) => "MAP",
+            SqlType::Struct(_) => "STRUCT",
+            SqlType::Boolean if format == Format::Kafka => "BOOLEAN",
+            SqlType::Decimal { .. } if format == Format::Kafka => "DECIMAL",
+            _ => continue,
+        };
+        match format {
+            Format::Kafka => {
+                return Some(format!(
+                    "The 'KAFKA' format does not support type '{type_name}'"
+                ))
+            }
+            Format::Delimited(_) if column.key => {
+                return Some(format!(
+                    "The '{name}' format does not support type '{type_name}', column: `{}`",
+                    column.name
+                ))
+            }
+            Format::Delimited(_) => {
+                return Some(format!(
+                    "The '{name}' format does not support type '{type_name}'"
+                ))
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// WINDOW_TYPE and WINDOW_SIZE of a CREATE over a windowed topic.

@@ -138,7 +138,7 @@ impl QueryFailure {
 }
 
 /// Evaluates `expr` on every row of `batch`. Some of DataFusion's functions panic on some
-/// arguments (LPAD to a negative length once did): the panic becomes this batch's error, so
+/// arguments (its LPAD to a negative length did): the panic becomes this batch's error, so
 /// the records at fault go to the processing log like any other failing record.
 pub(crate) fn evaluate(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
     let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -1538,4 +1538,51 @@ fn non_finite_doubles(batch: &RecordBatch) -> Vec<(usize, String, &'static str)>
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::common::DFSchema;
+    use datafusion::logical_expr::{
+        ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    };
+
+    use super::*;
+
+    /// A function that panics on every row.
+    #[derive(Debug, PartialEq, Eq, Hash)]
+    struct Panics(Signature);
+
+    impl ScalarUDFImpl for Panics {
+        fn name(&self) -> &str {
+            "panics"
+        }
+        fn signature(&self) -> &Signature {
+            &self.0
+        }
+        fn return_type(&self, _: &[DataType]) -> datafusion::common::Result<DataType> {
+            Ok(DataType::Int64)
+        }
+        fn invoke_with_args(
+            &self,
+            _: ScalarFunctionArgs,
+        ) -> datafusion::common::Result<ColumnarValue> {
+            panic!("a function's bug")
+        }
+    }
+
+    #[test]
+    fn a_function_that_panics_fails_its_batch_instead() {
+        let udf = ScalarUDF::new_from_impl(Panics(Signature::any(1, Volatility::Immutable)));
+        let schema = Schema::new(vec![Field::new("a", DataType::Int64, true)]);
+        let logical = udf.call(vec![datafusion::prelude::col("a")]);
+        let physical = datafusion::prelude::SessionContext::new()
+            .create_physical_expr(logical, &DFSchema::try_from(schema.clone()).unwrap())
+            .unwrap();
+        let rows: ArrayRef = Arc::new(Int64Array::from(vec![1, 2]));
+        let batch = RecordBatch::try_new(Arc::new(schema), vec![rows]).unwrap();
+        let error = evaluate(&physical, &batch).unwrap_err().to_string();
+        assert!(error.contains("a function's bug"), "{error}");
+    }
 }
