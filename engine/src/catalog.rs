@@ -204,10 +204,7 @@ impl Source {
         }
         let keys: Vec<&ColumnDef> = self.key_columns().collect();
         if let Some(reason) = format_refusal(self.key_format, &keys) {
-            let columns: Vec<String> = keys
-                .iter()
-                .map(|c| format!("`{}` {} KEY", c.name, c.data_type))
-                .collect();
+            let columns: Vec<String> = keys.iter().map(|c| persisted(c)).collect();
             return Err(EngineError::Plan(format!(
                 "Key format does not support schema.\nformat: {}\nschema: \
                  Persistence{{columns=[{}], features=[]}}\nreason: {reason}",
@@ -261,16 +258,20 @@ impl Source {
     }
 }
 
+/// A column as ksqlDB prints a persisted schema's: "`K` INTEGER KEY", "`V` STRING".
+fn persisted(column: &ColumnDef) -> String {
+    match column.key {
+        true => format!("`{}` {} KEY", column.name, column.data_type),
+        false => format!("`{}` {}", column.name, column.data_type),
+    }
+}
+
 /// Why `format` cannot hold `columns` (the key's or the value's), in ksqlDB's words.
 fn format_refusal(format: Format, columns: &[&ColumnDef]) -> Option<String> {
     use crate::types::SqlType;
     let name = format.name();
-    let described = |c: &&ColumnDef| match c.key {
-        true => format!("`{}` {} KEY", c.name, c.data_type),
-        false => format!("`{}` {}", c.name, c.data_type),
-    };
     if format == Format::Kafka && columns.len() > 1 {
-        let got: Vec<String> = columns.iter().map(described).collect();
+        let got: Vec<String> = columns.iter().map(|c| persisted(c)).collect();
         return Some(format!(
             "The 'KAFKA' format only supports a single field. Got: [{}]",
             got.join(", ")

@@ -28,15 +28,6 @@ pub struct ScanConfig {
     pub range_scan: bool,
 }
 
-impl Default for ScanConfig {
-    fn default() -> Self {
-        ScanConfig {
-            table_scan: true,
-            range_scan: true,
-        }
-    }
-}
-
 /// The most disjuncts the WHERE clause is expanded into (past it: a table scan).
 const DISJUNCTS_MAX: usize = 256;
 

@@ -110,6 +110,7 @@ impl Alignment {
 /// so what they routed before that is in what the fetch returns), like a watermark through
 /// the exchange, and is idle only when they are. A stream task then waits for a table's
 /// records of an earlier time, whichever task reaches the exchange first.
+#[derive(Clone)]
 pub(super) struct Upstream {
     pub(super) alignment: std::sync::Arc<Alignment>,
     pub(super) tasks: Vec<usize>,

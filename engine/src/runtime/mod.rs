@@ -367,8 +367,8 @@ impl QueryTasks {
     async fn run(&self, counts: &[i32], stopped: watch::Receiver<bool>) {
         let source_topics: Vec<String> = self.sides.iter().map(|(s, _)| s.topic.clone()).collect();
         let mut tasks = Tasks::default();
-        // With an exchange: the routing tasks' alignment, and the side each of them reads.
-        let mut upstream: Option<(Arc<Alignment>, Vec<usize>)> = None;
+        // With an exchange: per side, the tasks routing into its repartition topic.
+        let mut upstreams: Vec<Upstream> = Vec::new();
         let groups = match exchange::placement(&self.plan, counts, &self.output) {
             Placement::Shared => vec![self.readers(&source_topics, counts)],
             Placement::Partitioned => by_partition(self.readers(&source_topics, counts)),
@@ -379,7 +379,7 @@ impl QueryTasks {
                 else {
                     return;
                 };
-                upstream = Some(routing);
+                upstreams = routing;
                 by_partition(self.readers(&topics, &partitions))
             }
         };
@@ -395,12 +395,7 @@ impl QueryTasks {
             let executor = Arc::new(self.executor(group.len()));
             for (index, reader) in group.into_iter().enumerate() {
                 let alignment = alignment.as_ref().map(|a| (Arc::clone(a), index));
-                let upstream = upstream.as_ref().map(|(routing, sides)| Upstream {
-                    alignment: Arc::clone(routing),
-                    tasks: (0..sides.len())
-                        .filter(|t| sides[*t] == reader.side)
-                        .collect(),
-                });
+                let upstream = upstreams.get(reader.side).cloned();
                 let task = self.task(
                     reader,
                     Arc::clone(&executor),
@@ -433,8 +428,8 @@ impl QueryTasks {
     }
 
     /// Starts the tasks writing each side's records into its repartition topic (creating the
-    /// topics); the topics, their partition counts, and the routing tasks' alignment with the
-    /// side each task reads; or `None` (the query failed).
+    /// topics); the topics, their partition counts, and per side the tasks routing into its
+    /// topic; or `None` (the query failed).
     async fn repartition(
         &self,
         source_topics: &[String],
@@ -442,7 +437,7 @@ impl QueryTasks {
         keys: Vec<exchange::RouteKey>,
         tasks: &mut Tasks,
         stopped: &watch::Receiver<bool>,
-    ) -> Option<(Vec<String>, Vec<i32>, (Arc<Alignment>, Vec<usize>))> {
+    ) -> Option<(Vec<String>, Vec<i32>, Vec<Upstream>)> {
         let wanted = counts.iter().copied().max().unwrap_or(1);
         let mut topics = Vec::new();
         let mut partitions = Vec::new();
@@ -492,7 +487,14 @@ impl QueryTasks {
             .map(|r| align::leads(&self.plan, r.side))
             .collect();
         let alignment = Arc::new(Alignment::new(leads));
-        let sides = routing.iter().map(|r| r.side).collect();
+        let upstreams = (0..topics.len())
+            .map(|side| Upstream {
+                alignment: Arc::clone(&alignment),
+                tasks: (0..routing.len())
+                    .filter(|t| routing[*t].side == side)
+                    .collect(),
+            })
+            .collect();
         for (index, reader) in routing.into_iter().enumerate() {
             let router = Arc::clone(&routers[reader.side]);
             let alignment = Some((Arc::clone(&alignment), index));
@@ -501,7 +503,7 @@ impl QueryTasks {
                 stopped,
             );
         }
-        Some((topics, partitions, (alignment, sides)))
+        Some((topics, partitions, upstreams))
     }
 
     /// The operator of a group of `readers` tasks.
