@@ -1205,7 +1205,8 @@ pub(crate) fn expand_and_find_source(
 
 /// An expression ready to evaluate over batches of `schema`. Functions that DataFusion only
 /// runs once rewritten (COALESCE becomes a CASE) are rewritten first; nothing else is
-/// simplified, so a failing constant still fails per row, as ksqlDB's do.
+/// simplified, so a failing constant still fails per row, as ksqlDB's do. Calls are guarded
+/// ([`crate::functions::guard`]): one failing on a row is null there.
 fn physical_expr(
     context: &SessionContext,
     expr: Expr,
@@ -1230,7 +1231,7 @@ fn physical_expr(
             other => Ok(Transformed::no(other)),
         })?
         .data;
-    context.create_physical_expr(expr, schema)
+    crate::functions::guard::guard(context.create_physical_expr(expr, schema)?)
 }
 
 /// The parts of a planned SELECT that Eddy's operators run.

@@ -84,6 +84,35 @@ fn rewrite_node(expr: &mut SqlExpr) {
         if let (true, FunctionArguments::List(list)) = (distinct, &mut function.args) {
             list.duplicate_treatment = Some(DuplicateTreatment::Distinct);
         }
+        time_unit(function);
+    }
+}
+
+/// The unit of ksqlDB's date arithmetic is a word, `TIMESTAMPADD(SECONDS, 5, ts)`: passed to
+/// the function as text.
+fn time_unit(function: &mut Function) {
+    const SHIFTS: &[&str] = &[
+        "dateadd",
+        "datesub",
+        "timeadd",
+        "timesub",
+        "timestampadd",
+        "timestampsub",
+    ];
+    let named = |name: &str| matches!(function.name.0.as_slice(), [ObjectNamePart::Identifier(i)] if i.value == name);
+    if !SHIFTS.iter().any(|name| named(name)) {
+        return;
+    }
+    let FunctionArguments::List(list) = &mut function.args else {
+        return;
+    };
+    if let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(unit))) = list.args.first_mut() {
+        if let SqlExpr::Identifier(word) = unit {
+            let upper = word.value.to_uppercase();
+            if word.quote_style.is_none() && functions::dates::UNITS.contains(&upper.as_str()) {
+                *unit = string(&upper);
+            }
+        }
     }
 }
 
