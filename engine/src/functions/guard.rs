@@ -53,7 +53,11 @@ fn record(failure: String) {
 /// `expr` with each function call and CAST in it guarded.
 pub(crate) fn guard(expr: Arc<dyn PhysicalExpr>) -> Result<Arc<dyn PhysicalExpr>> {
     expr.transform_up(|e| {
-        let guarded = e.is::<ScalarFunctionExpr>() || e.is::<CastExpr>() || e.is::<TryCastExpr>();
+        // EXPLODE is a marker the table-function operator finds by name: left bare.
+        let call = e
+            .downcast_ref::<ScalarFunctionExpr>()
+            .is_some_and(|f| f.name() != "explode");
+        let guarded = call || e.is::<CastExpr>() || e.is::<TryCastExpr>();
         Ok(match guarded {
             true => Transformed::yes(Arc::new(Guarded { inner: e }) as Arc<dyn PhysicalExpr>),
             false => Transformed::no(e),
