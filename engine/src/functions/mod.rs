@@ -1,7 +1,7 @@
 //! Functions: DataFusion's built-ins under ksqlDB's names, and ksqlDB's own where DataFusion
 //! has none or means something else ([`udaf`], [`histogram`], EXPLODE in `explode`, AS_VALUE
 //! in `as_value`, Java-pattern date functions in `datetime`,
-//! REGEXP_EXTRACT in `regex`, LPAD and RPAD in `pad`, TO_JSON_STRING in `json`, the URL functions in `url`); MIN and MAX over tables in `retractable`;
+//! REGEXP_EXTRACT in `regex`, TRANSFORM, FILTER and REDUCE in `lambda`, LPAD and RPAD in `pad`, TO_JSON_STRING in `json`, the URL functions in `url`); MIN and MAX over tables in `retractable`;
 //! [`catalog`] lists them for SHOW FUNCTIONS and DESCRIBE FUNCTION; [`operators`] plans
 //! ksqlDB's operators that DataFusion spells differently.
 
@@ -13,6 +13,7 @@ pub(crate) mod datetime;
 pub(crate) mod explode;
 pub mod histogram;
 pub(crate) mod json;
+pub(crate) mod lambda;
 pub mod operators;
 pub(crate) mod pad;
 pub(crate) mod regex;
@@ -39,6 +40,7 @@ pub fn register(context: &SessionContext) {
     context.register_udf(explode::udf());
     context.register_udf(as_value::udf());
     context.register_udf(json::udf());
+    lambda::register(context);
     let scalars = datetime::udfs()
         .into_iter()
         .chain(regex::udfs())
