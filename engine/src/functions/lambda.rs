@@ -588,6 +588,8 @@ fn evaluate_spread(
 /// null are false.
 fn predicate(result: &ArrayRef) -> Result<BooleanArray> {
     match result.data_type() {
+        // arrow's prep_null_mask_filter expects nulls (it panics without them).
+        DataType::Boolean if result.null_count() == 0 => Ok(result.as_boolean().clone()),
         DataType::Boolean => Ok(prep_null_mask_filter(result.as_boolean())),
         DataType::Null => Ok(BooleanArray::from(vec![false; result.len()])),
         other => exec_err!("FILTER's lambda must give a BOOLEAN, not {other}"),

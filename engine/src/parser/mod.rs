@@ -1223,7 +1223,9 @@ fn lambda_head(
     let token = |i: usize| tokens.get(i).map(|t| &t.token);
     let param = |i: usize| match token(i) {
         Some(Token::Word(word)) => Some(LambdaFunctionParameter {
-            name: Ident::new(word.value.clone()),
+            // Quoted, as DataFusion lower-cases an unquoted parameter but not the body's
+            // (already upper-cased) names.
+            name: Ident::with_quote('"', word.value.clone()),
             data_type: None,
         }),
         _ => None,

@@ -220,20 +220,20 @@ fn lambdas_of(sql: &str) -> Vec<LambdaFunction> {
 fn lambdas_with_one_or_several_parameters() {
     let found = lambdas_of("SELECT TRANSFORM(numbers, x => x + 5) FROM s;");
     assert_eq!(found.len(), 1);
-    assert_eq!(found[0].to_string(), "X -> X + 5");
+    assert_eq!(found[0].to_string(), "\"X\" -> X + 5");
     let found = lambdas_of(
         "SELECT REDUCE(m, 0, (s, k, v) => CASE WHEN LEN(k) > 3 THEN s + v ELSE s - v END) FROM t;",
     );
     assert_eq!(found.len(), 1);
     assert_eq!(
         found[0].to_string(),
-        "(S, K, V) -> CASE WHEN LEN(K) > 3 THEN S + V ELSE S - V END"
+        "(\"S\", \"K\", \"V\") -> CASE WHEN LEN(K) > 3 THEN S + V ELSE S - V END"
     );
     let found = lambdas_of(
         "SELECT TRANSFORM(m, (x,y) => x + '_test' , (k,v) => ARRAY_MIN(v) + 1) AS t FROM s",
     );
     assert_eq!(found.len(), 2);
-    assert_eq!(found[1].to_string(), "(K, V) -> ARRAY_MIN(V) + 1");
+    assert_eq!(found[1].to_string(), "(\"K\", \"V\") -> ARRAY_MIN(V) + 1");
 }
 
 #[test]
@@ -244,7 +244,9 @@ fn lambdas_nest_and_keep_struct_access_and_constructors() {
     );
     // The visit meets the outer lambdas and the nested one inside the FILTER's.
     assert_eq!(found.len(), 4);
-    assert!(found.iter().any(|l| l.to_string() == "(C, D) -> C + D"));
+    assert!(found
+        .iter()
+        .any(|l| l.to_string() == "(\"C\", \"D\") -> C + D"));
     let found =
         lambdas_of("SELECT TRANSFORM(v, x => STRUCT(Q := x->d + 5, P := ARRAY[x->c, 'h'])) FROM s");
     assert_eq!(found.len(), 1);
