@@ -48,6 +48,7 @@ mod predicates;
 use partition::Partitioning;
 mod rewrite;
 pub mod stages;
+mod struct_star;
 mod unresolved;
 pub(crate) use unresolved::column_error as unresolved_column;
 
@@ -481,6 +482,9 @@ async fn plan_select_unboxed(
     let emit_final = query.emit == Some(Emit::Final);
     let mut ast = query.query.clone();
     rewrite_query(&mut ast);
+    if let SetExpr::Select(select) = ast.body.as_mut() {
+        struct_star::expand(select, catalog)?;
+    }
     // A join of more than two sources: the joins before the last run as stages of their own.
     let staged = match stages::join_count(&ast) {
         0..=1 => None,

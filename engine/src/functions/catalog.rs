@@ -53,6 +53,7 @@ const STRING: &str = "STRING";
 const REGEX: &str = "REGULAR EXPRESSION";
 const ARRAY: &str = "ARRAY";
 const MAP: &str = "MAP";
+const LAMBDA: &str = "LAMBDA";
 const JSON: &str = "JSON";
 const URL: &str = "URL";
 const TIME: &str = "DATE / TIME";
@@ -111,6 +112,9 @@ const KNOWN: &[(&str, FunctionKind, &str, &str)] = {
         ("ENTRIES", S, ARRAY, "A map's entries as an array of structs {K, V}, sorted by key if asked."),
         ("GENERATE_SERIES", S, ARRAY, "The integers from one number to another, as an array."),
         ("SLICE", S, ARRAY, "The elements of an array from one position to another (1-based)."),
+        ("FILTER", S, LAMBDA, "The elements of an array or the entries of a map a lambda keeps."),
+        ("REDUCE", S, LAMBDA, "An array or map reduced to one value by a lambda from an initial state."),
+        ("TRANSFORM", S, LAMBDA, "An array's elements, or a map's keys and values, mapped by lambdas."),
         ("MAP_KEYS", S, MAP, "The keys of a map, as an array."),
         ("MAP_VALUES", S, MAP, "The values of a map, as an array."),
         ("AS_MAP", S, MAP, "A map from an array of keys and an array of values."),
@@ -219,7 +223,7 @@ pub fn list() -> Vec<FunctionInfo> {
     let context = session();
     KNOWN
         .iter()
-        .filter(|(name, ..)| PLANNER_HANDLED.contains(name) || signature(&context, name).is_some())
+        .filter(|(name, ..)| resolves(&context, name))
         .map(|&(name, kind, category, description)| FunctionInfo {
             name,
             kind,
@@ -240,6 +244,21 @@ pub fn describe(name: &str) -> Option<FunctionDescription> {
         None => Vec::new(),
     };
     Some(FunctionDescription { info, variations })
+}
+
+/// Whether a query can call `ksql_name`: a name the planner handles, or a function the
+/// session has (scalar, aggregate or higher-order, such as TRANSFORM).
+fn resolves(context: &SessionContext, ksql_name: &str) -> bool {
+    let higher_order = || {
+        let lower = ksql_name.to_lowercase();
+        context
+            .state()
+            .higher_order_functions()
+            .contains_key(&lower)
+    };
+    PLANNER_HANDLED.contains(&ksql_name)
+        || signature(context, ksql_name).is_some()
+        || higher_order()
 }
 
 /// A session with Eddy's functions, as queries have.
@@ -314,6 +333,8 @@ mod tests {
             "COLLECT_LIST",
             "HISTOGRAM",
             "EXPLODE",
+            "TRANSFORM",
+            "REDUCE",
         ] {
             assert!(
                 names.contains(&expected),
@@ -323,7 +344,7 @@ mod tests {
         let context = session();
         for info in list() {
             assert!(
-                PLANNER_HANDLED.contains(&info.name) || signature(&context, info.name).is_some(),
+                resolves(&context, info.name),
                 "{} is listed but does not resolve",
                 info.name
             );

@@ -24,6 +24,9 @@ use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
 /// last message instead of kept.
 const FAILURES_KEPT_MAX: usize = 1000;
 
+/// Calls [`guard`] leaves bare.
+const UNGUARDED: &[&str] = &["explode", super::lambda::OPERAND];
+
 thread_local! {
     static FAILURES: RefCell<(Vec<String>, usize)> = const { RefCell::new((Vec::new(), 0)) };
 }
@@ -53,10 +56,12 @@ fn record(failure: String) {
 /// `expr` with each function call and CAST in it guarded.
 pub(crate) fn guard(expr: Arc<dyn PhysicalExpr>) -> Result<Arc<dyn PhysicalExpr>> {
     expr.transform_up(|e| {
-        // EXPLODE is a marker the table-function operator finds by name: left bare.
+        // Markers whose failure means something to what holds them are left bare: EXPLODE
+        // (the table-function operator finds it by name) and a lambda's null operand (its
+        // lambda function makes the whole call null, as ksqlDB's Java does).
         let call = e
             .downcast_ref::<ScalarFunctionExpr>()
-            .is_some_and(|f| f.name() != "explode");
+            .is_some_and(|f| !UNGUARDED.contains(&f.name()));
         let guarded = call || e.is::<CastExpr>() || e.is::<TryCastExpr>();
         Ok(match guarded {
             true => Transformed::yes(Arc::new(Guarded { inner: e }) as Arc<dyn PhysicalExpr>),

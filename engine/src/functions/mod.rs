@@ -1,7 +1,7 @@
 //! Functions: DataFusion's built-ins under ksqlDB's names, and ksqlDB's own where DataFusion
 //! has none or means something else ([`udaf`], [`histogram`], EXPLODE in `explode`, AS_VALUE
 //! in `as_value`, Java-pattern date functions in `datetime`,
-//! REGEXP_EXTRACT in `regex`, LPAD and RPAD in `pad`, TO_JSON_STRING in `json`, the URL functions in `url`,
+//! REGEXP_EXTRACT in `regex`, TRANSFORM, FILTER and REDUCE in `lambda`, LPAD and RPAD in `pad`, TO_JSON_STRING in `json`, the URL functions in `url`,
 //! conversions to and from BYTES in `bytes`, ARRAY and MAP functions in `collections`, date
 //! arithmetic in `dates`, functions over JSON text in `json_text`, SIGN and LOG in `math`,
 //! string functions in `text`, GEO_DISTANCE in `geo`, most of them computed row by row
@@ -25,6 +25,7 @@ pub(crate) mod guard;
 pub mod histogram;
 pub(crate) mod json;
 pub(crate) mod json_text;
+pub(crate) mod lambda;
 pub(crate) mod math;
 pub mod operators;
 pub(crate) mod pad;
@@ -55,6 +56,7 @@ pub fn register(context: &SessionContext) {
     context.register_udf(explode::udf());
     context.register_udf(as_value::udf());
     context.register_udf(json::udf());
+    lambda::register(context);
     let scalars = datetime::udfs()
         .into_iter()
         .chain(regex::udfs())
