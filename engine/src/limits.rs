@@ -16,6 +16,10 @@ pub const SQL_TEXT_BYTES_MAX: usize = 1024 * 1024;
 /// Deepest expression tree accepted. Each operator of a chain (`a OR b OR c`) is one level, as
 /// is each bracket or function call: a chain of 2,000 ORs is 2,000 levels deep.
 pub const EXPRESSION_DEPTH_MAX: usize = 1_000;
+/// Deepest nesting of lambdas (`x => TRANSFORM(x, y => ...)`). Each lambda is parsed on its
+/// own before the whole tree is measured against [`EXPRESSION_DEPTH_MAX`], so this bounds the
+/// parser's own recursion.
+pub const LAMBDA_DEPTH_MAX: usize = 64;
 /// Most expression nodes (columns, literals, operators, calls) in one statement.
 pub const EXPRESSION_NODES_MAX: usize = 100_000;
 /// SQL texts up to this long are parsed on the caller's stack; longer ones on a thread whose

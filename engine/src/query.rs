@@ -48,6 +48,7 @@ mod predicates;
 use partition::Partitioning;
 mod rewrite;
 pub mod stages;
+mod struct_star;
 mod unresolved;
 pub(crate) use unresolved::column_error as unresolved_column;
 
@@ -481,6 +482,9 @@ async fn plan_select_unboxed(
     let emit_final = query.emit == Some(Emit::Final);
     let mut ast = query.query.clone();
     rewrite_query(&mut ast);
+    if let SetExpr::Select(select) = ast.body.as_mut() {
+        struct_star::expand(select, catalog)?;
+    }
     // A join of more than two sources: the joins before the last run as stages of their own.
     let staged = match stages::join_count(&ast) {
         0..=1 => None,
@@ -1205,7 +1209,8 @@ pub(crate) fn expand_and_find_source(
 
 /// An expression ready to evaluate over batches of `schema`. Functions that DataFusion only
 /// runs once rewritten (COALESCE becomes a CASE) are rewritten first; nothing else is
-/// simplified, so a failing constant still fails per row, as ksqlDB's do.
+/// simplified, so a failing constant still fails per row, as ksqlDB's do. Calls are guarded
+/// ([`crate::functions::guard`]): one failing on a row is null there.
 fn physical_expr(
     context: &SessionContext,
     expr: Expr,
@@ -1230,7 +1235,7 @@ fn physical_expr(
             other => Ok(Transformed::no(other)),
         })?
         .data;
-    context.create_physical_expr(expr, schema)
+    crate::functions::guard::guard(context.create_physical_expr(expr, schema)?)
 }
 
 /// The parts of a planned SELECT that Eddy's operators run.

@@ -53,6 +53,7 @@ const STRING: &str = "STRING";
 const REGEX: &str = "REGULAR EXPRESSION";
 const ARRAY: &str = "ARRAY";
 const MAP: &str = "MAP";
+const LAMBDA: &str = "LAMBDA";
 const JSON: &str = "JSON";
 const URL: &str = "URL";
 const TIME: &str = "DATE / TIME";
@@ -83,7 +84,7 @@ const KNOWN: &[(&str, FunctionKind, &str, &str)] = {
         ("GREATEST", S, MATH, "The largest of its arguments, ignoring nulls."),
         ("LEAST", S, MATH, "The smallest of its arguments, ignoring nulls."),
         ("LN", S, MATH, "The natural logarithm of a number."),
-        ("LOG", S, MATH, "The logarithm of a number: LOG(x) base 10, LOG(base, x)."),
+        ("LOG", S, MATH, "The logarithm of a number: LOG(x) natural, LOG(base, x)."),
         ("PI", S, MATH, "The number pi."),
         ("POWER", S, MATH, "A number raised to a power."),
         ("RADIANS", S, MATH, "Degrees converted to radians."),
@@ -108,12 +109,22 @@ const KNOWN: &[(&str, FunctionKind, &str, &str)] = {
         ("ARRAY_REMOVE", S, ARRAY, "An array without the elements equal to a value."),
         ("ARRAY_SORT", S, ARRAY, "An array sorted, ascending unless 'DESC' is given."),
         ("ARRAY_UNION", S, ARRAY, "The distinct elements of both arrays."),
+        ("ENTRIES", S, ARRAY, "A map's entries as an array of structs {K, V}, sorted by key if asked."),
+        ("GENERATE_SERIES", S, ARRAY, "The integers from one number to another, as an array."),
         ("SLICE", S, ARRAY, "The elements of an array from one position to another (1-based)."),
+        ("FILTER", S, LAMBDA, "The elements of an array or the entries of a map a lambda keeps."),
+        ("REDUCE", S, LAMBDA, "An array or map reduced to one value by a lambda from an initial state."),
+        ("TRANSFORM", S, LAMBDA, "An array's elements, or a map's keys and values, mapped by lambdas."),
         ("MAP_KEYS", S, MAP, "The keys of a map, as an array."),
         ("MAP_VALUES", S, MAP, "The values of a map, as an array."),
+        ("AS_MAP", S, MAP, "A map from an array of keys and an array of values."),
+        ("MAP_UNION", S, MAP, "The entries of two maps, the second's value where both have a key."),
         ("CHR", S, STRING, "The character with a Unicode code point."),
         ("CONCAT", S, STRING, "Its arguments joined into one string."),
         ("CONCAT_WS", S, STRING, "Its arguments joined by a separator, skipping nulls."),
+        ("ELT", S, STRING, "The n-th of its string arguments after n."),
+        ("ENCODE", S, STRING, "A string re-encoded from one encoding to another (hex, utf8, ascii, base64)."),
+        ("FIELD", S, STRING, "The 1-based position of a string among the strings after it, 0 if absent."),
         ("INITCAP", S, STRING, "A string with the first letter of each word capitalized."),
         ("INSTR", S, STRING, "The 1-based position of a substring in a string, 0 if absent."),
         ("LCASE", S, STRING, "A string in lower case."),
@@ -123,6 +134,7 @@ const KNOWN: &[(&str, FunctionKind, &str, &str)] = {
         ("REPLACE", S, STRING, "A string with every occurrence of a substring replaced."),
         ("RPAD", S, STRING, "A string padded on the right to a length."),
         ("SPLIT", S, STRING, "A string split by a delimiter into an array."),
+        ("SPLIT_TO_MAP", S, STRING, "A string split into a map by an entry and a key-value delimiter."),
         ("SUBSTRING", S, STRING, "Part of a string, from a 1-based position, optionally of a length."),
         ("TRIM", S, STRING, "A string without leading and trailing whitespace."),
         ("UCASE", S, STRING, "A string in upper case."),
@@ -132,6 +144,13 @@ const KNOWN: &[(&str, FunctionKind, &str, &str)] = {
         ("REGEXP_SPLIT_TO_ARRAY", S, REGEX, "A string split around matches of a regular expression."),
         ("EXTRACTJSONFIELD", S, JSON, "The value at a JSON path in a JSON string."),
         ("TO_JSON_STRING", S, JSON, "A value as a JSON string."),
+        ("IS_JSON_STRING", S, JSON, "Whether a string holds JSON."),
+        ("JSON_ARRAY_CONTAINS", S, JSON, "Whether a JSON array holds a value."),
+        ("JSON_ARRAY_LENGTH", S, JSON, "The number of elements of a JSON array."),
+        ("JSON_CONCAT", S, JSON, "JSON objects merged, or JSON values joined into one array."),
+        ("JSON_ITEMS", S, JSON, "The elements of a JSON array, each as a JSON string."),
+        ("JSON_KEYS", S, JSON, "The keys of a JSON object."),
+        ("JSON_RECORDS", S, JSON, "The entries of a JSON object, as a map of strings."),
         ("URL_DECODE_PARAM", S, URL, "A URL query parameter decoded (a '+' as a space)."),
         ("URL_ENCODE_PARAM", S, URL, "A string encoded as a URL query parameter."),
         ("URL_EXTRACT_FRAGMENT", S, URL, "The fragment of a URL (after '#')."),
@@ -146,9 +165,14 @@ const KNOWN: &[(&str, FunctionKind, &str, &str)] = {
         ("DATESUB", S, TIME, "A date minus an interval."),
         ("FORMAT_DATE", S, TIME, "A date formatted with a pattern."),
         ("FORMAT_TIMESTAMP", S, TIME, "A timestamp formatted with a pattern."),
+        ("FORMAT_TIME", S, TIME, "A time formatted with a pattern."),
+        ("FROM_DAYS", S, TIME, "Days since the epoch as a DATE."),
         ("FROM_UNIXTIME", S, TIME, "Epoch milliseconds as a TIMESTAMP."),
         ("PARSE_DATE", S, TIME, "A string parsed into a DATE with a pattern."),
         ("PARSE_TIMESTAMP", S, TIME, "A string parsed into a TIMESTAMP with a pattern."),
+        ("PARSE_TIME", S, TIME, "A string parsed into a TIME with a pattern."),
+        ("TIMEADD", S, TIME, "A time plus an interval, around the clock."),
+        ("TIMESUB", S, TIME, "A time minus an interval, around the clock."),
         ("TIMESTAMPADD", S, TIME, "A timestamp plus an interval."),
         ("TIMESTAMPSUB", S, TIME, "A timestamp minus an interval."),
         ("UNIX_DATE", S, TIME, "Days since the epoch: of a date, or today."),
@@ -159,6 +183,11 @@ const KNOWN: &[(&str, FunctionKind, &str, &str)] = {
         ("AS_VALUE", S, OTHER, "A key column copied into the value."),
         ("TO_BYTES", S, CONVERSION, "A string encoded as bytes (hex, utf8, base64, ascii)."),
         ("FROM_BYTES", S, CONVERSION, "Bytes decoded into a string (hex, utf8, base64, ascii)."),
+        ("INT_FROM_BYTES", S, CONVERSION, "Four bytes as an INT, big endian unless told."),
+        ("BIGINT_FROM_BYTES", S, CONVERSION, "Eight bytes as a BIGINT, big endian unless told."),
+        ("DOUBLE_FROM_BYTES", S, CONVERSION, "Eight bytes as a DOUBLE, big endian unless told."),
+        ("GEO_DISTANCE", S, OTHER, "The great-circle distance between two points, in km or miles."),
+        ("ATTR", A, AGGREGATE, "A column's value when all rows of the group share it, else null."),
         ("AVG", A, AGGREGATE, "The average of a column's values."),
         ("COLLECT_LIST", A, AGGREGATE, "The values of a column, as an array (at most 1000)."),
         ("COLLECT_SET", A, AGGREGATE, "The distinct values of a column, as an array (at most 1000)."),
@@ -171,6 +200,7 @@ const KNOWN: &[(&str, FunctionKind, &str, &str)] = {
         ("MAX", A, AGGREGATE, "The largest value of a column."),
         ("MIN", A, AGGREGATE, "The smallest value of a column."),
         ("STDDEV_SAMP", A, AGGREGATE, "The sample standard deviation of a column."),
+        ("STDDEV_SAMPLE", A, AGGREGATE, "The sample standard deviation of a column."),
         ("SUM", A, AGGREGATE, "The sum of a column's values."),
         ("TOPK", A, AGGREGATE, "The k largest values of a column, as an array."),
         ("TOPKDISTINCT", A, AGGREGATE, "The k largest distinct values of a column, as an array."),
@@ -193,7 +223,7 @@ pub fn list() -> Vec<FunctionInfo> {
     let context = session();
     KNOWN
         .iter()
-        .filter(|(name, ..)| PLANNER_HANDLED.contains(name) || signature(&context, name).is_some())
+        .filter(|(name, ..)| resolves(&context, name))
         .map(|&(name, kind, category, description)| FunctionInfo {
             name,
             kind,
@@ -214,6 +244,21 @@ pub fn describe(name: &str) -> Option<FunctionDescription> {
         None => Vec::new(),
     };
     Some(FunctionDescription { info, variations })
+}
+
+/// Whether a query can call `ksql_name`: a name the planner handles, or a function the
+/// session has (scalar, aggregate or higher-order, such as TRANSFORM).
+fn resolves(context: &SessionContext, ksql_name: &str) -> bool {
+    let higher_order = || {
+        let lower = ksql_name.to_lowercase();
+        context
+            .state()
+            .higher_order_functions()
+            .contains_key(&lower)
+    };
+    PLANNER_HANDLED.contains(&ksql_name)
+        || signature(context, ksql_name).is_some()
+        || higher_order()
 }
 
 /// A session with Eddy's functions, as queries have.
@@ -288,6 +333,8 @@ mod tests {
             "COLLECT_LIST",
             "HISTOGRAM",
             "EXPLODE",
+            "TRANSFORM",
+            "REDUCE",
         ] {
             assert!(
                 names.contains(&expected),
@@ -297,7 +344,7 @@ mod tests {
         let context = session();
         for info in list() {
             assert!(
-                PLANNER_HANDLED.contains(&info.name) || signature(&context, info.name).is_some(),
+                resolves(&context, info.name),
                 "{} is listed but does not resolve",
                 info.name
             );

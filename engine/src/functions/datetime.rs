@@ -169,8 +169,17 @@ impl ScalarUDFImpl for DateTimeFunction {
                     let Some(time) = DateTime::<Utc>::from_timestamp_millis(ms) else {
                         return exec_err!("timestamp {ms} is out of range");
                     };
-                    let local = time.with_timezone(&zone);
-                    let text = formatted(local.format_with_items(format.iter()), pattern)?;
+                    // A named zone prints its abbreviation for 'z' (PDT), an offset itself.
+                    let text = match zone {
+                        Zone::Named(tz) => formatted(
+                            time.with_timezone(&tz).format_with_items(format.iter()),
+                            pattern,
+                        )?,
+                        Zone::Fixed(_) => formatted(
+                            time.with_timezone(&zone).format_with_items(format.iter()),
+                            pattern,
+                        )?,
+                    };
                     out.push(Some(text));
                 }
                 Arc::new(StringArray::from(out))
@@ -274,7 +283,7 @@ fn timestamp_millis(parsed: &Parsed, zone: &Zone, text: &str, pattern: &str) -> 
 }
 
 /// Parses `text` with a Java pattern.
-fn parse_with(text: &str, pattern: &str, cache: &mut Cache) -> Result<Parsed> {
+pub(crate) fn parse_with(text: &str, pattern: &str, cache: &mut Cache) -> Result<Parsed> {
     let items = cache.pattern(pattern)?;
     let mut parsed = Parsed::new();
     parse(&mut parsed, text, items.iter()).map_err(|e| unparsable(text, pattern, e))?;
@@ -295,7 +304,7 @@ pub(crate) struct Cache {
 }
 
 impl Cache {
-    fn pattern(&mut self, pattern: &str) -> Result<&[chrono::format::Item<'static>]> {
+    pub(crate) fn pattern(&mut self, pattern: &str) -> Result<&[chrono::format::Item<'static>]> {
         if self.last.as_ref().map(|(p, _)| p.as_str()) != Some(pattern) {
             let strftime = strftime(pattern)?;
             let items = StrftimeItems::new(&strftime)
@@ -314,7 +323,7 @@ pub(crate) enum Zone {
     Fixed(FixedOffset),
 }
 
-fn zone(name: Option<&str>) -> Result<Zone> {
+pub(crate) fn zone(name: Option<&str>) -> Result<Zone> {
     let Some(name) = name else {
         return Ok(Zone::Fixed(FixedOffset::east_opt(0).expect("UTC")));
     };
@@ -370,7 +379,7 @@ impl TimeZone for Zone {
     }
 }
 
-fn epoch_date() -> NaiveDate {
+pub(crate) fn epoch_date() -> NaiveDate {
     NaiveDate::from_ymd_opt(1970, 1, 1).expect("the epoch")
 }
 
@@ -494,7 +503,7 @@ fn strftime(pattern: &str) -> Result<String> {
 /// Writes a formatted value, or says which pattern could not format it: chrono's formatting
 /// fails (rather than writing) when a pattern asks for a field the value lacks, such as an
 /// hour of a DATE, and `to_string()` would panic on that.
-fn formatted(value: impl std::fmt::Display, pattern: &str) -> Result<String> {
+pub(crate) fn formatted(value: impl std::fmt::Display, pattern: &str) -> Result<String> {
     use std::fmt::Write;
     let mut out = String::new();
     write!(out, "{value}").map_err(|_| {

@@ -5,16 +5,24 @@
 //! here from the tokens; every SELECT, expression and value list is handed to sqlparser's own
 //! parser, after ksqlDB's clauses (WINDOW, EMIT, PARTITION BY) are cut out of the token stream
 //! into our nodes. Unquoted identifiers are upper-cased, backquoted ones keep their case, as in
-//! ksqlDB. Errors name the line and column and what was expected.
+//! ksqlDB. Lambdas (`x => ..`, `(x, y) => ..`) are cut out too and parsed on their own, because
+//! sqlparser spells them `->`, which ksqlDB spends on struct field access. Errors name the
+//! line and column and what was expected.
 
 pub mod ast;
 
 use std::collections::BTreeMap;
 
-use datafusion::sql::sqlparser::ast::Expr;
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    visit_expressions_mut, Expr, Ident, LambdaFunction, LambdaFunctionParameter, LambdaSyntax,
+    OneOrManyWithParens, VisitMut,
+};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::{Span, Token, TokenWithSpan, Tokenizer, Word};
 
 pub use ast::*;
 
@@ -121,6 +129,14 @@ fn statement_tokens(sql: &str) -> Result<StatementTokens> {
                 if !current.is_empty() {
                     statements.push(std::mem::take(&mut current));
                 }
+            }
+            // ksqlDB's `s->*` (all of a struct's fields): a field named `*`, expanded once the
+            // struct's type is known (query::struct_star).
+            Token::Mul if current.last().is_some_and(|t| t.token == Token::Arrow) => {
+                current.push(TokenWithSpan {
+                    token: Token::make_word("*", Some('"')),
+                    span: token.span,
+                });
             }
             _ => current.push(normalize(token)),
         }
@@ -831,6 +847,8 @@ fn sql_error(error: ParserError, tokens: &[TokenWithSpan]) -> EngineError {
 /// Parses a SELECT with ksqlDB's clauses: WINDOW, PARTITION BY, EMIT and a join's WITHIN are
 /// cut from the token stream first, then sqlparser parses the rest.
 fn select(tokens: Vec<TokenWithSpan>) -> Result<SelectQuery> {
+    let mut lambdas = Vec::new();
+    let tokens = cut_lambdas(tokens, &mut lambdas, 0)?;
     let mut kept = Vec::with_capacity(tokens.len());
     let mut window = None;
     let mut emit = None;
@@ -904,7 +922,7 @@ fn select(tokens: Vec<TokenWithSpan>) -> Result<SelectQuery> {
         i += 1;
     }
     let mut parser = sql_parser(kept.clone());
-    let query = parser.parse_query().map_err(|e| sql_error(e, &kept))?;
+    let mut query = parser.parse_query().map_err(|e| sql_error(e, &kept))?;
     let next = parser.peek_token();
     if next.token != Token::EOF {
         return Err(EngineError::sql(
@@ -912,6 +930,8 @@ fn select(tokens: Vec<TokenWithSpan>) -> Result<SelectQuery> {
             position_of(&next),
         ));
     }
+    put_back_lambdas(&mut query, &lambdas);
+    put_back_lambdas(&mut partition_by, &lambdas);
     Ok(SelectQuery {
         query,
         window,
@@ -1128,6 +1148,152 @@ pub fn duration_text_ms(text: &str) -> Result<i64> {
     })
 }
 
+/// Cuts every lambda written as a function argument (`f(a, x => ..)`, `f((s, x) => ..)`) out
+/// of `tokens`, parsing each on its own into `lambdas` (nested ones first), and leaves a
+/// placeholder name in its place for sqlparser; [`put_back_lambdas`] swaps them back in after.
+/// A body runs to the comma or bracket that ends its argument.
+fn cut_lambdas(
+    tokens: Vec<TokenWithSpan>,
+    lambdas: &mut Vec<Expr>,
+    depth: usize,
+) -> Result<Vec<TokenWithSpan>> {
+    let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        let argument = matches!(
+            out.last().map(|t| &t.token),
+            Some(Token::LParen | Token::Comma)
+        );
+        let Some((params, arrow)) = argument.then(|| lambda_head(&tokens, i)).flatten() else {
+            out.push(tokens[i].clone());
+            i += 1;
+            continue;
+        };
+        if depth >= limits::LAMBDA_DEPTH_MAX {
+            return Err(EngineError::sql(
+                format!(
+                    "lambdas are nested more than {} deep (limit \
+                     sql.expression.lambda.depth.max)",
+                    limits::LAMBDA_DEPTH_MAX
+                ),
+                position_of(&tokens[i]),
+            ));
+        }
+        let end = argument_end(&tokens, arrow + 1);
+        if end == arrow + 1 {
+            return Cursor {
+                tokens,
+                index: arrow + 1,
+            }
+            .error("the lambda's body after '=>'");
+        }
+        let body_tokens = cut_lambdas(tokens[arrow + 1..end].to_vec(), lambdas, depth + 1)?;
+        let mut parser = sql_parser(body_tokens.clone());
+        let mut body = parser
+            .parse_expr()
+            .map_err(|e| sql_error(e, &body_tokens))?;
+        let next = parser.peek_token();
+        if next.token != Token::EOF {
+            return Err(EngineError::sql(
+                format!("unexpected '{}' in the lambda's body", next.token),
+                position_of(&next),
+            ));
+        }
+        put_back_lambdas(&mut body, lambdas);
+        out.push(TokenWithSpan {
+            token: Token::Word(Word {
+                value: format!("{LAMBDA_PLACEHOLDER}{}", lambdas.len()),
+                quote_style: Some('"'),
+                keyword: Keyword::NoKeyword,
+            }),
+            span: Span::new(tokens[i].span.start, tokens[end - 1].span.end),
+        });
+        lambdas.push(Expr::Lambda(LambdaFunction {
+            params,
+            body: Box::new(body),
+            syntax: LambdaSyntax::Arrow,
+        }));
+        i = end;
+    }
+    Ok(out)
+}
+
+/// The name that stands in for a cut lambda while sqlparser parses the rest: no statement
+/// can spell it (a quoted name holding a NUL character).
+const LAMBDA_PLACEHOLDER: &str = "\u{0}lambda ";
+
+/// The parameters of a lambda starting at `start` (`x =>` or `(x, y) =>`), and where its
+/// `=>` is.
+fn lambda_head(
+    tokens: &[TokenWithSpan],
+    start: usize,
+) -> Option<(OneOrManyWithParens<LambdaFunctionParameter>, usize)> {
+    let token = |i: usize| tokens.get(i).map(|t| &t.token);
+    let param = |i: usize| match token(i) {
+        Some(Token::Word(word)) => Some(LambdaFunctionParameter {
+            // Quoted, as DataFusion lower-cases an unquoted parameter but not the body's
+            // (already upper-cased) names.
+            name: Ident::with_quote('"', word.value.clone()),
+            data_type: None,
+        }),
+        _ => None,
+    };
+    if let (Some(param), Some(Token::RArrow)) = (param(start), token(start + 1)) {
+        return Some((OneOrManyWithParens::One(param), start + 1));
+    }
+    if token(start) != Some(&Token::LParen) {
+        return None;
+    }
+    let mut params = vec![param(start + 1)?];
+    let mut i = start + 2;
+    while token(i) == Some(&Token::Comma) {
+        params.push(param(i + 1)?);
+        i += 2;
+    }
+    match (token(i), token(i + 1)) {
+        (Some(Token::RParen), Some(Token::RArrow)) => {
+            Some((OneOrManyWithParens::Many(params), i + 1))
+        }
+        _ => None,
+    }
+}
+
+/// Where the function argument starting at `start` ends: the first comma or closing bracket
+/// outside brackets opened in it (or the end of the tokens).
+fn argument_end(tokens: &[TokenWithSpan], start: usize) -> usize {
+    let mut depth = 0usize;
+    for (i, token) in tokens.iter().enumerate().skip(start) {
+        match token.token {
+            Token::LParen | Token::LBracket | Token::LBrace => depth += 1,
+            Token::RParen | Token::RBracket | Token::RBrace if depth == 0 => return i,
+            Token::RParen | Token::RBracket | Token::RBrace => depth -= 1,
+            Token::Comma if depth == 0 => return i,
+            _ => {}
+        }
+    }
+    tokens.len()
+}
+
+/// Swaps each placeholder [`cut_lambdas`] left for the lambda it stands for.
+fn put_back_lambdas<V: VisitMut>(node: &mut V, lambdas: &[Expr]) {
+    if lambdas.is_empty() {
+        return;
+    }
+    let _ = visit_expressions_mut(node, |expr| {
+        let index = match expr {
+            Expr::Identifier(ident) => ident
+                .value
+                .strip_prefix(LAMBDA_PLACEHOLDER)
+                .and_then(|n| n.parse::<usize>().ok()),
+            _ => None,
+        };
+        if let Some(lambda) = index.and_then(|i| lambdas.get(i)) {
+            *expr = lambda.clone();
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
 /// A bare expression (for INSERT VALUES and tests).
 pub fn parse_expression(sql: &str) -> Result<Expr> {
     let tokens = Tokenizer::new(&GenericDialect {}, sql)
@@ -1146,9 +1312,12 @@ pub fn parse_expression(sql: &str) -> Result<Expr> {
         .filter(|t| !matches!(t.token, Token::Whitespace(_)))
         .map(normalize)
         .collect();
-    let expr = sql_parser(tokens.clone())
+    let mut lambdas = Vec::new();
+    let tokens = cut_lambdas(tokens, &mut lambdas, 0)?;
+    let mut expr = sql_parser(tokens.clone())
         .parse_expr()
         .map_err(|e| sql_error(e, &tokens))?;
+    put_back_lambdas(&mut expr, &lambdas);
     limits::check_expressions(&expr, Position { line: 1, column: 1 })?;
     Ok(expr)
 }

@@ -200,3 +200,91 @@ fn split_finds_whole_statements_and_the_open_rest() {
     assert_eq!(rest, "");
     assert!(split_statements("SELECT 'open").is_err());
 }
+
+/// The lambdas of the first SELECT item's call, as sqlparser's nodes.
+fn lambdas_of(sql: &str) -> Vec<LambdaFunction> {
+    let Statement::Select(select) = one(sql) else {
+        panic!("{sql}: not a SELECT");
+    };
+    let mut found = Vec::new();
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(&select.query, |e| {
+        if let Expr::Lambda(lambda) = e {
+            found.push(lambda.clone());
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    found
+}
+
+#[test]
+fn lambdas_with_one_or_several_parameters() {
+    let found = lambdas_of("SELECT TRANSFORM(numbers, x => x + 5) FROM s;");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].to_string(), "\"X\" -> X + 5");
+    let found = lambdas_of(
+        "SELECT REDUCE(m, 0, (s, k, v) => CASE WHEN LEN(k) > 3 THEN s + v ELSE s - v END) FROM t;",
+    );
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        found[0].to_string(),
+        "(\"S\", \"K\", \"V\") -> CASE WHEN LEN(K) > 3 THEN S + V ELSE S - V END"
+    );
+    let found = lambdas_of(
+        "SELECT TRANSFORM(m, (x,y) => x + '_test' , (k,v) => ARRAY_MIN(v) + 1) AS t FROM s",
+    );
+    assert_eq!(found.len(), 2);
+    assert_eq!(found[1].to_string(), "(\"K\", \"V\") -> ARRAY_MIN(V) + 1");
+}
+
+#[test]
+fn lambdas_nest_and_keep_struct_access_and_constructors() {
+    let found = lambdas_of(
+        "SELECT TRANSFORM(FILTER(m, (a, b) => LEN(a) > 2 AND REDUCE(b, 0, (c, d) => c+d) < 20), \
+         (x, y) => x, (x, y) => y) FROM s",
+    );
+    // The visit meets the outer lambdas and the nested one inside the FILTER's.
+    assert_eq!(found.len(), 4);
+    assert!(found
+        .iter()
+        .any(|l| l.to_string() == "(\"C\", \"D\") -> C + D"));
+    let found =
+        lambdas_of("SELECT TRANSFORM(v, x => STRUCT(Q := x->d + 5, P := ARRAY[x->c, 'h'])) FROM s");
+    assert_eq!(found.len(), 1);
+    let body = found[0].body.to_string();
+    assert!(
+        body.contains("X -> D + 5"),
+        "`->` is still struct access: {body}"
+    );
+    assert!(body.contains("ARRAY[X -> C, 'h']"), "{body}");
+}
+
+#[test]
+fn struct_access_outside_lambdas_is_unchanged() {
+    let Statement::Select(select) = one("SELECT s->f, g(a, b) FROM t WHERE s->f > 1") else {
+        panic!("not a SELECT");
+    };
+    let text = select.query.to_string();
+    assert!(text.contains("s -> f") || text.contains("S -> F"), "{text}");
+    assert!(!text.contains("lambda"), "{text}");
+}
+
+#[test]
+fn lambda_errors_name_what_is_missing() {
+    let message = error("SELECT TRANSFORM(numbers, x => ) FROM s");
+    assert!(message.contains("lambda's body"), "{message}");
+    let message = error("SELECT TRANSFORM(numbers, x => x +) FROM s");
+    assert!(message.starts_with("line 1:"), "{message}");
+}
+
+#[test]
+fn lambda_nesting_is_bounded() {
+    let depth = limits::LAMBDA_DEPTH_MAX + 1;
+    let mut body = "x0".to_string();
+    for level in (0..depth).rev() {
+        body = format!("TRANSFORM(a, x{level} => {body})");
+    }
+    let message = error(&format!("SELECT {body} FROM s"));
+    assert!(message.contains("lambda.depth.max"), "{message}");
+    let expression = parse_expression("TRANSFORM(a, x => x * 2)").unwrap();
+    assert!(matches!(expression, Expr::Function(_)), "{expression:?}");
+}

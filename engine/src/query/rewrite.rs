@@ -36,7 +36,7 @@ pub(crate) fn rewrite(expr: &mut SqlExpr) {
 /// one; COUNT_DISTINCT(x) becomes COUNT(DISTINCT x).
 fn rewrite_node(expr: &mut SqlExpr) {
     use datafusion::sql::sqlparser::ast::DuplicateTreatment;
-    if field_access(expr) {
+    if rebuild_field_access(expr) {
         return;
     }
     if let Some(rewritten) = constructor(expr) {
@@ -84,6 +84,35 @@ fn rewrite_node(expr: &mut SqlExpr) {
         if let (true, FunctionArguments::List(list)) = (distinct, &mut function.args) {
             list.duplicate_treatment = Some(DuplicateTreatment::Distinct);
         }
+        time_unit(function);
+    }
+}
+
+/// The unit of ksqlDB's date arithmetic is a word, `TIMESTAMPADD(SECONDS, 5, ts)`: passed to
+/// the function as text.
+fn time_unit(function: &mut Function) {
+    const SHIFTS: &[&str] = &[
+        "dateadd",
+        "datesub",
+        "timeadd",
+        "timesub",
+        "timestampadd",
+        "timestampsub",
+    ];
+    let named = |name: &str| matches!(function.name.0.as_slice(), [ObjectNamePart::Identifier(i)] if i.value == name);
+    if !SHIFTS.iter().any(|name| named(name)) {
+        return;
+    }
+    let FunctionArguments::List(list) = &mut function.args else {
+        return;
+    };
+    if let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(unit))) = list.args.first_mut() {
+        if let SqlExpr::Identifier(word) = unit {
+            let upper = word.value.to_uppercase();
+            if word.quote_style.is_none() && functions::dates::UNITS.contains(&upper.as_str()) {
+                *unit = string(&upper);
+            }
+        }
     }
 }
 
@@ -92,7 +121,7 @@ fn rewrite_node(expr: &mut SqlExpr) {
 /// `x = s->f` comes as `(x = s)->f` and `s->f = x` as `s->(f = x)`. The access is rebuilt
 /// between the innermost operands on either side: the rightmost of the left side and the
 /// leftmost of the right, and the operators around them are kept. Rewrites in place.
-fn field_access(expr: &mut SqlExpr) -> bool {
+fn rebuild_field_access(expr: &mut SqlExpr) -> bool {
     if !matches!(
         expr,
         SqlExpr::BinaryOp {
@@ -113,10 +142,7 @@ fn field_access(expr: &mut SqlExpr) -> bool {
     let SqlExpr::Identifier(field) = field_leaf else {
         return false;
     };
-    let access = call(
-        "get_field",
-        vec![rightmost(&mut left).clone(), string(&field.value)],
-    );
+    let access = field_access(rightmost(&mut left).clone(), &field.value);
     *field_leaf = access;
     *rightmost(&mut left) = right;
     *expr = left;
@@ -156,6 +182,11 @@ fn leftmost(expr: &mut SqlExpr) -> &mut SqlExpr {
 
 /// The name ksqlDB gives an unaliased `s->f` in a projection: the field's.
 pub(crate) fn field_access_name(expr: &SqlExpr) -> Option<String> {
+    field_access_parts(expr).map(|(_, name)| name.to_string())
+}
+
+/// `s->f` (as `get_field(s, 'f')`) as the struct and the field's name.
+pub(crate) fn field_access_parts(expr: &SqlExpr) -> Option<(&SqlExpr, &str)> {
     let SqlExpr::Function(function) = expr else {
         return None;
     };
@@ -165,14 +196,20 @@ pub(crate) fn field_access_name(expr: &SqlExpr) -> Option<String> {
         return None;
     };
     match (is_get_field, list.args.as_slice()) {
-        (true, [_, FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::Value(v)))]) => {
-            match &v.value {
-                Value::SingleQuotedString(name) => Some(name.clone()),
-                _ => None,
-            }
-        }
+        (
+            true,
+            [FunctionArg::Unnamed(FunctionArgExpr::Expr(inner)), FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::Value(v)))],
+        ) => match &v.value {
+            Value::SingleQuotedString(name) => Some((inner, name.as_str())),
+            _ => None,
+        },
         _ => None,
     }
+}
+
+/// `s->f`: field `f` of the struct `s`.
+pub(crate) fn field_access(inner: SqlExpr, field: &str) -> SqlExpr {
+    call("get_field", vec![inner, string(field)])
 }
 
 /// `MAP(k := v, ..)` becomes `make_map(k, v, ..)` and `STRUCT(f := v, ..)` becomes

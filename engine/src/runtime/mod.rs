@@ -880,6 +880,7 @@ impl PartitionTask {
     /// fails, its records are run one by one to find the ones at fault.
     async fn process(&self, records: &[ConsumedRecord]) -> Emitted {
         let mut failures = Vec::new();
+        crate::functions::guard::take_failures();
         let mut parts = self.each_record_on_failure(records, &mut failures, |records, failures| {
             self.compute(records, failures)
         });
@@ -888,12 +889,19 @@ impl PartitionTask {
             _ => Emitted::concat(parts),
         };
         let offset = records.last().map_or(-1, |r| r.offset);
-        failures.extend(output.failures.iter().map(|message| Failure {
-            topic: self.topic.clone(),
-            partition: self.partition,
-            offset,
-            message: message.clone(),
-        }));
+        let nulled = crate::functions::guard::take_failures();
+        failures.extend(
+            output
+                .failures
+                .iter()
+                .chain(&nulled)
+                .map(|message| Failure {
+                    topic: self.topic.clone(),
+                    partition: self.partition,
+                    offset,
+                    message: message.clone(),
+                }),
+        );
         self.log.log(&self.query_id, failures).await;
         output
     }
@@ -986,10 +994,22 @@ impl PartitionTask {
         replayed: bool,
     ) -> Vec<ProducerRecord> {
         let mut failures = Vec::new();
+        crate::functions::guard::take_failures();
         let parts = self.each_record_on_failure(records, &mut failures, |records, failures| {
             let (plan, source, schema) = (&self.plan, &self.source, &self.schema);
             router.route(plan, source, schema, self.partition, records, failures)
         });
+        let offset = records.last().map_or(-1, |r| r.offset);
+        failures.extend(
+            crate::functions::guard::take_failures()
+                .into_iter()
+                .map(|message| Failure {
+                    topic: self.topic.clone(),
+                    partition: self.partition,
+                    offset,
+                    message,
+                }),
+        );
         self.log.log(&self.query_id, failures).await;
         let routed = parts.into_iter().flatten();
         match replayed {
