@@ -156,6 +156,8 @@ struct EngineState {
 pub struct Engine {
     client: Arc<dyn LogClient>,
     log: Arc<ProcessingLog>,
+    /// Which running queries write which topics (a reader waits for them before it is idle).
+    writers: Arc<crate::runtime::Writers>,
     state: Mutex<EngineState>,
     /// Whether statements are recorded in the command topic ([`Engine::open`]).
     durable: bool,
@@ -198,6 +200,7 @@ impl Engine {
         catalog.insert(processing_log_stream());
         Engine {
             log: Arc::new(ProcessingLog::new(Arc::clone(&client))),
+            writers: Default::default(),
             client,
             state: Mutex::new(EngineState {
                 catalog,
@@ -507,7 +510,13 @@ impl Engine {
                 if replaced.is_none() {
                     self.take_query_number();
                 }
-                self.ensure_topic(&plan.sink.topic, &plan.sink_topic_properties(), kind)
+                let mut source_partitions = 1;
+                for topic in plan.source_topics() {
+                    let count = self.client.partition_count(&topic).await.unwrap_or(1);
+                    source_partitions = source_partitions.max(count);
+                }
+                let properties = plan.sink_topic_properties(source_partitions);
+                self.ensure_topic(&plan.sink.topic, &properties, kind)
                     .await?;
                 if let Some(id) = &replaced {
                     // The old query ends (finishing and committing its batch) before its
@@ -521,6 +530,7 @@ impl Engine {
                 let running = query::start(
                     Arc::clone(&self.client),
                     Arc::clone(&self.log),
+                    &self.writers,
                     query_id.clone(),
                     plan.clone(),
                     Output::Topic,
@@ -580,6 +590,7 @@ impl Engine {
                 let running = query::start(
                     Arc::clone(&self.client),
                     Arc::clone(&self.log),
+                    &self.writers,
                     query_id.clone(),
                     plan,
                     Output::Topic,
@@ -846,6 +857,7 @@ impl Engine {
         let running = query::start(
             Arc::clone(&self.client),
             Arc::clone(&self.log),
+            &self.writers,
             query_id.clone(),
             plan,
             Output::Rows {

@@ -36,7 +36,7 @@ use crate::error::{EngineError, Result};
 use crate::formats::Format;
 use crate::functions;
 use crate::parser::{ColumnDef, Emit, Properties, SelectQuery, SourceKind, WindowSpec};
-use crate::runtime::{Output, ProcessingLog, QueryFailure};
+use crate::runtime::{Output, ProcessingLog, QueryActivity, QueryFailure, Writers};
 use crate::types::SqlType;
 
 mod grouping;
@@ -244,12 +244,15 @@ impl PersistentPlan {
             .collect()
     }
 
-    /// Properties for creating the sink topic.
-    pub fn sink_topic_properties(&self) -> Properties {
+    /// Properties for creating the sink topic: PARTITIONS from the WITH clause, else the
+    /// source topics' (the most of them), as ksqlDB does.
+    pub fn sink_topic_properties(&self, source_partitions: i32) -> Properties {
         let mut properties = Properties::new();
         properties.insert(
             "PARTITIONS".into(),
-            self.sink_partitions.unwrap_or(1).to_string(),
+            self.sink_partitions
+                .unwrap_or(source_partitions.max(1))
+                .to_string(),
         );
         properties
     }
@@ -1399,11 +1402,16 @@ impl RunningQuery {
 pub fn start(
     client: Arc<dyn LogClient>,
     log: Arc<ProcessingLog>,
+    writers: &Arc<Writers>,
     query_id: String,
     plan: PersistentPlan,
     output: Output,
 ) -> RunningQuery {
     let (stop, stopped) = watch::channel(false);
+    // Registered now, so that a query started after this one waits for what it writes.
+    let writes = matches!(output, Output::Topic).then_some(plan.sink.topic.as_str());
+    let activity = Arc::new(QueryActivity::new(writers, writes));
+    let writers = Arc::clone(writers);
     let running = RunningQuery {
         statement: plan.sink.statement.clone(),
         sink: plan.sink.name.clone(),
@@ -1422,7 +1430,16 @@ pub fn start(
     let metrics = Arc::clone(&running.metrics);
     tokio::spawn(async move {
         crate::runtime::run_query(
-            client, log, query_id, plan, output, held, metrics, failure, stopped,
+            client,
+            log,
+            (writers, activity),
+            query_id,
+            plan,
+            output,
+            held,
+            metrics,
+            failure,
+            stopped,
         )
         .await;
         finished.store(true, std::sync::atomic::Ordering::Release);

@@ -24,17 +24,18 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, Int64Array};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::PhysicalExpr;
-use eddy_broker::partitioner::murmur2;
+use eddy_broker::partitioner::{murmur2, partition_for_key};
 use eddy_broker::{BrokerError, ConsumedRecord, LogClient, ProducerRecord};
 
 use super::{decode_batch, evaluate, Failure, Output};
 use crate::catalog::{Source, ROWOFFSET};
 use crate::error::{EngineError, Result};
-use crate::parser::SourceKind;
+use crate::parser::{ColumnDef, SourceKind};
 use crate::query::{expr_list, AggregatePlan, JoinPlan, JoinSide, Operator, PersistentPlan};
 
 /// Where a stateful query's state lives (see the module's documentation).
@@ -341,11 +342,7 @@ impl Router {
             }
             keys.push(key);
         }
-        let fields = keys
-            .iter()
-            .map(|k| SortField::new(k.data_type().clone()))
-            .collect();
-        let rows = RowConverter::new(fields)?.convert_columns(&keys)?;
+        let partitions = self.partitions_of(plan, &keys)?;
         let offsets = batch
             .column_by_name(ROWOFFSET)
             .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
@@ -357,9 +354,8 @@ impl Router {
             let Some(record) = records.find(|r| r.offset == *offset) else {
                 break;
             };
-            let hash = murmur2(rows.row(row).as_ref()) & 0x7fff_ffff;
             out.push(ProducerRecord {
-                partition: Some(hash % self.partitions),
+                partition: Some(partitions[row]),
                 key: record.key.clone(),
                 value: record.value.clone(),
                 timestamp_ms: Some(record.timestamp_ms),
@@ -367,6 +363,40 @@ impl Router {
             });
         }
         Ok(out)
+    }
+
+    /// Each row's partition: the one the sink puts its key in (murmur2 of the key as the
+    /// sink's key format writes it), so that a task whose output keeps the key writes its own
+    /// partition of the sink alone, in the order it emits, as in Kafka Streams. A key the
+    /// sink's key columns cannot hold (or null) goes by the hash of Arrow's row bytes; the
+    /// choice depends on the types alone, so both sides of a join route a key alike.
+    fn partitions_of(&self, plan: &PersistentPlan, keys: &[ArrayRef]) -> Result<Vec<i32>> {
+        let rows = keys.first().map_or(0, |k| k.len());
+        let columns: Vec<&ColumnDef> = plan.sink.key_columns().collect();
+        let serialized = (columns.len() == keys.len())
+            .then(|| {
+                let fields: Vec<Field> = columns
+                    .iter()
+                    .zip(keys)
+                    .map(|(c, k)| Field::new(&c.name, k.data_type().clone(), true))
+                    .collect();
+                let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), keys.to_vec());
+                super::encode_columns(&batch.ok()?, &columns, plan.sink.key_format, false).ok()
+            })
+            .flatten();
+        let fields = keys
+            .iter()
+            .map(|k| SortField::new(k.data_type().clone()))
+            .collect();
+        let converted = RowConverter::new(fields)?.convert_columns(keys)?;
+        Ok((0..rows)
+            .map(
+                |row| match serialized.as_ref().and_then(|s| s[row].as_deref()) {
+                    Some(bytes) => partition_for_key(bytes, self.partitions),
+                    None => (murmur2(converted.row(row).as_ref()) & 0x7fff_ffff) % self.partitions,
+                },
+            )
+            .collect())
     }
 }
 

@@ -20,7 +20,9 @@ use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef,
 use datafusion::arrow::json::writer::JsonArray;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_expr::PhysicalExpr;
-use eddy_broker::{BrokerError, ConsumedRecord, LogClient, OffsetReset, ProducerRecord};
+use eddy_broker::{
+    partitioner, BrokerError, ConsumedRecord, LogClient, OffsetReset, ProducerRecord,
+};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch};
 
@@ -45,6 +47,7 @@ mod metrics;
 mod operator;
 mod over;
 pub mod processing_log;
+mod writers;
 
 pub use aggregate::AggregateExec;
 pub(crate) use decode::decode_records;
@@ -54,6 +57,9 @@ pub use join::JoinExec;
 pub use metrics::{OperatorStats, QueryMetrics};
 pub use over::OverExec;
 pub use processing_log::{Failure, ProcessingLog};
+pub(crate) use writers::QueryActivity;
+use writers::TaskActivity;
+pub use writers::Writers;
 
 const FETCH_BYTES_MAX: usize = 1 << 20;
 const FETCH_WAIT: Duration = Duration::from_millis(200);
@@ -177,11 +183,14 @@ const PARTITION_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 ///
 /// A chain of joins runs its stages ([`crate::query::stages`]) alongside, each as a query of
 /// its own writing into the internal topic the next one reads, committing in the same consumer
-/// group; they stop when the query does. A push query's stage topics go with it.
+/// group; they stop when the query does. A push query's stage topics go with it. `activity`
+/// is the query's among the engine's `writers` (registered for its sink by the caller); each
+/// stage is registered for its topic here, before any task reads it.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_query(
     client: Arc<dyn LogClient>,
     log: Arc<ProcessingLog>,
+    (writers, activity): (Arc<Writers>, Arc<QueryActivity>),
     query_id: String,
     plan: Arc<PersistentPlan>,
     output: Output,
@@ -190,9 +199,14 @@ pub(crate) async fn run_query(
     failure: QueryFailure,
     stopped: watch::Receiver<bool>,
 ) {
-    let tasks = |name: String, plan: Arc<PersistentPlan>, output: Output| QueryTasks {
+    let tasks = |name: String,
+                 plan: Arc<PersistentPlan>,
+                 output: Output,
+                 activity: Arc<QueryActivity>| QueryTasks {
         client: Arc::clone(&client),
         log: Arc::clone(&log),
+        writers: Arc::clone(&writers),
+        activity,
         query_id: query_id.clone(),
         stage: name
             .strip_prefix(&query_id)
@@ -208,7 +222,7 @@ pub(crate) async fn run_query(
         failure: failure.clone(),
     };
     if plan.upstream.is_empty() {
-        return tasks(query_id.clone(), plan, output)
+        return tasks(query_id.clone(), plan, output, activity)
             .run_until(stopped)
             .await;
     }
@@ -230,13 +244,19 @@ pub(crate) async fn run_query(
             break;
         }
         let name = crate::query::stages::stage_tasks_name(stage);
-        let stage = tasks(name, Arc::new(stage.clone()), Output::Topic);
+        let writing = Arc::new(QueryActivity::new(&writers, Some(topic)));
+        let stage = tasks(name, Arc::new(stage.clone()), Output::Topic, writing);
         stages.spawn(stage.run_until(stages_stopped.clone()));
     }
     if started {
-        tasks(query_id.clone(), Arc::clone(&plan), output.clone())
-            .run_until(stopped)
-            .await;
+        tasks(
+            query_id.clone(),
+            Arc::clone(&plan),
+            output.clone(),
+            activity,
+        )
+        .run_until(stopped)
+        .await;
     }
     let _ = stop_stages.send(true);
     while stages.join_next().await.is_some() {}
@@ -308,6 +328,9 @@ async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
 struct QueryTasks {
     client: Arc<dyn LogClient>,
     log: Arc<ProcessingLog>,
+    /// The engine's running writers, and this query's (or stage's) place among them.
+    writers: Arc<Writers>,
+    activity: Arc<QueryActivity>,
     /// The query's id: its consumer group.
     query_id: String,
     /// What its internal topics are named after: the query id, or a stage's (`<id>_S<n>`).
@@ -377,6 +400,7 @@ impl QueryTasks {
                     .repartition(&source_topics, counts, keys, &mut tasks, &stopped)
                     .await
                 else {
+                    self.activity.started();
                     return;
                 };
                 upstreams = routing;
@@ -406,6 +430,7 @@ impl QueryTasks {
                 tasks.spawn(task, &stopped);
             }
         }
+        self.activity.started();
         self.join(tasks).await;
     }
 
@@ -528,6 +553,8 @@ impl QueryTasks {
         PartitionTask {
             client: Arc::clone(&self.client),
             log: Arc::clone(&self.log),
+            writers: Arc::clone(&self.writers),
+            activity: self.activity.task(),
             query_id: self.query_id.clone(),
             source_counters: self.metrics.operator(&self.stage, &source),
             sink_counters: self.metrics.operator(&self.stage, &sink),
@@ -543,6 +570,7 @@ impl QueryTasks {
             alignment,
             upstream,
             output_order,
+            sink_partitions: Default::default(),
         }
     }
 
@@ -611,6 +639,10 @@ impl Tasks {
 struct PartitionTask {
     client: Arc<dyn LogClient>,
     log: Arc<ProcessingLog>,
+    /// The engine's running writers, and this task's part in its query's activity: busy
+    /// until it finds nothing to read while no query writing its topic is busy.
+    writers: Arc<Writers>,
+    activity: TaskActivity,
     query_id: String,
     plan: Arc<PersistentPlan>,
     executor: Arc<Executor>,
@@ -632,6 +664,8 @@ struct PartitionTask {
     /// Held from a stateful operator's update to the end of its output's write (see
     /// [`PartitionTask::in_order`]); `None` for stateless queries.
     output_order: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// The sink topic's partition count, once a windowed row has asked for it.
+    sink_partitions: tokio::sync::OnceCell<i32>,
     /// Records read from the topic, and records written (or sent to a push query's client).
     source_counters: Arc<OperatorCounters>,
     sink_counters: Arc<OperatorCounters>,
@@ -674,6 +708,8 @@ impl PartitionTask {
                 replay_until = Some(committed);
             }
         }
+        // The latest record time read: where a reader idle before takes up its place again.
+        let mut last_time = i64::MIN;
         while !*stopped.borrow() {
             let start = match offset {
                 Some(o) => o,
@@ -699,8 +735,10 @@ impl PartitionTask {
                 },
             };
             offset = Some(start);
-            // Read before the fetch: what the upstream tasks routed by now is in what it returns.
+            // Read before the fetch: what the upstream tasks routed by now is in what it
+            // returns, and so is what the queries writing the topic wrote before going idle.
             let upstream = self.upstream.as_ref().and_then(Upstream::position);
+            let writers_busy = self.writers.busy(&topic, self.activity.query());
             let fetched = tokio::select! {
                 r = self.client.fetch(&topic, self.partition, start, FETCH_BYTES_MAX, FETCH_WAIT) => r,
                 _ = stopped.changed() => return,
@@ -726,6 +764,14 @@ impl PartitionTask {
                     }
                     continue;
                 }
+                if writers_busy {
+                    // A query writing the topic may be about to: not idle (again) yet.
+                    if !self.activity.set_busy(true) {
+                        self.resume(last_time);
+                    }
+                    continue;
+                }
+                self.activity.set_busy(false);
                 if let Some((alignment, task)) = &self.alignment {
                     alignment.idle(*task);
                 }
@@ -746,6 +792,8 @@ impl PartitionTask {
                 continue;
             };
             let next = last.offset + 1;
+            self.activity.set_busy(true);
+            last_time = last_time.max(last.timestamp_ms);
             self.source_counters.add(records.len(), records.len());
             // The records go in chunks as far as the other tasks let this one run ahead.
             let mut rest = &records[..];
@@ -833,7 +881,12 @@ impl PartitionTask {
             return true;
         };
         match &self.output {
-            Output::Topic => match encode_output(&self.plan, &rows, &emitted.meta) {
+            Output::Topic => match encode_output(
+                &self.plan,
+                &rows,
+                &emitted.meta,
+                self.sink_partitions().await,
+            ) {
                 Ok(records) if records.is_empty() => true,
                 Ok(records) => {
                     self.sink_counters.add(rows.num_rows(), records.len());
@@ -1020,6 +1073,28 @@ impl PartitionTask {
 
     /// Writes to `topic` (the sink, or a repartition topic), retrying until it works; false
     /// when the query stopped first.
+    /// A task that was idle waits for a query writing its topic: it holds the others back
+    /// again, from where it was (`last_time`, the latest record time it read).
+    fn resume(&self, last_time: i64) {
+        if let Some((alignment, task)) = &self.alignment {
+            alignment.at(*task, last_time);
+        }
+        if let Executor::Operator(operator) = &*self.executor {
+            operator.resume(self.port());
+        }
+    }
+
+    /// The sink topic's partition count, for a windowed sink (its records go by their
+    /// inner key); `None` otherwise, or when it cannot be read.
+    async fn sink_partitions(&self) -> Option<i32> {
+        self.plan.sink.window?;
+        let topic = &self.plan.sink.topic;
+        let count = self
+            .sink_partitions
+            .get_or_try_init(|| self.client.partition_count(topic));
+        count.await.ok().copied()
+    }
+
     async fn produce(
         &self,
         topic: &str,
@@ -1271,11 +1346,14 @@ pub(crate) struct RowMeta {
     pub tombstone: bool,
 }
 
-/// Serializes projected rows into records for the sink topic, one per row.
+/// Serializes projected rows into records for the sink topic, one per row. A windowed key's
+/// record goes to the partition of its inner key, of a sink of `partitions` partitions (as
+/// Kafka Streams' windowed partitioner does), with the rows of that key before windowing.
 fn encode_output(
     plan: &PersistentPlan,
     output: &RecordBatch,
     meta: &[RowMeta],
+    partitions: Option<i32>,
 ) -> Result<Vec<ProducerRecord>> {
     let sink = &plan.sink;
     let sink_keys: Vec<&ColumnDef> = sink.key_columns().collect();
@@ -1324,11 +1402,16 @@ fn encode_output(
             tracing::warn!(sink = %sink.name, timestamp, "dropping a row with a negative timestamp");
             continue;
         }
+        let mut partition = None;
         if let (Some(kind), Some((start, end))) = (sink.window, meta.window) {
+            partition = partitions
+                .zip(key.as_deref())
+                .map(|(count, inner)| partitioner::partition_for_key(inner, count));
             key = Some(formats::windowed_key(key.as_deref(), kind, start, end).into());
         }
         out.push(ProducerRecord {
             key,
+            partition,
             value: if meta.tombstone { None } else { value },
             timestamp_ms: Some(timestamp),
             ..Default::default()

@@ -42,6 +42,10 @@ pub(crate) trait StreamOperator: Send + Sync {
         Ok(Emitted::default())
     }
 
+    /// The reader of `port`, idle before, has records on their way (a query writing its
+    /// topic is at work): it holds the watermark back again, from where it was.
+    fn resume(&self, _port: Port) {}
+
     /// Whether it keeps state across batches: a restarted query rebuilds that state from its
     /// input before it emits again.
     fn stateful(&self) -> bool {
@@ -146,6 +150,10 @@ impl Counted {
         let emitted = self.operator.process(port, input);
         self.count(input.batch.num_rows(), emitted.as_ref().ok());
         emitted
+    }
+
+    pub(super) fn resume(&self, port: Port) {
+        self.operator.resume(port);
     }
 
     pub(super) fn idle(&self, port: Port) -> Result<Emitted> {

@@ -54,6 +54,8 @@ struct State {
     /// Per partition reader: the latest event time it has read (`i64::MIN` before its first
     /// rows, [`IDLE`] while it has nothing to read).
     positions: Vec<i64>,
+    /// Per partition reader: the latest event time it has read, idle or not.
+    latest: Vec<i64>,
     arrivals: u64,
     partitions: HashMap<RowKey, Partition>,
 }
@@ -80,6 +82,7 @@ impl OverExec {
             state: Mutex::new(State {
                 waiting: BTreeMap::new(),
                 positions: vec![i64::MIN; readers],
+                latest: vec![i64::MIN; readers],
                 arrivals: 0,
                 partitions: HashMap::default(),
             }),
@@ -279,6 +282,9 @@ impl StreamOperator for OverExec {
                 position => position.max(latest),
             };
         }
+        if let Some(read) = state.latest.get_mut(port.reader) {
+            *read = (*read).max(latest);
+        }
         for row in 0..rows {
             state.arrivals += 1;
             let place = (
@@ -299,6 +305,14 @@ impl StreamOperator for OverExec {
             state.waiting.insert(place, waiting);
         }
         self.release(&mut state)
+    }
+
+    fn resume(&self, port: Port) {
+        let mut state = self.state.lock();
+        let read = state.latest.get(port.reader).copied();
+        if let (Some(position), Some(read)) = (state.positions.get_mut(port.reader), read) {
+            *position = read;
+        }
     }
 
     /// The partition reader of `port` has read all there is: emits the rows the watermark, no
