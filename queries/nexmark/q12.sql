@@ -6,8 +6,10 @@
 -- wall-clock timer: the last window stays open until more bids come). RETENTION keeps an open
 -- window's counts through a pause in the bids of up to an hour (without it, a bid arriving more
 -- than a window size after the window's end would expire the window unemitted, as EMIT FINAL
--- does in ksqlDB when stream time jumps). Each run's rows differ.
-CREATE STREAM q12_arrivals WITH (TIMESTAMP='PROCTIME') AS
+-- does in ksqlDB when stream time jumps). The arrivals stream has one partition: stream time is
+-- a partition's own, and the one closing bid must close every bidder's last window. Each run's
+-- rows differ.
+CREATE STREAM q12_arrivals WITH (TIMESTAMP='PROCTIME', PARTITIONS=1) AS
   SELECT bidder, UNIX_TIMESTAMP() AS proctime FROM bid EMIT CHANGES;
 CREATE TABLE q12 AS
   SELECT bidder, COUNT(*) AS bid_count, WINDOWSTART AS starttime, WINDOWEND AS endtime

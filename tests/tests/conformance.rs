@@ -632,10 +632,11 @@ async fn read_all(
         .partition_count(topic)
         .await
         .map_err(|e| e.to_string())?;
-    let mut all = Vec::new();
+    let mut by_partition = Vec::new();
     for p in 0..partitions {
         let range = client.offsets(topic, p).await.map_err(|e| e.to_string())?;
         let mut offset = range.log_start_offset;
+        let mut records_of_p = Vec::new();
         while offset < range.high_watermark {
             let records = client
                 .fetch(topic, p, offset, 1 << 20, Duration::from_millis(10))
@@ -643,10 +644,31 @@ async fn read_all(
                 .map_err(|e| e.to_string())?;
             let Some(last) = records.last() else { break };
             offset = last.offset + 1;
-            all.extend(records);
+            records_of_p.extend(records);
         }
+        by_partition.push(std::collections::VecDeque::from(records_of_p));
     }
-    Ok(all)
+    Ok(merged_by_time(by_partition))
+}
+
+/// The records of several partitions in one sequence, as ksqlDB's test driver sees a topic:
+/// each partition's in order, the partitions interleaved by timestamp (the earliest head
+/// first; the lower partition on a tie).
+fn merged_by_time(
+    mut partitions: Vec<std::collections::VecDeque<eddy_broker::ConsumedRecord>>,
+) -> Vec<eddy_broker::ConsumedRecord> {
+    let mut all = Vec::new();
+    loop {
+        let next = partitions
+            .iter()
+            .enumerate()
+            .filter_map(|(p, records)| Some((records.front()?.timestamp_ms, p)))
+            .min();
+        let Some((_, p)) = next else {
+            return all;
+        };
+        all.extend(partitions[p].pop_front());
+    }
 }
 
 fn compare_record(
