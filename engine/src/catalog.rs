@@ -226,7 +226,12 @@ impl Source {
 
     /// Value columns.
     pub fn value_columns(&self) -> impl Iterator<Item = &ColumnDef> {
-        self.columns.iter().filter(|c| !c.key)
+        self.columns.iter().filter(|c| !c.key && c.header.is_none())
+    }
+
+    /// Columns read from the records' headers.
+    pub fn header_columns(&self) -> impl Iterator<Item = &ColumnDef> {
+        self.columns.iter().filter(|c| c.header.is_some())
     }
 
     /// The Arrow schema queries see: the columns, then ROWTIME, ROWPARTITION, ROWOFFSET, and
@@ -270,43 +275,35 @@ fn persisted(column: &ColumnDef) -> String {
 fn format_refusal(format: Format, columns: &[&ColumnDef]) -> Option<String> {
     use crate::types::SqlType;
     let name = format.name();
-    if format == Format::Kafka && columns.len() > 1 {
+    let kafka = format == Format::Kafka;
+    if !kafka && !matches!(format, Format::Delimited(_)) {
+        return None;
+    }
+    if kafka && columns.len() > 1 {
         let got: Vec<String> = columns.iter().map(|c| persisted(c)).collect();
         return Some(format!(
             "The 'KAFKA' format only supports a single field. Got: [{}]",
             got.join(", ")
         ));
     }
-    for column in columns {
+    columns.iter().find_map(|column| {
         let type_name = match &column.data_type {
             SqlType::Array(_) => "ARRAY",
             SqlType::Map(..) => "MAP",
             SqlType::Struct(_) => "STRUCT",
-            SqlType::Boolean if format == Format::Kafka => "BOOLEAN",
-            SqlType::Decimal { .. } if format == Format::Kafka => "DECIMAL",
-            _ => continue,
+            SqlType::Boolean if kafka => "BOOLEAN",
+            SqlType::Decimal { .. } if kafka => "DECIMAL",
+            _ => return None,
         };
-        match format {
-            Format::Kafka => {
-                return Some(format!(
-                    "The 'KAFKA' format does not support type '{type_name}'"
-                ))
-            }
-            Format::Delimited(_) if column.key => {
-                return Some(format!(
-                    "The '{name}' format does not support type '{type_name}', column: `{}`",
-                    column.name
-                ))
-            }
-            Format::Delimited(_) => {
-                return Some(format!(
-                    "The '{name}' format does not support type '{type_name}'"
-                ))
-            }
-            _ => {}
-        }
-    }
-    None
+        // ksqlDB names the column of a DELIMITED key it refuses.
+        let column_name = match !kafka && column.key {
+            true => format!(", column: `{}`", column.name),
+            false => String::new(),
+        };
+        Some(format!(
+            "The '{name}' format does not support type '{type_name}'{column_name}"
+        ))
+    })
 }
 
 /// WINDOW_TYPE and WINDOW_SIZE of a CREATE over a windowed topic.

@@ -556,6 +556,11 @@ impl Engine {
                         "INSERT INTO can only be used to insert into a stream. {target} is a table."
                     )));
                 }
+                if sink.header_columns().next().is_some() {
+                    return Err(EngineError::Plan(format!(
+                        "Cannot insert into {target} because it has header columns"
+                    )));
+                }
                 let catalog_snapshot = self.catalog_snapshot();
                 let mut plan = query::plan_persistent(
                     &catalog_snapshot,
@@ -1198,6 +1203,17 @@ impl Engine {
         } else {
             names.to_vec()
         };
+        let headers: Vec<&str> = source
+            .header_columns()
+            .map(|c| c.name.as_str())
+            .filter(|h| names.iter().any(|n| n.eq_ignore_ascii_case(h)))
+            .collect();
+        if !headers.is_empty() {
+            return Err(EngineError::Plan(format!(
+                "Cannot insert into HEADER columns: {}",
+                headers.join(", ")
+            )));
+        }
         if names.len() != values.len() {
             return Err(EngineError::Plan(format!(
                 "expected {} values for columns ({}), found {}",

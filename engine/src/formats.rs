@@ -124,8 +124,59 @@ pub fn encode(
     }
 }
 
-/// Deserializes bytes in `format` into one value per column (null when absent).
+/// Deserializes bytes in `format` into one value per column (null when absent). BYTES come
+/// out as hex text, which Arrow's JSON reader takes (ksqlDB's formats hold them as base64).
 pub fn decode(
+    format: Format,
+    columns: &[&ColumnDef],
+    bytes: Option<&[u8]>,
+    wrap_single_value: bool,
+) -> Result<Vec<Value>, String> {
+    let mut values = decode_values(format, columns, bytes, wrap_single_value)?;
+    for (value, column) in values.iter_mut().zip(columns) {
+        if column.data_type.contains_bytes() {
+            base64_to_hex(value, &column.data_type)?;
+        }
+    }
+    Ok(values)
+}
+
+/// BYTES inside `value`, of `data_type`, from base64 text to hex text.
+fn base64_to_hex(value: &mut Value, data_type: &SqlType) -> Result<(), String> {
+    use base64::Engine as _;
+    match (data_type, value) {
+        (SqlType::Bytes, Value::String(text)) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .map_err(|e| format!("BYTES must be base64 text: {e}"))?;
+            *text = hex::encode(bytes);
+        }
+        (SqlType::Array(item), Value::Array(items)) => {
+            for item_value in items {
+                base64_to_hex(item_value, item)?;
+            }
+        }
+        (SqlType::Map(_, item), Value::Object(entries)) => {
+            for entry in entries.values_mut() {
+                base64_to_hex(entry, item)?;
+            }
+        }
+        (SqlType::Struct(fields), Value::Object(entries)) => {
+            for (name, field_type) in fields {
+                let found = entries
+                    .iter_mut()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name));
+                if let Some((_, field_value)) = found {
+                    base64_to_hex(field_value, field_type)?;
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn decode_values(
     format: Format,
     columns: &[&ColumnDef],
     bytes: Option<&[u8]>,
@@ -343,6 +394,11 @@ fn delimited_value(field: &str, data_type: &SqlType) -> Value {
             .map(Value::from)
             .unwrap_or(Value::Null),
         SqlType::Boolean => Value::Bool(field.trim().eq_ignore_ascii_case("true")),
+        // Days, milliseconds of the day, epoch milliseconds, as ksqlDB writes them.
+        SqlType::Date | SqlType::Time | SqlType::Timestamp => match field.trim().parse::<i64>() {
+            Ok(number) => Value::from(number),
+            Err(_) => Value::String(field.to_string()),
+        },
         _ => Value::String(field.to_string()),
     }
 }
@@ -362,6 +418,13 @@ fn kafka_bytes(data_type: &SqlType, value: &Value) -> Result<Option<Vec<u8>>> {
             Value::String(s) => s.clone().into_bytes(),
             other => other.to_string().into_bytes(),
         },
+        SqlType::Bytes => {
+            use base64::Engine as _;
+            let text = value.as_str().ok_or_else(bad)?;
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|_| bad())?
+        }
         other => {
             return Err(EngineError::Plan(format!(
                 "the KAFKA format does not support {other}"
@@ -378,6 +441,10 @@ fn kafka_value(data_type: &SqlType, bytes: &[u8]) -> Result<Value, String> {
         SqlType::Double => Value::from(f64::from_be_bytes(bytes.try_into().map_err(|_| wrong(8))?)),
         SqlType::String => {
             Value::String(String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string())?)
+        }
+        SqlType::Bytes => {
+            use base64::Engine as _;
+            Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
         }
         other => return Err(format!("the KAFKA format does not support {other}")),
     })
@@ -446,6 +513,7 @@ mod tests {
             name: name.into(),
             data_type,
             key: false,
+            header: None,
         }
     }
 

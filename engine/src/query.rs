@@ -55,7 +55,7 @@ pub(crate) use unresolved::column_error as unresolved_column;
 pub use join::{JoinKind, JoinSpec};
 pub use over::{Frame, OverFunction, OverPlan};
 pub(crate) use predicates::check_comparisons;
-pub(crate) use rewrite::{field_access_name, rewrite, rewrite_query};
+pub(crate) use rewrite::{field_access_name, rewrite, rewrite_query, ItemNames};
 
 /// A planned persistent query.
 #[derive(Clone)]
@@ -355,6 +355,39 @@ pub struct AggregatePlan {
     pub having: Option<Arc<dyn PhysicalExpr>>,
     /// An aggregation over a join: the join whose rows it aggregates.
     pub join: Option<JoinPlan>,
+}
+
+/// Refuses aggregate functions whose state ksqlDB keeps as a STRUCT or ARRAY (AVG's sum and
+/// count, TOPK's list...) with a value format that cannot hold one, as ksqlDB does: its state
+/// stores take the query's value format.
+fn check_intermediate_types(operator: &Operator, value_format: Format) -> Result<()> {
+    const STRUCTURED_STATE: &[&str] = &[
+        "avg",
+        "corr",
+        "stddev",
+        "stddev_samp",
+        "topk",
+        "topkdistinct",
+        "collect_list",
+        "collect_set",
+        "histogram",
+    ];
+    let Operator::Aggregate(aggregate) = operator else {
+        return Ok(());
+    };
+    let flat = matches!(value_format, Format::Delimited(_) | Format::Kafka);
+    let structured = aggregate
+        .aggregates
+        .iter()
+        .any(|a| STRUCTURED_STATE.contains(&a.fun().name().to_lowercase().as_str()));
+    match flat && structured {
+        true => Err(EngineError::Plan(
+            "One of the functions used in the statement has an intermediate type that the \
+             value format can not handle. Please remove the function or change the format."
+                .into(),
+        )),
+        false => Ok(()),
+    }
 }
 
 /// Which GROUP BY column projection column `index` is, when it is one taken as is (it then
@@ -714,6 +747,7 @@ async fn plan_select_unboxed(
             name: field.name().clone(),
             data_type,
             key,
+            header: None,
         });
     }
     for (i, rank) in key_rank.iter().enumerate() {
@@ -891,6 +925,7 @@ async fn plan_select_unboxed(
         statement: statement.to_string(),
     };
     if !push {
+        check_intermediate_types(&operator, sink.value_format)?;
         sink.check_formats()?;
         sink.check_timestamp_column()?;
         if !sink.columns.iter().any(|c| !c.key) {
@@ -1168,7 +1203,7 @@ pub(crate) fn expand_and_find_source(
         }
     }
     let mut projection = Vec::with_capacity(select.projection.len());
-    let mut generated = 0;
+    let mut names = ItemNames::new(source.columns.iter().map(|c| c.name.as_str()));
     for item in std::mem::take(&mut select.projection) {
         match item {
             SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(_, _) => {
@@ -1177,7 +1212,12 @@ pub(crate) fn expand_and_find_source(
                     .filter(|_| star.window && source.window.is_some())
                     .map(str::to_string);
                 let keys = source.key_columns().map(|c| c.name.clone());
-                let values = source.value_columns().map(|c| c.name.clone());
+                // Value and header columns, as declared.
+                let values = source
+                    .columns
+                    .iter()
+                    .filter(|c| !c.key)
+                    .map(|c| c.name.clone());
                 let names: Vec<String> = match star.keys_last {
                     true => values.chain(keys).collect(),
                     false => keys.chain(window).chain(values).collect(),
@@ -1193,10 +1233,7 @@ pub(crate) fn expand_and_find_source(
                     SqlExpr::CompoundIdentifier(parts) => {
                         parts.last().map(|p| p.value.clone()).unwrap_or_default()
                     }
-                    _ => field_access_name(&expr).unwrap_or_else(|| {
-                        generated += 1;
-                        format!("KSQL_COL_{}", generated - 1)
-                    }),
+                    _ => names.name(&expr),
                 };
                 projection.push(SelectItem::ExprWithAlias {
                     expr,

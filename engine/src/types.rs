@@ -110,6 +110,16 @@ impl SqlType {
         }
     }
 
+    /// Whether the type is BYTES or holds them.
+    pub fn contains_bytes(&self) -> bool {
+        match self {
+            SqlType::Bytes => true,
+            SqlType::Array(item) | SqlType::Map(_, item) => item.contains_bytes(),
+            SqlType::Struct(fields) => fields.iter().any(|(_, t)| t.contains_bytes()),
+            _ => false,
+        }
+    }
+
     /// Whether the type is a STRUCT or holds one.
     pub fn contains_struct(&self) -> bool {
         match self {

@@ -94,6 +94,31 @@ async fn read_all(
     }
 }
 
+/// Every record of `topic` as it is now: (partition, key, value) each.
+async fn records_by_partition(
+    client: &Arc<dyn LogClient>,
+    topic: &str,
+) -> Vec<(i32, Bytes, Option<Bytes>)> {
+    let mut out = Vec::new();
+    for partition in 0..client.partition_count(topic).await.expect("a topic") {
+        let mut offset = 0;
+        loop {
+            let records = client
+                .fetch(topic, partition, offset, 1 << 20, Duration::ZERO)
+                .await
+                .expect("fetch");
+            let Some(last) = records.last() else { break };
+            offset = last.offset + 1;
+            out.extend(
+                records
+                    .into_iter()
+                    .map(|r| (partition, r.key.unwrap_or_default(), r.value)),
+            );
+        }
+    }
+    out
+}
+
 /// The keys `user_0` .. of partition `partition` of 4, as the default partitioner places them.
 fn users_of(partition: i32) -> Vec<String> {
     (0..40)
@@ -163,6 +188,15 @@ async fn emit_final_over_partitions_read_at_different_times_loses_no_window() {
     }
     assert_eq!(got.len(), expected.len(), "windows emitted");
     assert_eq!(got, expected);
+    // The sink took the source's 4 partitions, and a window's record went to the partition
+    // of its key without the window (as Kafka Streams' windowed partitioner puts it).
+    let records = records_by_partition(&client, "PER_MINUTE").await;
+    assert_eq!(client.partition_count("PER_MINUTE").await.ok(), Some(4));
+    for (partition, key, _) in records {
+        let user = &key[..key.len() - 8];
+        let wanted = eddy_broker::partitioner::partition_for_key(user, 4);
+        assert_eq!(partition, wanted, "{:?}", String::from_utf8_lossy(user));
+    }
 }
 
 /// GROUP BY a value column over four partitions: the records go through the query's
@@ -229,6 +263,14 @@ async fn group_by_another_column_repartitions_and_counts_every_row_once() {
     let [(topic, 4)] = &repartition[..] else {
         panic!("one repartition topic of 4 partitions: {repartition:?}");
     };
+    // A page's records were routed to the partition the sink keeps the page in: the task
+    // counting a page is the one task writing that partition of the sink.
+    for (partition, _, value) in records_by_partition(&client, topic).await {
+        let value: Value = serde_json::from_slice(&value.expect("a value")).expect("JSON");
+        let page = value["PAGE"].as_str().expect("PAGE");
+        let wanted = eddy_broker::partitioner::partition_for_key(page.as_bytes(), 4);
+        assert_eq!(partition, wanted, "{page}");
+    }
     assert!(
         topic.starts_with("_eddy_CTAS_PER_PAGE_") && topic.ends_with("_0_repartition"),
         "{topic}"

@@ -587,6 +587,7 @@ async fn write_input(
         key: key.map(Bytes::from),
         value: value.map(Bytes::from),
         timestamp_ms: Some(input["timestamp"].as_i64().unwrap_or(0)),
+        headers: headers(&input["headers"])?,
         ..Default::default()
     };
     client
@@ -594,6 +595,28 @@ async fn write_input(
         .await
         .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// An input's headers: `[{"KEY": name, "VALUE": base64 or null}]`.
+fn headers(given: &Value) -> Result<Vec<(String, Option<Bytes>)>, String> {
+    use base64::Engine as _;
+    let Some(headers) = given.as_array() else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(headers.len());
+    for header in headers {
+        let key = header["KEY"].as_str().ok_or("a header without KEY")?;
+        let value = match header["VALUE"].as_str() {
+            Some(text) => Some(Bytes::from(
+                base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map_err(|e| format!("header {key}: {e}"))?,
+            )),
+            None => None,
+        };
+        out.push((key.to_string(), value));
+    }
+    Ok(out)
 }
 
 async fn compare_outputs(engine: &Engine, client: &Arc<dyn LogClient>, case: &Case) -> Outcome {

@@ -8,7 +8,8 @@
 //! through [`rowwise`]); MIN and MAX over tables in `retractable`; [`guard`] gives null
 //! where a call fails on a row, as ksqlDB does;
 //! [`catalog`] lists them for SHOW FUNCTIONS and DESCRIBE FUNCTION; [`operators`] plans
-//! ksqlDB's operators that DataFusion spells differently.
+//! ksqlDB's operators that DataFusion spells differently; CORRELATION and STDDEV_SAMP give
+//! ksqlDB's NaN and 0.0 over too few rows in `degenerate`.
 
 use datafusion::prelude::SessionContext;
 
@@ -19,6 +20,7 @@ pub mod catalog;
 pub(crate) mod collections;
 pub(crate) mod dates;
 pub(crate) mod datetime;
+pub(crate) mod degenerate;
 pub(crate) mod explode;
 pub(crate) mod geo;
 pub(crate) mod guard;
@@ -48,7 +50,7 @@ pub fn session() -> SessionContext {
 
 /// Registers ksqlDB's functions with a DataFusion session.
 pub fn register(context: &SessionContext) {
-    for function in udaf::all() {
+    for function in udaf::all().into_iter().chain(degenerate::udafs()) {
         context.register_udaf(function);
     }
     context.register_udaf(histogram::udaf());

@@ -81,13 +81,16 @@ impl ScalarUDFImpl for RowFunction {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let returns = args.return_field.data_type().clone();
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let mut values = Vec::with_capacity(arrays.len());
+        let mut values = Vec::with_capacity(args.args.len());
         let mut out = Vec::with_capacity(args.number_rows);
         for row in 0..args.number_rows {
             values.clear();
-            for array in &arrays {
-                values.push(ScalarValue::try_from_array(array, row)?);
+            // A scalar argument (a literal) is the same on every row.
+            for argument in &args.args {
+                values.push(match argument {
+                    ColumnarValue::Scalar(value) => value.clone(),
+                    ColumnarValue::Array(array) => ScalarValue::try_from_array(array, row)?,
+                });
             }
             out.push((self.row)(&values, &returns)?);
         }

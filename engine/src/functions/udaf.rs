@@ -161,7 +161,9 @@ impl AggregateUDFImpl for KsqlAggregate {
             kind: self.kind,
             item,
             limit,
-            ignore_nulls: ignore_nulls && !matches!(self.kind, Kind::CollectList),
+            // ksqlDB collects a null as an element (once, in a set).
+            ignore_nulls: ignore_nulls
+                && !matches!(self.kind, Kind::CollectList | Kind::CollectSet),
             as_list,
             values: Vec::new(),
         }))

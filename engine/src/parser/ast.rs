@@ -33,6 +33,28 @@ pub struct ColumnDef {
     pub data_type: SqlType,
     /// KEY (streams) or PRIMARY KEY (tables).
     pub key: bool,
+    /// A column read from the record's headers rather than its key or value.
+    pub header: Option<Header>,
+}
+
+/// Where a header column's value comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Header {
+    /// `HEADERS`: every header, in order, as `ARRAY<STRUCT<KEY STRING, VALUE BYTES>>`.
+    All,
+    /// `HEADER('key')`: the last value of the header `key`, as BYTES.
+    Key(String),
+}
+
+impl Header {
+    /// The type of a `HEADERS` column.
+    pub fn all_type() -> SqlType {
+        let field = |name: &str, t| (name.to_string(), t);
+        SqlType::Array(Box::new(SqlType::Struct(vec![
+            field("KEY", SqlType::String),
+            field("VALUE", SqlType::Bytes),
+        ])))
+    }
 }
 
 /// `WITH (NAME = value, ...)`, names upper-cased, values as written (strings unquoted).

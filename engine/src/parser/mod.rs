@@ -138,10 +138,35 @@ fn statement_tokens(sql: &str) -> Result<StatementTokens> {
                     span: token.span,
                 });
             }
+            // ksqlDB's identifiers may start with a digit (`AS 1R`), which the tokenizer reads
+            // as a number then a word: an alias after AS is taken whole.
+            Token::Word(ref word)
+                if word.quote_style.is_none() && after_as_number(&current, &token) =>
+            {
+                let alias = word.value.to_uppercase();
+                let number = current.pop().expect("after_as_number saw it");
+                let Token::Number(digits, _) = &number.token else {
+                    unreachable!("after_as_number saw a number");
+                };
+                current.push(TokenWithSpan {
+                    token: Token::make_word(&format!("{digits}{alias}"), Some('"')),
+                    span: Span::new(number.span.start, token.span.end),
+                });
+            }
             _ => current.push(normalize(token)),
         }
     }
     Ok((statements, current))
+}
+
+/// Whether `word` follows `AS` and a number written right against it (`AS 1R`).
+fn after_as_number(before: &[TokenWithSpan], word: &TokenWithSpan) -> bool {
+    let [.., as_word, number] = before else {
+        return false;
+    };
+    let is_as =
+        matches!(&as_word.token, Token::Word(w) if w.quote_style.is_none() && w.value == "AS");
+    matches!(number.token, Token::Number(..)) && number.span.end == word.span.start && is_as
 }
 
 /// Parses exactly one statement.
@@ -524,10 +549,12 @@ impl Cursor {
             } else {
                 false
             };
+            let header = self.header_source(&data_type)?;
             columns.push(ColumnDef {
                 name,
                 data_type,
                 key,
+                header,
             });
             if !self.eat_token(&Token::Comma) {
                 break;
@@ -535,6 +562,34 @@ impl Cursor {
         }
         self.expect_token(&Token::RParen)?;
         Ok(columns)
+    }
+
+    /// `HEADERS` or `HEADER('key')` after a column's type, which must fit it.
+    fn header_source(&mut self, data_type: &SqlType) -> Result<Option<Header>> {
+        let position = self.position();
+        let (header, expected) = if self.eat("HEADERS") {
+            (Header::All, Header::all_type())
+        } else if self.is("HEADER")
+            && matches!(self.tokens.get(self.index + 1), Some(t) if t.token == Token::LParen)
+        {
+            self.index += 2;
+            let key = self.string()?;
+            self.expect_token(&Token::RParen)?;
+            (Header::Key(key), SqlType::Bytes)
+        } else {
+            return Ok(None);
+        };
+        if *data_type != expected {
+            let what = match &header {
+                Header::All => "HEADERS".to_string(),
+                Header::Key(key) => format!("HEADER('{key}')"),
+            };
+            return Err(EngineError::sql(
+                format!("Invalid type for {what} column: expected {expected}, got {data_type}"),
+                position,
+            ));
+        }
+        Ok(Some(header))
     }
 
     fn data_type(&mut self) -> Result<SqlType> {

@@ -288,3 +288,48 @@ fn lambda_nesting_is_bounded() {
     let expression = parse_expression("TRANSFORM(a, x => x * 2)").unwrap();
     assert!(matches!(expression, Expr::Function(_)), "{expression:?}");
 }
+
+#[test]
+fn header_columns_name_their_header_and_must_have_its_type() {
+    let statement = one(
+        "CREATE STREAM s (k STRING KEY, h ARRAY<STRUCT<key STRING, value BYTES>> HEADERS, \
+         v BIGINT, one BYTES HEADER('abc')) WITH (kafka_topic='t', value_format='JSON');",
+    );
+    let Statement::CreateSource { columns, .. } = statement else {
+        panic!("not a CREATE STREAM");
+    };
+    let headers: Vec<(&str, Option<&Header>)> = columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.header.as_ref()))
+        .collect();
+    assert_eq!(
+        headers,
+        [
+            ("K", None),
+            ("H", Some(&Header::All)),
+            ("V", None),
+            ("ONE", Some(&Header::Key("abc".into())))
+        ]
+    );
+    assert_eq!(
+        error("CREATE STREAM s (h1 BYTES HEADERS) WITH (kafka_topic='t', value_format='JSON');"),
+        "line 1:27: Invalid type for HEADERS column: expected \
+         ARRAY<STRUCT<`KEY` STRING, `VALUE` BYTES>>, got BYTES"
+    );
+    assert_eq!(
+        error(
+            "CREATE STREAM s (h1 INT HEADER('key')) WITH (kafka_topic='t', value_format='JSON');"
+        ),
+        "line 1:25: Invalid type for HEADER('key') column: expected BYTES, got INTEGER"
+    );
+}
+
+#[test]
+fn an_alias_may_start_with_a_digit() {
+    let statement = one("CREATE STREAM o AS SELECT ROUND(v, -1) AS 1R FROM s;");
+    let Statement::CreateAsSelect { query, .. } = statement else {
+        panic!("not a CREATE STREAM AS SELECT");
+    };
+    let text = query.query.to_string();
+    assert!(text.contains("AS \"1R\""), "{text}");
+}

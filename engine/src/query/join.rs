@@ -20,8 +20,8 @@ use datafusion::sql::sqlparser::ast::{
 use crate::catalog::{is_pseudo_column, Catalog, Source};
 use crate::error::{EngineError, Result};
 use crate::parser::{JoinWithin, SourceKind};
-use crate::query::field_access_name;
 use crate::query::stages::Chain;
+use crate::query::ItemNames;
 
 /// ROWKEY: the synthetic key column of a join whose key is not a source column.
 pub const ROWKEY: &str = "ROWKEY";
@@ -365,7 +365,8 @@ pub fn expand(
     let mut key_items = Vec::new();
     // Items named after a qualified column (`T.ID`), with their qualified name `T_ID`.
     let mut qualified = chain.map(|c| c.qualified.clone()).unwrap_or_default();
-    let mut generated = 0;
+    let columns = sources.iter().flat_map(|s| s.columns.iter());
+    let mut names = ItemNames::new(columns.map(|c| c.name.as_str()));
     let push_side =
         |projection: &mut Vec<SelectItem>, key_items: &mut Vec<(usize, String)>, side: usize| {
             for column in &sources[side].columns {
@@ -436,10 +437,7 @@ pub fn expand(
                             column.clone()
                         }
                     }
-                    _ => field_access_name(&expr).unwrap_or_else(|| {
-                        generated += 1;
-                        format!("KSQL_COL_{}", generated - 1)
-                    }),
+                    _ => names.name(&expr),
                 };
                 projection.push(SelectItem::ExprWithAlias {
                     expr,

@@ -181,6 +181,49 @@ fn leftmost(expr: &mut SqlExpr) -> &mut SqlExpr {
 }
 
 /// The name ksqlDB gives an unaliased `s->f` in a projection: the field's.
+/// ksqlDB's names for unnamed SELECT items that are neither columns nor qualified columns:
+/// a field access is named after its field, anything else `KSQL_COL_<n>`. A name a source's
+/// column or an earlier item has already is not taken again: a field's name gets the next
+/// free `_<n>` suffix (`B`, `B_1`, `B_2`), and `<n>` counts past the taken ones.
+pub(crate) struct ItemNames {
+    taken: std::collections::HashSet<String>,
+    generated: usize,
+}
+
+impl ItemNames {
+    /// Names for a query over sources with `columns`.
+    pub(crate) fn new<'a>(columns: impl IntoIterator<Item = &'a str>) -> ItemNames {
+        ItemNames {
+            taken: columns.into_iter().map(str::to_string).collect(),
+            generated: 0,
+        }
+    }
+
+    /// The name of the unnamed item `expr`.
+    pub(crate) fn name(&mut self, expr: &SqlExpr) -> String {
+        let name = match field_access_name(expr) {
+            Some(field) => (0..)
+                .map(|n| match n {
+                    0 => field.clone(),
+                    n => format!("{field}_{n}"),
+                })
+                .find(|name| !self.taken.contains(name)),
+            None => (self.generated..)
+                .map(|n| format!("KSQL_COL_{n}"))
+                .find(|name| !self.taken.contains(name)),
+        }
+        .expect("an unbounded range has a free name");
+        if let Some(n) = name
+            .strip_prefix("KSQL_COL_")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            self.generated = self.generated.max(n + 1);
+        }
+        self.taken.insert(name.clone());
+        name
+    }
+}
+
 pub(crate) fn field_access_name(expr: &SqlExpr) -> Option<String> {
     field_access_parts(expr).map(|(_, name)| name.to_string())
 }

@@ -27,7 +27,8 @@ use crate::catalog::{Source, ROWOFFSET, ROWPARTITION, ROWTIME, WINDOWEND, WINDOW
 use crate::error::{EngineError, Result};
 use crate::formats;
 use crate::functions::datetime;
-use crate::parser::ColumnDef;
+use crate::parser::{ColumnDef, Header};
+use crate::types::SqlType;
 
 /// Decodes records of `source` (from one partition) into rows of `schema`: its columns and
 /// pseudo-columns. Records that cannot be decoded are added to `failures`.
@@ -43,6 +44,7 @@ pub(crate) fn decode_records(
     }
     let key_columns: Vec<&ColumnDef> = source.key_columns().collect();
     let value_columns: Vec<&ColumnDef> = source.value_columns().collect();
+    let header_columns: Vec<&ColumnDef> = source.header_columns().collect();
     let mut rows = Vec::with_capacity(records.len());
     let mut deleted = Vec::with_capacity(records.len());
     let mut patterns = datetime::Cache::default();
@@ -88,6 +90,9 @@ pub(crate) fn decode_records(
             .map(|c| c.name.as_str())
             .zip(keys.into_iter().chain(values))
             .collect();
+        for column in &header_columns {
+            row.push((column.name.as_str(), header_value(column, &record.headers)));
+        }
         let mut timestamp = record.timestamp_ms;
         if let Some(column) = &source.timestamp_column {
             let event_time = row.iter().find(|(name, _)| *name == column.as_str());
@@ -121,6 +126,42 @@ pub(crate) fn decode_records(
     }
     let batch = rows_to_batch(schema, &rows)?;
     Ok(Some(Input { batch, deleted }))
+}
+
+/// A header column's value for a record with `headers`: every header as an array of
+/// (key, value) structs, or the last value of one key (null when absent). Bytes as hex text,
+/// as Arrow's JSON reader takes them.
+fn header_value(column: &ColumnDef, headers: &[(String, Option<bytes::Bytes>)]) -> Value {
+    let bytes = |value: &Option<bytes::Bytes>| match value {
+        Some(value) => Value::String(hex::encode(value)),
+        None => Value::Null,
+    };
+    match &column.header {
+        Some(Header::Key(key)) => headers
+            .iter()
+            .rev()
+            .find(|(name, _)| name == key)
+            .map_or(Value::Null, |(_, value)| bytes(value)),
+        Some(Header::All) => {
+            let names = match &column.data_type {
+                SqlType::Array(item) => match item.as_ref() {
+                    SqlType::Struct(fields) if fields.len() == 2 => {
+                        (fields[0].0.clone(), fields[1].0.clone())
+                    }
+                    _ => return Value::Null,
+                },
+                _ => return Value::Null,
+            };
+            let entries = headers.iter().map(|(key, value)| {
+                let mut entry = serde_json::Map::new();
+                entry.insert(names.0.clone(), Value::String(key.clone()));
+                entry.insert(names.1.clone(), bytes(value));
+                Value::Object(entry)
+            });
+            Value::Array(entries.collect())
+        }
+        None => Value::Null,
+    }
 }
 
 /// A decoded row as (column, value) pairs: arrow's JSON decoder reads it as an object
@@ -294,6 +335,7 @@ fn decode_json_values(
 ) -> Option<Input> {
     let simple = source.window.is_none()
         && source.key_columns().next().is_none()
+        && source.header_columns().next().is_none()
         && source.value_format == formats::Format::Json
         && source.timestamp_format.is_none();
     let columns: Vec<&ColumnDef> = source.value_columns().collect();
@@ -514,6 +556,7 @@ mod tests {
             name: name.into(),
             data_type,
             key: false,
+            header: None,
         };
         Source {
             name: "S".into(),
@@ -563,6 +606,7 @@ mod tests {
                 name: "K".into(),
                 data_type: SqlType::String,
                 key: true,
+                header: None,
             },
         );
         let schema = source.schema();
@@ -628,6 +672,7 @@ mod tests {
                 name: "K".into(),
                 data_type: SqlType::String,
                 key: true,
+                header: None,
             },
         );
         let mut failures = Vec::new();

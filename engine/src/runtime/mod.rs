@@ -13,11 +13,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, TimestampMillisecondArray,
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float64Array, Int64Array,
+    TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
-use datafusion::arrow::json::writer::JsonArray;
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::json::writer::{JsonArray, NullableEncoder};
+use datafusion::arrow::json::{Encoder, EncoderFactory, EncoderOptions};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_expr::PhysicalExpr;
 use eddy_broker::{
@@ -1476,6 +1479,7 @@ fn encode_columns(
         {
             let mut writer = datafusion::arrow::json::WriterBuilder::new()
                 .with_explicit_nulls(true)
+                .with_encoder_factory(Arc::new(Base64Bytes))
                 .build::<_, datafusion::arrow::json::writer::LineDelimited>(&mut buffer);
             writer.write(&selected)?;
             writer.finish()?;
@@ -1546,6 +1550,7 @@ pub(crate) fn to_rows(batch: &RecordBatch) -> Result<Vec<Map<String, Value>>> {
     {
         let mut writer = datafusion::arrow::json::WriterBuilder::new()
             .with_explicit_nulls(true)
+            .with_encoder_factory(Arc::new(Base64Bytes))
             .build::<_, JsonArray>(&mut buf);
         writer.write(batch)?;
         writer.finish()?;
@@ -1556,6 +1561,44 @@ pub(crate) fn to_rows(batch: &RecordBatch) -> Result<Vec<Map<String, Value>>> {
         rows[row].insert(name, Value::String(text.into()));
     }
     Ok(rows)
+}
+
+/// BYTES as ksqlDB writes them in JSON: base64 text, at any depth (Arrow's writer would
+/// write hex).
+#[derive(Debug)]
+struct Base64Bytes;
+
+impl EncoderFactory for Base64Bytes {
+    fn make_default_encoder<'a>(
+        &self,
+        _field: &'a FieldRef,
+        array: &'a dyn Array,
+        _options: &'a EncoderOptions,
+    ) -> std::result::Result<Option<NullableEncoder<'a>>, ArrowError> {
+        let Some(array) = array.as_binary_opt::<i32>() else {
+            return Ok(None);
+        };
+        let nulls = array.nulls().cloned();
+        Ok(Some(NullableEncoder::new(
+            Box::new(Base64Text(array)),
+            nulls,
+        )))
+    }
+}
+
+struct Base64Text<'a>(&'a BinaryArray);
+
+impl Encoder for Base64Text<'_> {
+    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
+        use base64::Engine as _;
+        out.push(b'"');
+        out.extend_from_slice(
+            base64::engine::general_purpose::STANDARD
+                .encode(self.0.value(idx))
+                .as_bytes(),
+        );
+        out.push(b'"');
+    }
 }
 
 /// Times as ksqlDB writes them to topics: a TIMESTAMP as epoch milliseconds, a DATE as days

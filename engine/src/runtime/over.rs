@@ -2,7 +2,8 @@
 //! [`crate::query::OverPlan`]).
 //!
 //! A row waits until the query's watermark has passed it: the earliest of the event times its
-//! partition readers have reached (a reader that has read all there is holds nobody back).
+//! partition readers have reached (a reader that has read all there is holds nobody back;
+//! one whose topic another running query is still writing has not, see `writers.rs`).
 //! The rows it passes are then taken in ORDER BY order, each updating its partition's
 //! accumulators and leaving with one value per function. A row older than rows already taken
 //! (its reader was out of order, or had been idle) is taken at once, after them. Rows wait only in memory: a query restarting from its committed offsets
